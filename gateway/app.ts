@@ -1,0 +1,112 @@
+// Builds the whole gateway without listening: features contribute routes, the router registers
+// them on one uWS app, and the OpenAPI document is generated from the same table. Tests drive
+// an app built here in-process; infra/node.ts only adds the database, listen and shutdown.
+import { readFileSync } from 'node:fs';
+import { uws, type TemplatedApp, type us_listen_socket } from './uws.ts';
+import { HttpRouter, type RouteDefinition } from './http.ts';
+import { buildOpenApiDocument, type ExtraPathDoc } from './openapi.ts';
+import { operationsRoutes } from './operations.ts';
+import { createAuthFeature } from './auth/feature.ts';
+import { createElectionsFeature } from './elections/feature.ts';
+import type { Config } from '../infra/config.ts';
+import type { Secrets } from '../infra/secrets.ts';
+import type { Logger } from '../infra/logger.ts';
+import { createMetrics, type Metrics } from '../infra/metrics.ts';
+import type { Pool } from '../persistence/db.ts';
+
+export interface AppDeps {
+  readonly config: Config;
+  readonly secrets: Secrets;
+  readonly pool: Pool;
+  readonly log: Logger;
+  readonly metrics?: Metrics;
+}
+
+/** A part of the product that brings routes and has a start/stop lifecycle. */
+export interface Feature {
+  readonly routes: readonly RouteDefinition<unknown, unknown>[];
+  /** Documented paths the router does not register itself (WebSocket upgrades). */
+  readonly extraPaths?: readonly ExtraPathDoc[];
+  start(): Promise<void>;
+  /** Called after the listen socket is closed and in-flight requests have drained. */
+  stop(): Promise<void>;
+}
+
+export interface LivevoteApp {
+  readonly uws: TemplatedApp;
+  readonly router: HttpRouter;
+  readonly routes: readonly RouteDefinition<unknown, unknown>[];
+  readonly metrics: Metrics;
+  readonly openApiDocument: Record<string, unknown>;
+  /** Binds and starts accepting; resolves with the port actually bound (PORT=0 picks one). */
+  listen(host: string, port: number): Promise<number>;
+  /** Stop accepting, close the listen socket, let in-flight requests finish, stop features. */
+  close(drainTimeoutMs?: number): Promise<void>;
+}
+
+const packageVersion = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+
+export async function buildApp(deps: AppDeps): Promise<LivevoteApp> {
+  const metrics = deps.metrics ?? createMetrics({ defaultMetrics: false });
+  const app = uws.App();
+  let accepting = false;
+  let listenSocket: us_listen_socket | undefined;
+
+  const auth = createAuthFeature({ pool: deps.pool, secrets: deps.secrets, log: deps.log });
+  const elections = createElectionsFeature({ pool: deps.pool, log: deps.log });
+  const features: Feature[] = [auth, elections];
+
+  const router = new HttpRouter(app, {
+    log: deps.log,
+    metrics,
+    authenticate: (header) => auth.authenticate(header),
+    trustProxy: deps.config.trustProxy,
+    isAccepting: () => accepting,
+  });
+
+  let openApiJson = '';
+  const routes: RouteDefinition<unknown, unknown>[] = [
+    ...operationsRoutes({ pool: deps.pool, metrics, isAccepting: () => accepting, openApiJson: () => openApiJson }),
+    ...features.flatMap((f) => f.routes),
+  ];
+  for (const route of routes) router.register(route);
+  router.registerFallback(routes);
+  const openApiDocument = buildOpenApiDocument(routes, features.flatMap((f) => f.extraPaths ?? []), { version: packageVersion });
+  openApiJson = JSON.stringify(openApiDocument);
+
+  for (const feature of features) await feature.start();
+
+  return {
+    uws: app,
+    router,
+    routes,
+    metrics,
+    openApiDocument,
+    listen(host, port) {
+      return new Promise((resolve, reject) => {
+        app.listen(host, port, (socket) => {
+          if (!socket) {
+            reject(new Error(`could not listen on ${host}:${port} (in use, or not permitted)`));
+            return;
+          }
+          listenSocket = socket;
+          accepting = true;
+          resolve(uws.us_socket_local_port(socket));
+        });
+      });
+    },
+    async close(drainTimeoutMs = 10_000) {
+      accepting = false;
+      if (listenSocket) {
+        uws.us_listen_socket_close(listenSocket);
+        listenSocket = undefined;
+      }
+      const drained = await Promise.race([
+        router.drained().then(() => true),
+        new Promise<boolean>((resolve) => setTimeout(() => resolve(false), drainTimeoutMs).unref()),
+      ]);
+      if (!drained) deps.log.warn({ inFlight: router.inFlightCount() }, 'requests still in flight after the drain timeout');
+      for (const feature of [...features].reverse()) await feature.stop();
+    },
+  };
+}

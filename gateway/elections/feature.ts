@@ -1,0 +1,23 @@
+import type { Feature } from '../app.ts';
+import type { Logger } from '../../infra/logger.ts';
+import type { Pool } from '../../persistence/db.ts';
+import { listElections } from '../../persistence/elections.ts';
+import { ElectionRegistry } from './registry.ts';
+import { electionRoutes } from './routes.ts';
+
+export interface ElectionsFeature extends Feature {
+  readonly registry: ElectionRegistry;
+}
+
+export function createElectionsFeature(deps: { pool: Pool; log: Logger }): ElectionsFeature {
+  const registry = new ElectionRegistry();
+  return {
+    registry,
+    routes: electionRoutes({ pool: deps.pool, registry }),
+    async start() {
+      for (const election of await listElections(deps.pool)) registry.put(election);
+      deps.log.info({ elections: registry.all().length }, 'elections loaded');
+    },
+    async stop() {},
+  };
+}

@@ -1,0 +1,142 @@
+// The HTTP layer on its own: a uWS app with two routes, driven over real sockets.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { z } from 'zod';
+import { uws, type us_listen_socket } from './uws.ts';
+import { ApiError } from './errors.ts';
+import { defineRoute, HttpRouter, type Principal } from './http.ts';
+import { createMetrics } from '../infra/metrics.ts';
+import { silentLogger } from '../infra/logger.ts';
+
+const viewer: Principal = { userId: 'u1', voterNumber: 1, role: 'viewer', sessionId: 's1' };
+let base = '';
+let socket: us_listen_socket | undefined;
+const metrics = createMetrics({ defaultMetrics: false });
+
+beforeAll(async () => {
+  const app = uws.App();
+  const router = new HttpRouter(app, {
+    log: silentLogger(),
+    metrics,
+    authenticate: (header) => {
+      if (header === 'Bearer good') return viewer;
+      if (header === 'Bearer admin') return { ...viewer, role: 'admin' };
+      throw new ApiError(header ? 'invalid_token' : 'unauthenticated');
+    },
+    trustProxy: false,
+    isAccepting: () => true,
+  });
+  const routes = [
+    defineRoute({
+      method: 'POST', path: '/echo/{name}', tag: 'test', auth: 'user', summary: 'echo',
+      body: z.strictObject({ n: z.number().int() }), bodyBytesMax: 1024,
+      responses: { 200: { description: 'ok' } },
+      handle: async ({ body, params, principal }) => {
+        await new Promise((r) => setTimeout(r, 5));
+        return { json: { n: body.n, name: params.name, user: principal?.userId } };
+      },
+    }),
+    defineRoute({
+      method: 'GET', path: '/admin-only', tag: 'test', auth: ['admin'], summary: 'admin',
+      responses: { 200: { description: 'ok' } },
+      handle: () => ({ json: { ok: true } }),
+    }),
+    defineRoute({
+      method: 'GET', path: '/boom', tag: 'test', auth: 'public', summary: 'throws',
+      responses: { 200: { description: 'never' } },
+      handle: () => { throw new Error('kaboom'); },
+    }),
+    defineRoute({
+      method: 'GET', path: '/big', tag: 'test', auth: 'public', summary: 'large body',
+      responses: { 200: { description: 'ok' } },
+      handle: () => ({ raw: 'x'.repeat(3 * 1024 * 1024), contentType: 'text/plain' }),
+    }),
+  ];
+  for (const route of routes) router.register(route);
+  router.registerFallback(routes);
+  await new Promise<void>((resolve) => app.listen('127.0.0.1', 0, (s) => { socket = s; base = `http://127.0.0.1:${uws.us_socket_local_port(s)}`; resolve(); }));
+});
+
+afterAll(() => { if (socket) uws.us_listen_socket_close(socket); });
+
+const post = (path: string, body: string, headers: Record<string, string> = {}) =>
+  fetch(base + path, { method: 'POST', body, headers: { authorization: 'Bearer good', 'content-type': 'application/json', ...headers } });
+
+async function expectError(response: Response, status: number, code: string) {
+  expect(response.status).toBe(status);
+  const json = (await response.json()) as { error: { code: string; message: string } };
+  expect(json.error.code).toBe(code);
+  expect(json.error.message.length).toBeGreaterThan(0);
+}
+
+describe('HttpRouter', () => {
+  it('parses, validates and answers after an await, with a request id', async () => {
+    const response = await post('/echo/alice', '{"n":3}');
+    expect(response.status).toBe(200);
+    expect(response.headers.get('x-request-id')).toMatch(/^[\w-]+$/);
+    expect(await response.json()).toEqual({ n: 3, name: 'alice', user: 'u1' });
+  });
+
+  it('keeps a valid incoming x-request-id', async () => {
+    const response = await post('/echo/a', '{"n":1}', { 'x-request-id': 'trace-123' });
+    expect(response.headers.get('x-request-id')).toBe('trace-123');
+  });
+
+  it('refuses malformed JSON, wrong types, unknown fields, empty bodies', async () => {
+    await expectError(await post('/echo/a', '{"n":'), 400, 'invalid_json');
+    await expectError(await post('/echo/a', ''), 400, 'invalid_json');
+    await expectError(await post('/echo/a', '{"n":"3"}'), 400, 'validation_failed');
+    await expectError(await post('/echo/a', '{"n":3,"x":1}'), 400, 'validation_failed');
+    await expectError(await post('/echo/a', '[]'), 400, 'validation_failed');
+  });
+
+  it('refuses oversized bodies, by header and by streamed size', async () => {
+    await expectError(await post('/echo/a', JSON.stringify({ n: 1, pad: 'x'.repeat(5000) })), 413, 'payload_too_large');
+    // A chunked body has no content-length: the limit is enforced while reading.
+    const stream = new ReadableStream({ start(c) { c.enqueue(new TextEncoder().encode('{"n":1,"p":"' + 'x'.repeat(4000) + '"}')); c.close(); } });
+    const response = await fetch(base + '/echo/a', { method: 'POST', body: stream, duplex: 'half', headers: { authorization: 'Bearer good', 'content-type': 'application/json' } } as RequestInit);
+    await expectError(response, 413, 'payload_too_large');
+  });
+
+  it('reassembles a body that arrives in several chunks', async () => {
+    const enc = new TextEncoder();
+    const stream = new ReadableStream({ async start(c) { c.enqueue(enc.encode('{"n":')); await new Promise((r) => setTimeout(r, 20)); c.enqueue(enc.encode('42}')); c.close(); } });
+    const response = await fetch(base + '/echo/a', { method: 'POST', body: stream, duplex: 'half', headers: { authorization: 'Bearer good', 'content-type': 'application/json' } } as RequestInit);
+    expect(await response.json()).toMatchObject({ n: 42 });
+  });
+
+  it('refuses non-JSON content types', async () => {
+    await expectError(await post('/echo/a', 'n=1', { 'content-type': 'application/x-www-form-urlencoded' }), 415, 'unsupported_media_type');
+  });
+
+  it('authenticates and authorises', async () => {
+    await expectError(await post('/echo/a', '{"n":1}', { authorization: '' }), 401, 'unauthenticated');
+    await expectError(await post('/echo/a', '{"n":1}', { authorization: 'Bearer forged' }), 401, 'invalid_token');
+    await expectError(await fetch(base + '/admin-only', { headers: { authorization: 'Bearer good' } }), 403, 'forbidden');
+    expect((await fetch(base + '/admin-only', { headers: { authorization: 'Bearer admin' } })).status).toBe(200);
+  });
+
+  it('answers 404 for unknown paths and 405 for known paths with another method', async () => {
+    await expectError(await fetch(base + '/nope'), 404, 'route_not_found');
+    const response = await fetch(base + '/admin-only', { method: 'DELETE' });
+    expect(response.headers.get('allow')).toBe('GET');
+    await expectError(response, 405, 'method_not_allowed');
+  });
+
+  it('turns a thrown error into a 500 internal_error without leaking it', async () => {
+    const response = await fetch(base + '/boom');
+    expect(response.status).toBe(500);
+    const text = await response.text();
+    expect(text).not.toContain('kaboom');
+    expect(JSON.parse(text).error.code).toBe('internal_error');
+  });
+
+  it('streams a large body completely', async () => {
+    const response = await fetch(base + '/big');
+    expect((await response.text()).length).toBe(3 * 1024 * 1024);
+  });
+
+  it('counts requests by route and status', async () => {
+    const text = await metrics.registry.metrics();
+    expect(text).toMatch(/livevote_http_requests_total\{method="POST",route="\/echo\/\{name\}",status="200"\} \d+/);
+  });
+});

@@ -1,0 +1,417 @@
+// The HTTP layer on uWebSockets.js: routes are data (method, path, auth, zod schemas, OpenAPI
+// text, handler), registered here with the habits the uWS examples teach:
+// - everything needed from `req` is read synchronously, before any await (req is stack memory);
+// - onAborted is attached before any await, and nothing is written to an aborted response;
+// - every write after an await is corked;
+// - onData chunks are copied unless consumed synchronously (they point into uWS's buffer);
+// - large bodies go out with tryEnd/onWritable so backpressure is honoured.
+import { randomUUID } from 'node:crypto';
+import type { z } from 'zod';
+import type { HttpRequest, HttpResponse, TemplatedApp } from './uws.ts';
+import { ApiError, errorBody, type ErrorCode } from './errors.ts';
+import type { Logger } from '../infra/logger.ts';
+import type { Metrics } from '../infra/metrics.ts';
+
+export type HttpMethod = 'GET' | 'POST' | 'PUT' | 'DELETE';
+export type Role = 'viewer' | 'broadcaster' | 'admin';
+
+/** Who made the request, from a verified access token. */
+export interface Principal {
+  readonly userId: string;
+  readonly voterNumber: number;
+  readonly role: Role;
+  readonly sessionId: string;
+}
+
+export interface RequestContext<Body, Query> {
+  readonly method: HttpMethod;
+  readonly path: string;
+  readonly params: Readonly<Record<string, string>>;
+  readonly query: Query;
+  readonly body: Body;
+  /** Present on every route whose `auth` is not 'public'. */
+  readonly principal: Principal | undefined;
+  readonly requestId: string;
+  readonly clientIp: string;
+  readonly userAgent: string;
+  readonly log: Logger;
+}
+
+export interface Reply {
+  readonly status?: number;
+  /** Serialised as JSON. */
+  readonly json?: unknown;
+  /** Sent as is, with `contentType`. */
+  readonly raw?: string | Buffer;
+  readonly contentType?: string;
+  readonly headers?: Readonly<Record<string, string>>;
+}
+
+export interface ResponseDoc {
+  readonly description: string;
+  readonly schema?: z.ZodType;
+}
+
+export interface RouteDefinition<Body = unknown, Query = unknown> {
+  readonly method: HttpMethod;
+  /** OpenAPI-style: `/api/v1/elections/{electionId}`. */
+  readonly path: string;
+  readonly summary: string;
+  readonly tag: string;
+  /** 'public', any authenticated user, or only these roles. */
+  readonly auth: 'public' | 'user' | readonly Role[];
+  readonly body?: z.ZodType<Body>;
+  readonly query?: z.ZodType<Query>;
+  readonly bodyBytesMax?: number;
+  /** Error codes this route can answer besides the generic ones; listed in the OpenAPI doc. */
+  readonly errors?: readonly ErrorCode[];
+  readonly responses: Readonly<Record<number, ResponseDoc>>;
+  readonly handle: (ctx: RequestContext<Body, Query>) => Reply | Promise<Reply>;
+}
+
+// Helps TypeScript infer Body/Query from the schemas while storing routes in one array.
+export function defineRoute<Body = undefined, Query = Record<string, string>>(
+  route: RouteDefinition<Body, Query>,
+): RouteDefinition<unknown, unknown> {
+  return route as unknown as RouteDefinition<unknown, unknown>;
+}
+
+export interface HttpDeps {
+  readonly log: Logger;
+  readonly metrics: Metrics;
+  readonly authenticate: (authorizationHeader: string) => Principal;
+  readonly trustProxy: boolean;
+  /** False while starting or draining: every route but health answers 503 not_ready. */
+  readonly isAccepting: () => boolean;
+}
+
+/** What uWS was told to serve: the OpenAPI test checks every entry is documented. */
+export interface ServedRoute {
+  readonly method: HttpMethod | 'WS';
+  readonly path: string;
+}
+
+export const defaultBodyBytesMax = 16 * 1024;
+
+const statusLines: Record<number, string> = {
+  200: '200 OK', 201: '201 Created', 202: '202 Accepted', 204: '204 No Content',
+  400: '400 Bad Request', 401: '401 Unauthorized', 403: '403 Forbidden', 404: '404 Not Found',
+  405: '405 Method Not Allowed', 409: '409 Conflict', 413: '413 Payload Too Large',
+  415: '415 Unsupported Media Type', 422: '422 Unprocessable Entity', 429: '429 Too Many Requests',
+  500: '500 Internal Server Error', 503: '503 Service Unavailable',
+};
+
+function statusLine(status: number): string {
+  return statusLines[status] ?? `${status} Status`;
+}
+
+/** State of one in-flight response; `done` makes double answers impossible. */
+interface ResponseState {
+  aborted: boolean;
+  done: boolean;
+}
+
+export class HttpRouter {
+  readonly served: ServedRoute[] = [];
+  private inFlight = 0;
+  private drainWaiters: (() => void)[] = [];
+
+  constructor(
+    private readonly app: TemplatedApp,
+    private readonly deps: HttpDeps,
+  ) {}
+
+  /** Requests started and not yet answered (or aborted). */
+  inFlightCount(): number {
+    return this.inFlight;
+  }
+
+  /** Resolves once no request is in flight. */
+  drained(): Promise<void> {
+    if (this.inFlight === 0) return Promise.resolve();
+    return new Promise((resolve) => this.drainWaiters.push(resolve));
+  }
+
+  register(route: RouteDefinition<unknown, unknown>): void {
+    const paramNames = [...route.path.matchAll(/\{(\w+)\}/g)].map((m) => m[1] as string);
+    const uwsPath = route.path.replace(/\{(\w+)\}/g, ':$1');
+    const handler = (res: HttpResponse, req: HttpRequest) => this.serve(route, paramNames, res, req);
+    switch (route.method) {
+      case 'GET': this.app.get(uwsPath, handler); break;
+      case 'POST': this.app.post(uwsPath, handler); break;
+      case 'PUT': this.app.put(uwsPath, handler); break;
+      case 'DELETE': this.app.del(uwsPath, handler); break;
+    }
+    this.served.push({ method: route.method, path: route.path });
+  }
+
+  /** Record a route registered outside this router (WebSocket upgrade) so the doc test sees it. */
+  recordServed(route: ServedRoute): void {
+    this.served.push(route);
+  }
+
+  /** 404 for unknown paths, 405 for known paths with another method. Register last. */
+  registerFallback(routes: readonly RouteDefinition<unknown, unknown>[]): void {
+    const patterns = routes.map((r) => ({
+      method: r.method,
+      regex: new RegExp(`^${r.path.replace(/\{\w+\}/g, '[^/]+')}$`),
+    }));
+    this.app.any('/*', (res, req) => {
+      const path = req.getUrl();
+      const method = req.getMethod().toUpperCase();
+      const started = performance.now();
+      const state: ResponseState = { aborted: false, done: false };
+      res.onAborted(() => { state.aborted = true; });
+      const allowed = patterns.filter((p) => p.regex.test(path)).map((p) => p.method);
+      if (allowed.length > 0 && !allowed.includes(method as HttpMethod)) {
+        this.sendError(res, state, new ApiError('method_not_allowed', undefined, undefined, { allow: [...new Set(allowed)].join(', ') }), 'fallback', method, started);
+      } else {
+        this.sendError(res, state, new ApiError('route_not_found'), 'fallback', method, started);
+      }
+    });
+  }
+
+  private serve(
+    route: RouteDefinition<unknown, unknown>,
+    paramNames: readonly string[],
+    res: HttpResponse,
+    req: HttpRequest,
+  ): void {
+    const started = performance.now();
+    const state: ResponseState = { aborted: false, done: false };
+    this.inFlight++;
+    res.onAborted(() => {
+      state.aborted = true;
+      this.finish(state);
+    });
+
+    // Everything from req, now: it is invalid after this function returns.
+    const params: Record<string, string> = {};
+    for (let i = 0; i < paramNames.length; i++) params[paramNames[i] as string] = decodeURIComponent(req.getParameter(i) ?? '');
+    const rawQuery = req.getQuery() ?? '';
+    const authorization = req.getHeader('authorization');
+    const contentType = req.getHeader('content-type');
+    const contentLength = req.getHeader('content-length');
+    const userAgent = req.getHeader('user-agent');
+    const forwardedFor = this.deps.trustProxy ? req.getHeader('x-forwarded-for') : '';
+    const incomingRequestId = req.getHeader('x-request-id');
+    const requestId = /^[\w.-]{1,64}$/.test(incomingRequestId) ? incomingRequestId : randomUUID();
+    const socketIp = Buffer.from(res.getRemoteAddressAsText()).toString();
+    const clientIp = forwardedFor ? (forwardedFor.split(',')[0] as string).trim() : socketIp;
+    const path = req.getUrl();
+
+    const fail = (error: unknown) => this.sendError(res, state, error, route.path, route.method, started, requestId);
+
+    if (!this.deps.isAccepting() && route.tag !== 'operations') {
+      fail(new ApiError('not_ready', undefined, undefined, { 'retry-after': '1' }));
+      return;
+    }
+
+    let principal: Principal | undefined;
+    let query: unknown;
+    try {
+      if (route.auth !== 'public') {
+        principal = this.deps.authenticate(authorization);
+        if (Array.isArray(route.auth) && !route.auth.includes(principal.role)) throw new ApiError('forbidden');
+      }
+      query = route.query ? parseWith(route.query, Object.fromEntries(new URLSearchParams(rawQuery)), 'query') : {};
+    } catch (error) {
+      fail(error);
+      return;
+    }
+
+    const context = (body: unknown): RequestContext<unknown, unknown> => ({
+      method: route.method, path, params, query, body, principal, requestId, clientIp, userAgent,
+      log: this.deps.log,
+    });
+
+    if (!route.body) {
+      this.runHandler(route, context(undefined), res, state, started, requestId);
+      return;
+    }
+
+    const bodyBytesMax = route.bodyBytesMax ?? defaultBodyBytesMax;
+    if (contentType !== '' && !contentType.toLowerCase().startsWith('application/json')) {
+      fail(new ApiError('unsupported_media_type'));
+      return;
+    }
+    if (contentLength !== '' && Number(contentLength) > bodyBytesMax) {
+      fail(new ApiError('payload_too_large', `The body may be at most ${bodyBytesMax} bytes.`));
+      return;
+    }
+    const bodySchema = route.body;
+    const chunks: Buffer[] = [];
+    let received = 0;
+    res.onData((chunk, isLast) => {
+      if (state.done) return;
+      received += chunk.byteLength;
+      if (received > bodyBytesMax) {
+        fail(new ApiError('payload_too_large', `The body may be at most ${bodyBytesMax} bytes.`));
+        return;
+      }
+      // Not the last chunk: copy, uWS reuses the memory. The last one is consumed synchronously.
+      if (!isLast) {
+        chunks.push(Buffer.from(chunk.slice(0)));
+        return;
+      }
+      const last = Buffer.from(chunk);
+      const whole = chunks.length === 0 ? last : Buffer.concat([...chunks, last]);
+      let body: unknown;
+      try {
+        body = parseWith(bodySchema, parseJson(whole), 'body');
+      } catch (error) {
+        fail(error);
+        return;
+      }
+      this.runHandler(route, context(body), res, state, started, requestId);
+    });
+  }
+
+  private runHandler(
+    route: RouteDefinition<unknown, unknown>,
+    ctx: RequestContext<unknown, unknown>,
+    res: HttpResponse,
+    state: ResponseState,
+    started: number,
+    requestId: string,
+  ): void {
+    let result: Reply | Promise<Reply>;
+    try {
+      result = route.handle(ctx);
+    } catch (error) {
+      this.sendError(res, state, error, route.path, route.method, started, requestId);
+      return;
+    }
+    if (result instanceof Promise) {
+      result.then(
+        (reply) => this.sendReply(res, state, reply, route.path, route.method, started, requestId),
+        (error: unknown) => this.sendError(res, state, error, route.path, route.method, started, requestId),
+      );
+    } else {
+      this.sendReply(res, state, result, route.path, route.method, started, requestId);
+    }
+  }
+
+  sendReply(
+    res: HttpResponse,
+    state: ResponseState,
+    reply: Reply,
+    routeLabel: string,
+    method: string,
+    started: number,
+    requestId?: string,
+  ): void {
+    const status = reply.status ?? 200;
+    const body = reply.raw ?? (reply.json === undefined ? '' : JSON.stringify(reply.json));
+    const contentType = reply.raw !== undefined ? (reply.contentType ?? 'text/plain; charset=utf-8') : 'application/json';
+    this.write(res, state, status, contentType, body, reply.headers, requestId);
+    this.observe(method, routeLabel, status, started);
+  }
+
+  sendError(
+    res: HttpResponse,
+    state: ResponseState,
+    error: unknown,
+    routeLabel: string,
+    method: string,
+    started: number,
+    requestId?: string,
+  ): void {
+    let status: number;
+    let body: string;
+    let headers: Readonly<Record<string, string>> | undefined;
+    if (error instanceof ApiError) {
+      status = error.status;
+      body = errorBody(error.code, error.message, error.details);
+      headers = error.headers;
+      if (status >= 500) this.deps.log.warn({ requestId, code: error.code, route: routeLabel }, error.message);
+    } else {
+      status = 500;
+      body = errorBody('internal_error');
+      this.deps.log.error({ requestId, route: routeLabel, err: error }, 'unhandled error in handler');
+    }
+    this.write(res, state, status, 'application/json', body, headers, requestId);
+    this.observe(method, routeLabel, status, started);
+  }
+
+  private write(
+    res: HttpResponse,
+    state: ResponseState,
+    status: number,
+    contentType: string,
+    body: string | Buffer,
+    headers: Readonly<Record<string, string>> | undefined,
+    requestId: string | undefined,
+  ): void {
+    if (state.done) return;
+    if (state.aborted) {
+      this.finish(state);
+      return;
+    }
+    res.cork(() => {
+      res.writeStatus(statusLine(status));
+      res.writeHeader('content-type', contentType);
+      if (requestId) res.writeHeader('x-request-id', requestId);
+      if (headers) for (const name in headers) res.writeHeader(name, headers[name] as string);
+      if (body.length <= 64 * 1024) {
+        res.end(body);
+        this.finish(state);
+      } else {
+        this.streamLarge(res, state, typeof body === 'string' ? Buffer.from(body) : body);
+      }
+    });
+  }
+
+  /** Large bodies (dashboard, OpenAPI): tryEnd + onWritable, as uWS's VideoStreamer example does. */
+  private streamLarge(res: HttpResponse, state: ResponseState, body: Buffer): void {
+    const total = body.length;
+    const startOffset = res.getWriteOffset();
+    const [ok, done] = res.tryEnd(body, total);
+    if (done || ok) {
+      this.finish(state);
+      return;
+    }
+    res.onWritable((offset) => {
+      const [ok2, done2] = res.tryEnd(body.subarray(offset - startOffset), total);
+      if (done2 || ok2) this.finish(state);
+      return ok2;
+    });
+  }
+
+  private finish(state: ResponseState): void {
+    if (state.done) return;
+    state.done = true;
+    this.inFlight--;
+    if (this.inFlight === 0 && this.drainWaiters.length > 0) {
+      const waiters = this.drainWaiters;
+      this.drainWaiters = [];
+      for (const resolve of waiters) resolve();
+    }
+  }
+
+  private observe(method: string, route: string, status: number, started: number): void {
+    const labels = { method, route, status: String(status) };
+    this.deps.metrics.httpRequestsTotal.inc(labels);
+    this.deps.metrics.httpRequestDurationSeconds.observe(labels, (performance.now() - started) / 1000);
+  }
+}
+
+function parseJson(bytes: Buffer): unknown {
+  if (bytes.length === 0) throw new ApiError('invalid_json', 'The request body is empty; a JSON object is required.');
+  try {
+    return JSON.parse(bytes.toString('utf8'));
+  } catch (error) {
+    throw new ApiError('invalid_json', `The request body is not valid JSON: ${(error as Error).message}`);
+  }
+}
+
+/** Validate at the boundary; the issues go back to the client as details. */
+export function parseWith<T>(schema: z.ZodType<T>, value: unknown, where: 'body' | 'query'): T {
+  const parsed = schema.safeParse(value);
+  if (parsed.success) return parsed.data;
+  const issues = parsed.error.issues.slice(0, 20).map((issue) => ({
+    path: [where, ...issue.path.map(String)].join('.'),
+    message: issue.message,
+  }));
+  throw new ApiError('validation_failed', undefined, { issues });
+}

@@ -1,0 +1,28 @@
+// One Prometheus registry per app instance (not the global one), so tests that build several
+// apps in one process do not collide on metric names.
+import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+export interface Metrics {
+  readonly registry: Registry;
+  readonly httpRequestsTotal: Counter<'method' | 'route' | 'status'>;
+  readonly httpRequestDurationSeconds: Histogram<'method' | 'route' | 'status'>;
+}
+
+export function createMetrics(options: { defaultMetrics: boolean }): Metrics {
+  const registry = new Registry();
+  if (options.defaultMetrics) collectDefaultMetrics({ register: registry, prefix: 'livevote_' });
+  const httpRequestsTotal = new Counter({
+    name: 'livevote_http_requests_total',
+    help: 'HTTP requests answered, by method, route pattern and status code',
+    labelNames: ['method', 'route', 'status'] as const,
+    registers: [registry],
+  });
+  const httpRequestDurationSeconds = new Histogram({
+    name: 'livevote_http_request_duration_seconds',
+    help: 'Time from request start to response end, by method, route pattern and status code',
+    labelNames: ['method', 'route', 'status'] as const,
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5],
+    registers: [registry],
+  });
+  return { registry, httpRequestsTotal, httpRequestDurationSeconds };
+}

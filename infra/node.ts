@@ -1,0 +1,63 @@
+// Starts one livevote node: secrets, database (embedded when DATABASE_URL is unset), migrations,
+// the gateway, listen. Returns a handle whose stop() is the graceful shutdown sequence.
+import { buildApp, type LivevoteApp } from '../gateway/app.ts';
+import { createPool, type Pool } from '../persistence/db.ts';
+import { startEmbeddedPostgres, type EmbeddedPostgresHandle } from '../persistence/embeddedPostgres.ts';
+import { migrate } from '../persistence/migrate.ts';
+import type { Config } from './config.ts';
+import type { Logger } from './logger.ts';
+import { createMetrics } from './metrics.ts';
+import { loadOrCreateSecrets } from './secrets.ts';
+
+export interface RunningNode {
+  readonly app: LivevoteApp;
+  readonly port: number;
+  readonly pool: Pool;
+  readonly databaseUrl: string;
+  stop(): Promise<void>;
+}
+
+export async function startNode(config: Config, log: Logger): Promise<RunningNode> {
+  const { secrets, generatedAdminPassword } = await loadOrCreateSecrets(config);
+  let embedded: EmbeddedPostgresHandle | undefined;
+  let databaseUrl = config.databaseUrl;
+  if (!databaseUrl) {
+    embedded = await startEmbeddedPostgres({ dataDir: config.dataDir, password: secrets.embeddedDbPassword, log, durable: true });
+    databaseUrl = embedded.url;
+  }
+  const pool = createPool(databaseUrl, config.dbPoolMax);
+  pool.on('error', (error) => log.error({ err: error }, 'idle database connection failed'));
+  try {
+    const applied = await migrate(pool);
+    if (applied.length > 0) log.info({ versions: applied }, 'migrations applied');
+    const app = await buildApp({ config, secrets, pool, log, metrics: createMetrics({ defaultMetrics: true }) });
+    const port = await app.listen(config.host, config.port);
+    log.info({ host: config.host, port, database: embedded ? 'embedded' : 'external' }, 'livevote is listening');
+    if (generatedAdminPassword) {
+      // Printed once, on the start that generated it, as such tools do; never logged.
+      process.stdout.write(
+        `\n  First start: an admin account was created.\n    email:    ${secrets.adminEmail}\n    password: ${generatedAdminPassword}\n` +
+          `  Set LIVEVOTE_ADMIN_EMAIL / LIVEVOTE_ADMIN_PASSWORD to choose your own. This is the only time it is shown.\n\n`,
+      );
+    }
+    let stopping: Promise<void> | undefined;
+    return {
+      app,
+      port,
+      pool,
+      databaseUrl,
+      stop() {
+        stopping ??= (async () => {
+          await app.close();
+          await pool.end();
+          await embedded?.stop();
+        })();
+        return stopping;
+      },
+    };
+  } catch (error) {
+    await pool.end().catch(() => undefined);
+    await embedded?.stop().catch(() => undefined);
+    throw error;
+  }
+}

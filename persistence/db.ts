@@ -1,0 +1,35 @@
+import pg from 'pg';
+
+export type Pool = pg.Pool;
+export type PoolClient = pg.PoolClient;
+
+// bigint columns (voter numbers, batch ids, counts) come back as JS numbers: every value we
+// store in them stays far below 2^53, and numbers keep the hot path free of BigInt.
+pg.types.setTypeParser(pg.types.builtins.INT8, (value: string) => Number(value));
+
+export function createPool(url: string, max: number, applicationName = 'livevote'): Pool {
+  return new pg.Pool({
+    connectionString: url,
+    max,
+    application_name: applicationName,
+    // A stuck connection attempt must not hang start-up or a request forever.
+    connectionTimeoutMillis: 10_000,
+    idleTimeoutMillis: 30_000,
+  });
+}
+
+/** Run `work` in one transaction on one pooled client; roll back on any error. */
+export async function inTransaction<T>(pool: Pool, work: (client: PoolClient) => Promise<T>): Promise<T> {
+  const client = await pool.connect();
+  try {
+    await client.query('BEGIN');
+    const result = await work(client);
+    await client.query('COMMIT');
+    return result;
+  } catch (error) {
+    await client.query('ROLLBACK').catch(() => undefined);
+    throw error;
+  } finally {
+    client.release();
+  }
+}
