@@ -14,6 +14,7 @@ const migrationLockKey = 0x6c76_6d67; // "lvmg"
 
 export interface Migration {
   readonly version: number;
+  /** The file name without .sql, e.g. 001_accounts_and_elections. */
   readonly name: string;
   readonly sql: string;
   readonly checksum: string;
@@ -35,7 +36,7 @@ export async function loadMigrations(dir = migrationsDir): Promise<Migration[]> 
     const sql = await readFile(path.join(dir, file), 'utf8');
     const version = Number(match[1]);
     if (migrations.some((m) => m.version === version)) throw new MigrationError(`two migrations share version ${version}`);
-    migrations.push({ version, name: match[2] as string, sql, checksum: createHash('sha256').update(sql).digest('hex') });
+    migrations.push({ version, name: `${match[1]}_${match[2]}`, sql, checksum: createHash('sha256').update(sql).digest('hex') });
   }
   return migrations;
 }
@@ -60,7 +61,7 @@ export async function migrate(pool: Pool, dir = migrationsDir): Promise<number[]
       const checksum = applied.get(migration.version);
       if (checksum !== undefined) {
         if (checksum !== migration.checksum) {
-          throw new MigrationError(`migration ${migration.version}_${migration.name} was edited after it was applied; add a new migration instead`);
+          throw new MigrationError(`migration ${migration.name} was edited after it was applied; add a new migration instead`);
         }
         continue;
       }
@@ -73,7 +74,7 @@ export async function migrate(pool: Pool, dir = migrationsDir): Promise<number[]
         await client.query('COMMIT');
       } catch (error) {
         await client.query('ROLLBACK').catch(() => undefined);
-        throw new MigrationError(`migration ${migration.version}_${migration.name} failed: ${(error as Error).message}`, { cause: error });
+        throw new MigrationError(`migration ${migration.name} failed: ${(error as Error).message}`, { cause: error });
       }
       done.push(migration.version);
     }

@@ -1,0 +1,70 @@
+import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { ConfigError, loadConfig } from './config.ts';
+import { loadOrCreateSecrets } from './secrets.ts';
+
+describe('loadConfig', () => {
+  it('applies the documented defaults', () => {
+    const config = loadConfig({});
+    expect(config.port).toBe(8080);
+    expect(config.host).toBe('127.0.0.1');
+    expect(config.databaseUrl).toBeUndefined();
+    expect(config.dataDir).toBe(path.resolve('.livevote'));
+    expect(config.logLevel).toBe('info');
+  });
+
+  it('treats empty values as unset', () => {
+    expect(loadConfig({ PORT: '', DATABASE_URL: '' }).port).toBe(8080);
+  });
+
+  it('names every bad variable in one error', () => {
+    try {
+      loadConfig({ PORT: '99999', DATABASE_URL: 'mysql://x', LOG_LEVEL: 'loud', LIVEVOTE_JWT_SECRET: 'short', LIVEVOTE_ADMIN_EMAIL: 'nope' });
+      expect.unreachable();
+    } catch (error) {
+      expect(error).toBeInstanceOf(ConfigError);
+      const problems = (error as ConfigError).problems.join('\n');
+      for (const name of ['PORT', 'DATABASE_URL', 'LOG_LEVEL', 'LIVEVOTE_JWT_SECRET', 'LIVEVOTE_ADMIN_EMAIL']) expect(problems).toContain(name);
+    }
+  });
+
+  it('refuses a port that is not a number', () => {
+    expect(() => loadConfig({ PORT: '80a' })).toThrow(/PORT: must be a whole number/);
+  });
+});
+
+describe('secrets', () => {
+  it('generates once, keeps them private, and reuses them on the next start', async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'lv-secrets-'));
+    try {
+      const config = loadConfig({ LIVEVOTE_DATA_DIR: dir });
+      const first = await loadOrCreateSecrets(config);
+      expect(first.generatedAdminPassword).toBe(first.secrets.adminPassword);
+      expect(first.secrets.jwtSecret.length).toBeGreaterThanOrEqual(32);
+      const file = path.join(dir, 'secrets.json');
+      expect((await stat(file)).mode & 0o777).toBe(0o600);
+      const second = await loadOrCreateSecrets(config);
+      expect(second.generatedAdminPassword).toBeUndefined();
+      expect(second.secrets).toEqual(first.secrets);
+      expect(await readFile(file, 'utf8')).toContain(first.secrets.jwtSecret);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('prefers configured values and prints no generated password when one is configured', async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'lv-secrets-'));
+    try {
+      const config = loadConfig({ LIVEVOTE_DATA_DIR: dir, LIVEVOTE_JWT_SECRET: 'j'.repeat(40), LIVEVOTE_ADMIN_EMAIL: 'Boss@Example.com', LIVEVOTE_ADMIN_PASSWORD: 'correct horse battery' });
+      const loaded = await loadOrCreateSecrets(config);
+      expect(loaded.generatedAdminPassword).toBeUndefined();
+      expect(loaded.secrets.jwtSecret).toBe('j'.repeat(40));
+      expect(loaded.secrets.adminEmail).toBe('boss@example.com');
+      expect(loaded.secrets.adminPassword).toBe('correct horse battery');
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
