@@ -1,0 +1,43 @@
+import { describe, expect, it } from 'vitest';
+import { journalContract } from './journalContract.ts';
+import { MemoryBatchIdSource, MemoryVoteStore, createMemoryAdapters } from './memoryAdapters.ts';
+
+journalContract('memory', async () => {
+  const adapters = createMemoryAdapters({ batchIdBlockSize: 7 });
+  return {
+    journal: adapters.journal,
+    leases: { setEpoch: (key, epoch) => adapters.store.setLeaseEpoch(key, epoch) },
+    storedVotes: adapters.storedVotes,
+    snapshots: adapters.snapshots,
+    batchIds: adapters.batchIds,
+    cleanup: () => {},
+  };
+});
+
+describe('memory adapters, beyond the contract', () => {
+  it('a batch id source created later starts above every id reserved before', () => {
+    const store = new MemoryVoteStore();
+    const first = new MemoryBatchIdSource(store, 10);
+    const a = first.nextSync();
+    const second = new MemoryBatchIdSource(store, 10);
+    const b = second.nextSync();
+    expect(b).toBeGreaterThan(a);
+    // The first source still uses its block: its ids stay below the second block.
+    expect(first.nextSync()).toBeLessThan(b);
+    expect(second.lastAssigned()).toBe(b);
+  });
+
+  it('keeps the snapshot with the highest watermark even if an older write lands last', () => {
+    const store = new MemoryVoteStore();
+    const base = { electionId: 'e', shard: 0, epoch: 1, tallies: [0], voterSlots: 0, bitmap: new Uint8Array(0), takenAtMs: 0 };
+    store.writeSnapshot({ ...base, watermarkBatchId: 20 });
+    store.writeSnapshot({ ...base, watermarkBatchId: 10 });
+    expect(store.readLatestSnapshot({ electionId: 'e', shard: 0 })?.watermarkBatchId).toBe(20);
+  });
+
+  it('refuses to commit the same batch id twice (ids are unique by construction)', () => {
+    const store = new MemoryVoteStore();
+    store.commitBatch({ batchId: 1, rows: [] });
+    expect(() => store.commitBatch({ batchId: 1, rows: [] })).toThrow();
+  });
+});

@@ -1,0 +1,245 @@
+// In-memory implementations of the persistence ports, for embedded fast tests and the
+// simulation. `MemoryVoteStore` is the synchronous "database": the simulation drives it
+// directly (it decides WHEN a commit lands); the async adapters below wrap it for the node
+// shell. The same behaviour is pinned for the Postgres adapters by journalContract.ts.
+
+import { assert } from './shard.ts';
+import type {
+  BatchIdSource,
+  Journal,
+  JournalBatch,
+  JournalCommitResult,
+  JournalConflict,
+  ShardKey,
+  ShardSnapshot,
+  SnapshotStore,
+  StoredVote,
+  StoredVoteReader,
+} from './ports.ts';
+import { shardKeyString } from './ports.ts';
+
+export interface StoredRow {
+  readonly electionId: string;
+  readonly shard: number;
+  readonly epoch: number;
+  readonly voterNumber: number;
+  readonly candidateIndex: number;
+  readonly voteId: string;
+  readonly acceptedAtMs: number;
+  readonly batchId: number;
+}
+
+function voterKey(electionId: string, voterNumber: number): string {
+  return `${electionId}\u0000${voterNumber}`;
+}
+
+export class MemoryVoteStore {
+  /** The lease table: shard → epoch of its current owner. */
+  private readonly leases = new Map<string, number>();
+  /** Every row ever stored, in commit order (append-only, like the table's heap). */
+  readonly rowsLog: StoredRow[] = [];
+  /** The primary key (electionId, voterNumber). */
+  private readonly rowsByVoter = new Map<string, StoredRow>();
+  private readonly committedBatchIds = new Set<number>();
+  private readonly snapshots = new Map<string, ShardSnapshot>();
+  /** The batch-id sequence; reservations take blocks from it. */
+  private sequenceLast = 0;
+
+  setLeaseEpoch(key: ShardKey, epoch: number): void {
+    assert(Number.isInteger(epoch) && epoch >= 0, 'epoch must be a non-negative integer');
+    this.leases.set(shardKeyString(key), epoch);
+  }
+
+  leaseEpoch(key: ShardKey): number | undefined {
+    return this.leases.get(shardKeyString(key));
+  }
+
+  /** One transaction: fence check for every row, then insert with ON CONFLICT DO NOTHING. */
+  commitBatch(batch: JournalBatch): JournalCommitResult {
+    assert(Number.isSafeInteger(batch.batchId) && batch.batchId > 0, 'batch id must be a positive integer');
+    assert(!this.committedBatchIds.has(batch.batchId), `batch id ${batch.batchId} committed twice`);
+    const staleShards = new Map<string, ShardKey>();
+    for (const row of batch.rows) {
+      const keyString = shardKeyString(row);
+      // No lease means no owner, so no writer may write.
+      if (this.leases.get(keyString) !== row.epoch && !staleShards.has(keyString)) {
+        staleShards.set(keyString, { electionId: row.electionId, shard: row.shard });
+      }
+    }
+    if (staleShards.size > 0) return { kind: 'fenced', staleShards: [...staleShards.values()] };
+    const conflicts: JournalConflict[] = [];
+    for (const row of batch.rows) {
+      const key = voterKey(row.electionId, row.voterNumber);
+      if (this.rowsByVoter.has(key)) {
+        conflicts.push({ electionId: row.electionId, voterNumber: row.voterNumber });
+        continue;
+      }
+      const stored: StoredRow = {
+        electionId: row.electionId,
+        shard: row.shard,
+        epoch: row.epoch,
+        voterNumber: row.voterNumber,
+        candidateIndex: row.candidateIndex,
+        voteId: row.voteId,
+        acceptedAtMs: row.acceptedAtMs,
+        batchId: batch.batchId,
+      };
+      this.rowsByVoter.set(key, stored);
+      this.rowsLog.push(stored);
+    }
+    this.committedBatchIds.add(batch.batchId);
+    return { kind: 'committed', conflicts };
+  }
+
+  wasCommitted(batchId: number): boolean {
+    return this.committedBatchIds.has(batchId);
+  }
+
+  readStoredVote(electionId: string, voterNumber: number): StoredVote | null {
+    const row = this.rowsByVoter.get(voterKey(electionId, voterNumber));
+    if (row === undefined) return null;
+    return {
+      electionId: row.electionId,
+      voterNumber: row.voterNumber,
+      candidateIndex: row.candidateIndex,
+      voteId: row.voteId,
+      acceptedAtMs: row.acceptedAtMs,
+    };
+  }
+
+  /** Keeps the snapshot with the highest watermark (a slow older write must not win). */
+  writeSnapshot(snapshot: ShardSnapshot): void {
+    const keyString = shardKeyString(snapshot);
+    const existing = this.snapshots.get(keyString);
+    if (existing !== undefined && existing.watermarkBatchId > snapshot.watermarkBatchId) return;
+    this.snapshots.set(keyString, copySnapshot(snapshot));
+  }
+
+  readLatestSnapshot(key: ShardKey): ShardSnapshot | null {
+    const snapshot = this.snapshots.get(shardKeyString(key));
+    return snapshot === undefined ? null : copySnapshot(snapshot);
+  }
+
+  votesAfter(key: ShardKey, afterBatchId: number): { voterNumber: number; candidateIndex: number }[] {
+    const rows: { voterNumber: number; candidateIndex: number }[] = [];
+    for (const row of this.rowsLog) {
+      if (row.batchId > afterBatchId && row.shard === key.shard && row.electionId === key.electionId) {
+        rows.push({ voterNumber: row.voterNumber, candidateIndex: row.candidateIndex });
+      }
+    }
+    return rows;
+  }
+
+  /** Reserves `size` ids; returns the first. Later reservations are always larger. */
+  reserveBatchIds(size: number): number {
+    assert(Number.isInteger(size) && size >= 1, 'reservation size must be >= 1');
+    const first = this.sequenceLast + 1;
+    this.sequenceLast += size;
+    return first;
+  }
+}
+
+function copySnapshot(snapshot: ShardSnapshot): ShardSnapshot {
+  return { ...snapshot, tallies: snapshot.tallies.slice(), bitmap: snapshot.bitmap.slice() };
+}
+
+export class MemoryJournal implements Journal {
+  constructor(private readonly store: MemoryVoteStore) {}
+
+  async commit(batch: JournalBatch): Promise<JournalCommitResult> {
+    return this.store.commitBatch(batch);
+  }
+
+  async wasCommitted(batchId: number): Promise<boolean> {
+    return this.store.wasCommitted(batchId);
+  }
+}
+
+export class MemoryStoredVoteReader implements StoredVoteReader {
+  constructor(private readonly store: MemoryVoteStore) {}
+
+  async readStoredVote(electionId: string, voterNumber: number): Promise<StoredVote | null> {
+    return this.store.readStoredVote(electionId, voterNumber);
+  }
+}
+
+export class MemorySnapshotStore implements SnapshotStore {
+  constructor(private readonly store: MemoryVoteStore) {}
+
+  async writeSnapshot(snapshot: ShardSnapshot): Promise<void> {
+    this.store.writeSnapshot(snapshot);
+  }
+
+  async readLatestSnapshot(key: ShardKey): Promise<ShardSnapshot | null> {
+    return this.store.readLatestSnapshot(key);
+  }
+
+  async readVotesAfter(
+    key: ShardKey,
+    afterBatchId: number,
+    onRows: (rows: readonly { voterNumber: number; candidateIndex: number }[]) => void,
+  ): Promise<void> {
+    const rows = this.store.votesAfter(key, afterBatchId);
+    // Chunked like a cursor would be, so callers cannot assume a single callback.
+    const chunkRowsMax = 1000;
+    for (let start = 0; start < rows.length; start += chunkRowsMax) onRows(rows.slice(start, start + chunkRowsMax));
+  }
+}
+
+/**
+ * Block reservation: ids come from blocks of `blockSize` reserved from the store's sequence, so
+ * this source hands out increasing ids, and a source created later (another process, a restart)
+ * starts above every id reserved before. An id is handed out, and `lastAssigned` moves, at the
+ * moment `next()` is called.
+ */
+export class MemoryBatchIdSource implements BatchIdSource {
+  private blockNext = 0;
+  private blockEnd = 0;
+  private last = 0;
+
+  constructor(
+    private readonly store: MemoryVoteStore,
+    private readonly blockSize = 1000,
+  ) {
+    assert(Number.isInteger(blockSize) && blockSize >= 1, 'blockSize must be >= 1');
+  }
+
+  async next(): Promise<number> {
+    return this.nextSync();
+  }
+
+  nextSync(): number {
+    if (this.blockNext >= this.blockEnd) {
+      this.blockNext = this.store.reserveBatchIds(this.blockSize);
+      this.blockEnd = this.blockNext + this.blockSize;
+    }
+    const id = this.blockNext++;
+    assert(id > this.last, 'batch ids must increase');
+    this.last = id;
+    return id;
+  }
+
+  lastAssigned(): number {
+    return this.last;
+  }
+}
+
+export interface MemoryAdapters {
+  readonly store: MemoryVoteStore;
+  readonly journal: MemoryJournal;
+  readonly snapshots: MemorySnapshotStore;
+  readonly storedVotes: MemoryStoredVoteReader;
+  readonly batchIds: MemoryBatchIdSource;
+}
+
+/** A fresh in-memory "database" with its adapters. Pass `store` to share one between "processes". */
+export function createMemoryAdapters(options: { store?: MemoryVoteStore; batchIdBlockSize?: number } = {}): MemoryAdapters {
+  const store = options.store ?? new MemoryVoteStore();
+  return {
+    store,
+    journal: new MemoryJournal(store),
+    snapshots: new MemorySnapshotStore(store),
+    storedVotes: new MemoryStoredVoteReader(store),
+    batchIds: new MemoryBatchIdSource(store, options.batchIdBlockSize ?? 1000),
+  };
+}
