@@ -30,6 +30,7 @@ export const errorCatalog = {
   // Accounts
   email_taken: { status: 409, message: 'An account with this email already exists.' },
   user_not_found: { status: 404, message: 'No such user.' },
+  auth_overloaded: { status: 503, message: 'Too many sign-ins are being processed; retry shortly.' },
 
   // Elections
   election_not_found: { status: 404, message: 'No such election.' },

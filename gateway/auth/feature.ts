@@ -1,0 +1,74 @@
+// The auth feature as the app sees it: routes, the hot-path `authenticate`, and a lifecycle
+// (configured admin, revoked sessions loaded, revocation poller running).
+import { ApiError } from '../errors.ts';
+import type { Principal, RouteDefinition } from '../http.ts';
+import type { Logger } from '../../infra/logger.ts';
+import type { Secrets } from '../../infra/secrets.ts';
+import type { Pool } from '../../persistence/db.ts';
+import { Accounts } from './accounts.ts';
+import { createAccessTokenVerifier } from './jwt.ts';
+import { SessionRevocations, type RevocationOptions } from './revocations.ts';
+import { authRoutes, type VerifiedPrincipal } from './routes.ts';
+import type { ScryptParams } from './passwords.ts';
+
+export interface AuthFeature {
+  readonly routes: readonly RouteDefinition<unknown, unknown>[];
+  /** Verifies 'Bearer <jwt>' (throws ApiError unauthenticated/invalid_token/token_expired/unsupported_token_algorithm/session_revoked); hot path: no I/O. */
+  authenticate(authorizationHeader: string): Principal;
+  /** Bootstraps the configured admin, loads revoked sessions, starts the revocation poller. */
+  start(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+export interface AuthFeatureDeps {
+  pool: Pool;
+  secrets: Secrets;
+  log: Logger;
+  nowMs?: () => number;
+  /** Tests only: cheaper scrypt and a faster poller. */
+  scryptParams?: ScryptParams;
+  revocationOptions?: Partial<RevocationOptions>;
+}
+
+const bearerPrefix = 'bearer ';
+
+export function createAuthFeature(deps: AuthFeatureDeps): AuthFeature {
+  const nowMs = deps.nowMs ?? Date.now;
+  const log = deps.log.child({ component: 'auth' });
+  const revocations = new SessionRevocations(deps.pool, log, nowMs, deps.revocationOptions);
+  const accounts = new Accounts({ pool: deps.pool, secrets: deps.secrets, log, nowMs, revocations, scryptParams: deps.scryptParams });
+  const verify = createAccessTokenVerifier(deps.secrets.jwtSecret, () => Math.floor(nowMs() / 1000));
+  let started = false;
+
+  return {
+    routes: authRoutes({ accounts }),
+
+    authenticate(authorizationHeader: string): VerifiedPrincipal {
+      // RFC 7235: the scheme is case-insensitive.
+      if (
+        authorizationHeader.length <= bearerPrefix.length ||
+        authorizationHeader.slice(0, bearerPrefix.length).toLowerCase() !== bearerPrefix
+      ) {
+        throw new ApiError('unauthenticated');
+      }
+      const verification = verify(authorizationHeader.slice(bearerPrefix.length).trim());
+      if (!verification.ok) throw new ApiError(verification.refusal);
+      const claims = verification.claims;
+      if (revocations.isRevoked(claims.sid)) throw new ApiError('session_revoked');
+      return { userId: claims.sub, voterNumber: claims.vn, role: claims.role, sessionId: claims.sid, expiresAtS: claims.exp };
+    },
+
+    async start() {
+      if (started) return;
+      await accounts.bootstrapAdmin();
+      await revocations.start();
+      await accounts.prepare();
+      started = true;
+    },
+
+    async stop() {
+      await revocations.stop();
+      started = false;
+    },
+  };
+}

@@ -1,0 +1,144 @@
+// Auth routes (seed contract 6.2 "Auth Service") plus the admin role grant. Bodies are strict
+// zod objects: unknown keys are refused, so a typo never silently does nothing.
+import { z } from 'zod';
+import { ApiError } from '../errors.ts';
+import { defineRoute, type Principal, type RouteDefinition } from '../http.ts';
+import type { Accounts } from './accounts.ts';
+import { emailCharsMax, passwordCharsMax, passwordCharsMin } from './passwords.ts';
+
+/** A principal as `authenticate` returns it: with the access token's expiry. */
+export interface VerifiedPrincipal extends Principal {
+  /** Unix seconds. */
+  readonly expiresAtS: number;
+}
+
+const roleSchema = z.enum(['viewer', 'broadcaster', 'admin']);
+const emailSchema = z.string().trim().max(emailCharsMax).pipe(z.email());
+/** Refresh tokens are 43 characters; the bound is generous, the service checks the shape. */
+const refreshTokenSchema = z.string().min(1).max(256);
+
+const registerBody = z.strictObject({
+  email: emailSchema,
+  password: z.string().min(passwordCharsMin).max(passwordCharsMax),
+});
+// Login accepts any length up to the max: a password set under an older, shorter minimum must
+// still work, and a too-short one is simply wrong (invalid_credentials), not malformed.
+const loginBody = z.strictObject({
+  email: emailSchema,
+  password: z.string().min(1).max(passwordCharsMax),
+});
+const refreshBody = z.strictObject({ refreshToken: refreshTokenSchema });
+const logoutBody = z.strictObject({ refreshToken: refreshTokenSchema.optional() });
+const roleBody = z.strictObject({ role: roleSchema });
+
+const tokenPairSchema = z.object({
+  userId: z.uuid(),
+  role: roleSchema,
+  accessToken: z.string().describe('HS256 JWT; send as `Authorization: Bearer <accessToken>`.'),
+  refreshToken: z.string().describe('Opaque, single use: each refresh returns a new one.'),
+  tokenType: z.literal('Bearer'),
+  expiresIn: z.number().int().describe('Seconds until the access token expires.'),
+});
+const validateSchema = z.object({
+  userId: z.uuid(),
+  role: roleSchema,
+  voterNumber: z.number().int().min(0),
+  sessionId: z.uuid(),
+  expiresAt: z.string().describe('When the access token expires (ISO 8601).'),
+});
+const roleGrantSchema = z.object({ userId: z.uuid(), role: roleSchema });
+
+function principalOf(principal: Principal | undefined): Principal {
+  // The router sets a principal on every non-public route; its absence is a bug, not a 4xx.
+  if (!principal) throw new Error('authenticated route reached without a principal');
+  return principal;
+}
+
+export function authRoutes(deps: { accounts: Accounts }): RouteDefinition<unknown, unknown>[] {
+  const { accounts } = deps;
+  return [
+    defineRoute<z.infer<typeof registerBody>>({
+      method: 'POST',
+      path: '/api/v1/auth/register',
+      summary: 'Create a viewer account and start a session',
+      tag: 'auth',
+      auth: 'public',
+      body: registerBody,
+      errors: ['email_taken', 'auth_overloaded'],
+      responses: { 201: { description: 'Account created; the session tokens.', schema: tokenPairSchema } },
+      handle: async ({ body }) => ({ status: 201, json: await accounts.register(body) }),
+    }),
+    defineRoute<z.infer<typeof loginBody>>({
+      method: 'POST',
+      path: '/api/v1/auth/login',
+      summary: 'Authenticate with email and password; start a session',
+      tag: 'auth',
+      auth: 'public',
+      body: loginBody,
+      errors: ['invalid_credentials', 'auth_overloaded'],
+      responses: { 200: { description: 'The session tokens.', schema: tokenPairSchema } },
+      handle: async ({ body }) => ({ status: 200, json: await accounts.login(body) }),
+    }),
+    defineRoute<z.infer<typeof refreshBody>>({
+      method: 'POST',
+      path: '/api/v1/auth/refresh',
+      summary: 'Exchange a refresh token for a new access and refresh token',
+      tag: 'auth',
+      auth: 'public',
+      body: refreshBody,
+      errors: ['invalid_refresh_token', 'refresh_token_reused'],
+      responses: { 200: { description: 'A new token pair; the refresh token sent is now used up.', schema: tokenPairSchema } },
+      handle: async ({ body }) => ({ status: 200, json: await accounts.refresh(body.refreshToken) }),
+    }),
+    defineRoute<z.infer<typeof logoutBody>>({
+      method: 'POST',
+      path: '/api/v1/auth/logout',
+      summary: 'End this session: its access and refresh tokens stop working',
+      tag: 'auth',
+      auth: 'user',
+      body: logoutBody,
+      responses: { 204: { description: 'Logged out (also ends the session of `refreshToken`, when it is yours).' } },
+      handle: async ({ body, principal }) => {
+        await accounts.logout(principalOf(principal), body.refreshToken);
+        return { status: 204 };
+      },
+    }),
+    defineRoute({
+      method: 'GET',
+      path: '/api/v1/auth/validate',
+      summary: 'Validate the bearer token and return who it belongs to',
+      tag: 'auth',
+      auth: 'user',
+      responses: { 200: { description: 'The token is valid.', schema: validateSchema } },
+      handle: ({ principal }) => {
+        const p = principalOf(principal) as Partial<VerifiedPrincipal> & Principal;
+        if (typeof p.expiresAtS !== 'number') throw new Error('principal without expiresAtS: not from the auth feature');
+        return {
+          status: 200,
+          json: {
+            userId: p.userId,
+            role: p.role,
+            voterNumber: p.voterNumber,
+            sessionId: p.sessionId,
+            expiresAt: new Date(p.expiresAtS * 1000).toISOString(),
+          } satisfies z.infer<typeof validateSchema>,
+        };
+      },
+    }),
+    defineRoute<z.infer<typeof roleBody>>({
+      method: 'PUT',
+      path: '/api/v1/users/{userId}/role',
+      summary: "Set a user's role (admin only); lowering it ends the user's sessions",
+      tag: 'auth',
+      auth: ['admin'],
+      body: roleBody,
+      errors: ['user_not_found', 'account_erased'],
+      responses: { 200: { description: 'The role now held.', schema: roleGrantSchema } },
+      handle: async ({ body, params }) => {
+        const userId = params.userId;
+        if (userId === undefined) throw new ApiError('validation_failed');
+        return { status: 200, json: await accounts.grantRole(userId, body.role) };
+      },
+    }),
+  ];
+}
