@@ -44,10 +44,10 @@ export function createAuthFeature(deps: AuthFeatureDeps): AuthFeature {
     routes: authRoutes({ accounts }),
 
     authenticate(authorizationHeader: string): VerifiedPrincipal {
-      // RFC 7235: the scheme is case-insensitive.
+      // RFC 7235: the scheme is case-insensitive ('Bearer ' first: it is what clients send).
       if (
         authorizationHeader.length <= bearerPrefix.length ||
-        authorizationHeader.slice(0, bearerPrefix.length).toLowerCase() !== bearerPrefix
+        (!authorizationHeader.startsWith('Bearer ') && authorizationHeader.slice(0, bearerPrefix.length).toLowerCase() !== bearerPrefix)
       ) {
         throw new ApiError('unauthenticated');
       }

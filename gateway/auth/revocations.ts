@@ -39,12 +39,16 @@ interface Cursor {
   readonly sessionId: string;
 }
 
+function isAfter(a: Cursor, b: Cursor): boolean {
+  return a.revokedAtUs > b.revokedAtUs || (a.revokedAtUs === b.revokedAtUs && a.sessionId > b.sessionId);
+}
+
 export class SessionRevocations {
   /** sessionId → ms since the epoch after which no access token of that session is valid. */
   private readonly revoked = new Map<string, number>();
   private readonly options: RevocationOptions;
-  /** Newest row seen; the next poll starts `overlapMs` before it. */
-  private newestSeenUs = 0;
+  /** Newest row seen (by revoked_at, then session id); the next poll starts `overlapMs` before it. */
+  private newestSeen: Cursor = { revokedAtUs: 0, sessionId: zeroUuid };
   /** Set when a poll stopped at pollPagesMax: the next one resumes exactly here, no overlap. */
   private resumeAt: Cursor | undefined;
   private timer: NodeJS.Timeout | undefined;
@@ -98,7 +102,7 @@ export class SessionRevocations {
   /** Loads every revoked session that has not expired, then polls on a timer. */
   async start(): Promise<void> {
     if (this.timer) return;
-    this.newestSeenUs = 0;
+    this.newestSeen = { revokedAtUs: 0, sessionId: zeroUuid };
     this.resumeAt = undefined;
     // Unbounded pages on purpose: at start we must know every live revocation before serving.
     await this.readPages(Number.MAX_SAFE_INTEGER);
@@ -135,15 +139,14 @@ export class SessionRevocations {
 
   /** Reads up to `pagesMax` pages; true when it stopped because of that limit. */
   private async readPages(pagesMax: number): Promise<boolean> {
-    let cursor: Cursor = this.resumeAt ?? {
-      revokedAtUs: Math.max(0, this.newestSeenUs - this.options.overlapMs * 1000),
-      sessionId: zeroUuid,
-    };
+    let cursor: Cursor = this.resumeAt ?? (this.options.overlapMs > 0
+      ? { revokedAtUs: Math.max(0, this.newestSeen.revokedAtUs - this.options.overlapMs * 1000), sessionId: zeroUuid }
+      : this.newestSeen);
     for (let page = 0; page < pagesMax; page++) {
       const rows = await revokedSessionsAfter(this.pool, cursor, new Date(this.nowMs()), this.options.pageRowsMax);
       for (const row of rows) {
         this.add(row);
-        if (row.revokedAtUs > this.newestSeenUs) this.newestSeenUs = row.revokedAtUs;
+        if (isAfter(row, this.newestSeen)) this.newestSeen = { revokedAtUs: row.revokedAtUs, sessionId: row.sessionId };
       }
       const last = rows[rows.length - 1];
       if (!last || rows.length < this.options.pageRowsMax) {
