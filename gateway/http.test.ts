@@ -7,7 +7,7 @@ import { defineRoute, HttpRouter, type Principal } from './http.ts';
 import { createMetrics } from '../infra/metrics.ts';
 import { silentLogger } from '../infra/logger.ts';
 
-const viewer: Principal = { userId: 'u1', voterNumber: 1, role: 'viewer', sessionId: 's1' };
+const viewer: Principal = { userId: 'u1', voterNumber: 1, role: 'viewer', sessionId: 's1', expiresAtS: 2_000_000_000 };
 let base = '';
 let socket: us_listen_socket | undefined;
 const metrics = createMetrics({ defaultMetrics: false });

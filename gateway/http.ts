@@ -21,6 +21,8 @@ export interface Principal {
   readonly voterNumber: number;
   readonly role: Role;
   readonly sessionId: string;
+  /** When the access token expires (seconds since the epoch). */
+  readonly expiresAtS: number;
 }
 
 export interface RequestContext<Body, Query> {
@@ -63,6 +65,8 @@ export interface RouteDefinition<Body = unknown, Query = unknown> {
   readonly body?: z.ZodType<Body>;
   readonly query?: z.ZodType<Query>;
   readonly bodyBytesMax?: number;
+  /** When set, an empty body stands for this value (a body whose fields are all optional). */
+  readonly emptyBodyAs?: unknown;
   /** Error codes this route can answer besides the generic ones; listed in the OpenAPI doc. */
   readonly errors?: readonly ErrorCode[];
   readonly responses: Readonly<Record<number, ResponseDoc>>;
@@ -258,7 +262,8 @@ export class HttpRouter {
       const whole = chunks.length === 0 ? last : Buffer.concat([...chunks, last]);
       let body: unknown;
       try {
-        body = parseWith(bodySchema, parseJson(whole), 'body');
+        const json = whole.length === 0 && route.emptyBodyAs !== undefined ? route.emptyBodyAs : parseJson(whole);
+        body = parseWith(bodySchema, json, 'body');
       } catch (error) {
         fail(error);
         return;

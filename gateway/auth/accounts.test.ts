@@ -53,7 +53,7 @@ const verify = createAccessTokenVerifier(baseSecrets.jwtSecret, () => Math.floor
 function principalOf(pair: TokenPair): Principal {
   const result = verify(pair.accessToken);
   if (!result.ok) throw new Error(`test token refused: ${result.refusal}`);
-  return { userId: result.claims.sub, voterNumber: result.claims.vn, role: result.claims.role, sessionId: result.claims.sid };
+  return { userId: result.claims.sub, voterNumber: result.claims.vn, role: result.claims.role, sessionId: result.claims.sid, expiresAtS: result.claims.exp };
 }
 
 async function refusal(promise: Promise<unknown>): Promise<string> {

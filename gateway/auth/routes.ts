@@ -6,11 +6,8 @@ import { defineRoute, type Principal, type RouteDefinition } from '../http.ts';
 import type { Accounts } from './accounts.ts';
 import { emailCharsMax, passwordCharsMax, passwordCharsMin } from './passwords.ts';
 
-/** A principal as `authenticate` returns it: with the access token's expiry. */
-export interface VerifiedPrincipal extends Principal {
-  /** Unix seconds. */
-  readonly expiresAtS: number;
-}
+/** A principal as `authenticate` returns it (kept as a name for callers; Principal has the expiry). */
+export type VerifiedPrincipal = Principal;
 
 const roleSchema = z.enum(['viewer', 'broadcaster', 'admin']);
 const emailSchema = z.string().trim().max(emailCharsMax).pipe(z.email());
@@ -97,6 +94,7 @@ export function authRoutes(deps: { accounts: Accounts }): RouteDefinition<unknow
       tag: 'auth',
       auth: 'user',
       body: logoutBody,
+      emptyBodyAs: {},
       responses: { 204: { description: 'Logged out (also ends the session of `refreshToken`, when it is yours).' } },
       handle: async ({ body, principal }) => {
         await accounts.logout(principalOf(principal), body.refreshToken);
@@ -111,8 +109,7 @@ export function authRoutes(deps: { accounts: Accounts }): RouteDefinition<unknow
       auth: 'user',
       responses: { 200: { description: 'The token is valid.', schema: validateSchema } },
       handle: ({ principal }) => {
-        const p = principalOf(principal) as Partial<VerifiedPrincipal> & Principal;
-        if (typeof p.expiresAtS !== 'number') throw new Error('principal without expiresAtS: not from the auth feature');
+        const p = principalOf(principal);
         return {
           status: 200,
           json: {
