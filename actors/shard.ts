@@ -1,0 +1,732 @@
+// The behaviour of one (election, shard): a pure step function `stepShard(state, msg)`.
+//
+// A voter's bit, one per voter slot (slot = floor(voterNumber / shardCount)):
+//
+//                      CastVote, bit clear, election accepting
+//     ┌───────┐        (pendingTallies[c]++, AppendToJournal)          ┌────────────┐
+//     │ CLEAR │ ─────────────────────────────────────────────────────► │ TENTATIVE  │
+//     └───────┘ ◄───────────────────────────────────────────────────── │ (pending)  │
+//       │   ▲     BatchAbandoned: definitely not stored                 └────────────┘
+//       │   │     (bit cleared, pending tally undone, waiters: unavailable)  │     │
+//       │   │                                                BatchInDoubt │     │ BatchCommitted
+//       │   │                           (waiters: unavailable; bit stays  ▼     │ (committedTallies[c]++,
+//       │   │                            set so no second vote slips in) ┌────────────┐ waiters answered)
+//       │   └─────────────────────────────────── BatchAbandoned ──────── │ IN_DOUBT   │  │
+//       │                                                                └────────────┘  │
+//       │                                                          BatchCommitted │      │
+//       │  RestoreFromSnapshot / ReplayStoredVotes (recovery)                    ▼      ▼
+//       └──────────────────────────────────────────────────────────────►  ┌─────────────┐
+//                                                                          │  COMMITTED  │ terminal
+//                                                                          └─────────────┘
+//   TENTATIVE ── BatchCommitted listing the voter as a conflict ──► STORED_ELSEWHERE (bit set,
+//   counts nothing, waiters answered from a lookup). A conflict means this shard missed a stored
+//   row; with leases, fencing and recovery working it never happens, so it is counted and logged.
+//
+// Purity: no I/O, no clock, no randomness. Time, voteIds and batch-id floors arrive in messages,
+// and everything the shell must do comes back as effects. The state is MUTATED in place: the
+// bitmap of a big shard is megabytes, and copying it per vote is not an option. Callers that need
+// an old state (the model test, recovery) rebuild it from a snapshot instead.
+//
+// Protocol (sender → reply), commands imperative, events past tense:
+//   CastVote               shell (gateway request)       → Reply now or later, maybe AppendToJournal/LookupStoredVote
+//   BatchCommitted         group committer               → Reply to waiters, TalliesCommitted
+//   BatchAbandoned         group committer               → Reply unavailable to waiters (maybe LeaseLost)
+//   BatchInDoubt           group committer               → Reply unavailable to waiters
+//   StoredVoteFound        shell (StoredVoteReader)      → Reply to lookup waiters
+//   StoredVoteLookupFailed shell (StoredVoteReader)      → Reply unavailable to lookup waiters
+//   TakeSnapshot           shell (snapshot timer)        → WriteSnapshot
+//   RestoreFromSnapshot    shell (recovery, before votes)→ TalliesCommitted (source recovery)
+//   ReplayStoredVotes      shell (recovery, before votes)→ TalliesCommitted (source recovery)
+//   CloseElection          shell (operator)              → none
+//   SetEpoch               shell (lease renewed by THIS node without interruption) → none
+
+import { PagedBitmap, bitmapPageBytesDefault } from './bitmap.ts';
+import type { JournalRow, ShardKey, ShardSnapshot, StoredVote } from './ports.ts';
+
+// ---------------------------------------------------------------------------------------------
+// Outcomes
+
+export type UnavailableReason =
+  /** The commit failed and the vote was definitely not stored: retrying is safe. */
+  | 'commit_failed'
+  /** This node lost the shard's lease; the vote was not stored. */
+  | 'fenced'
+  /** The outcome of the commit is unknown for now; retrying gets the truth once it is known. */
+  | 'in_doubt'
+  /** The stored vote could not be read. */
+  | 'lookup_failed'
+  /** The bit says the voter voted but no stored vote was found (read replica lag). */
+  | 'vote_not_found';
+
+export type AbandonReason = 'commit_failed' | 'fenced';
+
+export type InvalidVoteReason = 'voter_number_invalid' | 'candidate_index_invalid';
+
+/** Expected outcomes of a vote, as data. Ordered roughly by precedence. */
+export type VoteOutcome =
+  | { readonly kind: 'accepted'; readonly voteId: string; readonly acceptedAtMs: number; readonly replayed: boolean }
+  | { readonly kind: 'already_voted'; readonly voteId: string; readonly acceptedAtMs: number }
+  | { readonly kind: 'overloaded'; readonly retryAfterMs: number }
+  | { readonly kind: 'unavailable'; readonly reason: UnavailableReason; readonly retryAfterMs: number }
+  | { readonly kind: 'election_closed' }
+  | { readonly kind: 'unknown_election' }
+  /** Bad input, refused before it reaches a shard (the shell validates; the shard asserts). */
+  | { readonly kind: 'invalid_vote'; readonly reason: InvalidVoteReason };
+
+export type VoteOutcomeKind = VoteOutcome['kind'];
+
+// ---------------------------------------------------------------------------------------------
+// Messages
+
+/** Sender: shell, one per vote request. Reply: a `Reply` effect with the same requestId. */
+export interface CastVote {
+  readonly kind: 'CastVote';
+  readonly requestId: number;
+  readonly voterNumber: number;
+  readonly candidateIndex: number;
+  /** Generated by the shell (UUIDv7); used only if this request becomes the stored vote. */
+  readonly voteId: string;
+  readonly receivedAtMs: number;
+  /** BatchIdSource.lastAssigned() read at admission: this vote's batch id will be larger. */
+  readonly batchIdFloor: number;
+}
+
+/**
+ * Sender: group committer, once the batch holding these rows is known to be stored.
+ * Rows (not just voter numbers) so that a late or duplicated resolution can never resolve a
+ * newer tentative vote of the same voter: a pending vote is resolved only by its own voteId.
+ */
+export interface BatchCommitted {
+  readonly kind: 'BatchCommitted';
+  readonly batchId: number;
+  readonly rows: readonly JournalRow[];
+  /** Voters whose row was NOT written because a row was already stored for them. */
+  readonly conflictVoterNumbers: readonly number[];
+}
+
+/** Sender: group committer, when these rows are definitely NOT stored (rolled back or fenced). */
+export interface BatchAbandoned {
+  readonly kind: 'BatchAbandoned';
+  readonly rows: readonly JournalRow[];
+  readonly reason: AbandonReason;
+}
+
+/** Sender: group committer, when the commit outcome is unknown and could not be checked yet. */
+export interface BatchInDoubt {
+  readonly kind: 'BatchInDoubt';
+  readonly rows: readonly JournalRow[];
+}
+
+/** Sender: shell, answering a LookupStoredVote effect. */
+export interface StoredVoteFound {
+  readonly kind: 'StoredVoteFound';
+  readonly voterNumber: number;
+  readonly stored: StoredVote | null;
+}
+
+/** Sender: shell, when the StoredVoteReader rejected. */
+export interface StoredVoteLookupFailed {
+  readonly kind: 'StoredVoteLookupFailed';
+  readonly voterNumber: number;
+}
+
+/** Sender: shell's snapshot timer. Reply: a WriteSnapshot effect. */
+export interface TakeSnapshot {
+  readonly kind: 'TakeSnapshot';
+  readonly nowMs: number;
+  /** BatchIdSource.lastAssigned() read when the snapshot was requested. */
+  readonly lastAssignedBatchId: number;
+}
+
+/** Sender: shell during recovery, on a fresh state, before any vote. */
+export interface RestoreFromSnapshot {
+  readonly kind: 'RestoreFromSnapshot';
+  readonly snapshot: ShardSnapshot;
+}
+
+/** Sender: shell during recovery: stored votes after the snapshot's watermark. Idempotent. */
+export interface ReplayStoredVotes {
+  readonly kind: 'ReplayStoredVotes';
+  readonly rows: readonly { readonly voterNumber: number; readonly candidateIndex: number }[];
+}
+
+/** Sender: shell. New voters get `election_closed`; pending votes still resolve. */
+export interface CloseElection {
+  readonly kind: 'CloseElection';
+}
+
+/**
+ * Sender: shell, when THIS node renewed the shard's lease with a higher epoch and nobody else
+ * held it in between. After losing the lease to another owner the state may miss that owner's
+ * votes: the shard must be rebuilt from the store (snapshot + replay), not given a new epoch.
+ */
+export interface SetEpoch {
+  readonly kind: 'SetEpoch';
+  readonly epoch: number;
+}
+
+export type ShardMsg =
+  | CastVote
+  | BatchCommitted
+  | BatchAbandoned
+  | BatchInDoubt
+  | StoredVoteFound
+  | StoredVoteLookupFailed
+  | TakeSnapshot
+  | RestoreFromSnapshot
+  | ReplayStoredVotes
+  | CloseElection
+  | SetEpoch;
+
+// ---------------------------------------------------------------------------------------------
+// Effects
+
+export type TallySource = 'live' | 'recovery';
+
+export type ShardEffect =
+  | { readonly kind: 'Reply'; readonly requestId: number; readonly outcome: VoteOutcome }
+  /** Hand the row to the group committer; `batchIdFloor` travels with it (see groupCommit.ts). */
+  | { readonly kind: 'AppendToJournal'; readonly row: JournalRow; readonly batchIdFloor: number }
+  /** Read the stored vote, answer with StoredVoteFound / StoredVoteLookupFailed. */
+  | { readonly kind: 'LookupStoredVote'; readonly key: ShardKey; readonly voterNumber: number }
+  /** Committed tally deltas for the election aggregate; `source: 'recovery'` is not new votes. */
+  | { readonly kind: 'TalliesCommitted'; readonly key: ShardKey; readonly deltas: readonly number[]; readonly source: TallySource }
+  | { readonly kind: 'WriteSnapshot'; readonly snapshot: ShardSnapshot }
+  /** A write of the current epoch was fenced: another node owns the shard now. */
+  | { readonly kind: 'LeaseLost'; readonly key: ShardKey; readonly epoch: number };
+
+// ---------------------------------------------------------------------------------------------
+// State
+
+interface RetryWaiter {
+  readonly requestId: number;
+  readonly candidateIndex: number;
+}
+
+interface PendingVote {
+  readonly row: JournalRow;
+  readonly batchIdFloor: number;
+  /** The request that created the row; -1 once it was answered (in doubt). */
+  originalRequestId: number;
+  /** Retries that arrived while pending; null until the first one (most votes have none). */
+  retries: RetryWaiter[] | null;
+  inDoubt: boolean;
+}
+
+export interface ShardCounters {
+  castsReceived: number;
+  /** Rows handed to the journal (tentative votes). */
+  rowsAppended: number;
+  accepted: number;
+  acceptedReplayed: number;
+  alreadyVoted: number;
+  overloaded: number;
+  electionClosed: number;
+  unavailable: number;
+  rowsCommitted: number;
+  rowsAbandoned: number;
+  rowsInDoubt: number;
+  /** Committed batches listing one of our pending voters as already stored: state divergence. */
+  conflicts: number;
+  lookups: number;
+  /** Resolutions for rows that are no longer pending here (duplicates, or an older incarnation). */
+  staleResolutions: number;
+  rowsReplayed: number;
+}
+
+export interface ShardConfig {
+  /** Admission bound: pending votes + waiting retries + lookup waiters. */
+  readonly pendingVotesMax: number;
+  /** Told to clients with `overloaded` / `unavailable`. */
+  readonly retryAfterMs: number;
+  readonly bitmapPageBytes?: number;
+}
+
+export interface ShardState {
+  readonly key: ShardKey;
+  readonly shardCount: number;
+  readonly candidateCount: number;
+  epoch: number;
+  readonly config: ShardConfig;
+  bitmap: PagedBitmap;
+  readonly committedTallies: number[];
+  /** Tentative votes per candidate: never shown in results. */
+  readonly pendingTallies: number[];
+  readonly pending: Map<number, PendingVote>;
+  /** Voter → requests waiting for the stored vote. One lookup per voter, however many waiters. */
+  readonly lookups: Map<number, RetryWaiter[]>;
+  retryWaiterCount: number;
+  lookupWaiterCount: number;
+  /** Bits set for votes stored elsewhere and not counted here (conflicts); normally 0. */
+  uncountedBits: number;
+  accepting: boolean;
+  /** A write with the current epoch was fenced: refuse new votes until SetEpoch. */
+  leaseLost: boolean;
+  readonly counters: ShardCounters;
+  /** Preallocated, they are the replies of the overload path and must be cheap. */
+  readonly overloadedOutcome: VoteOutcome;
+}
+
+const electionClosedOutcome: VoteOutcome = Object.freeze({ kind: 'election_closed' });
+
+export function createShardState(init: {
+  key: ShardKey;
+  shardCount: number;
+  candidateCount: number;
+  epoch: number;
+  config: ShardConfig;
+}): ShardState {
+  const { key, shardCount, candidateCount, epoch, config } = init;
+  assert(Number.isInteger(shardCount) && shardCount >= 1, 'shardCount must be a positive integer');
+  assert(Number.isInteger(key.shard) && key.shard >= 0 && key.shard < shardCount, 'shard out of range');
+  assert(Number.isInteger(candidateCount) && candidateCount >= 1, 'candidateCount must be a positive integer');
+  assert(Number.isInteger(epoch) && epoch >= 0, 'epoch must be a non-negative integer');
+  assert(Number.isInteger(config.pendingVotesMax) && config.pendingVotesMax >= 1, 'pendingVotesMax must be >= 1');
+  return {
+    key: { electionId: key.electionId, shard: key.shard },
+    shardCount,
+    candidateCount,
+    epoch,
+    config,
+    bitmap: new PagedBitmap(config.bitmapPageBytes ?? bitmapPageBytesDefault),
+    committedTallies: new Array<number>(candidateCount).fill(0),
+    pendingTallies: new Array<number>(candidateCount).fill(0),
+    pending: new Map(),
+    lookups: new Map(),
+    retryWaiterCount: 0,
+    lookupWaiterCount: 0,
+    uncountedBits: 0,
+    accepting: true,
+    leaseLost: false,
+    counters: {
+      castsReceived: 0,
+      rowsAppended: 0,
+      accepted: 0,
+      acceptedReplayed: 0,
+      alreadyVoted: 0,
+      overloaded: 0,
+      electionClosed: 0,
+      unavailable: 0,
+      rowsCommitted: 0,
+      rowsAbandoned: 0,
+      rowsInDoubt: 0,
+      conflicts: 0,
+      lookups: 0,
+      staleResolutions: 0,
+      rowsReplayed: 0,
+    },
+    overloadedOutcome: Object.freeze({ kind: 'overloaded', retryAfterMs: config.retryAfterMs }),
+  };
+}
+
+/** What the admission bound counts. */
+export function shardBacklog(state: ShardState): number {
+  return state.pending.size + state.retryWaiterCount + state.lookupWaiterCount;
+}
+
+export function slotOf(state: ShardState, voterNumber: number): number {
+  return Math.floor(voterNumber / state.shardCount);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Step
+
+export function stepShard(state: ShardState, msg: ShardMsg): ShardEffect[] {
+  const out: ShardEffect[] = [];
+  switch (msg.kind) {
+    case 'CastVote':
+      castVote(state, msg, out);
+      break;
+    case 'BatchCommitted':
+      batchCommitted(state, msg, out);
+      break;
+    case 'BatchAbandoned':
+      batchAbandoned(state, msg, out);
+      break;
+    case 'BatchInDoubt':
+      batchInDoubt(state, msg, out);
+      break;
+    case 'StoredVoteFound':
+      storedVoteFound(state, msg, out);
+      break;
+    case 'StoredVoteLookupFailed':
+      storedVoteLookupFailed(state, msg, out);
+      break;
+    case 'TakeSnapshot':
+      out.push({ kind: 'WriteSnapshot', snapshot: takeSnapshot(state, msg) });
+      break;
+    case 'RestoreFromSnapshot':
+      restoreFromSnapshot(state, msg, out);
+      break;
+    case 'ReplayStoredVotes':
+      replayStoredVotes(state, msg, out);
+      break;
+    case 'CloseElection':
+      state.accepting = false;
+      break;
+    case 'SetEpoch':
+      assert(Number.isInteger(msg.epoch) && msg.epoch > state.epoch, `SetEpoch must raise the epoch (${state.epoch} -> ${msg.epoch})`);
+      state.epoch = msg.epoch;
+      state.leaseLost = false;
+      break;
+    default:
+      assertNever(msg);
+  }
+  return out;
+}
+
+function castVote(state: ShardState, msg: CastVote, out: ShardEffect[]): void {
+  const { voterNumber, candidateIndex } = msg;
+  assertOwnVoter(state, voterNumber);
+  assert(
+    Number.isInteger(candidateIndex) && candidateIndex >= 0 && candidateIndex < state.candidateCount,
+    'candidateIndex out of range (the shell validates input before dispatch)',
+  );
+  state.counters.castsReceived++;
+  const slot = Math.floor(voterNumber / state.shardCount);
+
+  if (!state.bitmap.has(slot)) {
+    if (!state.accepting) {
+      state.counters.electionClosed++;
+      out.push({ kind: 'Reply', requestId: msg.requestId, outcome: electionClosedOutcome });
+      return;
+    }
+    if (state.leaseLost) {
+      replyUnavailable(state, msg.requestId, 'fenced', out);
+      return;
+    }
+    if (shardBacklog(state) >= state.config.pendingVotesMax) {
+      replyOverloaded(state, msg.requestId, out);
+      return;
+    }
+    state.bitmap.set(slot);
+    state.pendingTallies[candidateIndex]!++;
+    const row: JournalRow = {
+      electionId: state.key.electionId,
+      shard: state.key.shard,
+      epoch: state.epoch,
+      voterNumber,
+      candidateIndex,
+      voteId: msg.voteId,
+      acceptedAtMs: msg.receivedAtMs,
+    };
+    state.pending.set(voterNumber, {
+      row,
+      batchIdFloor: msg.batchIdFloor,
+      originalRequestId: msg.requestId,
+      retries: null,
+      inDoubt: false,
+    });
+    state.counters.rowsAppended++;
+    out.push({ kind: 'AppendToJournal', row, batchIdFloor: msg.batchIdFloor });
+    return;
+  }
+
+  const pending = state.pending.get(voterNumber);
+  if (pending !== undefined) {
+    assert(!state.lookups.has(voterNumber), 'a voter cannot be pending and looked up at once');
+    if (pending.inDoubt) {
+      // Waiting could take as long as the store is unreachable; the retry will learn the truth.
+      replyUnavailable(state, msg.requestId, 'in_doubt', out);
+      return;
+    }
+    if (shardBacklog(state) >= state.config.pendingVotesMax) {
+      replyOverloaded(state, msg.requestId, out);
+      return;
+    }
+    (pending.retries ??= []).push({ requestId: msg.requestId, candidateIndex });
+    state.retryWaiterCount++;
+    return;
+  }
+
+  if (shardBacklog(state) >= state.config.pendingVotesMax) {
+    replyOverloaded(state, msg.requestId, out);
+    return;
+  }
+  addLookupWaiter(state, voterNumber, { requestId: msg.requestId, candidateIndex }, out);
+}
+
+function batchCommitted(state: ShardState, msg: BatchCommitted, out: ShardEffect[]): void {
+  const conflicts = msg.conflictVoterNumbers.length === 0 ? null : new Set(msg.conflictVoterNumbers);
+  let deltas: number[] | null = null;
+  for (const row of msg.rows) {
+    const pending = takeMatchingPending(state, row);
+    if (pending === null) continue;
+    if (conflicts !== null && conflicts.has(row.voterNumber)) {
+      // Our row was not written: someone's vote is stored instead. The bit stays set (a vote is
+      // stored); every waiter is answered from the stored vote.
+      state.counters.conflicts++;
+      state.uncountedBits++;
+      if (pending.originalRequestId >= 0) {
+        addLookupWaiter(state, row.voterNumber, { requestId: pending.originalRequestId, candidateIndex: row.candidateIndex }, out);
+      }
+      if (pending.retries !== null) {
+        for (const retry of pending.retries) addLookupWaiter(state, row.voterNumber, retry, out);
+      }
+      continue;
+    }
+    state.committedTallies[row.candidateIndex]!++;
+    (deltas ??= new Array<number>(state.candidateCount).fill(0))[row.candidateIndex]!++;
+    state.counters.rowsCommitted++;
+    if (pending.originalRequestId >= 0) {
+      state.counters.accepted++;
+      out.push({
+        kind: 'Reply',
+        requestId: pending.originalRequestId,
+        outcome: { kind: 'accepted', voteId: row.voteId, acceptedAtMs: row.acceptedAtMs, replayed: false },
+      });
+    }
+    if (pending.retries !== null) {
+      for (const retry of pending.retries) replyFromStored(state, retry, row, out);
+    }
+  }
+  if (deltas !== null) out.push({ kind: 'TalliesCommitted', key: state.key, deltas, source: 'live' });
+}
+
+function batchAbandoned(state: ShardState, msg: BatchAbandoned, out: ShardEffect[]): void {
+  let fencedCurrentEpoch = false;
+  for (const row of msg.rows) {
+    if (msg.reason === 'fenced' && row.epoch === state.epoch) fencedCurrentEpoch = true;
+    const pending = takeMatchingPending(state, row);
+    if (pending === null) continue;
+    const cleared = state.bitmap.clear(Math.floor(row.voterNumber / state.shardCount));
+    assert(cleared, 'a pending vote must have its bit set');
+    state.counters.rowsAbandoned++;
+    if (pending.originalRequestId >= 0) replyUnavailable(state, pending.originalRequestId, msg.reason, out);
+    if (pending.retries !== null) {
+      for (const retry of pending.retries) replyUnavailable(state, retry.requestId, msg.reason, out);
+    }
+  }
+  if (fencedCurrentEpoch && !state.leaseLost) {
+    state.leaseLost = true;
+    out.push({ kind: 'LeaseLost', key: state.key, epoch: state.epoch });
+  }
+}
+
+function batchInDoubt(state: ShardState, msg: BatchInDoubt, out: ShardEffect[]): void {
+  for (const row of msg.rows) {
+    const pending = state.pending.get(row.voterNumber);
+    if (pending === undefined || pending.row.voteId !== row.voteId) {
+      state.counters.staleResolutions++;
+      continue;
+    }
+    if (!pending.inDoubt) state.counters.rowsInDoubt++;
+    pending.inDoubt = true;
+    if (pending.originalRequestId >= 0) {
+      replyUnavailable(state, pending.originalRequestId, 'in_doubt', out);
+      pending.originalRequestId = -1;
+    }
+    if (pending.retries !== null) {
+      for (const retry of pending.retries) replyUnavailable(state, retry.requestId, 'in_doubt', out);
+      state.retryWaiterCount -= pending.retries.length;
+      pending.retries = null;
+    }
+  }
+  assert(state.retryWaiterCount >= 0, 'retryWaiterCount went negative');
+}
+
+function storedVoteFound(state: ShardState, msg: StoredVoteFound, out: ShardEffect[]): void {
+  const waiters = takeLookupWaiters(state, msg.voterNumber);
+  if (waiters === null) return;
+  const stored = msg.stored;
+  if (stored === null) {
+    for (const waiter of waiters) replyUnavailable(state, waiter.requestId, 'vote_not_found', out);
+    return;
+  }
+  assert(stored.voterNumber === msg.voterNumber && stored.electionId === state.key.electionId, 'stored vote of another voter');
+  for (const waiter of waiters) replyFromStored(state, waiter, stored, out);
+}
+
+function storedVoteLookupFailed(state: ShardState, msg: StoredVoteLookupFailed, out: ShardEffect[]): void {
+  const waiters = takeLookupWaiters(state, msg.voterNumber);
+  if (waiters === null) return;
+  for (const waiter of waiters) replyUnavailable(state, waiter.requestId, 'lookup_failed', out);
+}
+
+/**
+ * The snapshot holds COMMITTED state only: tentative bits are cleared in the copy, because a
+ * tentative vote may still be rolled back and a restored bit would lock that voter out forever.
+ *
+ * Watermark: every unresolved row has batch id > its batchIdFloor, and every row admitted later
+ * gets a batch id > lastAssignedBatchId (ids handed out later are larger). So every batch with
+ * id <= min(floors of unresolved rows, lastAssignedBatchId) that touched this shard has been
+ * resolved here, and is reflected in the copy. Taking the min of both is conservative (replay
+ * is idempotent), and safe even if the shell read lastAssignedBatchId a little early.
+ */
+function takeSnapshot(state: ShardState, msg: TakeSnapshot): ShardSnapshot {
+  const bitmap = state.bitmap.exportBytes();
+  let watermarkBatchId = msg.lastAssignedBatchId;
+  for (const [voterNumber, pending] of state.pending) {
+    const slot = Math.floor(voterNumber / state.shardCount);
+    bitmap[slot >>> 3]! &= ~(1 << (slot & 7));
+    if (pending.batchIdFloor < watermarkBatchId) watermarkBatchId = pending.batchIdFloor;
+  }
+  return {
+    electionId: state.key.electionId,
+    shard: state.key.shard,
+    epoch: state.epoch,
+    watermarkBatchId,
+    tallies: state.committedTallies.slice(),
+    voterSlots: state.bitmap.voterSlots(),
+    bitmap,
+    takenAtMs: msg.nowMs,
+  };
+}
+
+function restoreFromSnapshot(state: ShardState, msg: RestoreFromSnapshot, out: ShardEffect[]): void {
+  const { snapshot } = msg;
+  assert(state.bitmap.count() === 0 && state.pending.size === 0, 'RestoreFromSnapshot needs a fresh shard state');
+  assert(snapshot.electionId === state.key.electionId && snapshot.shard === state.key.shard, 'snapshot of another shard');
+  assert(snapshot.tallies.length === state.candidateCount, 'snapshot candidate count differs');
+  const bitmap = PagedBitmap.importBytes(snapshot.bitmap, snapshot.voterSlots, state.bitmap.pageBytes);
+  let talliesSum = 0;
+  for (const tally of snapshot.tallies) {
+    assert(Number.isInteger(tally) && tally >= 0, 'snapshot tally must be a non-negative integer');
+    talliesSum += tally;
+  }
+  // Every set bit of a snapshot is a counted vote, or a conflict's uncounted one: more votes
+  // than bits means a corrupt snapshot.
+  assert(talliesSum <= bitmap.count(), `snapshot tallies (${talliesSum}) exceed its bitmap (${bitmap.count()})`);
+  state.bitmap = bitmap;
+  state.uncountedBits = bitmap.count() - talliesSum;
+  for (let c = 0; c < state.candidateCount; c++) state.committedTallies[c] = snapshot.tallies[c]!;
+  out.push({ kind: 'TalliesCommitted', key: state.key, deltas: snapshot.tallies.slice(), source: 'recovery' });
+}
+
+function replayStoredVotes(state: ShardState, msg: ReplayStoredVotes, out: ShardEffect[]): void {
+  let deltas: number[] | null = null;
+  for (const row of msg.rows) {
+    assertOwnVoter(state, row.voterNumber);
+    assert(Number.isInteger(row.candidateIndex) && row.candidateIndex >= 0 && row.candidateIndex < state.candidateCount, 'stored candidateIndex out of range');
+    // Bit already set: counted already (restored or replayed), or pending (its resolution counts it).
+    if (!state.bitmap.set(Math.floor(row.voterNumber / state.shardCount))) continue;
+    state.committedTallies[row.candidateIndex]!++;
+    (deltas ??= new Array<number>(state.candidateCount).fill(0))[row.candidateIndex]!++;
+    state.counters.rowsReplayed++;
+  }
+  if (deltas !== null) out.push({ kind: 'TalliesCommitted', key: state.key, deltas, source: 'recovery' });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+/** Removes and returns the pending vote this row stands for; null for stale resolutions. */
+function takeMatchingPending(state: ShardState, row: JournalRow): PendingVote | null {
+  assert(row.electionId === state.key.electionId && row.shard === state.key.shard, 'resolution for a row of another shard');
+  const pending = state.pending.get(row.voterNumber);
+  if (pending === undefined || pending.row.voteId !== row.voteId) {
+    state.counters.staleResolutions++;
+    return null;
+  }
+  state.pending.delete(row.voterNumber);
+  const tally = --state.pendingTallies[row.candidateIndex]!;
+  assert(tally >= 0, 'pending tally went negative');
+  if (pending.retries !== null) state.retryWaiterCount -= pending.retries.length;
+  assert(state.retryWaiterCount >= 0, 'retryWaiterCount went negative');
+  return pending;
+}
+
+function addLookupWaiter(state: ShardState, voterNumber: number, waiter: RetryWaiter, out: ShardEffect[]): void {
+  let waiters = state.lookups.get(voterNumber);
+  if (waiters === undefined) {
+    waiters = [];
+    state.lookups.set(voterNumber, waiters);
+    state.counters.lookups++;
+    out.push({ kind: 'LookupStoredVote', key: state.key, voterNumber });
+  }
+  waiters.push(waiter);
+  state.lookupWaiterCount++;
+}
+
+function takeLookupWaiters(state: ShardState, voterNumber: number): RetryWaiter[] | null {
+  const waiters = state.lookups.get(voterNumber);
+  if (waiters === undefined) {
+    state.counters.staleResolutions++;
+    return null;
+  }
+  state.lookups.delete(voterNumber);
+  state.lookupWaiterCount -= waiters.length;
+  assert(state.lookupWaiterCount >= 0, 'lookupWaiterCount went negative');
+  return waiters;
+}
+
+function replyFromStored(
+  state: ShardState,
+  waiter: RetryWaiter,
+  stored: { readonly candidateIndex: number; readonly voteId: string; readonly acceptedAtMs: number },
+  out: ShardEffect[],
+): void {
+  if (waiter.candidateIndex === stored.candidateIndex) {
+    state.counters.accepted++;
+    state.counters.acceptedReplayed++;
+    out.push({
+      kind: 'Reply',
+      requestId: waiter.requestId,
+      outcome: { kind: 'accepted', voteId: stored.voteId, acceptedAtMs: stored.acceptedAtMs, replayed: true },
+    });
+  } else {
+    state.counters.alreadyVoted++;
+    out.push({
+      kind: 'Reply',
+      requestId: waiter.requestId,
+      outcome: { kind: 'already_voted', voteId: stored.voteId, acceptedAtMs: stored.acceptedAtMs },
+    });
+  }
+}
+
+function replyOverloaded(state: ShardState, requestId: number, out: ShardEffect[]): void {
+  state.counters.overloaded++;
+  out.push({ kind: 'Reply', requestId, outcome: state.overloadedOutcome });
+}
+
+function replyUnavailable(state: ShardState, requestId: number, reason: UnavailableReason, out: ShardEffect[]): void {
+  state.counters.unavailable++;
+  out.push({ kind: 'Reply', requestId, outcome: { kind: 'unavailable', reason, retryAfterMs: state.config.retryAfterMs } });
+}
+
+function assertOwnVoter(state: ShardState, voterNumber: number): void {
+  assert(Number.isSafeInteger(voterNumber) && voterNumber >= 0, 'voterNumber must be a non-negative integer');
+  assert(voterNumber % state.shardCount === state.key.shard, 'voter routed to the wrong shard');
+}
+
+/**
+ * Checks the state's internal invariants; O(pending + candidates). Used by tests and the
+ * simulation after every step, not on the hot path.
+ */
+export function checkShardInvariants(state: ShardState): void {
+  let pendingSum = 0;
+  const pendingByCandidate = new Array<number>(state.candidateCount).fill(0);
+  let retries = 0;
+  for (const [voterNumber, pending] of state.pending) {
+    assert(state.bitmap.has(Math.floor(voterNumber / state.shardCount)), 'pending voter without its bit');
+    assert(pending.row.voterNumber === voterNumber, 'pending entry keyed by the wrong voter');
+    assert(!state.lookups.has(voterNumber), 'voter both pending and looked up');
+    pendingByCandidate[pending.row.candidateIndex]!++;
+    pendingSum++;
+    retries += pending.retries?.length ?? 0;
+    if (pending.inDoubt) assert(pending.originalRequestId === -1 && pending.retries === null, 'in-doubt vote still has waiters');
+  }
+  let committedSum = 0;
+  for (let c = 0; c < state.candidateCount; c++) {
+    assert(state.pendingTallies[c] === pendingByCandidate[c], 'pendingTallies disagree with pending votes');
+    assert(state.committedTallies[c]! >= 0, 'negative committed tally');
+    committedSum += state.committedTallies[c]!;
+  }
+  assert(retries === state.retryWaiterCount, 'retryWaiterCount drifted');
+  let lookupWaiters = 0;
+  for (const waiters of state.lookups.values()) lookupWaiters += waiters.length;
+  assert(lookupWaiters === state.lookupWaiterCount, 'lookupWaiterCount drifted');
+  // Every set bit is a pending vote, a counted vote, or a conflict (stored elsewhere, uncounted).
+  assert(
+    state.bitmap.count() === pendingSum + committedSum + state.uncountedBits,
+    `bit count ${state.bitmap.count()} != pending ${pendingSum} + committed ${committedSum} + uncounted ${state.uncountedBits}`,
+  );
+}
+
+export function assert(condition: boolean, message: string): asserts condition {
+  if (!condition) throw new Error(`invariant violated: ${message}`);
+}
+
+function assertNever(value: never): never {
+  throw new Error(`invariant violated: unexpected message ${JSON.stringify(value)}`);
+}
