@@ -1,0 +1,85 @@
+// Throughput of the durable journal: rows/s committed through PgJournal (fence + COPY + insert +
+// batch record, one transaction per batch), with a fixed number of commits in flight, as the
+// node's group committer runs it. Not a test: prints a figure.
+//
+//   DATABASE_URL=postgres://postgres@127.0.0.1:5432/test node --import tsx bench/journal.ts
+//   options (env): BENCH_ROWS (200000), BENCH_BATCH_ROWS (2000), BENCH_IN_FLIGHT (2), BENCH_SHARDS (16)
+//
+// Runs in a throwaway database created on the server of DATABASE_URL (dropped at the end).
+import { randomUUID } from 'node:crypto';
+import type { JournalRow } from '../actors/ports.ts';
+import { acquireShardLeases } from '../cluster/leases.ts';
+import { createPgBatchIdSource } from '../persistence/batchIds.ts';
+import { createTestDatabase } from '../persistence/testDatabase.ts';
+import { createPgJournal } from '../persistence/voteJournal.ts';
+
+function intFromEnv(name: string, fallback: number, max: number): number {
+  const value = Number(process.env[name] ?? fallback);
+  if (!(Number.isInteger(value) && value >= 1 && value <= max)) throw new Error(`${name} must be 1..${max}`);
+  return value;
+}
+
+const rowsTotal = intFromEnv('BENCH_ROWS', 200_000, 10_000_000);
+const batchRows = intFromEnv('BENCH_BATCH_ROWS', 2000, 100_000);
+const inFlightMax = intFromEnv('BENCH_IN_FLIGHT', 2, 16);
+const shardCount = intFromEnv('BENCH_SHARDS', 16, 1024);
+const nodeId = 'bench-node';
+
+const db = await createTestDatabase({ poolMax: inFlightMax + 2 });
+try {
+  const electionId = randomUUID();
+  const epochs = await acquireShardLeases(db.pool, { electionId, shardCount, nodeId, leaseTtlMs: 600_000 });
+  const journal = createPgJournal({ pool: db.pool, nodeId });
+  const batchIds = await createPgBatchIdSource({ pool: db.pool });
+
+  // Voters in a shuffled order, as real votes arrive: primary-key inserts land all over the index.
+  const voters = Array.from({ length: rowsTotal }, (_, i) => i);
+  for (let i = voters.length - 1; i > 0; i--) {
+    const j = Math.floor(Math.random() * (i + 1));
+    [voters[i], voters[j]] = [voters[j]!, voters[i]!];
+  }
+  const acceptedAtMs = Date.now();
+  const batches: JournalRow[][] = [];
+  for (let start = 0; start < rowsTotal; start += batchRows) {
+    batches.push(
+      voters.slice(start, start + batchRows).map((voterNumber) => {
+        const shard = voterNumber % shardCount;
+        return { electionId, shard, epoch: epochs[shard]!, voterNumber, candidateIndex: voterNumber % 5, voteId: randomUUID(), acceptedAtMs };
+      }),
+    );
+  }
+
+  let nextBatch = 0;
+  const latenciesMs: number[] = [];
+  const startedAt = performance.now();
+  async function worker(): Promise<void> {
+    while (nextBatch < batches.length) {
+      const rows = batches[nextBatch++]!;
+      const t0 = performance.now();
+      const result = await journal.commit({ batchId: await batchIds.next(), rows });
+      latenciesMs.push(performance.now() - t0);
+      if (result.kind !== 'committed' || result.conflicts.length > 0) throw new Error(`unexpected outcome: ${JSON.stringify(result).slice(0, 200)}`);
+    }
+  }
+  await Promise.all(Array.from({ length: inFlightMax }, () => worker()));
+  const elapsedS = (performance.now() - startedAt) / 1000;
+
+  const stored = (await db.pool.query<{ n: number }>('SELECT count(*) AS n FROM votes')).rows[0]!.n;
+  if (stored !== rowsTotal) throw new Error(`stored ${stored} rows, expected ${rowsTotal}`);
+  latenciesMs.sort((a, b) => a - b);
+  const pct = (p: number) => latenciesMs[Math.min(latenciesMs.length - 1, Math.floor(p * latenciesMs.length))]!.toFixed(1);
+  console.log(
+    JSON.stringify({
+      rowsTotal,
+      batchRows,
+      inFlightMax,
+      shardCount,
+      elapsedS: Number(elapsedS.toFixed(2)),
+      rowsPerS: Math.round(rowsTotal / elapsedS),
+      commitLatencyMsP50: Number(pct(0.5)),
+      commitLatencyMsP99: Number(pct(0.99)),
+    }),
+  );
+} finally {
+  await db.drop();
+}

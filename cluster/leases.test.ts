@@ -1,0 +1,122 @@
+import { randomUUID } from 'node:crypto';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { acquireLeases, readLeases, releaseLeases, renewLeases } from '../persistence/leases.ts';
+import { createTestDatabase, type TestDatabase } from '../persistence/testDatabase.ts';
+import { acquireShardLeases, LeasesUnavailableError, ShardLeaseKeeper } from './leases.ts';
+
+let db: TestDatabase;
+let electionId: string;
+
+beforeAll(async () => {
+  db = await createTestDatabase();
+});
+
+afterAll(async () => {
+  await db?.drop();
+});
+
+beforeEach(() => {
+  electionId = randomUUID();
+});
+
+async function expireNow(shards: readonly number[]): Promise<void> {
+  await db.pool.query("UPDATE shard_leases SET expires_at = now() - interval '1 second' WHERE election_id = $1 AND shard = ANY($2::integer[])", [electionId, shards]);
+}
+
+describe('acquireShardLeases', () => {
+  it('takes every shard at epoch 1, and bumps every epoch on each later acquisition', async () => {
+    expect(await acquireShardLeases(db.pool, { electionId, shardCount: 4, nodeId: 'node-a', leaseTtlMs: 60_000 })).toEqual([1, 1, 1, 1]);
+    // The same node again (a restarted process with the same id): fenced its predecessor.
+    expect(await acquireShardLeases(db.pool, { electionId, shardCount: 4, nodeId: 'node-a', leaseTtlMs: 60_000 })).toEqual([2, 2, 2, 2]);
+    const leases = await readLeases(db.pool, electionId);
+    expect(leases.map((l) => [l.shard, l.epoch, l.ownerNode])).toEqual([0, 1, 2, 3].map((s) => [s, 2, 'node-a']));
+    expect(leases[0]!.expiresAtMs - leases[0]!.renewedAtMs).toBe(60_000);
+  });
+
+  it('refuses, all or nothing, while another node holds a live lease; takes over once it expired', async () => {
+    await acquireShardLeases(db.pool, { electionId, shardCount: 3, nodeId: 'node-a', leaseTtlMs: 60_000 });
+    await expireNow([0, 2]);
+    const refused = acquireShardLeases(db.pool, { electionId, shardCount: 3, nodeId: 'node-b', leaseTtlMs: 60_000 });
+    await expect(refused).rejects.toBeInstanceOf(LeasesUnavailableError);
+    await expect(refused).rejects.toMatchObject({ refused: [{ shard: 1, ownerNode: 'node-a', epoch: 1 }] });
+    // Nothing was taken, not even the expired shards.
+    expect((await readLeases(db.pool, electionId)).map((l) => [l.ownerNode, l.epoch])).toEqual([['node-a', 1], ['node-a', 1], ['node-a', 1]]);
+    await expireNow([1]);
+    expect(await acquireShardLeases(db.pool, { electionId, shardCount: 3, nodeId: 'node-b', leaseTtlMs: 60_000 })).toEqual([2, 2, 2]);
+  });
+
+  it("takeOver 'any' (single-node mode) takes live leases of another id at once", async () => {
+    await acquireShardLeases(db.pool, { electionId, shardCount: 2, nodeId: 'host-111', leaseTtlMs: 60_000 });
+    expect(await acquireShardLeases(db.pool, { electionId, shardCount: 2, nodeId: 'host-222', leaseTtlMs: 60_000, takeOver: 'any' })).toEqual([2, 2]);
+  });
+
+  it('refuses bad requests', async () => {
+    await expect(acquireShardLeases(db.pool, { electionId, shardCount: 0, nodeId: 'n', leaseTtlMs: 60_000 })).rejects.toThrow(/shardCount/);
+    await expect(acquireShardLeases(db.pool, { electionId, shardCount: 1, nodeId: 'n', leaseTtlMs: 5 })).rejects.toThrow(/leaseTtlMs/);
+    await expect(acquireShardLeases(db.pool, { electionId: 'nope', shardCount: 1, nodeId: 'n', leaseTtlMs: 60_000 })).rejects.toThrow(/uuid/);
+  });
+});
+
+describe('lease SQL', () => {
+  it('acquireLeases without allOrNothing takes what it may and reports the rest', async () => {
+    await acquireLeases(db.pool, { electionId, shards: [1], nodeId: 'node-a', leaseTtlMs: 60_000, takeOver: 'expired-or-own' });
+    const result = await acquireLeases(db.pool, { electionId, shards: [2, 1, 0, 2], nodeId: 'node-b', leaseTtlMs: 60_000, takeOver: 'expired-or-own' });
+    expect(result.acquired.map((l) => [l.shard, l.epoch])).toEqual([[0, 1], [2, 1]]);
+    expect(result.refused.map((l) => [l.shard, l.ownerNode])).toEqual([[1, 'node-a']]);
+  });
+
+  it('renews only leases still held under the same epoch, keeping the epoch; an expired one nobody took is renewed', async () => {
+    const epochs = await acquireShardLeases(db.pool, { electionId, shardCount: 2, nodeId: 'node-a', leaseTtlMs: 60_000 });
+    await expireNow([0]);
+    const renewed = await renewLeases(db.pool, { electionId, nodeId: 'node-a', leaseTtlMs: 30_000, leases: epochs.map((epoch, shard) => ({ shard, epoch })) });
+    expect(renewed.map((l) => [l.shard, l.epoch])).toEqual([[0, 1], [1, 1]]);
+    expect(renewed.every((l) => l.expiresAtMs > Date.now())).toBe(true);
+    // Taken over meanwhile: the renewal of that shard finds nothing.
+    await expireNow([1]);
+    await acquireLeases(db.pool, { electionId, shards: [1], nodeId: 'node-b', leaseTtlMs: 60_000, takeOver: 'expired-or-own' });
+    const again = await renewLeases(db.pool, { electionId, nodeId: 'node-a', leaseTtlMs: 30_000, leases: [{ shard: 0, epoch: 1 }, { shard: 1, epoch: 1 }] });
+    expect(again.map((l) => l.shard)).toEqual([0]);
+  });
+
+  it('release makes a lease takeable by another node at once, which bumps the epoch', async () => {
+    await acquireShardLeases(db.pool, { electionId, shardCount: 2, nodeId: 'node-a', leaseTtlMs: 60_000 });
+    expect(await releaseLeases(db.pool, { electionId, nodeId: 'node-a', leases: [{ shard: 0, epoch: 1 }, { shard: 1, epoch: 7 }] })).toEqual([0]);
+    const result = await acquireLeases(db.pool, { electionId, shards: [0, 1], nodeId: 'node-b', leaseTtlMs: 60_000, takeOver: 'expired-or-own' });
+    expect(result.acquired.map((l) => [l.shard, l.epoch])).toEqual([[0, 2]]);
+    expect(result.refused.map((l) => l.shard)).toEqual([1]);
+  });
+});
+
+describe('ShardLeaseKeeper', () => {
+  it('keeps leases alive past their TTL, and reports one lost to a takeover', async () => {
+    // TTL and interval leave room for a loaded CI box: ten renewals per TTL.
+    const epochs = await acquireShardLeases(db.pool, { electionId, shardCount: 2, nodeId: 'node-a', leaseTtlMs: 1000 });
+    const lost: number[][] = [];
+    const keeper = new ShardLeaseKeeper({
+      pool: db.pool,
+      electionId,
+      nodeId: 'node-a',
+      leaseTtlMs: 1000,
+      renewIntervalMs: 100,
+      leases: epochs.map((epoch, shard) => ({ shard, epoch })),
+      onLost: (shards) => lost.push([...shards]),
+    });
+    keeper.start();
+    try {
+      await new Promise((resolve) => setTimeout(resolve, 1300));
+      // Still alive after twice the TTL: another node is refused.
+      await expect(acquireShardLeases(db.pool, { electionId, shardCount: 2, nodeId: 'node-b', leaseTtlMs: 1000 })).rejects.toBeInstanceOf(LeasesUnavailableError);
+      expect(keeper.lastRenewedAtMs).toBeGreaterThan(Date.now() - 1000);
+      // An operator (or the failover logic) takes shard 1 by force: the keeper notices.
+      await acquireLeases(db.pool, { electionId, shards: [1], nodeId: 'node-b', leaseTtlMs: 60_000, takeOver: 'any' });
+      for (let i = 0; i < 100 && lost.length === 0; i++) await new Promise((resolve) => setTimeout(resolve, 20));
+      expect(lost).toEqual([[1]]);
+      expect(keeper.heldLeases()).toEqual([{ shard: 0, epoch: 1 }]);
+    } finally {
+      await keeper.stop({ release: true });
+    }
+    const leases = await readLeases(db.pool, electionId);
+    expect(leases[0]!.expiresAtMs).toBeLessThanOrEqual(Date.now() + 50);
+    expect(leases[1]!.ownerNode).toBe('node-b');
+  });
+});

@@ -1,0 +1,70 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { batchIdBlockSize, createPgBatchIdSource } from './batchIds.ts';
+import { createPool } from './db.ts';
+import { createTestDatabase, type TestDatabase } from './testDatabase.ts';
+
+let db: TestDatabase;
+
+beforeAll(async () => {
+  db = await createTestDatabase();
+});
+
+afterAll(async () => {
+  await db?.drop();
+});
+
+describe('PgBatchIdSource', () => {
+  it('starts lastAssigned at the block start minus one, before the first next()', async () => {
+    const source = await createPgBatchIdSource({ pool: db.pool });
+    const floor = source.lastAssigned();
+    const first = await source.next();
+    expect(first).toBe(floor + 1);
+    expect(source.lastAssigned()).toBe(first);
+    expect((first - 1) % batchIdBlockSize).toBe(0);
+  });
+
+  it('two sources (two processes): ids never collide and a later reservation is above the earlier ids', async () => {
+    const a = await createPgBatchIdSource({ pool: db.pool });
+    const idsA = [await a.next(), await a.next()];
+    const b = await createPgBatchIdSource({ pool: db.pool });
+    const idsB = [await b.next(), await b.next()];
+    expect(Math.min(...idsB)).toBeGreaterThan(Math.max(...idsA));
+    // a keeps using its own block: still increasing for a, and below b's block.
+    const laterA = await a.next();
+    expect(laterA).toBeGreaterThan(idsA[1]!);
+    expect(laterA).toBeLessThan(idsB[0]!);
+    // Once a's block is used up, its next block is above everything b was handed.
+    const moreA: number[] = [];
+    for (let i = 0; i < batchIdBlockSize; i++) moreA.push(await a.next());
+    expect(moreA.at(-1)!).toBeGreaterThan(b.lastAssigned());
+    const all = [...idsA, laterA, ...moreA, ...idsB];
+    expect(new Set(all).size).toBe(all.length);
+  });
+
+  it('concurrent next() calls across block boundaries hand out unique ids, reserving one block at a time', async () => {
+    const source = await createPgBatchIdSource({ pool: db.pool });
+    const before = (await db.pool.query<{ last_value: number }>('SELECT last_value FROM vote_batch_seq')).rows[0]!.last_value;
+    const ids = await Promise.all(Array.from({ length: 2500 }, () => source.next()));
+    expect(new Set(ids).size).toBe(2500);
+    const after = (await db.pool.query<{ last_value: number }>('SELECT last_value FROM vote_batch_seq')).rows[0]!.last_value;
+    // 2500 ids from a fresh block: two more blocks, not one per waiting caller.
+    expect((after - before) / batchIdBlockSize).toBe(2);
+    expect(source.lastAssigned()).toBe(Math.max(...ids));
+  });
+
+  it('each id is above the lastAssigned() read before asking for it (the admission floor)', async () => {
+    const source = await createPgBatchIdSource({ pool: db.pool });
+    for (let i = 0; i < 1500; i++) {
+      const floor = source.lastAssigned();
+      expect(await source.next()).toBeGreaterThan(floor);
+    }
+  });
+
+  it('rejects next() when no block can be reserved', async () => {
+    const pool = createPool(db.url, 1, 'batch-ids-dead');
+    const source = await createPgBatchIdSource({ pool });
+    for (let i = 0; i < batchIdBlockSize; i++) await source.next();
+    await pool.end();
+    await expect(source.next()).rejects.toThrow();
+  });
+});

@@ -1,0 +1,80 @@
+// Batch ids from Postgres in blocks: nextval on vote_batch_seq (INCREMENT BY 1000) reserves
+// [value, value + 999] for this process. Ids of one source increase; any reservation made later,
+// by any process, is above every id of an earlier one (a sequence never goes back), so batch ids
+// order batches across processes well enough for snapshot watermarks.
+import type { BatchIdSource } from '../actors/ports.ts';
+import type { Pool } from './db.ts';
+
+/** Must equal vote_batch_seq's INCREMENT BY (migration 002); checked when a source is created. */
+export const batchIdBlockSize = 1000;
+/** Callers waiting on one reservation could in theory drain a fresh block; retry this often at most. */
+const reservationAttemptsMax = 1000;
+
+export interface PgBatchIdSourceOptions {
+  readonly pool: Pool;
+}
+
+const reserveStatement = { name: 'livevote_batch_id_reserve', text: "SELECT nextval('vote_batch_seq') AS block_start" };
+
+export class PgBatchIdSource implements BatchIdSource {
+  private readonly pool: Pool;
+  private nextId: number;
+  /** Last id of the current block, inclusive. */
+  private blockEnd: number;
+  /** The reservation in flight: concurrent callers share it instead of reserving blocks each. */
+  private reserving: Promise<void> | undefined;
+
+  private constructor(pool: Pool, blockStart: number) {
+    this.pool = pool;
+    this.nextId = blockStart;
+    this.blockEnd = blockStart + batchIdBlockSize - 1;
+  }
+
+  /** Reserves the first block, so lastAssigned() is meaningful (blockStart - 1) before next(). */
+  static async create(options: PgBatchIdSourceOptions): Promise<PgBatchIdSource> {
+    const result = await options.pool.query<{ block_start: number; increment_by: number | null }>(
+      `SELECT nextval('vote_batch_seq') AS block_start,
+              (SELECT increment_by FROM pg_sequences
+                WHERE sequencename = 'vote_batch_seq' AND schemaname = current_schema()) AS increment_by`,
+    );
+    const row = result.rows[0];
+    if (row === undefined) throw new Error('nextval returned no row');
+    if (row.increment_by !== batchIdBlockSize) {
+      throw new Error(`vote_batch_seq increments by ${row.increment_by}, not ${batchIdBlockSize}: blocks would overlap`);
+    }
+    return new PgBatchIdSource(options.pool, row.block_start);
+  }
+
+  async next(): Promise<number> {
+    for (let attempt = 0; attempt < reservationAttemptsMax; attempt++) {
+      if (this.nextId <= this.blockEnd) {
+        const id = this.nextId;
+        this.nextId += 1;
+        return id;
+      }
+      this.reserving ??= this.reserve().finally(() => {
+        this.reserving = undefined;
+      });
+      await this.reserving;
+    }
+    throw new Error(`no batch id after ${reservationAttemptsMax} block reservations`);
+  }
+
+  lastAssigned(): number {
+    return this.nextId - 1;
+  }
+
+  private async reserve(): Promise<void> {
+    const result = await this.pool.query<{ block_start: number }>(reserveStatement);
+    const blockStart = result.rows[0]?.block_start;
+    if (blockStart === undefined) throw new Error('nextval returned no row');
+    // A sequence only grows; anything else means it was reset and ids could repeat.
+    if (!(blockStart > this.blockEnd)) throw new Error(`vote_batch_seq went back: block ${blockStart} after ${this.blockEnd}`);
+    this.nextId = blockStart;
+    this.blockEnd = blockStart + batchIdBlockSize - 1;
+  }
+}
+
+export function createPgBatchIdSource(options: PgBatchIdSourceOptions): Promise<PgBatchIdSource> {
+  return PgBatchIdSource.create(options);
+}
