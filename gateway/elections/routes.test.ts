@@ -1,0 +1,108 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { call, login, register, startAppHarness, testAdmin, type AppHarness } from '../../infra/testing/appHarness.ts';
+
+let h: AppHarness;
+let admin: string;
+let viewer: string;
+const unknownId = '00000000-0000-4000-8000-000000000000';
+
+beforeAll(async () => {
+  h = await startAppHarness();
+  admin = await login(h.baseUrl, testAdmin.email, testAdmin.password);
+  viewer = (await register(h.baseUrl, 'viewer@example.com')).accessToken;
+});
+afterAll(async () => { await h.close(); });
+
+const create = (body: unknown, token = admin) => call(h.baseUrl, 'POST', '/api/v1/admin/elections', { token, body });
+const electionCount = async () => Number((await h.db.pool.query('SELECT count(*) FROM elections')).rows[0].count);
+
+describe('elections', () => {
+  it('lets an admin create, list, get, open and close an election', async () => {
+    const created = await create({ title: 'Final', candidates: [{ name: 'Ada' }, { name: 'Grace' }, { name: 'Linus' }], shardCount: 4 });
+    expect(created.status).toBe(201);
+    expect(created.body).toMatchObject({ title: 'Final', status: 'draft', shardCount: 4 });
+    expect(created.body.candidates.map((c: { name: string; candidateIndex: number }) => [c.name, c.candidateIndex])).toEqual([['Ada', 0], ['Grace', 1], ['Linus', 2]]);
+    const id = created.body.electionId as string;
+
+    // A draft is invisible to the public.
+    expect((await call(h.baseUrl, 'GET', `/api/v1/elections/${id}`)).status).toBe(404);
+    expect((await call(h.baseUrl, 'GET', '/api/v1/elections')).body.elections.map((e: { electionId: string }) => e.electionId)).not.toContain(id);
+
+    const list = await call(h.baseUrl, 'GET', '/api/v1/admin/elections', { token: admin });
+    expect(list.body.elections.map((e: { electionId: string }) => e.electionId)).toContain(id);
+    expect((await call(h.baseUrl, 'GET', `/api/v1/admin/elections/${id}`, { token: admin })).body.electionId).toBe(id);
+
+    const opened = await call(h.baseUrl, 'POST', `/api/v1/admin/elections/${id}/open`, { token: admin });
+    expect(opened.status).toBe(200);
+    expect(opened.body.status).toBe('open');
+    expect(opened.body.openedAt).not.toBeNull();
+
+    const publicRead = await call(h.baseUrl, 'GET', `/api/v1/elections/${id}`);
+    expect(publicRead.status).toBe(200);
+    expect(Object.keys(publicRead.body).sort()).toEqual(['candidates', 'electionId', 'status', 'title']);
+    expect(publicRead.body.candidates[0]).toEqual({ candidateId: expect.any(String), name: 'Ada' });
+
+    const reopen = await call(h.baseUrl, 'POST', `/api/v1/admin/elections/${id}/open`, { token: admin });
+    expect(reopen.status).toBe(409);
+    expect(reopen.body.error.code).toBe('invalid_election_transition');
+
+    expect((await call(h.baseUrl, 'POST', `/api/v1/admin/elections/${id}/close`, { token: admin })).body.status).toBe('closed');
+    const closeAgain = await call(h.baseUrl, 'POST', `/api/v1/admin/elections/${id}/close`, { token: admin });
+    expect(closeAgain.body.error.code).toBe('invalid_election_transition');
+    expect((await call(h.baseUrl, 'GET', `/api/v1/elections/${id}`)).body.status).toBe('closed');
+  });
+
+  it('defaults the shard count', async () => {
+    const created = await create({ title: 'Defaults', candidates: [{ name: 'A' }, { name: 'B' }] });
+    expect(created.body.shardCount).toBe(8);
+  });
+
+  it('refuses bad bodies with validation_failed and creates nothing', async () => {
+    const before = await electionCount();
+    const cases: unknown[] = [
+      { title: 'One', candidates: [{ name: 'Only' }] },
+      { title: 'Many', candidates: Array.from({ length: 65 }, (_, i) => ({ name: `c${i}` })) },
+      { title: 'Dup', candidates: [{ name: 'Same' }, { name: 'same' }] },
+      { title: '', candidates: [{ name: 'A' }, { name: 'B' }] },
+      { title: 'Shards', candidates: [{ name: 'A' }, { name: 'B' }], shardCount: 0 },
+      { title: 'Shards', candidates: [{ name: 'A' }, { name: 'B' }], shardCount: 1025 },
+      { title: 'Shards', candidates: [{ name: 'A' }, { name: 'B' }], shardCount: 2.5 },
+      { title: 7, candidates: [{ name: 'A' }, { name: 'B' }] },
+      { title: 'Extra', candidates: [{ name: 'A' }, { name: 'B' }], surprise: true },
+      { candidates: [{ name: 'A' }, { name: 'B' }] },
+    ];
+    for (const body of cases) {
+      const response = await create(body);
+      expect(response.status, JSON.stringify(body)).toBe(400);
+      expect(response.body.error.code).toBe('validation_failed');
+    }
+    const malformed = await call(h.baseUrl, 'POST', '/api/v1/admin/elections', { token: admin, rawBody: '{"title":' });
+    expect(malformed.body.error.code).toBe('invalid_json');
+    expect(await electionCount()).toBe(before);
+  });
+
+  it('is admin only', async () => {
+    const before = await electionCount();
+    const asViewer = await create({ title: 'Nope', candidates: [{ name: 'A' }, { name: 'B' }] }, viewer);
+    expect(asViewer.status).toBe(403);
+    expect(asViewer.body.error.code).toBe('forbidden');
+    const anonymous = await call(h.baseUrl, 'POST', '/api/v1/admin/elections', { body: { title: 'Nope', candidates: [{ name: 'A' }, { name: 'B' }] } });
+    expect(anonymous.status).toBe(401);
+    expect(anonymous.body.error.code).toBe('unauthenticated');
+    expect((await call(h.baseUrl, 'GET', '/api/v1/admin/elections', { token: viewer })).status).toBe(403);
+    expect(await electionCount()).toBe(before);
+  });
+
+  it('answers unknown and malformed ids', async () => {
+    for (const path of [`/api/v1/admin/elections/${unknownId}`, `/api/v1/elections/${unknownId}`]) {
+      const response = await call(h.baseUrl, 'GET', path, { token: admin });
+      expect(response.status).toBe(404);
+      expect(response.body.error.code).toBe('election_not_found');
+    }
+    const open = await call(h.baseUrl, 'POST', `/api/v1/admin/elections/${unknownId}/open`, { token: admin });
+    expect(open.body.error.code).toBe('election_not_found');
+    const malformed = await call(h.baseUrl, 'GET', '/api/v1/elections/not-a-uuid');
+    expect(malformed.status).toBe(400);
+    expect(malformed.body.error.code).toBe('validation_failed');
+  });
+});

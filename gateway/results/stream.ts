@@ -1,0 +1,159 @@
+// WebSocket /api/v1/results/stream/{electionId}: broadcasters subscribe to an election's topic;
+// a publisher serialises changed results once per tick (at most every 250 ms) and uWS pub/sub
+// fans the same bytes out to every subscriber. Results are whole snapshots, so a subscriber
+// that falls behind (backpressure) can skip frames and lose nothing: the next one catches it up.
+import { ApiError, errorBody } from '../errors.ts';
+import type { Principal } from '../http.ts';
+import type { TemplatedApp, WebSocket } from '../uws.ts';
+import type { ElectionRegistry } from '../elections/registry.ts';
+import type { Logger } from '../../infra/logger.ts';
+import { buildResultsPayload, type LiveResultsCache, type ResultsSource } from './routes.ts';
+import type { ExtraPathDoc } from '../openapi.ts';
+
+export const streamPath = '/api/v1/results/stream/{electionId}';
+export const publishIntervalMs = 250;
+/** Per node. Past it, new subscribers get 503 and should connect to another node. */
+export const streamSubscribersMax = 50_000;
+/** Per socket; past it uWS skips this subscriber's frames until it drains. */
+const subscriberBackpressureBytesMax = 256 * 1024;
+
+interface SubscriberData {
+  readonly electionId: string;
+  readonly userId: string;
+}
+
+const topicOf = (electionId: string) => `results/${electionId}`;
+
+export interface ResultsStream extends LiveResultsCache {
+  readonly doc: ExtraPathDoc;
+  start(): void;
+  stop(): void;
+  subscriberCount(): number;
+  /** Publish now whatever changed (the timer calls this every publishIntervalMs). */
+  publishChanged(): void;
+}
+
+export function createResultsStream(deps: {
+  app: TemplatedApp;
+  registry: ElectionRegistry;
+  source: ResultsSource;
+  authenticate: (authorizationHeader: string) => Principal;
+  log: Logger;
+  onPublished?: (electionId: string, version: number) => void;
+  nowMs?: () => number;
+}): ResultsStream {
+  const now = deps.nowMs ?? Date.now;
+  const publishedVersion = new Map<string, number>();
+  const liveJsonByElection = new Map<string, string>();
+  let subscribers = 0;
+  let timer: NodeJS.Timeout | undefined;
+
+  const payloadJson = (electionId: string): string | undefined => {
+    const election = deps.registry.get(electionId);
+    const results = deps.source.results(electionId);
+    if (!election || election.status === 'draft' || !results) return undefined;
+    return JSON.stringify(buildResultsPayload(election, results, now()));
+  };
+
+  const rejectUpgrade = (res: import('../uws.ts').HttpResponse, error: ApiError) => {
+    res.cork(() => {
+      res.writeStatus(`${error.status} ${error.status === 401 ? 'Unauthorized' : error.status === 404 ? 'Not Found' : 'Service Unavailable'}`);
+      res.writeHeader('content-type', 'application/json');
+      res.end(errorBody(error.code, error.message));
+    });
+  };
+
+  deps.app.ws<SubscriberData>(streamPath.replace('{electionId}', ':electionId'), {
+    compression: 0,
+    maxPayloadLength: 1024,
+    maxBackpressure: subscriberBackpressureBytesMax,
+    idleTimeout: 120,
+    sendPingsAutomatically: true,
+    upgrade: (res, req, context) => {
+      // Read everything now: req is invalid after this function returns.
+      const electionId = decodeURIComponent(req.getParameter(0) ?? '');
+      const query = new URLSearchParams(req.getQuery() ?? '');
+      const header = req.getHeader('authorization');
+      const key = req.getHeader('sec-websocket-key');
+      const protocol = req.getHeader('sec-websocket-protocol');
+      const extensions = req.getHeader('sec-websocket-extensions');
+      // Browsers cannot set headers on a WebSocket: the token may come as ?access_token=.
+      const token = query.get('access_token');
+      try {
+        const principal = deps.authenticate(header || (token ? `Bearer ${token}` : ''));
+        const election = deps.registry.get(electionId);
+        if (!election || election.status === 'draft') throw new ApiError('election_not_found');
+        if (subscribers >= streamSubscribersMax) throw new ApiError('not_ready', 'This node has as many subscribers as it serves; try another.');
+        res.upgrade<SubscriberData>({ electionId, userId: principal.userId }, key, protocol, extensions, context);
+      } catch (error) {
+        rejectUpgrade(res, error instanceof ApiError ? error : new ApiError('internal_error'));
+      }
+    },
+    open: (ws: WebSocket<SubscriberData>) => {
+      subscribers++;
+      const { electionId } = ws.getUserData();
+      ws.subscribe(topicOf(electionId));
+      const json = liveJsonByElection.get(electionId) ?? payloadJson(electionId);
+      if (json) ws.send(json, false);
+    },
+    message: () => {
+      // Subscribers only listen; anything they send is ignored.
+    },
+    close: () => {
+      subscribers--;
+    },
+  });
+
+  const publishChanged = () => {
+    for (const election of deps.registry.all()) {
+      if (election.status === 'draft') continue;
+      const results = deps.source.results(election.electionId);
+      if (!results) continue;
+      if (publishedVersion.get(election.electionId) === results.version && liveJsonByElection.has(election.electionId)) continue;
+      const json = JSON.stringify(buildResultsPayload(election, results, now()));
+      publishedVersion.set(election.electionId, results.version);
+      liveJsonByElection.set(election.electionId, json);
+      deps.app.publish(topicOf(election.electionId), json, false);
+      deps.onPublished?.(election.electionId, results.version);
+    }
+  };
+
+  // An election changing status (closed) must show at once, even with no new votes.
+  deps.registry.onChange((election) => publishedVersion.delete(election.electionId));
+
+  return {
+    doc: {
+      path: streamPath,
+      method: 'get',
+      operation: {
+        summary: 'WebSocket stream of committed results, pushed at most every 250 ms while they change.',
+        tags: ['results'],
+        description:
+          'Upgrade to WebSocket. Authenticate with `Authorization: Bearer <token>` or `?access_token=<token>` (browsers). ' +
+          'Each text frame is a results payload (the same JSON as GET /api/v1/results/{electionId}); the first arrives on connect.',
+        parameters: [
+          { name: 'electionId', in: 'path', required: true, schema: { type: 'string', format: 'uuid' } },
+          { name: 'access_token', in: 'query', required: false, schema: { type: 'string' } },
+        ],
+        security: [{ bearerAuth: [] }],
+        responses: {
+          '101': { description: 'Switching protocols; results frames follow' },
+          '401': { description: 'Error: unauthenticated, invalid_token, token_expired, unsupported_token_algorithm, session_revoked' },
+          '404': { description: 'Error: election_not_found' },
+          '503': { description: 'Error: not_ready (subscriber limit)' },
+        },
+      },
+    },
+    start() {
+      timer = setInterval(publishChanged, publishIntervalMs);
+      timer.unref();
+    },
+    stop() {
+      if (timer) clearInterval(timer);
+      timer = undefined;
+    },
+    subscriberCount: () => subscribers,
+    publishChanged,
+    liveJson: (electionId) => liveJsonByElection.get(electionId),
+  };
+}

@@ -1,0 +1,54 @@
+// The fresh-machine path, for real: no DATABASE_URL, so livevote starts its embedded Postgres;
+// a first start prints the generated admin password once; SIGTERM shuts down cleanly (exit 0);
+// a restart keeps the data and does not print the password again.
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { call } from './testing/appHarness.ts';
+import { startLivevoteProcess } from './testing/processHarness.ts';
+
+const dirs: string[] = [];
+afterAll(async () => { for (const dir of dirs) await rm(dir, { recursive: true, force: true }); });
+
+describe('livevote process in embedded mode', () => {
+  it('starts on an embedded Postgres, survives a restart, and stops cleanly on SIGTERM', async () => {
+    const dataDir = await mkdtemp(path.join(os.tmpdir(), 'lv-embedded-'));
+    dirs.push(dataDir);
+    const env = { DATABASE_URL: undefined, LIVEVOTE_TEST_SERVER_URL: undefined, LIVEVOTE_DATA_DIR: dataDir };
+
+    const first = await startLivevoteProcess(env);
+    const banner = /password: (\S+)/.exec(first.output());
+    expect(banner, 'the first start prints the generated admin password').not.toBeNull();
+    const adminPassword = banner![1]!;
+    expect(first.output()).toContain('"database":"embedded"');
+    // The generated password never reaches a log line.
+    expect(first.output().split('\n').filter((line) => line.startsWith('{') && line.includes(adminPassword))).toEqual([]);
+
+    expect((await call(first.baseUrl, 'GET', '/readyz')).body.status).toBe('ready');
+    const registered = await call(first.baseUrl, 'POST', '/api/v1/auth/register', { body: { email: 'kept@example.com', password: 'kept across restarts' } });
+    expect(registered.status).toBe(201);
+    const admin = await call(first.baseUrl, 'POST', '/api/v1/auth/login', { body: { email: 'admin@livevote.local', password: adminPassword } });
+    expect(admin.status).toBe(200);
+
+    first.child.kill('SIGTERM');
+    expect(await first.exited()).toBe(0);
+    expect(first.output()).toContain('stopped cleanly');
+
+    const second = await startLivevoteProcess(env);
+    try {
+      expect(second.output()).not.toContain('password:');
+      const again = await call(second.baseUrl, 'POST', '/api/v1/auth/login', { body: { email: 'kept@example.com', password: 'kept across restarts' } });
+      expect(again.status).toBe(200);
+      const token = await call(second.baseUrl, 'GET', '/api/v1/auth/validate', { token: admin.body.accessToken });
+      expect(token.status, 'the generated JWT secret is kept across restarts').toBe(200);
+    } finally {
+      second.child.kill('SIGINT');
+      expect(await second.exited()).toBe(0);
+    }
+  }, 120_000);
+
+  it('refuses to start with a bad configuration, naming the variable', async () => {
+    await expect(startLivevoteProcess({ PORT: 'eighty' }, 20_000)).rejects.toThrow(/PORT: must be a whole number/);
+  });
+});

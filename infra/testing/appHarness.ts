@@ -1,0 +1,87 @@
+// An app built in-process on its own database and listening on a free port: the harness most
+// integration tests use (fastify's "build without listening, drive in-process" habit).
+import { buildApp, type LivevoteApp } from '../../gateway/app.ts';
+import { createTestDatabase, type TestDatabase } from '../../persistence/testDatabase.ts';
+import { loadConfig, type Config } from '../config.ts';
+import { silentLogger } from '../logger.ts';
+import type { Secrets } from '../secrets.ts';
+
+export const testAdmin = { email: 'admin@test.livevote', password: 'admin password for tests' };
+
+export interface AppHarness {
+  readonly app: LivevoteApp;
+  readonly db: TestDatabase;
+  readonly baseUrl: string;
+  readonly port: number;
+  readonly secrets: Secrets;
+  readonly config: Config;
+  close(): Promise<void>;
+}
+
+export function testSecrets(): Secrets {
+  return {
+    jwtSecret: 'test-jwt-secret-of-sufficient-length-0123456789',
+    emailHashKey: 'test-email-hash-key',
+    ipHashKey: 'test-ip-hash-key',
+    adminEmail: testAdmin.email,
+    adminPassword: testAdmin.password,
+    embeddedDbPassword: 'unused',
+  };
+}
+
+export async function startAppHarness(env: Record<string, string> = {}): Promise<AppHarness> {
+  const db = await createTestDatabase();
+  const config = loadConfig({ LOG_LEVEL: 'silent', ...env });
+  const secrets = testSecrets();
+  try {
+    const app = await buildApp({ config, secrets, pool: db.pool, log: silentLogger() });
+    const port = await app.listen('127.0.0.1', 0);
+    return {
+      app, db, port, secrets, config,
+      baseUrl: `http://127.0.0.1:${port}`,
+      async close() {
+        await app.close(2_000);
+        await db.drop();
+      },
+    };
+  } catch (error) {
+    await db.drop();
+    throw error;
+  }
+}
+
+/** JSON request helper: returns status, parsed body and headers. */
+export async function call(
+  baseUrl: string,
+  method: string,
+  path: string,
+  options: { token?: string; body?: unknown; rawBody?: string; headers?: Record<string, string> } = {},
+): Promise<{ status: number; body: any; headers: Headers }> {
+  const headers: Record<string, string> = { ...(options.headers ?? {}) };
+  if (options.token) headers.authorization = `Bearer ${options.token}`;
+  let body: string | undefined;
+  if (options.rawBody !== undefined) body = options.rawBody;
+  else if (options.body !== undefined) body = JSON.stringify(options.body);
+  if (body !== undefined && !headers['content-type']) headers['content-type'] = 'application/json';
+  const response = await fetch(baseUrl + path, { method, headers, body });
+  const text = await response.text();
+  let parsed: unknown = text;
+  try {
+    parsed = text ? JSON.parse(text) : undefined;
+  } catch {
+    // not JSON: keep the text
+  }
+  return { status: response.status, body: parsed, headers: response.headers };
+}
+
+export async function login(baseUrl: string, email: string, password: string): Promise<string> {
+  const response = await call(baseUrl, 'POST', '/api/v1/auth/login', { body: { email, password } });
+  if (response.status !== 200) throw new Error(`login failed: ${response.status} ${JSON.stringify(response.body)}`);
+  return response.body.accessToken as string;
+}
+
+export async function register(baseUrl: string, email: string, password = 'a long enough password'): Promise<{ userId: string; accessToken: string }> {
+  const response = await call(baseUrl, 'POST', '/api/v1/auth/register', { body: { email, password } });
+  if (response.status !== 201) throw new Error(`register failed: ${response.status} ${JSON.stringify(response.body)}`);
+  return { userId: response.body.userId, accessToken: response.body.accessToken };
+}

@@ -1,0 +1,44 @@
+// Runs livevote as a real child process (`node --import tsx infra/main.ts`), the way `npm start`
+// does, for tests of start-up, signals and kill -9 recovery.
+import { spawn, type ChildProcess } from 'node:child_process';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+
+export interface LivevoteProcess {
+  readonly child: ChildProcess;
+  readonly port: number;
+  readonly baseUrl: string;
+  /** Everything written to stdout so far (JSON log lines and the first-start banner). */
+  output(): string;
+  /** Resolves with the exit code (or signal name). */
+  exited(): Promise<number | string>;
+}
+
+export async function startLivevoteProcess(env: Record<string, string | undefined>, startTimeoutMs = 60_000): Promise<LivevoteProcess> {
+  const childEnv: Record<string, string> = {};
+  for (const [key, value] of Object.entries({ ...process.env, PORT: '0', LOG_LEVEL: 'info', ...env })) {
+    if (value !== undefined) childEnv[key] = value;
+  }
+  const child = spawn(process.execPath, ['--import', 'tsx', path.join(root, 'infra/main.ts')], { cwd: root, env: childEnv, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout!.on('data', (chunk: Buffer) => { stdout += chunk.toString(); });
+  child.stderr!.on('data', (chunk: Buffer) => { stderr += chunk.toString(); });
+  const exit = new Promise<number | string>((resolve) => child.on('exit', (code, signal) => resolve(code ?? signal ?? 'unknown')));
+  const port = await new Promise<number>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`livevote did not start in ${startTimeoutMs} ms\nstdout:\n${stdout}\nstderr:\n${stderr}`)), startTimeoutMs);
+    const onData = () => {
+      const match = /"port":(\d+)[^\n]*livevote is listening/.exec(stdout);
+      if (match) {
+        clearTimeout(timer);
+        child.stdout!.off('data', onData);
+        resolve(Number(match[1]));
+      }
+    };
+    child.stdout!.on('data', onData);
+    void exit.then((code) => { clearTimeout(timer); reject(new Error(`livevote exited (${code}) before listening\nstdout:\n${stdout}\nstderr:\n${stderr}`)); });
+  });
+  return { child, port, baseUrl: `http://127.0.0.1:${port}`, output: () => stdout + stderr, exited: () => exit };
+}
