@@ -56,7 +56,11 @@ export type UnavailableReason =
   /** The stored vote could not be read. */
   | 'lookup_failed'
   /** The bit says the voter voted but no stored vote was found (read replica lag). */
-  | 'vote_not_found';
+  | 'vote_not_found'
+  /** The node is shutting down (set by the shell, never by the shard). */
+  | 'node_stopping'
+  /** The shard hit a broken invariant and stopped; a restart recovers it (set by the shell). */
+  | 'shard_stopped';
 
 export type AbandonReason = 'commit_failed' | 'fenced';
 

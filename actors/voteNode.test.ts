@@ -1,0 +1,237 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { createMemoryAdapters, MemoryJournal, type MemoryAdapters } from './memoryAdapters.ts';
+import type { JournalBatch, JournalCommitResult, SnapshotStore } from './ports.ts';
+import type { VoteOutcome } from './shard.ts';
+import { createUuidV7Generator, createVoteNode, type VoteNode, type VoteNodeConfig } from './voteNode.ts';
+
+/** A journal whose commits wait until the test releases them. */
+class GatedJournal extends MemoryJournal {
+  private gateOpen = false;
+  private readonly waiting: (() => void)[] = [];
+
+  override async commit(batch: JournalBatch): Promise<JournalCommitResult> {
+    if (!this.gateOpen) await new Promise<void>((resolve) => this.waiting.push(resolve));
+    return super.commit(batch);
+  }
+
+  open(): void {
+    this.gateOpen = true;
+    for (const release of this.waiting.splice(0)) release();
+  }
+}
+
+const electionId = '0190a6d2-0000-7000-8000-000000000001';
+const nodes: VoteNode[] = [];
+
+afterEach(async () => {
+  await Promise.all(nodes.splice(0).map((node) => node.close()));
+});
+
+async function openNode(
+  adapters: MemoryAdapters,
+  options: {
+    journal?: MemoryJournal;
+    snapshots?: SnapshotStore;
+    config?: Partial<VoteNodeConfig>;
+    epoch?: number;
+    shardCount?: number;
+  } = {},
+): Promise<VoteNode> {
+  const shardCount = options.shardCount ?? 4;
+  const epoch = options.epoch ?? 1;
+  for (let shard = 0; shard < shardCount; shard++) adapters.store.setLeaseEpoch({ electionId, shard }, epoch);
+  const node = createVoteNode({
+    journal: options.journal ?? adapters.journal,
+    snapshots: options.snapshots ?? adapters.snapshots,
+    storedVotes: adapters.storedVotes,
+    batchIds: adapters.batchIds,
+    config: { flushIntervalMs: 1, resultsPublishIntervalMs: 5, ...options.config },
+  });
+  nodes.push(node);
+  await node.openElection({ electionId, shardCount, candidateCount: 3, epochs: new Array<number>(shardCount).fill(epoch) });
+  return node;
+}
+
+function castAndWait(node: VoteNode, voterNumber: number, candidateIndex: number): Promise<VoteOutcome> {
+  return new Promise((resolve) => node.cast({ electionId, voterNumber, candidateIndex }, resolve));
+}
+
+function expectAccepted(outcome: VoteOutcome): Extract<VoteOutcome, { kind: 'accepted' }> {
+  expect(outcome.kind).toBe('accepted');
+  return outcome as Extract<VoteOutcome, { kind: 'accepted' }>;
+}
+
+const tick = (ms = 10) => new Promise((resolve) => setTimeout(resolve, ms));
+
+describe('vote node', () => {
+  it('answers accepted only after the commit, and counts only then', async () => {
+    const adapters = createMemoryAdapters();
+    const journal = new GatedJournal(adapters.store);
+    const node = await openNode(adapters, { journal });
+    let outcome: VoteOutcome | undefined;
+    node.cast({ electionId, voterNumber: 5, candidateIndex: 2 }, (o) => (outcome = o));
+    await tick(20);
+    expect(outcome).toBeUndefined();
+    expect(node.results(electionId)?.total).toBe(0);
+    expect(adapters.store.readStoredVote(electionId, 5)).toBeNull();
+    journal.open();
+    await tick(20);
+    const accepted = expectAccepted(outcome!);
+    expect(accepted.replayed).toBe(false);
+    // Durable before the answer: the row is there with that voteId.
+    expect(adapters.store.readStoredVote(electionId, 5)?.voteId).toBe(accepted.voteId);
+    expect(node.results(electionId)).toMatchObject({ tallies: [0, 0, 1], total: 1, perShard: [0, 1, 0, 0] });
+  });
+
+  it('an identical retry gets the original voteId; another candidate gets already_voted', async () => {
+    const adapters = createMemoryAdapters();
+    const node = await openNode(adapters);
+    const first = expectAccepted(await castAndWait(node, 9, 1));
+    const retry = expectAccepted(await castAndWait(node, 9, 1));
+    expect(retry.voteId).toBe(first.voteId);
+    expect(retry.acceptedAtMs).toBe(first.acceptedAtMs);
+    expect(retry.replayed).toBe(true);
+    expect(await castAndWait(node, 9, 0)).toEqual({ kind: 'already_voted', voteId: first.voteId, acceptedAtMs: first.acceptedAtMs });
+    expect(node.results(electionId)?.total).toBe(1);
+  });
+
+  it('retries that arrive while the vote is pending are answered with it', async () => {
+    const adapters = createMemoryAdapters();
+    const journal = new GatedJournal(adapters.store);
+    const node = await openNode(adapters, { journal });
+    const outcomes = Promise.all([castAndWait(node, 7, 0), castAndWait(node, 7, 0), castAndWait(node, 7, 2)]);
+    await tick(5);
+    journal.open();
+    const [original, retry, other] = await outcomes;
+    expect(expectAccepted(original!).replayed).toBe(false);
+    expect(expectAccepted(retry!).voteId).toBe((original as { voteId: string }).voteId);
+    expect(other).toMatchObject({ kind: 'already_voted', voteId: (original as { voteId: string }).voteId });
+    expect(adapters.store.rowsLog).toHaveLength(1);
+  });
+
+  it('answers overloaded once a shard has too many casts queued or pending', async () => {
+    const adapters = createMemoryAdapters();
+    const journal = new GatedJournal(adapters.store);
+    const node = await openNode(adapters, { journal, shardCount: 1, config: { shardPendingVotesMax: 3, shardMailboxCastsMax: 1000 } });
+    const outcomes: VoteOutcome[] = [];
+    for (let voter = 0; voter < 5; voter++) node.cast({ electionId, voterNumber: voter, candidateIndex: 0 }, (o) => outcomes.push(o));
+    await tick(20);
+    expect(outcomes).toEqual([
+      { kind: 'overloaded', retryAfterMs: 1000 },
+      { kind: 'overloaded', retryAfterMs: 1000 },
+    ]);
+    journal.open();
+    await tick(20);
+    expect(outcomes.filter((o) => o.kind === 'accepted')).toHaveLength(3);
+    expect(node.stats(electionId)?.outcomes).toMatchObject({ overloaded: 2, accepted: 3 });
+  });
+
+  it('answers overloaded before dispatch when the committer buffer is full', async () => {
+    const adapters = createMemoryAdapters();
+    const journal = new GatedJournal(adapters.store);
+    const node = await openNode(adapters, { journal, config: { batchRowsMax: 2, bufferRowsMax: 2, commitsInFlightMax: 1 } });
+    const outcomes: VoteOutcome[] = [];
+    for (let voter = 0; voter < 8; voter++) node.cast({ electionId, voterNumber: voter, candidateIndex: 0 }, (o) => outcomes.push(o));
+    // Refused synchronously: nothing queued in any mailbox for them.
+    expect(outcomes.length).toBeGreaterThan(0);
+    expect(outcomes.every((o) => o.kind === 'overloaded')).toBe(true);
+    journal.open();
+    await tick(30);
+    expect(outcomes.filter((o) => o.kind === 'accepted').length + outcomes.filter((o) => o.kind === 'overloaded').length).toBe(8);
+  });
+
+  it('close() flushes pending votes before it resolves', async () => {
+    const adapters = createMemoryAdapters();
+    const node = await openNode(adapters, { config: { flushIntervalMs: 60_000 } });
+    const outcome = castAndWait(node, 3, 1);
+    await tick(5);
+    expect(adapters.store.rowsLog).toHaveLength(0);
+    await node.close();
+    expect(expectAccepted(await outcome).voteId).toBe(adapters.store.readStoredVote(electionId, 3)?.voteId);
+    expect(await castAndWait(node, 4, 1)).toMatchObject({ kind: 'unavailable', reason: 'node_stopping' });
+  });
+
+  it('a restarted node recovers committed votes and answers retries with the original voteId', async () => {
+    const adapters = createMemoryAdapters();
+    const first = await openNode(adapters);
+    const accepted: string[] = [];
+    for (let voter = 0; voter < 20; voter++) accepted.push(expectAccepted(await castAndWait(first, voter, voter % 3)).voteId);
+    await first.close(); // writes final snapshots
+    // The second life writes no snapshot: its votes must come back by replay after the watermark.
+    const failingSnapshots: SnapshotStore = {
+      writeSnapshot: async () => {
+        throw new Error('snapshot store down');
+      },
+      readLatestSnapshot: (key) => adapters.snapshots.readLatestSnapshot(key),
+      readVotesAfter: (key, after, onRows) => adapters.snapshots.readVotesAfter(key, after, onRows),
+    };
+    const second = await openNode(createMemoryAdapters({ store: adapters.store }), { epoch: 2, snapshots: failingSnapshots });
+    for (let voter = 20; voter < 40; voter++) accepted.push(expectAccepted(await castAndWait(second, voter, voter % 3)).voteId);
+    const resultsBefore = second.results(electionId);
+    await second.close();
+    const restarted = await openNode(createMemoryAdapters({ store: adapters.store }), { epoch: 3 });
+    expect(restarted.results(electionId)).toMatchObject({ tallies: resultsBefore?.tallies, total: 40 });
+    for (const voter of [17, 33]) expect(expectAccepted(await castAndWait(restarted, voter, voter % 3)).voteId).toBe(accepted[voter]);
+    expect(await castAndWait(restarted, 18, (18 + 1) % 3)).toMatchObject({ kind: 'already_voted', voteId: accepted[18] });
+    expect(expectAccepted(await castAndWait(restarted, 41, 0)).replayed).toBe(false);
+  });
+
+  it('refuses unknown elections and bad input without touching state', async () => {
+    const adapters = createMemoryAdapters();
+    const node = await openNode(adapters);
+    expect(await castAndWait(node, 1, 3)).toEqual({ kind: 'invalid_vote', reason: 'candidate_index_invalid' });
+    expect(await castAndWait(node, -1, 0)).toEqual({ kind: 'invalid_vote', reason: 'voter_number_invalid' });
+    expect(await castAndWait(node, 1.5, 0)).toEqual({ kind: 'invalid_vote', reason: 'voter_number_invalid' });
+    expect(await new Promise((resolve) => node.cast({ electionId: 'nope', voterNumber: 1, candidateIndex: 0 }, resolve))).toEqual({
+      kind: 'unknown_election',
+    });
+    expect(adapters.store.rowsLog).toHaveLength(0);
+    await expect(node.openElection({ electionId, shardCount: 4, candidateCount: 3, epochs: [1, 1, 1, 1] })).rejects.toThrow(/already open/);
+  });
+
+  it('a closed election refuses new voters but still answers retries', async () => {
+    const adapters = createMemoryAdapters();
+    const node = await openNode(adapters);
+    const first = expectAccepted(await castAndWait(node, 2, 0));
+    expect(node.closeElection(electionId)).toBe(true);
+    expect(await castAndWait(node, 6, 0)).toEqual({ kind: 'election_closed' });
+    expect(expectAccepted(await castAndWait(node, 2, 0)).voteId).toBe(first.voteId);
+  });
+
+  it('publishes changed results to listeners', async () => {
+    const adapters = createMemoryAdapters();
+    const node = await openNode(adapters);
+    const published: number[] = [];
+    const unsubscribe = node.onResultsChanged((results) => published.push(results.total));
+    await castAndWait(node, 1, 0);
+    await castAndWait(node, 2, 0);
+    await tick(30);
+    expect(published.at(-1)).toBe(2);
+    unsubscribe();
+  });
+
+  it('a fenced shard refuses new votes with unavailable', async () => {
+    const adapters = createMemoryAdapters();
+    const node = await openNode(adapters, { shardCount: 1 });
+    adapters.store.setLeaseEpoch({ electionId, shard: 0 }, 5); // another node took the shard
+    expect(await castAndWait(node, 1, 0)).toMatchObject({ kind: 'unavailable', reason: 'fenced' });
+    expect(await castAndWait(node, 2, 0)).toMatchObject({ kind: 'unavailable', reason: 'fenced' });
+    expect(adapters.store.rowsLog).toHaveLength(0);
+    expect(node.stats(electionId)?.shards[0]?.leaseLost).toBe(true);
+  });
+});
+
+describe('vote ids', () => {
+  it('are UUIDv7: version 7, RFC variant, time-ordered prefix', () => {
+    let ms = 1_700_000_000_000;
+    const next = createUuidV7Generator(() => ms);
+    const a = next();
+    ms += 1;
+    const b = next();
+    expect(a).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+    expect(a.slice(0, 13).replace('-', '')).toBe((1_700_000_000_000).toString(16).padStart(12, '0'));
+    expect(b > a).toBe(true);
+    const many = new Set(Array.from({ length: 5000 }, next));
+    expect(many.size).toBe(5000);
+  });
+});

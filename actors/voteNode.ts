@@ -1,0 +1,645 @@
+// The vote node: the thin shell that runs the pure shard and committer step functions with
+// real timers, nact actors and the persistence ports.
+//
+// - One nact actor per (election, shard). Its only job is to run `stepShard` and interpret the
+//   effects; the actor serialises each shard's messages, nothing else.
+// - The group committer is not an actor: `stepCommitter` is called synchronously from actor
+//   handlers, promise callbacks and its timer. Node runs one callback at a time, so it needs
+//   no mailbox, and every rows-appended goes straight into the current buffer.
+// - nact mailboxes are unbounded, so admission is decided here, synchronously, before a vote is
+//   dispatched: per-shard queued casts, and the committer's buffer bound (`canAdmit`).
+// - Replies are callbacks held in one Map keyed by request id: no promise per vote, and the
+//   only allocations on the hot path are the message, the row and the pending entry.
+
+import { randomFillSync } from 'node:crypto';
+import { dispatch, spawn, start, stop, type Ref } from 'nact';
+import { ElectionAggregate, type ElectionResults } from './election.ts';
+import {
+  canAdmit,
+  createCommitterState,
+  isCommitterIdle,
+  journalCallsInFlight,
+  stepCommitter,
+  type AppendedRow,
+  type CommitterConfig,
+  type CommitterCounters,
+  type CommitterMsg,
+  type CommitterState,
+} from './groupCommit.ts';
+import type { BatchIdSource, Journal, ShardKey, ShardSnapshot, SnapshotStore, StoredVoteReader } from './ports.ts';
+import {
+  createShardState,
+  shardBacklog,
+  stepShard,
+  type ShardCounters,
+  type ShardEffect,
+  type ShardMsg,
+  type ShardState,
+  type VoteOutcome,
+} from './shard.ts';
+
+export interface VoteNodeConfig extends CommitterConfig {
+  /** Per-shard admission bound inside the shard: pending votes + waiting retries + lookups. */
+  readonly shardPendingVotesMax: number;
+  /** Casts dispatched to one shard's mailbox and not yet processed. */
+  readonly shardMailboxCastsMax: number;
+  /** Told to clients with overloaded / unavailable. */
+  readonly retryAfterMs: number;
+  /** How often each changed shard writes a snapshot. */
+  readonly snapshotIntervalMs: number;
+  /** How often changed results are handed to onResultsChanged listeners. */
+  readonly resultsPublishIntervalMs: number;
+  /** close() waits this long for pending votes to resolve before giving up on them. */
+  readonly closeTimeoutMs: number;
+}
+
+export const voteNodeConfigDefault: VoteNodeConfig = {
+  batchRowsMax: 2_000,
+  flushIntervalMs: 5,
+  commitsInFlightMax: 4,
+  bufferRowsMax: 50_000,
+  commitDeadlineMs: 10_000,
+  checkRetryIntervalMs: 500,
+  inDoubtBatchesMax: 64,
+  shardPendingVotesMax: 20_000,
+  shardMailboxCastsMax: 20_000,
+  retryAfterMs: 1_000,
+  snapshotIntervalMs: 30_000,
+  resultsPublishIntervalMs: 100,
+  closeTimeoutMs: 10_000,
+};
+
+/** pino-compatible subset. */
+export interface VoteNodeLogger {
+  info(obj: object, msg: string): void;
+  warn(obj: object, msg: string): void;
+  error(obj: object, msg: string): void;
+}
+
+export interface VoteNodeDeps {
+  readonly journal: Journal;
+  readonly snapshots: SnapshotStore;
+  readonly storedVotes: StoredVoteReader;
+  readonly batchIds: BatchIdSource;
+  readonly config?: Partial<VoteNodeConfig>;
+  readonly logger?: VoteNodeLogger;
+  /** Wall clock in ms; injectable for tests. */
+  readonly now?: () => number;
+  readonly newVoteId?: () => string;
+}
+
+export interface OpenElectionRequest {
+  readonly electionId: string;
+  readonly shardCount: number;
+  readonly candidateCount: number;
+  /** The lease epoch this node holds for each shard, index = shard. */
+  readonly epochs: readonly number[];
+}
+
+export interface CastRequest {
+  readonly electionId: string;
+  readonly voterNumber: number;
+  readonly candidateIndex: number;
+}
+
+export interface ShardStats {
+  readonly shard: number;
+  readonly epoch: number;
+  readonly leaseLost: boolean;
+  readonly accepting: boolean;
+  readonly bitmapBytes: number;
+  readonly votersWithBit: number;
+  readonly backlog: number;
+  readonly queuedCasts: number;
+  readonly counters: Readonly<ShardCounters>;
+}
+
+export interface CommitterStats {
+  readonly bufferedRows: number;
+  readonly journalCallsInFlight: number;
+  readonly batchesInDoubt: number;
+  readonly counters: Readonly<CommitterCounters>;
+}
+
+export interface ElectionStats {
+  readonly electionId: string;
+  readonly results: ElectionResults;
+  readonly votesPerSecond: number;
+  /** Replies by outcome kind (`unavailable:<reason>` split by reason). */
+  readonly outcomes: Record<string, number>;
+  readonly shards: readonly ShardStats[];
+  readonly committer: CommitterStats;
+}
+
+export interface VoteNode {
+  /** Restores every shard (latest snapshot + stored votes after its watermark), then accepts votes. */
+  openElection(request: OpenElectionRequest): Promise<void>;
+  /** New voters get `election_closed`; retries of stored votes still get their voteId. False if unknown. */
+  closeElection(electionId: string): boolean;
+  /** `reply` is called exactly once, maybe synchronously (refusals), usually after the commit. */
+  cast(vote: CastRequest, reply: (outcome: VoteOutcome) => void): void;
+  /** Committed votes only. Undefined for an election this node does not hold. */
+  results(electionId: string): ElectionResults | undefined;
+  /** Called with an election's results at most every resultsPublishIntervalMs, when they changed. */
+  onResultsChanged(listener: (results: ElectionResults) => void): () => void;
+  stats(electionId: string): ElectionStats | undefined;
+  /** Refuses new votes, flushes and resolves pending ones (up to closeTimeoutMs), writes final snapshots, stops. */
+  close(): Promise<void>;
+}
+
+interface ShardCell {
+  readonly key: ShardKey;
+  readonly state: ShardState;
+  readonly election: ElectionCell;
+  ref: Ref<ShardMsg> | null;
+  queuedCasts: number;
+  /** Messages dispatched to the actor and not yet handled. */
+  inMailbox: number;
+  snapshotInProgress: boolean;
+  /** Counters at the last snapshot; equal means nothing committed since. */
+  snapshotMark: number;
+}
+
+interface ElectionCell {
+  readonly electionId: string;
+  readonly shardCount: number;
+  readonly candidateCount: number;
+  readonly aggregate: ElectionAggregate;
+  readonly shards: ShardCell[];
+}
+
+const unknownElectionOutcome: VoteOutcome = Object.freeze({ kind: 'unknown_election' });
+const invalidVoterOutcome: VoteOutcome = Object.freeze({ kind: 'invalid_vote', reason: 'voter_number_invalid' });
+const invalidCandidateOutcome: VoteOutcome = Object.freeze({ kind: 'invalid_vote', reason: 'candidate_index_invalid' });
+
+const silentLogger: VoteNodeLogger = { info() {}, warn() {}, error() {} };
+
+export function createVoteNode(deps: VoteNodeDeps): VoteNode {
+  const config: VoteNodeConfig = { ...voteNodeConfigDefault, ...deps.config };
+  const { journal, snapshots, storedVotes, batchIds } = deps;
+  const logger = deps.logger ?? silentLogger;
+  const now = deps.now ?? Date.now;
+  const newVoteId = deps.newVoteId ?? createUuidV7Generator(now);
+  const overloadedOutcome: VoteOutcome = Object.freeze({ kind: 'overloaded', retryAfterMs: config.retryAfterMs });
+  const shardStoppedOutcome: VoteOutcome = Object.freeze({ kind: 'unavailable', reason: 'shard_stopped', retryAfterMs: config.retryAfterMs });
+  const stoppingOutcome: VoteOutcome = Object.freeze({ kind: 'unavailable', reason: 'node_stopping', retryAfterMs: config.retryAfterMs });
+
+  const system = start();
+  const elections = new Map<string, ElectionCell>();
+  const opening = new Set<string>();
+  const replies = new Map<number, { reply: (outcome: VoteOutcome) => void; election: ElectionCell }>();
+  const listeners = new Set<(results: ElectionResults) => void>();
+  const committer: CommitterState = createCommitterState(config);
+  let nextRequestId = 1;
+  let actorCounter = 0;
+  let castsInTransit = 0;
+  let committerTimer: NodeJS.Timeout | null = null;
+  let stopping = false;
+  let stopped = false;
+
+  // -------------------------------------------------------------------------------------------
+  // Shards
+
+  function send(cell: ShardCell, msg: ShardMsg): void {
+    if (cell.ref === null) return;
+    cell.inMailbox++;
+    dispatch(cell.ref, msg);
+  }
+
+  function handleShardMsg(cell: ShardCell, msg: ShardMsg): void {
+    cell.inMailbox--;
+    if (msg.kind === 'CastVote') {
+      cell.queuedCasts--;
+      castsInTransit--;
+    }
+    let effects: ShardEffect[];
+    try {
+      effects = stepShard(cell.state, msg);
+    } catch (error) {
+      // An invariant broke: the shard state can no longer be trusted. nact stops the actor;
+      // its waiters get node_stopping on close, and a restart recovers it exactly from the store.
+      logger.error({ err: error, shard: cell.key, msgKind: msg.kind }, 'shard invariant violated; shard stopped');
+      cell.ref = null;
+      cell.inMailbox = 0;
+      throw error;
+    }
+    let appended: AppendedRow[] | null = null;
+    for (const effect of effects) {
+      switch (effect.kind) {
+        case 'Reply':
+          deliverReply(effect.requestId, effect.outcome);
+          break;
+        case 'AppendToJournal':
+          (appended ??= []).push(effect);
+          break;
+        case 'LookupStoredVote':
+          lookupStoredVote(cell, effect.voterNumber);
+          break;
+        case 'TalliesCommitted':
+          cell.election.aggregate.applyTallies(cell.key.shard, effect.deltas, effect.source, now());
+          break;
+        case 'WriteSnapshot':
+          writeSnapshot(cell, effect.snapshot);
+          break;
+        case 'LeaseLost':
+          logger.warn({ shard: cell.key, epoch: effect.epoch }, 'shard lease lost: a write was fenced; refusing new votes');
+          break;
+      }
+    }
+    if (appended !== null) runCommitter({ kind: 'RowsAppended', rows: appended, nowMs: now() });
+  }
+
+  function deliverReply(requestId: number, outcome: VoteOutcome): void {
+    const waiting = replies.get(requestId);
+    if (waiting === undefined) return; // answered already (close gave up on it)
+    replies.delete(requestId);
+    waiting.election.aggregate.recordOutcome(outcome);
+    try {
+      waiting.reply(outcome);
+    } catch (error) {
+      logger.error({ err: error }, 'vote reply callback threw');
+    }
+  }
+
+  function lookupStoredVote(cell: ShardCell, voterNumber: number): void {
+    Promise.resolve()
+      .then(() => storedVotes.readStoredVote(cell.key.electionId, voterNumber))
+      .then(
+        (stored) => send(cell, { kind: 'StoredVoteFound', voterNumber, stored }),
+        (error: unknown) => {
+          logger.warn({ err: error, shard: cell.key, voterNumber }, 'stored vote lookup failed');
+          send(cell, { kind: 'StoredVoteLookupFailed', voterNumber });
+        },
+      );
+  }
+
+  function writeSnapshot(cell: ShardCell, snapshot: ShardSnapshot): void {
+    Promise.resolve()
+      .then(() => snapshots.writeSnapshot(snapshot))
+      .then(
+        () => {
+          cell.snapshotInProgress = false;
+        },
+        (error: unknown) => {
+          cell.snapshotInProgress = false;
+          cell.snapshotMark = -1; // try again next interval
+          logger.warn({ err: error, shard: cell.key }, 'snapshot write failed');
+        },
+      );
+  }
+
+  function changeMark(state: ShardState): number {
+    return state.counters.rowsCommitted + state.counters.conflicts + state.counters.rowsReplayed;
+  }
+
+  function requestSnapshot(cell: ShardCell, force: boolean): void {
+    if (cell.snapshotInProgress || cell.ref === null) return;
+    const mark = changeMark(cell.state);
+    if (!force && mark === cell.snapshotMark) return;
+    cell.snapshotInProgress = true;
+    cell.snapshotMark = mark;
+    send(cell, { kind: 'TakeSnapshot', nowMs: now(), lastAssignedBatchId: batchIds.lastAssigned() });
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Group committer
+
+  function runCommitter(msg: CommitterMsg): void {
+    if (stopped) return;
+    const effects = stepCommitter(committer, msg);
+    for (const effect of effects) {
+      switch (effect.kind) {
+        case 'RequestBatchId':
+          Promise.resolve()
+            .then(() => batchIds.next())
+            .then(
+              (batchId) => runCommitter({ kind: 'BatchIdAssigned', batchId, nowMs: now() }),
+              (error: unknown) => {
+                logger.warn({ err: error }, 'batch id reservation failed');
+                runCommitter({ kind: 'BatchIdFailed', message: String(error), nowMs: now() });
+              },
+            );
+          break;
+        case 'StartCommit': {
+          const batchId = effect.batch.batchId;
+          Promise.resolve()
+            .then(() => journal.commit(effect.batch))
+            .then(
+              (result) => runCommitter({ kind: 'CommitFinished', batchId, result, nowMs: now() }),
+              // commit() must not reject; if it does, the outcome is unknown like `failed`.
+              (error: unknown) =>
+                runCommitter({ kind: 'CommitFinished', batchId, result: { kind: 'failed', message: String(error) }, nowMs: now() }),
+            );
+          break;
+        }
+        case 'CheckCommit': {
+          const batchId = effect.batchId;
+          Promise.resolve()
+            .then(() => journal.wasCommitted(batchId))
+            .then(
+              (committed) => runCommitter({ kind: 'CommitCheckFinished', batchId, outcome: committed ? 'committed' : 'not_committed', nowMs: now() }),
+              (error: unknown) => {
+                logger.warn({ err: error, batchId }, 'commit check failed; batch stays in doubt');
+                runCommitter({ kind: 'CommitCheckFinished', batchId, outcome: 'error', nowMs: now() });
+              },
+            );
+          break;
+        }
+        case 'DeliverToShard': {
+          const cell = elections.get(effect.key.electionId)?.shards[effect.key.shard];
+          if (cell === undefined) logger.error({ shard: effect.key }, 'batch outcome for a shard this node does not hold');
+          else send(cell, effect.msg);
+          break;
+        }
+        case 'ArmTimer': {
+          if (committerTimer !== null) clearTimeout(committerTimer);
+          committerTimer = setTimeout(() => {
+            committerTimer = null;
+            runCommitter({ kind: 'TimerFired', nowMs: now() });
+          }, Math.max(0, effect.atMs - now()));
+          break;
+        }
+      }
+    }
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Periodic work
+
+  const snapshotTimer = setInterval(() => {
+    for (const election of elections.values()) for (const cell of election.shards) requestSnapshot(cell, false);
+  }, config.snapshotIntervalMs);
+  snapshotTimer.unref();
+
+  function publishResults(): void {
+    if (listeners.size === 0) return;
+    for (const election of elections.values()) {
+      const changed = election.aggregate.takeChanged();
+      if (changed === null) continue;
+      for (const listener of listeners) {
+        try {
+          listener(changed);
+        } catch (error) {
+          logger.error({ err: error }, 'results listener threw');
+        }
+      }
+    }
+  }
+  const publishTimer = setInterval(publishResults, config.resultsPublishIntervalMs);
+  publishTimer.unref();
+
+  // -------------------------------------------------------------------------------------------
+  // API
+
+  async function openElection(request: OpenElectionRequest): Promise<void> {
+    const { electionId, shardCount, candidateCount, epochs } = request;
+    if (stopping) throw new Error('vote node is stopping');
+    if (elections.has(electionId) || opening.has(electionId)) throw new Error(`election ${electionId} is already open on this node`);
+    if (!Number.isInteger(shardCount) || shardCount < 1) throw new Error('shardCount must be a positive integer');
+    if (epochs.length !== shardCount) throw new Error(`one epoch per shard expected (${shardCount}), got ${epochs.length}`);
+    opening.add(electionId);
+    try {
+      const election: ElectionCell = {
+        electionId,
+        shardCount,
+        candidateCount,
+        aggregate: new ElectionAggregate({ electionId, candidateCount, shardCount }),
+        shards: [],
+      };
+      const states = await Promise.all(
+        epochs.map((epoch, shard) => recoverShard(election, { electionId, shard }, epoch)),
+      );
+      for (const state of states) {
+        const cell: ShardCell = {
+          key: state.key,
+          state,
+          election,
+          ref: null,
+          queuedCasts: 0,
+          inMailbox: 0,
+          snapshotInProgress: false,
+          snapshotMark: changeMark(state),
+        };
+        cell.ref = spawn(
+          system,
+          (actorCell: ShardCell, msg: ShardMsg) => {
+            handleShardMsg(actorCell, msg);
+            return actorCell;
+          },
+          `shard-${++actorCounter}-${state.key.shard}`,
+          { initialState: cell },
+        );
+        election.shards.push(cell);
+      }
+      elections.set(electionId, election);
+      logger.info(
+        { electionId, shardCount, committedVotes: election.aggregate.results().total },
+        'election open on this node',
+      );
+    } finally {
+      opening.delete(electionId);
+    }
+  }
+
+  /** Restores from the latest snapshot, then replays the stored votes after its watermark. */
+  async function recoverShard(election: ElectionCell, key: ShardKey, epoch: number): Promise<ShardState> {
+    const state = createShardState({
+      key,
+      shardCount: election.shardCount,
+      candidateCount: election.candidateCount,
+      epoch,
+      config: { pendingVotesMax: config.shardPendingVotesMax, retryAfterMs: config.retryAfterMs },
+    });
+    const apply = (msg: ShardMsg): void => {
+      for (const effect of stepShard(state, msg)) {
+        if (effect.kind !== 'TalliesCommitted') throw new Error(`unexpected effect ${effect.kind} during recovery`);
+        election.aggregate.applyTallies(key.shard, effect.deltas, effect.source, now());
+      }
+    };
+    const snapshot = await snapshots.readLatestSnapshot(key);
+    let watermarkBatchId = 0;
+    if (snapshot !== null) {
+      apply({ kind: 'RestoreFromSnapshot', snapshot });
+      watermarkBatchId = snapshot.watermarkBatchId;
+    }
+    await snapshots.readVotesAfter(key, watermarkBatchId, (rows) => apply({ kind: 'ReplayStoredVotes', rows }));
+    return state;
+  }
+
+  function closeElection(electionId: string): boolean {
+    const election = elections.get(electionId);
+    if (election === undefined) return false;
+    for (const cell of election.shards) send(cell, { kind: 'CloseElection' });
+    return true;
+  }
+
+  function cast(vote: CastRequest, reply: (outcome: VoteOutcome) => void): void {
+    const election = elections.get(vote.electionId);
+    if (election === undefined) return reply(unknownElectionOutcome);
+    const { voterNumber, candidateIndex } = vote;
+    if (!Number.isSafeInteger(voterNumber) || voterNumber < 0) return reply(invalidVoterOutcome);
+    if (!Number.isInteger(candidateIndex) || candidateIndex < 0 || candidateIndex >= election.candidateCount) {
+      return reply(invalidCandidateOutcome);
+    }
+    if (stopping) {
+      election.aggregate.recordOutcome(stoppingOutcome);
+      return reply(stoppingOutcome);
+    }
+    const cell = election.shards[voterNumber % election.shardCount]!;
+    if (cell.ref === null) {
+      election.aggregate.recordOutcome(shardStoppedOutcome);
+      return reply(shardStoppedOutcome);
+    }
+    if (cell.queuedCasts >= config.shardMailboxCastsMax || !canAdmit(committer, castsInTransit)) {
+      election.aggregate.recordOutcome(overloadedOutcome);
+      return reply(overloadedOutcome);
+    }
+    const requestId = nextRequestId++;
+    replies.set(requestId, { reply, election });
+    cell.queuedCasts++;
+    castsInTransit++;
+    send(cell, {
+      kind: 'CastVote',
+      requestId,
+      voterNumber,
+      candidateIndex,
+      voteId: newVoteId(),
+      receivedAtMs: now(),
+      batchIdFloor: batchIds.lastAssigned(),
+    });
+  }
+
+  function results(electionId: string): ElectionResults | undefined {
+    return elections.get(electionId)?.aggregate.results();
+  }
+
+  function onResultsChanged(listener: (results: ElectionResults) => void): () => void {
+    listeners.add(listener);
+    return () => listeners.delete(listener);
+  }
+
+  function stats(electionId: string): ElectionStats | undefined {
+    const election = elections.get(electionId);
+    if (election === undefined) return undefined;
+    return {
+      electionId,
+      results: election.aggregate.results(),
+      votesPerSecond: election.aggregate.votesPerSecond(now()),
+      outcomes: election.aggregate.outcomes(),
+      shards: election.shards.map((cell) => ({
+        shard: cell.key.shard,
+        epoch: cell.state.epoch,
+        leaseLost: cell.state.leaseLost,
+        accepting: cell.state.accepting,
+        bitmapBytes: cell.state.bitmap.byteLength(),
+        votersWithBit: cell.state.bitmap.count(),
+        backlog: shardBacklog(cell.state),
+        queuedCasts: cell.queuedCasts,
+        counters: { ...cell.state.counters },
+      })),
+      committer: {
+        bufferedRows: committer.buffer.length,
+        journalCallsInFlight: journalCallsInFlight(committer),
+        batchesInDoubt: committer.inDoubt.size,
+        counters: { ...committer.counters },
+      },
+    };
+  }
+
+  function allShards(): ShardCell[] {
+    return [...elections.values()].flatMap((election) => election.shards);
+  }
+
+  async function waitUntil(condition: () => boolean, deadlineMs: number): Promise<boolean> {
+    while (!condition()) {
+      if (Date.now() >= deadlineMs) return false;
+      await new Promise((resolve) => setTimeout(resolve, 2));
+    }
+    return true;
+  }
+
+  async function close(): Promise<void> {
+    if (stopping) return;
+    stopping = true;
+    clearInterval(snapshotTimer);
+    const deadlineMs = Date.now() + config.closeTimeoutMs;
+    const mailboxesEmpty = () => allShards().every((cell) => cell.inMailbox === 0);
+    // Casts already admitted reach their shards, their rows are flushed, and the outcomes
+    // delivered; repeat until nothing moves (a retry can append rows again).
+    const drained = await waitUntil(() => {
+      if (!mailboxesEmpty()) return false;
+      if (!isCommitterIdle(committer)) {
+        if (committer.buffer.length > 0 && !committer.flushAll) runCommitter({ kind: 'FlushRequested', nowMs: now() });
+        return false;
+      }
+      return mailboxesEmpty();
+    }, deadlineMs);
+    if (!drained) {
+      logger.warn(
+        { bufferedRows: committer.buffer.length, batchesInDoubt: committer.inDoubt.size, waitingReplies: replies.size },
+        'vote node closed before every pending vote resolved',
+      );
+    }
+    // Final snapshots: a restart then replays little.
+    for (const cell of allShards()) requestSnapshot(cell, false);
+    await waitUntil(() => mailboxesEmpty() && allShards().every((cell) => !cell.snapshotInProgress), deadlineMs + 1_000);
+    publishResults();
+    clearInterval(publishTimer);
+    stopped = true;
+    if (committerTimer !== null) clearTimeout(committerTimer);
+    // Whoever still waits (in doubt, lookups, a store that never answered) must hear something.
+    for (const requestId of [...replies.keys()]) deliverReply(requestId, stoppingOutcome);
+    for (const cell of allShards()) cell.ref = null;
+    stop(system);
+  }
+
+  return { openElection, closeElection, cast, results, onResultsChanged, stats, close };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Vote ids
+
+const hexByte: string[] = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'));
+
+/**
+ * UUIDv7 (RFC 9562): 48-bit ms timestamp, version 7, 74 random bits. Time-ordered, so the
+ * votes table's index stays append-mostly. Randomness is drawn from node:crypto in blocks to
+ * keep the hot path cheap.
+ */
+export function createUuidV7Generator(now: () => number = Date.now): () => string {
+  const pool = new Uint8Array(16 * 512);
+  let offset = pool.length;
+  return () => {
+    if (offset + 10 > pool.length) {
+      randomFillSync(pool);
+      offset = 0;
+    }
+    const ms = now();
+    const high = Math.floor(ms / 0x1_0000_0000);
+    const low = ms >>> 0;
+    const r = offset;
+    offset += 10;
+    return (
+      hexByte[(high >>> 8) & 0xff]! +
+      hexByte[high & 0xff]! +
+      hexByte[(low >>> 24) & 0xff]! +
+      hexByte[(low >>> 16) & 0xff]! +
+      '-' +
+      hexByte[(low >>> 8) & 0xff]! +
+      hexByte[low & 0xff]! +
+      '-' +
+      hexByte[0x70 | (pool[r]! & 0x0f)]! +
+      hexByte[pool[r + 1]!]! +
+      '-' +
+      hexByte[0x80 | (pool[r + 2]! & 0x3f)]! +
+      hexByte[pool[r + 3]!]! +
+      '-' +
+      hexByte[pool[r + 4]!]! +
+      hexByte[pool[r + 5]!]! +
+      hexByte[pool[r + 6]!]! +
+      hexByte[pool[r + 7]!]! +
+      hexByte[pool[r + 8]!]! +
+      hexByte[pool[r + 9]!]!
+    );
+  };
+}
