@@ -12,6 +12,60 @@ const intFromEnv = (min: number, max: number) =>
     .transform(Number)
     .pipe(z.number().int().min(min).max(max));
 
+// --- Abuse controls (gateway/abuse): compact specs, so one variable says one whole limit. ---
+
+const ruleActions = ['reject', 'flag', 'off'] as const;
+type RuleActionSetting = (typeof ruleActions)[number];
+const rateScopeNames = ['user', 'ip', 'network'] as const;
+
+/** One scope's bucket, or 'off' to not limit that scope. */
+export type BucketLimitSetting = { readonly capacity: number; readonly refillPerSecond: number } | 'off';
+/** Overrides of gateway/abuse/rateLimit.ts defaultRateLimits for one action; unnamed scopes keep theirs. */
+export type RateLimitOverrides = Readonly<Partial<Record<(typeof rateScopeNames)[number], BucketLimitSetting>>>;
+
+/** `user=5/0.5,ip=50/20,network=off`: scope=capacity/refillPerSecond. */
+const rateLimitSpec = z.string().transform((text, ctx): RateLimitOverrides => {
+  const out: Partial<Record<(typeof rateScopeNames)[number], BucketLimitSetting>> = {};
+  for (const item of text.split(',').map((part) => part.trim()).filter((part) => part !== '')) {
+    const match = /^(user|ip|network)=(?:(off)|(\d+)\/(\d+(?:\.\d+)?))$/.exec(item);
+    const capacity = Number(match?.[3]);
+    const refillPerSecond = Number(match?.[4]);
+    if (!match || (!match[2] && !(capacity >= 1 && refillPerSecond > 0))) {
+      ctx.addIssue({ code: 'custom', message: `"${item}" must be scope=capacity/refillPerSecond (scope user|ip|network, capacity ≥ 1, rate > 0) or scope=off` });
+      return z.NEVER;
+    }
+    out[match[1] as (typeof rateScopeNames)[number]] = match[2] ? 'off' : { capacity, refillPerSecond };
+  }
+  return out;
+});
+
+/** Overrides of a velocity rule in gateway/abuse/fraudRules.ts defaultFraudRulesConfig. */
+export interface VelocityRuleSetting {
+  readonly action: RuleActionSetting;
+  readonly countMax?: number;
+  readonly windowMs?: number;
+}
+
+/** `flag:10/3600`: action:countMax/windowSeconds, or just an action (`off`, `reject`). */
+const velocitySpec = z.string().transform((text, ctx): VelocityRuleSetting => {
+  const match = /^(reject|flag|off)(?::(\d+)\/(\d+))?$/.exec(text.trim());
+  if (!match || (match[3] !== undefined && Number(match[3]) < 1)) {
+    ctx.addIssue({ code: 'custom', message: 'must be action:countMax/windowSeconds (action reject|flag|off), e.g. flag:10/3600' });
+    return z.NEVER;
+  }
+  const action = match[1] as RuleActionSetting;
+  return match[2] === undefined ? { action } : { action, countMax: Number(match[2]), windowMs: Number(match[3]) * 1000 };
+});
+
+const commaList = z.string().transform((text) => text.split(',').map((part) => part.trim()).filter((part) => part !== ''));
+
+const decimalFromEnv = (min: number, max: number) =>
+  z
+    .string()
+    .regex(/^\d+(\.\d+)?$/, 'must be a number')
+    .transform(Number)
+    .pipe(z.number().min(min).max(max));
+
 const envSchema = z.object({
   PORT: intFromEnv(0, 65535).default(8080),
   HOST: z.string().min(1).default('127.0.0.1'),
@@ -37,6 +91,35 @@ const envSchema = z.object({
   LIVEVOTE_PENDING_VOTES_MAX: intFromEnv(1, 1_000_000).default(20_000),
   LIVEVOTE_SNAPSHOT_INTERVAL_MS: intFromEnv(100, 3_600_000).default(10_000),
   LIVEVOTE_DB_POOL_MAX: intFromEnv(2, 200).default(10),
+  // Abuse controls (gateway/abuse). Defaults and their reasons live next to the code that uses them.
+  REDIS_URL: z.string().regex(/^rediss?:\/\//, 'must be a redis:// or rediss:// URL').optional(),
+  LIVEVOTE_TRUSTED_PROXIES: commaList.default([]),
+  LIVEVOTE_RATE_LIMIT_BACKEND: z.enum(['memory', 'redis']).default('memory'),
+  LIVEVOTE_RATE_LIMIT_FAIL_MODE: z.enum(['open', 'closed']).default('open'),
+  LIVEVOTE_RATE_LIMIT_BUCKETS_MAX: intFromEnv(1000, 100_000_000).default(1_000_000),
+  LIVEVOTE_RATE_LIMIT_VOTE: rateLimitSpec.default({}),
+  LIVEVOTE_RATE_LIMIT_REGISTER: rateLimitSpec.default({}),
+  LIVEVOTE_RATE_LIMIT_LOGIN: rateLimitSpec.default({}),
+  LIVEVOTE_CAPTCHA_PROVIDER: z.enum(['altcha', 'turnstile', 'hcaptcha', 'recaptcha']).default('altcha'),
+  LIVEVOTE_CAPTCHA_SECRET: z.string().min(1).optional(),
+  LIVEVOTE_CAPTCHA_SITEVERIFY_URL: z.url('must be a URL').optional(),
+  LIVEVOTE_CAPTCHA_TIMEOUT_MS: intFromEnv(50, 30_000).default(2000),
+  LIVEVOTE_CAPTCHA_FAIL_MODE: z.enum(['open', 'closed']).default('closed'),
+  LIVEVOTE_CAPTCHA_MIN_SCORE: decimalFromEnv(0, 1).optional(),
+  LIVEVOTE_CAPTCHA_EXPIRY_MS: intFromEnv(10_000, 3_600_000).default(300_000),
+  LIVEVOTE_CAPTCHA_DIFFICULTY: intFromEnv(2, 10_000_000).default(50_000),
+  LIVEVOTE_CAPTCHA_REPLAY_STORE: z.enum(['memory', 'redis', 'postgres']).default('memory'),
+  LIVEVOTE_CAPTCHA_USED_MAX: intFromEnv(1000, 100_000_000).default(500_000),
+  LIVEVOTE_FRAUD_REGISTER_IP: velocitySpec.optional(),
+  LIVEVOTE_FRAUD_REGISTER_NETWORK: velocitySpec.optional(),
+  LIVEVOTE_FRAUD_VOTE_BURST: velocitySpec.optional(),
+  LIVEVOTE_FRAUD_DISPOSABLE_EMAIL: z.enum(ruleActions).default('reject'),
+  LIVEVOTE_FRAUD_DISPOSABLE_DOMAINS: commaList.default([]),
+  LIVEVOTE_FRAUD_EMPTY_UA: z.enum(ruleActions).default('flag'),
+  LIVEVOTE_FRAUD_AUTOMATION_UA: z.enum(ruleActions).default('reject'),
+  LIVEVOTE_FRAUD_AUTOMATION_UA_SIGNATURES: commaList.optional(),
+  LIVEVOTE_FRAUD_COUNTERS_MAX: intFromEnv(1000, 100_000_000).default(200_000),
+  LIVEVOTE_FRAUD_STATS_FLUSH_MS: intFromEnv(100, 3_600_000).default(5000),
 });
 
 export interface Config {
@@ -59,6 +142,48 @@ export interface Config {
   readonly pendingVotesMax: number;
   readonly snapshotIntervalMs: number;
   readonly dbPoolMax: number;
+  readonly abuse: AbuseConfig;
+}
+
+/** Settings of gateway/abuse (rate limits, CAPTCHA, fraud rules). */
+export interface AbuseConfig {
+  /** Cluster mode: shared rate limits and CAPTCHA replay store. */
+  readonly redisUrl: string | undefined;
+  /** CIDRs (or addresses) of proxies whose X-Forwarded-For is believed; empty: socket address only. */
+  readonly trustedProxies: readonly string[];
+  readonly rateLimitBackend: 'memory' | 'redis';
+  /** Redis unreachable: let requests through ('open') or answer 429 ('closed'). */
+  readonly rateLimitFailMode: 'open' | 'closed';
+  readonly rateLimitBucketsMax: number;
+  readonly rateLimits: {
+    readonly vote: RateLimitOverrides;
+    readonly register: RateLimitOverrides;
+    readonly login: RateLimitOverrides;
+  };
+  readonly captchaProvider: 'altcha' | 'turnstile' | 'hcaptcha' | 'recaptcha';
+  /** The provider's siteverify secret; required for turnstile, hcaptcha and recaptcha. */
+  readonly captchaSecret: string | undefined;
+  readonly captchaSiteverifyUrl: string | undefined;
+  readonly captchaTimeoutMs: number;
+  /** Provider slow or down: let requests through ('open') or answer captcha_unavailable ('closed'). */
+  readonly captchaFailMode: 'open' | 'closed';
+  readonly captchaMinScore: number | undefined;
+  readonly captchaExpiryMs: number;
+  /** altcha: hashes a client computes per challenge. */
+  readonly captchaDifficulty: number;
+  readonly captchaReplayStore: 'memory' | 'redis' | 'postgres';
+  readonly captchaUsedMax: number;
+  readonly fraudRegisterPerIp: VelocityRuleSetting | undefined;
+  readonly fraudRegisterPerNetwork: VelocityRuleSetting | undefined;
+  readonly fraudVoteBurst: VelocityRuleSetting | undefined;
+  readonly fraudDisposableEmail: RuleActionSetting;
+  readonly fraudDisposableDomains: readonly string[];
+  readonly fraudEmptyUserAgent: RuleActionSetting;
+  readonly fraudAutomationUserAgent: RuleActionSetting;
+  /** Replaces the built-in list when set. */
+  readonly fraudAutomationSignatures: readonly string[] | undefined;
+  readonly fraudCountersMax: number;
+  readonly fraudStatsFlushMs: number;
 }
 
 export class ConfigError extends Error {
@@ -81,6 +206,14 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     throw new ConfigError(parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`));
   }
   const e = parsed.data;
+  // Checks that involve two variables: reported like the others, naming both.
+  const problems: string[] = [];
+  if (e.LIVEVOTE_CAPTCHA_PROVIDER !== 'altcha' && !e.LIVEVOTE_CAPTCHA_SECRET) {
+    problems.push(`LIVEVOTE_CAPTCHA_SECRET: required when LIVEVOTE_CAPTCHA_PROVIDER is ${e.LIVEVOTE_CAPTCHA_PROVIDER}`);
+  }
+  if (e.LIVEVOTE_RATE_LIMIT_BACKEND === 'redis' && !e.REDIS_URL) problems.push('REDIS_URL: required when LIVEVOTE_RATE_LIMIT_BACKEND is redis');
+  if (e.LIVEVOTE_CAPTCHA_REPLAY_STORE === 'redis' && !e.REDIS_URL) problems.push('REDIS_URL: required when LIVEVOTE_CAPTCHA_REPLAY_STORE is redis');
+  if (problems.length > 0) throw new ConfigError(problems);
   return {
     port: e.PORT,
     host: e.HOST,
@@ -100,5 +233,33 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     pendingVotesMax: e.LIVEVOTE_PENDING_VOTES_MAX,
     snapshotIntervalMs: e.LIVEVOTE_SNAPSHOT_INTERVAL_MS,
     dbPoolMax: e.LIVEVOTE_DB_POOL_MAX,
+    abuse: {
+      redisUrl: e.REDIS_URL,
+      trustedProxies: e.LIVEVOTE_TRUSTED_PROXIES,
+      rateLimitBackend: e.LIVEVOTE_RATE_LIMIT_BACKEND,
+      rateLimitFailMode: e.LIVEVOTE_RATE_LIMIT_FAIL_MODE,
+      rateLimitBucketsMax: e.LIVEVOTE_RATE_LIMIT_BUCKETS_MAX,
+      rateLimits: { vote: e.LIVEVOTE_RATE_LIMIT_VOTE, register: e.LIVEVOTE_RATE_LIMIT_REGISTER, login: e.LIVEVOTE_RATE_LIMIT_LOGIN },
+      captchaProvider: e.LIVEVOTE_CAPTCHA_PROVIDER,
+      captchaSecret: e.LIVEVOTE_CAPTCHA_SECRET,
+      captchaSiteverifyUrl: e.LIVEVOTE_CAPTCHA_SITEVERIFY_URL,
+      captchaTimeoutMs: e.LIVEVOTE_CAPTCHA_TIMEOUT_MS,
+      captchaFailMode: e.LIVEVOTE_CAPTCHA_FAIL_MODE,
+      captchaMinScore: e.LIVEVOTE_CAPTCHA_MIN_SCORE,
+      captchaExpiryMs: e.LIVEVOTE_CAPTCHA_EXPIRY_MS,
+      captchaDifficulty: e.LIVEVOTE_CAPTCHA_DIFFICULTY,
+      captchaReplayStore: e.LIVEVOTE_CAPTCHA_REPLAY_STORE,
+      captchaUsedMax: e.LIVEVOTE_CAPTCHA_USED_MAX,
+      fraudRegisterPerIp: e.LIVEVOTE_FRAUD_REGISTER_IP,
+      fraudRegisterPerNetwork: e.LIVEVOTE_FRAUD_REGISTER_NETWORK,
+      fraudVoteBurst: e.LIVEVOTE_FRAUD_VOTE_BURST,
+      fraudDisposableEmail: e.LIVEVOTE_FRAUD_DISPOSABLE_EMAIL,
+      fraudDisposableDomains: e.LIVEVOTE_FRAUD_DISPOSABLE_DOMAINS,
+      fraudEmptyUserAgent: e.LIVEVOTE_FRAUD_EMPTY_UA,
+      fraudAutomationUserAgent: e.LIVEVOTE_FRAUD_AUTOMATION_UA,
+      fraudAutomationSignatures: e.LIVEVOTE_FRAUD_AUTOMATION_UA_SIGNATURES,
+      fraudCountersMax: e.LIVEVOTE_FRAUD_COUNTERS_MAX,
+      fraudStatsFlushMs: e.LIVEVOTE_FRAUD_STATS_FLUSH_MS,
+    },
   };
 }

@@ -1,0 +1,138 @@
+import { randomUUID } from 'node:crypto';
+import { Redis } from 'ioredis';
+import { afterAll, describe, expect, it } from 'vitest';
+import {
+  assertRateLimits,
+  bucketChecksFor,
+  defaultRateLimits,
+  MemoryRateLimiter,
+  rateLimitedError,
+  retryAfterSeconds,
+} from './rateLimit.ts';
+import { RedisRateLimiter } from './redisRateLimiter.ts';
+import { rateLimiterContract } from './rateLimiterContract.ts';
+import { redisSuiteTitle, testRedisProblem, testRedisUrl } from './testRedis.ts';
+
+const redisUrl = testRedisUrl;
+// One prefix per run: parallel runs against one Redis never share a bucket.
+const keyPrefix = `lvtest:${randomUUID()}:`;
+const redisProblem = await testRedisProblem();
+
+describe('memoryRateLimiter', () => {
+  rateLimiterContract('memory', async () => ({
+    limiter: new MemoryRateLimiter({ bucketsMax: 10_000 }),
+    close: async () => undefined,
+  }));
+
+  it('stays within bucketsMax, counting buckets forgotten before they refilled', () => {
+    const limiter = new MemoryRateLimiter({ bucketsMax: 100 });
+    for (let i = 0; i < 1000; i++) limiter.take([{ action: 'vote', scope: 'ip', key: `k${i}`, capacity: 5, refillPerSecond: 0.001 }], 0);
+    expect(limiter.size).toBeLessThanOrEqual(100);
+    expect(limiter.evictedEarlyCount).toBeGreaterThan(0);
+  });
+
+  it('holds about the buckets active within one refill time, however many keys pass', () => {
+    const limiter = new MemoryRateLimiter({ bucketsMax: 1_000_000 });
+    // 100 000 one-off clients, one a millisecond; a bucket refills in 1 s.
+    for (let i = 0; i < 100_000; i++) limiter.take([{ action: 'vote', scope: 'ip', key: `c${i}`, capacity: 10, refillPerSecond: 10 }], i);
+    expect(limiter.size).toBeLessThan(5000);
+    expect(limiter.evictedEarlyCount).toBe(0);
+  });
+
+  it('forgets idle buckets that have refilled, a few per take', () => {
+    const limiter = new MemoryRateLimiter({ bucketsMax: 10_000 });
+    for (let i = 0; i < 50; i++) limiter.take([{ action: 'vote', scope: 'ip', key: `idle${i}`, capacity: 2, refillPerSecond: 10 }], 0);
+    expect(limiter.size).toBe(50);
+    // 1 s later every idle bucket is full again: the sweep drops them as traffic flows.
+    for (let i = 0; i < 40; i++) limiter.take([{ action: 'vote', scope: 'ip', key: 'busy', capacity: 1000, refillPerSecond: 1 }], 1000);
+    expect(limiter.size).toBeLessThan(50);
+    expect(limiter.evictedEarlyCount).toBe(0);
+  });
+});
+
+describe.skipIf(redisProblem !== undefined)(
+  redisSuiteTitle('redisRateLimiter', redisProblem),
+  () => {
+    const clients: Redis[] = [];
+    afterAll(async () => {
+      if (clients.length === 0) return;
+      const cleaner = new Redis(redisUrl);
+      let cursor = '0';
+      do {
+        const [next, keys] = await cleaner.scan(cursor, 'MATCH', `${keyPrefix}*`, 'COUNT', 1000);
+        if (keys.length > 0) await cleaner.del(...keys);
+        cursor = next;
+      } while (cursor !== '0');
+      await cleaner.quit();
+    });
+
+    rateLimiterContract('redis', async () => {
+      const redis = new Redis(redisUrl, { enableAutoPipelining: true });
+      clients.push(redis);
+      return { limiter: new RedisRateLimiter(redis, { keyPrefix }), close: async () => void (await redis.quit()) };
+    });
+
+    it('reloads its script after SCRIPT FLUSH', async () => {
+      const redis = new Redis(redisUrl);
+      clients.push(redis);
+      const limiter = new RedisRateLimiter(redis, { keyPrefix });
+      const checks = [{ action: 'vote', scope: 'user', key: randomUUID(), capacity: 2, refillPerSecond: 1 }] as const;
+      expect((await limiter.take(checks, 0)).outcome).toBe('allowed');
+      await redis.script('FLUSH');
+      expect((await limiter.take(checks, 0)).outcome).toBe('allowed');
+      expect((await limiter.take(checks, 0)).outcome).toBe('limited');
+      await redis.quit();
+    });
+
+    it('sets a TTL on every bucket so idle ones disappear', async () => {
+      const redis = new Redis(redisUrl);
+      clients.push(redis);
+      const limiter = new RedisRateLimiter(redis, { keyPrefix });
+      const key = randomUUID();
+      await limiter.take([{ action: 'vote', scope: 'ip', key, capacity: 10, refillPerSecond: 5 }], Date.now());
+      const ttlMs = await redis.pttl(`${keyPrefix}vote:ip:${key}`);
+      // One token to refill at 5/s is 200 ms, plus the 1 s margin.
+      expect(ttlMs).toBeGreaterThan(0);
+      expect(ttlMs).toBeLessThanOrEqual(1200);
+      await redis.quit();
+    });
+  },
+);
+
+describe('redisRateLimiter when Redis is down', () => {
+  it('fails open (degraded) or closed as configured', async () => {
+    const dead = new Redis('redis://127.0.0.1:1', { lazyConnect: true, enableOfflineQueue: false, maxRetriesPerRequest: 0, retryStrategy: () => null });
+    dead.on('error', () => undefined);
+    const errors: unknown[] = [];
+    const checks = [{ action: 'vote', scope: 'ip', key: 'x', capacity: 1, refillPerSecond: 1 }] as const;
+    const open = new RedisRateLimiter(dead, { keyPrefix, onError: (e) => errors.push(e) });
+    expect(await open.take(checks, 0)).toEqual({ outcome: 'allowed', degraded: true });
+    const closed = new RedisRateLimiter(dead, { keyPrefix, failMode: 'closed' });
+    expect(await closed.take(checks, 0)).toEqual({ outcome: 'limited', scope: 'ip', action: 'vote', retryAfterMs: 1000 });
+    expect(errors).toHaveLength(1);
+    dead.disconnect();
+  });
+});
+
+describe('rate limit helpers', () => {
+  it('builds one check per configured scope, skipping user when there is none', () => {
+    const vote = bucketChecksFor(defaultRateLimits, 'vote', { userKey: 'u1', ip: '1.2.3.4', networkKey: '1.2.3.0/24' });
+    expect(vote.map((c) => [c.scope, c.key])).toEqual([['user', 'u1'], ['ip', '1.2.3.4'], ['network', '1.2.3.0/24']]);
+    const register = bucketChecksFor(defaultRateLimits, 'register', { ip: '1.2.3.4', networkKey: '1.2.3.0/24' });
+    expect(register.map((c) => c.scope)).toEqual(['ip', 'network']);
+  });
+
+  it('ships defaults every request can pass', () => {
+    expect(() => assertRateLimits(defaultRateLimits)).not.toThrow();
+  });
+
+  it('turns a limited decision into a 429 with Retry-After in whole seconds, rounded up', () => {
+    expect(retryAfterSeconds(1)).toBe(1);
+    expect(retryAfterSeconds(1001)).toBe(2);
+    const error = rateLimitedError({ outcome: 'limited', scope: 'ip', action: 'vote', retryAfterMs: 2500 });
+    expect(error.status).toBe(429);
+    expect(error.code).toBe('rate_limited');
+    expect(error.headers).toEqual({ 'retry-after': '3' });
+    expect(error.details).toEqual({ scope: 'ip', retryAfterMs: 2500 });
+  });
+});

@@ -1,0 +1,277 @@
+// Token-bucket rate limits keyed by (action, scope, key): scope is who is limited (a user, a
+// client IP, a network), action is what they do (register, login, vote). One `take` checks every
+// bucket a request touches at once and is all-or-nothing: when the IP bucket refuses, the user
+// bucket keeps its token, so a client held back by one limit is not also drained in the others.
+//
+// Buckets hold their level and the time it was last written; the refill since then is computed
+// on read, so an idle bucket costs nothing and one that has refilled to capacity is the same as
+// no bucket at all. That is what lets both backends forget idle buckets (a round-robin sweep
+// here, a TTL in Redis) without changing any decision.
+import { ApiError } from '../errors.ts';
+import { MapCursor } from './mapCursor.ts';
+
+export type RateScope = 'user' | 'ip' | 'network';
+export type RateAction = 'register' | 'login' | 'vote';
+
+export const rateScopes: readonly RateScope[] = ['user', 'ip', 'network'];
+export const rateActions: readonly RateAction[] = ['register', 'login', 'vote'];
+
+export interface BucketLimit {
+  /** Largest burst: the bucket starts full and never holds more. */
+  readonly capacity: number;
+  /** Sustained rate once the burst is spent. */
+  readonly refillPerSecond: number;
+}
+
+/** Per action, the limit of each scope; a scope left out is not limited for that action. */
+export type RateLimits = Readonly<Record<RateAction, Readonly<Partial<Record<RateScope, BucketLimit>>>>>;
+
+export interface BucketCheck extends BucketLimit {
+  readonly action: RateAction;
+  readonly scope: RateScope;
+  /** The user id, canonical IP or network key (see clientAddress.ts). */
+  readonly key: string;
+  /** Tokens this request needs; 1 unless told. */
+  readonly cost?: number;
+}
+
+export type RateDecision =
+  | {
+      readonly outcome: 'allowed';
+      /** The backend could not be asked and the limiter is configured to fail open. */
+      readonly degraded?: true;
+    }
+  | {
+      readonly outcome: 'limited';
+      /** The bucket that refused; when several did, the one that frees up last. */
+      readonly scope: RateScope;
+      readonly action: RateAction;
+      /** When the request would be allowed if nothing else takes tokens meanwhile. */
+      readonly retryAfterMs: number;
+    };
+
+export interface RateLimiter {
+  /** Takes `cost` tokens from every bucket in `checks`, or from none. */
+  take(checks: readonly BucketCheck[], nowMs: number): Promise<RateDecision> | RateDecision;
+  close?(): Promise<void>;
+}
+
+/** One request touches at most one bucket per scope; more means a caller bug. */
+export const checksPerTakeMax = 8;
+
+export const rateAllowed: RateDecision = Object.freeze({ outcome: 'allowed' });
+export const rateAllowedDegraded: RateDecision = Object.freeze({ outcome: 'allowed', degraded: true });
+
+/**
+ * Defaults, chosen for live TV where a vote window opens on air and everyone votes in the same
+ * ten seconds:
+ * - user: the real limit. A viewer votes once per election; 5 lets a few retries and a couple of
+ *   simultaneous elections through, then one every 2 s.
+ * - ip: a NATed household is a handful of people, but a mobile carrier's CGNAT puts hundreds or
+ *   thousands of subscribers behind one IPv4. 50 burst / 20 per second absorbs an on-air spike
+ *   from a busy CGNAT address while stopping a single script long before it matters (a script
+ *   is also held at 5 per user).
+ * - network (/24, /64): the anti-farm limit, 10× the IP one: a /24 of a carrier is many CGNAT
+ *   addresses, an IPv6 /64 is usually one subscriber whose devices rotate privacy addresses.
+ * register and login are slower actions with stricter limits: register has no user yet, login's
+ * user key is the account being tried (credential stuffing is many passwords on one account).
+ * Operators raise these per deployment (LIVEVOTE_RATE_LIMIT_* in infra/config.ts).
+ */
+export const defaultRateLimits: RateLimits = {
+  vote: {
+    user: { capacity: 5, refillPerSecond: 0.5 },
+    ip: { capacity: 50, refillPerSecond: 20 },
+    network: { capacity: 500, refillPerSecond: 200 },
+  },
+  register: {
+    ip: { capacity: 10, refillPerSecond: 0.2 },
+    network: { capacity: 100, refillPerSecond: 2 },
+  },
+  login: {
+    user: { capacity: 10, refillPerSecond: 0.1 },
+    ip: { capacity: 30, refillPerSecond: 1 },
+    network: { capacity: 300, refillPerSecond: 10 },
+  },
+};
+
+export interface RateSubjects {
+  /** The user id (vote), or a keyed hash of the email being tried (login); absent on register. */
+  readonly userKey?: string;
+  readonly ip: string;
+  readonly networkKey: string;
+}
+
+/** The checks one request of `action` makes, in the order scope-user, ip, network. */
+export function bucketChecksFor(limits: RateLimits, action: RateAction, subjects: RateSubjects): BucketCheck[] {
+  const perScope = limits[action];
+  const checks: BucketCheck[] = [];
+  if (perScope.user && subjects.userKey !== undefined) checks.push({ action, scope: 'user', key: subjects.userKey, ...perScope.user });
+  if (perScope.ip) checks.push({ action, scope: 'ip', key: subjects.ip, ...perScope.ip });
+  if (perScope.network) checks.push({ action, scope: 'network', key: subjects.networkKey, ...perScope.network });
+  return checks;
+}
+
+/** Retry-After is whole seconds; round up so a client that obeys it is allowed. */
+export function retryAfterSeconds(retryAfterMs: number): number {
+  return Math.max(1, Math.ceil(retryAfterMs / 1000));
+}
+
+/** The 429 a route throws for a `limited` decision, with Retry-After. */
+export function rateLimitedError(decision: Extract<RateDecision, { outcome: 'limited' }>): ApiError {
+  const seconds = retryAfterSeconds(decision.retryAfterMs);
+  return new ApiError(
+    'rate_limited',
+    `Too many ${decision.action} requests from this ${decision.scope === 'network' ? 'network' : decision.scope === 'ip' ? 'address' : 'account'}; retry in ${seconds} s.`,
+    { scope: decision.scope, retryAfterMs: decision.retryAfterMs },
+    { 'retry-after': String(seconds) },
+  );
+}
+
+export class RateLimitConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'RateLimitConfigError';
+  }
+}
+
+/** Refuses limits no request could satisfy; called on every check list in both backends. */
+export function assertChecks(checks: readonly BucketCheck[]): void {
+  if (checks.length > checksPerTakeMax) throw new RateLimitConfigError(`at most ${checksPerTakeMax} buckets per take, got ${checks.length}`);
+  for (const check of checks) {
+    const cost = check.cost ?? 1;
+    if (!(check.refillPerSecond > 0) || !Number.isFinite(check.refillPerSecond)) {
+      throw new RateLimitConfigError(`${check.action}/${check.scope}: refillPerSecond must be a positive number`);
+    }
+    if (!(check.capacity >= 1) || !Number.isFinite(check.capacity)) throw new RateLimitConfigError(`${check.action}/${check.scope}: capacity must be at least 1`);
+    if (!(cost > 0) || cost > check.capacity) throw new RateLimitConfigError(`${check.action}/${check.scope}: cost must be in (0, capacity]`);
+  }
+}
+
+/** Refuses a limits table with a bucket no single request could pass; for start-up. */
+export function assertRateLimits(limits: RateLimits): void {
+  for (const action of rateActions) {
+    for (const scope of rateScopes) {
+      const limit = limits[action][scope];
+      if (limit) assertChecks([{ action, scope, key: '', ...limit }]);
+    }
+  }
+}
+
+interface MemoryBucket {
+  tokens: number;
+  updatedMs: number;
+  capacity: number;
+  refillPerMs: number;
+}
+
+export interface MemoryRateLimiterOptions {
+  /** Buckets kept at most; beyond, one is forgotten (an idle one if the sweep finds one). */
+  readonly bucketsMax: number;
+}
+
+/** Entries looked at, when the map is full, for an idle bucket to forget instead of a busy one. */
+const evictionSearchMax = 16;
+
+function bucketId(check: BucketCheck): string {
+  return `${check.action}\u0000${check.scope}\u0000${check.key}`;
+}
+
+function levelAt(bucket: MemoryBucket, nowMs: number): number {
+  // A clock that steps back mints nothing: elapsed is never negative.
+  const elapsedMs = nowMs > bucket.updatedMs ? nowMs - bucket.updatedMs : 0;
+  const level = bucket.tokens + elapsedMs * bucket.refillPerMs;
+  return level < bucket.capacity ? level : bucket.capacity;
+}
+
+/**
+ * In-process buckets for embedded mode (one node sees every request). Synchronous: a take runs
+ * to completion on the event loop, which is what makes it atomic.
+ *
+ * Memory: every take also looks at a few buckets under a round-robin cursor and forgets those
+ * that have refilled (indistinguishable from absent), visiting more entries than it can create,
+ * so the map holds about the buckets active within one refill time. When it is full anyway
+ * (an attack on many keys), one bucket is forgotten early (it refills early) and counted.
+ */
+export class MemoryRateLimiter implements RateLimiter {
+  private readonly buckets = new Map<string, MemoryBucket>();
+  private readonly cursor = new MapCursor(this.buckets);
+  private readonly ids: string[] = [];
+  private readonly levels: number[] = [];
+  /** Buckets forgotten before they had refilled because the map was full. */
+  evictedEarlyCount = 0;
+
+  constructor(private readonly options: MemoryRateLimiterOptions) {
+    if (!(options.bucketsMax >= 1)) throw new RateLimitConfigError('bucketsMax must be at least 1');
+  }
+
+  get size(): number {
+    return this.buckets.size;
+  }
+
+  take(checks: readonly BucketCheck[], nowMs: number): RateDecision {
+    assertChecks(checks);
+    this.sweep(nowMs, checks.length + 1);
+    let refusing: BucketCheck | undefined;
+    let refusingWaitMs = 0;
+    for (let i = 0; i < checks.length; i++) {
+      const check = checks[i] as BucketCheck;
+      const id = bucketId(check);
+      const bucket = this.buckets.get(id);
+      const level = bucket ? levelAt(bucket, nowMs) : check.capacity;
+      this.ids[i] = id;
+      this.levels[i] = level;
+      const cost = check.cost ?? 1;
+      if (level < cost) {
+        const waitMs = Math.ceil(((cost - level) * 1000) / check.refillPerSecond);
+        if (waitMs > refusingWaitMs || !refusing) {
+          refusing = check;
+          refusingWaitMs = waitMs;
+        }
+      }
+    }
+    if (refusing) return { outcome: 'limited', scope: refusing.scope, action: refusing.action, retryAfterMs: Math.max(1, refusingWaitMs) };
+    for (let i = 0; i < checks.length; i++) {
+      const check = checks[i] as BucketCheck;
+      const id = this.ids[i] as string;
+      const tokens = (this.levels[i] as number) - (check.cost ?? 1);
+      const bucket = this.buckets.get(id);
+      if (bucket) {
+        // Updated in place: no delete/insert churn in the map on the hot path.
+        bucket.tokens = tokens;
+        if (nowMs > bucket.updatedMs) bucket.updatedMs = nowMs;
+        bucket.capacity = check.capacity;
+        bucket.refillPerMs = check.refillPerSecond / 1000;
+      } else {
+        this.makeRoom(nowMs);
+        this.buckets.set(id, { tokens, updatedMs: nowMs, capacity: check.capacity, refillPerMs: check.refillPerSecond / 1000 });
+      }
+    }
+    return rateAllowed;
+  }
+
+  /** Forgets, among the next `entriesMax` buckets under the cursor, those that have refilled. */
+  private sweep(nowMs: number, entriesMax: number): void {
+    for (let n = 0; n < entriesMax; n++) {
+      const entry = this.cursor.advance();
+      if (!entry) return;
+      if (levelAt(entry[1], nowMs) >= entry[1].capacity) this.buckets.delete(entry[0]);
+    }
+  }
+
+  private makeRoom(nowMs: number): void {
+    while (this.buckets.size >= this.options.bucketsMax) {
+      let victim: [string, MemoryBucket] | undefined;
+      for (let n = 0; n < evictionSearchMax; n++) {
+        victim = this.cursor.advance();
+        if (!victim || levelAt(victim[1], nowMs) >= victim[1].capacity) break;
+      }
+      if (!victim) return;
+      if (levelAt(victim[1], nowMs) < victim[1].capacity) this.evictedEarlyCount++;
+      this.buckets.delete(victim[0]);
+    }
+  }
+}
+
+export function memoryRateLimiter(options: MemoryRateLimiterOptions): MemoryRateLimiter {
+  return new MemoryRateLimiter(options);
+}
