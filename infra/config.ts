@@ -116,7 +116,7 @@ const envSchema = z.object({
   LIVEVOTE_FRAUD_DISPOSABLE_EMAIL: z.enum(ruleActions).default('reject'),
   LIVEVOTE_FRAUD_DISPOSABLE_DOMAINS: commaList.default([]),
   LIVEVOTE_FRAUD_EMPTY_UA: z.enum(ruleActions).default('flag'),
-  LIVEVOTE_FRAUD_AUTOMATION_UA: z.enum(ruleActions).default('reject'),
+  LIVEVOTE_FRAUD_AUTOMATION_UA: z.enum(ruleActions).default('flag'),
   LIVEVOTE_FRAUD_AUTOMATION_UA_SIGNATURES: commaList.optional(),
   LIVEVOTE_FRAUD_COUNTERS_MAX: intFromEnv(1000, 100_000_000).default(200_000),
   LIVEVOTE_FRAUD_STATS_FLUSH_MS: intFromEnv(100, 3_600_000).default(5000),

@@ -170,10 +170,10 @@ describe('user-agent rules', () => {
 
   it('applies on login and on vote, with the default actions', () => {
     const fraud = rules();
-    expect(fraud.evaluateLogin({ userAgent: 'curl/8.5.0' }).verdict).toBe('reject');
+    expect(fraud.evaluateLogin({ userAgent: 'curl/8.5.0' }).verdict).toBe('flag');
     expect(fraud.evaluateLogin({ userAgent: '' }).verdict).toBe('flag');
     expect(fraud.evaluateLogin({ userAgent: browser }).verdict).toBe('allow');
-    expect(fraud.evaluateVote({ electionId: 'e1', candidate: 0, networkKey: 'n', userAgent: 'python-requests/2.31' }, t0).verdict).toBe('reject');
+    expect(fraud.evaluateVote({ electionId: 'e1', candidate: 0, networkKey: 'n', userAgent: 'python-requests/2.31' }, t0).verdict).toBe('flag');
   });
 });
 

@@ -74,7 +74,7 @@ export const defaultFraudRulesConfig: FraudRulesConfig = {
   registrationPerNetwork: { action: 'reject', countMax: 100, windowMs: 3_600_000 },
   disposableEmail: { action: 'reject', extraDomains: [] },
   emptyUserAgent: { action: 'flag' },
-  automationUserAgent: { action: 'reject', signatures: defaultAutomationSignatures },
+  automationUserAgent: { action: 'flag', signatures: defaultAutomationSignatures },
   voteBurst: { action: 'flag', countMax: 100, windowMs: 60_000 },
   countersMax: 200_000,
 };

@@ -147,7 +147,7 @@ describe('createAbuseControls with Postgres: replay store and cluster-wide fraud
   afterAll(async () => { await db?.drop(); });
 
   it('sums two nodes\' fraud hits and refuses a CAPTCHA replayed on the other node', async () => {
-    const config = loadConfig({ LIVEVOTE_CAPTCHA_REPLAY_STORE: 'postgres', LIVEVOTE_CAPTCHA_DIFFICULTY: '1000', LIVEVOTE_FRAUD_STATS_FLUSH_MS: '100' }).abuse;
+    const config = loadConfig({ LIVEVOTE_CAPTCHA_REPLAY_STORE: 'postgres', LIVEVOTE_CAPTCHA_DIFFICULTY: '1000', LIVEVOTE_FRAUD_STATS_FLUSH_MS: '100', LIVEVOTE_FRAUD_AUTOMATION_UA: 'reject' }).abuse;
     const nodeA = createAbuseControls({ config, captchaHmacKey, pool: db.pool });
     const nodeB = createAbuseControls({ config, captchaHmacKey, pool: db.pool });
     await nodeA.start();
