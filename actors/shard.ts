@@ -2,25 +2,28 @@
 //
 // A voter's bit, one per voter slot (slot = floor(voterNumber / shardCount)):
 //
-//                      CastVote, bit clear, election accepting
-//     ┌───────┐        (pendingTallies[c]++, AppendToJournal)          ┌────────────┐
-//     │ CLEAR │ ─────────────────────────────────────────────────────► │ TENTATIVE  │
-//     └───────┘ ◄───────────────────────────────────────────────────── │ (pending)  │
-//       │   ▲     BatchAbandoned: definitely not stored                 └────────────┘
-//       │   │     (bit cleared, pending tally undone, waiters: unavailable)  │     │
-//       │   │                                                BatchInDoubt │     │ BatchCommitted
-//       │   │                           (waiters: unavailable; bit stays  ▼     │ (committedTallies[c]++,
-//       │   │                            set so no second vote slips in) ┌────────────┐ waiters answered)
-//       │   └─────────────────────────────────── BatchAbandoned ──────── │ IN_DOUBT   │  │
-//       │                                                                └────────────┘  │
-//       │                                                          BatchCommitted │      │
-//       │  RestoreFromSnapshot / ReplayStoredVotes (recovery)                    ▼      ▼
-//       └──────────────────────────────────────────────────────────────►  ┌─────────────┐
-//                                                                          │  COMMITTED  │ terminal
-//                                                                          └─────────────┘
+//   ┌───────┐  CastVote (bit clear, accepting):   ┌───────────┐  BatchCommitted:      ┌───────────┐
+//   │ CLEAR │  set bit, pendingTallies[c]++,  ──► │ TENTATIVE │  committedTallies[c]++ │ COMMITTED │
+//   │       │  AppendToJournal                    │ (pending) │  waiters answered ───► │ (terminal)│
+//   └───────┘ ◄── BatchAbandoned ──────────────── └───────────┘                        └───────────┘
+//     ▲   │       (definitely not stored: bit           │                                 ▲   ▲
+//     │   │        cleared, pending tally undone,       │ BatchInDoubt                    │   │
+//     │   │        waiters told unavailable)            ▼ (waiters told unavailable;      │   │
+//     │   │                                       ┌───────────┐ bit stays set, so no      │   │
+//     │   │                                       │ IN_DOUBT  │ second vote slips in)     │   │
+//     └───┼────────── BatchAbandoned ──────────── │ (pending) │ ── BatchCommitted ────────┘   │
+//         │                                       └───────────┘                               │
+//         └──── RestoreFromSnapshot / ReplayStoredVotes (recovery: stored votes only) ────────┘
+//
 //   TENTATIVE ── BatchCommitted listing the voter as a conflict ──► STORED_ELSEWHERE (bit set,
 //   counts nothing, waiters answered from a lookup). A conflict means this shard missed a stored
 //   row; with leases, fencing and recovery working it never happens, so it is counted and logged.
+//
+// Retries of a voter: TENTATIVE → they wait for the outcome; IN_DOUBT → unavailable(in_doubt) at
+// once; COMMITTED → answered from the stored vote (one lookup per voter): same candidate →
+// accepted with the original voteId, another → already_voted. An outcome for a vote that is no
+// longer pending (a duplicate, or meant for an older incarnation of the shard: matched by voteId)
+// is ignored and counted (staleResolutions); an impossible state throws.
 //
 // Purity: no I/O, no clock, no randomness. Time, voteIds and batch-id floors arrive in messages,
 // and everything the shell must do comes back as effects. The state is MUTATED in place: the

@@ -187,7 +187,7 @@ export function createVoteNode(deps: VoteNodeDeps): VoteNode {
   const system = start();
   const elections = new Map<string, ElectionCell>();
   const opening = new Set<string>();
-  const replies = new Map<number, { reply: (outcome: VoteOutcome) => void; election: ElectionCell }>();
+  const replies = new Map<number, (outcome: VoteOutcome) => void>();
   const listeners = new Set<(results: ElectionResults) => void>();
   const committer: CommitterState = createCommitterState(config);
   let nextRequestId = 1;
@@ -227,6 +227,7 @@ export function createVoteNode(deps: VoteNodeDeps): VoteNode {
     for (const effect of effects) {
       switch (effect.kind) {
         case 'Reply':
+          cell.election.aggregate.recordOutcome(effect.outcome);
           deliverReply(effect.requestId, effect.outcome);
           break;
         case 'AppendToJournal':
@@ -250,12 +251,11 @@ export function createVoteNode(deps: VoteNodeDeps): VoteNode {
   }
 
   function deliverReply(requestId: number, outcome: VoteOutcome): void {
-    const waiting = replies.get(requestId);
-    if (waiting === undefined) return; // answered already (close gave up on it)
+    const reply = replies.get(requestId);
+    if (reply === undefined) return; // answered already (close gave up on it)
     replies.delete(requestId);
-    waiting.election.aggregate.recordOutcome(outcome);
     try {
-      waiting.reply(outcome);
+      reply(outcome);
     } catch (error) {
       logger.error({ err: error }, 'vote reply callback threw');
     }
@@ -495,7 +495,7 @@ export function createVoteNode(deps: VoteNodeDeps): VoteNode {
       return reply(overloadedOutcome);
     }
     const requestId = nextRequestId++;
-    replies.set(requestId, { reply, election });
+    replies.set(requestId, reply);
     cell.queuedCasts++;
     castsInTransit++;
     send(cell, {
