@@ -8,6 +8,10 @@ import { buildOpenApiDocument, type ExtraPathDoc } from './openapi.ts';
 import { operationsRoutes } from './operations.ts';
 import { createAuthFeature } from './auth/feature.ts';
 import { createElectionsFeature } from './elections/feature.ts';
+import { createVotePathFeature, type VotePathFeature } from './votes/feature.ts';
+import { dashboardRoutes } from './dashboard/routes.ts';
+import { streamPath } from './results/stream.ts';
+import { resolveNodeIdentity } from '../cluster/nodeIdentity.ts';
 import type { Config } from '../infra/config.ts';
 import type { Secrets } from '../infra/secrets.ts';
 import type { Logger } from '../infra/logger.ts';
@@ -38,6 +42,7 @@ export interface LivevoteApp {
   readonly routes: readonly RouteDefinition<unknown, unknown>[];
   readonly metrics: Metrics;
   readonly openApiDocument: Record<string, unknown>;
+  readonly votePath: VotePathFeature;
   /** Binds and starts accepting; resolves with the port actually bound (PORT=0 picks one). */
   listen(host: string, port: number): Promise<number>;
   /** Stop accepting, close the listen socket, let in-flight requests finish, stop features. */
@@ -52,9 +57,15 @@ export async function buildApp(deps: AppDeps): Promise<LivevoteApp> {
   let accepting = false;
   let listenSocket: us_listen_socket | undefined;
 
+  const identity = resolveNodeIdentity(deps.config);
   const auth = createAuthFeature({ pool: deps.pool, secrets: deps.secrets, log: deps.log });
   const elections = createElectionsFeature({ pool: deps.pool, log: deps.log });
-  const features: Feature[] = [auth, elections];
+  const votePath = await createVotePathFeature({
+    uwsApp: app, pool: deps.pool, config: deps.config, log: deps.log, identity,
+    registry: elections.registry, authenticate: (header) => auth.authenticate(header), metricsRegistry: metrics.registry,
+  });
+  // Start order matters: elections load before the vote path serves them.
+  const features: Feature[] = [auth, elections, votePath];
 
   const router = new HttpRouter(app, {
     log: deps.log,
@@ -68,8 +79,10 @@ export async function buildApp(deps: AppDeps): Promise<LivevoteApp> {
   const routes: RouteDefinition<unknown, unknown>[] = [
     ...operationsRoutes({ pool: deps.pool, metrics, isAccepting: () => accepting, openApiJson: () => openApiJson }),
     ...features.flatMap((f) => f.routes),
+    ...dashboardRoutes(),
   ];
   for (const route of routes) router.register(route);
+  router.recordServed({ method: 'WS', path: streamPath });
   router.registerFallback(routes);
   const openApiDocument = buildOpenApiDocument(routes, features.flatMap((f) => f.extraPaths ?? []), { version: packageVersion });
   openApiJson = JSON.stringify(openApiDocument);
@@ -82,6 +95,7 @@ export async function buildApp(deps: AppDeps): Promise<LivevoteApp> {
     routes,
     metrics,
     openApiDocument,
+    votePath,
     listen(host, port) {
       return new Promise((resolve, reject) => {
         app.listen(host, port, (socket) => {

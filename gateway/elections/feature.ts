@@ -15,7 +15,7 @@ export function createElectionsFeature(deps: { pool: Pool; log: Logger }): Elect
     registry,
     routes: electionRoutes({ pool: deps.pool, registry }),
     async start() {
-      for (const election of await listElections(deps.pool)) registry.put(election);
+      for (const election of await listElections(deps.pool)) await registry.publish(election);
       deps.log.info({ elections: registry.all().length }, 'elections loaded');
     },
     async stop() {},

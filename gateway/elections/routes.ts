@@ -78,7 +78,7 @@ export function electionRoutes(deps: { pool: Pool; registry: ElectionRegistry })
 
   const transition = async (electionId: string, from: ElectionStatus, to: ElectionStatus) => {
     const moved = await transitionElection(pool, electionId, from, to);
-    if (moved) return { json: adminView(registry.put(moved)) };
+    if (moved) return { json: adminView(await registry.publish(moved)) };
     const current = await findElection(pool, electionId);
     if (!current) throw new ApiError('election_not_found');
     throw new ApiError('invalid_election_transition', `The election is ${current.status}; only a ${from} election can become ${to}.`);
@@ -98,7 +98,7 @@ export function electionRoutes(deps: { pool: Pool; registry: ElectionRegistry })
           createdBy: principal!.userId,
           candidates: body.candidates.map((c, i) => ({ candidateId: randomUUID(), candidateIndex: i, name: c.name })),
         });
-        return { status: 201, json: adminView(registry.put(created)) };
+        return { status: 201, json: adminView(await registry.publish(created)) };
       },
     }),
     defineRoute({

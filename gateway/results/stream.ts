@@ -119,7 +119,9 @@ export function createResultsStream(deps: {
   };
 
   // An election changing status (closed) must show at once, even with no new votes.
-  deps.registry.onChange((election) => publishedVersion.delete(election.electionId));
+  deps.registry.onChange((election) => {
+    publishedVersion.delete(election.electionId);
+  });
 
   return {
     doc: {

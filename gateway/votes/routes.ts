@@ -87,6 +87,10 @@ export function voteRoutes(deps: {
   caster: VoteCaster;
   status: VoteStatusReader;
   guard?: VoteGuard;
+  /** A vote for a known election refused at the gateway (not by its shard), by error code. */
+  onRejected?: (electionId: string, code: string) => void;
+  /** True once this node can take votes for the election (its shards are recovered). */
+  isServing: (electionId: string) => boolean;
 }): RouteDefinition<unknown, unknown>[] {
   const { registry, caster, status } = deps;
   return [
@@ -102,17 +106,25 @@ export function voteRoutes(deps: {
       responses: { 200: { description: 'Accepted and durable (or the original acceptance, on a retry)', schema: acceptedSchema } },
       handle: async ({ body, principal, clientIp, userAgent }) => {
         const viewer = principal!;
-        if (body.userId !== viewer.userId) throw new ApiError('user_mismatch');
         const election = registry.get(body.electionId);
         if (!election || election.status === 'draft') throw new ApiError('election_not_found');
-        if (election.status !== 'open') throw new ApiError('election_not_open');
         const candidateIndex = election.candidateIndexById.get(body.candidateId);
-        if (candidateIndex === undefined) throw new ApiError('candidate_not_found');
-        if (deps.guard) {
-          await deps.guard({
-            electionId: body.electionId, candidateIndex, userId: viewer.userId, voterNumber: viewer.voterNumber,
-            captchaToken: body.captchaToken, clientIp, userAgent,
-          });
+        try {
+          if (body.userId !== viewer.userId) throw new ApiError('user_mismatch');
+          if (election.status !== 'open') throw new ApiError('election_not_open');
+          if (candidateIndex === undefined) throw new ApiError('candidate_not_found');
+          if (!deps.isServing(body.electionId)) {
+            throw new ApiError('not_ready', 'This election is still loading on this node.', undefined, { 'retry-after': '1' });
+          }
+          if (deps.guard) {
+            await deps.guard({
+              electionId: body.electionId, candidateIndex, userId: viewer.userId, voterNumber: viewer.voterNumber,
+              captchaToken: body.captchaToken, clientIp, userAgent,
+            });
+          }
+        } catch (error) {
+          if (error instanceof ApiError) deps.onRejected?.(body.electionId, error.code);
+          throw error;
         }
         const outcome = await new Promise<VoteOutcome>((resolve) =>
           caster.cast({ electionId: body.electionId, voterNumber: viewer.voterNumber, candidateIndex }, resolve),

@@ -1,0 +1,192 @@
+// The vote path through the real gateway, vote node and Postgres journal.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import WebSocket from 'ws';
+import { call, login, startAppHarness, testAdmin, type AppHarness } from '../../infra/testing/appHarness.ts';
+import { createVoters, type TestVoter } from '../../infra/testing/voters.ts';
+import { countVotesByCandidate } from '../../persistence/storedVotes.ts';
+
+let h: AppHarness;
+let admin: string;
+let voters: TestVoter[];
+let electionId: string;
+let candidates: string[];
+
+async function createElection(title: string, open = true, shardCount = 4): Promise<{ electionId: string; candidates: string[] }> {
+  const created = await call(h.baseUrl, 'POST', '/api/v1/admin/elections', {
+    token: admin, body: { title, candidates: [{ name: 'Ada' }, { name: 'Grace' }, { name: 'Linus' }], shardCount },
+  });
+  expect(created.status).toBe(201);
+  if (open) expect((await call(h.baseUrl, 'POST', `/api/v1/admin/elections/${created.body.electionId}/open`, { token: admin })).status).toBe(200);
+  return { electionId: created.body.electionId, candidates: created.body.candidates.map((c: { candidateId: string }) => c.candidateId) };
+}
+
+const vote = (voter: TestVoter, candidateId: string, election = electionId, extra: Record<string, unknown> = {}) =>
+  call(h.baseUrl, 'POST', '/api/v1/votes', { token: voter.token, body: { electionId: election, candidateId, userId: voter.userId, ...extra } });
+
+const storedCount = async () => Number((await h.db.pool.query('SELECT count(*) FROM votes')).rows[0].count);
+
+beforeAll(async () => {
+  h = await startAppHarness();
+  admin = await login(h.baseUrl, testAdmin.email, testAdmin.password);
+  voters = await createVoters(h.db.pool, 200, h.secrets.jwtSecret);
+  ({ electionId, candidates } = await createElection('Main'));
+});
+afterAll(async () => { await h.close(); });
+
+describe('POST /api/v1/votes', () => {
+  it('accepts a vote once it is stored, and a retry gets the same voteId', async () => {
+    const voter = voters[0]!;
+    const first = await vote(voter, candidates[1]!);
+    expect(first.status).toBe(200);
+    expect(first.body).toEqual({ voteId: expect.stringMatching(/^[0-9a-f-]{36}$/), status: 'accepted', acceptedAt: expect.any(String) });
+    // Durable before answered: the row is there the moment the answer is.
+    const row = await h.db.pool.query('SELECT vote_id, candidate_index FROM votes WHERE voter_number = $1', [voter.voterNumber]);
+    expect(row.rows).toEqual([{ vote_id: first.body.voteId, candidate_index: 1 }]);
+
+    const retry = await vote(voter, candidates[1]!);
+    expect(retry.status).toBe(200);
+    expect(retry.body).toEqual(first.body);
+  });
+
+  it('answers a second vote with 409 carrying the original voteId, and counts nothing', async () => {
+    const voter = voters[1]!;
+    const first = await vote(voter, candidates[0]!);
+    const before = await storedCount();
+    const second = await vote(voter, candidates[2]!);
+    expect(second.status).toBe(409);
+    expect(second.body.error.code).toBe('already_voted');
+    expect(second.body.error.details.voteId).toBe(first.body.voteId);
+    expect(await storedCount()).toBe(before);
+  });
+
+  it('gives concurrent identical requests one voteId and one stored row', async () => {
+    const voter = voters[2]!;
+    const answers = await Promise.all(Array.from({ length: 10 }, () => vote(voter, candidates[2]!)));
+    expect(new Set(answers.map((a) => a.status))).toEqual(new Set([200]));
+    expect(new Set(answers.map((a) => a.body.voteId)).size).toBe(1);
+    const rows = await h.db.pool.query('SELECT count(*) FROM votes WHERE voter_number = $1', [voter.voterNumber]);
+    expect(Number(rows.rows[0].count)).toBe(1);
+  });
+
+  it('refuses a vote for another user, an unknown or unopened election, an unknown candidate', async () => {
+    const before = await storedCount();
+    const [a, b] = [voters[3]!, voters[4]!];
+    const mismatch = await call(h.baseUrl, 'POST', '/api/v1/votes', { token: a.token, body: { electionId, candidateId: candidates[0], userId: b.userId } });
+    expect([mismatch.status, mismatch.body.error.code]).toEqual([403, 'user_mismatch']);
+    const unknown = await vote(a, candidates[0]!, '00000000-0000-4000-8000-000000000000');
+    expect([unknown.status, unknown.body.error.code]).toEqual([404, 'election_not_found']);
+    const draft = await createElection('Draft', false);
+    const notOpen = await vote(a, draft.candidates[0]!, draft.electionId);
+    expect([notOpen.status, notOpen.body.error.code]).toEqual([404, 'election_not_found']);
+    const badCandidate = await vote(a, '00000000-0000-4000-8000-000000000001');
+    expect([badCandidate.status, badCandidate.body.error.code]).toEqual([422, 'candidate_not_found']);
+    const otherElectionsCandidate = await vote(a, draft.candidates[0]!);
+    expect(otherElectionsCandidate.body.error.code).toBe('candidate_not_found');
+    expect(await storedCount()).toBe(before);
+  });
+
+  it('refuses votes once the election is closed, but keeps its results', async () => {
+    const closing = await createElection('Closing', true, 2);
+    expect((await vote(voters[5]!, closing.candidates[0]!, closing.electionId)).status).toBe(200);
+    await call(h.baseUrl, 'POST', `/api/v1/admin/elections/${closing.electionId}/close`, { token: admin });
+    const late = await vote(voters[6]!, closing.candidates[0]!, closing.electionId);
+    expect([late.status, late.body.error.code]).toEqual([409, 'election_not_open']);
+    const results = await call(h.baseUrl, 'GET', `/api/v1/results/${closing.electionId}`);
+    expect(results.body).toMatchObject({ status: 'closed', totalVotes: 1 });
+  });
+
+  it('refuses bad input with a 4xx and a code, changing nothing', async () => {
+    const before = await storedCount();
+    const voter = voters[7]!;
+    const body = { electionId, candidateId: candidates[0], userId: voter.userId };
+    const cases: [unknown, number, string][] = [
+      ['{"electionId":', 400, 'invalid_json'],
+      [{ ...body, electionId: 'nope' }, 400, 'validation_failed'],
+      [{ ...body, candidateId: 42 }, 400, 'validation_failed'],
+      [{ electionId, candidateId: candidates[0] }, 400, 'validation_failed'],
+      [{ ...body, extra: true }, 400, 'validation_failed'],
+      [{ ...body, captchaToken: 'x'.repeat(5000) }, 413, 'payload_too_large'],
+    ];
+    for (const [payload, status, code] of cases) {
+      const response = await call(h.baseUrl, 'POST', '/api/v1/votes', typeof payload === 'string' ? { token: voter.token, rawBody: payload } : { token: voter.token, body: payload });
+      expect([response.status, response.body.error.code], JSON.stringify(payload).slice(0, 80)).toEqual([status, code]);
+    }
+    const anonymous = await call(h.baseUrl, 'POST', '/api/v1/votes', { body });
+    expect([anonymous.status, anonymous.body.error.code]).toEqual([401, 'unauthenticated']);
+    const forged = await call(h.baseUrl, 'POST', '/api/v1/votes', { token: `${voter.token.slice(0, -2)}xx`, body });
+    expect([forged.status, forged.body.error.code]).toEqual([401, 'invalid_token']);
+    expect(await storedCount()).toBe(before);
+  });
+});
+
+describe('status and results', () => {
+  it('tells a user (or an admin) whether they voted', async () => {
+    const voter = voters[0]!;
+    const mine = await call(h.baseUrl, 'GET', `/api/v1/votes/status/${voter.userId}?electionId=${electionId}`, { token: voter.token });
+    expect(mine.body).toMatchObject({ voted: true, candidateId: candidates[1], electionId, userId: voter.userId });
+    const notYet = voters[150]!;
+    expect((await call(h.baseUrl, 'GET', `/api/v1/votes/status/${notYet.userId}?electionId=${electionId}`, { token: notYet.token })).body.voted).toBe(false);
+    const other = await call(h.baseUrl, 'GET', `/api/v1/votes/status/${voter.userId}?electionId=${electionId}`, { token: notYet.token });
+    expect([other.status, other.body.error.code]).toEqual([403, 'forbidden']);
+    const asAdmin = await call(h.baseUrl, 'GET', `/api/v1/votes/status/${voter.userId}?electionId=${electionId}`, { token: admin });
+    expect(asAdmin.body.voteId).toBe(mine.body.voteId);
+    const missingQuery = await call(h.baseUrl, 'GET', `/api/v1/votes/status/${voter.userId}`, { token: voter.token });
+    expect([missingQuery.status, missingQuery.body.error.code]).toEqual([400, 'validation_failed']);
+    const unknownUser = await call(h.baseUrl, 'GET', `/api/v1/votes/status/00000000-0000-4000-8000-000000000009?electionId=${electionId}`, { token: admin });
+    expect([unknownUser.status, unknownUser.body.error.code]).toEqual([404, 'user_not_found']);
+  });
+
+  it('shows committed tallies equal to the stored count per candidate', async () => {
+    const batch = voters.slice(20, 120);
+    const answers = await Promise.all(batch.map((voter, i) => vote(voter, candidates[i % 3]!)));
+    expect(answers.every((a) => a.status === 200)).toBe(true);
+    const results = await call(h.baseUrl, 'GET', `/api/v1/results/${electionId}`);
+    const stored = await countVotesByCandidate(h.db.pool, electionId, 3);
+    expect(results.body.candidates.map((c: { votes: number }) => c.votes)).toEqual(stored);
+    expect(results.body.totalVotes).toBe(stored.reduce((a, b) => a + b, 0));
+
+    // The live endpoint serves the publisher's cached copy: equal within one publish interval.
+    h.app.votePath.stream.publishChanged();
+    const live = await call(h.baseUrl, 'GET', `/api/v1/results/live/${electionId}`);
+    expect(live.body.candidates.map((c: { votes: number }) => c.votes)).toEqual(stored);
+
+    const statistics = await call(h.baseUrl, 'GET', `/api/v1/results/statistics/${electionId}`, { token: admin });
+    expect(statistics.body.totalVotes).toBe(results.body.totalVotes);
+    expect(statistics.body.perShard.reduce((sum: number, s: { votes: number }) => sum + s.votes, 0)).toBe(results.body.totalVotes);
+    expect(statistics.body.rejectionsByReason.already_voted).toBeGreaterThanOrEqual(1);
+    expect(statistics.body.rejectionsByReason.user_mismatch).toBeGreaterThanOrEqual(1);
+    const viewerStats = await call(h.baseUrl, 'GET', `/api/v1/results/statistics/${electionId}`, { token: voters[0]!.token });
+    expect(viewerStats.status).toBe(403);
+  });
+
+  it('pushes committed results over the WebSocket within a second', async () => {
+    const url = `ws://127.0.0.1:${h.port}/api/v1/results/stream/${electionId}?access_token=${voters[0]!.token}`;
+    const socket = new WebSocket(url);
+    const frames: any[] = [];
+    socket.on('message', (data) => frames.push(JSON.parse(String(data))));
+    await new Promise((resolve, reject) => { socket.once('open', resolve); socket.once('error', reject); });
+    try {
+      await expect.poll(() => frames.length, { timeout: 2000 }).toBeGreaterThan(0);
+      const before = frames.at(-1).totalVotes as number;
+      const sentAt = Date.now();
+      expect((await vote(voters[190]!, candidates[0]!)).status).toBe(200);
+      await expect.poll(() => frames.at(-1).totalVotes, { timeout: 1000, interval: 10 }).toBe(before + 1);
+      expect(Date.now() - sentAt).toBeLessThan(1000);
+      expect(frames.at(-1)).toMatchObject({ type: 'results', electionId, title: 'Main' });
+    } finally {
+      socket.close();
+    }
+  });
+
+  it('refuses a stream without a valid token or for an unknown election', async () => {
+    const attempt = (url: string) => new Promise<number>((resolve) => {
+      const socket = new WebSocket(url);
+      socket.on('unexpected-response', (_req, res) => resolve(res.statusCode ?? 0));
+      socket.on('open', () => { socket.close(); resolve(101); });
+      socket.on('error', () => resolve(-1));
+    });
+    expect(await attempt(`ws://127.0.0.1:${h.port}/api/v1/results/stream/${electionId}`)).toBe(401);
+    expect(await attempt(`ws://127.0.0.1:${h.port}/api/v1/results/stream/${electionId}?access_token=forged`)).toBe(401);
+    expect(await attempt(`ws://127.0.0.1:${h.port}/api/v1/results/stream/00000000-0000-4000-8000-000000000000?access_token=${voters[0]!.token}`)).toBe(404);
+  });
+});
