@@ -3,7 +3,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { JournalRow, ShardSnapshot } from '../actors/ports.ts';
 import { acquireShardLeases } from '../cluster/leases.ts';
 import { createPgBatchIdSource, type PgBatchIdSource } from './batchIds.ts';
-import { createPgSnapshotStore, SnapshotFencedError, VoteRowParser, type PgSnapshotStore } from './snapshots.ts';
+import { createPgSnapshotStore, SnapshotFencedError, voteRowParser, type PgSnapshotStore } from './snapshots.ts';
 import { createTestDatabase, type TestDatabase } from './testDatabase.ts';
 import { createPgJournal, type PgJournal } from './voteJournal.ts';
 
@@ -131,6 +131,17 @@ describe('PgSnapshotStore', () => {
     expect((await readAfter(0, firstBatch)).rows.map((r) => r.voterNumber)).toEqual(late.filter((v) => v % 2 === 0));
   });
 
+  it('readElectionVotesAfter returns every shard\'s rows after its own watermark, in one scan', async () => {
+    const first = await commitVoters([0, 1, 2, 3]);
+    await commitVoters([4, 5, 6, 7]);
+    const rows: { shard: number; voterNumber: number; candidateIndex: number }[] = [];
+    // Shard 0 from the start, shard 1 after the first batch.
+    await store.readElectionVotesAfter(electionId, [0, first], (chunk) => rows.push(...chunk));
+    rows.sort((a, b) => a.voterNumber - b.voterNumber);
+    expect(rows).toEqual([0, 2, 4, 5, 6, 7].map((v) => ({ shard: v % 2, voterNumber: v, candidateIndex: v % 7 })));
+    await expect(store.readElectionVotesAfter(electionId, [], () => {})).rejects.toThrow(/watermarks/);
+  });
+
   it('readVotesAfter rejects when onRows throws, and the store keeps working', async () => {
     await commitVoters([1, 3, 5]);
     await expect(
@@ -142,7 +153,7 @@ describe('PgSnapshotStore', () => {
   });
 });
 
-describe('VoteRowParser', () => {
+describe('voteRowParser', () => {
   it('parses COPY text split at every possible byte boundary', () => {
     const text = Buffer.from('0\t3\n12345678901\t63\n7\t0\n');
     const expected = [
@@ -152,7 +163,7 @@ describe('VoteRowParser', () => {
     ];
     for (let split = 0; split <= text.length; split++) {
       const rows: { voterNumber: number; candidateIndex: number }[] = [];
-      const parser = new VoteRowParser(2, (chunk) => rows.push(...chunk));
+      const parser = voteRowParser(2, (chunk) => rows.push(...chunk));
       parser.push(text.subarray(0, split));
       parser.push(text.subarray(split));
       parser.end();
@@ -161,10 +172,10 @@ describe('VoteRowParser', () => {
   });
 
   it('refuses malformed input', () => {
-    expect(() => new VoteRowParser(10, () => {}).push(Buffer.from('1\t\n'))).toThrow();
-    expect(() => new VoteRowParser(10, () => {}).push(Buffer.from('-1\t2\n'))).toThrow();
-    expect(() => new VoteRowParser(10, () => {}).push(Buffer.from('12345678901234567\t2\n'))).toThrow();
-    const parser = new VoteRowParser(10, () => {});
+    expect(() => voteRowParser(10, () => {}).push(Buffer.from('1\t\n'))).toThrow();
+    expect(() => voteRowParser(10, () => {}).push(Buffer.from('-1\t2\n'))).toThrow();
+    expect(() => voteRowParser(10, () => {}).push(Buffer.from('12345678901234567\t2\n'))).toThrow();
+    const parser = voteRowParser(10, () => {});
     parser.push(Buffer.from('1\t2'));
     expect(() => parser.end()).toThrow(/middle of a row/);
   });

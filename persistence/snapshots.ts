@@ -142,9 +142,40 @@ export class PgSnapshotStore implements SnapshotStore {
     if (!isValidKey(key)) return;
     // COPY takes no parameters: the values are inlined, and were validated just above (a uuid and
     // two integers cannot carry SQL).
-    const text = `COPY (SELECT voter_number, candidate_index FROM votes
-                        WHERE election_id = '${key.electionId}' AND shard = ${key.shard} AND batch_id > ${afterBatchId})
-                  TO STDOUT`;
+    await this.copyOut(
+      `COPY (SELECT voter_number, candidate_index FROM votes
+              WHERE election_id = '${key.electionId}' AND shard = ${key.shard} AND batch_id > ${afterBatchId})
+        TO STDOUT`,
+      voteRowParser(this.replayChunkRows, onRows),
+    );
+  }
+
+  /**
+   * Every shard of an election at once: stored votes of shard s with batch_id >
+   * afterBatchIdByShard[s], in any order. For recovering a whole election from little or no
+   * snapshot: votes of all shards share heap pages, so one readVotesAfter per shard would read
+   * the table's pages once per shard, and this reads them once.
+   */
+  async readElectionVotesAfter(
+    electionId: string,
+    afterBatchIdByShard: readonly number[],
+    onRows: (rows: readonly { shard: number; voterNumber: number; candidateIndex: number }[]) => void,
+  ): Promise<void> {
+    if (afterBatchIdByShard.length < 1 || afterBatchIdByShard.length > 1024) throw new Error(`afterBatchIdByShard must hold 1..1024 watermarks, got ${afterBatchIdByShard.length}`);
+    for (const w of afterBatchIdByShard) if (!Number.isSafeInteger(w)) throw new Error(`watermarks must be safe integers, got ${w}`);
+    if (!uuidPattern.test(electionId)) return;
+    const lowest = Math.min(...afterBatchIdByShard);
+    await this.copyOut(
+      `COPY (SELECT shard, voter_number, candidate_index FROM votes
+              WHERE election_id = '${electionId}' AND shard < ${afterBatchIdByShard.length} AND batch_id > ${lowest}
+                AND batch_id > ('{${afterBatchIdByShard.join(',')}}'::bigint[])[shard + 1])
+        TO STDOUT`,
+      new IntegerRowParser(3, this.replayChunkRows, (v) => ({ shard: v[0]!, voterNumber: v[1]!, candidateIndex: v[2]! }), onRows),
+    );
+  }
+
+  /** Streams a COPY … TO STDOUT through a parser, on a client of its own. */
+  private async copyOut(text: string, parser: { push(chunk: Uint8Array): void; end(): void }): Promise<void> {
     const client = await this.pool.connect();
     let broken: Error | undefined;
     const onConnectionError = (error: Error) => {
@@ -152,7 +183,6 @@ export class PgSnapshotStore implements SnapshotStore {
     };
     client.on('error', onConnectionError);
     try {
-      const parser = new VoteRowParser(this.replayChunkRows, onRows);
       await pipeline(
         client.query(copyTo(text)),
         new Writable({
@@ -222,38 +252,43 @@ const digit0 = 0x30;
 const digit9 = 0x39;
 
 /**
- * Parses `voter_number \t candidate_index \n` COPY text as it streams in, across chunk
- * boundaries, without making strings; hands out rows `chunkRows` at a time.
+ * Parses COPY text of non-negative integer columns (`a \t b \n`) as it streams in, across
+ * chunk boundaries, without making strings; turns each row into an object with `makeRow` and
+ * hands rows out `chunkRows` at a time.
  */
-export class VoteRowParser {
-  private rows: { voterNumber: number; candidateIndex: number }[] = [];
-  private voterNumber = 0;
-  private candidateIndex = 0;
-  /** 0: reading voter_number, 1: reading candidate_index. */
-  private field = 0;
+export class IntegerRowParser<T> {
+  private rows: T[] = [];
+  private readonly values: number[];
+  private column = 0;
   private digits = 0;
 
   constructor(
+    private readonly columnCount: number,
     private readonly chunkRows: number,
-    private readonly onRows: (rows: readonly { voterNumber: number; candidateIndex: number }[]) => void,
-  ) {}
+    private readonly makeRow: (values: readonly number[]) => T,
+    private readonly onRows: (rows: readonly T[]) => void,
+  ) {
+    if (!(Number.isInteger(columnCount) && columnCount >= 1 && columnCount <= 8)) throw new Error(`columnCount must be 1..8, got ${columnCount}`);
+    if (!(Number.isInteger(chunkRows) && chunkRows >= 1)) throw new Error(`chunkRows must be a positive integer, got ${chunkRows}`);
+    this.values = new Array<number>(columnCount).fill(0);
+  }
 
   push(chunk: Uint8Array): void {
+    const values = this.values;
+    const last = this.columnCount - 1;
     for (let i = 0; i < chunk.length; i++) {
       const byte = chunk[i]!;
       if (byte >= digit0 && byte <= digit9) {
-        if (this.field === 0) this.voterNumber = this.voterNumber * 10 + (byte - digit0);
-        else this.candidateIndex = this.candidateIndex * 10 + (byte - digit0);
-        // 16 digits: voter numbers and candidate indexes stay far below 2^53.
+        values[this.column] = values[this.column]! * 10 + (byte - digit0);
+        // 16 digits: every column here (voter numbers, shards, candidate indexes) stays far below 2^53.
         if (++this.digits > 16) throw new Error('number too long in COPY output');
-      } else if (byte === tab && this.field === 0 && this.digits > 0) {
-        this.field = 1;
+      } else if (byte === tab && this.column < last && this.digits > 0) {
+        this.column++;
         this.digits = 0;
-      } else if (byte === newline && this.field === 1 && this.digits > 0) {
-        this.rows.push({ voterNumber: this.voterNumber, candidateIndex: this.candidateIndex });
-        this.voterNumber = 0;
-        this.candidateIndex = 0;
-        this.field = 0;
+      } else if (byte === newline && this.column === last && this.digits > 0) {
+        this.rows.push(this.makeRow(values));
+        values.fill(0);
+        this.column = 0;
         this.digits = 0;
         if (this.rows.length >= this.chunkRows) this.flush();
       } else {
@@ -263,7 +298,7 @@ export class VoteRowParser {
   }
 
   end(): void {
-    if (this.field !== 0 || this.digits !== 0) throw new Error('COPY output ended in the middle of a row');
+    if (this.column !== 0 || this.digits !== 0) throw new Error('COPY output ended in the middle of a row');
     this.flush();
   }
 
@@ -273,4 +308,12 @@ export class VoteRowParser {
     this.rows = [];
     this.onRows(rows);
   }
+}
+
+/** `voter_number \t candidate_index` rows, as readVotesAfter hands them out. */
+export function voteRowParser(
+  chunkRows: number,
+  onRows: (rows: readonly { voterNumber: number; candidateIndex: number }[]) => void,
+): IntegerRowParser<{ voterNumber: number; candidateIndex: number }> {
+  return new IntegerRowParser(2, chunkRows, (v) => ({ voterNumber: v[0]!, candidateIndex: v[1]! }), onRows);
 }

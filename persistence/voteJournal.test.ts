@@ -241,6 +241,33 @@ describe('PgJournal', () => {
     await expect(dead.wasCommitted(1)).rejects.toThrow();
   });
 
+  it('stores acceptedAtMs to the exact millisecond', async () => {
+    const values = [0, 1, 999, 1_700_000_000_001, 1_700_000_000_999, 4_102_444_800_000 - 1];
+    for (let i = 0; i < 200; i++) values.push(Math.floor(Math.random() * 4_102_444_800_000));
+    const rows = values.map((acceptedAtMs, i) => ({ ...row(100 + i), acceptedAtMs }));
+    expect((await journal.commit({ batchId: await batchIds.next(), rows })).kind).toBe('committed');
+    const stored = await db.pool.query<{ voter_number: number; ms: number }>(
+      'SELECT voter_number, (extract(epoch FROM accepted_at) * 1000)::bigint AS ms FROM votes WHERE election_id = $1 ORDER BY voter_number',
+      [electionId],
+    );
+    expect(stored.rows.map((r) => r.ms)).toEqual(values);
+  });
+
+  it('fences batches spanning several elections, each by its own leases', async () => {
+    const first = electionId;
+    const firstRow = row(1);
+    electionId = randomUUID();
+    epochs = await acquireShardLeases(db.pool, { electionId, shardCount, nodeId, leaseTtlMs: 60_000 });
+    const second = electionId;
+    const secondRows = [row(1), row(2)];
+    expect(await journal.commit({ batchId: await batchIds.next(), rows: [firstRow, ...secondRows] })).toEqual({ kind: 'committed', conflicts: [] });
+    await acquireShardLeases(db.pool, { electionId: first, shardCount, nodeId, leaseTtlMs: 60_000 });
+    const result = await journal.commit({ batchId: await batchIds.next(), rows: [{ ...firstRow, voterNumber: 5 }, row(3)] });
+    expect(result).toEqual({ kind: 'fenced', staleShards: [{ electionId: first, shard: 1 }] });
+    expect(await storedCount(first)).toBe(1);
+    expect(await storedCount(second)).toBe(2);
+  });
+
   it('commits an empty batch (a batch id with no rows is still recorded)', async () => {
     const batchId = await batchIds.next();
     expect(await journal.commit({ batchId, rows: [] })).toEqual({ kind: 'committed', conflicts: [] });
