@@ -18,7 +18,8 @@ export interface LivevoteProcess {
 
 export async function startLivevoteProcess(env: Record<string, string | undefined>, startTimeoutMs = 60_000): Promise<LivevoteProcess> {
   const childEnv: Record<string, string> = {};
-  for (const [key, value] of Object.entries({ ...process.env, PORT: '0', LOG_LEVEL: 'info', ...env })) {
+  // LOG_LEVEL info: the start is detected by its 'livevote is listening' log line.
+  for (const [key, value] of Object.entries({ ...process.env, PORT: '0', ...env, LOG_LEVEL: 'info' })) {
     if (value !== undefined) childEnv[key] = value;
   }
   const child = spawn(process.execPath, ['--import', 'tsx', path.join(root, 'infra/main.ts')], { cwd: root, env: childEnv, stdio: ['ignore', 'pipe', 'pipe'] });
