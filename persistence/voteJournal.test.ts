@@ -170,6 +170,27 @@ describe('PgJournal', () => {
     }
   });
 
+  it('two commits naming the same voters in opposite orders both commit (no deadlock): one stores, one conflicts', async () => {
+    const otherPool = createPool(db.url, 2, 'journal-test-opposite');
+    try {
+      const other = createPgJournal({ pool: otherPool, nodeId });
+      for (let round = 0; round < 5; round++) {
+        const voters = Array.from({ length: 2000 }, (_, i) => round * 10_000 + i);
+        const [a, b] = await Promise.all([
+          journal.commit({ batchId: await batchIds.next(), rows: voters.map((v) => row(v, 0)) }),
+          other.commit({ batchId: await batchIds.next(), rows: [...voters].reverse().map((v) => row(v, 1)) }),
+        ]);
+        // Messages, not kinds, so a failure says why.
+        expect([a, b].map((r) => (r.kind === 'failed' ? r.message : r.kind))).toEqual(['committed', 'committed']);
+        const conflicts = [a, b].map((r) => (r.kind === 'committed' ? r.conflicts.length : -1));
+        expect(conflicts[0]! + conflicts[1]!).toBe(2000);
+      }
+      expect(await storedCount()).toBe(10_000);
+    } finally {
+      await otherPool.end();
+    }
+  });
+
   it('returns failed and stores nothing when its backend is killed mid-transaction; the next commit works', async () => {
     const blocker = new pg.Client({ connectionString: db.url });
     await blocker.connect();
