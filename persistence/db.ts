@@ -18,18 +18,37 @@ export function createPool(url: string, max: number, applicationName = 'livevote
   });
 }
 
-/** Run `work` in one transaction on one pooled client; roll back on any error. */
-export async function inTransaction<T>(pool: Pool, work: (client: PoolClient) => Promise<T>): Promise<T> {
+/**
+ * Run `work` on one pooled client. While the client is checked out it has an 'error' listener:
+ * a connection lost mid-use emits 'error' on the client, and unheard that crashes the process.
+ * A client that saw an error is released as broken, so the pool discards it.
+ */
+export async function withClient<T>(pool: Pool, work: (client: PoolClient) => Promise<T>): Promise<T> {
   const client = await pool.connect();
+  let broken: Error | undefined;
+  const onConnectionError = (error: Error) => {
+    broken = error;
+  };
+  client.on('error', onConnectionError);
   try {
-    await client.query('BEGIN');
-    const result = await work(client);
-    await client.query('COMMIT');
-    return result;
-  } catch (error) {
-    await client.query('ROLLBACK').catch(() => undefined);
-    throw error;
+    return await work(client);
   } finally {
-    client.release();
+    client.removeListener('error', onConnectionError);
+    client.release(broken);
   }
+}
+
+/** Run `work` in one transaction on one pooled client; roll back on any error. */
+export function inTransaction<T>(pool: Pool, work: (client: PoolClient) => Promise<T>): Promise<T> {
+  return withClient(pool, async (client) => {
+    await client.query('BEGIN');
+    try {
+      const result = await work(client);
+      await client.query('COMMIT');
+      return result;
+    } catch (error) {
+      await client.query('ROLLBACK').catch(() => undefined);
+      throw error;
+    }
+  });
 }

@@ -6,7 +6,7 @@
 // order everywhere (the journal's fence locks them in (election, shard) order too), so two
 // acquirers, or an acquirer and a renewer, cannot deadlock. All times are the database's clock:
 // one clock for the whole cluster.
-import type { Pool, PoolClient } from './db.ts';
+import { inTransaction, type Pool, type PoolClient } from './db.ts';
 
 /** Shards per election (elections.shard_count is 1..1024). */
 export const leaseShardsMax = 1024;
@@ -103,32 +103,6 @@ function assertNodeId(nodeId: string): void {
   if (!(nodeId.length >= 1 && nodeId.length <= 100)) throw new Error(`nodeId must be 1..100 characters, got ${JSON.stringify(nodeId)}`);
 }
 
-/**
- * db.ts inTransaction, plus an 'error' listener while the client is out: a connection lost
- * mid-transaction also emits 'error' on the client, and unheard that would crash the process.
- */
-async function leaseTransaction<T>(pool: Pool, work: (client: PoolClient) => Promise<T>): Promise<T> {
-  const client = await pool.connect();
-  let broken: Error | undefined;
-  const onConnectionError = (error: Error) => {
-    broken = error;
-  };
-  client.on('error', onConnectionError);
-  try {
-    await client.query('BEGIN');
-    const result = await work(client);
-    await client.query('COMMIT');
-    return result;
-  } catch (error) {
-    await client.query('ROLLBACK').catch((rollbackError: Error) => {
-      broken = rollbackError;
-    });
-    throw error;
-  } finally {
-    client.removeListener('error', onConnectionError);
-    client.release(broken);
-  }
-}
 
 /** Sorted, distinct, each 0..1023: the lock order every statement here relies on. */
 function sortedShards(shards: readonly number[]): number[] {
@@ -157,7 +131,7 @@ export async function acquireLeases(pool: Pool, request: AcquireLeasesRequest): 
   const takeOverCondition =
     request.takeOver === 'any' ? 'true' : 'shard_leases.owner_node = excluded.owner_node OR shard_leases.expires_at <= now()';
   try {
-    return await leaseTransaction(pool, async (client) => {
+    return await inTransaction(pool, async (client) => {
       await lockInOrder(client, request.electionId, shards, request.lockTimeoutMs ?? leaseLockTimeoutMsDefault);
       const taken = await client.query<LeaseRow>(
         `INSERT INTO shard_leases AS shard_leases (election_id, shard, epoch, owner_node, acquired_at, renewed_at, expires_at)
@@ -211,7 +185,7 @@ export async function renewLeases(
   const shards = sortedShards(request.leases.map((l) => l.shard));
   if (shards.length !== request.leases.length) throw new Error('renewLeases: a shard is listed twice');
   if (shards.length === 0) return [];
-  return leaseTransaction(pool, async (client) => {
+  return inTransaction(pool, async (client) => {
     await lockInOrder(client, request.electionId, shards, request.lockTimeoutMs ?? leaseLockTimeoutMsDefault);
     // An expired lease nobody took over is still ours: its epoch did not move, so renewing it is
     // safe and spares a needless epoch bump (which would refuse the shard's in-flight batches).
@@ -239,7 +213,7 @@ export async function releaseLeases(
   assertNodeId(request.nodeId);
   const shards = sortedShards(request.leases.map((l) => l.shard));
   if (shards.length === 0) return [];
-  return leaseTransaction(pool, async (client) => {
+  return inTransaction(pool, async (client) => {
     await lockInOrder(client, request.electionId, shards, leaseLockTimeoutMsDefault);
     const released = await client.query<{ shard: number }>(
       `UPDATE shard_leases SET expires_at = now()

@@ -5,7 +5,7 @@ import { createHash } from 'node:crypto';
 import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { Pool } from './db.ts';
+import { withClient, type Pool } from './db.ts';
 
 export const migrationsDir = path.join(path.dirname(fileURLToPath(import.meta.url)), 'migrations');
 
@@ -44,7 +44,7 @@ export async function loadMigrations(dir = migrationsDir): Promise<Migration[]> 
 /** Applies what is missing; returns the versions it applied. */
 export async function migrate(pool: Pool, dir = migrationsDir): Promise<number[]> {
   const migrations = await loadMigrations(dir);
-  const client = await pool.connect();
+  return withClient(pool, async (client) => {
   try {
     await client.query('SELECT pg_advisory_lock($1)', [migrationLockKey]);
     await client.query(`CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -81,6 +81,6 @@ export async function migrate(pool: Pool, dir = migrationsDir): Promise<number[]
     return done;
   } finally {
     await client.query('SELECT pg_advisory_unlock($1)', [migrationLockKey]).catch(() => undefined);
-    client.release();
   }
+  });
 }

@@ -1,3 +1,4 @@
+/// <reference lib="dom" />
 // The broadcaster dashboard in a real headless Chromium (Debian's, driven by playwright-core):
 // sign in, pick the election, cast votes through the API, see the page move within a second.
 import { existsSync } from 'node:fs';
