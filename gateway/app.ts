@@ -9,6 +9,7 @@ import { operationsRoutes } from './operations.ts';
 import { createAuthFeature } from './auth/feature.ts';
 import { createElectionsFeature } from './elections/feature.ts';
 import { createVotePathFeature, type VotePathFeature } from './votes/feature.ts';
+import { createAbuseFeature, type AbuseFeature } from './abuse/feature.ts';
 import { dashboardRoutes } from './dashboard/routes.ts';
 import { streamPath } from './results/stream.ts';
 import { resolveNodeIdentity } from '../cluster/nodeIdentity.ts';
@@ -43,6 +44,7 @@ export interface LivevoteApp {
   readonly metrics: Metrics;
   readonly openApiDocument: Record<string, unknown>;
   readonly votePath: VotePathFeature;
+  readonly abuse: AbuseFeature;
   /** Binds and starts accepting; resolves with the port actually bound (PORT=0 picks one). */
   listen(host: string, port: number): Promise<number>;
   /** Stop accepting, close the listen socket, let in-flight requests finish, stop features. */
@@ -58,20 +60,22 @@ export async function buildApp(deps: AppDeps): Promise<LivevoteApp> {
   let listenSocket: us_listen_socket | undefined;
 
   const identity = resolveNodeIdentity(deps.config);
-  const auth = createAuthFeature({ pool: deps.pool, secrets: deps.secrets, log: deps.log });
+  const abuse = createAbuseFeature({ config: deps.config, secrets: deps.secrets, pool: deps.pool, log: deps.log, metricsRegistry: metrics.registry });
+  const auth = createAuthFeature({ pool: deps.pool, secrets: deps.secrets, log: deps.log, guard: abuse.auth });
   const elections = createElectionsFeature({ pool: deps.pool, log: deps.log });
   const votePath = await createVotePathFeature({
     uwsApp: app, pool: deps.pool, config: deps.config, log: deps.log, identity,
     registry: elections.registry, authenticate: (header) => auth.authenticate(header), metricsRegistry: metrics.registry,
+    guard: (vote) => abuse.guardVote(vote), fraudCounts: (electionId) => abuse.fraudCounts(electionId),
   });
   // Start order matters: elections load before the vote path serves them.
-  const features: Feature[] = [auth, elections, votePath];
+  const features: Feature[] = [abuse, auth, elections, votePath];
 
   const router = new HttpRouter(app, {
     log: deps.log,
     metrics,
     authenticate: (header) => auth.authenticate(header),
-    trustProxy: deps.config.trustProxy,
+    clientAddress: abuse.controls.clientAddress,
     isAccepting: () => accepting,
   });
 
@@ -96,6 +100,7 @@ export async function buildApp(deps: AppDeps): Promise<LivevoteApp> {
     metrics,
     openApiDocument,
     votePath,
+    abuse,
     listen(host, port) {
       return new Promise((resolve, reject) => {
         app.listen(host, port, (socket) => {

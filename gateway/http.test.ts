@@ -22,7 +22,7 @@ beforeAll(async () => {
       if (header === 'Bearer admin') return { ...viewer, role: 'admin' };
       throw new ApiError(header ? 'invalid_token' : 'unauthenticated');
     },
-    trustProxy: false,
+    clientAddress: { honoursForwardedFor: false, resolve: (ip) => ({ ip, networkKey: ip }) },
     isAccepting: () => true,
   });
   const routes = [

@@ -35,6 +35,8 @@ export interface RequestContext<Body, Query> {
   readonly principal: Principal | undefined;
   readonly requestId: string;
   readonly clientIp: string;
+  /** The client's network (/24 for IPv4, /64 for IPv6): what rate limits and fraud rules group by. */
+  readonly networkKey: string;
   readonly userAgent: string;
   readonly log: Logger;
 }
@@ -84,7 +86,14 @@ export interface HttpDeps {
   readonly log: Logger;
   readonly metrics: Metrics;
   readonly authenticate: (authorizationHeader: string) => Principal;
-  readonly trustProxy: boolean;
+  /**
+   * The client's address: the socket's, or from X-Forwarded-For when the connection comes from a
+   * trusted proxy (gateway/abuse/clientAddress.ts). The header is read only when honoured.
+   */
+  readonly clientAddress: {
+    readonly honoursForwardedFor: boolean;
+    resolve(socketIp: string, forwardedFor: string): { readonly ip: string; readonly networkKey: string } | undefined;
+  };
   /** False while starting or draining: every route but health answers 503 not_ready. */
   readonly isAccepting: () => boolean;
 }
@@ -197,11 +206,13 @@ export class HttpRouter {
     const contentType = req.getHeader('content-type');
     const contentLength = req.getHeader('content-length');
     const userAgent = req.getHeader('user-agent');
-    const forwardedFor = this.deps.trustProxy ? req.getHeader('x-forwarded-for') : '';
+    const forwardedFor = this.deps.clientAddress.honoursForwardedFor ? req.getHeader('x-forwarded-for') : '';
     const incomingRequestId = req.getHeader('x-request-id');
     const requestId = /^[\w.-]{1,64}$/.test(incomingRequestId) ? incomingRequestId : randomUUID();
     const socketIp = Buffer.from(res.getRemoteAddressAsText()).toString();
-    const clientIp = forwardedFor ? (forwardedFor.split(',')[0] as string).trim() : socketIp;
+    const address = this.deps.clientAddress.resolve(socketIp, forwardedFor);
+    const clientIp = address?.ip ?? socketIp;
+    const networkKey = address?.networkKey ?? socketIp;
     const path = req.getUrl();
 
     const fail = (error: unknown) => this.sendError(res, state, error, route.path, route.method, started, requestId);
@@ -225,7 +236,7 @@ export class HttpRouter {
     }
 
     const context = (body: unknown): RequestContext<unknown, unknown> => ({
-      method: route.method, path, params, query, body, principal, requestId, clientIp, userAgent,
+      method: route.method, path, params, query, body, principal, requestId, clientIp, networkKey, userAgent,
       log: this.deps.log,
     });
 

@@ -68,3 +68,21 @@ describe('secrets', () => {
     }
   });
 });
+
+describe('secrets from an older data dir', () => {
+  it('fills in secrets added since, keeping the old ones and printing no new admin password', async () => {
+    const { writeFile } = await import('node:fs/promises');
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'lv-secrets-old-'));
+    try {
+      const old = { jwtSecret: 'j'.repeat(48), emailHashKey: 'e'.repeat(32), ipHashKey: 'i'.repeat(32), adminPassword: 'old admin password', embeddedDbPassword: 'db' };
+      await writeFile(path.join(dir, 'secrets.json'), JSON.stringify(old), { mode: 0o600 });
+      const loaded = await loadOrCreateSecrets(loadConfig({ LIVEVOTE_DATA_DIR: dir }));
+      expect(loaded.generatedAdminPassword).toBeUndefined();
+      expect(loaded.secrets).toMatchObject({ jwtSecret: old.jwtSecret, emailHashKey: old.emailHashKey, adminPassword: old.adminPassword });
+      expect(loaded.secrets.captchaHmacKey.length).toBeGreaterThanOrEqual(32);
+      expect((await loadOrCreateSecrets(loadConfig({ LIVEVOTE_DATA_DIR: dir }))).secrets.captchaHmacKey).toBe(loaded.secrets.captchaHmacKey);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});

@@ -83,7 +83,6 @@ const envSchema = z.object({
     .regex(/^[a-z0-9-]{1,40}$/, 'must be 1-40 of a-z, 0-9, -')
     .optional(),
   LIVEVOTE_AZ: z.string().min(1).default('local'),
-  LIVEVOTE_TRUST_PROXY: z.enum(['true', 'false']).default('false'),
   LIVEVOTE_FLUSH_INTERVAL_MS: intFromEnv(1, 1000).default(4),
   LIVEVOTE_BATCH_ROWS_MAX: intFromEnv(1, 100_000).default(4000),
   LIVEVOTE_COMMITS_IN_FLIGHT_MAX: intFromEnv(1, 16).default(2),
@@ -91,6 +90,7 @@ const envSchema = z.object({
   LIVEVOTE_PENDING_VOTES_MAX: intFromEnv(1, 1_000_000).default(20_000),
   LIVEVOTE_SNAPSHOT_INTERVAL_MS: intFromEnv(100, 3_600_000).default(10_000),
   LIVEVOTE_DB_POOL_MAX: intFromEnv(2, 200).default(10),
+  LIVEVOTE_CAPTCHA_REGISTER_POLICY: z.enum(['off', 'always', 'on_risk']).default('off'),
   // Abuse controls (gateway/abuse). Defaults and their reasons live next to the code that uses them.
   REDIS_URL: z.string().regex(/^rediss?:\/\//, 'must be a redis:// or rediss:// URL').optional(),
   LIVEVOTE_TRUSTED_PROXIES: commaList.default([]),
@@ -134,7 +134,6 @@ export interface Config {
   readonly logLevel: (typeof logLevels)[number];
   readonly nodeId: string | undefined;
   readonly availabilityZone: string;
-  readonly trustProxy: boolean;
   readonly flushIntervalMs: number;
   readonly batchRowsMax: number;
   readonly commitsInFlightMax: number;
@@ -142,6 +141,8 @@ export interface Config {
   readonly pendingVotesMax: number;
   readonly snapshotIntervalMs: number;
   readonly dbPoolMax: number;
+  /** CAPTCHA on registration: off, always, or when a fraud rule flags the attempt. */
+  readonly registerCaptchaPolicy: 'off' | 'always' | 'on_risk';
   readonly abuse: AbuseConfig;
 }
 
@@ -225,7 +226,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     logLevel: e.LOG_LEVEL,
     nodeId: e.LIVEVOTE_NODE_ID,
     availabilityZone: e.LIVEVOTE_AZ,
-    trustProxy: e.LIVEVOTE_TRUST_PROXY === 'true',
     flushIntervalMs: e.LIVEVOTE_FLUSH_INTERVAL_MS,
     batchRowsMax: e.LIVEVOTE_BATCH_ROWS_MAX,
     commitsInFlightMax: e.LIVEVOTE_COMMITS_IN_FLIGHT_MAX,
@@ -233,6 +233,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     pendingVotesMax: e.LIVEVOTE_PENDING_VOTES_MAX,
     snapshotIntervalMs: e.LIVEVOTE_SNAPSHOT_INTERVAL_MS,
     dbPoolMax: e.LIVEVOTE_DB_POOL_MAX,
+    registerCaptchaPolicy: e.LIVEVOTE_CAPTCHA_REGISTER_POLICY,
     abuse: {
       redisUrl: e.REDIS_URL,
       trustedProxies: e.LIVEVOTE_TRUSTED_PROXIES,

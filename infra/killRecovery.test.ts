@@ -7,7 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestDatabase, type TestDatabase } from '../persistence/testDatabase.ts';
-import { call } from './testing/appHarness.ts';
+import { call, functionalTestEnv } from './testing/appHarness.ts';
 import { startLivevoteProcess } from './testing/processHarness.ts';
 import { createVoters, type TestVoter } from './testing/voters.ts';
 
@@ -39,6 +39,7 @@ describe('kill -9 mid-stream', () => {
       LIVEVOTE_ADMIN_EMAIL: admin.email, LIVEVOTE_ADMIN_PASSWORD: admin.password,
       // Snapshots during the run, so recovery goes through snapshot + tail, not just the tail.
       LIVEVOTE_SNAPSHOT_INTERVAL_MS: '200',
+      ...functionalTestEnv,
     };
     const first = await startLivevoteProcess(env);
     const adminToken = (await call(first.baseUrl, 'POST', '/api/v1/auth/login', { body: admin })).body.accessToken;

@@ -13,6 +13,8 @@ export interface Secrets {
   readonly emailHashKey: string;
   /** HMAC key for the keyed hashes of client IPs. */
   readonly ipHashKey: string;
+  /** HMAC key that signs self-hosted CAPTCHA challenges; every node must share it. */
+  readonly captchaHmacKey: string;
   readonly adminEmail: string;
   readonly adminPassword: string;
   /** Password for the embedded Postgres superuser. */
@@ -23,8 +25,20 @@ interface StoredSecrets {
   jwtSecret: string;
   emailHashKey: string;
   ipHashKey: string;
+  captchaHmacKey: string;
   adminPassword: string;
   embeddedDbPassword: string;
+}
+
+function generateSecrets(): StoredSecrets {
+  return {
+    jwtSecret: randomSecret(48),
+    emailHashKey: randomSecret(32),
+    ipHashKey: randomSecret(32),
+    captchaHmacKey: randomSecret(32),
+    adminPassword: randomSecret(18),
+    embeddedDbPassword: randomSecret(24),
+  };
 }
 
 export interface LoadedSecrets {
@@ -50,25 +64,23 @@ export async function loadOrCreateSecrets(config: Config): Promise<LoadedSecrets
     if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
   }
   let generatedAdminPassword: string | undefined;
-  if (!stored) {
-    stored = {
-      jwtSecret: randomSecret(48),
-      emailHashKey: randomSecret(32),
-      ipHashKey: randomSecret(32),
-      adminPassword: randomSecret(18),
-      embeddedDbPassword: randomSecret(24),
-    };
+  const fresh = generateSecrets();
+  // A data dir from an older version lacks secrets added since: fill in only what is missing.
+  const complete: StoredSecrets = { ...fresh, ...(stored ?? {}) };
+  if (!stored || Object.keys(fresh).some((key) => !(key in stored!))) {
     // Write-then-rename: a crash mid-write must not leave a half file that locks users out.
     const temporary = `${file}.${process.pid}.tmp`;
-    await writeFile(temporary, JSON.stringify(stored, null, 2), { mode: 0o600 });
+    await writeFile(temporary, JSON.stringify(complete, null, 2), { mode: 0o600 });
     await rename(temporary, file);
-    if (!config.adminPassword) generatedAdminPassword = stored.adminPassword;
+    if (!stored && !config.adminPassword) generatedAdminPassword = complete.adminPassword;
   }
+  stored = complete;
   return {
     secrets: {
       jwtSecret: config.jwtSecret ?? stored.jwtSecret,
       emailHashKey: stored.emailHashKey,
       ipHashKey: stored.ipHashKey,
+      captchaHmacKey: stored.captchaHmacKey,
       adminEmail: config.adminEmail ?? defaultAdminEmail,
       adminPassword: config.adminPassword ?? stored.adminPassword,
       embeddedDbPassword: stored.embeddedDbPassword,

@@ -3,6 +3,7 @@ import type { Pool, PoolClient } from './db.ts';
 import { inTransaction } from './db.ts';
 
 export type ElectionStatus = 'draft' | 'open' | 'closed';
+export type CaptchaPolicy = 'off' | 'always' | 'on_risk';
 
 export interface CandidateRecord {
   readonly candidateId: string;
@@ -15,6 +16,7 @@ export interface ElectionRecord {
   readonly title: string;
   readonly status: ElectionStatus;
   readonly shardCount: number;
+  readonly captchaPolicy: CaptchaPolicy;
   readonly createdAt: Date;
   readonly openedAt: Date | null;
   readonly closedAt: Date | null;
@@ -26,6 +28,7 @@ interface ElectionRow {
   title: string;
   status: ElectionStatus;
   shard_count: number;
+  captcha_policy: CaptchaPolicy;
   created_at: Date;
   opened_at: Date | null;
   closed_at: Date | null;
@@ -33,7 +36,7 @@ interface ElectionRow {
 }
 
 const selectElections = `
-  SELECT e.election_id, e.title, e.status, e.shard_count, e.created_at, e.opened_at, e.closed_at,
+  SELECT e.election_id, e.title, e.status, e.shard_count, e.captcha_policy, e.created_at, e.opened_at, e.closed_at,
          coalesce(json_agg(json_build_object('candidate_id', c.candidate_id, 'candidate_index', c.candidate_index, 'name', c.name)
                   ORDER BY c.candidate_index) FILTER (WHERE c.candidate_id IS NOT NULL), '[]') AS candidates
     FROM elections e LEFT JOIN candidates c USING (election_id)`;
@@ -44,6 +47,7 @@ function toRecord(row: ElectionRow): ElectionRecord {
     title: row.title,
     status: row.status,
     shardCount: row.shard_count,
+    captchaPolicy: row.captcha_policy,
     createdAt: row.created_at,
     openedAt: row.opened_at,
     closedAt: row.closed_at,
@@ -53,11 +57,11 @@ function toRecord(row: ElectionRow): ElectionRecord {
 
 export async function insertElection(
   pool: Pool,
-  election: { electionId: string; title: string; shardCount: number; createdBy: string; candidates: readonly CandidateRecord[] },
+  election: { electionId: string; title: string; shardCount: number; captchaPolicy: CaptchaPolicy; createdBy: string; candidates: readonly CandidateRecord[] },
 ): Promise<ElectionRecord> {
   await inTransaction(pool, async (client: PoolClient) => {
-    await client.query('INSERT INTO elections (election_id, title, shard_count, created_by) VALUES ($1, $2, $3, $4)', [
-      election.electionId, election.title, election.shardCount, election.createdBy,
+    await client.query('INSERT INTO elections (election_id, title, shard_count, captcha_policy, created_by) VALUES ($1, $2, $3, $4, $5)', [
+      election.electionId, election.title, election.shardCount, election.captchaPolicy, election.createdBy,
     ]);
     await client.query(
       `INSERT INTO candidates (election_id, candidate_index, candidate_id, name)

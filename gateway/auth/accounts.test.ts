@@ -23,6 +23,7 @@ const baseSecrets: Secrets = {
   jwtSecret: 'accounts-test-jwt-secret-accounts-test-jwt',
   emailHashKey: 'accounts-test-email-hash-key',
   ipHashKey: 'unused',
+  captchaHmacKey: 'unused',
   adminEmail: 'root@livevote.test',
   adminPassword: 'root-password-one',
   embeddedDbPassword: 'unused',

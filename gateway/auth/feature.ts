@@ -10,6 +10,7 @@ import { createAccessTokenVerifier } from './jwt.ts';
 import { SessionRevocations, type RevocationOptions } from './revocations.ts';
 import { authRoutes, type VerifiedPrincipal } from './routes.ts';
 import type { ScryptParams } from './passwords.ts';
+import type { AuthGuard } from '../abuse/feature.ts';
 
 export interface AuthFeature {
   readonly routes: readonly RouteDefinition<unknown, unknown>[];
@@ -28,6 +29,8 @@ export interface AuthFeatureDeps {
   /** Tests only: cheaper scrypt and a faster poller. */
   scryptParams?: ScryptParams;
   revocationOptions?: Partial<RevocationOptions>;
+  /** Rate limits, fraud rules and CAPTCHA on register and login (gateway/abuse/feature.ts). */
+  guard?: AuthGuard;
 }
 
 const bearerPrefix = 'bearer ';
@@ -41,7 +44,7 @@ export function createAuthFeature(deps: AuthFeatureDeps): AuthFeature {
   let started = false;
 
   return {
-    routes: authRoutes({ accounts }),
+    routes: authRoutes({ accounts, guard: deps.guard }),
 
     authenticate(authorizationHeader: string): VerifiedPrincipal {
       // RFC 7235: the scheme is case-insensitive ('Bearer ' first: it is what clients send).

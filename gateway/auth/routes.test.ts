@@ -5,6 +5,7 @@ import { createHmac, randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { buildApp, type LivevoteApp } from '../app.ts';
 import { loadConfig } from '../../infra/config.ts';
+import { functionalTestEnv } from '../../infra/testing/appHarness.ts';
 import { silentLogger } from '../../infra/logger.ts';
 import type { Secrets } from '../../infra/secrets.ts';
 import { createTestDatabase, type TestDatabase } from '../../persistence/testDatabase.ts';
@@ -14,6 +15,7 @@ const secrets: Secrets = {
   jwtSecret: 'routes-test-jwt-secret-routes-test-jwt-secret',
   emailHashKey: 'routes-test-email-hash-key',
   ipHashKey: 'routes-test-ip-hash-key',
+  captchaHmacKey: 'routes-test-captcha-hmac-key-0123456789abcdef',
   adminEmail: 'admin@livevote.test',
   adminPassword: 'admin-password-for-tests',
   embeddedDbPassword: 'unused',
@@ -25,7 +27,7 @@ let base = '';
 
 beforeAll(async () => {
   db = await createTestDatabase();
-  app = await buildApp({ config: loadConfig({}), secrets, pool: db.pool, log: silentLogger() });
+  app = await buildApp({ config: loadConfig(functionalTestEnv), secrets, pool: db.pool, log: silentLogger() });
   base = `http://127.0.0.1:${await app.listen('127.0.0.1', 0)}`;
 });
 
@@ -447,7 +449,7 @@ describe('PUT /api/v1/users/{userId}/role', () => {
 
 describe('across nodes', () => {
   it("a logout on one node is refused on another within the poll interval", async () => {
-    const other = await buildApp({ config: loadConfig({}), secrets, pool: db.pool, log: silentLogger() });
+    const other = await buildApp({ config: loadConfig(functionalTestEnv), secrets, pool: db.pool, log: silentLogger() });
     const otherBase = `http://127.0.0.1:${await other.listen('127.0.0.1', 0)}`;
     try {
       const { tokens } = await register();

@@ -4,6 +4,7 @@ import { z } from 'zod';
 import { ApiError } from '../errors.ts';
 import { defineRoute, type Principal, type RouteDefinition } from '../http.ts';
 import type { Accounts } from './accounts.ts';
+import type { AuthGuard } from '../abuse/feature.ts';
 import { emailCharsMax, passwordCharsMax, passwordCharsMin } from './passwords.ts';
 
 /** A principal as `authenticate` returns it (kept as a name for callers; Principal has the expiry). */
@@ -17,6 +18,8 @@ const refreshTokenSchema = z.string().min(1).max(256);
 const registerBody = z.strictObject({
   email: emailSchema,
   password: z.string().min(passwordCharsMin).max(passwordCharsMax),
+  /** Required when the registration CAPTCHA policy asks for one (GET /api/v1/captcha/challenge). */
+  captchaToken: z.string().min(1).max(8192).optional(),
 });
 // Login accepts any length up to the max: a password set under an older, shorter minimum must
 // still work, and a too-short one is simply wrong (invalid_credentials), not malformed.
@@ -51,8 +54,8 @@ function principalOf(principal: Principal | undefined): Principal {
   return principal;
 }
 
-export function authRoutes(deps: { accounts: Accounts }): RouteDefinition<unknown, unknown>[] {
-  const { accounts } = deps;
+export function authRoutes(deps: { accounts: Accounts; guard?: AuthGuard }): RouteDefinition<unknown, unknown>[] {
+  const { accounts, guard } = deps;
   return [
     defineRoute<z.infer<typeof registerBody>>({
       method: 'POST',
@@ -61,9 +64,12 @@ export function authRoutes(deps: { accounts: Accounts }): RouteDefinition<unknow
       tag: 'auth',
       auth: 'public',
       body: registerBody,
-      errors: ['email_taken', 'auth_overloaded'],
+      errors: ['email_taken', 'auth_overloaded', 'rate_limited', 'fraud_rejected', 'captcha_required', 'captcha_invalid', 'captcha_unavailable'],
       responses: { 201: { description: 'Account created; the session tokens.', schema: tokenPairSchema } },
-      handle: async ({ body }) => ({ status: 201, json: await accounts.register(body) }),
+      handle: async ({ body, clientIp, networkKey, userAgent }) => {
+        await guard?.register({ email: body.email, clientIp, networkKey, userAgent, captchaToken: body.captchaToken });
+        return { status: 201, json: await accounts.register({ email: body.email, password: body.password }) };
+      },
     }),
     defineRoute<z.infer<typeof loginBody>>({
       method: 'POST',
@@ -72,9 +78,12 @@ export function authRoutes(deps: { accounts: Accounts }): RouteDefinition<unknow
       tag: 'auth',
       auth: 'public',
       body: loginBody,
-      errors: ['invalid_credentials', 'auth_overloaded'],
+      errors: ['invalid_credentials', 'auth_overloaded', 'rate_limited', 'fraud_rejected'],
       responses: { 200: { description: 'The session tokens.', schema: tokenPairSchema } },
-      handle: async ({ body }) => ({ status: 200, json: await accounts.login(body) }),
+      handle: async ({ body, clientIp, networkKey, userAgent }) => {
+        await guard?.login({ email: body.email, clientIp, networkKey, userAgent });
+        return { status: 200, json: await accounts.login(body) };
+      },
     }),
     defineRoute<z.infer<typeof refreshBody>>({
       method: 'POST',

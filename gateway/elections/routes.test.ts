@@ -39,7 +39,7 @@ describe('elections', () => {
 
     const publicRead = await call(h.baseUrl, 'GET', `/api/v1/elections/${id}`);
     expect(publicRead.status).toBe(200);
-    expect(Object.keys(publicRead.body).sort()).toEqual(['candidates', 'electionId', 'status', 'title']);
+    expect(Object.keys(publicRead.body).sort()).toEqual(['candidates', 'captchaPolicy', 'electionId', 'status', 'title']);
     expect(publicRead.body.candidates[0]).toEqual({ candidateId: expect.any(String), name: 'Ada' });
 
     const reopen = await call(h.baseUrl, 'POST', `/api/v1/admin/elections/${id}/open`, { token: admin });

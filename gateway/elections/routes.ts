@@ -30,6 +30,8 @@ const createElectionBody = z.strictObject({
     .max(candidatesMax)
     .refine((list) => new Set(list.map((c) => c.name.toLowerCase())).size === list.length, 'candidate names must be unique'),
   shardCount: z.number().int().min(1).max(shardCountMax).default(shardCountDefault),
+  captchaPolicy: z.enum(['off', 'always', 'on_risk']).default('off')
+    .describe('CAPTCHA on votes: off, always, or only when an anti-fraud rule flags the vote'),
 });
 
 const candidateSchema = z.object({ candidateId: z.uuid(), name: z.string() });
@@ -37,6 +39,7 @@ const publicElectionSchema = z.object({
   electionId: z.uuid(),
   title: z.string(),
   status: z.enum(['open', 'closed']),
+  captchaPolicy: z.enum(['off', 'always', 'on_risk']).describe('Whether votes need a captchaToken (GET /api/v1/captcha/challenge)'),
   candidates: z.array(candidateSchema),
 });
 const adminElectionSchema = z.object({
@@ -44,6 +47,7 @@ const adminElectionSchema = z.object({
   title: z.string(),
   status: z.enum(['draft', 'open', 'closed']),
   shardCount: z.number().int(),
+  captchaPolicy: z.enum(['off', 'always', 'on_risk']),
   candidates: z.array(candidateSchema.extend({ candidateIndex: z.number().int() })),
   createdAt: z.string(),
   openedAt: z.string().nullable(),
@@ -56,6 +60,7 @@ function adminView(e: ElectionRecord): z.infer<typeof adminElectionSchema> {
     title: e.title,
     status: e.status,
     shardCount: e.shardCount,
+    captchaPolicy: e.captchaPolicy,
     candidates: e.candidates.map((c) => ({ candidateId: c.candidateId, name: c.name, candidateIndex: c.candidateIndex })),
     createdAt: e.createdAt.toISOString(),
     openedAt: e.openedAt?.toISOString() ?? null,
@@ -69,6 +74,7 @@ function publicView(e: ElectionRecord): z.infer<typeof publicElectionSchema> {
     electionId: e.electionId,
     title: e.title,
     status: e.status,
+    captchaPolicy: e.captchaPolicy,
     candidates: e.candidates.map((c) => ({ candidateId: c.candidateId, name: c.name })),
   };
 }
@@ -95,6 +101,7 @@ export function electionRoutes(deps: { pool: Pool; registry: ElectionRegistry })
           electionId: randomUUID(),
           title: body.title,
           shardCount: body.shardCount,
+          captchaPolicy: body.captchaPolicy,
           createdBy: principal!.userId,
           candidates: body.candidates.map((c, i) => ({ candidateId: randomUUID(), candidateIndex: i, name: c.name })),
         });

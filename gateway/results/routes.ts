@@ -21,7 +21,7 @@ export interface ElectionStatistics {
 }
 
 /** Anti-fraud counters by rule for one election (filled in by the abuse controls). */
-export type FraudCounts = (electionId: string) => Readonly<Record<string, number>>;
+export type FraudCounts = (electionId: string) => Promise<Readonly<Record<string, number>>>;
 
 export const resultsPayloadSchema = z.object({
   type: z.literal('results'),
@@ -111,7 +111,7 @@ export function resultsRoutes(deps: {
       summary: 'Detailed statistics: totals, votes/s, per-shard counts, rejections by reason, fraud rule hits.',
       errors: ['election_not_found', 'validation_failed', 'not_ready'],
       responses: { 200: { description: 'Statistics', schema: statisticsSchema } },
-      handle: ({ params }) => {
+      handle: async ({ params }) => {
         const electionId = electionIdParam(params);
         const election = deps.registry.get(electionId);
         if (!election) throw new ApiError('election_not_found');
@@ -129,7 +129,7 @@ export function resultsRoutes(deps: {
             perShard: (results?.perShard ?? []).map((votes, shard) => ({ shard, votes })),
             outcomes,
             rejectionsByReason,
-            fraudRuleHits: deps.fraudCounts?.(electionId) ?? {},
+            fraudRuleHits: (await deps.fraudCounts?.(electionId)) ?? {},
           },
         };
       },

@@ -105,7 +105,8 @@ describe('POST /api/v1/votes', () => {
       [{ ...body, candidateId: 42 }, 400, 'validation_failed'],
       [{ electionId, candidateId: candidates[0] }, 400, 'validation_failed'],
       [{ ...body, extra: true }, 400, 'validation_failed'],
-      [{ ...body, captchaToken: 'x'.repeat(5000) }, 413, 'payload_too_large'],
+      [{ ...body, captchaToken: 'x'.repeat(5000) }, 400, 'validation_failed'],
+      [{ ...body, captchaToken: 'x'.repeat(9000) }, 413, 'payload_too_large'],
     ];
     for (const [payload, status, code] of cases) {
       const response = await call(h.baseUrl, 'POST', '/api/v1/votes', typeof payload === 'string' ? { token: voter.token, rawBody: payload } : { token: voter.token, body: payload });

@@ -30,11 +30,14 @@ export interface VoteGuardInput {
   readonly userId: string;
   readonly voterNumber: number;
   readonly captchaToken: string | undefined;
+  readonly captchaPolicy: 'off' | 'always' | 'on_risk';
   readonly clientIp: string;
+  readonly networkKey: string;
   readonly userAgent: string;
 }
 
-export const voteBodyBytesMax = 4 * 1024;
+/** Room for a provider CAPTCHA token (Turnstile's run to ~2 KB) plus the ids. */
+export const voteBodyBytesMax = 8 * 1024;
 
 export const voteBody = z.strictObject({
   electionId: z.uuid(),
@@ -104,7 +107,7 @@ export function voteRoutes(deps: {
         'overloaded', 'vote_not_stored', 'rate_limited', 'captcha_required', 'captcha_invalid', 'captcha_unavailable', 'fraud_rejected',
       ],
       responses: { 200: { description: 'Accepted and durable (or the original acceptance, on a retry)', schema: acceptedSchema } },
-      handle: async ({ body, principal, clientIp, userAgent }) => {
+      handle: async ({ body, principal, clientIp, networkKey, userAgent }) => {
         const viewer = principal!;
         const election = registry.get(body.electionId);
         if (!election || election.status === 'draft') throw new ApiError('election_not_found');
@@ -119,7 +122,7 @@ export function voteRoutes(deps: {
           if (deps.guard) {
             await deps.guard({
               electionId: body.electionId, candidateIndex, userId: viewer.userId, voterNumber: viewer.voterNumber,
-              captchaToken: body.captchaToken, clientIp, userAgent,
+              captchaToken: body.captchaToken, captchaPolicy: election.captchaPolicy, clientIp, networkKey, userAgent,
             });
           }
         } catch (error) {

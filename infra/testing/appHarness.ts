@@ -8,6 +8,20 @@ import type { Secrets } from '../secrets.ts';
 
 export const testAdmin = { email: 'admin@test.livevote', password: 'admin password for tests' };
 
+/**
+ * Tests of everything but the abuse controls drive many requests from 127.0.0.1 in a burst;
+ * per-IP rate limits and registration velocity rules would (rightly) refuse them. The abuse
+ * tests (gateway/abuse/*.test.ts, gateway/abuse.e2e.test.ts) run with the defaults instead.
+ */
+export const functionalTestEnv: Readonly<Record<string, string>> = {
+  LIVEVOTE_RATE_LIMIT_VOTE: 'user=off,ip=off,network=off',
+  LIVEVOTE_RATE_LIMIT_REGISTER: 'ip=off,network=off',
+  LIVEVOTE_RATE_LIMIT_LOGIN: 'user=off,ip=off,network=off',
+  LIVEVOTE_FRAUD_REGISTER_IP: 'off',
+  LIVEVOTE_FRAUD_REGISTER_NETWORK: 'off',
+  LIVEVOTE_FRAUD_VOTE_BURST: 'off',
+};
+
 export interface AppHarness {
   readonly app: LivevoteApp;
   readonly db: TestDatabase;
@@ -23,6 +37,7 @@ export function testSecrets(): Secrets {
     jwtSecret: 'test-jwt-secret-of-sufficient-length-0123456789',
     emailHashKey: 'test-email-hash-key',
     ipHashKey: 'test-ip-hash-key',
+    captchaHmacKey: 'test-captcha-hmac-key-0123456789abcdef-xyz',
     adminEmail: testAdmin.email,
     adminPassword: testAdmin.password,
     embeddedDbPassword: 'unused',
@@ -31,7 +46,7 @@ export function testSecrets(): Secrets {
 
 export async function startAppHarness(env: Record<string, string> = {}): Promise<AppHarness> {
   const db = await createTestDatabase();
-  const config = loadConfig({ LOG_LEVEL: 'silent', ...env });
+  const config = loadConfig({ LOG_LEVEL: 'silent', ...functionalTestEnv, ...env });
   const secrets = testSecrets();
   try {
     const app = await buildApp({ config, secrets, pool: db.pool, log: silentLogger() });
