@@ -12,6 +12,7 @@ const installedMarker = path.join(root, 'node_modules', '.package-lock.json');
 
 const upToDate = existsSync(installedMarker) && statSync(installedMarker).mtimeMs >= statSync(lockFile).mtimeMs;
 if (!upToDate) {
-  process.stderr.write('livevote: installing dependencies (npm ci) ...\n');
-  execFileSync('npm', ['ci', '--no-audit', '--no-fund', '--loglevel=error'], { cwd: root, stdio: 'inherit' });
+  process.stderr.write('livevote: installing dependencies ...\n');
+  // Not `npm ci`: it refuses a lock whose other-platform optional binaries the registry lacks.
+  execFileSync('npm', ['install', '--no-save', '--no-audit', '--no-fund', '--loglevel=error'], { cwd: root, stdio: 'inherit' });
 }

@@ -8,7 +8,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestDatabase, type TestDatabase } from '../persistence/testDatabase.ts';
 import { call, functionalTestEnv } from './testing/appHarness.ts';
-import { startLivevoteProcess } from './testing/processHarness.ts';
+import { killStartedProcesses, startLivevoteProcess } from './testing/processHarness.ts';
 import { createVoters, type TestVoter } from './testing/voters.ts';
 
 const jwtSecret = 'kill-test-jwt-secret-0123456789-abcdefghij';
@@ -21,6 +21,7 @@ beforeAll(async () => {
   dataDir = await mkdtemp(path.join(os.tmpdir(), 'lv-kill-'));
 });
 afterAll(async () => {
+  killStartedProcesses();
   await db.drop();
   await rm(dataDir, { recursive: true, force: true });
 });

@@ -6,10 +6,12 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { call } from './testing/appHarness.ts';
-import { startLivevoteProcess } from './testing/processHarness.ts';
+import { killStartedProcesses, startLivevoteProcess } from './testing/processHarness.ts';
 
 const dirs: string[] = [];
-afterAll(async () => { for (const dir of dirs) await rm(dir, { recursive: true, force: true }); });
+afterAll(async () => {
+  killStartedProcesses();
+  for (const dir of dirs) await rm(dir, { recursive: true, force: true }); });
 
 describe('livevote process in embedded mode', () => {
   it('starts on an embedded Postgres, survives a restart, and stops cleanly on SIGTERM', async () => {

@@ -6,6 +6,14 @@ import { fileURLToPath } from 'node:url';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 
+const started = new Set<ChildProcess>();
+
+/** For afterAll: a test that failed half-way must not leave a livevote running. */
+export function killStartedProcesses(): void {
+  for (const child of started) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  started.clear();
+}
+
 export interface LivevoteProcess {
   readonly child: ChildProcess;
   readonly port: number;
@@ -23,6 +31,7 @@ export async function startLivevoteProcess(env: Record<string, string | undefine
     if (value !== undefined) childEnv[key] = value;
   }
   const child = spawn(process.execPath, ['--import', 'tsx', path.join(root, 'infra/main.ts')], { cwd: root, env: childEnv, stdio: ['ignore', 'pipe', 'pipe'] });
+  started.add(child);
   let stdout = '';
   let stderr = '';
   child.stdout!.on('data', (chunk: Buffer) => { stdout += chunk.toString(); });
