@@ -32,6 +32,13 @@ export const errorCatalog = {
   user_not_found: { status: 404, message: 'No such user.' },
   auth_overloaded: { status: 503, message: 'Too many sign-ins are being processed; retry shortly.' },
 
+  // Privacy
+  reauthentication_failed: { status: 403, message: 'The password is wrong; nothing was changed.' },
+  erasure_deferred: {
+    status: 409,
+    message: 'This account has a counted vote in an election that is still open; it can be erased once that election closes.',
+  },
+
   // Elections
   election_not_found: { status: 404, message: 'No such election.' },
   candidate_not_found: { status: 422, message: 'No such candidate in this election.' },

@@ -69,6 +69,17 @@ describe('secrets', () => {
   });
 });
 
+describe('privacy settings', () => {
+  it('keep request metadata 30 days by default, configurable within bounds', () => {
+    expect(loadConfig({}).privacy).toEqual({ metadataRetentionDays: 30, metadataBufferRowsMax: 100_000 });
+    expect(loadConfig({ LIVEVOTE_METADATA_RETENTION_DAYS: '7', LIVEVOTE_METADATA_BUFFER_ROWS_MAX: '5000' }).privacy)
+      .toEqual({ metadataRetentionDays: 7, metadataBufferRowsMax: 5000 });
+    for (const env of [{ LIVEVOTE_METADATA_RETENTION_DAYS: '0' }, { LIVEVOTE_METADATA_RETENTION_DAYS: '3651' }, { LIVEVOTE_METADATA_BUFFER_ROWS_MAX: '10' }]) {
+      expect(() => loadConfig(env)).toThrow(Object.keys(env)[0]);
+    }
+  });
+});
+
 describe('secrets from an older data dir', () => {
   it('fills in secrets added since, keeping the old ones and printing no new admin password', async () => {
     const { writeFile } = await import('node:fs/promises');

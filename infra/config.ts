@@ -120,6 +120,9 @@ const envSchema = z.object({
   LIVEVOTE_FRAUD_AUTOMATION_UA_SIGNATURES: commaList.optional(),
   LIVEVOTE_FRAUD_COUNTERS_MAX: intFromEnv(1000, 100_000_000).default(200_000),
   LIVEVOTE_FRAUD_STATS_FLUSH_MS: intFromEnv(100, 3_600_000).default(5000),
+  // Privacy (PRIVACY.md): how long hashed request metadata is kept, and its write buffer.
+  LIVEVOTE_METADATA_RETENTION_DAYS: intFromEnv(1, 3650).default(30),
+  LIVEVOTE_METADATA_BUFFER_ROWS_MAX: intFromEnv(1000, 10_000_000).default(100_000),
 });
 
 export interface Config {
@@ -144,6 +147,15 @@ export interface Config {
   /** CAPTCHA on registration: off, always, or when a fraud rule flags the attempt. */
   readonly registerCaptchaPolicy: 'off' | 'always' | 'on_risk';
   readonly abuse: AbuseConfig;
+  readonly privacy: PrivacyConfig;
+}
+
+/** Settings of the privacy controls (persistence/voteMetadata.ts, persistence/privacy.ts). */
+export interface PrivacyConfig {
+  /** Hashed request metadata older than this is purged. */
+  readonly metadataRetentionDays: number;
+  /** Per table: metadata rows buffered before a write at most; beyond, they are dropped and counted. */
+  readonly metadataBufferRowsMax: number;
 }
 
 /** Settings of gateway/abuse (rate limits, CAPTCHA, fraud rules). */
@@ -261,6 +273,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       fraudAutomationSignatures: e.LIVEVOTE_FRAUD_AUTOMATION_UA_SIGNATURES,
       fraudCountersMax: e.LIVEVOTE_FRAUD_COUNTERS_MAX,
       fraudStatsFlushMs: e.LIVEVOTE_FRAUD_STATS_FLUSH_MS,
+    },
+    privacy: {
+      metadataRetentionDays: e.LIVEVOTE_METADATA_RETENTION_DAYS,
+      metadataBufferRowsMax: e.LIVEVOTE_METADATA_BUFFER_ROWS_MAX,
     },
   };
 }

@@ -5,7 +5,8 @@
 //           and compare each row's epoch and owner with the rows' → any mismatch: ROLLBACK, fenced
 //   COPY    the rows into a per-connection TEMP staging table (ON COMMIT DELETE ROWS)
 //   INSERT  INTO votes SELECT … FROM staging ON CONFLICT DO NOTHING, and in the same statement
-//           the vote_batches row (row_count = rows actually stored)
+//           the vote_batches row (row_count = rows actually stored) and the audit records (one
+//           per shard stored into, appended to that shard's hash chain: persistence/audit.ts)
 //   only when some rows were not stored: read which voters were already stored (conflicts)
 //   COMMIT
 //
@@ -29,6 +30,7 @@ import type {
   ShardKey,
 } from '../actors/ports.ts';
 import type { QueryResult } from 'pg';
+import { auditAppendCtes } from './audit.ts';
 import type { Pool, PoolClient } from './db.ts';
 
 /** The config allows batches up to 100k rows (LIVEVOTE_BATCH_ROWS_MAX); nothing bigger is sane. */
@@ -93,6 +95,10 @@ function fenceQueryText(beginText: string, fenceKeys: readonly FenceKey[]): stri
 // ORDER BY the key: two commits naming the same voters (redeliveries) then take the key locks
 // in one order, so one waits for the other instead of both dying in a deadlock; the primary-key
 // index is also filled in order, which keeps its pages hot.
+//
+// The same statement appends the audit records (persistence/audit.ts): one per (election, shard)
+// the batch stored rows for, digesting the rows as RETURNING reports them stored, linked to the
+// shard's chain head, whose row lock orders concurrent commits of one shard. No extra round trip.
 const insertStatement = {
   name: 'livevote_journal_insert',
   text: `WITH stored AS (
@@ -101,7 +107,8 @@ const insertStatement = {
              FROM vote_staging
             ORDER BY election_id, voter_number
            ON CONFLICT (election_id, voter_number) DO NOTHING
-           RETURNING 1)
+           RETURNING election_id, shard, epoch, voter_number, candidate_index, vote_id, accepted_at),
+         ${auditAppendCtes('stored', '$1::bigint')}
          INSERT INTO vote_batches (batch_id, row_count, conflict_count, node_id)
          SELECT $1, count(*), $2 - count(*), $3 FROM stored
          RETURNING row_count`,

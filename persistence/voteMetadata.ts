@@ -1,0 +1,285 @@
+// Request metadata for abuse investigation, minimised before it is stored (PRIVACY.md): no IP
+// address, only keyed hashes of the address and of its network; a coarse user-agent family
+// instead of the user agent; whole seconds. Kept LIVEVOTE_METADATA_RETENTION_DAYS, then purged
+// (persistence/privacy.ts purgeExpiredMetadata).
+//
+// Never on a vote's durability path: record() only appends to a bounded in-memory buffer; a
+// timer writes the buffer with one COPY per table about every second. A full buffer or a failed
+// write drops metadata (counted, logged), never a vote and never a request.
+import { createHmac } from 'node:crypto';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { from as copyFrom } from 'pg-copy-streams';
+import { Counter, type Registry } from 'prom-client';
+import type { Logger } from '../infra/logger.ts';
+import type { Pool } from './db.ts';
+import { withClient } from './db.ts';
+
+export const metadataFlushIntervalMsDefault = 1000;
+export const metadataBufferRowsMaxDefault = 100_000;
+/** Bytes of HMAC-SHA256 kept: 128 bits, plenty to tell addresses apart, half the storage. */
+export const metadataHashBytes = 16;
+/** The logs say so on the first drop and then every this many. */
+const dropLogEvery = 10_000;
+const uuidPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+export interface VoteMetadata {
+  readonly electionId: string;
+  readonly voterNumber: number;
+  /** Canonical client IP (RequestContext.clientIp). */
+  readonly clientIp: string;
+  /** Its /24 or /64 (RequestContext.networkKey). */
+  readonly networkKey: string;
+  readonly userAgent: string;
+  readonly atMs: number;
+}
+
+export interface AccountEventMetadata {
+  readonly userId: string;
+  readonly clientIp: string;
+  readonly networkKey: string;
+  readonly userAgent?: string;
+  readonly atMs: number;
+}
+
+export interface MetadataRecorderStats {
+  /** Accepted into the buffer. */
+  readonly recorded: number;
+  /** Written to Postgres. */
+  readonly written: number;
+  /** Dropped: buffer full, invalid, or the write failed. */
+  readonly dropped: number;
+}
+
+export interface VoteMetadataRecorder {
+  /** Hot path: an array push. Call it once the vote is accepted. */
+  record(meta: VoteMetadata): void;
+  recordRegistration(meta: AccountEventMetadata): void;
+  recordLogin(meta: AccountEventMetadata): void;
+  start(): void;
+  /** Stops the timer and writes what is buffered. */
+  stop(): Promise<void>;
+  /** Writes what is buffered now (tests, shutdown). */
+  flush(): Promise<void>;
+  stats(): MetadataRecorderStats;
+}
+
+export interface VoteMetadataRecorderOptions {
+  readonly pool: Pool;
+  readonly ipHashKey: string;
+  readonly flushIntervalMs?: number;
+  /** Per table: rows buffered at most; beyond, records are dropped and counted. */
+  readonly bufferRowsMax?: number;
+  readonly log?: Logger;
+  readonly metricsRegistry?: Registry;
+}
+
+/** Keyed hash of a client IP: equal addresses give equal hashes, and without the key nothing. */
+export function ipHash(ipHashKey: string, clientIp: string): Buffer {
+  return createHmac('sha256', ipHashKey).update(`livevote-ip-v1\0${clientIp}`).digest().subarray(0, metadataHashBytes);
+}
+
+export function networkHash(ipHashKey: string, networkKey: string): Buffer {
+  return createHmac('sha256', ipHashKey).update(`livevote-network-v1\0${networkKey}`).digest().subarray(0, metadataHashBytes);
+}
+
+const botPattern = /bot\b|crawler|spider|slurp|facebookexternalhit|preview/i;
+const toolPatterns: readonly [RegExp, string][] = [
+  [/^curl\//i, 'curl'],
+  [/^wget\//i, 'wget'],
+  [/python-requests|python-urllib|aiohttp|httpx/i, 'python'],
+  [/^go-http-client/i, 'go'],
+  [/okhttp/i, 'okhttp'],
+  [/node-fetch|undici|axios|^node\b/i, 'node'],
+  [/^java\/|apache-httpclient/i, 'java'],
+  [/postmanruntime/i, 'postman'],
+  [/httpie/i, 'httpie'],
+];
+const browserPatterns: readonly [RegExp, string][] = [
+  [/headlesschrome/i, 'headless-chrome'],
+  [/\bedg(e|a|ios)?\//i, 'edge'],
+  [/\bopr\/|\bopera\b/i, 'opera'],
+  [/samsungbrowser/i, 'samsung'],
+  [/firefox\/|fxios/i, 'firefox'],
+  [/chrome\/|crios|chromium/i, 'chrome'],
+  [/version\/[\d.]+.*safari/i, 'safari'],
+];
+const osPatterns: readonly [RegExp, string][] = [
+  [/android/i, 'android'],
+  [/iphone|ipad|ipod|\bios\b/i, 'ios'],
+  [/windows/i, 'windows'],
+  [/\bcros\b/i, 'chromeos'],
+  [/macintosh|mac os x/i, 'macos'],
+  [/linux/i, 'linux'],
+];
+
+/**
+ * A coarse family of a user agent, e.g. 'chrome/android', 'safari/ios', 'curl', 'bot': enough to
+ * see a farm of identical clients, too little to fingerprint anyone. No versions are kept.
+ */
+export function userAgentFamily(userAgent: string): string {
+  const ua = userAgent.slice(0, 512);
+  if (ua.trim() === '') return 'none';
+  if (botPattern.test(ua)) return 'bot';
+  for (const [pattern, name] of toolPatterns) if (pattern.test(ua)) return name;
+  let browser = 'other';
+  for (const [pattern, name] of browserPatterns) {
+    if (pattern.test(ua)) {
+      browser = name;
+      break;
+    }
+  }
+  for (const [pattern, name] of osPatterns) if (pattern.test(ua)) return `${browser}/${name}`;
+  return browser;
+}
+
+interface BufferedAccountEvent extends AccountEventMetadata {
+  readonly event: 'register' | 'login';
+}
+
+export function createVoteMetadataRecorder(options: VoteMetadataRecorderOptions): VoteMetadataRecorder {
+  const flushIntervalMs = options.flushIntervalMs ?? metadataFlushIntervalMsDefault;
+  const bufferRowsMax = options.bufferRowsMax ?? metadataBufferRowsMaxDefault;
+  if (!(Number.isInteger(flushIntervalMs) && flushIntervalMs >= 1)) throw new Error(`flushIntervalMs must be a positive integer, got ${flushIntervalMs}`);
+  if (!(Number.isInteger(bufferRowsMax) && bufferRowsMax >= 1)) throw new Error(`bufferRowsMax must be a positive integer, got ${bufferRowsMax}`);
+  if (options.ipHashKey.length === 0) throw new Error('ipHashKey must not be empty');
+  const { pool, ipHashKey, log } = options;
+  const earlyFlushRows = Math.max(1, Math.floor(bufferRowsMax / 2));
+  const droppedCounter = options.metricsRegistry
+    ? new Counter({
+        name: 'livevote_request_metadata_dropped_total',
+        help: 'Request metadata rows not stored (buffer full, invalid, or write failed), by reason',
+        labelNames: ['reason'] as const,
+        registers: [options.metricsRegistry],
+      })
+    : undefined;
+
+  let votes: VoteMetadata[] = [];
+  let accountEvents: BufferedAccountEvent[] = [];
+  let recorded = 0;
+  let written = 0;
+  let dropped = 0;
+  let timer: NodeJS.Timeout | undefined;
+  let flushing: Promise<void> | undefined;
+
+  const drop = (count: number, reason: 'buffer_full' | 'invalid' | 'write_failed', error?: unknown) => {
+    const before = dropped;
+    dropped += count;
+    droppedCounter?.inc({ reason }, count);
+    // Log the first drop and then one line per dropLogEvery: a full buffer is a flood, not news.
+    if (Math.floor(before / dropLogEvery) !== Math.floor(dropped / dropLogEvery) || before === 0) {
+      log?.warn({ reason, droppedTotal: dropped, err: error }, 'request metadata dropped (votes are unaffected)');
+    }
+  };
+
+  const flushOnce = async (): Promise<void> => {
+    const voteRows = votes;
+    const accountRows = accountEvents;
+    votes = [];
+    accountEvents = [];
+    if (voteRows.length > 0) {
+      try {
+        await copyRows(pool, 'vote_metadata (election_id, voter_number, ip_hash, network_hash, ua_family, recorded_at)', voteRows, (m) =>
+          `${m.electionId}\t${m.voterNumber}\t${hexBytea(ipHash(ipHashKey, m.clientIp))}\t${hexBytea(networkHash(ipHashKey, m.networkKey))}\t${userAgentFamily(m.userAgent)}\t${wholeSecond(m.atMs)}\n`);
+        written += voteRows.length;
+      } catch (error) {
+        drop(voteRows.length, 'write_failed', error);
+      }
+    }
+    if (accountRows.length > 0) {
+      try {
+        await copyRows(pool, 'account_metadata (user_id, event, ip_hash, network_hash, ua_family, recorded_at)', accountRows, (m) =>
+          `${m.userId}\t${m.event}\t${hexBytea(ipHash(ipHashKey, m.clientIp))}\t${hexBytea(networkHash(ipHashKey, m.networkKey))}\t${userAgentFamily(m.userAgent ?? '')}\t${wholeSecond(m.atMs)}\n`);
+        written += accountRows.length;
+      } catch (error) {
+        drop(accountRows.length, 'write_failed', error);
+      }
+    }
+  };
+
+  const flush = (): Promise<void> => {
+    // One write at a time; a caller arriving during one waits for it and then writes the rest.
+    if (flushing) return flushing.then(() => flush());
+    if (votes.length === 0 && accountEvents.length === 0) return Promise.resolve();
+    flushing = flushOnce().finally(() => {
+      flushing = undefined;
+    });
+    return flushing;
+  };
+
+  const accountEvent = (meta: AccountEventMetadata, event: 'register' | 'login') => {
+    if (!uuidPattern.test(meta.userId) || !Number.isFinite(meta.atMs)) {
+      drop(1, 'invalid');
+      return;
+    }
+    if (accountEvents.length >= bufferRowsMax) {
+      drop(1, 'buffer_full');
+      return;
+    }
+    accountEvents.push({ ...meta, event });
+    recorded++;
+  };
+
+  return {
+    record(meta) {
+      // Validated here, so one bad row cannot fail a whole COPY (and cannot inject into it).
+      if (!uuidPattern.test(meta.electionId) || !(Number.isSafeInteger(meta.voterNumber) && meta.voterNumber >= 0) || !Number.isFinite(meta.atMs)) {
+        drop(1, 'invalid');
+        return;
+      }
+      if (votes.length >= bufferRowsMax) {
+        drop(1, 'buffer_full');
+        return;
+      }
+      votes.push(meta);
+      recorded++;
+      // A burst fills the buffer faster than the timer drains it: write early, off this call.
+      if (votes.length === earlyFlushRows && !flushing) void flush();
+    },
+    recordRegistration(meta) {
+      accountEvent(meta, 'register');
+    },
+    recordLogin(meta) {
+      accountEvent(meta, 'login');
+    },
+    start() {
+      if (timer) return;
+      timer = setInterval(() => {
+        void flush();
+      }, flushIntervalMs);
+      timer.unref();
+    },
+    async stop() {
+      if (timer) clearInterval(timer);
+      timer = undefined;
+      await flush();
+    },
+    flush,
+    stats: () => ({ recorded, written, dropped }),
+  };
+}
+
+function hexBytea(bytes: Buffer): string {
+  // COPY text format: a backslash must be doubled, so bytea's \x prefix is written \\x.
+  return `\\\\x${bytes.toString('hex')}`;
+}
+
+function wholeSecond(atMs: number): string {
+  return new Date(Math.floor(atMs / 1000) * 1000).toISOString();
+}
+
+/** COPY text format; every field is a uuid, an integer, hex, an ISO time or [a-z0-9/-]: no escaping needed. */
+async function copyRows<T>(pool: Pool, target: string, rows: readonly T[], line: (row: T) => string): Promise<void> {
+  const chunkRows = 1000;
+  function* chunks(): Generator<Buffer> {
+    for (let start = 0; start < rows.length; start += chunkRows) {
+      let text = '';
+      const end = Math.min(rows.length, start + chunkRows);
+      for (let i = start; i < end; i++) text += line(rows[i]!);
+      yield Buffer.from(text, 'utf8');
+    }
+  }
+  await withClient(pool, async (client) => {
+    await pipeline(Readable.from(chunks()), client.query(copyFrom(`COPY ${target} FROM STDIN`)));
+  });
+}
