@@ -25,8 +25,7 @@ export async function startNode(config: Config, log: Logger): Promise<RunningNod
     embedded = await startEmbeddedPostgres({ dataDir: config.dataDir, password: secrets.embeddedDbPassword, log, durable: true });
     databaseUrl = embedded.url;
   }
-  const pool = createPool(databaseUrl, config.dbPoolMax);
-  pool.on('error', (error) => log.error({ err: error }, 'idle database connection failed'));
+  const pool = createPool(databaseUrl, config.dbPoolMax, 'livevote', (error) => log.warn({ err: error }, 'idle database connection failed; the pool replaces it'));
   try {
     const applied = await migrate(pool);
     if (applied.length > 0) log.info({ versions: applied }, 'migrations applied');

@@ -7,8 +7,18 @@ export type PoolClient = pg.PoolClient;
 // store in them stays far below 2^53, and numbers keep the hot path free of BigInt.
 pg.types.setTypeParser(pg.types.builtins.INT8, (value: string) => Number(value));
 
-export function createPool(url: string, max: number, applicationName = 'livevote'): Pool {
-  return new pg.Pool({
+/**
+ * An idle pooled connection can fail at any time (the server restarted, a test dropped its
+ * database): the pool emits 'error', which unheard crashes the process. The pool has already
+ * discarded that client; the next query opens a new one, so reporting it is all there is to do.
+ */
+export function createPool(
+  url: string,
+  max: number,
+  applicationName = 'livevote',
+  onIdleClientError: (error: Error) => void = () => undefined,
+): Pool {
+  const pool = new pg.Pool({
     connectionString: url,
     max,
     application_name: applicationName,
@@ -16,6 +26,8 @@ export function createPool(url: string, max: number, applicationName = 'livevote
     connectionTimeoutMillis: 10_000,
     idleTimeoutMillis: 30_000,
   });
+  pool.on('error', onIdleClientError);
+  return pool;
 }
 
 /**
