@@ -132,13 +132,15 @@ describe('livevote audit verify on a real run', () => {
 
   it('retention purge deletes metadata past the retention period only', async () => {
     const hash = Buffer.alloc(16, 7);
+    // An election of its own: once the app records metadata for the votes above, those are recent.
+    const metadataElection = randomUUID();
     await h.db.pool.query(
       `INSERT INTO vote_metadata (election_id, voter_number, ip_hash, network_hash, ua_family, recorded_at)
-       VALUES ($1, 1, $2, $2, 'curl', now() - interval '31 days'), ($1, 2, $2, $2, 'curl', now() - interval '2 days')`, [electionId, hash]);
+       VALUES ($1, 1, $2, $2, 'curl', now() - interval '31 days'), ($1, 2, $2, $2, 'curl', now() - interval '2 days')`, [metadataElection, hash]);
     const purged = await cliInProcess(['retention', 'purge'], { ...env, LIVEVOTE_METADATA_RETENTION_DAYS: '30' });
     expect(purged.status).toBe(0);
     expect(purged.stdout).toMatch(/^retention purge: deleted 1 vote metadata and 0 account metadata rows recorded before \S+ \(retention 30 days\)\n$/);
-    const left = await h.db.pool.query('SELECT voter_number FROM vote_metadata WHERE election_id = $1', [electionId]);
+    const left = await h.db.pool.query('SELECT voter_number FROM vote_metadata WHERE election_id = $1', [metadataElection]);
     expect(left.rows).toEqual([{ voter_number: 2 }]);
   });
 
