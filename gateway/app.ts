@@ -10,6 +10,7 @@ import { createAuthFeature } from './auth/feature.ts';
 import { createElectionsFeature } from './elections/feature.ts';
 import { createVotePathFeature, type VotePathFeature } from './votes/feature.ts';
 import { createAbuseFeature, type AbuseFeature } from './abuse/feature.ts';
+import { createPrivacyFeature, type PrivacyFeature } from './privacy/feature.ts';
 import { dashboardRoutes } from './dashboard/routes.ts';
 import { streamPath } from './results/stream.ts';
 import { resolveNodeIdentity } from '../cluster/nodeIdentity.ts';
@@ -18,6 +19,7 @@ import type { Secrets } from '../infra/secrets.ts';
 import type { Logger } from '../infra/logger.ts';
 import { createMetrics, type Metrics } from '../infra/metrics.ts';
 import type { Pool } from '../persistence/db.ts';
+import type { RevokedSessionRecord } from '../persistence/users.ts';
 
 export interface AppDeps {
   readonly config: Config;
@@ -45,6 +47,7 @@ export interface LivevoteApp {
   readonly openApiDocument: Record<string, unknown>;
   readonly votePath: VotePathFeature;
   readonly abuse: AbuseFeature;
+  readonly privacy: PrivacyFeature;
   /** Binds and starts accepting; resolves with the port actually bound (PORT=0 picks one). */
   listen(host: string, port: number): Promise<number>;
   /** Stop accepting, close the listen socket, let in-flight requests finish, stop features. */
@@ -61,15 +64,27 @@ export async function buildApp(deps: AppDeps): Promise<LivevoteApp> {
 
   const identity = resolveNodeIdentity(deps.config);
   const abuse = createAbuseFeature({ config: deps.config, secrets: deps.secrets, pool: deps.pool, log: deps.log, metricsRegistry: metrics.registry });
-  const auth = createAuthFeature({ pool: deps.pool, secrets: deps.secrets, log: deps.log, guard: abuse.auth });
+  // Before auth: auth's register/login record metadata into it, and it revokes sessions through auth.
+  let addRevokedSessions: (sessions: readonly RevokedSessionRecord[]) => void = () => {};
+  const privacy = createPrivacyFeature({
+    pool: deps.pool, secrets: deps.secrets, log: deps.log, config: deps.config, metricsRegistry: metrics.registry,
+    onSessionsRevoked: (sessions) => addRevokedSessions(sessions),
+  });
+  const auth = createAuthFeature({
+    pool: deps.pool, secrets: deps.secrets, log: deps.log, guard: abuse.auth,
+    onAccountEvent: (event, meta) => (event === 'register' ? privacy.metadata.recordRegistration(meta) : privacy.metadata.recordLogin(meta)),
+  });
+  addRevokedSessions = (sessions) => auth.addRevokedSessions(sessions);
   const elections = createElectionsFeature({ pool: deps.pool, log: deps.log });
   const votePath = await createVotePathFeature({
     uwsApp: app, pool: deps.pool, config: deps.config, log: deps.log, identity,
     registry: elections.registry, authenticate: (header) => auth.authenticate(header), metricsRegistry: metrics.registry,
     guard: (vote) => abuse.guardVote(vote), fraudCounts: (electionId) => abuse.fraudCounts(electionId),
+    onVoteAccepted: (meta) => privacy.metadata.record(meta),
   });
-  // Start order matters: elections load before the vote path serves them.
-  const features: Feature[] = [abuse, auth, elections, votePath];
+  // Start order matters: elections load before the vote path serves them. Privacy before the vote
+  // path, so it stops after it: metadata of the last votes answered is still written.
+  const features: Feature[] = [abuse, auth, privacy, elections, votePath];
 
   const router = new HttpRouter(app, {
     log: deps.log,
@@ -101,6 +116,7 @@ export async function buildApp(deps: AppDeps): Promise<LivevoteApp> {
     openApiDocument,
     votePath,
     abuse,
+    privacy,
     listen(host, port) {
       return new Promise((resolve, reject) => {
         app.listen(host, port, (socket) => {

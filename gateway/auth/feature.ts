@@ -5,10 +5,11 @@ import type { Principal, RouteDefinition } from '../http.ts';
 import type { Logger } from '../../infra/logger.ts';
 import type { Secrets } from '../../infra/secrets.ts';
 import type { Pool } from '../../persistence/db.ts';
+import type { RevokedSessionRecord } from '../../persistence/users.ts';
 import { Accounts } from './accounts.ts';
 import { createAccessTokenVerifier } from './jwt.ts';
 import { SessionRevocations, type RevocationOptions } from './revocations.ts';
-import { authRoutes, type VerifiedPrincipal } from './routes.ts';
+import { authRoutes, type AccountEventHook, type VerifiedPrincipal } from './routes.ts';
 import type { ScryptParams } from './passwords.ts';
 import type { AuthGuard } from '../abuse/feature.ts';
 
@@ -16,6 +17,8 @@ export interface AuthFeature {
   readonly routes: readonly RouteDefinition<unknown, unknown>[];
   /** Verifies 'Bearer <jwt>' (throws ApiError unauthenticated/invalid_token/token_expired/unsupported_token_algorithm/session_revoked); hot path: no I/O. */
   authenticate(authorizationHeader: string): Principal;
+  /** Sessions revoked elsewhere in this process (an erasure): refused at once on this node. */
+  addRevokedSessions(sessions: readonly RevokedSessionRecord[]): void;
   /** Bootstraps the configured admin, loads revoked sessions, starts the revocation poller. */
   start(): Promise<void>;
   stop(): Promise<void>;
@@ -31,6 +34,8 @@ export interface AuthFeatureDeps {
   revocationOptions?: Partial<RevocationOptions>;
   /** Rate limits, fraud rules and CAPTCHA on register and login (gateway/abuse/feature.ts). */
   guard?: AuthGuard;
+  /** Registrations and logins, for the privacy feature's request-metadata recorder. */
+  onAccountEvent?: AccountEventHook;
 }
 
 const bearerPrefix = 'bearer ';
@@ -44,7 +49,7 @@ export function createAuthFeature(deps: AuthFeatureDeps): AuthFeature {
   let started = false;
 
   return {
-    routes: authRoutes({ accounts, guard: deps.guard }),
+    routes: authRoutes({ accounts, guard: deps.guard, onAccountEvent: deps.onAccountEvent }),
 
     authenticate(authorizationHeader: string): VerifiedPrincipal {
       // RFC 7235: the scheme is case-insensitive ('Bearer ' first: it is what clients send).
@@ -59,6 +64,10 @@ export function createAuthFeature(deps: AuthFeatureDeps): AuthFeature {
       const claims = verification.claims;
       if (revocations.isRevoked(claims.sid)) throw new ApiError('session_revoked');
       return { userId: claims.sub, voterNumber: claims.vn, role: claims.role, sessionId: claims.sid, expiresAtS: claims.exp };
+    },
+
+    addRevokedSessions(sessions) {
+      for (const session of sessions) revocations.add(session);
     },
 
     async start() {

@@ -54,7 +54,9 @@ function principalOf(principal: Principal | undefined): Principal {
   return principal;
 }
 
-export function authRoutes(deps: { accounts: Accounts; guard?: AuthGuard }): RouteDefinition<unknown, unknown>[] {
+export type AccountEventHook = (event: 'register' | 'login', meta: { userId: string; clientIp: string; networkKey: string; userAgent: string; atMs: number }) => void;
+
+export function authRoutes(deps: { accounts: Accounts; guard?: AuthGuard; onAccountEvent?: AccountEventHook }): RouteDefinition<unknown, unknown>[] {
   const { accounts, guard } = deps;
   return [
     defineRoute<z.infer<typeof registerBody>>({
@@ -68,7 +70,9 @@ export function authRoutes(deps: { accounts: Accounts; guard?: AuthGuard }): Rou
       responses: { 201: { description: 'Account created; the session tokens.', schema: tokenPairSchema } },
       handle: async ({ body, clientIp, networkKey, userAgent }) => {
         await guard?.register({ email: body.email, clientIp, networkKey, userAgent, captchaToken: body.captchaToken });
-        return { status: 201, json: await accounts.register({ email: body.email, password: body.password }) };
+        const pair = await accounts.register({ email: body.email, password: body.password });
+        deps.onAccountEvent?.('register', { userId: pair.userId, clientIp, networkKey, userAgent, atMs: Date.now() });
+        return { status: 201, json: pair };
       },
     }),
     defineRoute<z.infer<typeof loginBody>>({
@@ -82,7 +86,9 @@ export function authRoutes(deps: { accounts: Accounts; guard?: AuthGuard }): Rou
       responses: { 200: { description: 'The session tokens.', schema: tokenPairSchema } },
       handle: async ({ body, clientIp, networkKey, userAgent }) => {
         await guard?.login({ email: body.email, clientIp, networkKey, userAgent });
-        return { status: 200, json: await accounts.login(body) };
+        const pair = await accounts.login(body);
+        deps.onAccountEvent?.('login', { userId: pair.userId, clientIp, networkKey, userAgent, atMs: Date.now() });
+        return { status: 200, json: pair };
       },
     }),
     defineRoute<z.infer<typeof refreshBody>>({

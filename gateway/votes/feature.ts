@@ -43,6 +43,7 @@ export async function createVotePathFeature(deps: {
   metricsRegistry: Registry;
   guard?: VoteGuard;
   fraudCounts?: FraudCounts;
+  onVoteAccepted?: Parameters<typeof voteRoutes>[0]['onAccepted'];
 }): Promise<VotePathFeature> {
   const { pool, config, log, identity, registry } = deps;
   const nodeId = identity.nodeId;
@@ -137,6 +138,7 @@ export async function createVotePathFeature(deps: {
       caster: { cast: (vote, reply) => voteNode.cast(vote, countReply(reply)) },
       isServing: (electionId) => serving.has(electionId),
       guard: deps.guard,
+      onAccepted: deps.onVoteAccepted,
       onRejected: (electionId, code) => {
         votesRejectedTotal.inc({ code });
         let byCode = rejections.get(electionId);

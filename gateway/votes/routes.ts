@@ -92,6 +92,8 @@ export function voteRoutes(deps: {
   guard?: VoteGuard;
   /** A vote for a known election refused at the gateway (not by its shard), by error code. */
   onRejected?: (electionId: string, code: string) => void;
+  /** A vote answered accepted (also a retry of one): request metadata for the privacy recorder. */
+  onAccepted?: (vote: { electionId: string; voterNumber: number; clientIp: string; networkKey: string; userAgent: string; atMs: number }) => void;
   /** True once this node can take votes for the election (its shards are recovered). */
   isServing: (electionId: string) => boolean;
 }): RouteDefinition<unknown, unknown>[] {
@@ -132,6 +134,9 @@ export function voteRoutes(deps: {
         const outcome = await new Promise<VoteOutcome>((resolve) =>
           caster.cast({ electionId: body.electionId, voterNumber: viewer.voterNumber, candidateIndex }, resolve),
         );
+        if (outcome.kind === 'accepted') {
+          deps.onAccepted?.({ electionId: body.electionId, voterNumber: viewer.voterNumber, clientIp, networkKey, userAgent, atMs: Date.now() });
+        }
         return voteOutcomeReply(outcome);
       },
     }),
