@@ -33,9 +33,13 @@ export function createPool(
 /**
  * Run `work` on one pooled client. While the client is checked out it has an 'error' listener:
  * a connection lost mid-use emits 'error' on the client, and unheard that crashes the process.
- * A client that saw an error is released as broken, so the pool discards it.
+ * A client that saw an error, or that `work` discarded (its session state is unknown: a failed
+ * ROLLBACK or COMMIT, a COPY abandoned half-way), is released as broken so the pool drops it.
  */
-export async function withClient<T>(pool: Pool, work: (client: PoolClient) => Promise<T>): Promise<T> {
+export async function withClient<T>(
+  pool: Pool,
+  work: (client: PoolClient, discard: (reason: Error) => void) => Promise<T>,
+): Promise<T> {
   const client = await pool.connect();
   let broken: Error | undefined;
   const onConnectionError = (error: Error) => {
@@ -43,7 +47,7 @@ export async function withClient<T>(pool: Pool, work: (client: PoolClient) => Pr
   };
   client.on('error', onConnectionError);
   try {
-    return await work(client);
+    return await work(client, onConnectionError);
   } finally {
     client.removeListener('error', onConnectionError);
     client.release(broken);

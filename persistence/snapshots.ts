@@ -9,7 +9,7 @@ import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
 import type { ShardKey, ShardSnapshot, SnapshotStore } from '../actors/ports.ts';
-import type { Pool, PoolClient } from './db.ts';
+import { withClient, type Pool } from './db.ts';
 
 /** Rows per onRows call in readVotesAfter. */
 export const replayChunkRowsDefault = 10_000;
@@ -80,14 +80,7 @@ export class PgSnapshotStore implements SnapshotStore {
 
   async writeSnapshot(snapshot: ShardSnapshot): Promise<void> {
     validateSnapshot(snapshot);
-    const client = await this.pool.connect();
-    let broken: Error | undefined;
-    // A lost connection also emits 'error' on the client; unheard, it would crash the process.
-    const onConnectionError = (error: Error) => {
-      broken = error;
-    };
-    client.on('error', onConnectionError);
-    try {
+    await withClient(this.pool, async (client, discard) => {
       await client.query(`BEGIN; SET LOCAL statement_timeout = ${this.statementTimeoutMs}`);
       try {
         const lease = await client.query<{ epoch: number; owner_node: string }>(fenceText, [snapshot.electionId, snapshot.shard]);
@@ -100,15 +93,10 @@ export class PgSnapshotStore implements SnapshotStore {
         await client.query(upsertText);
         await client.query('COMMIT');
       } catch (error) {
-        await client.query('ROLLBACK').catch((rollbackError: Error) => {
-          broken = rollbackError;
-        });
+        await client.query('ROLLBACK').catch(discard);
         throw error;
       }
-    } finally {
-      client.removeListener('error', onConnectionError);
-      client.release(broken);
-    }
+    });
   }
 
   async readLatestSnapshot(key: ShardKey): Promise<ShardSnapshot | null> {
@@ -176,42 +164,35 @@ export class PgSnapshotStore implements SnapshotStore {
 
   /** Streams a COPY … TO STDOUT through a parser, on a client of its own. */
   private async copyOut(text: string, parser: { push(chunk: Uint8Array): void; end(): void }): Promise<void> {
-    const client = await this.pool.connect();
-    let broken: Error | undefined;
-    const onConnectionError = (error: Error) => {
-      broken = error;
-    };
-    client.on('error', onConnectionError);
-    try {
-      await pipeline(
-        client.query(copyTo(text)),
-        new Writable({
-          write(chunk: Buffer, _encoding, callback) {
-            try {
-              parser.push(chunk);
-              callback();
-            } catch (error) {
-              callback(error as Error);
-            }
-          },
-          final(callback) {
-            try {
-              parser.end();
-              callback();
-            } catch (error) {
-              callback(error as Error);
-            }
-          },
-        }),
-      );
-    } catch (error) {
-      // A COPY abandoned half-way leaves the connection mid-protocol: never reuse it.
-      broken = error as Error;
-      throw error;
-    } finally {
-      client.removeListener('error', onConnectionError);
-      client.release(broken);
-    }
+    await withClient(this.pool, async (client, discard) => {
+      try {
+        await pipeline(
+          client.query(copyTo(text)),
+          new Writable({
+            write(chunk: Buffer, _encoding, callback) {
+              try {
+                parser.push(chunk);
+                callback();
+              } catch (error) {
+                callback(error as Error);
+              }
+            },
+            final(callback) {
+              try {
+                parser.end();
+                callback();
+              } catch (error) {
+                callback(error as Error);
+              }
+            },
+          }),
+        );
+      } catch (error) {
+        // A COPY abandoned half-way leaves the connection mid-protocol: never reuse it.
+        discard(error as Error);
+        throw error;
+      }
+    });
   }
 }
 

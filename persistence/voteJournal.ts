@@ -31,7 +31,7 @@ import type {
 } from '../actors/ports.ts';
 import type { QueryResult } from 'pg';
 import { auditAppendCtes } from './audit.ts';
-import type { Pool, PoolClient } from './db.ts';
+import { withClient, type Pool, type PoolClient } from './db.ts';
 
 /** The config allows batches up to 100k rows (LIVEVOTE_BATCH_ROWS_MAX); nothing bigger is sane. */
 export const journalBatchRowsMaxDefault = 100_000;
@@ -170,20 +170,21 @@ export class PgJournal implements Journal {
     } catch (error) {
       return { kind: 'failed', message: `invalid batch ${batch.batchId}: ${(error as Error).message}` };
     }
-    let client: PoolClient;
     try {
-      client = await this.pool.connect();
+      return await withClient(this.pool, (client, discard) => this.commitOn(client, discard, batch, fenceKeys));
     } catch (error) {
+      // commitOn never throws: only checking a connection out can fail here.
       return { kind: 'failed', message: `no database connection: ${(error as Error).message}` };
     }
-    let broken: Error | undefined;
+  }
+
+  private async commitOn(
+    client: PoolClient,
+    discard: (reason: Error) => void,
+    batch: JournalBatch,
+    fenceKeys: FenceKey[],
+  ): Promise<JournalCommitResult> {
     let inTransaction = false;
-    // A checked-out client has no 'error' listener (pg-pool removes its own), and a connection
-    // lost mid-commit emits one besides failing the query: unheard, it would crash the process.
-    const onConnectionError = (error: Error) => {
-      broken = error;
-    };
-    client.on('error', onConnectionError);
     try {
       if (!this.preparedClients.has(client)) {
         await client.query(stagingDdl);
@@ -231,20 +232,12 @@ export class PgJournal implements Journal {
       // Anything may have gone wrong, the staging table included: re-check it next time.
       this.preparedClients.delete(client);
       if (inTransaction) {
-        try {
-          await client.query('ROLLBACK');
-        } catch (rollbackError) {
-          broken = rollbackError as Error;
-        }
+        await client.query('ROLLBACK').catch(discard);
       } else {
         // COMMIT (or the DDL) failed: the session's state is unknown; do not hand it out again.
-        broken = error as Error;
+        discard(error as Error);
       }
       return { kind: 'failed', message: `batch ${batch.batchId}: ${(error as Error).message}` };
-    } finally {
-      client.removeListener('error', onConnectionError);
-      // Releasing with an error makes the pool close the connection instead of reusing it.
-      client.release(broken);
     }
   }
 
