@@ -1,0 +1,157 @@
+// Drives a livevote process in embedded mode (DATABASE_URL unset, a temp LIVEVOTE_DATA_DIR), the
+// way `npm start` runs it: the process harness the tests use starts it, or, when node flags are
+// needed (--cpu-prof is refused in NODE_OPTIONS), the same command with the flags in front.
+// Adds what a benchmark needs around it: the embedded Postgres' URL, an admin session,
+// elections, and the vote counters from /metrics.
+import { spawn } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { startLivevoteProcess, type LivevoteProcess } from '../../infra/testing/processHarness.ts';
+import { repoRoot } from './proc.ts';
+
+export interface LivevoteUnderTest {
+  readonly process: LivevoteProcess;
+  readonly baseUrl: string;
+  readonly port: number;
+  /** postgres:// URL of the embedded server, database `livevote`. */
+  readonly databaseUrl: string;
+  /** The postmaster's pid (its tree is "postgres" in the CPU figures). */
+  postmasterPid(): Promise<number>;
+}
+
+export async function startLivevote(env: Record<string, string | undefined>, dataDir: string, nodeArgs: readonly string[] = []): Promise<LivevoteUnderTest> {
+  const fullEnv = { ...env, DATABASE_URL: undefined, LIVEVOTE_DATA_DIR: dataDir };
+  const started = nodeArgs.length === 0 ? await startLivevoteProcess(fullEnv, 120_000) : await startWithNodeArgs(fullEnv, nodeArgs, 120_000);
+  const pgPort = /"port":(\d+)[^\n]*embedded Postgres started/.exec(started.output())?.[1];
+  if (!pgPort) throw new Error(`livevote did not log its embedded Postgres port:\n${started.output().slice(-3000)}`);
+  const secrets = JSON.parse(await readFile(path.join(dataDir, 'secrets.json'), 'utf8')) as { embeddedDbPassword: string };
+  return {
+    process: started,
+    baseUrl: started.baseUrl,
+    port: started.port,
+    databaseUrl: `postgres://postgres:${encodeURIComponent(secrets.embeddedDbPassword)}@127.0.0.1:${pgPort}/livevote`,
+    async postmasterPid() {
+      const pidFile = await readFile(path.join(dataDir, 'postgres', 'postmaster.pid'), 'utf8');
+      return Number(pidFile.split('\n')[0]);
+    },
+  };
+}
+
+/** infra/testing/processHarness.ts's start, with node flags before the entry point. */
+async function startWithNodeArgs(env: Record<string, string | undefined>, nodeArgs: readonly string[], startTimeoutMs: number): Promise<LivevoteProcess> {
+  const childEnv: Record<string, string> = {};
+  for (const [key, value] of Object.entries({ ...process.env, PORT: '0', LOG_LEVEL: 'info', ...env })) if (value !== undefined) childEnv[key] = value;
+  const child = spawn(process.execPath, [...nodeArgs, '--import', 'tsx', path.join(repoRoot, 'infra/main.ts')], { cwd: repoRoot, env: childEnv, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout!.on('data', (chunk: Buffer) => { stdout += chunk.toString(); });
+  child.stderr!.on('data', (chunk: Buffer) => { stderr += chunk.toString(); });
+  const exit = new Promise<number | string>((resolve) => child.on('exit', (code, signal) => resolve(code ?? signal ?? 'unknown')));
+  const port = await new Promise<number>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`livevote did not start in ${startTimeoutMs} ms\nstdout:\n${stdout}\nstderr:\n${stderr}`)), startTimeoutMs);
+    const onData = () => {
+      const match = /"port":(\d+)[^\n]*livevote is listening/.exec(stdout);
+      if (match) {
+        clearTimeout(timer);
+        child.stdout!.off('data', onData);
+        resolve(Number(match[1]));
+      }
+    };
+    child.stdout!.on('data', onData);
+    void exit.then((code) => { clearTimeout(timer); reject(new Error(`livevote exited (${code}) before listening\nstdout:\n${stdout}\nstderr:\n${stderr}`)); });
+  });
+  return { child, port, baseUrl: `http://127.0.0.1:${port}`, output: () => stdout + stderr, exited: () => exit };
+}
+
+/** Stops livevote with SIGTERM (graceful: flush, final snapshots, embedded Postgres stopped). */
+export async function stopLivevote(lv: LivevoteUnderTest, graceMs = 60_000): Promise<number | string> {
+  const child = lv.process.child;
+  if (child.exitCode !== null || child.signalCode !== null) return lv.process.exited();
+  child.kill('SIGTERM');
+  const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
+  try {
+    return await lv.process.exited();
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+async function api<T>(baseUrl: string, method: string, route: string, token: string | undefined, body?: unknown): Promise<T> {
+  const response = await fetch(`${baseUrl}${route}`, {
+    method,
+    headers: { ...(token ? { authorization: `Bearer ${token}` } : {}), ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
+    body: body !== undefined ? JSON.stringify(body) : undefined,
+  });
+  const text = await response.text();
+  if (!response.ok) throw new Error(`${method} ${route}: ${response.status} ${text}`);
+  return JSON.parse(text) as T;
+}
+
+export async function adminLogin(baseUrl: string, email: string, password: string): Promise<string> {
+  const session = await api<{ accessToken: string }>(baseUrl, 'POST', '/api/v1/auth/login', undefined, { email, password });
+  return session.accessToken;
+}
+
+export interface BenchElection {
+  readonly electionId: string;
+  readonly candidateIds: readonly string[];
+  readonly shardCount: number;
+}
+
+/** Creates and opens an election, then waits until this node serves it (leases taken, shards recovered). */
+export async function createOpenElection(baseUrl: string, adminToken: string, title: string, candidateCount: number, shardCount: number): Promise<BenchElection> {
+  const created = await api<{ electionId: string; candidates: { candidateId: string }[] }>(baseUrl, 'POST', '/api/v1/admin/elections', adminToken, {
+    title,
+    candidates: Array.from({ length: candidateCount }, (_, i) => ({ name: `Candidate ${i + 1}` })),
+    shardCount,
+  });
+  await api(baseUrl, 'POST', `/api/v1/admin/elections/${created.electionId}/open`, adminToken);
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    const response = await fetch(`${baseUrl}/api/v1/results/${created.electionId}`);
+    await response.text();
+    if (response.ok) break;
+    if (Date.now() > deadline) throw new Error(`election ${created.electionId} not served after 30 s (${response.status})`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  return { electionId: created.electionId, candidateIds: created.candidates.map((c) => c.candidateId), shardCount };
+}
+
+/** Sums of the vote counters in /metrics: replies by outcome and gateway refusals by code. */
+export interface VoteCounters {
+  /** livevote_votes_total: replies of the vote node by outcome. */
+  readonly outcomes: Record<string, number>;
+  /** livevote_votes_rejected_at_gateway_total by error code. */
+  readonly rejectedAtGateway: Record<string, number>;
+  /** livevote_http_requests_total of POST /api/v1/votes by status code. */
+  readonly voteHttpStatus: Record<string, number>;
+}
+
+export async function voteCounters(baseUrl: string): Promise<VoteCounters> {
+  const text = await (await fetch(`${baseUrl}/metrics`)).text();
+  const outcomes: Record<string, number> = {};
+  const rejectedAtGateway: Record<string, number> = {};
+  const voteHttpStatus: Record<string, number> = {};
+  for (const line of text.split('\n')) {
+    if (line.startsWith('livevote_http_requests_total{') && line.includes('method="POST"') && line.includes('route="/api/v1/votes"')) {
+      const status = /status="(\d+)"/.exec(line)?.[1];
+      const value = /\} (\d+(?:\.\d+)?)$/.exec(line)?.[1];
+      if (status && value) voteHttpStatus[status] = Number(value);
+    }
+    const outcome = /^livevote_votes_total\{outcome="([^"]+)"\} (\d+(?:\.\d+)?)/.exec(line);
+    if (outcome) outcomes[outcome[1]!] = Number(outcome[2]);
+    const rejected = /^livevote_votes_rejected_at_gateway_total\{code="([^"]+)"\} (\d+(?:\.\d+)?)/.exec(line);
+    if (rejected) rejectedAtGateway[rejected[1]!] = Number(rejected[2]);
+  }
+  return { outcomes, rejectedAtGateway, voteHttpStatus };
+}
+
+/** a − b per key. */
+export function counterDelta(after: Record<string, number>, before: Record<string, number>): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const [key, value] of Object.entries(after)) {
+    const delta = value - (before[key] ?? 0);
+    if (delta !== 0) out[key] = delta;
+  }
+  return out;
+}

@@ -1,0 +1,531 @@
+// Writes bench/RESULTS.md and bench/results.json from one run's figures. Everything in both
+// files comes from the run; nothing here is typed in by hand but the explanations of method.
+import { writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import type { FanoutResult } from './fanout.ts';
+import type { ProfileSummary } from './cpuProfile.ts';
+
+export interface WriteRunReport {
+  readonly label: string;
+  readonly command: string;
+  readonly connections: number;
+  readonly activeS: number;
+  /** Answers received (any status). */
+  readonly requests: number;
+  /** Answers with status < 400 (all 200 here). */
+  readonly ok: number;
+  readonly non2xx: number;
+  readonly socketErrors: number;
+  readonly unanswered: number;
+  readonly repeats: number;
+  readonly votersExhausted: boolean;
+  /** Answers per second of the active window. */
+  readonly rps: number;
+  /** 200 answers (accepted, durable votes) per second of the active window. */
+  readonly okPerS: number;
+  readonly latencyMs: { readonly mean: number; readonly p50: number; readonly p90: number; readonly p99: number; readonly p999: number; readonly max: number };
+  /** Percent of one core, by process group, over the middle of the active window. */
+  readonly cpuPercent: Record<string, number>;
+  readonly stored?: number;
+  readonly countOk?: boolean;
+  readonly countProblems?: readonly string[];
+  readonly serverOutcomes?: Record<string, number>;
+  readonly serverHttpStatus?: Record<string, number>;
+}
+
+export interface BenchSettings {
+  readonly connections: number;
+  readonly writeActiveS: number;
+  readonly warmupS: number;
+  readonly drainS: number;
+  readonly saturationConnections: number;
+  readonly saturationActiveS: number;
+  readonly readS: number;
+  readonly subscribers: number;
+  readonly fanoutActiveS: number;
+  readonly profileActiveS: number;
+  readonly voters: number;
+  readonly recoveryVotes: number;
+  readonly candidates: number;
+  readonly shardCount: number;
+  readonly baselinePoolMax: number;
+  readonly voterLineWidth: number;
+  readonly measuredLines: number;
+}
+
+export interface BenchResults {
+  readonly generatedAt: string;
+  readonly totalS: number;
+  readonly git: { readonly commit: string; readonly productChangesUncommitted: number };
+  readonly machine: {
+    readonly cpuModel: string;
+    readonly cores: number;
+    readonly memoryGiB: number;
+    readonly kernel: string;
+    readonly node: string;
+    readonly postgres: string;
+    readonly postgresSettings: Record<string, string>;
+    readonly wrk: string;
+    readonly uws: string;
+    readonly openFilesLimit: number;
+    readonly loadAverageAtEnd: readonly number[];
+  };
+  readonly settings: BenchSettings;
+  readonly livevoteConfig: { readonly env: readonly string[] } & Record<string, unknown>;
+  readonly votersS: number;
+  /** Time spent waiting for other work on the machine to settle before measured runs. */
+  readonly quietWaitedS: number;
+  readonly ceiling: WriteRunReport;
+  readonly livevote: WriteRunReport;
+  readonly saturation: WriteRunReport;
+  readonly baseline: WriteRunReport;
+  readonly baselineSaturation: WriteRunReport;
+  readonly reads: WriteRunReport;
+  readonly fanout: Omit<FanoutResult, 'loadResult'> & { readonly loadResult: undefined; readonly load: WriteRunReport };
+  readonly journal: Record<string, number>;
+  readonly recovery: {
+    readonly votesTotal: number;
+    readonly shardCount: number;
+    readonly candidateCount: number;
+    readonly batchRows: number;
+    readonly snapshotFraction: number;
+    readonly watermarkBatchId: number;
+    readonly coveredVotes: number;
+    readonly tailVotes: number;
+    readonly snapshotBytes: number;
+    readonly insertS: number;
+    readonly snapshotWriteS: number;
+    readonly recoveryS: number;
+    readonly rowsReplayed: number;
+    readonly fullReplayS: number | null;
+    readonly fullReplayRows: number | null;
+  };
+  readonly memory: {
+    readonly voters: number;
+    readonly shardCount: number;
+    readonly stride: number;
+    readonly votes: number;
+    readonly bitsSet: number;
+    readonly slotsCovered: number;
+    readonly pageBytes: number;
+    readonly bitmapBytes: number;
+    readonly idealBytes: number;
+    readonly ratio: number;
+    readonly rssDeltaBytes: number;
+    readonly arrayBuffersDeltaBytes: number;
+    readonly heapUsedDeltaBytes: number;
+    readonly fillMs: number;
+  };
+  readonly restart: {
+    readonly startS: number;
+    readonly elections: readonly { electionId: string; name: string; votes: number; recoveryMs: number }[];
+    readonly exitCodes: readonly (number | string)[];
+  };
+  readonly profiled: WriteRunReport;
+  readonly profile: ProfileSummary;
+}
+
+interface Target {
+  readonly name: string;
+  readonly actual: string;
+  readonly target: string;
+  readonly met: boolean;
+  readonly margin: string;
+}
+
+const fmt = (n: number, digits = 0) => n.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
+const mb = (bytes: number) => `${fmt(bytes / 1e6, 2)} MB`;
+const pct = (record: Record<string, number>) =>
+  Object.entries(record)
+    .filter(([k]) => k !== 'machine')
+    .map(([k, v]) => `${k} ${v}%`)
+    .join(', ');
+
+function targets(r: BenchResults): Target[] {
+  const lvRatio = r.livevote.okPerS / r.ceiling.rps;
+  const baseRatio = r.livevote.okPerS / r.baseline.okPerS;
+  const bitmapAllowance = 1.1 * r.memory.idealBytes + r.memory.shardCount * r.memory.pageBytes;
+  const out: Target[] = [
+    {
+      name: 'livevote ≥ 0.5× ceiling',
+      actual: `${fmt(r.livevote.okPerS)} votes/s = ${lvRatio.toFixed(3)}× ceiling (${fmt(r.ceiling.rps)} req/s)`,
+      target: `≥ ${fmt(0.5 * r.ceiling.rps)} votes/s`,
+      met: lvRatio >= 0.5,
+      margin: lvRatio >= 0.5 ? `${(lvRatio / 0.5).toFixed(2)}× the target` : `missed: ${(0.5 / lvRatio).toFixed(1)}× short (${fmt(0.5 * r.ceiling.rps - r.livevote.okPerS)} votes/s missing)`,
+    },
+    {
+      name: 'livevote p99 < 150 ms',
+      actual: `${r.livevote.latencyMs.p99} ms`,
+      target: '< 150 ms',
+      met: r.livevote.latencyMs.p99 < 150,
+      margin: r.livevote.latencyMs.p99 < 150 ? `${fmt(150 - r.livevote.latencyMs.p99, 1)} ms to spare` : `missed by ${fmt(r.livevote.latencyMs.p99 - 150, 1)} ms`,
+    },
+    {
+      name: 'livevote ≥ 10× baseline',
+      actual: `${baseRatio.toFixed(2)}× (${fmt(r.livevote.okPerS)} vs ${fmt(r.baseline.okPerS)} votes/s)`,
+      target: `≥ ${fmt(10 * r.baseline.okPerS)} votes/s`,
+      met: baseRatio >= 10,
+      margin: baseRatio >= 10 ? `${(baseRatio / 10).toFixed(2)}× the target` : `missed: ${(10 / baseRatio).toFixed(1)}× short`,
+    },
+    {
+      name: 'reads p99 < 200 ms',
+      actual: `${r.reads.latencyMs.p99} ms at ${fmt(r.reads.rps)} req/s`,
+      target: '< 200 ms',
+      met: r.reads.latencyMs.p99 < 200 && r.reads.non2xx === 0,
+      margin: r.reads.latencyMs.p99 < 200 ? `${fmt(200 - r.reads.latencyMs.p99, 1)} ms to spare` : `missed by ${fmt(r.reads.latencyMs.p99 - 200, 1)} ms`,
+    },
+    {
+      name: 'fan-out p99 < 1 s (commit → delivery)',
+      actual: `${fmt(r.fanout.commitToDeliveryMs.p99)} ms to ${fmt(r.fanout.subscribersConnected)} subscribers`,
+      target: '< 1,000 ms',
+      met: r.fanout.commitToDeliveryMs.p99 < 1000 && r.fanout.subscribersConnected === r.settings.subscribers && r.fanout.missed === 0,
+      margin: r.fanout.commitToDeliveryMs.p99 < 1000 ? `${fmt(1000 - r.fanout.commitToDeliveryMs.p99)} ms to spare` : `missed by ${fmt(r.fanout.commitToDeliveryMs.p99 - 1000)} ms`,
+    },
+    {
+      name: 'bitmap ≤ 1.1× ceil(voters/8) + fixed overhead',
+      actual: `${mb(r.memory.bitmapBytes)} = ${r.memory.ratio.toFixed(4)}× ${mb(r.memory.idealBytes)}`,
+      target: `≤ ${mb(bitmapAllowance)} (1.1× + one ${r.memory.pageBytes / 1024} KiB page per shard × ${r.memory.shardCount})`,
+      met: r.memory.bitmapBytes <= bitmapAllowance,
+      margin: r.memory.bitmapBytes <= bitmapAllowance ? `${mb(bitmapAllowance - r.memory.bitmapBytes)} to spare` : `missed by ${mb(r.memory.bitmapBytes - bitmapAllowance)}`,
+    },
+    {
+      name: `recovery of ${fmt(r.recovery.votesTotal)} votes < 5 s`,
+      actual: `${r.recovery.recoveryS.toFixed(2)} s`,
+      target: '< 5 s',
+      met: r.recovery.recoveryS < 5,
+      margin: r.recovery.recoveryS < 5 ? `${(5 - r.recovery.recoveryS).toFixed(2)} s to spare` : `missed by ${(r.recovery.recoveryS - 5).toFixed(2)} s`,
+    },
+    {
+      name: 'npm run bench < 6 min',
+      actual: `${fmt(r.totalS)} s`,
+      target: '< 360 s',
+      met: r.totalS < 360,
+      margin: r.totalS < 360 ? `${fmt(360 - r.totalS)} s to spare` : `missed by ${fmt(r.totalS - 360)} s`,
+    },
+  ];
+  return out;
+}
+
+/** Runs during which other work on the machine used more than this (percent of one core) are flagged. */
+const disturbedOtherPercent = 25;
+
+function perAnswerUs(run: WriteRunReport, group: string): number | undefined {
+  const percent = group === 'server' ? (run.cpuPercent.livevote ?? run.cpuPercent.server) : run.cpuPercent[group];
+  return percent === undefined ? undefined : (percent / 100) * 1e6 / Math.max(1, run.rps);
+}
+
+function budgetTotal(run: WriteRunReport): number {
+  return (perAnswerUs(run, 'server') ?? 0) + (perAnswerUs(run, 'postgres') ?? 0) + (perAnswerUs(run, 'wrk') ?? 0);
+}
+
+function budgetRow(run: WriteRunReport, cores: number): string {
+  const cell = (v: number | undefined) => (v === undefined ? '—' : fmt(v));
+  const total = budgetTotal(run);
+  return `| ${run.label} | ${cell(perAnswerUs(run, 'server'))} | ${cell(perAnswerUs(run, 'postgres'))} | ${cell(perAnswerUs(run, 'wrk'))} | ${fmt(total)} | ${fmt((cores * 1e6) / total)} /s |`;
+}
+
+/** CPU microseconds per answer of the server process and of Postgres. */
+function cpuPerAnswer(run: WriteRunReport): string {
+  const perAnswer = (percent: number | undefined) => (percent === undefined ? undefined : Math.round((percent / 100) * 1e6 / Math.max(1, run.rps)));
+  const server = perAnswer(run.cpuPercent.livevote ?? run.cpuPercent.server);
+  const postgres = perAnswer(run.cpuPercent.postgres);
+  return [server === undefined ? '' : `${server}`, postgres === undefined ? '' : ` + ${postgres} pg`].join('');
+}
+
+function runRow(run: WriteRunReport): string {
+  const l = run.latencyMs;
+  const disturbed = (run.cpuPercent.other ?? 0) > disturbedOtherPercent ? ' ⚠' : '';
+  return `| ${run.label}${disturbed} | ${run.connections} | ${run.activeS.toFixed(1)} | ${fmt(run.requests)} | ${fmt(run.ok)} | ${fmt(run.non2xx)} | **${fmt(run.okPerS)}** | ${l.p50} | ${l.p90} | **${l.p99}** | ${l.p999} | ${l.max} | ${pct(run.cpuPercent)} | ${cpuPerAnswer(run)} |`;
+}
+
+function countRow(run: WriteRunReport): string {
+  const outcomes = run.serverOutcomes ? Object.entries(run.serverOutcomes).map(([k, v]) => `${k} ${fmt(v)}`).join(', ') : '—';
+  return `| ${run.label} | ${fmt(run.ok)} | ${run.stored === undefined ? '—' : fmt(run.stored)} | ${fmt(run.unanswered)} | ${fmt(run.repeats)} | ${run.votersExhausted ? 'yes' : 'no'} | ${outcomes} | ${run.countOk ? 'pass' : `**FAIL**: ${run.countProblems?.join('; ')}`} |`;
+}
+
+function frameTable(rows: ProfileSummary['selfTop'], kind: 'areas' | 'self' | 'inclusive'): string {
+  if (kind === 'areas') return ['| # | area | ms | % of busy |', '|---|---|---|---|', ...rows.map((r, i) => `| ${i + 1} | ${r.area} | ${fmt(r.ms)} | ${r.percent} |`)].join('\n');
+  if (kind === 'inclusive') return ['| # | frame | ms | % of busy |', '|---|---|---|---|', ...rows.map((r, i) => `| ${i + 1} | \`${r.frame}\` | ${fmt(r.ms)} | ${r.percent} |`)].join('\n');
+  return [
+    '| # | frame | ms | % of busy | mostly called from (share of its time) |',
+    '|---|---|---|---|---|',
+    ...rows.map((r, i) => `| ${i + 1} | \`${r.frame}\` | ${fmt(r.ms)} | ${r.percent} | ${r.calledFrom ? `\`${r.calledFrom}\` (${r.calledFromPercent}%)` : ''} |`),
+  ].join('\n');
+}
+
+export function renderMarkdown(r: BenchResults): string {
+  const t = targets(r);
+  const lvRatio = r.livevote.okPerS / r.ceiling.rps;
+  const baseRatio = r.livevote.okPerS / r.baseline.okPerS;
+  const littleLv = r.livevote.connections / (r.livevote.latencyMs.mean / 1000);
+  const littleBase = r.baseline.connections / (r.baseline.latencyMs.mean / 1000);
+  const wrkCeiling = r.ceiling.cpuPercent.wrk ?? 0;
+  const wrkLv = r.livevote.cpuPercent.wrk ?? 0;
+  const otherMax = Math.max(...[r.ceiling, r.livevote, r.saturation, r.baseline, r.baselineSaturation, r.reads, r.fanout.load].map((run) => run.cpuPercent.other ?? 0));
+  const fo = r.fanout;
+  const counts = [r.livevote, r.saturation, r.baseline, r.baselineSaturation];
+  const allCountsOk = counts.every((c) => c.countOk);
+  const p = (x: number) => fmt(x, 1);
+
+  return `# livevote benchmark results
+
+Generated by \`npm run bench\` (\`bench/run.ts\`) at ${r.generatedAt}, commit \`${r.git.commit}\`${r.git.productChangesUncommitted > 0 ? ` (with ${r.git.productChangesUncommitted} uncommitted product files in the working tree at the time)` : ''}, in ${fmt(r.totalS)} s.
+**Do not edit by hand**: rerun \`npm run bench\`; \`bench/results.json\` holds the same figures.
+
+## Summary
+
+| target | measured | target value | verdict |
+|---|---|---|---|
+${t.map((x) => `| ${x.name} | ${x.actual} | ${x.target} | ${x.met ? 'met' : '**missed**'}: ${x.margin} |`).join('\n')}
+| stored votes = 200 answers | ${counts.map((c) => `${c.label}: ${fmt(c.stored ?? 0)} = ${fmt(c.ok)}`).join('; ')} | equal, every request answered | ${allCountsOk ? 'pass' : '**FAIL** (the run exits non-zero)'} |
+
+Ratios (same machine, same wrk, same request shape, ${r.settings.connections} connections):
+- **livevote / ceiling = ${lvRatio.toFixed(3)}** (${fmt(r.livevote.okPerS)} durable votes/s vs ${fmt(r.ceiling.rps)} fixed answers/s)
+- **livevote / baseline = ${baseRatio.toFixed(2)}** (${fmt(r.livevote.okPerS)} vs ${fmt(r.baseline.okPerS)} durable votes/s)
+- at ${r.saturation.connections} connections (each at its peak): livevote ${fmt(r.saturation.okPerS)} votes/s (p99 ${r.saturation.latencyMs.p99} ms), baseline
+  ${fmt(r.baselineSaturation.okPerS)} votes/s (p99 ${r.baselineSaturation.latencyMs.p99} ms): **livevote / baseline = ${(r.saturation.okPerS / r.baselineSaturation.okPerS).toFixed(2)}**, livevote / ceiling = ${(r.saturation.okPerS / r.ceiling.rps).toFixed(3)}
+
+## Machine
+
+| | |
+|---|---|
+| CPU | ${r.machine.cores} cores, ${r.machine.cpuModel} |
+| memory | ${r.machine.memoryGiB} GiB |
+| OS | ${r.machine.kernel} |
+| Node.js | ${r.machine.node} |
+| Postgres | ${r.machine.postgres} (the embedded server livevote started; ${Object.entries(r.machine.postgresSettings).map(([k, v]) => `${k}=${v}`).join(', ')}) |
+| wrk | ${r.machine.wrk}, 1 thread |
+| uWebSockets.js | ${r.machine.uws} (native binary, loaded as \`gateway/uws.ts\` does) |
+| open files limit | ${fmt(r.machine.openFilesLimit)} |
+| load average at the end | ${r.machine.loadAverageAtEnd.join(', ')} |
+
+Load generator, servers and Postgres share these ${r.machine.cores} cores. The CPU columns below say who used them
+(percent of one core; "other" is everything on the machine outside the benchmark's processes, i.e. other work
+sharing the box during the run: up to ${otherMax}% of a core in a measured window this time; runs with more than
+${disturbedOtherPercent}% are marked ⚠).
+
+## How it was run
+
+- **livevote** runs as its own process in **embedded mode** (\`DATABASE_URL\` unset, a fresh temporary
+  \`LIVEVOTE_DATA_DIR\`): \`node --import tsx infra/main.ts\` started by \`infra/testing/processHarness.ts\`, with its
+  embedded ${r.machine.postgres.split(' on ')[0]} (durable: fsync on). The **baseline** writes to **the same Postgres server** (a
+  database of its own, \`bench_baseline\`), so both pay the same fsync.
+- Voters: ${fmt(r.settings.voters)} users inserted in bulk and their access tokens minted with the node's JWT secret by
+  \`infra/testing/voters.ts\` (${p(r.votersS)} s), written to a file of fixed-width lines that \`bench/lua/votes.lua\` walks:
+  every request is the next voter, none is sent twice in one election (checked: "repeats" below). Warm-ups use
+  voters of their own (livevote: a separate election; baseline: separate lines, subtracted from the count).
+- Every write run: \`wrk -t1 -c${r.settings.connections}\`, POST \`/api/v1/votes\` \`{electionId, candidateId, userId}\` with
+  \`Authorization: Bearer <token>\`, candidates in rotation, ${r.settings.warmupS} s warm-up, then ${r.settings.writeActiveS} s measured.
+  votes.lua quiesces at the end of the window (connections park once answered) and wrk runs ${r.settings.drainS} s longer, so
+  every request sent is answered: the 200s wrk counted are exactly the acknowledged votes, and votes/s =
+  200 answers / active window. Latency percentiles are wrk's (\`done()\` → \`latency:percentile\`).
+- After each livevote and baseline run: \`SELECT count(*)\` of that election's stored rows must equal the 200s,
+  every request must have been answered, and livevote's own counters (\`/metrics\`) must agree; else the run
+  fails and \`npm run bench\` exits non-zero.
+- Abuse controls: livevote's vote rate limits and fraud rules would throttle one synthetic client address, so the
+  run sets them off explicitly: ${r.livevoteConfig.env.filter((e) => /RATE_LIMIT|FRAUD/.test(e)).map((e) => `\`${e}\``).join(', ')}. No CAPTCHA token is sent.
+- livevote configuration: ${r.livevoteConfig.env.map((e) => `\`${e}\``).join(', ')}; group commit as configured by default:
+  flush interval ${r.livevoteConfig.flushIntervalMs} ms, batch ${r.livevoteConfig.batchRowsMax} rows, ${r.livevoteConfig.commitsInFlightMax} commits in flight,
+  pending votes per shard ${r.livevoteConfig.pendingVotesMax}, pool ${r.livevoteConfig.dbPoolMax}, snapshots every ${r.livevoteConfig.snapshotIntervalMs} ms.
+  Elections: ${r.settings.candidates} candidates, ${r.settings.shardCount} shards.
+- Baseline: \`bench/servers/baseline.ts\`, pg pool of ${r.settings.baselinePoolMax}.
+- Not part of this run: how the group-commit knobs move the write figure is in [KNOBS.md](KNOBS.md)
+  (\`node --import tsx bench/knobs.ts\`, about 2 minutes).
+
+Commands (the voter file is a temporary path; the trailing arguments are votes.lua's):
+
+\`\`\`
+${[r.ceiling, r.livevote, r.saturation, r.baseline, r.baselineSaturation, r.reads, r.fanout.load, r.profiled].map((run) => `# ${run.label}\n${run.command}`).join('\n')}
+# journal
+DATABASE_URL=<embedded server>/postgres node --import tsx bench/journal.ts
+# recovery
+DATABASE_URL=<embedded server>/postgres RECOVERY_VOTES=${r.recovery.votesTotal} RECOVERY_FULL_REPLAY=1 node --import tsx bench/recovery.ts
+# memory
+node --expose-gc --max-semi-space-size=1 --import tsx bench/memory.ts
+\`\`\`
+
+## Writes
+
+| run | conns | active s | answered | 200 | ≥400 | **votes/s** (200/s) | p50 ms | p90 ms | **p99 ms** | p99.9 ms | max ms | CPU (% of one core) | CPU µs per answer (server + pg) |
+|---|---|---|---|---|---|---|---|---|---|---|---|---|---|
+${[r.ceiling, r.livevote, r.saturation, r.baseline, r.baselineSaturation, r.fanout.load, r.profiled].map(runRow).join('\n')}
+
+The ceiling row counts fixed answers (nothing stored). "fan-out load" is the write load during the fan-out
+measurement (${fmt(r.fanout.subscribersConnected)} subscribers connected); "livevote (profiled)" ran under \`--cpu-prof\` after a restart.
+⚠ marks a run during which other work on the machine used more than ${disturbedOtherPercent}% of a core ("other").
+Before each measured run the benchmark waited for the machine to settle (${fmt(r.quietWaitedS)} s in total this time).
+
+Closed loop: with ${r.livevote.connections} connections, votes/s ≈ connections / mean latency (Little's law):
+livevote ${fmt(littleLv)} (${r.livevote.connections} / ${r.livevote.latencyMs.mean} ms), baseline ${fmt(littleBase)} (${r.baseline.connections} / ${r.baseline.latencyMs.mean} ms).
+During the livevote run the livevote process used ${r.livevote.cpuPercent.livevote ?? '?'}% of a core and Postgres ${r.livevote.cpuPercent.postgres ?? '?'}%;
+at ${r.saturation.connections} connections ${r.saturation.cpuPercent.livevote ?? '?'}% and ${r.saturation.cpuPercent.postgres ?? '?'}%.
+
+### CPU per vote
+
+CPU time per answer, from each process's own CPU counters (\`/proc\`), so other work on the machine does not inflate it:
+
+| run | server µs | Postgres µs | wrk µs | total µs | two cores carry at most |
+|---|---|---|---|---|---|
+${[r.ceiling, r.livevote, r.saturation, r.baseline, r.baselineSaturation].map((run) => budgetRow(run, r.machine.cores)).join('\n')}
+
+0.5× the ceiling is ${fmt(0.5 * r.ceiling.rps)} votes/s: on ${r.machine.cores} cores that leaves **${fmt((r.machine.cores * 1e6) / (0.5 * r.ceiling.rps), 1)} µs of CPU per vote for
+livevote, Postgres and wrk together**; at saturation they used ${fmt(budgetTotal(r.saturation))} µs
+(${(budgetTotal(r.saturation) / ((r.machine.cores * 1e6) / (0.5 * r.ceiling.rps))).toFixed(1)}× that), of which Postgres alone ${fmt(perAnswerUs(r.saturation, 'postgres') ?? 0)} µs and wrk ${fmt(perAnswerUs(r.saturation, 'wrk') ?? 0)} µs.
+
+### Stored votes against answers
+
+| run | 200 answers | stored rows | unanswered | repeated voters | voters ran out | livevote's outcomes (/metrics) | check |
+|---|---|---|---|---|---|---|---|
+${counts.map(countRow).join('\n')}
+
+### Is wrk the bottleneck?
+
+wrk used ${wrkCeiling}% of a core to drive ${fmt(r.ceiling.rps)} req/s against the ceiling with this same script, and
+${wrkLv}% during the livevote run at ${fmt(r.livevote.rps)} req/s. The load generator can issue ${(r.ceiling.rps / Math.max(1, r.livevote.rps)).toFixed(1)}× livevote's rate
+on this machine, so livevote's figure is livevote's, not wrk's.
+${wrkCeiling >= 90
+    ? `The ceiling run itself is bounded by wrk: its one thread used ${wrkCeiling}% of a core (${pct(r.ceiling.cpuPercent)}).
+So the ceiling is the ceiling of this load tool on this box, a lower bound of what bare uWebSockets.js can
+answer; ratios to it flatter livevote slightly, never the other way round.`
+    : `The ceiling run left wrk headroom (${pct(r.ceiling.cpuPercent)}): it is bare uWebSockets.js' own limit here.`}
+
+## Reads
+
+\`GET /api/v1/results/live/{electionId}\` on the election of the livevote run (${fmt(r.livevote.stored ?? 0)} votes), wrk
+\`-t1 -c${r.reads.connections}\`, ${r.reads.activeS} s: **${fmt(r.reads.rps)} req/s**, p50 ${r.reads.latencyMs.p50} ms, p90 ${r.reads.latencyMs.p90} ms,
+**p99 ${r.reads.latencyMs.p99} ms**, p99.9 ${r.reads.latencyMs.p999} ms, ${fmt(r.reads.non2xx)} non-2xx. CPU: ${pct(r.reads.cpuPercent)}.
+
+## Fan-out
+
+${fmt(fo.subscribersConnected)} of ${fmt(r.settings.subscribers)} WebSocket subscribers (the \`ws\` package, in the benchmark process) on
+\`/api/v1/results/stream/{electionId}\`, connected in ${p(fo.connectMs / 1000)} s (${fo.connectFailures} failures), while wrk wrote
+${fmt(fo.load.okPerS)} votes/s into the same election (${fo.load.connections} connections).
+
+Method: wrk votes for every candidate but the last. A marker sender in the benchmark process casts one vote at
+a time for the last candidate, each from a fresh voter, noting when it sent it and when the 200 came back.
+livevote answers only after COMMIT, so the commit lies between the two. Every subscriber notes when it first
+sees the marker candidate's count reach k. **commit → delivery** = first seen − 200 received, per (marker,
+subscriber); it can only understate by the 200's own trip (a frame that arrived before the 200 is counted as
+0 ms: ${fmt(fo.beforeAck)} times). send → delivery is the upper bound (it includes the marker's own commit wait).
+publish → delivery is receive time − the frame's \`asOf\` (when the server serialised it), over every frame.
+
+| measure | samples | p50 ms | p90 ms | **p99 ms** | p99.9 ms | max ms |
+|---|---|---|---|---|---|---|
+| commit → delivery | ${fmt(fo.commitToDeliveryMs.count)} | ${p(fo.commitToDeliveryMs.p50)} | ${p(fo.commitToDeliveryMs.p90)} | **${p(fo.commitToDeliveryMs.p99)}** | ${p(fo.commitToDeliveryMs.p999)} | ${p(fo.commitToDeliveryMs.max)} |
+| send → delivery (upper bound) | ${fmt(fo.sendToDeliveryMs.count)} | ${p(fo.sendToDeliveryMs.p50)} | ${p(fo.sendToDeliveryMs.p90)} | ${p(fo.sendToDeliveryMs.p99)} | ${p(fo.sendToDeliveryMs.p999)} | ${p(fo.sendToDeliveryMs.max)} |
+| publish (\`asOf\`) → delivery | ${fmt(fo.publishToDeliveryMs.count)} | ${p(fo.publishToDeliveryMs.p50)} | ${p(fo.publishToDeliveryMs.p90)} | ${p(fo.publishToDeliveryMs.p99)} | ${p(fo.publishToDeliveryMs.p999)} | ${p(fo.publishToDeliveryMs.max)} |
+
+${fo.markers} markers; ${fmt(fo.framesReceived)} frames received; (marker, subscriber) pairs never delivered: ${fmt(fo.missed)};
+subscribers dropped during the run: ${fo.subscribersLost}. The measuring process's own event-loop delay p99 was
+${p(fo.clientLoopDelayMsP99)} ms (it is part of every figure above). CPU during the run: ${pct(fo.load.cpuPercent)}.
+
+## Memory
+
+Shard state of one election sized for **${fmt(r.memory.voters)} voters** over ${r.memory.shardCount} shards, built through the real
+shard step function (\`createShardState\` + \`stepShard\` \`ReplayStoredVotes\`) with ${fmt(r.memory.votes)} votes spread over the whole
+voter range (every ${r.memory.stride}th voter of every shard, and the last voter), so every bitmap page is allocated
+(\`bench/memory.ts\`, a fresh process).
+
+| | bytes |
+|---|---|
+| ceil(voters / 8) | ${fmt(r.memory.idealBytes)} |
+| **bitmap bytes** (sum of \`PagedBitmap.byteLength()\`, ${r.memory.pageBytes / 1024} KiB pages) | **${fmt(r.memory.bitmapBytes)}** (${r.memory.ratio.toFixed(4)}×) |
+| process RSS delta | ${fmt(r.memory.rssDeltaBytes)} |
+| ArrayBuffer memory delta | ${fmt(r.memory.arrayBuffersDeltaBytes)} |
+| JS heap used delta | ${fmt(r.memory.heapUsedDeltaBytes)} |
+
+Bits set ${fmt(r.memory.bitsSet)}, slots covered ${fmt(r.memory.slotsCovered)}, filled in ${fmt(r.memory.fillMs)} ms. Run with
+\`--max-semi-space-size=1\` so transient row objects do not leave a grown young generation in the RSS delta.
+
+## Recovery
+
+\`bench/recovery.ts\`: a throwaway database (the product's migrations) on the same Postgres, ${fmt(r.recovery.votesTotal)} vote rows
+inserted by \`generate_series\` (${p(r.recovery.insertS)} s; voters 0..N−1, shard = voter % ${r.recovery.shardCount}, batch ids rising every
+${fmt(r.recovery.batchRows)} rows), then one snapshot per shard written through the real \`PgSnapshotStore\` under real leases,
+covering ${fmt(r.recovery.coveredVotes)} votes (watermark batch ${fmt(r.recovery.watermarkBatchId)}; ${mb(r.recovery.snapshotBytes)} of bitmaps, written in ${r.recovery.snapshotWriteS.toFixed(2)} s).
+Timed: \`VoteNode.openElection\` on the Postgres adapters (latest snapshot per shard + stored votes after the watermark),
+all ${r.recovery.shardCount} shards, checked against the expected total and tallies.
+
+| | seconds | rows replayed |
+|---|---|---|
+| **snapshot + tail** | **${r.recovery.recoveryS.toFixed(2)}** | ${fmt(r.recovery.rowsReplayed)} |
+| no snapshot (everything replayed) | ${r.recovery.fullReplayS === null ? '—' : r.recovery.fullReplayS.toFixed(2)} | ${r.recovery.fullReplayRows === null ? '—' : fmt(r.recovery.fullReplayRows)} |
+
+Postgres' caches are warm (the rows were just written), as after a process crash on a live database server.
+A real restart of livevote (the profiled run's process, same data dir) took ${p(r.restart.startS)} s to listen, recovering
+${r.restart.elections.length} elections: ${r.restart.elections.map((e) => `${e.name} (${fmt(e.votes)} votes) in ${fmt(e.recoveryMs)} ms`).join(', ')}. Exit codes of the
+graceful stops: ${r.restart.exitCodes.join(', ')}.
+
+## Journal alone
+
+\`bench/journal.ts\` (PgJournal without HTTP or actors: fence + COPY + insert + batch record per transaction) on the same
+Postgres: **${fmt(r.journal.rowsPerS ?? 0)} rows/s** with batches of ${fmt(r.journal.batchRows ?? 0)} rows and ${r.journal.inFlightMax} commits in flight, commit
+latency p50 ${r.journal.commitLatencyMsP50} ms, p99 ${r.journal.commitLatencyMsP99} ms.
+
+## CPU profile of the livevote hot path
+
+livevote restarted as \`node --cpu-prof --import tsx infra/main.ts\` (same data dir and settings), then one ${r.profiled.activeS} s write run of ${r.profiled.connections} connections
+(${fmt(r.profiled.okPerS)} votes/s under the profiler); only the samples inside the load window are counted
+(${fmt(r.profile.samples)} samples over ${fmt(r.profile.windowMs)} ms; ${r.profile.idlePercent}% idle). Percentages are of the busy samples.
+
+Self time by area:
+
+${frameTable(r.profile.areas.slice(0, 15), 'areas')}
+
+Top self-time frames:
+
+${frameTable(r.profile.selfTop, 'self')}
+
+Top inclusive frames (a frame's own time plus everything it called):
+
+${frameTable(r.profile.inclusiveTop.slice(0, 20), 'inclusive')}
+`;
+}
+
+export interface Verdict {
+  readonly failed: boolean;
+  readonly lines: readonly string[];
+}
+
+export async function writeResults(r: BenchResults, dir: string): Promise<Verdict> {
+  const t = targets(r);
+  const json = {
+    ceiling_rps: r.ceiling.rps,
+    livevote_votes_per_s: r.livevote.okPerS,
+    livevote_p50_ms: r.livevote.latencyMs.p50,
+    livevote_p99_ms: r.livevote.latencyMs.p99,
+    livevote_p999_ms: r.livevote.latencyMs.p999,
+    livevote_saturation_votes_per_s: r.saturation.okPerS,
+    livevote_saturation_p99_ms: r.saturation.latencyMs.p99,
+    baseline_votes_per_s: r.baseline.okPerS,
+    baseline_p99_ms: r.baseline.latencyMs.p99,
+    baseline_saturation_votes_per_s: r.baselineSaturation.okPerS,
+    ratio_livevote_baseline_at_saturation: Math.round((r.saturation.okPerS / r.baselineSaturation.okPerS) * 100) / 100,
+    ratio_livevote_ceiling: Math.round((r.livevote.okPerS / r.ceiling.rps) * 1000) / 1000,
+    ratio_livevote_baseline: Math.round((r.livevote.okPerS / r.baseline.okPerS) * 100) / 100,
+    read_rps: r.reads.rps,
+    read_p99_ms: r.reads.latencyMs.p99,
+    fanout_subscribers: r.fanout.subscribersConnected,
+    fanout_p50_ms: Math.round(r.fanout.commitToDeliveryMs.p50 * 10) / 10,
+    fanout_p99_ms: Math.round(r.fanout.commitToDeliveryMs.p99 * 10) / 10,
+    bitmap_bytes_300m: r.memory.bitmapBytes,
+    bitmap_ideal_bytes_300m: r.memory.idealBytes,
+    memory_rss_delta_bytes_300m: r.memory.rssDeltaBytes,
+    recovery_10m_s: Math.round(r.recovery.recoveryS * 1000) / 1000,
+    recovery_full_replay_s: r.recovery.fullReplayS === null ? null : Math.round(r.recovery.fullReplayS * 1000) / 1000,
+    journal_rows_per_s: r.journal.rowsPerS,
+    counts_ok: [r.livevote, r.saturation, r.baseline, r.baselineSaturation].every((c) => c.countOk),
+    targets: Object.fromEntries(t.map((x) => [x.name, { met: x.met, measured: x.actual, target: x.target, margin: x.margin }])),
+    details: r,
+  };
+  await writeFile(path.join(dir, 'results.json'), `${JSON.stringify(json, null, 2)}\n`);
+  await writeFile(path.join(dir, 'RESULTS.md'), renderMarkdown(r));
+  const failed = !json.counts_ok;
+  return {
+    failed,
+    lines: [
+      ...t.map((x) => `${x.met ? 'met    ' : 'MISSED '} ${x.name}: ${x.actual} (${x.margin})`),
+      failed ? 'FAILED: stored votes do not match the 200 answers (see RESULTS.md)' : 'stored votes = 200 answers in every write run',
+    ],
+  };
+}
