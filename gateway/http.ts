@@ -106,6 +106,8 @@ export interface ServedRoute {
 
 export const defaultBodyBytesMax = 16 * 1024;
 
+const knownMethods = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']);
+
 const statusLines: Record<number, string> = {
   200: '200 OK', 201: '201 Created', 202: '202 Accepted', 204: '204 No Content',
   400: '400 Bad Request', 401: '401 Unauthorized', 403: '403 Forbidden', 404: '404 Not Found',
@@ -128,6 +130,10 @@ export class HttpRouter {
   readonly served: ServedRoute[] = [];
   private inFlight = 0;
   private drainWaiters: (() => void)[] = [];
+  private readonly metricChildren = new Map<string, { count: { inc(): void }; duration: { observe(value: number): void } }>();
+  /** Request ids: unique per process start, cheap (no random bytes per request). */
+  private readonly requestIdPrefix = randomUUID().slice(0, 8);
+  private requestCounter = 0;
 
   constructor(
     private readonly app: TemplatedApp,
@@ -171,7 +177,9 @@ export class HttpRouter {
     }));
     this.app.any('/*', (res, req) => {
       const path = req.getUrl();
-      const method = req.getMethod().toUpperCase();
+      // Any string can arrive as a method: only known ones become metric labels.
+      const requested = req.getMethod().toUpperCase();
+      const method = knownMethods.has(requested) ? requested : 'OTHER';
       const started = performance.now();
       const state: ResponseState = { aborted: false, done: false };
       res.onAborted(() => { state.aborted = true; });
@@ -208,7 +216,9 @@ export class HttpRouter {
     const userAgent = req.getHeader('user-agent');
     const forwardedFor = this.deps.clientAddress.honoursForwardedFor ? req.getHeader('x-forwarded-for') : '';
     const incomingRequestId = req.getHeader('x-request-id');
-    const requestId = /^[\w.-]{1,64}$/.test(incomingRequestId) ? incomingRequestId : randomUUID();
+    const requestId = incomingRequestId !== '' && /^[\w.-]{1,64}$/.test(incomingRequestId)
+      ? incomingRequestId
+      : `${this.requestIdPrefix}-${(++this.requestCounter).toString(36)}`;
     const socketIp = Buffer.from(res.getRemoteAddressAsText()).toString();
     const address = this.deps.clientAddress.resolve(socketIp, forwardedFor);
     const clientIp = address?.ip ?? socketIp;
@@ -406,9 +416,17 @@ export class HttpRouter {
   }
 
   private observe(method: string, route: string, status: number, started: number): void {
-    const labels = { method, route, status: String(status) };
-    this.deps.metrics.httpRequestsTotal.inc(labels);
-    this.deps.metrics.httpRequestDurationSeconds.observe(labels, (performance.now() - started) / 1000);
+    // prom-client hashes a label object on every call; the (method, route, status) combinations
+    // are few, so keep their children and skip that work on the hot path.
+    const key = `${method} ${route} ${status}`;
+    let child = this.metricChildren.get(key);
+    if (!child) {
+      const labels = { method, route, status: String(status) };
+      child = { count: this.deps.metrics.httpRequestsTotal.labels(labels), duration: this.deps.metrics.httpRequestDurationSeconds.labels(labels) };
+      this.metricChildren.set(key, child);
+    }
+    child.count.inc();
+    child.duration.observe((performance.now() - started) / 1000);
   }
 }
 

@@ -1,13 +1,11 @@
 // Drives a livevote process in embedded mode (DATABASE_URL unset, a temp LIVEVOTE_DATA_DIR), the
-// way `npm start` runs it: the process harness the tests use starts it, or, when node flags are
-// needed (--cpu-prof is refused in NODE_OPTIONS), the same command with the flags in front.
+// way `npm start` runs it, through the process harness the tests use (node flags such as
+// --cpu-prof, which NODE_OPTIONS refuses, go in front of the entry point).
 // Adds what a benchmark needs around it: the embedded Postgres' URL, an admin session,
 // elections, and the vote counters from /metrics.
-import { spawn } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { startLivevoteProcess, type LivevoteProcess } from '../../infra/testing/processHarness.ts';
-import { repoRoot } from './proc.ts';
 
 export interface LivevoteUnderTest {
   readonly process: LivevoteProcess;
@@ -21,7 +19,7 @@ export interface LivevoteUnderTest {
 
 export async function startLivevote(env: Record<string, string | undefined>, dataDir: string, nodeArgs: readonly string[] = []): Promise<LivevoteUnderTest> {
   const fullEnv = { ...env, DATABASE_URL: undefined, LIVEVOTE_DATA_DIR: dataDir };
-  const started = nodeArgs.length === 0 ? await startLivevoteProcess(fullEnv, 120_000) : await startWithNodeArgs(fullEnv, nodeArgs, 120_000);
+  const started = await startLivevoteProcess(fullEnv, 120_000, nodeArgs);
   const pgPort = /"port":(\d+)[^\n]*embedded Postgres started/.exec(started.output())?.[1];
   if (!pgPort) throw new Error(`livevote did not log its embedded Postgres port:\n${started.output().slice(-3000)}`);
   const secrets = JSON.parse(await readFile(path.join(dataDir, 'secrets.json'), 'utf8')) as { embeddedDbPassword: string };
@@ -35,32 +33,6 @@ export async function startLivevote(env: Record<string, string | undefined>, dat
       return Number(pidFile.split('\n')[0]);
     },
   };
-}
-
-/** infra/testing/processHarness.ts's start, with node flags before the entry point. */
-async function startWithNodeArgs(env: Record<string, string | undefined>, nodeArgs: readonly string[], startTimeoutMs: number): Promise<LivevoteProcess> {
-  const childEnv: Record<string, string> = {};
-  for (const [key, value] of Object.entries({ ...process.env, PORT: '0', LOG_LEVEL: 'info', ...env })) if (value !== undefined) childEnv[key] = value;
-  const child = spawn(process.execPath, [...nodeArgs, '--import', 'tsx', path.join(repoRoot, 'infra/main.ts')], { cwd: repoRoot, env: childEnv, stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout!.on('data', (chunk: Buffer) => { stdout += chunk.toString(); });
-  child.stderr!.on('data', (chunk: Buffer) => { stderr += chunk.toString(); });
-  const exit = new Promise<number | string>((resolve) => child.on('exit', (code, signal) => resolve(code ?? signal ?? 'unknown')));
-  const port = await new Promise<number>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`livevote did not start in ${startTimeoutMs} ms\nstdout:\n${stdout}\nstderr:\n${stderr}`)), startTimeoutMs);
-    const onData = () => {
-      const match = /"port":(\d+)[^\n]*livevote is listening/.exec(stdout);
-      if (match) {
-        clearTimeout(timer);
-        child.stdout!.off('data', onData);
-        resolve(Number(match[1]));
-      }
-    };
-    child.stdout!.on('data', onData);
-    void exit.then((code) => { clearTimeout(timer); reject(new Error(`livevote exited (${code}) before listening\nstdout:\n${stdout}\nstderr:\n${stderr}`)); });
-  });
-  return { child, port, baseUrl: `http://127.0.0.1:${port}`, output: () => stdout + stderr, exited: () => exit };
 }
 
 /** Stops livevote with SIGTERM (graceful: flush, final snapshots, embedded Postgres stopped). */

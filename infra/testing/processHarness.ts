@@ -24,13 +24,18 @@ export interface LivevoteProcess {
   exited(): Promise<number | string>;
 }
 
-export async function startLivevoteProcess(env: Record<string, string | undefined>, startTimeoutMs = 60_000): Promise<LivevoteProcess> {
+/** `nodeArgs` go before the entry point (e.g. --cpu-prof, which NODE_OPTIONS refuses). */
+export async function startLivevoteProcess(
+  env: Record<string, string | undefined>,
+  startTimeoutMs = 60_000,
+  nodeArgs: readonly string[] = [],
+): Promise<LivevoteProcess> {
   const childEnv: Record<string, string> = {};
   // LOG_LEVEL info: the start is detected by its 'livevote is listening' log line.
   for (const [key, value] of Object.entries({ ...process.env, PORT: '0', ...env, LOG_LEVEL: 'info' })) {
     if (value !== undefined) childEnv[key] = value;
   }
-  const child = spawn(process.execPath, ['--import', 'tsx', path.join(root, 'infra/main.ts')], { cwd: root, env: childEnv, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [...nodeArgs, '--import', 'tsx', path.join(root, 'infra/main.ts')], { cwd: root, env: childEnv, stdio: ['ignore', 'pipe', 'pipe'] });
   started.add(child);
   let stdout = '';
   let stderr = '';
