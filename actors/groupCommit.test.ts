@@ -50,12 +50,28 @@ describe('group committer', () => {
     expect(state.buffer).toHaveLength(1);
   });
 
-  it('flushes a partial batch after flushIntervalMs', () => {
+  it('flushes a partial batch at once while no journal call is in flight', () => {
     const state = createCommitterState(config);
+    expect(append(state, [row()], 100)).toEqual([{ kind: 'RequestBatchId' }]);
+  });
+
+  it('while a commit is in flight, flushes a partial batch after flushIntervalMs', () => {
+    const state = createCommitterState(config);
+    append(state, [row()], 90);
+    startedBatch(stepCommitter(state, { kind: 'BatchIdAssigned', batchId: 1, nowMs: 90 }));
     expect(append(state, [row()], 100)).toEqual([{ kind: 'ArmTimer', atMs: 105 }]);
     expect(append(state, [row()], 102)).toEqual([]);
     expect(stepCommitter(state, { kind: 'TimerFired', nowMs: 103 })).toEqual([{ kind: 'ArmTimer', atMs: 105 }]);
     expect(stepCommitter(state, { kind: 'TimerFired', nowMs: 105 })).toEqual([{ kind: 'RequestBatchId' }]);
+  });
+
+  it('starts the batch that waited as soon as the commit ahead of it finishes', () => {
+    const state = createCommitterState({ ...config, commitsInFlightMax: 1 });
+    append(state, [row()], 0);
+    const first = startedBatch(stepCommitter(state, { kind: 'BatchIdAssigned', batchId: 1, nowMs: 0 }));
+    expect(append(state, [row()], 1)).toEqual([]);
+    const effects = stepCommitter(state, { kind: 'CommitFinished', batchId: first.batchId, result: { kind: 'committed', conflicts: [] }, nowMs: 2 });
+    expect(kinds(effects)).toEqual(['Deliver:BatchCommitted', 'RequestBatchId']);
   });
 
   it('leaves a row whose floor is not below the batch id for the next batch', () => {

@@ -1,7 +1,9 @@
 // The node-level group committer, as a pure step function `stepCommitter(state, msg)`.
 //
-// Rows of every shard on the node go into one buffer; a batch leaves when `batchRowsMax` rows
-// are buffered or the oldest has waited `flushIntervalMs`. Every row is in exactly one place
+// Rows of every shard on the node go into one buffer; a batch leaves at once when no journal call
+// is in flight (there is nothing to amortise against: waiting would only add latency), else when
+// `batchRowsMax` rows are buffered or the oldest has waited `flushIntervalMs`. Under load that is
+// classic group commit: each batch is what arrived while the previous one was committing. Every row is in exactly one place
 // at a time: the buffer, one in-flight batch, or one in-doubt batch. That is what makes
 // retrying safe: a row is only retried once its previous batch is known NOT to be stored.
 //
@@ -420,7 +422,8 @@ function pump(state: CommitterState, nowMs: number, out: CommitterEffect[]): voi
   if (state.buffer.length === 0) {
     state.flushAll = false;
   } else if (!state.batchIdRequested) {
-    const flushAtMs = state.flushAll || state.buffer.length >= config.batchRowsMax ? nowMs : state.bufferSinceMs + config.flushIntervalMs;
+    const journalIdle = journalCallsInFlight(state) === 0;
+    const flushAtMs = state.flushAll || journalIdle || state.buffer.length >= config.batchRowsMax ? nowMs : state.bufferSinceMs + config.flushIntervalMs;
     const startAtMs = Math.max(flushAtMs, state.batchIdRetryAtMs);
     const roomForCommit = journalCallsInFlight(state) < config.commitsInFlightMax && state.inDoubt.size < config.inDoubtBatchesMax;
     if (roomForCommit && startAtMs <= nowMs) {

@@ -142,12 +142,26 @@ describe('vote node', () => {
 
   it('close() flushes pending votes before it resolves', async () => {
     const adapters = createMemoryAdapters();
-    const node = await openNode(adapters, { config: { flushIntervalMs: 60_000 } });
+    // Only the first commit is held: the second vote then waits in the buffer for the (long)
+    // flush interval, because a commit is in flight. close() must send it without waiting.
+    class FirstCommitGated extends GatedJournal {
+      private calls = 0;
+      override async commit(batch: JournalBatch): Promise<JournalCommitResult> {
+        return ++this.calls === 1 ? super.commit(batch) : MemoryJournal.prototype.commit.call(this, batch);
+      }
+    }
+    const journal = new FirstCommitGated(adapters.store);
+    const node = await openNode(adapters, { journal, config: { flushIntervalMs: 60_000 } });
+    const held = castAndWait(node, 2, 0);
+    await tick(5);
     const outcome = castAndWait(node, 3, 1);
     await tick(5);
     expect(adapters.store.rowsLog).toHaveLength(0);
-    await node.close();
+    const closing = node.close();
     expect(expectAccepted(await outcome).voteId).toBe(adapters.store.readStoredVote(electionId, 3)?.voteId);
+    journal.open();
+    await closing;
+    expectAccepted(await held);
     expect(await castAndWait(node, 4, 1)).toMatchObject({ kind: 'unavailable', reason: 'node_stopping' });
   });
 
