@@ -140,3 +140,28 @@ describe('HttpRouter', () => {
     expect(text).toMatch(/livevote_http_requests_total\{method="POST",route="\/echo\/\{name\}",status="200"\} \d+/);
   });
 });
+
+describe('access log', () => {
+  it('logs one line per request with its request id at debug level', async () => {
+    const { default: pino } = await import('pino');
+    const lines: string[] = [];
+    const log = pino({ level: 'debug' }, { write: (line: string) => { lines.push(line); } });
+    const app = uws.App();
+    const router = new HttpRouter(app, {
+      log, metrics: createMetrics({ defaultMetrics: false }), authenticate: () => viewer,
+      clientAddress: { honoursForwardedFor: false, resolve: (ip) => ({ ip, networkKey: ip }) }, isAccepting: () => true,
+    });
+    const route = defineRoute({ method: 'GET', path: '/ping', tag: 'test', auth: 'public', summary: 'ping', responses: { 200: { description: 'ok' } }, handle: () => ({ json: { ok: true } }) });
+    router.register(route);
+    router.registerFallback([route]);
+    const listen = await new Promise<us_listen_socket>((resolve) => app.listen('127.0.0.1', 0, (s) => resolve(s)));
+    try {
+      const response = await fetch(`http://127.0.0.1:${uws.us_socket_local_port(listen)}/ping`, { headers: { 'x-request-id': 'trace-log-1' } });
+      expect(response.status).toBe(200);
+      const entry = lines.map((l) => JSON.parse(l)).find((l) => l.msg === 'request');
+      expect(entry).toMatchObject({ requestId: 'trace-log-1', method: 'GET', route: '/ping', status: 200 });
+    } finally {
+      uws.us_listen_socket_close(listen);
+    }
+  });
+});

@@ -134,11 +134,14 @@ export class HttpRouter {
   /** Request ids: unique per process start, cheap (no random bytes per request). */
   private readonly requestIdPrefix = randomUUID().slice(0, 8);
   private requestCounter = 0;
+  private readonly debugLogging: boolean;
 
   constructor(
     private readonly app: TemplatedApp,
     private readonly deps: HttpDeps,
-  ) {}
+  ) {
+    this.debugLogging = deps.log.isLevelEnabled('debug');
+  }
 
   /** Requests started and not yet answered (or aborted). */
   inFlightCount(): number {
@@ -331,7 +334,7 @@ export class HttpRouter {
     const body = reply.raw ?? (reply.json === undefined ? '' : JSON.stringify(reply.json));
     const contentType = reply.raw !== undefined ? (reply.contentType ?? 'text/plain; charset=utf-8') : 'application/json';
     this.write(res, state, status, contentType, body, reply.headers, requestId);
-    this.observe(method, routeLabel, status, started);
+    this.observe(method, routeLabel, status, started, requestId);
   }
 
   sendError(
@@ -357,7 +360,7 @@ export class HttpRouter {
       this.deps.log.error({ requestId, route: routeLabel, err: error }, 'unhandled error in handler');
     }
     this.write(res, state, status, 'application/json', body, headers, requestId);
-    this.observe(method, routeLabel, status, started);
+    this.observe(method, routeLabel, status, started, requestId);
   }
 
   private write(
@@ -415,7 +418,10 @@ export class HttpRouter {
     }
   }
 
-  private observe(method: string, route: string, status: number, started: number): void {
+  private observe(method: string, route: string, status: number, started: number, requestId: string | undefined): void {
+    // One access-log line per request at debug level: off by default (at tens of thousands of
+    // requests a second the log would cost more than the requests), on with LOG_LEVEL=debug.
+    if (this.debugLogging) this.deps.log.debug({ requestId, method, route, status, durationMs: performance.now() - started }, 'request');
     // prom-client hashes a label object on every call; the (method, route, status) combinations
     // are few, so keep their children and skip that work on the hot path.
     const key = `${method} ${route} ${status}`;
