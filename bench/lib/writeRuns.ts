@@ -1,0 +1,107 @@
+// The write run of `npm run bench` (wrk, every request a new voter) once per livevote
+// configuration, each on a freshly started process over one embedded data dir, with the CPU of
+// livevote, Postgres and wrk sampled over the measured window. Shared by bench/knobs.ts (a sweep)
+// and bench/quick.ts (one run while working on the hot path).
+import { chmod, mkdtemp, rm } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import os from 'node:os';
+import path from 'node:path';
+import { createVoters } from '../../infra/testing/voters.ts';
+import { createPool } from '../../persistence/db.ts';
+import { adminLogin, createOpenElection, startLivevote, stopLivevote, type LivevoteUnderTest } from './livevote.ts';
+import { cpuPercent, processTree, sampleCpu, type CpuSample } from './proc.ts';
+import { voterLineWidth, writeVoterFile } from './voterFile.ts';
+import { ensureWrk, runWrk } from './wrk.ts';
+
+export interface WriteRun {
+  readonly env: Record<string, string>;
+  readonly votesPerS: number;
+  readonly latencyMs: { p50: number; p90: number; p99: number; mean: number };
+  /** Percent of one core per process group over the measured window. */
+  readonly cpuPercent: Record<string, number>;
+  readonly non2xx: number;
+}
+
+export interface WriteRunOptions {
+  readonly configs: readonly Record<string, string>[];
+  readonly connections: number;
+  readonly activeS: number;
+  readonly voterCount: number;
+  /** Called before each measured run (e.g. to wait for a quiet machine). */
+  readonly beforeRun?: (env: Record<string, string>) => Promise<void>;
+  /** Node flags for the livevote process (e.g. --cpu-prof). */
+  readonly nodeArgs?: readonly string[];
+  readonly log: (line: string) => void;
+}
+
+export function describeConfig(env: Record<string, string>): string {
+  return Object.keys(env).length === 0 ? 'defaults (flush 4 ms, 2 in flight)' : Object.entries(env).map(([k, v]) => `${k}=${v}`).join(' ');
+}
+
+export async function measureWriteRuns(options: WriteRunOptions): Promise<WriteRun[]> {
+  const { connections, activeS, voterCount, log } = options;
+  const adminPassword = randomBytes(18).toString('base64url');
+  const jwtSecret = randomBytes(48).toString('base64url');
+  const baseEnv = {
+    LOG_LEVEL: 'info',
+    LIVEVOTE_JWT_SECRET: jwtSecret,
+    LIVEVOTE_ADMIN_EMAIL: 'bench-admin@livevote.local',
+    LIVEVOTE_ADMIN_PASSWORD: adminPassword,
+    // One client address sends everything: per-IP limits and client rules would refuse it.
+    LIVEVOTE_RATE_LIMIT_VOTE: 'user=off,ip=off,network=off',
+    LIVEVOTE_FRAUD_VOTE_BURST: 'off',
+    LIVEVOTE_FRAUD_EMPTY_UA: 'off',
+    LIVEVOTE_FRAUD_AUTOMATION_UA: 'off',
+  };
+  ensureWrk(log);
+  const workDir = await mkdtemp(path.join(os.tmpdir(), 'livevote-writes-'));
+  await chmod(workDir, 0o711);
+  const voterFile = path.join(workDir, 'voters.txt');
+  const runs: WriteRun[] = [];
+  let lv: LivevoteUnderTest | undefined;
+  try {
+    for (const env of options.configs) {
+      lv = await startLivevote({ ...baseEnv, ...env }, path.join(workDir, 'data'), options.nodeArgs ?? []);
+      const current = lv;
+      if (runs.length === 0) {
+        const pool = createPool(current.databaseUrl, 4, 'livevote-bench');
+        await writeVoterFile(voterFile, await createVoters(pool, voterCount, jwtSecret));
+        await pool.end();
+      }
+      const admin = await adminLogin(current.baseUrl, baseEnv.LIVEVOTE_ADMIN_EMAIL, adminPassword);
+      const args = (electionId: string, candidateIds: readonly string[], ms: number) =>
+        [voterFile, String(voterLineWidth), '0', String(voterCount), electionId, candidateIds.join(','), String(ms), '0', `127.0.0.1:${current.port}`];
+      const warm = await createOpenElection(current.baseUrl, admin, 'Writes: warm-up', 4, 8);
+      await runWrk({ url: `${current.baseUrl}/api/v1/votes`, connections, durationS: 4, script: 'votes.lua', scriptArgs: args(warm.electionId, warm.candidateIds, 2000) });
+      const election = await createOpenElection(current.baseUrl, admin, 'Writes', 4, 8);
+      await options.beforeRun?.(env);
+      const postmaster = await current.postmasterPid();
+      let wrkPid = 0;
+      let first: CpuSample | undefined;
+      let last: CpuSample | undefined;
+      const groups = { livevote: () => [current.process.child.pid!], postgres: () => processTree(postmaster), wrk: () => (wrkPid ? [wrkPid] : []) };
+      const run = await runWrk({
+        url: `${current.baseUrl}/api/v1/votes`, connections, durationS: activeS + 3, script: 'votes.lua', scriptArgs: args(election.electionId, election.candidateIds, activeS * 1000),
+        onStart: (child) => {
+          wrkPid = child.pid ?? 0;
+          setTimeout(() => { first = sampleCpu(groups); }, 1000).unref();
+          setTimeout(() => { last = sampleCpu(groups); }, activeS * 1000 - 300).unref();
+        },
+      });
+      const l = run.result.latencyUs;
+      runs.push({
+        env,
+        votesPerS: Math.round(run.okCount / (run.result.activeMs / 1000)),
+        latencyMs: { p50: l.p50 / 1000, p90: l.p90 / 1000, p99: l.p99 / 1000, mean: Math.round(l.mean) / 1000 },
+        cpuPercent: first && last ? cpuPercent(first, last) : {},
+        non2xx: run.result.non2xx,
+      });
+      await stopLivevote(current);
+      lv = undefined;
+    }
+  } finally {
+    if (lv) await stopLivevote(lv);
+    await rm(workDir, { recursive: true, force: true });
+  }
+  return runs;
+}
