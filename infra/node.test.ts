@@ -50,6 +50,30 @@ describe('livevote process in embedded mode', () => {
     }
   }, 120_000);
 
+  it('after kill -9, restarts on the same data: stops the orphaned embedded Postgres and keeps the data', async () => {
+    const dataDir = await mkdtemp(path.join(os.tmpdir(), 'lv-embedded-kill-'));
+    dirs.push(dataDir);
+    const env = {
+      DATABASE_URL: undefined, LIVEVOTE_TEST_SERVER_URL: undefined, LIVEVOTE_DATA_DIR: dataDir,
+      LIVEVOTE_ADMIN_PASSWORD: 'kill nine admin password',
+    };
+    const first = await startLivevoteProcess(env);
+    const registered = await call(first.baseUrl, 'POST', '/api/v1/auth/register', { body: { email: 'survivor@example.com', password: 'survives a kill -9' } });
+    expect(registered.status).toBe(201);
+    first.child.kill('SIGKILL');
+    expect(await first.exited()).toBe('SIGKILL');
+
+    const second = await startLivevoteProcess(env);
+    try {
+      expect(second.output()).toContain('stopping an embedded Postgres left running by an earlier livevote process');
+      const login = await call(second.baseUrl, 'POST', '/api/v1/auth/login', { body: { email: 'survivor@example.com', password: 'survives a kill -9' } });
+      expect(login.status).toBe(200);
+    } finally {
+      second.child.kill('SIGTERM');
+      expect(await second.exited()).toBe(0);
+    }
+  }, 120_000);
+
   it('refuses to start with a bad configuration, naming the variable', async () => {
     await expect(startLivevoteProcess({ PORT: 'eighty' }, 20_000)).rejects.toThrow(/PORT: must be a whole number/);
   });
