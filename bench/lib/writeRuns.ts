@@ -20,6 +20,8 @@ export interface WriteRun {
   /** Percent of one core per process group over the measured window. */
   readonly cpuPercent: Record<string, number>;
   readonly non2xx: number;
+  /** livevote's own event-loop delay over its life (prom-client's default metrics), in ms. */
+  readonly eventLoopDelayMs: { p50: number; p99: number; max: number };
 }
 
 export interface WriteRunOptions {
@@ -89,12 +91,19 @@ export async function measureWriteRuns(options: WriteRunOptions): Promise<WriteR
         },
       });
       const l = run.result.latencyUs;
+      const metrics = await (await fetch(`${current.baseUrl}/metrics`)).text();
+      const gauge = (name: string) => Number(new RegExp(`^${name} ([0-9.e+-]+)$`, 'm').exec(metrics)?.[1] ?? Number.NaN) * 1000;
       runs.push({
         env,
         votesPerS: Math.round(run.okCount / (run.result.activeMs / 1000)),
         latencyMs: { p50: l.p50 / 1000, p90: l.p90 / 1000, p99: l.p99 / 1000, mean: Math.round(l.mean) / 1000 },
         cpuPercent: first && last ? cpuPercent(first, last) : {},
         non2xx: run.result.non2xx,
+        eventLoopDelayMs: {
+          p50: gauge('livevote_nodejs_eventloop_lag_p50_seconds'),
+          p99: gauge('livevote_nodejs_eventloop_lag_p99_seconds'),
+          max: gauge('livevote_nodejs_eventloop_lag_max_seconds'),
+        },
       });
       await stopLivevote(current);
       lv = undefined;
