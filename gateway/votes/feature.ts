@@ -21,6 +21,7 @@ import type { TemplatedApp } from '../uws.ts';
 import { resultsRoutes, type FraudCounts } from '../results/routes.ts';
 import { createResultsStream, type ResultsStream } from '../results/stream.ts';
 import { voteRoutes, type VoteGuard } from './routes.ts';
+import { createVotePathMetrics } from './metrics.ts';
 
 /** Leases outlive a few missed renewals; a node that stops renewing is fenced by the next owner. */
 const leaseTtlMs = 15_000;
@@ -47,8 +48,9 @@ export async function createVotePathFeature(deps: {
 }): Promise<VotePathFeature> {
   const { pool, config, log, identity, registry } = deps;
   const nodeId = identity.nodeId;
+  const votePathMetrics = createVotePathMetrics(deps.metricsRegistry);
   const voteNode = createVoteNode({
-    journal: createPgJournal({ pool, nodeId }),
+    journal: votePathMetrics.timed(createPgJournal({ pool, nodeId })),
     snapshots: createPgSnapshotStore({ pool, nodeId }),
     storedVotes: createPgStoredVoteReader(pool),
     batchIds: await createPgBatchIdSource({ pool }),
@@ -90,7 +92,10 @@ export async function createVotePathFeature(deps: {
     const keeper = new ShardLeaseKeeper({
       pool, electionId: election.electionId, nodeId, leaseTtlMs,
       leases: epochs.map((epoch, shard) => ({ shard, epoch })),
-      onLost: (shards) => log.error({ electionId: election.electionId, shards }, 'shard leases lost to another node; their writes are fenced'),
+      onLost: (shards) => {
+        votePathMetrics.leasesLostTotal.inc(shards.length);
+        log.error({ electionId: election.electionId, shards }, 'shard leases lost to another node; their writes are fenced');
+      },
       onError: (error) => log.warn({ electionId: election.electionId, err: error }, 'lease renewal failed; retrying'),
     });
     keeper.start();
@@ -131,6 +136,7 @@ export async function createVotePathFeature(deps: {
   const stream = createResultsStream({
     app: deps.uwsApp, registry, source, authenticate: deps.authenticate, log,
   });
+  votePathMetrics.watch({ voteNode, electionIds: () => serving, subscribers: () => stream.subscriberCount() });
 
   const routes = [
     ...voteRoutes({

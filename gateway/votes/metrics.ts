@@ -1,0 +1,93 @@
+// What an operator watches on the vote path (infra/deploy/prometheus/livevote.rules.yml alerts on
+// these): commit latency, size and outcome, the committer's backlog and in-doubt batches, leases
+// lost, WebSocket subscribers. Gauges are read from the vote node when Prometheus scrapes, so the
+// hot path pays nothing for them; the journal is timed by a decorator around the port.
+import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+import type { Journal, JournalBatch, JournalCommitResult } from '../../actors/ports.ts';
+import type { VoteNode } from '../../actors/voteNode.ts';
+
+export interface VotePathMetrics {
+  /** The journal, timed: every commit's duration, rows and outcome. */
+  timed(journal: Journal): Journal;
+  readonly leasesLostTotal: Counter;
+  /** Scrape-time gauges read from these sources. */
+  watch(sources: { voteNode: VoteNode; electionIds: () => Iterable<string>; subscribers: () => number }): void;
+}
+
+export function createVotePathMetrics(registry: Registry): VotePathMetrics {
+  const commitDurationSeconds = new Histogram({
+    name: 'livevote_commit_duration_seconds',
+    help: 'Group-commit transaction time (fence, COPY, insert, audit, COMMIT), by outcome',
+    labelNames: ['outcome'] as const,
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10],
+    registers: [registry],
+  });
+  const commitBatchRows = new Histogram({
+    name: 'livevote_commit_batch_rows',
+    help: 'Votes per group-commit batch',
+    buckets: [1, 10, 50, 100, 250, 500, 1000, 2000, 4000, 10000],
+    registers: [registry],
+  });
+  const leasesLostTotal = new Counter({
+    name: 'livevote_leases_lost_total',
+    help: 'Shard leases this node found taken over by another (its writes to them are fenced)',
+    registers: [registry],
+  });
+  let sources: Parameters<VotePathMetrics['watch']>[0] | undefined;
+  const committerStats = () => {
+    if (!sources) return undefined;
+    // The committer is node-wide; any election's stats carry it.
+    for (const electionId of sources.electionIds()) {
+      const stats = sources.voteNode.stats(electionId);
+      if (stats) return stats.committer;
+    }
+    return undefined;
+  };
+  new Gauge({
+    name: 'livevote_committer_buffered_rows',
+    help: 'Votes waiting in the group-commit buffer',
+    registers: [registry],
+    collect() { this.set(committerStats()?.bufferedRows ?? 0); },
+  });
+  new Gauge({
+    name: 'livevote_committer_batches_in_doubt',
+    help: 'Batches whose commit outcome is unknown (database unreachable); their voters cannot vote again until resolved',
+    registers: [registry],
+    collect() { this.set(committerStats()?.batchesInDoubt ?? 0); },
+  });
+  new Gauge({
+    name: 'livevote_shard_backlog_votes',
+    help: 'Votes admitted to shards and not yet answered, summed over this node',
+    registers: [registry],
+    collect() {
+      let backlog = 0;
+      if (sources) for (const electionId of sources.electionIds()) for (const shard of sources.voteNode.stats(electionId)?.shards ?? []) backlog += shard.backlog;
+      this.set(backlog);
+    },
+  });
+  new Gauge({
+    name: 'livevote_results_subscribers',
+    help: 'WebSocket subscribers to results streams on this node',
+    registers: [registry],
+    collect() { this.set(sources?.subscribers() ?? 0); },
+  });
+
+  return {
+    leasesLostTotal,
+    timed(journal) {
+      return {
+        async commit(batch: JournalBatch): Promise<JournalCommitResult> {
+          const started = performance.now();
+          const result = await journal.commit(batch);
+          commitDurationSeconds.observe({ outcome: result.kind }, (performance.now() - started) / 1000);
+          commitBatchRows.observe(batch.rows.length);
+          return result;
+        },
+        wasCommitted: (batchId) => journal.wasCommitted(batchId),
+      };
+    },
+    watch(watched) {
+      sources = watched;
+    },
+  };
+}
