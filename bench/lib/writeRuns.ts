@@ -22,6 +22,8 @@ export interface WriteRun {
   readonly non2xx: number;
   /** livevote's own event-loop delay over its life (prom-client's default metrics), in ms. */
   readonly eventLoopDelayMs: { p50: number; p99: number; max: number };
+  /** Group commits over livevote's life (its /metrics): mean duration and rows per batch. */
+  readonly commits: { count: number; meanMs: number; meanRows: number };
 }
 
 export interface WriteRunOptions {
@@ -92,13 +94,20 @@ export async function measureWriteRuns(options: WriteRunOptions): Promise<WriteR
       });
       const l = run.result.latencyUs;
       const metrics = await (await fetch(`${current.baseUrl}/metrics`)).text();
-      const gauge = (name: string) => Number(new RegExp(`^${name} ([0-9.e+-]+)$`, 'm').exec(metrics)?.[1] ?? Number.NaN) * 1000;
+      const sample = (series: string) => Number(new RegExp(`^${series.replace(/[{}]/g, '\\$&')} ([0-9.e+-]+)$`, 'm').exec(metrics)?.[1] ?? Number.NaN);
+      const gauge = (name: string) => sample(name) * 1000;
+      const commitCount = sample('livevote_commit_duration_seconds_count{outcome="committed"}');
       runs.push({
         env,
         votesPerS: Math.round(run.okCount / (run.result.activeMs / 1000)),
         latencyMs: { p50: l.p50 / 1000, p90: l.p90 / 1000, p99: l.p99 / 1000, mean: Math.round(l.mean) / 1000 },
         cpuPercent: first && last ? cpuPercent(first, last) : {},
         non2xx: run.result.non2xx,
+        commits: {
+          count: commitCount,
+          meanMs: Math.round((sample('livevote_commit_duration_seconds_sum{outcome="committed"}') / commitCount) * 1e6) / 1000,
+          meanRows: Math.round(sample('livevote_commit_batch_rows_sum') / sample('livevote_commit_batch_rows_count')),
+        },
         eventLoopDelayMs: {
           p50: gauge('livevote_nodejs_eventloop_lag_p50_seconds'),
           p99: gauge('livevote_nodejs_eventloop_lag_p99_seconds'),
