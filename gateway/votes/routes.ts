@@ -121,12 +121,13 @@ export function voteRoutes(deps: {
           if (!deps.isServing(body.electionId)) {
             throw new ApiError('not_ready', 'This election is still loading on this node.', undefined, { 'retry-after': '1' });
           }
-          if (deps.guard) {
-            await deps.guard({
-              electionId: body.electionId, candidateIndex, userId: viewer.userId, voterNumber: viewer.voterNumber,
-              captchaToken: body.captchaToken, captchaPolicy: election.captchaPolicy, clientIp, networkKey, userAgent,
-            });
-          }
+          // The guard answers synchronously unless it must wait (Redis, a CAPTCHA provider): only
+          // then is there something to await.
+          const guarded = deps.guard?.({
+            electionId: body.electionId, candidateIndex, userId: viewer.userId, voterNumber: viewer.voterNumber,
+            captchaToken: body.captchaToken, captchaPolicy: election.captchaPolicy, clientIp, networkKey, userAgent,
+          });
+          if (guarded) await guarded;
         } catch (error) {
           if (error instanceof ApiError) deps.onRejected?.(body.electionId, error.code);
           throw error;
