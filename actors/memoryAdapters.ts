@@ -10,6 +10,7 @@ import type {
   JournalBatch,
   JournalCommitResult,
   JournalConflict,
+  JournalRow,
   ShardKey,
   ShardSnapshot,
   SnapshotStore,
@@ -18,14 +19,8 @@ import type {
 } from './ports.ts';
 import { shardKeyString } from './ports.ts';
 
-export interface StoredRow {
-  readonly electionId: string;
-  readonly shard: number;
-  readonly epoch: number;
-  readonly voterNumber: number;
-  readonly candidateIndex: number;
-  readonly voteId: string;
-  readonly acceptedAtMs: number;
+/** A journal row as stored: with the batch that stored it. */
+export interface StoredRow extends JournalRow {
   readonly batchId: number;
 }
 

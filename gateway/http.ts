@@ -25,6 +25,12 @@ export interface Principal {
   readonly expiresAtS: number;
 }
 
+/** The principal of an authenticated route; the router always sets one, so its absence is a bug, not a 4xx. */
+export function principalOf(principal: Principal | undefined): Principal {
+  if (!principal) throw new Error('authenticated route reached without a principal');
+  return principal;
+}
+
 export interface RequestContext<Body, Query> {
   readonly method: HttpMethod;
   readonly path: string;

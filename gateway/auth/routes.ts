@@ -2,7 +2,7 @@
 // zod objects: unknown keys are refused, so a typo never silently does nothing.
 import { z } from 'zod';
 import { ApiError } from '../errors.ts';
-import { defineRoute, type Principal, type RouteDefinition } from '../http.ts';
+import { defineRoute, principalOf, type Principal, type RouteDefinition } from '../http.ts';
 import type { Accounts } from './accounts.ts';
 import type { AuthGuard } from '../abuse/feature.ts';
 import { emailCharsMax, passwordCharsMax, passwordCharsMin } from './passwords.ts';
@@ -48,11 +48,6 @@ const validateSchema = z.object({
 });
 const roleGrantSchema = z.object({ userId: z.uuid(), role: roleSchema });
 
-function principalOf(principal: Principal | undefined): Principal {
-  // The router sets a principal on every non-public route; its absence is a bug, not a 4xx.
-  if (!principal) throw new Error('authenticated route reached without a principal');
-  return principal;
-}
 
 export type AccountEventHook = (event: 'register' | 'login', meta: { userId: string; clientIp: string; networkKey: string; userAgent: string; atMs: number }) => void;
 

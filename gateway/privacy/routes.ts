@@ -2,7 +2,7 @@
 // password again) and by an admin (for requests received by other channels).
 import { z } from 'zod';
 import { ApiError } from '../errors.ts';
-import { defineRoute, type Principal, type RouteDefinition } from '../http.ts';
+import { defineRoute, principalOf, type RouteDefinition } from '../http.ts';
 import type { Privacy } from './service.ts';
 
 const isoTime = z.string().describe('ISO 8601');
@@ -47,10 +47,6 @@ const erasedSchema = z.object({
 
 const eraseBody = z.strictObject({ password: z.string().min(1).max(256) });
 
-function principalOf(principal: Principal | undefined): Principal {
-  if (!principal) throw new Error('authenticated route reached without a principal');
-  return principal;
-}
 
 export function privacyRoutes(deps: { privacy: Privacy }): RouteDefinition<unknown, unknown>[] {
   const { privacy } = deps;
