@@ -1,4 +1,4 @@
-// Throughput of the durable journal: rows/s committed through PgJournal (fence + COPY + insert +
+// Throughput of the durable journal: rows/s committed through PgJournal (fence + insert + audit +
 // batch record, one transaction per batch), with a fixed number of commits in flight, as the
 // node's group committer runs it. Not a test: prints a figure.
 //

@@ -20,7 +20,7 @@
 // of every shard it appends to, in (election, shard) order, after all its votes are inserted.
 // A second commit of the same shard waits on that lock until the first commits, then links to
 // the first's new hash (ON CONFLICT DO UPDATE always reads the latest committed row version).
-// Only the tail of the second transaction waits (its COPY and vote insert ran concurrently), and
+// Only the tail of the second statement waits (its fence and vote insert ran concurrently), and
 // the fixed lock order means two commits never deadlock on heads.
 import { createHash } from 'node:crypto';
 import type { Pool, PoolClient } from './db.ts';

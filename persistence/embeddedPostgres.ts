@@ -80,12 +80,25 @@ async function stopOrphan(databaseDir: string, log: Logger): Promise<void> {
   }
 }
 
+/** A Unix socket path holds at most 107 bytes: `${dir}/.s.PGSQL.${port}` must fit, else TCP only. */
+const socketPathBytesMax = 107;
+
+/** Where the embedded server puts its Unix socket, or undefined when the path would be too long. */
+export function embeddedSocketDir(databaseDir: string): string | undefined {
+  const dir = path.resolve(databaseDir);
+  return Buffer.byteLength(`${dir}/.s.PGSQL.65535`) <= socketPathBytesMax && !dir.includes(',') ? dir : undefined;
+}
+
 export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): Promise<EmbeddedPostgresHandle> {
   const EmbeddedPostgres = await importWithoutExitHooks();
   const databaseDir = path.join(options.dataDir, 'postgres');
   const port = await freePort();
   const user = 'postgres';
-  const postgresFlags = ['-c', 'listen_addresses=127.0.0.1', '-c', 'max_connections=400'];
+  // The node talks to its embedded server over a Unix socket in the server's own directory: a
+  // round trip costs ~30% less CPU on both sides than loopback TCP (bench/README.md). TCP on
+  // 127.0.0.1 stays on for tools (psql, the benchmark's baseline may use either).
+  const socketDir = embeddedSocketDir(databaseDir);
+  const postgresFlags = ['-c', 'listen_addresses=127.0.0.1', '-c', 'max_connections=400', '-c', `unix_socket_directories=${socketDir ?? ''}`];
   if (!options.durable) postgresFlags.push('-c', 'fsync=off', '-c', 'synchronous_commit=off', '-c', 'full_page_writes=off');
   const runsAsRoot = process.getuid?.() === 0;
   if (runsAsRoot) {
@@ -125,8 +138,9 @@ export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): P
   } finally {
     await client.end();
   }
-  const url = `postgres://${user}:${encodeURIComponent(options.password)}@127.0.0.1:${port}/livevote`;
-  options.log.info({ port, databaseDir }, 'embedded Postgres started');
+  const host = socketDir === undefined ? '127.0.0.1' : encodeURIComponent(socketDir);
+  const url = `postgres://${user}:${encodeURIComponent(options.password)}@${host}:${port}/livevote`;
+  options.log.info({ port, databaseDir, socketDir }, 'embedded Postgres started');
   return {
     url,
     port,

@@ -214,22 +214,40 @@ describe('PgJournal', () => {
     expect(await storedCount()).toBe(2);
   });
 
-  it('returns failed when the staging table vanished, and recreates it for the next commit', async () => {
-    // One connection, so the DROP hits the journal's own session (temp tables are per session).
+  it('returns failed when its prepared statement vanished, and prepares it again for the next commit', async () => {
+    // One connection, so the DEALLOCATE hits the journal's own session (prepared statements are per session).
     const singlePool = createPool(db.url, 1, 'journal-test-single');
     try {
       const single = createPgJournal({ pool: singlePool, nodeId });
       expect((await single.commit({ batchId: await batchIds.next(), rows: [row(50)] })).kind).toBe('committed');
-      await singlePool.query('DROP TABLE vote_staging');
+      await singlePool.query('DEALLOCATE livevote_journal_commit');
       const batchId = await batchIds.next();
       const result = await single.commit({ batchId, rows: [row(51)] });
       expect(result.kind).toBe('failed');
-      expect(result.kind === 'failed' && result.message).toMatch(/vote_staging/);
+      expect(result.kind === 'failed' && result.message).toMatch(/livevote_journal_commit/);
       expect(await journal.wasCommitted(batchId)).toBe(false);
       expect((await single.commit({ batchId: await batchIds.next(), rows: [row(52)] })).kind).toBe('committed');
       expect(await storedCount()).toBe(2);
     } finally {
       await singlePool.end();
+    }
+  });
+
+  it('times out a commit stuck behind a lock, storing nothing', async () => {
+    const blocker = new pg.Client({ connectionString: db.url });
+    await blocker.connect();
+    try {
+      await blocker.query('BEGIN');
+      await blocker.query('SELECT 1 FROM shard_leases WHERE election_id = $1 AND shard = 1 FOR UPDATE', [electionId]);
+      const impatient = createPgJournal({ pool: db.pool, nodeId, lockTimeoutMs: 200 });
+      const batchId = await batchIds.next();
+      const result = await impatient.commit({ batchId, rows: [row(1), row(2)] });
+      expect(result.kind === 'failed' && result.message).toMatch(/lock timeout/);
+      expect(await journal.wasCommitted(batchId)).toBe(false);
+      expect(await storedCount()).toBe(0);
+    } finally {
+      await blocker.query('ROLLBACK');
+      await blocker.end();
     }
   });
 

@@ -1,26 +1,37 @@
-// The durable journal of votes: one Postgres transaction per group-commit batch.
+// The durable journal of votes: one Postgres transaction per group-commit batch, in ONE round
+// trip. Each commit is a single simple-query message, which Postgres runs as one implicit
+// transaction (any error rolls all of it back; success commits before ReadyForQuery):
 //
-//   BEGIN (with local statement and lock timeouts)
-//   fence:  lock the lease rows of the batch's (election, shard) pairs FOR SHARE, in key order,
-//           and compare each row's epoch and owner with the rows' → any mismatch: ROLLBACK, fenced
-//   COPY    the rows into a per-connection TEMP staging table (ON COMMIT DELETE ROWS)
-//   INSERT  INTO votes SELECT … FROM staging ON CONFLICT DO NOTHING, and in the same statement
-//           the vote_batches row (row_count = rows actually stored) and the audit records (one
-//           per shard stored into, appended to that shard's hash chain: persistence/audit.ts)
-//   only when some rows were not stored: read which voters were already stored (conflicts)
-//   COMMIT
+//   SET LOCAL statement_timeout; SET LOCAL lock_timeout;
+//   EXECUTE livevote_journal_commit(batch, node, the rows as arrays, the fence keys as arrays)
+//
+// The prepared statement (PREPAREd once per connection) does everything in one statement:
+//   fence   lock the lease rows of the batch's (election, shard) pairs FOR SHARE, in key order,
+//           and compare each row's epoch and owner with the batch's → any mismatch: it stores
+//           nothing and records nothing, and answers the stale positions (outcome `fenced`)
+//   insert  INSERT INTO votes … FROM unnest(arrays) ON CONFLICT DO NOTHING, in key order
+//   audit   one record per shard stored into, appended to that shard's hash chain (audit.ts)
+//   batch   the vote_batches row (row_count = rows actually stored): what wasCommitted asks
+//   answer  the stale fence positions, the stored count, and the positions not stored (conflicts)
+//
+// Why one round trip: on this kind of machine a Postgres round trip costs ~50-80 µs of CPU in
+// each process (syscalls, wake-ups), and every round trip of a commit also waits for a turn of
+// a busy event loop. The earlier journal (BEGIN+fence, COPY into staging ×2, INSERT, COMMIT) paid
+// five of each per batch (bench/README.md, "journal").
 //
 // Why FOR SHARE: a takeover bumps the epoch with an UPDATE, which waits for every commit holding
-// the row FOR SHARE, and every commit that starts after it sees the new epoch. So no row can be
-// stored under an epoch that is no longer the lease's (invariant 4), and commits of one node do
-// not block each other (shared locks). Expiry is deliberately not checked here: an expired lease
-// nobody took over is still exclusively ours, and refusing it would only turn a slow renewal
-// into lost availability; taking over is what fences.
+// the row FOR SHARE, and every commit that starts after it sees the new epoch (READ COMMITTED
+// re-reads a row updated while we waited for it). So no row can be stored under an epoch that is
+// no longer the lease's (invariant 4), and commits of one node do not block each other (shared
+// locks). Expiry is deliberately not checked here: an expired lease nobody took over is still
+// exclusively ours, and refusing it would only turn a slow renewal into lost availability;
+// taking over is what fences.
+//
+// The values travel as SQL literals, not bind parameters (a simple query has none). That is safe
+// because every value is validated before any I/O: uuids, integers and the node id, which is
+// escaped. A uuid or an integer cannot carry a quote, a comma or a brace.
 //
 // Outcomes are data (ports.ts): commit() resolves, never rejects.
-import { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
-import { from as copyFrom } from 'pg-copy-streams';
 import type {
   Journal,
   JournalBatch,
@@ -35,12 +46,10 @@ import { withClient, type Pool, type PoolClient } from './db.ts';
 
 /** The config allows batches up to 100k rows (LIVEVOTE_BATCH_ROWS_MAX); nothing bigger is sane. */
 export const journalBatchRowsMaxDefault = 100_000;
-/** Every statement of a commit, the lock wait included, must finish within this. */
+/** The commit statement, the lock wait included, must finish within this. */
 export const journalStatementTimeoutMsDefault = 10_000;
 /** A takeover holds lease rows only for a moment; waiting longer means something is stuck. */
 export const journalLockTimeoutMsDefault = 5_000;
-/** Rows per COPY data chunk: ~50 KB, so a big batch is streamed, not built as one string. */
-const copyChunkRows = 500;
 
 export interface PgJournalOptions {
   readonly pool: Pool;
@@ -53,98 +62,79 @@ export interface PgJournalOptions {
 
 const uuidPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
-// The statements that follow the fence are constant and named, so each connection parses and
-// plans them once.
-const stagingDdl = `CREATE TEMP TABLE IF NOT EXISTS vote_staging (
-  election_id     uuid     NOT NULL,
-  voter_number    bigint   NOT NULL,
-  candidate_index smallint NOT NULL,
-  shard           integer  NOT NULL,
-  epoch           bigint   NOT NULL,
-  vote_id         uuid     NOT NULL,
-  accepted_at_ms  bigint   NOT NULL
-) ON COMMIT DELETE ROWS`;
+const commitStatementName = 'livevote_journal_commit';
+/** SQLSTATE: prepared statement already exists (prepared by an earlier, forgotten attempt). */
+const duplicatePreparedStatement = '42P05';
 
-const copyText =
-  'COPY vote_staging (election_id, voter_number, candidate_index, shard, epoch, vote_id, accepted_at_ms) FROM STDIN';
-
-// The fence runs in the same simple query as BEGIN (one round trip, not two), so its keys are
-// inlined as literals: uuids and integers validated before any I/O, which cannot carry SQL.
-function fenceQueryText(beginText: string, fenceKeys: readonly FenceKey[]): string {
-  // Per election `shard = ANY(array)`: an index scan of the lease primary key, cheaper to plan
-  // and run than a join against a VALUES list when a batch spans hundreds of shards.
-  const shardsByElection = new Map<string, number[]>();
-  for (const k of fenceKeys) {
-    const shards = shardsByElection.get(k.electionIdLower);
-    if (shards === undefined) shardsByElection.set(k.electionIdLower, [k.key.shard]);
-    else shards.push(k.key.shard);
-  }
-  const conditions = [...shardsByElection].map(
-    ([electionId, shards]) => `(l.election_id = '${electionId}' AND l.shard = ANY('{${shards.join(',')}}'::integer[]))`,
-  );
-  return `${beginText};
-    SELECT l.election_id::text AS election_id, l.shard, l.epoch, l.owner_node
-      FROM shard_leases l
-     WHERE ${conditions.join(' OR ')}
-     ORDER BY l.election_id, l.shard
-       FOR SHARE OF l`;
-}
-
-// One statement stores the rows and records the batch: row_count is what was really stored.
-// to_timestamp(float8) rounds to the microsecond, so whole milliseconds come through exactly.
-// ORDER BY the key: two commits naming the same voters (redeliveries) then take the key locks
-// in one order, so one waits for the other instead of both dying in a deadlock; the primary-key
-// index is also filled in order, which keeps its pages hot.
+// The parameters, in order: $1 batch id, $2 node id, $3..$9 the rows (one array per column),
+// $10..$12 the fence keys (election, shard, expected epoch; epoch 0 marks a shard whose rows
+// carry different epochs, which no lease can match).
 //
-// The same statement appends the audit records (persistence/audit.ts): one per (election, shard)
-// the batch stored rows for, digesting the rows as RETURNING reports them stored, linked to the
-// shard's chain head, whose row lock orders concurrent commits of one shard. No extra round trip.
-const insertStatement = {
-  name: 'livevote_journal_insert',
-  text: `WITH stored AS (
-           INSERT INTO votes (election_id, voter_number, candidate_index, shard, epoch, batch_id, vote_id, accepted_at)
-           SELECT election_id, voter_number, candidate_index, shard, epoch, $1, vote_id, to_timestamp(accepted_at_ms::float8 / 1000)
-             FROM vote_staging
-            ORDER BY election_id, voter_number
-           ON CONFLICT (election_id, voter_number) DO NOTHING
-           RETURNING election_id, shard, epoch, voter_number, candidate_index, vote_id, accepted_at),
-         ${auditAppendCtes('stored', '$1::bigint')}
+// ORDER BY the key on insert: two commits naming the same voters (redeliveries) then take the key
+// locks in one order, so one waits for the other instead of both dying in a deadlock; the
+// primary-key index is also filled in order, which keeps its pages hot.
+// `locked` is MATERIALIZED so it is one scan that locks every lease row it returns, whatever
+// plan the fence join gets. to_timestamp(float8) rounds to the microsecond, so whole
+// milliseconds come through exactly.
+const prepareText = `PREPARE ${commitStatementName}
+    (bigint, text, uuid[], bigint[], smallint[], integer[], bigint[], uuid[], bigint[], uuid[], integer[], bigint[]) AS
+  WITH fence_keys AS (
+         SELECT * FROM unnest($10::uuid[], $11::integer[], $12::bigint[]) WITH ORDINALITY AS k(election_id, shard, epoch, position)),
+       locked AS MATERIALIZED (
+         SELECT l.election_id, l.shard, l.epoch, l.owner_node
+           FROM shard_leases l
+          WHERE (l.election_id, l.shard) IN (SELECT election_id, shard FROM fence_keys)
+          ORDER BY l.election_id, l.shard
+            FOR SHARE OF l),
+       fence AS (
+         SELECT coalesce(array_agg(k.position ORDER BY k.position)
+                           FILTER (WHERE l.epoch IS DISTINCT FROM k.epoch OR l.owner_node IS DISTINCT FROM $2), '{}') AS stale_positions
+           FROM fence_keys k LEFT JOIN locked l USING (election_id, shard)),
+       input AS (
+         SELECT * FROM unnest($3::uuid[], $4::bigint[], $5::smallint[], $6::integer[], $7::bigint[], $8::uuid[], $9::bigint[])
+                  WITH ORDINALITY AS i(election_id, voter_number, candidate_index, shard, epoch, vote_id, accepted_at_ms, position)),
+       stored AS (
+         INSERT INTO votes (election_id, voter_number, candidate_index, shard, epoch, batch_id, vote_id, accepted_at)
+         SELECT election_id, voter_number, candidate_index, shard, epoch, $1, vote_id, to_timestamp(accepted_at_ms::float8 / 1000)
+           FROM input
+          WHERE (SELECT cardinality(stale_positions) = 0 FROM fence)
+          ORDER BY election_id, voter_number
+         ON CONFLICT (election_id, voter_number) DO NOTHING
+         RETURNING election_id, shard, epoch, voter_number, candidate_index, vote_id, accepted_at),
+       ${auditAppendCtes('stored', '$1::bigint')},
+       batch AS (
          INSERT INTO vote_batches (batch_id, row_count, conflict_count, node_id)
-         SELECT $1, count(*), $2 - count(*), $3 FROM stored
-         RETURNING row_count`,
-};
+         SELECT $1, count(*), cardinality($4::bigint[]) - count(*), $2 FROM stored
+         HAVING (SELECT cardinality(stale_positions) = 0 FROM fence)
+         RETURNING row_count)
+  SELECT (SELECT stale_positions FROM fence) AS stale_positions,
+         (SELECT row_count FROM batch) AS row_count,
+         (SELECT coalesce(array_agg(i.position), '{}') FROM input i
+           WHERE (SELECT cardinality(stale_positions) = 0 FROM fence)
+             AND NOT EXISTS (SELECT 1 FROM stored s WHERE s.election_id = i.election_id AND s.voter_number = i.voter_number)) AS conflict_positions`;
 
-// Only run when some rows were not stored: which voters already had a row from another batch.
-const conflictStatement = {
-  name: 'livevote_journal_conflicts',
-  text: `SELECT s.election_id::text AS election_id, s.voter_number
-           FROM vote_staging s JOIN votes v USING (election_id, voter_number)
-          WHERE v.batch_id <> $1`,
-};
-
-interface LeaseRow {
-  election_id: string;
-  shard: number;
-  epoch: number;
-  owner_node: string;
+interface CommitAnswer {
+  /** 1-based positions into the fence keys. */
+  stale_positions: number[];
+  /** null when fenced: nothing was recorded. */
+  row_count: number | null;
+  /** 1-based positions into the rows: voters another batch had already stored. */
+  conflict_positions: number[];
 }
 
 interface FenceKey {
   readonly key: ShardKey;
-  readonly electionIdLower: string;
   readonly epoch: number;
   /** Rows of this shard carry different epochs: at least one of them is stale. */
   mixedEpochs: boolean;
 }
 
-class InvalidBatchError extends Error {}
-
 export class PgJournal implements Journal {
   private readonly pool: Pool;
-  private readonly nodeId: string;
+  private readonly nodeIdLiteral: string;
   private readonly batchRowsMax: number;
-  private readonly beginText: string;
-  /** Connections whose TEMP staging table exists (a temp table lives as long as its session). */
+  private readonly settingsText: string;
+  /** Connections whose session holds the prepared commit statement. */
   private readonly preparedClients = new WeakSet<PoolClient>();
 
   constructor(options: PgJournalOptions) {
@@ -156,11 +146,10 @@ export class PgJournal implements Journal {
     if (!(Number.isInteger(lockTimeoutMs) && lockTimeoutMs >= 1)) throw new Error(`lockTimeoutMs must be a positive integer, got ${lockTimeoutMs}`);
     if (options.nodeId.length === 0) throw new Error('nodeId must not be empty');
     this.pool = options.pool;
-    this.nodeId = options.nodeId;
+    this.nodeIdLiteral = sqlTextLiteral(options.nodeId);
     this.batchRowsMax = batchRowsMax;
-    // SET LOCAL: the timeouts end with the transaction, so the pooled connection goes back clean.
-    // One simple query, so BEGIN and both settings cost one round trip.
-    this.beginText = `BEGIN; SET LOCAL statement_timeout = ${statementTimeoutMs}; SET LOCAL lock_timeout = ${lockTimeoutMs}`;
+    // SET LOCAL: the timeouts end with the implicit transaction, so the pooled connection goes back clean.
+    this.settingsText = `SET LOCAL statement_timeout = ${statementTimeoutMs}; SET LOCAL lock_timeout = ${lockTimeoutMs}`;
   }
 
   async commit(batch: JournalBatch): Promise<JournalCommitResult> {
@@ -184,59 +173,30 @@ export class PgJournal implements Journal {
     batch: JournalBatch,
     fenceKeys: FenceKey[],
   ): Promise<JournalCommitResult> {
-    let inTransaction = false;
     try {
       if (!this.preparedClients.has(client)) {
-        await client.query(stagingDdl);
+        await prepareCommitStatement(client);
         this.preparedClients.add(client);
       }
-      // Set first: if the BEGIN went through and the fence failed, ROLLBACK is due (and harmless
-      // when the BEGIN did not go through either).
-      inTransaction = true;
-      const staleShards = await this.beginAndFence(client, fenceKeys);
-      if (staleShards.length > 0) {
-        inTransaction = false;
-        await client.query('ROLLBACK');
-        return { kind: 'fenced', staleShards };
+      // A multi-statement simple query answers one result per statement; the EXECUTE is the last.
+      const results = (await client.query(this.commitText(batch, fenceKeys))) as unknown as QueryResult<CommitAnswer>[];
+      const answer = Array.isArray(results) ? results[results.length - 1]?.rows[0] : undefined;
+      if (answer === undefined) throw new Error('the commit statement returned no row');
+      if (answer.stale_positions.length > 0) {
+        return { kind: 'fenced', staleShards: answer.stale_positions.map((p) => fenceKeys[p - 1]!.key) };
       }
-
-      await pipeline(Readable.from(copyChunks(batch.rows)), client.query(copyFrom(copyText)));
-
-      const rowCount = batch.rows.length;
-      const inserted = await client.query<{ row_count: number }>({
-        ...insertStatement,
-        values: [batch.batchId, rowCount, this.nodeId],
+      if (answer.row_count === null) throw new Error('the commit statement recorded no batch');
+      const conflicts: JournalConflict[] = answer.conflict_positions.map((p) => {
+        const row = batch.rows[p - 1]!;
+        return { electionId: row.electionId, voterNumber: row.voterNumber };
       });
-      const storedCount = inserted.rows[0]?.row_count;
-      if (storedCount === undefined) throw new Error('vote_batches insert returned no row');
-      let conflicts: JournalConflict[] = [];
-      if (storedCount < rowCount) {
-        const found = await client.query<{ election_id: string; voter_number: number }>({
-          ...conflictStatement,
-          values: [batch.batchId],
-        });
-        conflicts = found.rows.map((r) => ({ electionId: r.election_id, voterNumber: r.voter_number }));
-        // Rows not stored that no other batch stored: the batch named one voter twice. The shard's
-        // bitmap makes that impossible; refuse it rather than report a count nobody can trust.
-        if (storedCount + conflicts.length !== rowCount) {
-          throw new InvalidBatchError(
-            `batch ${batch.batchId} holds the same voter more than once (${rowCount} rows, ${storedCount} stored, ${conflicts.length} conflicts)`,
-          );
-        }
-        conflicts = restoreCallerIds(conflicts, fenceKeys);
-      }
-      inTransaction = false;
-      await client.query('COMMIT');
       return { kind: 'committed', conflicts };
     } catch (error) {
-      // Anything may have gone wrong, the staging table included: re-check it next time.
-      this.preparedClients.delete(client);
-      if (inTransaction) {
-        await client.query('ROLLBACK').catch(discard);
-      } else {
-        // COMMIT (or the DDL) failed: the session's state is unknown; do not hand it out again.
-        discard(error as Error);
-      }
+      // An error answer means Postgres rolled the implicit transaction back; a lost connection
+      // (no answer) also lands here, and the caller asks wasCommitted. Either way the connection
+      // is not handed out again: a backend that was terminated answers FATAL and only then
+      // closes, and its next user would find it dead. Failures are rare; a new connection is cheap.
+      discard(error as Error);
       return { kind: 'failed', message: `batch ${batch.batchId}: ${(error as Error).message}` };
     }
   }
@@ -251,27 +211,34 @@ export class PgJournal implements Journal {
     return result.rowCount === 1;
   }
 
-  /** Checks every row before any I/O; returns the distinct (election, shard) pairs to fence. */
+  /**
+   * Checks every row before any I/O (what makes the literals safe); returns the distinct
+   * (election, shard) pairs to fence. A voter named twice is refused here: Postgres would store
+   * the first and silently skip the second, and the batch would already be committed.
+   */
   private validate(batch: JournalBatch): FenceKey[] {
     if (!(Number.isSafeInteger(batch.batchId) && batch.batchId >= 1)) throw new Error(`batchId must be a positive safe integer, got ${batch.batchId}`);
     if (batch.rows.length > this.batchRowsMax) throw new Error(`${batch.rows.length} rows, more than batchRowsMax ${this.batchRowsMax}`);
     const keys = new Map<string, FenceKey>();
+    const votersByElection = new Map<string, Set<number>>();
     let lastElectionId = '';
+    let lastElectionLower = '';
+    let voters: Set<number> | undefined;
     for (const row of batch.rows) {
       if (row.electionId !== lastElectionId) {
         if (!uuidPattern.test(row.electionId)) throw new Error(`electionId is not a uuid: ${JSON.stringify(row.electionId)}`);
         lastElectionId = row.electionId;
+        lastElectionLower = row.electionId.toLowerCase();
+        voters = votersByElection.get(lastElectionLower);
+        if (voters === undefined) votersByElection.set(lastElectionLower, (voters = new Set()));
       }
       validateRow(row);
-      const mapKey = `${row.electionId.toLowerCase()}/${row.shard}`;
+      if (voters!.has(row.voterNumber)) throw new Error(`voter ${row.voterNumber} of election ${row.electionId} is in the batch more than once`);
+      voters!.add(row.voterNumber);
+      const mapKey = `${lastElectionLower}/${row.shard}`;
       const existing = keys.get(mapKey);
       if (existing === undefined) {
-        keys.set(mapKey, {
-          key: { electionId: row.electionId, shard: row.shard },
-          electionIdLower: row.electionId.toLowerCase(),
-          epoch: row.epoch,
-          mixedEpochs: false,
-        });
+        keys.set(mapKey, { key: { electionId: row.electionId, shard: row.shard }, epoch: row.epoch, mixedEpochs: false });
       } else if (existing.epoch !== row.epoch) {
         existing.mixedEpochs = true;
       }
@@ -279,31 +246,56 @@ export class PgJournal implements Journal {
     return [...keys.values()];
   }
 
-  /** BEGIN, then lock and compare the lease rows; returns the shards whose epoch is stale. */
-  private async beginAndFence(client: PoolClient, fenceKeys: readonly FenceKey[]): Promise<ShardKey[]> {
-    if (fenceKeys.length === 0) {
-      await client.query(this.beginText);
-      return [];
+  /** The one message of a commit; every value in it was validated by validate(). */
+  private commitText(batch: JournalBatch, fenceKeys: readonly FenceKey[]): string {
+    const rows = batch.rows;
+    const n = rows.length;
+    const electionIds = new Array<string>(n);
+    const voterNumbers = new Array<number>(n);
+    const candidates = new Array<number>(n);
+    const shards = new Array<number>(n);
+    const epochs = new Array<number>(n);
+    const voteIds = new Array<string>(n);
+    const acceptedAtMs = new Array<number>(n);
+    for (let i = 0; i < n; i++) {
+      const r = rows[i]!;
+      electionIds[i] = r.electionId;
+      voterNumbers[i] = r.voterNumber;
+      candidates[i] = r.candidateIndex;
+      shards[i] = r.shard;
+      epochs[i] = r.epoch;
+      voteIds[i] = r.voteId;
+      acceptedAtMs[i] = r.acceptedAtMs;
     }
-    // A multi-statement simple query answers one result per statement; the fence is the last.
-    const results = (await client.query(fenceQueryText(this.beginText, fenceKeys))) as unknown as QueryResult<LeaseRow>[];
-    const leases = Array.isArray(results) ? results[results.length - 1] : undefined;
-    if (leases === undefined) throw new Error('fence query returned no result');
-    const byKey = new Map<string, LeaseRow>();
-    for (const lease of leases.rows) byKey.set(`${lease.election_id}/${lease.shard}`, lease);
-    const stale: ShardKey[] = [];
-    for (const fenceKey of fenceKeys) {
-      const lease = byKey.get(`${fenceKey.electionIdLower}/${fenceKey.key.shard}`);
-      // No lease row at all: nobody may write that shard.
-      const current = lease !== undefined && lease.epoch === fenceKey.epoch && lease.owner_node === this.nodeId && !fenceKey.mixedEpochs;
-      if (!current) stale.push(fenceKey.key);
-    }
-    return stale;
+    const args = [
+      String(batch.batchId),
+      this.nodeIdLiteral,
+      arrayLiteral(electionIds),
+      arrayLiteral(voterNumbers),
+      arrayLiteral(candidates),
+      arrayLiteral(shards),
+      arrayLiteral(epochs),
+      arrayLiteral(voteIds),
+      arrayLiteral(acceptedAtMs),
+      arrayLiteral(fenceKeys.map((k) => k.key.electionId)),
+      arrayLiteral(fenceKeys.map((k) => k.key.shard)),
+      arrayLiteral(fenceKeys.map((k) => (k.mixedEpochs ? 0 : k.epoch))),
+    ];
+    return `${this.settingsText}; EXECUTE ${commitStatementName}(${args.join(', ')})`;
   }
 }
 
 export function createPgJournal(options: PgJournalOptions): PgJournal {
   return new PgJournal(options);
+}
+
+async function prepareCommitStatement(client: PoolClient): Promise<void> {
+  try {
+    await client.query(prepareText);
+  } catch (error) {
+    // Prepared by an earlier attempt whose answer we did not wait for: it is the same text.
+    if ((error as { code?: string }).code !== duplicatePreparedStatement) throw error;
+  }
 }
 
 function validateRow(row: JournalRow): void {
@@ -312,26 +304,16 @@ function validateRow(row: JournalRow): void {
   if (!(Number.isInteger(row.shard) && row.shard >= 0 && row.shard <= 1023)) throw new Error(`shard must be 0..1023, got ${row.shard}`);
   if (!(Number.isSafeInteger(row.epoch) && row.epoch >= 1)) throw new Error(`epoch must be a positive safe integer, got ${row.epoch}`);
   if (!(Number.isSafeInteger(row.acceptedAtMs) && row.acceptedAtMs >= 0)) throw new Error(`acceptedAtMs must be a non-negative safe integer, got ${row.acceptedAtMs}`);
-  // Also what keeps the COPY text unambiguous: a uuid cannot hold a tab, newline or backslash.
   if (!uuidPattern.test(row.voteId)) throw new Error(`voteId is not a uuid: ${JSON.stringify(row.voteId)}`);
 }
 
-/** COPY text format, a chunk per `copyChunkRows` rows; every field was validated to need no escaping. */
-function* copyChunks(rows: readonly JournalRow[]): Generator<Buffer> {
-  for (let start = 0; start < rows.length; start += copyChunkRows) {
-    const end = Math.min(rows.length, start + copyChunkRows);
-    let text = '';
-    for (let i = start; i < end; i++) {
-      const r = rows[i]!;
-      text += `${r.electionId}\t${r.voterNumber}\t${r.candidateIndex}\t${r.shard}\t${r.epoch}\t${r.voteId}\t${r.acceptedAtMs}\n`;
-    }
-    yield Buffer.from(text, 'utf8');
-  }
+/** '{a,b,c}': only for validated uuids and integers, which need no quoting inside an array. */
+function arrayLiteral(values: readonly (string | number)[]): string {
+  return `'{${values.join(',')}}'`;
 }
 
-/** Postgres answers uuids in lower case; give conflicts back with the caller's spelling. */
-function restoreCallerIds(conflicts: JournalConflict[], fenceKeys: readonly FenceKey[]): JournalConflict[] {
-  const spelling = new Map<string, string>();
-  for (const k of fenceKeys) spelling.set(k.electionIdLower, k.key.electionId);
-  return conflicts.map((c) => ({ electionId: spelling.get(c.electionId) ?? c.electionId, voterNumber: c.voterNumber }));
+/** A standard SQL string literal; a backslash makes it an E'' literal so it cannot escape. */
+function sqlTextLiteral(value: string): string {
+  const quoted = value.replace(/'/g, "''");
+  return value.includes('\\') ? ` E'${quoted.replace(/\\/g, '\\\\')}'` : `'${quoted}'`;
 }
