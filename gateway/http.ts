@@ -234,10 +234,10 @@ export class HttpRouter {
     const networkKey = address?.networkKey ?? socketIp;
     const path = req.getUrl();
 
-    const fail = (error: unknown) => this.sendError(res, state, error, route.path, route.method, started, requestId);
-
+    // No per-request named closures here: the dev/test transform (tsx, keepNames) wraps each one
+    // in a defineProperty call, 2% of a vote's CPU in the profile.
     if (!this.deps.isAccepting() && route.tag !== 'operations') {
-      fail(new ApiError('not_ready', undefined, undefined, { 'retry-after': '1' }));
+      this.sendError(res, state, new ApiError('not_ready', undefined, undefined, { 'retry-after': '1' }), route.path, route.method, started, requestId);
       return;
     }
 
@@ -250,27 +250,27 @@ export class HttpRouter {
       }
       query = route.query ? parseWith(route.query, Object.fromEntries(new URLSearchParams(rawQuery)), 'query') : {};
     } catch (error) {
-      fail(error);
+      this.sendError(res, state, error, route.path, route.method, started, requestId);
       return;
     }
 
-    const context = (body: unknown): RequestContext<unknown, unknown> => ({
-      method: route.method, path, params, query, body, principal, requestId, clientIp, networkKey, userAgent,
+    const ctx: { -readonly [K in keyof RequestContext<unknown, unknown>]: RequestContext<unknown, unknown>[K] } = {
+      method: route.method, path, params, query, body: undefined, principal, requestId, clientIp, networkKey, userAgent,
       log: this.deps.log,
-    });
+    };
 
     if (!route.body) {
-      this.runHandler(route, context(undefined), res, state, started, requestId);
+      this.runHandler(route, ctx, res, state, started, requestId);
       return;
     }
 
     const bodyBytesMax = route.bodyBytesMax ?? defaultBodyBytesMax;
     if (contentType !== '' && !contentType.toLowerCase().startsWith('application/json')) {
-      fail(new ApiError('unsupported_media_type'));
+      this.sendError(res, state, new ApiError('unsupported_media_type'), route.path, route.method, started, requestId);
       return;
     }
     if (contentLength !== '' && Number(contentLength) > bodyBytesMax) {
-      fail(new ApiError('payload_too_large', `The body may be at most ${bodyBytesMax} bytes.`));
+      this.sendError(res, state, new ApiError('payload_too_large', `The body may be at most ${bodyBytesMax} bytes.`), route.path, route.method, started, requestId);
       return;
     }
     const bodySchema = route.body;
@@ -280,7 +280,7 @@ export class HttpRouter {
       if (state.done) return;
       received += chunk.byteLength;
       if (received > bodyBytesMax) {
-        fail(new ApiError('payload_too_large', `The body may be at most ${bodyBytesMax} bytes.`));
+        this.sendError(res, state, new ApiError('payload_too_large', `The body may be at most ${bodyBytesMax} bytes.`), route.path, route.method, started, requestId);
         return;
       }
       // Not the last chunk: copy, uWS reuses the memory. The last one is consumed synchronously.
@@ -290,15 +290,14 @@ export class HttpRouter {
       }
       const last = Buffer.from(chunk);
       const whole = chunks.length === 0 ? last : Buffer.concat([...chunks, last]);
-      let body: unknown;
       try {
         const json = whole.length === 0 && route.emptyBodyAs !== undefined ? route.emptyBodyAs : parseJson(whole);
-        body = parseWith(bodySchema, json, 'body');
+        ctx.body = parseWith(bodySchema, json, 'body');
       } catch (error) {
-        fail(error);
+        this.sendError(res, state, error, route.path, route.method, started, requestId);
         return;
       }
-      this.runHandler(route, context(body), res, state, started, requestId);
+      this.runHandler(route, ctx, res, state, started, requestId);
     });
   }
 
@@ -428,8 +427,7 @@ export class HttpRouter {
     // One access-log line per request at debug level: off by default (at tens of thousands of
     // requests a second the log would cost more than the requests), on with LOG_LEVEL=debug.
     if (this.debugLogging) this.deps.log.debug({ requestId, method, route, status, durationMs: performance.now() - started }, 'request');
-    // prom-client hashes a label object on every call; the (method, route, status) combinations
-    // are few, so keep their children and skip that work on the hot path.
+    // The (method, route, status) combinations are few: keep each one's series.
     const key = `${method} ${route} ${status}`;
     let child = this.metricChildren.get(key);
     if (!child) {

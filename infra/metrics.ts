@@ -1,23 +1,25 @@
 // One Prometheus registry per app instance (not the global one), so tests that build several
 // apps in one process do not collide on metric names.
-import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Registry, collectDefaultMetrics } from 'prom-client';
+import { HotCounter, HotHistogram } from './hotMetrics.ts';
 
 export interface Metrics {
   readonly registry: Registry;
-  readonly httpRequestsTotal: Counter<'method' | 'route' | 'status'>;
-  readonly httpRequestDurationSeconds: Histogram<'method' | 'route' | 'status'>;
+  // Updated on every request: hot-path metrics (infra/hotMetrics.ts), exported like prom-client's.
+  readonly httpRequestsTotal: HotCounter<'method' | 'route' | 'status'>;
+  readonly httpRequestDurationSeconds: HotHistogram<'method' | 'route' | 'status'>;
 }
 
 export function createMetrics(options: { defaultMetrics: boolean }): Metrics {
   const registry = new Registry();
   if (options.defaultMetrics) collectDefaultMetrics({ register: registry, prefix: 'livevote_' });
-  const httpRequestsTotal = new Counter({
+  const httpRequestsTotal = new HotCounter({
     name: 'livevote_http_requests_total',
     help: 'HTTP requests answered, by method, route pattern and status code',
     labelNames: ['method', 'route', 'status'] as const,
     registers: [registry],
   });
-  const httpRequestDurationSeconds = new Histogram({
+  const httpRequestDurationSeconds = new HotHistogram({
     name: 'livevote_http_request_duration_seconds',
     help: 'Time from request start to response end, by method, route pattern and status code',
     labelNames: ['method', 'route', 'status'] as const,

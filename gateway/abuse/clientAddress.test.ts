@@ -87,6 +87,19 @@ describe('parseCidr / cidrContains', () => {
 });
 
 describe('ClientAddressResolver', () => {
+  it('answers a repeated socket address from its cache with the same, frozen answer, also past the cache size', () => {
+    const resolver = new ClientAddressResolver([]);
+    const first = resolver.resolve('203.0.113.7', '');
+    expect(first).toEqual({ version: 4, ip: '203.0.113.7', networkKey: '203.0.113.0/24', forwarded: false });
+    expect(resolver.resolve('203.0.113.7', '')).toBe(first);
+    expect(Object.isFrozen(first)).toBe(true);
+    for (let i = 0; i < 12_000; i++) resolver.resolve(`10.${(i >> 8) & 255}.${i & 255}.1`, '');
+    expect(resolver.resolve('203.0.113.7', '')).toEqual(first);
+    expect(resolver.resolve('10.0.5.1', '')?.networkKey).toBe('10.0.5.0/24');
+    expect(resolver.resolve('not an address', '')).toBeUndefined();
+  });
+
+
   it('uses the socket and ignores X-Forwarded-For when no proxy is trusted', () => {
     const resolver = new ClientAddressResolver([]);
     expect(resolver.honoursForwardedFor).toBe(false);

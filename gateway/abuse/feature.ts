@@ -62,6 +62,17 @@ export function createAbuseFeature(deps: { config: Config; secrets: Secrets; poo
     if (!gate.ok) throw captchaError(gate);
   };
 
+  /** Fraud rules, then the CAPTCHA the policy asks for; runs once the rate limits let the vote through. */
+  function screenVote(vote: VoteGuardInput): Promise<void> | undefined {
+    const fraud = controls.fraud.evaluateVote(
+      { electionId: vote.electionId, candidate: vote.candidateIndex, networkKey: vote.networkKey, userAgent: vote.userAgent }, Date.now());
+    if (fraud.verdict === 'reject') throw new ApiError('fraud_rejected', undefined, { rules: fraud.hits.map((h) => h.rule) });
+    const flagged = fraud.verdict === 'flag';
+    // The common case (policy off, or on_risk and nothing flagged) stays synchronous.
+    if (vote.captchaPolicy === 'off' || (vote.captchaPolicy === 'on_risk' && !flagged)) return undefined;
+    return checkCaptcha(vote.captchaPolicy, flagged, vote.captchaToken, vote.clientIp);
+  }
+
   return {
     controls,
     routes: [
@@ -78,20 +89,10 @@ export function createAbuseFeature(deps: { config: Config; secrets: Secrets; poo
       }),
     ],
     guardVote(vote) {
-      const subjects = { userKey: vote.userId, ip: vote.clientIp, networkKey: vote.networkKey };
-      const decision = controls.limit('vote', subjects);
-      const afterLimit = () => {
-        const fraud = controls.fraud.evaluateVote(
-          { electionId: vote.electionId, candidate: vote.candidateIndex, networkKey: vote.networkKey, userAgent: vote.userAgent }, Date.now());
-        if (fraud.verdict === 'reject') throw new ApiError('fraud_rejected', undefined, { rules: fraud.hits.map((h) => h.rule) });
-        const flagged = fraud.verdict === 'flag';
-        // The common case (policy off, or on_risk and nothing flagged) stays synchronous.
-        if (vote.captchaPolicy === 'off' || (vote.captchaPolicy === 'on_risk' && !flagged)) return undefined;
-        return checkCaptcha(vote.captchaPolicy, flagged, vote.captchaToken, vote.clientIp);
-      };
-      if (decision instanceof Promise) return decision.then((d) => { refuseIfLimited(d); return afterLimit(); });
+      const decision = controls.limit('vote', { userKey: vote.userId, ip: vote.clientIp, networkKey: vote.networkKey });
+      if (decision instanceof Promise) return decision.then((d) => { refuseIfLimited(d); return screenVote(vote); });
       refuseIfLimited(decision);
-      return afterLimit();
+      return screenVote(vote);
     },
     auth: {
       async register(attempt) {

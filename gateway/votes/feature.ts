@@ -2,6 +2,7 @@
 // adapters (persistence/), takes the shard leases of every election it serves (cluster/), and
 // brings the vote, status and results routes plus the results WebSocket.
 import { Counter, type Registry } from 'prom-client';
+import { HotCounter, type HotCounterSeries } from '../../infra/hotMetrics.ts';
 import { createVoteNode, type VoteNode } from '../../actors/voteNode.ts';
 import type { VoteOutcome } from '../../actors/shard.ts';
 import { acquireShardLeases, ShardLeaseKeeper } from '../../cluster/leases.ts';
@@ -68,7 +69,8 @@ export async function createVotePathFeature(deps: {
   const serving = new Set<string>();
   const rejections = new Map<string, Map<string, number>>();
 
-  const votesTotal = new Counter({
+  // Counted on every vote: a hot-path counter, one series per outcome kept here.
+  const votesTotal = new HotCounter({
     name: 'livevote_votes_total',
     help: 'Vote requests answered by the vote node, by outcome',
     labelNames: ['outcome'] as const,
@@ -117,8 +119,11 @@ export async function createVotePathFeature(deps: {
     }
   });
 
+  const votesByOutcome = new Map<string, HotCounterSeries>();
   const countReply = (reply: (outcome: VoteOutcome) => void) => (outcome: VoteOutcome) => {
-    votesTotal.inc({ outcome: outcome.kind });
+    let series = votesByOutcome.get(outcome.kind);
+    if (series === undefined) votesByOutcome.set(outcome.kind, (series = votesTotal.labels({ outcome: outcome.kind })));
+    series.inc();
     reply(outcome);
   };
 
