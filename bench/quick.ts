@@ -2,7 +2,7 @@
 // (every request a new voter) at BENCH_CONNECTIONS (default 400) for BENCH_WRITE_S (default 8),
 // printing votes/s, latency and CPU per vote of livevote, Postgres and wrk. Writes no files.
 // LIVEVOTE_* variables pass through to livevote; BENCH_PROFILE_DIR=dir writes a CPU profile of
-// the livevote process there.
+// the livevote process there; BENCH_NODE_ARGS adds node flags (e.g. "--max-semi-space-size=64").
 //
 //   BENCH_CONNECTIONS=400 node --import tsx bench/quick.ts
 import { describeConfig, measureWriteRuns } from './lib/writeRuns.ts';
@@ -17,7 +17,10 @@ const [run] = await measureWriteRuns({
   connections,
   activeS: Number(process.env.BENCH_WRITE_S ?? 8),
   voterCount: 200_000,
-  nodeArgs: profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [],
+  nodeArgs: [
+    ...(process.env.BENCH_NODE_ARGS ?? '').split(' ').filter((a) => a !== ''),
+    ...(profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : []),
+  ],
   log,
 });
 if (!run) throw new Error('no run');
