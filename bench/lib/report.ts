@@ -458,7 +458,7 @@ graceful stops: ${r.restart.exitCodes.join(', ')}.
 
 ## Journal alone
 
-\`bench/journal.ts\` (PgJournal without HTTP or actors: fence + COPY + insert + batch record per transaction) on the same
+\`bench/journal.ts\` (PgJournal without HTTP or actors: one statement per batch that fences, inserts, appends the audit chain and records the batch, one round trip) on the same
 Postgres: **${fmt(r.journal.rowsPerS ?? 0)} rows/s** with batches of ${fmt(r.journal.batchRows ?? 0)} rows and ${r.journal.inFlightMax} commits in flight, commit
 latency p50 ${r.journal.commitLatencyMsP50} ms, p99 ${r.journal.commitLatencyMsP99} ms.
 
