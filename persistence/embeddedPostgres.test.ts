@@ -6,12 +6,12 @@ import { embeddedSocketDir } from './embeddedPostgres.ts';
 describe('embeddedSocketDir', () => {
   it('puts the socket in the data dir when the socket path fits in 107 bytes', () => {
     expect(embeddedSocketDir('/var/lib/livevote/postgres')).toBe('/var/lib/livevote/postgres');
-    const longest = `/${'d'.repeat(90)}`; // 91 + '/.s.PGSQL.65535' (16) = 107
+    const longest = `/${'d'.repeat(91)}`; // 92 + '/.s.PGSQL.65535' (15) = 107
     expect(embeddedSocketDir(longest)).toBe(longest);
   });
 
   it('falls back to TCP (undefined) when the path is too long or would split the directory list', () => {
-    expect(embeddedSocketDir(`/${'d'.repeat(91)}`)).toBeUndefined();
+    expect(embeddedSocketDir(`/${'d'.repeat(92)}`)).toBeUndefined();
     expect(embeddedSocketDir('/data/a,b/postgres')).toBeUndefined();
   });
 
