@@ -307,6 +307,28 @@ describe('PgJournal', () => {
     expect(await storedCount(second)).toBe(2);
   });
 
+  it('reports conflicts of a batch spanning two elections by row, in the caller\'s spelling of the election id', async () => {
+    const first = electionId;
+    electionId = randomUUID();
+    epochs = await acquireShardLeases(db.pool, { electionId, shardCount, nodeId, leaseTtlMs: 60_000 });
+    const second = electionId;
+    const shout = second.toUpperCase();
+    const firstEpochs = await acquireShardLeases(db.pool, { electionId: first, shardCount, nodeId, leaseTtlMs: 60_000 });
+    const ofFirst = (voterNumber: number): JournalRow => ({ ...row(voterNumber), electionId: first, epoch: firstEpochs[voterNumber % shardCount]! });
+    const ofSecond = (voterNumber: number): JournalRow => ({ ...row(voterNumber), electionId: shout });
+    const storedFirst = ofFirst(10);
+    const storedSecond = ofSecond(12);
+    expect((await journal.commit({ batchId: await batchIds.next(), rows: [storedFirst, storedSecond] })).kind).toBe('committed');
+    const batchId = await batchIds.next();
+    // Rows 1 and 4 were stored by the batch before (another vote id now); rows 2 and 3 are new.
+    const again = [{ ...storedFirst, voteId: randomUUID() }, ofSecond(10), ofFirst(11), { ...storedSecond, voteId: randomUUID() }];
+    const result = await journal.commit({ batchId, rows: again });
+    expect(result).toEqual({ kind: 'committed', conflicts: [{ electionId: first, voterNumber: 10 }, { electionId: shout, voterNumber: 12 }] });
+    expect(await batchRecord(batchId)).toMatchObject({ row_count: 2, conflict_count: 2 });
+    expect(await storedCount(first)).toBe(2);
+    expect(await storedCount(second)).toBe(2);
+  });
+
   it('commits an empty batch (a batch id with no rows is still recorded)', async () => {
     const batchId = await batchIds.next();
     expect(await journal.commit({ batchId, rows: [] })).toEqual({ kind: 'committed', conflicts: [] });
