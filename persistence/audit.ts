@@ -24,13 +24,12 @@
 // the fixed lock order means two commits never deadlock on heads.
 import { createHash } from 'node:crypto';
 import type { Pool, PoolClient } from './db.ts';
-import { withClient } from './db.ts';
+import { uuidPattern, withClient } from './db.ts';
 
 export const auditGenesisHash: Buffer = Buffer.alloc(32);
 const auditHashVersion = 'livevote-audit-v1';
 /** Votes fetched per round trip while verifying. */
 const verifyFetchRowsDefault = 20_000;
-const uuidPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 // ---------------------------------------------------------------------------------------------
 // The writer side: CTEs the journal's insert statement appends (persistence/voteJournal.ts).

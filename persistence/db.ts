@@ -1,6 +1,12 @@
 import pg from 'pg';
 
 export type Pool = pg.Pool;
+
+/**
+ * A uuid in any letter case: what every adapter checks ids against before a query, and what makes
+ * ids safe to inline into COPY text or SQL literals (no quote, tab, comma or backslash can pass).
+ */
+export const uuidPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 export type PoolClient = pg.PoolClient;
 
 // bigint columns (voter numbers, batch ids, counts) come back as JS numbers: every value we

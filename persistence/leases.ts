@@ -6,7 +6,7 @@
 // order everywhere (the journal's fence locks them in (election, shard) order too), so two
 // acquirers, or an acquirer and a renewer, cannot deadlock. All times are the database's clock:
 // one clock for the whole cluster.
-import { inTransaction, type Pool, type PoolClient } from './db.ts';
+import { inTransaction, uuidPattern, type Pool, type PoolClient } from './db.ts';
 
 /** Shards per election (elections.shard_count is 1..1024). */
 export const leaseShardsMax = 1024;
@@ -87,7 +87,6 @@ function toRecord(row: LeaseRow): LeaseRecord {
   };
 }
 
-const uuidPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 function assertElectionId(electionId: string): void {
   if (!uuidPattern.test(electionId)) throw new Error(`electionId is not a uuid: ${JSON.stringify(electionId)}`);

@@ -8,12 +8,11 @@
 // votes row, the shard's bitmap and snapshot, the tallies and the audit chain stay as they were:
 // the vote is still counted, and nothing left joins it to an account, an email hash or an IP hash.
 import type { Pool, PoolClient } from './db.ts';
-import { inTransaction, withClient } from './db.ts';
+import { inTransaction, uuidPattern, withClient } from './db.ts';
 import { lockUserById, revokeUserSessions, type RevokedSessionRecord, type UserRole } from './users.ts';
 
 /** Rows per section of an export at most; more is flagged `truncated` (nobody votes in 10k elections). */
 export const exportSectionRowsMax = 10_000;
-const uuidPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 // ---------------------------------------------------------------------------------------------
 // Export

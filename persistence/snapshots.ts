@@ -9,7 +9,7 @@ import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
 import type { ShardKey, ShardSnapshot, SnapshotStore } from '../actors/ports.ts';
-import { withClient, type Pool } from './db.ts';
+import { uuidPattern, withClient, type Pool } from './db.ts';
 
 /** Rows per onRows call in readVotesAfter. */
 export const replayChunkRowsDefault = 10_000;
@@ -22,7 +22,6 @@ const bitmapHexChunkChars = 1 << 20;
 /** Snapshots can be big (a 300M-voter shard is 4.7 MB): give them more time than a vote batch. */
 export const snapshotStatementTimeoutMsDefault = 60_000;
 
-const uuidPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 export interface PgSnapshotStoreOptions {
   readonly pool: Pool;

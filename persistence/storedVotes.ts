@@ -2,9 +2,8 @@
 // stored one (StoredVoteReader), a voter's status, and the per-candidate count(*) that the live
 // tally must converge to (invariant 3).
 import type { StoredVote, StoredVoteReader } from '../actors/ports.ts';
-import type { Pool } from './db.ts';
+import { uuidPattern, type Pool } from './db.ts';
 
-const uuidPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /** Candidate indexes are 0..63 (candidates table), so a tally array never needs more. */
 export const candidateCountMax = 64;

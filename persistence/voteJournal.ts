@@ -42,7 +42,7 @@ import type {
 } from '../actors/ports.ts';
 import type { QueryResult } from 'pg';
 import { auditAppendCtes } from './audit.ts';
-import { withClient, type Pool, type PoolClient } from './db.ts';
+import { uuidPattern, withClient, type Pool, type PoolClient } from './db.ts';
 
 /** The config allows batches up to 100k rows (LIVEVOTE_BATCH_ROWS_MAX); nothing bigger is sane. */
 export const journalBatchRowsMaxDefault = 100_000;
@@ -60,7 +60,6 @@ export interface PgJournalOptions {
   readonly lockTimeoutMs?: number;
 }
 
-const uuidPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 const commitStatementName = 'livevote_journal_commit';
 /** SQLSTATE: prepared statement already exists (prepared by an earlier, forgotten attempt). */

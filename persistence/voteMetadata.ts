@@ -13,7 +13,7 @@ import { from as copyFrom } from 'pg-copy-streams';
 import { Counter, type Registry } from 'prom-client';
 import type { Logger } from '../infra/logger.ts';
 import type { Pool } from './db.ts';
-import { withClient } from './db.ts';
+import { uuidPattern, withClient } from './db.ts';
 
 export const metadataFlushIntervalMsDefault = 1000;
 export const metadataBufferRowsMaxDefault = 100_000;
@@ -21,7 +21,6 @@ export const metadataBufferRowsMaxDefault = 100_000;
 export const metadataHashBytes = 16;
 /** The logs say so on the first drop and then every this many. */
 const dropLogEvery = 10_000;
-const uuidPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 export interface VoteMetadata {
   readonly electionId: string;

@@ -11,7 +11,7 @@ import { ApiError } from '../errors.ts';
 import type { Principal, Role } from '../http.ts';
 import type { Logger } from '../../infra/logger.ts';
 import type { Secrets } from '../../infra/secrets.ts';
-import { inTransaction, type Pool, type PoolClient } from '../../persistence/db.ts';
+import { inTransaction, uuidPattern, type Pool, type PoolClient } from '../../persistence/db.ts';
 import {
   findRefreshToken, findUserByEmailHash, insertRefreshToken, insertUser, lockRefreshToken, lockUserById,
   markRefreshTokenRotated, revokeFamily, revokeUserSessions, updateUserPassword, updateUserRole,
@@ -28,7 +28,6 @@ export const refreshTokenTtlMs = 30 * 24 * 3600 * 1000;
 const refreshTokenBytes = 32;
 /** base64url of 32 bytes: anything else cannot be one of ours and is refused without a query. */
 const refreshTokenPattern = /^[A-Za-z0-9_-]{43}$/;
-const uuidPattern = /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/;
 const roleRank: Readonly<Record<Role, number>> = { viewer: 0, broadcaster: 1, admin: 2 };
 
 export interface TokenPair {
