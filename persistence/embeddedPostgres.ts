@@ -89,11 +89,22 @@ export function embeddedSocketDir(databaseDir: string): string | undefined {
   return Buffer.byteLength(`${dir}/.s.PGSQL.65535`) <= socketPathBytesMax && !dir.includes(',') ? dir : undefined;
 }
 
+const embeddedUser = 'postgres';
+
+/**
+ * The URL of a database on the embedded server of `databaseDir`: its Unix socket when the path
+ * fits (what the node uses), else 127.0.0.1.
+ */
+export function embeddedDatabaseUrl(databaseDir: string, port: number, password: string, database: string): string {
+  const socketDir = embeddedSocketDir(databaseDir);
+  const host = socketDir === undefined ? '127.0.0.1' : encodeURIComponent(socketDir);
+  return `postgres://${embeddedUser}:${encodeURIComponent(password)}@${host}:${port}/${database}`;
+}
+
 export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): Promise<EmbeddedPostgresHandle> {
   const EmbeddedPostgres = await importWithoutExitHooks();
   const databaseDir = path.join(options.dataDir, 'postgres');
   const port = await freePort();
-  const user = 'postgres';
   // The node talks to its embedded server over a Unix socket in the server's own directory: a
   // round trip costs ~30% less CPU on both sides than loopback TCP (bench/README.md). TCP on
   // 127.0.0.1 stays on for tools (psql, the benchmark's baseline may use either).
@@ -110,7 +121,7 @@ export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): P
   const server = new EmbeddedPostgres({
     databaseDir,
     port,
-    user,
+    user: embeddedUser,
     password: options.password,
     persistent: true,
     createPostgresUser: runsAsRoot,
@@ -138,8 +149,7 @@ export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): P
   } finally {
     await client.end();
   }
-  const host = socketDir === undefined ? '127.0.0.1' : encodeURIComponent(socketDir);
-  const url = `postgres://${user}:${encodeURIComponent(options.password)}@${host}:${port}/livevote`;
+  const url = embeddedDatabaseUrl(databaseDir, port, options.password, 'livevote');
   options.log.info({ port, databaseDir, socketDir }, 'embedded Postgres started');
   return {
     url,

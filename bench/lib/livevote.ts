@@ -6,7 +6,7 @@
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { startLivevoteProcess, type LivevoteProcess } from '../../infra/testing/processHarness.ts';
-import { embeddedSocketDir } from '../../persistence/embeddedPostgres.ts';
+import { embeddedDatabaseUrl } from '../../persistence/embeddedPostgres.ts';
 
 export interface LivevoteUnderTest {
   readonly process: LivevoteProcess;
@@ -30,17 +30,12 @@ export async function startLivevote(env: Record<string, string | undefined>, dat
     port: started.port,
     // The same connection livevote itself uses (its Unix socket when the path fits), so the
     // baseline and the other steps pay what livevote pays per round trip.
-    databaseUrl: `postgres://postgres:${encodeURIComponent(secrets.embeddedDbPassword)}@${socketHost(dataDir)}:${pgPort}/livevote`,
+    databaseUrl: embeddedDatabaseUrl(path.join(dataDir, 'postgres'), Number(pgPort), secrets.embeddedDbPassword, 'livevote'),
     async postmasterPid() {
       const pidFile = await readFile(path.join(dataDir, 'postgres', 'postmaster.pid'), 'utf8');
       return Number(pidFile.split('\n')[0]);
     },
   };
-}
-
-function socketHost(dataDir: string): string {
-  const socketDir = embeddedSocketDir(path.join(dataDir, 'postgres'));
-  return socketDir === undefined ? '127.0.0.1' : encodeURIComponent(socketDir);
 }
 
 /** Stops livevote with SIGTERM (graceful: flush, final snapshots, embedded Postgres stopped). */
