@@ -273,26 +273,28 @@ export class ClientAddressResolver {
     return false;
   }
 
+  /** The client address of a request with no X-Forwarded-For: the socket's own, memoised. */
+  private socketAddress(socketIp: string): ClientAddress | undefined {
+    const known = this.bySocketIp.get(socketIp);
+    if (known !== undefined) return known;
+    const socket = parseIp(socketIp);
+    if (!socket) return undefined;
+    const address = toClientAddress(socket, false);
+    if (this.bySocketIp.size >= socketAddressCacheEntriesMax) this.bySocketIp.clear();
+    this.bySocketIp.set(socketIp, address);
+    return address;
+  }
+
   /**
    * `socketIp` as uWS prints it (`res.getRemoteAddressAsText()`), `forwardedFor` the raw header
    * ('' when absent). Returns undefined only when the socket address itself is unreadable, which
    * a real socket never produces; callers treat that as a bad request.
    */
   resolve(socketIp: string, forwardedFor: string): ClientAddress | undefined {
-    if (forwardedFor === '') {
-      const known = this.bySocketIp.get(socketIp);
-      if (known !== undefined) return known;
-    }
+    if (forwardedFor === '') return this.socketAddress(socketIp);
     const socket = parseIp(socketIp);
     if (!socket) return undefined;
-    if (forwardedFor === '' || !this.isTrusted(socket)) {
-      const address = toClientAddress(socket, false);
-      if (forwardedFor === '') {
-        if (this.bySocketIp.size >= socketAddressCacheEntriesMax) this.bySocketIp.clear();
-        this.bySocketIp.set(socketIp, address);
-      }
-      return address;
-    }
+    if (!this.isTrusted(socket)) return toClientAddress(socket, false);
     // The socket peer is our proxy: walk its header from the right while hops are our proxies too.
     const truncated = forwardedFor.length > forwardedForLengthMax;
     const hops = (truncated ? forwardedFor.slice(-forwardedForLengthMax) : forwardedFor).split(',');
