@@ -25,6 +25,7 @@ describe('hot metrics export exactly what prom-client exports for the same updat
     const hot = new HotCounter({ ...options, registers: [ours] });
     const reference = new Counter({ ...options, registers: [theirs] });
     const accepted = hot.labels({ outcome: 'accepted' });
+    expect(hot.labels({ outcome: 'accepted' })).toBe(accepted);
     accepted.inc();
     accepted.inc(2);
     hot.labels({ outcome: 'overloaded' }).inc();

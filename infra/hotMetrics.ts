@@ -26,12 +26,14 @@ interface HotMetricOptions<L extends string> {
 
 const seriesMaxDefault = 1_000;
 
-abstract class HotMetric<L extends string, S> {
+/** S: a series' state; H: the handle callers update it through. */
+abstract class HotMetric<L extends string, S, H> {
   readonly name: string;
   readonly help: string;
   readonly aggregator = 'sum';
   abstract readonly type: 'counter' | 'histogram';
-  protected readonly series = new Map<string, { labels: Labels<L>; state: S }>();
+  /** Per label set: its values, its state, and the one handle labels() gives out for it. */
+  protected readonly series = new Map<string, { labels: Labels<L>; state: S; handle: H }>();
   private readonly labelNames: readonly L[];
   private readonly seriesMax: number;
 
@@ -43,17 +45,19 @@ abstract class HotMetric<L extends string, S> {
     for (const registry of options.registers) registry.registerMetric(this as never);
   }
 
-  protected seriesFor(labels: Labels<L>, create: () => S): S {
+  /** The handle of a series, created with its state (`make` runs once per label set). */
+  protected handleFor(labels: Labels<L>, create: () => S, make: (state: S) => H): H {
     const key = this.labelNames.map((n) => labels[n]).join('\u0000');
     const existing = this.series.get(key);
-    if (existing) return existing.state;
+    if (existing) return existing.handle;
     for (const name of Object.keys(labels)) {
       if (!this.labelNames.includes(name as L)) throw new Error(`${this.name}: unknown label ${name}`);
     }
     if (this.series.size >= this.seriesMax) throw new Error(`${this.name}: more than ${this.seriesMax} label combinations`);
     const state = create();
-    this.series.set(key, { labels: { ...labels }, state });
-    return state;
+    const handle = make(state);
+    this.series.set(key, { labels: { ...labels }, state, handle });
+    return handle;
   }
 
   protected abstract values(): MetricValue[];
@@ -72,17 +76,16 @@ export interface HotCounterSeries {
   inc(by?: number): void;
 }
 
-export class HotCounter<L extends string> extends HotMetric<L, { value: number }> {
+export class HotCounter<L extends string> extends HotMetric<L, { value: number }, HotCounterSeries> {
   readonly type = 'counter';
 
-  /** The series of these label values; keep it and call inc() on it. */
+  /** The series of these label values (the same object each time); cheapest when kept. */
   labels(labels: Labels<L>): HotCounterSeries {
-    const state = this.seriesFor(labels, () => ({ value: 0 }));
-    return {
+    return this.handleFor(labels, () => ({ value: 0 }), (state) => ({
       inc(by = 1) {
         state.value += by;
       },
-    };
+    }));
   }
 
   protected values(): MetricValue[] {
@@ -101,7 +104,7 @@ interface HistogramState {
   count: number;
 }
 
-export class HotHistogram<L extends string> extends HotMetric<L, HistogramState> {
+export class HotHistogram<L extends string> extends HotMetric<L, HistogramState, HotHistogramSeries> {
   readonly type = 'histogram';
   private readonly bounds: readonly number[];
 
@@ -114,11 +117,10 @@ export class HotHistogram<L extends string> extends HotMetric<L, HistogramState>
     this.bounds = sorted;
   }
 
-  /** The series of these label values; keep it and call observe() on it. */
+  /** The series of these label values (the same object each time); cheapest when kept. */
   labels(labels: Labels<L>): HotHistogramSeries {
     const bounds = this.bounds;
-    const state = this.seriesFor(labels, () => ({ counts: new Float64Array(bounds.length + 1), sum: 0, count: 0 }));
-    return {
+    return this.handleFor(labels, () => ({ counts: new Float64Array(bounds.length + 1), sum: 0, count: 0 }), (state) => ({
       observe(value: number) {
         if (!Number.isFinite(value)) return;
         let i = 0;
@@ -127,7 +129,7 @@ export class HotHistogram<L extends string> extends HotMetric<L, HistogramState>
         state.sum += value;
         state.count++;
       },
-    };
+    }));
   }
 
   protected values(): MetricValue[] {

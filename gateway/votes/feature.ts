@@ -2,7 +2,7 @@
 // adapters (persistence/), takes the shard leases of every election it serves (cluster/), and
 // brings the vote, status and results routes plus the results WebSocket.
 import { Counter, type Registry } from 'prom-client';
-import { HotCounter, type HotCounterSeries } from '../../infra/hotMetrics.ts';
+import { HotCounter } from '../../infra/hotMetrics.ts';
 import { createVoteNode, type VoteNode } from '../../actors/voteNode.ts';
 import type { VoteOutcome } from '../../actors/shard.ts';
 import { acquireShardLeases, ShardLeaseKeeper } from '../../cluster/leases.ts';
@@ -69,7 +69,7 @@ export async function createVotePathFeature(deps: {
   const serving = new Set<string>();
   const rejections = new Map<string, Map<string, number>>();
 
-  // Counted on every vote: a hot-path counter, one series per outcome kept here.
+  // Counted on every vote: a hot-path counter (infra/hotMetrics.ts).
   const votesTotal = new HotCounter({
     name: 'livevote_votes_total',
     help: 'Vote requests answered by the vote node, by outcome',
@@ -119,11 +119,8 @@ export async function createVotePathFeature(deps: {
     }
   });
 
-  const votesByOutcome = new Map<string, HotCounterSeries>();
   const countReply = (reply: (outcome: VoteOutcome) => void) => (outcome: VoteOutcome) => {
-    let series = votesByOutcome.get(outcome.kind);
-    if (series === undefined) votesByOutcome.set(outcome.kind, (series = votesTotal.labels({ outcome: outcome.kind })));
-    series.inc();
+    votesTotal.labels({ outcome: outcome.kind }).inc();
     reply(outcome);
   };
 
