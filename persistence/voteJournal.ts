@@ -292,7 +292,7 @@ async function prepareCommitStatement(client: PoolClient): Promise<void> {
   try {
     await client.query(prepareText);
   } catch (error) {
-    // Prepared by an earlier attempt whose answer we did not wait for: it is the same text.
+    // Prepared by another PgJournal on the same pool (each knows only its own connections): same text.
     if ((error as { code?: string }).code !== duplicatePreparedStatement) throw error;
   }
 }
