@@ -1,13 +1,14 @@
 // `npm run bench`: livevote against the ceiling (bare uWebSockets.js) and against the baseline a
 // team would otherwise write (node:http + one INSERT per vote), in one run on this machine, then
-// reads, fan-out, memory and recovery. Writes bench/RESULTS.md and bench/results.json (never by
+// reads, fan-out, the durable floor (what storing before answering alone allows here), memory and
+// recovery. Writes bench/RESULTS.md and bench/results.json (never by
 // hand) and exits non-zero when a correctness check fails (stored votes ≠ 200 answers).
 //
 // Every write run has the same shape: wrk, 1 thread, the same connections, POST /api/v1/votes
 // with {electionId, candidateId, userId} and a bearer token, every request the next voter of a
 // file of pre-registered voters (bench/lua/votes.lua). Order:
 //   livevote up (embedded Postgres) → voters → ceiling → livevote → livevote saturation →
-//   reads → fan-out → baseline (and its saturation) → journal → recovery → livevote down → memory →
+//   reads → fan-out → baseline (and its saturation) → durable floor → journal → recovery → livevote down → memory →
 //   livevote restarted under --cpu-prof → profiled write run → report.
 import { chmod, copyFile, mkdir, mkdtemp, readdir, rm } from 'node:fs/promises';
 import { execFileSync } from 'node:child_process';
@@ -216,7 +217,7 @@ function writeRunReport(label: string, connections: number, activeS: number, run
   };
 }
 
-async function countStored(pool: Pool, table: 'votes' | 'baseline_votes', electionId: string): Promise<number> {
+async function countStored(pool: Pool, table: 'votes' | 'baseline_votes' | 'floor_votes', electionId: string): Promise<number> {
   const result = await pool.query<{ n: number }>(`SELECT count(*)::int AS n FROM ${table} WHERE election_id = $1`, [electionId]);
   return result.rows[0]!.n;
 }
@@ -413,6 +414,26 @@ async function main(): Promise<number> {
     await baselinePool.end();
     progress(`baseline saturation: ${baselineSaturation.okPerS} votes/s, p99 ${baselineSaturation.latencyMs.p99} ms; count ${baselineSaturation.countOk ? 'ok' : 'FAILED'}`);
 
+    // --- durable floor -----------------------------------------------------------------------------
+    progress('durable floor: bare uWebSockets.js + group-committed INSERT per batch, nothing else, same Postgres (bench/servers/floor.ts)');
+    await pool.query('CREATE DATABASE bench_floor');
+    const floorUrl = lv.databaseUrl.replace(/\/livevote$/, '/bench_floor');
+    const floorServer: BenchServer = track(await startBenchServer('bench/servers/floor.ts', { PORT: '0', DATABASE_URL: floorUrl }));
+    const floorGroups = (wrkPid: () => number): CpuGroups => ({ server: () => [floorServer.child.pid!], postgres: () => processTree(postmaster), wrk: () => (wrkPid() ? [wrkPid()] : []) });
+    await writeRun({ label: 'floor warm-up', port: floorServer.port, election: electionA, connections: settings.connections, activeS: settings.warmupS, firstLine: warmupFirst, lineCount: warmupLines, wrap: false, cpuGroups: floorGroups });
+    const floorPool = createPool(floorUrl, 2, 'livevote-bench');
+    const floorWarmupRows = await countStored(floorPool, 'floor_votes', electionA.electionId);
+    await pool.query('CHECKPOINT');
+    await waitForQuiet('durable floor');
+    const floorRaw = await writeRun({ label: 'durable floor', port: floorServer.port, election: electionA, connections: settings.connections, activeS: settings.writeActiveS, firstLine: 0, lineCount: measuredLines, wrap: false, cpuGroups: floorGroups });
+    await untrackAndStop(floorServer);
+    const floor = countCheck(
+      writeRunReport('durable floor', settings.connections, settings.writeActiveS, floorRaw.run, floorRaw.cpu),
+      (await countStored(floorPool, 'floor_votes', electionA.electionId)) - floorWarmupRows,
+    );
+    await floorPool.end();
+    progress(`durable floor: ${floor.okPerS} votes/s, p99 ${floor.latencyMs.p99} ms; stored ${floor.stored} = 200s ${floor.ok}: ${floor.countOk ? 'ok' : 'FAILED'}`);
+
     // --- journal (bench/journal.ts: the persistence path alone) ----------------------------------
     progress('journal: PgJournal alone (bench/journal.ts), 200,000 rows in batches of 2,000, 2 commits in flight');
     const serverUrl = lv.databaseUrl.replace(/\/livevote$/, '/postgres');
@@ -517,6 +538,7 @@ async function main(): Promise<number> {
       saturation,
       baseline,
       baselineSaturation,
+      floor,
       reads,
       fanout: { ...fanout, loadResult: undefined, load: fanoutLoad },
       journal,
