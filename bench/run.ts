@@ -382,56 +382,58 @@ async function main(): Promise<number> {
 
     // --- baseline ------------------------------------------------------------------------------
     progress('baseline: node:http + the same JWT verifier + INSERT … ON CONFLICT DO NOTHING per vote, same Postgres');
+    /**
+     * A comparison server writing to a database of its own on livevote's Postgres server, started
+     * and warmed up on the warm-up lines. Those rows stay: `stored()` is net of them.
+     */
+    const startStoringServer = async (label: string, script: string, database: string, table: 'baseline_votes' | 'floor_votes', env: Record<string, string>) => {
+      const databaseUrl = lv.databaseUrl.replace(/\/livevote$/, `/${database}`);
+      const server: BenchServer = track(await startBenchServer(script, { PORT: '0', DATABASE_URL: databaseUrl, ...env }));
+      const groups = (wrkPid: () => number): CpuGroups => ({ server: () => [server.child.pid!], postgres: () => processTree(postmaster), wrk: () => (wrkPid() ? [wrkPid()] : []) });
+      await writeRun({ label: `${label} warm-up`, port: server.port, election: electionA, connections: settings.connections, activeS: settings.warmupS, firstLine: warmupFirst, lineCount: warmupLines, wrap: false, cpuGroups: groups });
+      const countPool = createPool(databaseUrl, 2, 'livevote-bench');
+      const warmupRows = await countStored(countPool, table, electionA.electionId);
+      await pool!.query('CHECKPOINT');
+      return {
+        server,
+        groups,
+        stored: async () => (await countStored(countPool, table, electionA.electionId)) - warmupRows,
+        end: () => countPool.end(),
+      };
+    };
     await pool.query('CREATE DATABASE bench_baseline');
-    const baselineUrl = lv.databaseUrl.replace(/\/livevote$/, '/bench_baseline');
     await pool.query('CHECKPOINT');
-    const baselineServer: BenchServer = track(
-      await startBenchServer('bench/servers/baseline.ts', {
-        PORT: '0', DATABASE_URL: baselineUrl, LIVEVOTE_JWT_SECRET: jwtSecret, BASELINE_ELECTION_ID: electionA.electionId,
-        BASELINE_CANDIDATE_IDS: electionA.candidateIds.join(','), BASELINE_POOL_MAX: String(settings.baselinePoolMax),
-      }),
-    );
-    const baselineGroups = (wrkPid: () => number): CpuGroups => ({ server: () => [baselineServer.child.pid!], postgres: () => processTree(postmaster), wrk: () => (wrkPid() ? [wrkPid()] : []) });
-    await writeRun({ label: 'baseline warm-up', port: baselineServer.port, election: electionA, connections: settings.connections, activeS: settings.warmupS, firstLine: warmupFirst, lineCount: warmupLines, wrap: false, cpuGroups: baselineGroups });
-    // The warm-up's voters are lines of their own: its rows stay, and are subtracted.
-    const baselinePool = createPool(baselineUrl, 2, 'livevote-bench');
-    const warmupRows = await countStored(baselinePool, 'baseline_votes', electionA.electionId);
-    await pool.query('CHECKPOINT');
+    const baselineSide = await startStoringServer('baseline', 'bench/servers/baseline.ts', 'bench_baseline', 'baseline_votes', {
+      LIVEVOTE_JWT_SECRET: jwtSecret, BASELINE_ELECTION_ID: electionA.electionId,
+      BASELINE_CANDIDATE_IDS: electionA.candidateIds.join(','), BASELINE_POOL_MAX: String(settings.baselinePoolMax),
+    });
+    const { server: baselineServer, groups: baselineGroups } = baselineSide;
     await waitForQuiet('baseline');
     // Its two runs share one election: each walks half of the voter lines.
     const halfLines = Math.floor(measuredLines / 2);
     const baseRaw = await writeRun({ label: 'baseline', port: baselineServer.port, election: electionA, connections: settings.connections, activeS: settings.writeActiveS, firstLine: 0, lineCount: halfLines, wrap: false, cpuGroups: baselineGroups });
-    const afterFirst = await countStored(baselinePool, 'baseline_votes', electionA.electionId);
-    const baseline = countCheck(writeRunReport('baseline', settings.connections, settings.writeActiveS, baseRaw.run, baseRaw.cpu), afterFirst - warmupRows);
+    const afterFirst = await baselineSide.stored();
+    const baseline = countCheck(writeRunReport('baseline', settings.connections, settings.writeActiveS, baseRaw.run, baseRaw.cpu), afterFirst);
     progress(`baseline: ${baseline.okPerS} votes/s, p99 ${baseline.latencyMs.p99} ms; stored ${baseline.stored} = 200s ${baseline.ok}: ${baseline.countOk ? 'ok' : 'FAILED'}`);
     await waitForQuiet('baseline saturation');
     const baseSatRaw = await writeRun({ label: 'baseline saturation', port: baselineServer.port, election: electionA, connections: settings.saturationConnections, activeS: settings.saturationActiveS, firstLine: halfLines, lineCount: measuredLines - halfLines, wrap: false, cpuGroups: baselineGroups });
     await untrackAndStop(baselineServer);
     const baselineSaturation = countCheck(
       writeRunReport('baseline saturation', settings.saturationConnections, settings.saturationActiveS, baseSatRaw.run, baseSatRaw.cpu),
-      (await countStored(baselinePool, 'baseline_votes', electionA.electionId)) - afterFirst,
+      (await baselineSide.stored()) - afterFirst,
     );
-    await baselinePool.end();
+    await baselineSide.end();
     progress(`baseline saturation: ${baselineSaturation.okPerS} votes/s, p99 ${baselineSaturation.latencyMs.p99} ms; count ${baselineSaturation.countOk ? 'ok' : 'FAILED'}`);
 
     // --- durable floor -----------------------------------------------------------------------------
     progress('durable floor: bare uWebSockets.js + group-committed INSERT per batch, nothing else, same Postgres (bench/servers/floor.ts)');
     await pool.query('CREATE DATABASE bench_floor');
-    const floorUrl = lv.databaseUrl.replace(/\/livevote$/, '/bench_floor');
-    const floorServer: BenchServer = track(await startBenchServer('bench/servers/floor.ts', { PORT: '0', DATABASE_URL: floorUrl }));
-    const floorGroups = (wrkPid: () => number): CpuGroups => ({ server: () => [floorServer.child.pid!], postgres: () => processTree(postmaster), wrk: () => (wrkPid() ? [wrkPid()] : []) });
-    await writeRun({ label: 'floor warm-up', port: floorServer.port, election: electionA, connections: settings.connections, activeS: settings.warmupS, firstLine: warmupFirst, lineCount: warmupLines, wrap: false, cpuGroups: floorGroups });
-    const floorPool = createPool(floorUrl, 2, 'livevote-bench');
-    const floorWarmupRows = await countStored(floorPool, 'floor_votes', electionA.electionId);
-    await pool.query('CHECKPOINT');
+    const floorSide = await startStoringServer('floor', 'bench/servers/floor.ts', 'bench_floor', 'floor_votes', {});
     await waitForQuiet('durable floor');
-    const floorRaw = await writeRun({ label: 'durable floor', port: floorServer.port, election: electionA, connections: settings.connections, activeS: settings.writeActiveS, firstLine: 0, lineCount: measuredLines, wrap: false, cpuGroups: floorGroups });
-    await untrackAndStop(floorServer);
-    const floor = countCheck(
-      writeRunReport('durable floor', settings.connections, settings.writeActiveS, floorRaw.run, floorRaw.cpu),
-      (await countStored(floorPool, 'floor_votes', electionA.electionId)) - floorWarmupRows,
-    );
-    await floorPool.end();
+    const floorRaw = await writeRun({ label: 'durable floor', port: floorSide.server.port, election: electionA, connections: settings.connections, activeS: settings.writeActiveS, firstLine: 0, lineCount: measuredLines, wrap: false, cpuGroups: floorSide.groups });
+    await untrackAndStop(floorSide.server);
+    const floor = countCheck(writeRunReport('durable floor', settings.connections, settings.writeActiveS, floorRaw.run, floorRaw.cpu), await floorSide.stored());
+    await floorSide.end();
     progress(`durable floor: ${floor.okPerS} votes/s, p99 ${floor.latencyMs.p99} ms; stored ${floor.stored} = 200s ${floor.ok}: ${floor.countOk ? 'ok' : 'FAILED'}`);
 
     // --- journal (bench/journal.ts: the persistence path alone) ----------------------------------

@@ -46,7 +46,7 @@ interface PendingVote {
 }
 
 const accepted = JSON.stringify({ status: 'accepted' });
-let pending: PendingVote[] = [];
+const pending: PendingVote[] = [];
 let commitsInFlight = 0;
 let flushScheduled = false;
 
@@ -67,8 +67,7 @@ function scheduleFlush(): void {
 function flush(): void {
   flushScheduled = false;
   if (commitsInFlight >= commitsInFlightMax || pending.length === 0) return;
-  const batch = pending.length <= batchRowsMax ? pending : pending.slice(0, batchRowsMax);
-  pending = pending.length <= batchRowsMax ? [] : pending.slice(batchRowsMax);
+  const batch = pending.splice(0, batchRowsMax);
   commitsInFlight++;
   pool.query({ ...insertBatch, values: [batch.map((v) => v.electionId), batch.map((v) => v.userId), batch.map((v) => v.candidateId)] }).then(
     () => {
