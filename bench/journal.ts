@@ -12,12 +12,7 @@ import { acquireShardLeases } from '../cluster/leases.ts';
 import { createPgBatchIdSource } from '../persistence/batchIds.ts';
 import { createTestDatabase } from '../persistence/testDatabase.ts';
 import { createPgJournal } from '../persistence/voteJournal.ts';
-
-function intFromEnv(name: string, fallback: number, max: number): number {
-  const value = Number(process.env[name] ?? fallback);
-  if (!(Number.isInteger(value) && value >= 1 && value <= max)) throw new Error(`${name} must be 1..${max}`);
-  return value;
-}
+import { intFromEnv, shuffledRange } from './lib/common.ts';
 
 const rowsTotal = intFromEnv('BENCH_ROWS', 200_000, 10_000_000);
 const batchRows = intFromEnv('BENCH_BATCH_ROWS', 2000, 100_000);
@@ -33,11 +28,7 @@ try {
   const batchIds = await createPgBatchIdSource({ pool: db.pool });
 
   // Voters in a shuffled order, as real votes arrive: primary-key inserts land all over the index.
-  const voters = Array.from({ length: rowsTotal }, (_, i) => i);
-  for (let i = voters.length - 1; i > 0; i--) {
-    const j = Math.floor(Math.random() * (i + 1));
-    [voters[i], voters[j]] = [voters[j]!, voters[i]!];
-  }
+  const voters = shuffledRange(rowsTotal);
   const acceptedAtMs = Date.now();
   const batches: JournalRow[][] = [];
   for (let start = 0; start < rowsTotal; start += batchRows) {

@@ -7,12 +7,7 @@
 // Run in a fresh process with --expose-gc, so the RSS delta is this election's alone:
 //   node --expose-gc --import tsx bench/memory.ts      → BENCH_MEMORY_JSON {...}
 import { createShardState, stepShard, type ShardState } from '../actors/shard.ts';
-
-function intFromEnv(name: string, fallback: number, max: number): number {
-  const value = Number(process.env[name] ?? fallback);
-  if (!(Number.isInteger(value) && value >= 1 && value <= max)) throw new Error(`${name} must be 1..${max}`);
-  return value;
-}
+import { intFromEnv } from './lib/common.ts';
 
 const voters = intFromEnv('MEMORY_VOTERS', 300_000_000, 2 ** 40);
 const shardCount = intFromEnv('MEMORY_SHARDS', 64, 1024);

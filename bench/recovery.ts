@@ -22,12 +22,7 @@ import { createPgStoredVoteReader } from '../persistence/storedVotes.ts';
 import { createTestDatabase } from '../persistence/testDatabase.ts';
 import { createPgJournal } from '../persistence/voteJournal.ts';
 import { randomUUID } from 'node:crypto';
-
-function intFromEnv(name: string, fallback: number, max: number): number {
-  const value = Number(process.env[name] ?? fallback);
-  if (!(Number.isInteger(value) && value >= 1 && value <= max)) throw new Error(`${name} must be 1..${max}`);
-  return value;
-}
+import { intFromEnv } from './lib/common.ts';
 
 const votesTotal = intFromEnv('RECOVERY_VOTES', 10_000_000, 100_000_000);
 const shardCount = intFromEnv('RECOVERY_SHARDS', 16, 1024);

@@ -44,6 +44,8 @@ export interface RequestContext<Body, Query> {
   /** The client's network (/24 for IPv4, /64 for IPv6): what rate limits and fraud rules group by. */
   readonly networkKey: string;
   readonly userAgent: string;
+  /** The request headers the route asked for in `readHeaders` ('' when absent), by lower-case name. */
+  readonly headers: Readonly<Record<string, string>>;
   readonly log: Logger;
 }
 
@@ -72,6 +74,8 @@ export interface RouteDefinition<Body = unknown, Query = unknown> {
   readonly auth: 'public' | 'user' | readonly Role[];
   readonly body?: z.ZodType<Body>;
   readonly query?: z.ZodType<Query>;
+  /** Lower-case names of further request headers the handler reads (cookie, …); only routes that ask pay for them. */
+  readonly readHeaders?: readonly string[];
   readonly bodyBytesMax?: number;
   /** When set, an empty body stands for this value (a body whose fields are all optional). */
   readonly emptyBodyAs?: unknown;
@@ -233,6 +237,7 @@ export class HttpRouter {
     const clientIp = address?.ip ?? socketIp;
     const networkKey = address?.networkKey ?? socketIp;
     const path = req.getUrl();
+    const headers = route.readHeaders ? readHeaders(req, route.readHeaders) : noHeaders;
 
     // No per-request named closures here: the dev/test transform (tsx, keepNames) wraps each one
     // in a defineProperty call, 2% of a vote's CPU in the profile.
@@ -255,7 +260,7 @@ export class HttpRouter {
     }
 
     const ctx: { -readonly [K in keyof RequestContext<unknown, unknown>]: RequestContext<unknown, unknown>[K] } = {
-      method: route.method, path, params, query, body: undefined, principal, requestId, clientIp, networkKey, userAgent,
+      method: route.method, path, params, query, body: undefined, principal, requestId, clientIp, networkKey, userAgent, headers,
       log: this.deps.log,
     };
 
@@ -438,6 +443,15 @@ export class HttpRouter {
     child.count.inc();
     child.duration.observe((performance.now() - started) / 1000);
   }
+}
+
+/** Routes that read no further headers (the vote path among them) share one empty object. */
+const noHeaders: Readonly<Record<string, string>> = Object.freeze({});
+
+function readHeaders(req: HttpRequest, names: readonly string[]): Record<string, string> {
+  const headers: Record<string, string> = {};
+  for (const name of names) headers[name] = req.getHeader(name);
+  return headers;
 }
 
 function parseJson(bytes: Buffer): unknown {

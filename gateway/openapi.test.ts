@@ -39,4 +39,21 @@ describe('OpenAPI document', () => {
     expect(create['x-roles']).toEqual(['admin']);
     expect(create.responses['403'].description).toContain('forbidden');
   });
+
+  it('documents both answers of the vote status route: one election, and the paged list of all', async () => {
+    const doc = (await call(harness.baseUrl, 'GET', '/api/v1/openapi.json')).body;
+    const status = doc.paths['/api/v1/votes/status/{userId}'].get;
+    const parameters = Object.fromEntries(status.parameters.map((p: { name: string; in: string; required: boolean }) => [p.name, p]));
+    expect(parameters.userId).toMatchObject({ in: 'path', required: true });
+    for (const name of ['electionId', 'limit', 'cursor']) expect(parameters[name], name).toMatchObject({ in: 'query', required: false });
+    expect(parameters.limit.schema).toMatchObject({ minimum: 1, maximum: 100 });
+    const shapes = status.responses['200'].content['application/json'].schema.anyOf as { required: string[]; properties: Record<string, unknown> }[];
+    expect(shapes.map((shape) => [...shape.required].sort())).toEqual([
+      ['electionId', 'userId', 'voted'],
+      ['nextCursor', 'userId', 'votes'],
+    ]);
+    expect(Object.keys((shapes[1]!.properties.votes as { items: { properties: object } }).items.properties).sort()).toEqual(['acceptedAt', 'candidateId', 'electionId', 'voteId']);
+    expect(status.responses['403'].description).toContain('forbidden');
+    expect(status.responses['403'].description).toContain('account_erased');
+  });
 });

@@ -248,7 +248,7 @@ describe('the feature', () => {
     try {
       const login = feature.routes.find((r) => r.path === '/api/v1/auth/login');
       const logout = feature.routes.find((r) => r.path === '/api/v1/auth/logout');
-      const reply = await login?.handle({ body: { email: secrets.adminEmail, password: secrets.adminPassword } } as never);
+      const reply = await login?.handle({ body: { email: secrets.adminEmail, password: secrets.adminPassword }, headers: {} } as never);
       const pair = reply?.json as TokenPair;
       const principal = feature.authenticate(`Bearer ${pair.accessToken}`) as VerifiedPrincipal;
       expect(principal).toMatchObject({ role: 'admin', expiresAtS: Math.floor(start / 1000) + 900 });
@@ -261,7 +261,7 @@ describe('the feature', () => {
 
       expect(() => feature.authenticate('')).toThrow(expect.objectContaining({ code: 'unauthenticated' }));
       expect(() => feature.authenticate('Bearer')).toThrow(expect.objectContaining({ code: 'unauthenticated' }));
-      await logout?.handle({ body: {}, principal } as never);
+      await logout?.handle({ body: {}, principal, headers: {} } as never);
       expect(() => feature.authenticate(`Bearer ${pair.accessToken}`)).toThrow(expect.objectContaining({ code: 'session_revoked' }));
     } finally {
       nowMs = start;

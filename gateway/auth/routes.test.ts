@@ -328,6 +328,95 @@ describe('POST /api/v1/auth/logout', () => {
   });
 });
 
+describe('cookie mode (X-Livevote-Refresh: cookie): the refresh token in an HttpOnly cookie', () => {
+  const cookieMode = { 'x-livevote-refresh': 'cookie', origin: 'http://127.0.0.1' };
+  const cookieOf = (answer: Answer) => answer.headers.get('set-cookie') ?? '';
+  const tokenIn = (setCookie: string) => /^livevote_refresh=([^;]*);/.exec(setCookie)?.[1];
+
+  it('login sets the cookie instead of returning the token; refresh rotates it; logout clears it and revokes', async () => {
+    const { email } = await register();
+    const signedIn = await call('POST', '/api/v1/auth/login', { body: { email, password }, headers: cookieMode });
+    expect(signedIn.status).toBe(200);
+    const { refreshToken: _absent, ...withoutRefresh } = tokenPairShape;
+    expect(signedIn.json).toEqual(withoutRefresh);
+    expect(signedIn.headers.get('cache-control')).toBe('no-store');
+    const first = cookieOf(signedIn);
+    expect(first).toMatch(/^livevote_refresh=[\w-]{43}; Path=\/api\/v1\/auth\/refresh; Max-Age=2592000; HttpOnly; SameSite=Strict$/);
+
+    // Refresh: empty body, the cookie and the header; the answer rotates the cookie.
+    const refreshed = await call('POST', '/api/v1/auth/refresh', { raw: '', headers: { ...cookieMode, cookie: `other=1; ${first.split(';')[0]}` } });
+    expect(refreshed.status).toBe(200);
+    expect(refreshed.json).toEqual(withoutRefresh);
+    const second = tokenIn(cookieOf(refreshed));
+    expect(second).toMatch(/^[\w-]{43}$/);
+    expect(second).not.toBe(tokenIn(first));
+    const sessionId = (await call('GET', '/api/v1/auth/validate', { token: refreshed.json.accessToken })).json.sessionId as string;
+
+    const loggedOut = await call('POST', '/api/v1/auth/logout', { token: refreshed.json.accessToken, raw: '', headers: cookieMode });
+    expect(loggedOut.status).toBe(204);
+    expect(cookieOf(loggedOut)).toBe('livevote_refresh=; Path=/api/v1/auth/refresh; Max-Age=0; HttpOnly; SameSite=Strict');
+    expect(await db.pool.query('SELECT 1 FROM revoked_sessions WHERE session_id = $1', [sessionId])).toHaveProperty('rowCount', 1);
+    // The cookie's token died with the session; a dead cookie is cleared when presented.
+    const afterLogout = await call('POST', '/api/v1/auth/refresh', { raw: '', headers: { ...cookieMode, cookie: `livevote_refresh=${second}` } });
+    expectError(afterLogout, 401, 'invalid_refresh_token');
+    expect(cookieOf(afterLogout)).toContain('Max-Age=0');
+  });
+
+  it('marks the cookie Secure unless the page is plain http', async () => {
+    const { email } = await register();
+    const https = await call('POST', '/api/v1/auth/login', { body: { email, password }, headers: { ...cookieMode, origin: 'https://tv.example' } });
+    expect(cookieOf(https)).toMatch(/; HttpOnly; SameSite=Strict; Secure$/);
+    const noOrigin = await call('POST', '/api/v1/auth/login', { body: { email, password }, headers: { 'x-livevote-refresh': 'cookie' } });
+    expect(cookieOf(noOrigin)).toMatch(/; Secure$/);
+  });
+
+  it('reads the cookie only when the header asks (CSRF): without it the cookie is ignored and nothing changes', async () => {
+    const { email } = await register();
+    const cookie = cookieOf(await call('POST', '/api/v1/auth/login', { body: { email, password }, headers: cookieMode })).split(';')[0]!;
+    const before = await snapshot();
+    const forged = await call('POST', '/api/v1/auth/refresh', { raw: '', headers: { cookie, origin: 'https://evil.example' } });
+    expectError(forged, 400, 'validation_failed');
+    expect(cookieOf(forged)).toBe('');
+    expectError(await call('POST', '/api/v1/auth/refresh', { raw: '', headers: { ...cookieMode, 'x-livevote-refresh': 'yes', cookie } }), 400, 'validation_failed');
+    const noCookie = await call('POST', '/api/v1/auth/refresh', { raw: '', headers: cookieMode });
+    expectError(noCookie, 401, 'invalid_refresh_token');
+    expect(cookieOf(noCookie)).toContain('Max-Age=0');
+    expectError(await call('POST', '/api/v1/auth/refresh', { raw: '', headers: { ...cookieMode, cookie: 'livevote_refresh=' } }), 401, 'invalid_refresh_token');
+    expect(await snapshot()).toEqual(before);
+    // The cookie is still good: presenting it twice is reuse, which revokes the session.
+    expect((await call('POST', '/api/v1/auth/refresh', { raw: '', headers: { ...cookieMode, cookie } })).status).toBe(200);
+    const reused = await call('POST', '/api/v1/auth/refresh', { raw: '', headers: { ...cookieMode, cookie } });
+    expectError(reused, 401, 'refresh_token_reused');
+    expect(cookieOf(reused)).toContain('Max-Age=0');
+  });
+
+  it('grants no CORS: a cross-site page cannot get a preflight for the header through', async () => {
+    const preflight = await fetch(`${base}/api/v1/auth/refresh`, {
+      method: 'OPTIONS',
+      headers: { origin: 'https://evil.example', 'access-control-request-method': 'POST', 'access-control-request-headers': 'x-livevote-refresh' },
+    });
+    expect(preflight.ok).toBe(false);
+    const corsHeaders: string[] = [];
+    preflight.headers.forEach((_value, name) => { if (name.startsWith('access-control-')) corsHeaders.push(name); });
+    expect(corsHeaders).toEqual([]);
+  });
+
+  it('leaves the JSON contract of API clients as it was: no cookie without the header', async () => {
+    const { email } = await register();
+    const plain = await call('POST', '/api/v1/auth/login', { body: { email, password } });
+    expect(plain.json).toEqual({ ...tokenPairShape, userId: plain.json.userId });
+    expect(plain.headers.get('set-cookie')).toBeNull();
+    const refreshed = await call('POST', '/api/v1/auth/refresh', { body: { refreshToken: plain.json.refreshToken } });
+    expect(refreshed.json.refreshToken).toMatch(/^[\w-]{43}$/);
+    expect(refreshed.headers.get('set-cookie')).toBeNull();
+    // A body token in cookie mode is used, and its successor goes into the cookie.
+    const switched = await call('POST', '/api/v1/auth/refresh', { body: { refreshToken: refreshed.json.refreshToken }, headers: cookieMode });
+    expect(switched.status).toBe(200);
+    expect(switched.json.refreshToken).toBeUndefined();
+    expect(tokenIn(cookieOf(switched))).toMatch(/^[\w-]{43}$/);
+  });
+});
+
 describe('bearer tokens (GET /api/v1/auth/validate)', () => {
   const path = '/api/v1/auth/validate';
   let tokens: any;

@@ -2,10 +2,13 @@
 // zod objects: unknown keys are refused, so a typo never silently does nothing.
 import { z } from 'zod';
 import { ApiError } from '../errors.ts';
-import { defineRoute, principalOf, type Principal, type RouteDefinition } from '../http.ts';
-import type { Accounts } from './accounts.ts';
+import { defineRoute, principalOf, type Principal, type Reply, type RouteDefinition } from '../http.ts';
+import type { Accounts, TokenPair } from './accounts.ts';
 import type { AuthGuard } from '../abuse/feature.ts';
 import { emailCharsMax, passwordCharsMax, passwordCharsMin } from './passwords.ts';
+import {
+  clearedRefreshCookieHeader, cookieModeHeaders, refreshCookieHeader, refreshModeHeader, refreshTokenFromCookies, wantsCookieMode,
+} from './refreshCookie.ts';
 
 /** A principal as `authenticate` returns it (kept as a name for callers; Principal has the expiry). */
 export type VerifiedPrincipal = Principal;
@@ -27,7 +30,8 @@ const loginBody = z.strictObject({
   email: emailSchema,
   password: z.string().min(1).max(passwordCharsMax),
 });
-const refreshBody = z.strictObject({ refreshToken: refreshTokenSchema });
+// Optional only for cookie mode, where the token comes in the cookie; otherwise required (handler).
+const refreshBody = z.strictObject({ refreshToken: refreshTokenSchema.optional() });
 const logoutBody = z.strictObject({ refreshToken: refreshTokenSchema.optional() });
 const roleBody = z.strictObject({ role: roleSchema });
 
@@ -35,7 +39,10 @@ const tokenPairSchema = z.object({
   userId: z.uuid(),
   role: roleSchema,
   accessToken: z.string().describe('HS256 JWT; send as `Authorization: Bearer <accessToken>`.'),
-  refreshToken: z.string().describe('Opaque, single use: each refresh returns a new one.'),
+  refreshToken: z.string().optional().describe(
+    `Opaque, single use: each refresh returns a new one. Absent in cookie mode (request header \`${refreshModeHeader}: cookie\`): ` +
+    'the token is then set as an HttpOnly, SameSite=Strict cookie scoped to /api/v1/auth/refresh, which the refresh route reads when the same header is sent.',
+  ),
   tokenType: z.literal('Bearer'),
   expiresIn: z.number().int().describe('Seconds until the access token expires.'),
 });
@@ -48,6 +55,19 @@ const validateSchema = z.object({
 });
 const roleGrantSchema = z.object({ userId: z.uuid(), role: roleSchema });
 
+
+/** Cookie mode: the refresh token goes into the HttpOnly cookie instead of the JSON. */
+function tokenReply(status: number, pair: TokenPair, headers: Readonly<Record<string, string>>): Reply {
+  if (!wantsCookieMode(headers)) return { status, json: pair };
+  const { refreshToken, ...withoutRefreshToken } = pair;
+  return {
+    status,
+    json: withoutRefreshToken,
+    headers: { 'set-cookie': refreshCookieHeader(refreshToken, headers), 'cache-control': 'no-store' },
+  };
+}
+
+const cookieModeNote = ` With \`${refreshModeHeader}: cookie\` (browsers) the refresh token is set as an HttpOnly cookie instead of returned.`;
 
 export type AccountEventHook = (event: 'register' | 'login', meta: { userId: string; clientIp: string; networkKey: string; userAgent: string; atMs: number }) => void;
 
@@ -73,42 +93,67 @@ export function authRoutes(deps: { accounts: Accounts; guard?: AuthGuard; onAcco
     defineRoute<z.infer<typeof loginBody>>({
       method: 'POST',
       path: '/api/v1/auth/login',
-      summary: 'Authenticate with email and password; start a session',
+      summary: `Authenticate with email and password; start a session.${cookieModeNote}`,
       tag: 'auth',
       auth: 'public',
       body: loginBody,
+      readHeaders: cookieModeHeaders,
       errors: ['invalid_credentials', 'auth_overloaded', 'rate_limited', 'fraud_rejected'],
       responses: { 200: { description: 'The session tokens.', schema: tokenPairSchema } },
-      handle: async ({ body, clientIp, networkKey, userAgent }) => {
+      handle: async ({ body, clientIp, networkKey, userAgent, headers }) => {
         await guard?.login({ email: body.email, clientIp, networkKey, userAgent });
         const pair = await accounts.login(body);
         deps.onAccountEvent?.('login', { userId: pair.userId, clientIp, networkKey, userAgent, atMs: Date.now() });
-        return { status: 200, json: pair };
+        return tokenReply(200, pair, headers);
       },
     }),
     defineRoute<z.infer<typeof refreshBody>>({
       method: 'POST',
       path: '/api/v1/auth/refresh',
-      summary: 'Exchange a refresh token for a new access and refresh token',
+      summary:
+        'Exchange a refresh token for a new access and refresh token. `refreshToken` is required unless the request carries ' +
+        `\`${refreshModeHeader}: cookie\`: then the token is read from the refresh cookie, and the new one replaces it.`,
       tag: 'auth',
       auth: 'public',
       body: refreshBody,
+      emptyBodyAs: {},
+      readHeaders: cookieModeHeaders,
       errors: ['invalid_refresh_token', 'refresh_token_reused'],
       responses: { 200: { description: 'A new token pair; the refresh token sent is now used up.', schema: tokenPairSchema } },
-      handle: async ({ body }) => ({ status: 200, json: await accounts.refresh(body.refreshToken) }),
+      handle: async ({ body, headers }) => {
+        const cookieMode = wantsCookieMode(headers);
+        const refreshToken = body.refreshToken ?? (cookieMode ? refreshTokenFromCookies(headers.cookie ?? '') : undefined);
+        if (refreshToken === undefined && !cookieMode) {
+          throw new ApiError('validation_failed', undefined, {
+            issues: [{ path: 'body.refreshToken', message: `Required (or send ${refreshModeHeader}: cookie with the refresh cookie)` }],
+          });
+        }
+        try {
+          if (refreshToken === undefined) throw new ApiError('invalid_refresh_token', 'No refresh cookie was sent; sign in again.');
+          return tokenReply(200, await accounts.refresh(refreshToken), headers);
+        } catch (error) {
+          // A dead cookie is dropped, so the browser stops presenting it.
+          if (cookieMode && error instanceof ApiError) {
+            throw new ApiError(error.code, error.message, error.details, { ...error.headers, 'set-cookie': clearedRefreshCookieHeader(headers) });
+          }
+          throw error;
+        }
+      },
     }),
     defineRoute<z.infer<typeof logoutBody>>({
       method: 'POST',
       path: '/api/v1/auth/logout',
-      summary: 'End this session: its access and refresh tokens stop working',
+      summary: `End this session: its access and refresh tokens stop working. With \`${refreshModeHeader}: cookie\` the refresh cookie is cleared too.`,
       tag: 'auth',
       auth: 'user',
       body: logoutBody,
       emptyBodyAs: {},
+      readHeaders: cookieModeHeaders,
       responses: { 204: { description: 'Logged out (also ends the session of `refreshToken`, when it is yours).' } },
-      handle: async ({ body, principal }) => {
+      handle: async ({ body, principal, headers }) => {
         await accounts.logout(principalOf(principal), body.refreshToken);
-        return { status: 204 };
+        if (!wantsCookieMode(headers)) return { status: 204 };
+        return { status: 204, headers: { 'set-cookie': clearedRefreshCookieHeader(headers) } };
       },
     }),
     defineRoute({

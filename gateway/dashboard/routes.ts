@@ -1,9 +1,16 @@
-// The broadcaster dashboard: one static page (vanilla JS) that signs in, picks an election and
-// draws the results the WebSocket pushes. Read once at start-up; served from memory.
+// The broadcaster dashboard: one static page and its script (vanilla JS) that sign in, pick an
+// election and draw the results the WebSocket pushes. Read once at start-up; served from memory.
+// The script is a file of its own so the page's CSP can refuse inline scripts (script-src 'self'):
+// an injected <script> does not run, and the session's refresh token is in an HttpOnly cookie
+// anyway (gateway/auth/refreshCookie.ts).
 import { readFileSync } from 'node:fs';
 import { defineRoute, type RouteDefinition } from '../http.ts';
 
 const page = readFileSync(new URL('./index.html', import.meta.url));
+const script = readFileSync(new URL('./dashboard.js', import.meta.url));
+const icon = readFileSync(new URL('./favicon.svg', import.meta.url));
+
+const staticHeaders = { 'cache-control': 'no-cache', 'x-content-type-options': 'nosniff' };
 
 export function dashboardRoutes(): RouteDefinition<unknown, unknown>[] {
   return [
@@ -15,11 +22,25 @@ export function dashboardRoutes(): RouteDefinition<unknown, unknown>[] {
         raw: page,
         contentType: 'text/html; charset=utf-8',
         headers: {
-          'cache-control': 'no-cache',
-          'content-security-policy': "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self' ws: wss:",
-          'x-content-type-options': 'nosniff',
+          ...staticHeaders,
+          'content-security-policy':
+            "default-src 'self'; script-src 'self'; style-src 'unsafe-inline'; connect-src 'self' ws: wss:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+          'referrer-policy': 'no-referrer',
         },
       }),
     }),
+    defineRoute({
+      method: 'GET', path: '/dashboard.js', tag: 'dashboard', auth: 'public',
+      summary: "The dashboard's script.",
+      responses: { 200: { description: 'JavaScript' } },
+      handle: () => ({ raw: script, contentType: 'text/javascript; charset=utf-8', headers: staticHeaders }),
+    }),
+    // Browsers ask for /favicon.ico on their own; the page links the SVG.
+    ...['/favicon.svg', '/favicon.ico'].map((path) => defineRoute({
+      method: 'GET', path, tag: 'dashboard', auth: 'public',
+      summary: "The dashboard's icon (SVG).",
+      responses: { 200: { description: 'SVG image' } },
+      handle: () => ({ raw: icon, contentType: 'image/svg+xml', headers: { ...staticHeaders, 'cache-control': 'max-age=86400' } }),
+    })),
   ];
 }

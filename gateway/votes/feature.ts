@@ -12,8 +12,7 @@ import type { Logger } from '../../infra/logger.ts';
 import type { Pool } from '../../persistence/db.ts';
 import { createPgBatchIdSource } from '../../persistence/batchIds.ts';
 import { createPgSnapshotStore } from '../../persistence/snapshots.ts';
-import { createPgStoredVoteReader, readVoteStatus } from '../../persistence/storedVotes.ts';
-import { findUserById } from '../../persistence/users.ts';
+import { createPgStoredVoteReader, readUserVoteInElection, readUserVotes } from '../../persistence/storedVotes.ts';
 import { createPgJournal } from '../../persistence/voteJournal.ts';
 import type { Feature } from '../app.ts';
 import type { ElectionRegistry, ElectionView } from '../elections/registry.ts';
@@ -158,17 +157,8 @@ export async function createVotePathFeature(deps: {
         byCode.set(code, (byCode.get(code) ?? 0) + 1);
       },
       status: {
-        async voteStatus(userId, voterNumber, electionId) {
-          let voter = voterNumber;
-          if (voter === undefined) {
-            const user = await findUserById(pool, userId);
-            if (!user) return 'unknown_user';
-            voter = user.voterNumber;
-          }
-          const status = await readVoteStatus(pool, electionId, voter);
-          if (!status.voted) return null;
-          return { voteId: status.vote.voteId, candidateIndex: status.vote.candidateIndex, acceptedAt: new Date(status.vote.acceptedAtMs) };
-        },
+        voteInElection: (userId, electionId) => readUserVoteInElection(pool, userId, electionId),
+        votesOfUser: (userId, page) => readUserVotes(pool, userId, page),
       },
     }),
     ...resultsRoutes({ registry, source, live: stream, fraudCounts: deps.fraudCounts }),

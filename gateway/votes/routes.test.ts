@@ -1,4 +1,5 @@
 // The vote path through the real gateway, vote node and Postgres journal.
+import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { call, login, startAppHarness, testAdmin, type AppHarness } from '../../infra/testing/appHarness.ts';
@@ -131,10 +132,96 @@ describe('status and results', () => {
     expect([other.status, other.body.error.code]).toEqual([403, 'forbidden']);
     const asAdmin = await call(h.baseUrl, 'GET', `/api/v1/votes/status/${voter.userId}?electionId=${electionId}`, { token: admin });
     expect(asAdmin.body.voteId).toBe(mine.body.voteId);
-    const missingQuery = await call(h.baseUrl, 'GET', `/api/v1/votes/status/${voter.userId}`, { token: voter.token });
-    expect([missingQuery.status, missingQuery.body.error.code]).toEqual([400, 'validation_failed']);
     const unknownUser = await call(h.baseUrl, 'GET', `/api/v1/votes/status/00000000-0000-4000-8000-000000000009?electionId=${electionId}`, { token: admin });
     expect([unknownUser.status, unknownUser.body.error.code]).toEqual([404, 'user_not_found']);
+  });
+
+  it("lists every election a user voted in, newest first, a page at a time (the seed's call without electionId)", async () => {
+    const voter = voters[160]!;
+    const other = voters[161]!;
+    const shows = [await createElection('List A', true, 2), await createElection('List B', true, 2), await createElection('List C', true, 2)];
+    const answers: { voteId: string; acceptedAt: string; status: string }[] = [];
+    for (const [i, show] of shows.entries()) answers.push((await vote(voter, show.candidates[i]!, show.electionId)).body);
+    expect(answers.every((a) => a.status === 'accepted')).toBe(true);
+    const expected = shows.map((show, i) => ({ electionId: show.electionId, voteId: answers[i]!.voteId, candidateId: show.candidates[i], acceptedAt: answers[i]!.acceptedAt }))
+      .sort((a, b) => b.acceptedAt.localeCompare(a.acceptedAt) || (a.electionId < b.electionId ? 1 : -1));
+
+    const path = `/api/v1/votes/status/${voter.userId}`;
+    const all = await call(h.baseUrl, 'GET', path, { token: voter.token });
+    expect(all.status).toBe(200);
+    expect(all.body).toEqual({ userId: voter.userId, votes: expected, nextCursor: null });
+
+    const first = await call(h.baseUrl, 'GET', `${path}?limit=2`, { token: voter.token });
+    expect(first.body.votes).toEqual(expected.slice(0, 2));
+    expect(first.body.nextCursor).toEqual(expect.any(String));
+    const second = await call(h.baseUrl, 'GET', `${path}?limit=2&cursor=${encodeURIComponent(first.body.nextCursor)}`, { token: voter.token });
+    expect(second.body).toEqual({ userId: voter.userId, votes: expected.slice(2), nextCursor: null });
+
+    // An admin may ask (support); another viewer may not.
+    expect((await call(h.baseUrl, 'GET', path, { token: admin })).body.votes).toEqual(expected);
+    const forbidden = await call(h.baseUrl, 'GET', path, { token: other.token });
+    expect([forbidden.status, forbidden.body.error.code]).toEqual([403, 'forbidden']);
+    expect((await call(h.baseUrl, 'GET', `/api/v1/votes/status/${other.userId}`, { token: other.token })).body).toEqual({ userId: other.userId, votes: [], nextCursor: null });
+
+    // With electionId: the single-election answer, unchanged.
+    const single = await call(h.baseUrl, 'GET', `${path}?electionId=${shows[1]!.electionId}`, { token: voter.token });
+    expect(single.body).toEqual({ userId: voter.userId, electionId: shows[1]!.electionId, voted: true, voteId: answers[1]!.voteId, candidateId: shows[1]!.candidates[1], acceptedAt: answers[1]!.acceptedAt });
+
+    const refusals: [string, number, string][] = [
+      [`${path}?limit=0`, 400, 'validation_failed'],
+      [`${path}?limit=101`, 400, 'validation_failed'],
+      [`${path}?limit=two`, 400, 'validation_failed'],
+      [`${path}?cursor=not-a-cursor`, 400, 'validation_failed'],
+      [`${path}?cursor=${Buffer.from(`12.${shows[0]!.electionId}`).toString('base64')}%3D`, 400, 'validation_failed'],
+      [`${path}?cursor=${'x'.repeat(200)}`, 400, 'validation_failed'],
+      [`${path}?electionId=${shows[0]!.electionId}&limit=5`, 400, 'validation_failed'],
+      [`${path}?electionId=${shows[0]!.electionId}&cursor=${encodeURIComponent(first.body.nextCursor)}`, 400, 'validation_failed'],
+      [`${path}?page=2`, 400, 'validation_failed'],
+      ['/api/v1/votes/status/not-a-uuid', 400, 'validation_failed'],
+    ];
+    for (const [url, status, code] of refusals) {
+      const answer = await call(h.baseUrl, 'GET', url, { token: voter.token });
+      expect([answer.status, answer.body.error?.code], url).toEqual([status, code]);
+    }
+    const unknown = await call(h.baseUrl, 'GET', '/api/v1/votes/status/00000000-0000-4000-8000-000000000009', { token: admin });
+    expect([unknown.status, unknown.body.error.code]).toEqual([404, 'user_not_found']);
+  });
+
+  it('pages 20 votes by default, at most 100 with limit', async () => {
+    // A read fixture: 25 closed elections with this voter's stored votes, written directly.
+    const voter = voters[175]!;
+    const electionIds = Array.from({ length: 25 }, () => randomUUID());
+    await h.db.pool.query(`INSERT INTO elections (election_id, title, status, shard_count) SELECT id, 'Old show', 'closed', 1 FROM unnest($1::uuid[]) AS id`, [electionIds]);
+    await h.db.pool.query(`INSERT INTO candidates (election_id, candidate_index, candidate_id, name) SELECT id, 0, gen_random_uuid(), 'A' FROM unnest($1::uuid[]) AS id`, [electionIds]);
+    await h.db.pool.query(
+      `INSERT INTO votes (election_id, voter_number, candidate_index, shard, epoch, batch_id, vote_id, accepted_at)
+       SELECT id, $2, 0, 0, 1, 1, gen_random_uuid(), now() - make_interval(secs => n) FROM unnest($1::uuid[]) WITH ORDINALITY AS t(id, n)`,
+      [electionIds, voter.voterNumber],
+    );
+    const path = `/api/v1/votes/status/${voter.userId}`;
+    const byDefault = await call(h.baseUrl, 'GET', path, { token: voter.token });
+    expect(byDefault.body.votes).toHaveLength(20);
+    expect(byDefault.body.votes.map((v: { electionId: string }) => v.electionId)).toEqual(electionIds.slice(0, 20));
+    const rest = await call(h.baseUrl, 'GET', `${path}?cursor=${encodeURIComponent(byDefault.body.nextCursor)}`, { token: voter.token });
+    expect(rest.body).toMatchObject({ nextCursor: null });
+    expect(rest.body.votes.map((v: { electionId: string }) => v.electionId)).toEqual(electionIds.slice(20));
+    const widest = await call(h.baseUrl, 'GET', `${path}?limit=100`, { token: voter.token });
+    expect(widest.body.votes).toHaveLength(25);
+    expect(widest.body.nextCursor).toBeNull();
+  });
+
+  it('answers account_erased for an erased account, whose votes stay counted but no longer link to it', async () => {
+    const voter = voters[170]!;
+    const show = await createElection('Erased', true, 2);
+    expect((await vote(voter, show.candidates[0]!, show.electionId)).status).toBe(200);
+    await call(h.baseUrl, 'POST', `/api/v1/admin/elections/${show.electionId}/close`, { token: admin });
+    const erased = await call(h.baseUrl, 'DELETE', `/api/v1/admin/users/${voter.userId}`, { token: admin });
+    expect(erased.status).toBe(200);
+    for (const url of [`/api/v1/votes/status/${voter.userId}`, `/api/v1/votes/status/${voter.userId}?electionId=${show.electionId}`]) {
+      const answer = await call(h.baseUrl, 'GET', url, { token: admin });
+      expect([answer.status, answer.body.error.code], url).toEqual([403, 'account_erased']);
+    }
+    expect(await countVotesByCandidate(h.db.pool, show.electionId, 3)).toEqual([1, 0, 0]);
   });
 
   it('shows committed tallies equal to the stored count per candidate', async () => {

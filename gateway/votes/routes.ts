@@ -4,22 +4,25 @@ import { ApiError } from '../errors.ts';
 import { defineRoute, type RouteDefinition, type Reply } from '../http.ts';
 import type { ElectionRegistry } from '../elections/registry.ts';
 import type { VoteOutcome } from '../../actors/shard.ts';
+import { uuidPattern } from '../../persistence/db.ts';
+import {
+  userVotesPageRowsMax, type UserLookup, type UserVote, type UserVotePosition, type UserVotesPage,
+} from '../../persistence/storedVotes.ts';
 
 /** What the votes routes need from the vote node: admission with a reply callback. */
 export interface VoteCaster {
   cast(vote: { electionId: string; voterNumber: number; candidateIndex: number }, reply: (outcome: VoteOutcome) => void): void;
 }
 
+/** A user's stored votes, looked up by user id (persistence/storedVotes.ts). */
 export interface VoteStatusReader {
-  /** The committed vote of that user, or null; the voter number is resolved from the user id. */
-  voteStatus(userId: string, voterNumber: number | undefined, electionId: string): Promise<VoteStatus | null | 'unknown_user'>;
+  /** The user's stored vote in that election, or null. */
+  voteInElection(userId: string, electionId: string): Promise<UserLookup<UserVote | null>>;
+  /** A page of the user's stored votes, newest first. */
+  votesOfUser(userId: string, page: { readonly limit: number; readonly after?: UserVotePosition }): Promise<UserLookup<UserVotesPage>>;
 }
 
-export interface VoteStatus {
-  readonly voteId: string;
-  readonly candidateIndex: number;
-  readonly acceptedAt: Date;
-}
+export const statusVotesLimitDefault = 20;
 
 /** Runs before a vote reaches its shard (rate limits, fraud rules, CAPTCHA); throws ApiError to refuse. */
 export type VoteGuard = (vote: VoteGuardInput) => void | Promise<void>;
@@ -59,7 +62,56 @@ const statusSchema = z.object({
   voteId: z.uuid().optional(),
   candidateId: z.uuid().optional(),
   acceptedAt: z.string().optional(),
+}).describe('With `electionId`: whether the user has a stored vote in that election.');
+
+const votesListSchema = z.object({
+  userId: z.uuid(),
+  votes: z.array(z.object({
+    electionId: z.uuid(),
+    voteId: z.uuid(),
+    candidateId: z.uuid(),
+    acceptedAt: z.string().describe('ISO 8601 time the vote was accepted'),
+  })).describe('Newest first (by acceptedAt, then electionId); at most `limit`.'),
+  nextCursor: z.string().nullable().describe('Pass as `cursor` for the next page; null on the last page.'),
+}).describe('Without `electionId`: every election the user has a stored vote in, a page at a time.');
+
+const statusQuery = z.strictObject({
+  electionId: z.uuid().optional().describe("One election: answers that election's status. Without it: the list of the user's votes."),
+  limit: z.coerce.number().int().min(1).max(userVotesPageRowsMax).optional()
+    .describe(`List only: votes per page (default ${statusVotesLimitDefault}, at most ${userVotesPageRowsMax}).`),
+  cursor: z.string().min(1).max(128).optional().describe('List only: `nextCursor` of the previous page.'),
 });
+
+/** Opaque to clients: where the previous page ended. */
+export function encodeVotesCursor(position: UserVotePosition): string {
+  return Buffer.from(`${position.acceptedAtMs}.${position.electionId}`, 'utf8').toString('base64url');
+}
+
+export function decodeVotesCursor(cursor: string): UserVotePosition | undefined {
+  const text = Buffer.from(cursor, 'base64url').toString('utf8');
+  const match = /^(\d{1,16})\.([0-9a-f-]{36})$/.exec(text);
+  if (!match) return undefined;
+  const acceptedAtMs = Number(match[1]);
+  const electionId = match[2] as string;
+  if (!Number.isSafeInteger(acceptedAtMs) || !uuidPattern.test(electionId)) return undefined;
+  // Only the canonical spelling: a cursor is something we handed out, not something to guess at.
+  return encodeVotesCursor({ acceptedAtMs, electionId }) === cursor ? { acceptedAtMs, electionId } : undefined;
+}
+
+function queryIssue(path: string, message: string): ApiError {
+  return new ApiError('validation_failed', undefined, { issues: [{ path: `query.${path}`, message }] });
+}
+
+function foundOrThrow<T>(lookup: UserLookup<T>): T {
+  switch (lookup.kind) {
+    case 'found':
+      return lookup.value;
+    case 'unknown_user':
+      throw new ApiError('user_not_found');
+    case 'erased':
+      throw new ApiError('account_erased');
+  }
+}
 
 function secondsHeader(ms: number): Record<string, string> {
   return { 'retry-after': String(Math.max(1, Math.ceil(ms / 1000))) };
@@ -143,20 +195,39 @@ export function voteRoutes(deps: {
     }),
     defineRoute({
       method: 'GET', path: '/api/v1/votes/status/{userId}', tag: 'votes', auth: 'user',
-      summary: 'Whether a user has a stored vote in an election (that user, or an admin).',
-      query: z.strictObject({ electionId: z.uuid() }),
-      errors: ['forbidden', 'election_not_found', 'user_not_found', 'validation_failed'],
-      responses: { 200: { description: 'The vote status', schema: statusSchema } },
+      summary:
+        "A user's stored votes (that user, or an admin). With `electionId`: whether they voted in that election. Without: " +
+        'every election they voted in, newest first, `limit` per page, `nextCursor` for the next page. An erased account ' +
+        'answers account_erased: its votes stay counted but no longer link to it.',
+      query: statusQuery,
+      errors: ['forbidden', 'election_not_found', 'user_not_found', 'account_erased', 'validation_failed'],
+      responses: {
+        200: { description: 'With `electionId`: that election\'s status. Without: a page of the user\'s votes.', schema: z.union([statusSchema, votesListSchema]) },
+      },
       handle: async ({ params, query, principal }) => {
         const viewer = principal!;
         const userId = z.uuid().safeParse(params.userId);
         if (!userId.success) throw new ApiError('validation_failed', 'userId must be a UUID.');
         if (userId.data !== viewer.userId && viewer.role !== 'admin') throw new ApiError('forbidden');
-        const election = registry.get(query.electionId);
-        if (!election) throw new ApiError('election_not_found');
-        const voterNumber = userId.data === viewer.userId ? viewer.voterNumber : undefined;
-        const stored = await status.voteStatus(userId.data, voterNumber, query.electionId);
-        if (stored === 'unknown_user') throw new ApiError('user_not_found');
+        if (query.electionId === undefined) {
+          const after = query.cursor === undefined ? undefined : decodeVotesCursor(query.cursor);
+          if (query.cursor !== undefined && !after) throw queryIssue('cursor', 'Not a cursor this API handed out; pass nextCursor as is.');
+          const page = foundOrThrow(await status.votesOfUser(userId.data, { limit: query.limit ?? statusVotesLimitDefault, after }));
+          return {
+            json: {
+              userId: userId.data,
+              votes: page.votes.map((vote) => ({
+                electionId: vote.electionId, voteId: vote.voteId, candidateId: vote.candidateId, acceptedAt: new Date(vote.acceptedAtMs).toISOString(),
+              })),
+              nextCursor: page.next ? encodeVotesCursor(page.next) : null,
+            } satisfies z.infer<typeof votesListSchema>,
+          };
+        }
+        if (query.limit !== undefined || query.cursor !== undefined) {
+          throw queryIssue(query.limit !== undefined ? 'limit' : 'cursor', 'limit and cursor page the list of all elections; they do not apply with electionId.');
+        }
+        if (!registry.get(query.electionId)) throw new ApiError('election_not_found');
+        const stored = foundOrThrow(await status.voteInElection(userId.data, query.electionId));
         if (!stored) return { json: { userId: userId.data, electionId: query.electionId, voted: false } };
         return {
           json: {
@@ -164,9 +235,9 @@ export function voteRoutes(deps: {
             electionId: query.electionId,
             voted: true,
             voteId: stored.voteId,
-            candidateId: election.candidates[stored.candidateIndex]?.candidateId,
-            acceptedAt: stored.acceptedAt.toISOString(),
-          },
+            candidateId: stored.candidateId,
+            acceptedAt: new Date(stored.acceptedAtMs).toISOString(),
+          } satisfies z.infer<typeof statusSchema>,
         };
       },
     }),
