@@ -10,6 +10,8 @@ export const errorCatalog = {
   unsupported_media_type: { status: 415, message: 'The request body must be application/json.' },
   route_not_found: { status: 404, message: 'No route matches this path.' },
   method_not_allowed: { status: 405, message: 'This path does not accept this method.' },
+  invalid_path: { status: 400, message: 'The request path has a malformed percent-escape.' },
+  duplicate_content_length: { status: 400, message: 'The request has more than one Content-Length header.' },
 
   // Authentication and authorisation
   unauthenticated: { status: 401, message: 'A bearer access token is required.' },
