@@ -32,6 +32,7 @@ export const errorCatalog = {
   // Accounts
   email_taken: { status: 409, message: 'An account with this email already exists.' },
   user_not_found: { status: 404, message: 'No such user.' },
+  last_admin: { status: 409, message: 'This is the last admin; make another user admin first.' },
   auth_overloaded: { status: 503, message: 'Too many sign-ins are being processed; retry shortly.' },
 
   // Privacy
