@@ -247,8 +247,7 @@ export class HttpRouter {
       try {
         const path = req.getUrl();
         if (req.getHeader('content-length') !== '' && hasRepeatedContentLength(req)) {
-          state.closeConnection = true;
-          this.sendError(res, state, new ApiError('duplicate_content_length'), 'fallback', method, started);
+          this.refuseFraming(res, state, 'fallback', method, started);
           return;
         }
         const allowed = patterns.filter((p) => p.regex.test(path)).map((p) => p.method);
@@ -317,8 +316,7 @@ export class HttpRouter {
     const networkKey = address?.networkKey ?? socketIp;
     const path = req.getUrl();
     if (contentLength !== '' && hasRepeatedContentLength(req)) {
-      state.closeConnection = true;
-      this.sendError(res, state, new ApiError('duplicate_content_length'), route.path, method, started, requestId);
+      this.refuseFraming(res, state, route.path, method, started, requestId);
       return;
     }
 
@@ -465,6 +463,18 @@ export class HttpRouter {
     } catch (unexpected) {
       this.unhandled(res, state, unexpected, routeLabel, method, started, requestId);
     }
+  }
+
+  /**
+   * 400 duplicate_content_length, then close: where this request's body ends is not to be
+   * trusted, so neither is anything after it on the connection. Answered on the next turn, not
+   * now: uWS goes on parsing the bytes that follow in the same read, and would serve a request
+   * smuggled there before closing; with this answer still pending, it closes the connection
+   * instead of serving it.
+   */
+  private refuseFraming(res: HttpResponse, state: ResponseState, routeLabel: string, method: string, started: number, requestId?: string): void {
+    state.closeConnection = true;
+    setImmediate(() => this.sendError(res, state, new ApiError('duplicate_content_length'), routeLabel, method, started, requestId));
   }
 
   /**

@@ -79,7 +79,6 @@ export function createResultsStream(deps: {
     // Everything in here is answered synchronously, and guarded: an exception escaping a uWS
     // callback would end the process.
     upgrade: (res, req, context) => {
-      let closeConnection = false;
       try {
         // Read everything now: req is invalid after this function returns.
         const electionId = decodePathParameter(req.getParameter(0) ?? '');
@@ -89,8 +88,18 @@ export function createResultsStream(deps: {
         const protocol = req.getHeader('sec-websocket-protocol');
         const extensions = req.getHeader('sec-websocket-extensions');
         if (req.getHeader('content-length') !== '' && hasRepeatedContentLength(req)) {
-          closeConnection = true;
-          throw new ApiError('duplicate_content_length');
+          // As gateway/http.ts refuseFraming: answered next turn, so a request smuggled behind
+          // this one finds it pending and uWS closes the connection instead of serving it.
+          let aborted = false;
+          res.onAborted(() => { aborted = true; });
+          setImmediate(() => {
+            try {
+              if (!aborted) rejectUpgrade(res, new ApiError('duplicate_content_length'), true);
+            } catch (error) {
+              reportUnhandled(error);
+            }
+          });
+          return;
         }
         if (electionId === undefined) throw new ApiError('invalid_path');
         // Browsers cannot set headers on a WebSocket: the token may come as ?access_token=.
@@ -103,7 +112,7 @@ export function createResultsStream(deps: {
       } catch (error) {
         if (!(error instanceof ApiError)) reportUnhandled(error);
         try {
-          rejectUpgrade(res, error instanceof ApiError ? error : new ApiError('internal_error'), closeConnection);
+          rejectUpgrade(res, error instanceof ApiError ? error : new ApiError('internal_error'), false);
         } catch (unexpected) {
           // The response is gone (upgrade failed half-way): nothing more can be said on it.
           reportUnhandled(unexpected);
