@@ -1,4 +1,6 @@
-// The front door survives any bytes: fast-check builds raw HTTP/1.1 requests (request lines,
+// The front door survives any bytes (issue 10), on the real app over raw sockets: first the
+// findings one by one (the URLs that killed the node, HEAD, two Content-Length headers, what uWS
+// does itself), then the fuzz. fast-check builds raw HTTP/1.1 requests (request lines,
 // methods, versions, paths with percent-escapes, header counts and sizes, duplicate and
 // conflicting headers, bodies chunked, truncated, oversized, invalid UTF-8, deeply nested) and
 // sends them over node:net to the real app (real port, real Postgres), also on the WebSocket
@@ -14,7 +16,7 @@
 // headers but no Host, an unknown or lower-case method, Transfer-Encoding with Content-Length,
 // a non-numeric Content-Length or broken chunking is closed at once without an answer. Those
 // connections get no answer (the client gives up after quietMs), and none of them reaches our
-// code; README's "The front door" says so for operators.
+// code; the README says so for operators.
 import { randomUUID } from 'node:crypto';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
