@@ -232,7 +232,7 @@ export class HttpRouter {
       return r.method === 'GET' ? [{ method: 'GET', regex }, { method: 'HEAD', regex }] : [{ method: r.method as string, regex }];
     });
     // uWS calls this for the methods it knows (GET … PATCH); any other method, it closes the
-    // connection without calling anything (see the fuzz test's notes on what uWS answers itself).
+    // connection without calling anything (gateway/frontDoor.e2e.test.ts: what uWS does itself).
     this.app.any('/*', (res, req) => {
       const started = performance.now();
       // Any string can arrive as a method: only known ones become metric labels.
