@@ -3,7 +3,7 @@
 // an app built here in-process; infra/node.ts only adds the database, listen and shutdown.
 import { readFileSync } from 'node:fs';
 import { uws, type TemplatedApp, type us_listen_socket } from './uws.ts';
-import { HttpRouter, type RouteDefinition } from './http.ts';
+import { HttpRouter, reportHandlerError, type RouteDefinition } from './http.ts';
 import { buildOpenApiDocument, type ExtraPathDoc } from './openapi.ts';
 import { operationsRoutes } from './operations.ts';
 import { createAuthFeature } from './auth/feature.ts';
@@ -81,6 +81,7 @@ export async function buildApp(deps: AppDeps): Promise<LivevoteApp> {
     registry: elections.registry, authenticate: (header) => auth.authenticate(header), metricsRegistry: metrics.registry,
     guard: (vote) => abuse.guardVote(vote), fraudCounts: (electionId) => abuse.fraudCounts(electionId),
     onVoteAccepted: (meta) => privacy.metadata.record(meta),
+    onUnhandledError: (error) => reportHandlerError({ log: deps.log, metrics }, streamPath, error),
   });
   // Start order matters: elections load before the vote path serves them. Privacy before the vote
   // path, so it stops after it: metadata of the last votes answered is still written.

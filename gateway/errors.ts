@@ -10,6 +10,8 @@ export const errorCatalog = {
   unsupported_media_type: { status: 415, message: 'The request body must be application/json.' },
   route_not_found: { status: 404, message: 'No route matches this path.' },
   method_not_allowed: { status: 405, message: 'This path does not accept this method.' },
+  invalid_path: { status: 400, message: 'The request path has a malformed percent-escape.' },
+  duplicate_content_length: { status: 400, message: 'The request has more than one Content-Length header.' },
 
   // Authentication and authorisation
   unauthenticated: { status: 401, message: 'A bearer access token is required.' },
@@ -30,6 +32,7 @@ export const errorCatalog = {
   // Accounts
   email_taken: { status: 409, message: 'An account with this email already exists.' },
   user_not_found: { status: 404, message: 'No such user.' },
+  last_admin: { status: 409, message: 'This is the last admin; make another user admin first.' },
   auth_overloaded: { status: 503, message: 'Too many sign-ins are being processed; retry shortly.' },
 
   // Privacy

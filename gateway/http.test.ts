@@ -6,9 +6,11 @@ import { ApiError } from './errors.ts';
 import { defineRoute, HttpRouter, type Principal } from './http.ts';
 import { createMetrics } from '../infra/metrics.ts';
 import { silentLogger } from '../infra/logger.ts';
+import { hasResponses, parseHttpResponses, rawExchange, rawRequest, type RawResponse } from '../infra/testing/rawHttp.ts';
 
 const viewer: Principal = { userId: 'u1', voterNumber: 1, role: 'viewer', sessionId: 's1', expiresAtS: 2_000_000_000 };
 let base = '';
+let port = 0;
 let socket: us_listen_socket | undefined;
 const metrics = createMetrics({ defaultMetrics: false });
 
@@ -36,6 +38,11 @@ beforeAll(async () => {
       },
     }),
     defineRoute({
+      method: 'GET', path: '/items/{id}', tag: 'test', auth: 'public', summary: 'echoes its parameter',
+      responses: { 200: { description: 'ok' } },
+      handle: ({ params }) => ({ json: { id: params.id }, headers: { 'cache-control': 'no-store' } }),
+    }),
+    defineRoute({
       method: 'GET', path: '/admin-only', tag: 'test', auth: ['admin'], summary: 'admin',
       responses: { 200: { description: 'ok' } },
       handle: () => ({ json: { ok: true } }),
@@ -53,7 +60,7 @@ beforeAll(async () => {
   ];
   for (const route of routes) router.register(route);
   router.registerFallback(routes);
-  await new Promise<void>((resolve) => app.listen('127.0.0.1', 0, (s) => { socket = s; base = `http://127.0.0.1:${uws.us_socket_local_port(s)}`; resolve(); }));
+  await new Promise<void>((resolve) => app.listen('127.0.0.1', 0, (s) => { socket = s; port = uws.us_socket_local_port(s); base = `http://127.0.0.1:${port}`; resolve(); }));
 });
 
 afterAll(() => { if (socket) uws.us_listen_socket_close(socket); });
@@ -118,7 +125,7 @@ describe('HttpRouter', () => {
   it('answers 404 for unknown paths and 405 for known paths with another method', async () => {
     await expectError(await fetch(base + '/nope'), 404, 'route_not_found');
     const response = await fetch(base + '/admin-only', { method: 'DELETE' });
-    expect(response.headers.get('allow')).toBe('GET');
+    expect(response.headers.get('allow')).toBe('GET, HEAD');
     await expectError(response, 405, 'method_not_allowed');
   });
 
@@ -138,6 +145,119 @@ describe('HttpRouter', () => {
   it('counts requests by route and status', async () => {
     const text = await metrics.registry.metrics();
     expect(text).toMatch(/livevote_http_requests_total\{method="POST",route="\/echo\/\{name\}",status="200"\} \d+/);
+  });
+});
+
+/** One request on its own connection; the answer parsed strictly (a HEAD answer has no body). */
+async function exchange(request: Buffer, options: { headRequest?: boolean; untilClosed?: boolean } = {}): Promise<{ response: RawResponse; closedByServer: boolean; extra: number }> {
+  const headRequest = options.headRequest ?? false;
+  // untilClosed: read until the server closes (a generous deadline, reached only if it never does).
+  const result = await rawExchange(port, request, { quietMs: 10_000, ...(options.untilClosed ? {} : { complete: hasResponses(1, { headRequest }) }) });
+  const parsed = parseHttpResponses(result.received, { headRequest });
+  if (!parsed.ok) throw new Error(`unparseable answer: ${parsed.reason}`);
+  const [response] = parsed.responses;
+  if (!response) throw new Error(`no answer (closed by server: ${result.closedByServer})`);
+  return { response, closedByServer: result.closedByServer, extra: parsed.responses.length - 1 + (parsed.incomplete ? 1 : 0) };
+}
+
+const errorCodeOf = (response: RawResponse) => (JSON.parse(response.body.toString()) as { error: { code: string } }).error.code;
+
+describe('HttpRouter at the edge of HTTP', () => {
+  it('answers a malformed percent-escape in a path parameter with 400 invalid_path, and keeps serving', async () => {
+    for (const escaped of ['%ZZ', '%E0%A4%A', '%', 'ok%2', '%C3%28']) {
+      const response = await fetch(`${base}/items/${escaped}`);
+      await expectError(response, 400, 'invalid_path');
+    }
+    expect(await (await fetch(`${base}/items/caf%C3%A9`)).json()).toEqual({ id: 'café' });
+  });
+
+  it('answers HEAD wherever GET answers, with the same status and headers and no body', async () => {
+    const get = await exchange(rawRequest('GET /items/abc HTTP/1.1', [['Host', 'x']]));
+    const head = await exchange(rawRequest('HEAD /items/abc HTTP/1.1', [['Host', 'x']]), { headRequest: true });
+    expect(head.response.status).toBe(200);
+    expect(head.response.body.length).toBe(0);
+    expect(head.extra).toBe(0);
+    for (const name of ['content-type', 'content-length', 'cache-control']) {
+      expect(head.response.headers.get(name), name).toEqual(get.response.headers.get(name));
+    }
+    // The HEAD answer is complete: the connection takes the next request (the HEAD answer's own
+    // Content-Length announces no body that would follow).
+    const next = await rawExchange(port, Buffer.concat([rawRequest('HEAD /items/a HTTP/1.1', [['Host', 'x']]), rawRequest('GET /items/b HTTP/1.1', [['Host', 'x']])]), {
+      quietMs: 10_000,
+      complete: (received) => received.includes('{"id":"b"}'),
+    });
+    const headThenGet = parseHttpResponses(next.received.subarray(0, next.received.indexOf('HTTP/1.1', 1)), { headRequest: true });
+    expect(headThenGet).toMatchObject({ ok: true, incomplete: false });
+    expect(parseHttpResponses(next.received.subarray(next.received.indexOf('HTTP/1.1', 1)))).toMatchObject({ ok: true, incomplete: false, responses: [{ status: 200 }] });
+  });
+
+  it('answers HEAD on unknown paths 404 and on other methods\' paths 405, without a body', async () => {
+    const unknown = await exchange(rawRequest('HEAD /nope HTTP/1.1', [['Host', 'x']]), { headRequest: true });
+    expect([unknown.response.status, unknown.response.body.length, unknown.extra]).toEqual([404, 0, 0]);
+    const postOnly = await exchange(rawRequest('HEAD /echo/a HTTP/1.1', [['Host', 'x']]), { headRequest: true });
+    expect([postOnly.response.status, postOnly.response.body.length, postOnly.extra]).toEqual([405, 0, 0]);
+    expect(postOnly.response.headers.get('allow')).toEqual(['POST']);
+  });
+
+  it('refuses two Content-Length headers, conflicting or identical, with 400 and closes the connection', async () => {
+    const body = '{"n":1}';
+    const headers = (lengths: string[]) => [['Host', 'x'], ['Authorization', 'Bearer good'], ['Content-Type', 'application/json'], ...lengths.map((l) => ['Content-Length', l] as const)] as const;
+    for (const lengths of [[String(body.length), String(body.length + 2)], [String(body.length), String(body.length)]]) {
+      for (const path of ['/echo/a', '/nope']) {
+        const answer = await exchange(rawRequest(`POST ${path} HTTP/1.1`, headers(lengths), body + 'xx'), { untilClosed: true });
+        expect(answer.response.status, `${path} ${lengths.join(',')}`).toBe(400);
+        expect(errorCodeOf(answer.response)).toBe('duplicate_content_length');
+        expect(answer.closedByServer).toBe(true);
+      }
+    }
+    // One Content-Length is still fine.
+    const single = await exchange(rawRequest('POST /echo/a HTTP/1.1', headers([String(body.length)]), body));
+    expect(single.response.status).toBe(200);
+  });
+});
+
+describe('the last-resort guard', () => {
+  it('answers 500 internal_error, logs and counts whatever a handler lets escape, and keeps serving', async () => {
+    const { default: pino } = await import('pino');
+    const lines: string[] = [];
+    const log = pino({ level: 'error' }, { write: (line: string) => { lines.push(line); } });
+    const guardedMetrics = createMetrics({ defaultMetrics: false });
+    const app = uws.App();
+    const router = new HttpRouter(app, {
+      log, metrics: guardedMetrics, authenticate: () => viewer,
+      // A bug outside any handler's try: the address resolver throws on one header value.
+      clientAddress: {
+        honoursForwardedFor: true,
+        resolve: (ip, forwardedFor) => {
+          if (forwardedFor === 'explode') throw new TypeError('resolver bug');
+          return { ip, networkKey: ip };
+        },
+      },
+      isAccepting: () => true,
+    });
+    const routes = [
+      defineRoute({ method: 'GET', path: '/ok', tag: 'test', auth: 'public', summary: 'ok', responses: { 200: { description: 'ok' } }, handle: () => ({ json: { ok: true } }) }),
+      // A reply that cannot be serialised, after an await: the failure happens while answering.
+      defineRoute({
+        method: 'GET', path: '/bigint', tag: 'test', auth: 'public', summary: 'unserialisable', responses: { 200: { description: 'never' } },
+        handle: async () => { await new Promise((r) => setTimeout(r, 1)); return { json: { n: 1n } }; },
+      }),
+    ];
+    for (const route of routes) router.register(route);
+    router.registerFallback(routes);
+    const listen = await new Promise<us_listen_socket>((resolve) => app.listen('127.0.0.1', 0, (s) => resolve(s)));
+    const guardedBase = `http://127.0.0.1:${uws.us_socket_local_port(listen)}`;
+    try {
+      await expectError(await fetch(`${guardedBase}/ok`, { headers: { 'x-forwarded-for': 'explode' } }), 500, 'internal_error');
+      await expectError(await fetch(`${guardedBase}/bigint`), 500, 'internal_error');
+      expect((await fetch(`${guardedBase}/ok`)).status).toBe(200);
+      const text = await guardedMetrics.registry.metrics();
+      expect(text).toMatch(/livevote_http_handler_errors_total\{route="\/ok"\} 1\n/);
+      expect(text).toMatch(/livevote_http_handler_errors_total\{route="\/bigint"\} 1\n/);
+      expect(lines.map((l) => JSON.parse(l).route)).toEqual(expect.arrayContaining(['/ok', '/bigint']));
+    } finally {
+      uws.us_listen_socket_close(listen);
+    }
   });
 });
 

@@ -4,7 +4,10 @@
 // - onAborted is attached before any await, and nothing is written to an aborted response;
 // - every write after an await is corked;
 // - onData chunks are copied unless consumed synchronously (they point into uWS's buffer);
-// - large bodies go out with tryEnd/onWritable so backpressure is honoured.
+// - large bodies go out with tryEnd/onWritable so backpressure is honoured;
+// - every callback uWS calls is guarded: an exception escaping one would end the process, so
+//   it is answered 500 internal_error (when an answer is still possible), logged and counted in
+//   livevote_http_handler_errors_total, which the front door fuzz test expects to stay at 0.
 import { randomUUID } from 'node:crypto';
 import type { z } from 'zod';
 import type { HttpRequest, HttpResponse, TemplatedApp } from './uws.ts';
@@ -126,14 +129,54 @@ const statusLines: Record<number, string> = {
   500: '500 Internal Server Error', 503: '503 Service Unavailable',
 };
 
-function statusLine(status: number): string {
+export function statusLine(status: number): string {
   return statusLines[status] ?? `${status} Status`;
+}
+
+const internalErrorBody = errorBody('internal_error');
+
+/** A path parameter, percent-decoded; undefined when an escape is malformed (decodeURIComponent throws). */
+export function decodePathParameter(raw: string): string | undefined {
+  if (!raw.includes('%')) return raw;
+  try {
+    return decodeURIComponent(raw);
+  } catch {
+    return undefined;
+  }
+}
+
+// req.forEach calls back synchronously, so one module-level counter spares a closure per request.
+let contentLengthHeaders = 0;
+function countContentLength(name: string): void {
+  if (name === 'content-length') contentLengthHeaders++;
+}
+
+/**
+ * More than one Content-Length header. uWS frames the body by the first one; a proxy in front
+ * may use another, and the bytes between become a request of their own (request smuggling).
+ * Identical repeats are refused too: nothing legitimate sends them. Call it only when the
+ * request has a Content-Length: walking the headers costs about a microsecond.
+ */
+export function hasRepeatedContentLength(req: HttpRequest): boolean {
+  contentLengthHeaders = 0;
+  req.forEach(countContentLength);
+  return contentLengthHeaders > 1;
+}
+
+/** The last-resort guard's report: every exception that reached it is logged and counted. */
+export function reportHandlerError(deps: { readonly log: Logger; readonly metrics: Metrics }, route: string, error: unknown, requestId?: string): void {
+  deps.metrics.httpHandlerErrorsTotal.inc({ route });
+  deps.log.error({ requestId, route, err: error }, 'unhandled error in handler');
 }
 
 /** State of one in-flight response; `done` makes double answers impossible. */
 interface ResponseState {
   aborted: boolean;
   done: boolean;
+  /** A HEAD request: the status and headers GET would get, without the body. */
+  readonly head: boolean;
+  /** The request's framing is not to be trusted: close the connection after the answer. */
+  closeConnection: boolean;
 }
 
 export class HttpRouter {
@@ -167,9 +210,13 @@ export class HttpRouter {
   register(route: RouteDefinition<unknown, unknown>): void {
     const paramNames = [...route.path.matchAll(/\{(\w+)\}/g)].map((m) => m[1] as string);
     const uwsPath = route.path.replace(/\{(\w+)\}/g, ':$1');
-    const handler = (res: HttpResponse, req: HttpRequest) => this.serve(route, paramNames, res, req);
+    const handler = (res: HttpResponse, req: HttpRequest) => this.serve(route, paramNames, res, req, false);
     switch (route.method) {
-      case 'GET': this.app.get(uwsPath, handler); break;
+      case 'GET':
+        this.app.get(uwsPath, handler);
+        // HEAD wherever GET: the same status and headers, no body (RFC 9110 9.3.2).
+        this.app.head(uwsPath, (res, req) => this.serve(route, paramNames, res, req, true));
+        break;
       case 'POST': this.app.post(uwsPath, handler); break;
       case 'PUT': this.app.put(uwsPath, handler); break;
       case 'DELETE': this.app.del(uwsPath, handler); break;
@@ -184,23 +231,37 @@ export class HttpRouter {
 
   /** 404 for unknown paths, 405 for known paths with another method. Register last. */
   registerFallback(routes: readonly RouteDefinition<unknown, unknown>[]): void {
-    const patterns = routes.map((r) => ({
-      method: r.method,
-      regex: new RegExp(`^${r.path.replace(/\{\w+\}/g, '[^/]+')}$`),
-    }));
+    const patterns = routes.flatMap((r) => {
+      const regex = new RegExp(`^${r.path.replace(/\{\w+\}/g, '[^/]+')}$`);
+      return r.method === 'GET' ? [{ method: 'GET', regex }, { method: 'HEAD', regex }] : [{ method: r.method as string, regex }];
+    });
+    // uWS calls this for the methods it knows (GET … PATCH); any other method, it closes the
+    // connection without calling anything (gateway/frontDoor.e2e.test.ts: what uWS does itself).
     this.app.any('/*', (res, req) => {
-      const path = req.getUrl();
+      const started = performance.now();
       // Any string can arrive as a method: only known ones become metric labels.
       const requested = req.getMethod().toUpperCase();
       const method = knownMethods.has(requested) ? requested : 'OTHER';
-      const started = performance.now();
-      const state: ResponseState = { aborted: false, done: false };
-      res.onAborted(() => { state.aborted = true; });
-      const allowed = patterns.filter((p) => p.regex.test(path)).map((p) => p.method);
-      if (allowed.length > 0 && !allowed.includes(method as HttpMethod)) {
-        this.sendError(res, state, new ApiError('method_not_allowed', undefined, undefined, { allow: [...new Set(allowed)].join(', ') }), 'fallback', method, started);
-      } else {
-        this.sendError(res, state, new ApiError('route_not_found'), 'fallback', method, started);
+      const state: ResponseState = { aborted: false, done: false, head: method === 'HEAD', closeConnection: false };
+      this.inFlight++;
+      res.onAborted(() => {
+        state.aborted = true;
+        this.finish(state);
+      });
+      try {
+        const path = req.getUrl();
+        if (req.getHeader('content-length') !== '' && hasRepeatedContentLength(req)) {
+          this.refuseFraming(res, state, 'fallback', method, started);
+          return;
+        }
+        const allowed = patterns.filter((p) => p.regex.test(path)).map((p) => p.method);
+        if (allowed.length > 0 && !allowed.includes(method)) {
+          this.sendError(res, state, new ApiError('method_not_allowed', undefined, undefined, { allow: [...new Set(allowed)].join(', ') }), 'fallback', method, started);
+        } else {
+          this.sendError(res, state, new ApiError('route_not_found'), 'fallback', method, started);
+        }
+      } catch (error) {
+        this.unhandled(res, state, error, 'fallback', method, started);
       }
     });
   }
@@ -210,18 +271,39 @@ export class HttpRouter {
     paramNames: readonly string[],
     res: HttpResponse,
     req: HttpRequest,
+    head: boolean,
   ): void {
     const started = performance.now();
-    const state: ResponseState = { aborted: false, done: false };
+    const state: ResponseState = { aborted: false, done: false, head, closeConnection: false };
     this.inFlight++;
     res.onAborted(() => {
       state.aborted = true;
       this.finish(state);
     });
+    try {
+      this.readRequest(route, paramNames, res, req, state, started);
+    } catch (error) {
+      this.unhandled(res, state, error, route.path, head ? 'HEAD' : route.method, started);
+    }
+  }
 
+  private readRequest(
+    route: RouteDefinition<unknown, unknown>,
+    paramNames: readonly string[],
+    res: HttpResponse,
+    req: HttpRequest,
+    state: ResponseState,
+    started: number,
+  ): void {
+    const method = state.head ? 'HEAD' : route.method;
     // Everything from req, now: it is invalid after this function returns.
     const params: Record<string, string> = {};
-    for (let i = 0; i < paramNames.length; i++) params[paramNames[i] as string] = decodeURIComponent(req.getParameter(i) ?? '');
+    let pathValid = true;
+    for (let i = 0; i < paramNames.length; i++) {
+      const value = decodePathParameter(req.getParameter(i) ?? '');
+      if (value === undefined) pathValid = false;
+      else params[paramNames[i] as string] = value;
+    }
     const rawQuery = req.getQuery() ?? '';
     const authorization = req.getHeader('authorization');
     const contentType = req.getHeader('content-type');
@@ -238,11 +320,19 @@ export class HttpRouter {
     const networkKey = address?.networkKey ?? socketIp;
     const path = req.getUrl();
     const headers = route.readHeaders ? readHeaders(req, route.readHeaders) : noHeaders;
+    if (contentLength !== '' && hasRepeatedContentLength(req)) {
+      this.refuseFraming(res, state, route.path, method, started, requestId);
+      return;
+    }
 
     // No per-request named closures here: the dev/test transform (tsx, keepNames) wraps each one
     // in a defineProperty call, 2% of a vote's CPU in the profile.
     if (!this.deps.isAccepting() && route.tag !== 'operations') {
-      this.sendError(res, state, new ApiError('not_ready', undefined, undefined, { 'retry-after': '1' }), route.path, route.method, started, requestId);
+      this.sendError(res, state, new ApiError('not_ready', undefined, undefined, { 'retry-after': '1' }), route.path, method, started, requestId);
+      return;
+    }
+    if (!pathValid) {
+      this.sendError(res, state, new ApiError('invalid_path'), route.path, method, started, requestId);
       return;
     }
 
@@ -255,7 +345,7 @@ export class HttpRouter {
       }
       query = route.query ? parseWith(route.query, Object.fromEntries(new URLSearchParams(rawQuery)), 'query') : {};
     } catch (error) {
-      this.sendError(res, state, error, route.path, route.method, started, requestId);
+      this.sendError(res, state, error, route.path, method, started, requestId);
       return;
     }
 
@@ -271,11 +361,11 @@ export class HttpRouter {
 
     const bodyBytesMax = route.bodyBytesMax ?? defaultBodyBytesMax;
     if (contentType !== '' && !contentType.toLowerCase().startsWith('application/json')) {
-      this.sendError(res, state, new ApiError('unsupported_media_type'), route.path, route.method, started, requestId);
+      this.sendError(res, state, new ApiError('unsupported_media_type'), route.path, method, started, requestId);
       return;
     }
     if (contentLength !== '' && Number(contentLength) > bodyBytesMax) {
-      this.sendError(res, state, new ApiError('payload_too_large', `The body may be at most ${bodyBytesMax} bytes.`), route.path, route.method, started, requestId);
+      this.sendError(res, state, new ApiError('payload_too_large', `The body may be at most ${bodyBytesMax} bytes.`), route.path, method, started, requestId);
       return;
     }
     const bodySchema = route.body;
@@ -285,7 +375,7 @@ export class HttpRouter {
       if (state.done) return;
       received += chunk.byteLength;
       if (received > bodyBytesMax) {
-        this.sendError(res, state, new ApiError('payload_too_large', `The body may be at most ${bodyBytesMax} bytes.`), route.path, route.method, started, requestId);
+        this.sendError(res, state, new ApiError('payload_too_large', `The body may be at most ${bodyBytesMax} bytes.`), route.path, method, started, requestId);
         return;
       }
       // Not the last chunk: copy, uWS reuses the memory. The last one is consumed synchronously.
@@ -299,10 +389,15 @@ export class HttpRouter {
         const json = whole.length === 0 && route.emptyBodyAs !== undefined ? route.emptyBodyAs : parseJson(whole);
         ctx.body = parseWith(bodySchema, json, 'body');
       } catch (error) {
-        this.sendError(res, state, error, route.path, route.method, started, requestId);
+        this.sendError(res, state, error, route.path, method, started, requestId);
         return;
       }
-      this.runHandler(route, ctx, res, state, started, requestId);
+      // Guarded: uWS calls this callback, so an exception here would end the process.
+      try {
+        this.runHandler(route, ctx, res, state, started, requestId);
+      } catch (error) {
+        this.unhandled(res, state, error, route.path, method, started, requestId);
+      }
     });
   }
 
@@ -314,20 +409,22 @@ export class HttpRouter {
     started: number,
     requestId: string,
   ): void {
+    const method = state.head ? 'HEAD' : route.method;
     let result: Reply | Promise<Reply>;
     try {
       result = route.handle(ctx);
     } catch (error) {
-      this.sendError(res, state, error, route.path, route.method, started, requestId);
+      this.sendError(res, state, error, route.path, method, started, requestId);
       return;
     }
     if (result instanceof Promise) {
+      // sendReply and sendError never throw (they are guarded), so no rejection is left unhandled.
       result.then(
-        (reply) => this.sendReply(res, state, reply, route.path, route.method, started, requestId),
-        (error: unknown) => this.sendError(res, state, error, route.path, route.method, started, requestId),
+        (reply) => this.sendReply(res, state, reply, route.path, method, started, requestId),
+        (error: unknown) => this.sendError(res, state, error, route.path, method, started, requestId),
       );
     } else {
-      this.sendReply(res, state, result, route.path, route.method, started, requestId);
+      this.sendReply(res, state, result, route.path, method, started, requestId);
     }
   }
 
@@ -340,11 +437,15 @@ export class HttpRouter {
     started: number,
     requestId?: string,
   ): void {
-    const status = reply.status ?? 200;
-    const body = reply.raw ?? (reply.json === undefined ? '' : JSON.stringify(reply.json));
-    const contentType = reply.raw !== undefined ? (reply.contentType ?? 'text/plain; charset=utf-8') : 'application/json';
-    this.write(res, state, status, contentType, body, reply.headers, requestId);
-    this.observe(method, routeLabel, status, started, requestId);
+    try {
+      const status = reply.status ?? 200;
+      const body = reply.raw ?? (reply.json === undefined ? '' : JSON.stringify(reply.json));
+      const contentType = reply.raw !== undefined ? (reply.contentType ?? 'text/plain; charset=utf-8') : 'application/json';
+      this.write(res, state, status, contentType, body, reply.headers, requestId);
+      this.observe(method, routeLabel, status, started, requestId);
+    } catch (error) {
+      this.unhandled(res, state, error, routeLabel, method, started, requestId);
+    }
   }
 
   sendError(
@@ -356,21 +457,58 @@ export class HttpRouter {
     started: number,
     requestId?: string,
   ): void {
-    let status: number;
-    let body: string;
-    let headers: Readonly<Record<string, string>> | undefined;
-    if (error instanceof ApiError) {
-      status = error.status;
-      body = errorBody(error.code, error.message, error.details);
-      headers = error.headers;
-      if (status >= 500) this.deps.log.warn({ requestId, code: error.code, route: routeLabel }, error.message);
-    } else {
-      status = 500;
-      body = errorBody('internal_error');
-      this.deps.log.error({ requestId, route: routeLabel, err: error }, 'unhandled error in handler');
+    if (!(error instanceof ApiError) || error.code === 'internal_error') {
+      this.unhandled(res, state, error, routeLabel, method, started, requestId);
+      return;
     }
-    this.write(res, state, status, 'application/json', body, headers, requestId);
-    this.observe(method, routeLabel, status, started, requestId);
+    try {
+      if (error.status >= 500) this.deps.log.warn({ requestId, code: error.code, route: routeLabel }, error.message);
+      this.write(res, state, error.status, 'application/json', errorBody(error.code, error.message, error.details), error.headers, requestId);
+      this.observe(method, routeLabel, error.status, started, requestId);
+    } catch (unexpected) {
+      this.unhandled(res, state, unexpected, routeLabel, method, started, requestId);
+    }
+  }
+
+  /**
+   * 400 duplicate_content_length, then close: where this request's body ends is not to be
+   * trusted, so neither is anything after it on the connection. Answered on the next turn, not
+   * now: uWS goes on parsing the bytes that follow in the same read, and would serve a request
+   * smuggled there before closing; with this answer still pending, it closes the connection
+   * instead of serving it.
+   */
+  private refuseFraming(res: HttpResponse, state: ResponseState, routeLabel: string, method: string, started: number, requestId?: string): void {
+    state.closeConnection = true;
+    setImmediate(() => this.sendError(res, state, new ApiError('duplicate_content_length'), routeLabel, method, started, requestId));
+  }
+
+  /**
+   * The last-resort guard: whatever escaped a handler or the layer itself is logged and counted,
+   * and answered 500 internal_error while an answer is still possible. Never throws.
+   */
+  private unhandled(res: HttpResponse, state: ResponseState, error: unknown, routeLabel: string, method: string, started: number, requestId?: string): void {
+    try {
+      reportHandlerError(this.deps, routeLabel, error, requestId);
+    } catch {
+      // A logger that throws must not take the answer with it.
+    }
+    if (state.done) return;
+    if (state.aborted) {
+      this.finish(state);
+      return;
+    }
+    try {
+      this.write(res, state, 500, 'application/json', internalErrorBody, undefined, requestId);
+      this.observe(method, routeLabel, 500, started, requestId);
+    } catch {
+      // The failure was in writing itself: half an answer may be out, so none can follow.
+      this.finish(state);
+      try {
+        res.close();
+      } catch {
+        // Already gone.
+      }
+    }
   }
 
   private write(
@@ -392,8 +530,18 @@ export class HttpRouter {
       res.writeHeader('content-type', contentType);
       if (requestId) res.writeHeader('x-request-id', requestId);
       if (headers) for (const name in headers) res.writeHeader(name, headers[name] as string);
-      if (body.length <= 64 * 1024) {
-        res.end(body);
+      if (state.head) {
+        // The length GET would send, and no body. Written by hand: this uWS's endWithoutBody(length)
+        // leaves the response pending, waiting for that many bytes (the next request would hang).
+        if (state.closeConnection) {
+          res.endWithoutBody(0, true);
+        } else {
+          res.writeHeader('content-length', String(typeof body === 'string' ? Buffer.byteLength(body) : body.length));
+          res.endWithoutBody();
+        }
+        this.finish(state);
+      } else if (body.length <= 64 * 1024) {
+        res.end(body, state.closeConnection);
         this.finish(state);
       } else {
         this.streamLarge(res, state, typeof body === 'string' ? Buffer.from(body) : body);
@@ -411,9 +559,21 @@ export class HttpRouter {
       return;
     }
     res.onWritable((offset) => {
-      const [ok2, done2] = res.tryEnd(body.subarray(offset - startOffset), total);
-      if (done2 || ok2) this.finish(state);
-      return ok2;
+      try {
+        const [ok2, done2] = res.tryEnd(body.subarray(offset - startOffset), total);
+        if (done2 || ok2) this.finish(state);
+        return ok2;
+      } catch (error) {
+        // Half the body is out: no other answer can follow; report it and drop the connection.
+        this.finish(state);
+        try {
+          reportHandlerError(this.deps, 'streaming', error);
+          res.close();
+        } catch {
+          // Already gone.
+        }
+        return true;
+      }
     });
   }
 

@@ -62,6 +62,7 @@ export function buildOpenApiDocument(
     const errorCodes = new Set<ErrorCode>(route.errors ?? []);
     if (route.body) for (const code of ['invalid_json', 'validation_failed', 'payload_too_large', 'unsupported_media_type'] as const) errorCodes.add(code);
     if (route.query) errorCodes.add('validation_failed');
+    if (route.path.includes('{')) errorCodes.add('invalid_path');
     if (route.auth !== 'public') for (const code of genericErrors.user ?? []) errorCodes.add(code);
     if (Array.isArray(route.auth)) errorCodes.add('forbidden');
     const byStatus = new Map<number, ErrorCode[]>();

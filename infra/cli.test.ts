@@ -144,6 +144,44 @@ describe('livevote audit verify on a real run', () => {
     expect(left.rows).toEqual([{ voter_number: 2 }]);
   });
 
+  it('says an unknown election does not exist (exit 2), and a known one without votes has none (exit 0)', async () => {
+    const unknown = randomUUID();
+    for (const command of ['verify', 'heads']) {
+      const run = await cliInProcess(['audit', command, unknown], env);
+      expect([run.status, run.stdout, run.stderr], command).toEqual([2, '', `livevote: no election ${unknown}: no such election, and no votes or audit records under that id\n`]);
+    }
+    const admin = await login(h.baseUrl, testAdmin.email, testAdmin.password);
+    const empty = (await call(h.baseUrl, 'POST', '/api/v1/admin/elections', { token: admin, body: { title: 'Empty', candidates: [{ name: 'A' }, { name: 'B' }] } })).body.electionId as string;
+    const verified = await cliInProcess(['audit', 'verify', empty], env);
+    expect(verified.status).toBe(0);
+    expect(verified.stdout).toContain(`election ${empty}: no votes yet`);
+    const heads = await cliInProcess(['audit', 'heads', empty], env);
+    expect([heads.status, heads.stdout]).toEqual([0, `election ${empty}: no votes yet, no audit chains\n`]);
+  });
+
+  it('answers --help and -h for every group and command with its usage, exit 0, without a database', async () => {
+    const noDatabase = { LIVEVOTE_DATA_DIR: path.join(os.tmpdir(), `lv-none-${randomUUID()}`) };
+    const cases: [string[], RegExp][] = [
+      [['--help'], /^usage: livevote <command>\n[\s\S]*audit verify[\s\S]*retention purge/],
+      [['help'], /^usage: livevote <command>\n/],
+      [['audit', '--help'], /^usage: livevote audit <verify\|heads> \[electionId\]\n[\s\S]*audit verify[\s\S]*audit heads/],
+      [['audit', '-h'], /^usage: livevote audit /],
+      [['help', 'audit'], /^usage: livevote audit /],
+      [['audit', 'verify', '--help'], /^usage: livevote audit verify \[electionId\]\n[\s\S]*exit 0 intact, 1 broken, 2/],
+      [['audit', 'heads', '-h'], /^usage: livevote audit heads \[electionId\]\n/],
+      [['audit', 'verify', 'some-id', '--help'], /^usage: livevote audit verify /],
+      [['retention', '--help'], /^usage: livevote retention purge\n/],
+      [['retention', 'purge', '-h'], /^usage: livevote retention purge\n[\s\S]*LIVEVOTE_METADATA_RETENTION_DAYS/],
+    ];
+    for (const [args, expected] of cases) {
+      const run = await cliInProcess(args, noDatabase);
+      expect([run.status, run.stderr], args.join(' ')).toEqual([0, '']);
+      expect(run.stdout, args.join(' ')).toMatch(expected);
+    }
+    const unknown = await cliInProcess(['nope', '--help'], noDatabase);
+    expect([unknown.status, unknown.stderr]).toEqual([2, expect.stringMatching(/^livevote: unknown command: nope\n/)]);
+  });
+
   it('answers usage and input errors with exit 2 and a message', async () => {
     for (const args of [['audit'], ['audit', 'sign'], ['retention', 'purge', 'now'], ['audit', 'verify', 'a', 'b']]) {
       const run = await cliInProcess(args, env);

@@ -3,11 +3,13 @@
 //   npm run livevote -- audit verify [electionId]
 //   npm run livevote -- audit heads [electionId]
 //   npm run livevote -- retention purge
+//   npm run livevote -- <group> [command] --help
 //
 // The database is DATABASE_URL when set. Otherwise it is the embedded Postgres of
 // LIVEVOTE_DATA_DIR (./.livevote): when a livevote node is running on it, the command connects to
 // that server; when none is, it starts the server for the command and stops it afterwards.
-// Exit status: 0 done (audit intact), 1 audit broken, 2 usage, configuration or database error.
+// Exit status: 0 done (audit intact, or help asked for), 1 audit broken, 2 usage, configuration or
+// database error, or an election id that names nothing.
 import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -15,22 +17,60 @@ import pino from 'pino';
 import { auditFingerprint, formatAuditReport, readAuditHeads, verifyAudit, type AuditReport } from '../persistence/audit.ts';
 import { createPool, type Pool } from '../persistence/db.ts';
 import { startEmbeddedPostgres } from '../persistence/embeddedPostgres.ts';
+import { findElection } from '../persistence/elections.ts';
 import { purgeExpiredMetadata } from '../persistence/privacy.ts';
 import { ConfigError, loadConfig, type Config } from './config.ts';
 import type { Logger } from './logger.ts';
 
-const usage = `usage: livevote <command>
+/** Every command, with its help: `usage`, `<group> --help` and `<group> <command> --help` are made from it. */
+const commands = [
+  {
+    group: 'audit', name: 'verify', synopsis: 'audit verify [electionId]',
+    help: `recompute every audit hash chain (or one election's) against the
+stored votes; report the first broken link of each shard.
+exit 0 intact, 1 broken, 2 when the election does not exist`,
+  },
+  {
+    group: 'audit', name: 'heads', synopsis: 'audit heads [electionId]',
+    help: `print each chain's head hash and each election's fingerprint, to
+publish after the show (a rewritten chain then no longer matches;
+verify prints the fingerprint it recomputes)`,
+  },
+  {
+    group: 'retention', name: 'purge', synopsis: 'retention purge',
+    help: 'delete request metadata older than LIVEVOTE_METADATA_RETENTION_DAYS',
+  },
+] as const;
 
-  audit verify [electionId]   recompute every audit hash chain (or one election's) against the
-                              stored votes; report the first broken link of each shard.
-                              exit 0 intact, 1 broken
-  audit heads [electionId]    print each chain's head hash and each election's fingerprint, to
-                              publish after the show (a rewritten chain then no longer matches;
-                              verify prints the fingerprint it recomputes)
-  retention purge             delete request metadata older than LIVEVOTE_METADATA_RETENTION_DAYS
+const databaseNote = 'The database is DATABASE_URL, else the embedded Postgres in LIVEVOTE_DATA_DIR (./.livevote).\n';
 
-The database is DATABASE_URL, else the embedded Postgres in LIVEVOTE_DATA_DIR (./.livevote).
-`;
+function describe(listed: readonly (typeof commands)[number][]): string {
+  return listed.map((c) => `  ${c.synopsis.padEnd(26)}  ${c.help.replaceAll('\n', `\n${' '.repeat(30)}`)}\n`).join('');
+}
+
+const usage = `usage: livevote <command>\n\n${describe(commands)}\n${databaseNote}`;
+
+/** The usage of one group (`audit --help`) or one command (`audit verify --help`); undefined when it names none. */
+function usageOf(group: string, command: string | undefined): string | undefined {
+  const inGroup = commands.filter((c) => c.group === group);
+  if (inGroup.length === 0) return undefined;
+  const one = inGroup.find((c) => c.name === command);
+  if (one) return `usage: livevote ${one.synopsis}\n\n${describe([one])}\n${databaseNote}`;
+  const names = inGroup.map((c) => c.name);
+  const argument = inGroup.every((c) => c.synopsis.endsWith('[electionId]')) ? ' [electionId]' : '';
+  const synopsis = names.length === 1 ? `${group} ${names[0]}` : `${group} <${names.join('|')}>${argument}`;
+  return `usage: livevote ${synopsis}\n\n${describe(inGroup)}\n${databaseNote}`;
+}
+
+const isHelp = (arg: string | undefined) => arg === '--help' || arg === '-h' || arg === 'help';
+
+/** [group, command] when argv asks for help about them: `help audit`, `audit --help`, `audit verify -h`. */
+function helpRequest(argv: readonly string[]): [string, string | undefined] | undefined {
+  const [first = '', second, ...rest] = argv;
+  if (isHelp(first)) return [second ?? '', rest[0]];
+  if (!argv.some(isHelp)) return undefined;
+  return [first, isHelp(second) ? undefined : second];
+}
 
 export const exitIntact = 0;
 export const exitBroken = 1;
@@ -51,9 +91,20 @@ const processOutput: CliOutput = {
 /** Runs one command; resolves with the exit status. Exported for tests. */
 export async function runCli(argv: readonly string[], env: NodeJS.ProcessEnv = process.env, io: CliOutput = processOutput): Promise<number> {
   const [group, command, ...rest] = argv;
-  if (group === undefined || group === 'help' || group === '--help' || group === '-h') {
+  if (group === undefined || (isHelp(group) && command === undefined)) {
     io.out(usage);
     return group === undefined ? exitError : exitIntact;
+  }
+  // Help needs no configuration and no database.
+  const help = helpRequest(argv);
+  if (help) {
+    const text = usageOf(...help);
+    if (text === undefined) {
+      io.err(`livevote: unknown command: ${help[0]}\n\n${usage}`);
+      return exitError;
+    }
+    io.out(text);
+    return exitIntact;
   }
   let config: Config;
   try {
@@ -85,11 +136,20 @@ function commandFor(group: string, command: string | undefined, rest: readonly s
     if (rest.length > 1) throw new UsageError(`too many arguments: ${rest.join(' ')}`);
     return rest[0];
   };
+  // An id that names no election, and has no votes or chain records either, is a mistake (a
+  // typo, another database): saying INTACT for it would vouch for nothing.
+  const unknownElection = (electionId: string) => {
+    io.err(`livevote: no election ${electionId}: no such election, and no votes or audit records under that id\n`);
+    return exitError;
+  };
   if (group === 'audit' && command === 'verify') {
     const electionId = electionArg();
     return async (pool) => {
       await requireSchema(pool);
       const report: AuditReport = await verifyAudit(pool, { electionId });
+      if (electionId !== undefined && report.elections.every((e) => e.shards.length === 0) && !(await findElection(pool, electionId))) {
+        return unknownElection(electionId);
+      }
       io.out(formatAuditReport(report));
       return report.intact ? exitIntact : exitBroken;
     };
@@ -99,6 +159,11 @@ function commandFor(group: string, command: string | undefined, rest: readonly s
     return async (pool) => {
       await requireSchema(pool);
       const heads = await readAuditHeads(pool, electionId);
+      if (heads.length === 0 && electionId !== undefined) {
+        if (!(await findElection(pool, electionId))) return unknownElection(electionId);
+        io.out(`election ${electionId}: no votes yet, no audit chains\n`);
+        return exitIntact;
+      }
       if (heads.length === 0) io.out('No audit chains found.\n');
       for (const id of [...new Set(heads.map((h) => h.electionId))]) {
         const own = heads.filter((h) => h.electionId === id);

@@ -494,6 +494,10 @@ export function formatAuditReport(report: AuditReport): string {
   const lines: string[] = [];
   if (report.elections.length === 0) lines.push('No elections, votes or audit records found.');
   for (const election of report.elections) {
+    if (election.shards.length === 0) {
+      lines.push(`election ${election.electionId}: no votes yet, nothing to verify`);
+      continue;
+    }
     const broken = election.shards.filter((s) => !s.intact);
     lines.push(
       `election ${election.electionId}: ${election.intact ? 'INTACT' : 'BROKEN'} — ${election.shards.length} shard chains, ` +

@@ -55,11 +55,15 @@ function toRecord(row: ElectionRow): ElectionRecord {
   };
 }
 
+/** The election as stored, or undefined when its creator's account is gone (erased while the request ran). */
 export async function insertElection(
   pool: Pool,
   election: { electionId: string; title: string; shardCount: number; captchaPolicy: CaptchaPolicy; createdBy: string; candidates: readonly CandidateRecord[] },
-): Promise<ElectionRecord> {
-  await inTransaction(pool, async (client: PoolClient) => {
+): Promise<ElectionRecord | undefined> {
+  const inserted = await inTransaction(pool, async (client: PoolClient) => {
+    // Locked so no erasure deletes the creator between this check and the commit.
+    const creator = await client.query('SELECT 1 FROM users WHERE user_id = $1 FOR KEY SHARE', [election.createdBy]);
+    if (creator.rowCount === 0) return false;
     await client.query('INSERT INTO elections (election_id, title, shard_count, captcha_policy, created_by) VALUES ($1, $2, $3, $4, $5)', [
       election.electionId, election.title, election.shardCount, election.captchaPolicy, election.createdBy,
     ]);
@@ -73,7 +77,9 @@ export async function insertElection(
         election.candidates.map((c) => c.name),
       ],
     );
+    return true;
   });
+  if (!inserted) return undefined;
   const created = await findElection(pool, election.electionId);
   if (!created) throw new Error(`election ${election.electionId} vanished right after insert`);
   return created;

@@ -66,10 +66,14 @@ describe("a user's votes (the status route's reads)", () => {
     const nodeId = 'user-votes-test';
     const [alice, bob, carol] = await createVoters(db.pool, 3, 'unused-secret-unused-secret-unused-secret');
     // Seven elections; alice votes in all, two of them at the same millisecond (the tie-break).
-    const elections = await Promise.all(Array.from({ length: 7 }, (_, i) => insertElection(db.pool, {
-      electionId: randomUUID(), title: `Show ${i}`, shardCount: 1, captchaPolicy: 'off', createdBy: bob!.userId,
-      candidates: [{ candidateId: randomUUID(), candidateIndex: 0, name: 'A' }, { candidateId: randomUUID(), candidateIndex: 1, name: 'B' }],
-    })));
+    const elections = await Promise.all(Array.from({ length: 7 }, async (_, i) => {
+      const election = await insertElection(db.pool, {
+        electionId: randomUUID(), title: `Show ${i}`, shardCount: 1, captchaPolicy: 'off', createdBy: bob!.userId,
+        candidates: [{ candidateId: randomUUID(), candidateIndex: 0, name: 'A' }, { candidateId: randomUUID(), candidateIndex: 1, name: 'B' }],
+      });
+      if (election === undefined) throw new Error('the creator exists: the election must be created');
+      return election;
+    }));
     // Closed by the end of the show (an open one would defer the erasure below).
     for (const election of elections) {
       await transitionElection(db.pool, election.electionId, 'draft', 'open');

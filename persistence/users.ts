@@ -58,6 +58,15 @@ export async function lockUserById(client: PoolClient, userId: string): Promise<
 }
 
 /**
+ * Inside a transaction: every admin not erased, their rows locked until commit. Always in
+ * user_id order, so two transactions taking them at once queue instead of deadlocking.
+ */
+export async function lockActiveAdmins(client: PoolClient): Promise<string[]> {
+  const result = await client.query<{ user_id: string }>("SELECT user_id FROM users WHERE role = 'admin' AND erased_at IS NULL ORDER BY user_id FOR UPDATE");
+  return result.rows.map((row) => row.user_id);
+}
+
+/**
  * Inserts a user; the voter number comes from `voter_number_seq`. Null when the email hash is
  * already taken (no exception: a taken email is an expected outcome).
  */

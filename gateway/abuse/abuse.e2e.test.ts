@@ -76,6 +76,30 @@ describe('CAPTCHA on votes', () => {
     expect(await storedVotes(s.h, target.electionId)).toBe(1);
   });
 
+  it('policy always: an accepted voter retrying the identical request (its solution now used) gets its original voteId; nobody else gets past', async () => {
+    const target = await s.election('always');
+    const other = await s.election('always');
+    const [a, b] = await createVoters(s.h.db.pool, 2, s.h.secrets.jwtSecret) as [TestVoter, TestVoter];
+    const token = await challengeToken(s.h);
+    const accepted = await voteAs(s.h, a, target, { captchaToken: token });
+    expect(accepted.status).toBe(200);
+    // Invariant 5: the same request again is answered as the original.
+    const retry = await voteAs(s.h, a, target, { captchaToken: token });
+    expect([retry.status, retry.body]).toEqual([200, accepted.body]);
+    // The used solution buys nothing new: not another candidate, not another election, not another voter.
+    const candidates = (await call(s.h.baseUrl, 'GET', `/api/v1/elections/${target.electionId}`)).body.candidates as { candidateId: string }[];
+    const otherCandidate = await voteAs(s.h, a, { electionId: target.electionId, candidateId: candidates[1]!.candidateId }, { captchaToken: token });
+    expect([otherCandidate.status, otherCandidate.body.error.code]).toEqual([403, 'captcha_invalid']);
+    const otherElection = await voteAs(s.h, a, other, { captchaToken: token });
+    expect([otherElection.status, otherElection.body.error.code]).toEqual([403, 'captcha_invalid']);
+    const neverVoted = await voteAs(s.h, b, target, { captchaToken: token });
+    expect([neverVoted.status, neverVoted.body.error.code]).toEqual([403, 'captcha_invalid']);
+    expect(await storedVotes(s.h, target.electionId)).toBe(1);
+    expect(await storedVotes(s.h, other.electionId)).toBe(0);
+    // b still needs a fresh solution, and with one it votes.
+    expect((await voteAs(s.h, b, target, { captchaToken: await challengeToken(s.h) })).status).toBe(200);
+  });
+
   it('policy on_risk: a browser votes without one; a flagged client (automation user agent) must solve one', async () => {
     const target = await s.election('on_risk');
     const [browserVoter, scriptVoter] = await createVoters(s.h.db.pool, 2, s.h.secrets.jwtSecret) as [TestVoter, TestVoter];

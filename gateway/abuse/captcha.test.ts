@@ -253,6 +253,8 @@ describe('siteverify providers against a local stand-in', () => {
       const response = form.get('response');
       if (response === 'good') return json(res, 200, { success: true, hostname: 'example.com' });
       if (response === 'bad') return json(res, 200, { success: false, 'error-codes': ['invalid-input-response'] });
+      if (response === 'used') return json(res, 200, { success: false, 'error-codes': ['timeout-or-duplicate'] });
+      if (response === 'used-hcaptcha') return json(res, 200, { success: false, 'error-codes': ['invalid-or-already-seen-response'] });
       if (response === 'low') return json(res, 200, { success: true, score: 0.1 });
       if (response === 'high') return json(res, 200, { success: true, score: 0.9 });
       if (response === 'boom') return json(res, 502, { error: 'bad gateway' });
@@ -280,6 +282,11 @@ describe('siteverify providers against a local stand-in', () => {
 
   it('refuses a token the provider rejects, whatever the fail mode', async () => {
     expect(await verifier('open').verify('bad', context)).toEqual({ ok: false, code: 'captcha_invalid', reason: 'rejected_by_provider' });
+  });
+
+  it('tells a token already used (the providers\' duplicate codes) from a bad one, so a voter\'s retry can be recognised', async () => {
+    expect(await verifier('open').verify('used', context)).toEqual({ ok: false, code: 'captcha_invalid', reason: 'already_used' });
+    expect(await verifier('open', { provider: 'hcaptcha' }).verify('used-hcaptcha', context)).toEqual({ ok: false, code: 'captcha_invalid', reason: 'already_used' });
   });
 
   it('refuses a reCAPTCHA v3 score below the minimum', async () => {

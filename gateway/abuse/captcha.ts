@@ -249,6 +249,17 @@ interface SiteverifyAnswer {
   'error-codes'?: unknown;
 }
 
+/**
+ * The error codes with which the providers refuse a token that was already verified (Turnstile
+ * and reCAPTCHA: 'timeout-or-duplicate'; hCaptcha: 'invalid-or-already-seen-response'). The
+ * vote path tells an accepted voter's retry by them (gateway/votes/routes.ts VoteGuardVerdict).
+ */
+const usedTokenCodes = ['timeout-or-duplicate', 'invalid-or-already-seen-response'];
+
+function errorCodes(answer: SiteverifyAnswer): readonly unknown[] {
+  return Array.isArray(answer['error-codes']) ? answer['error-codes'] : [];
+}
+
 export class SiteverifyCaptcha implements CaptchaVerifier {
   readonly provider: SiteverifyProvider;
   private readonly url: string;
@@ -300,7 +311,7 @@ export class SiteverifyCaptcha implements CaptchaVerifier {
         return this.providerDown(timedOut ? 'provider_timeout' : 'provider_error');
       }
       if (!isRecord(answer) || typeof answer.success !== 'boolean') return this.providerDown('provider_error');
-      if (!answer.success) return invalid('rejected_by_provider');
+      if (!answer.success) return invalid(usedTokenCodes.some((code) => errorCodes(answer).includes(code)) ? 'already_used' : 'rejected_by_provider');
       if (this.options.minScore !== undefined && typeof answer.score === 'number' && answer.score < this.options.minScore) {
         return invalid('low_score');
       }

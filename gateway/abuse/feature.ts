@@ -6,7 +6,7 @@ import type { Registry } from 'prom-client';
 import { ApiError } from '../errors.ts';
 import { defineRoute } from '../http.ts';
 import type { Feature } from '../app.ts';
-import type { VoteGuardInput } from '../votes/routes.ts';
+import type { VoteGuardInput, VoteGuardVerdict } from '../votes/routes.ts';
 import type { Config } from '../../infra/config.ts';
 import type { Logger } from '../../infra/logger.ts';
 import type { Secrets } from '../../infra/secrets.ts';
@@ -31,8 +31,8 @@ export interface AuthGuard {
 
 export interface AbuseFeature extends Feature {
   readonly controls: AbuseControls;
-  /** Throws ApiError (429, 403, 400) to refuse a vote; resolves to let it through. */
-  guardVote(vote: VoteGuardInput): void | Promise<void>;
+  /** Throws ApiError (429, 403, 400) to refuse a vote; resolves to let it through (see VoteGuardVerdict). */
+  guardVote(vote: VoteGuardInput): VoteGuardVerdict | Promise<VoteGuardVerdict>;
   readonly auth: AuthGuard;
   /** Fraud rule hits for one election's votes, flattened to `rule:flagged|rejected` counts. */
   fraudCounts(electionId: string): Promise<Record<string, number>>;
@@ -62,15 +62,23 @@ export function createAbuseFeature(deps: { config: Config; secrets: Secrets; poo
     if (!gate.ok) throw captchaError(gate);
   };
 
+  /** A vote's CAPTCHA: a solution already used is not refused here, the vote path decides (VoteGuardVerdict). */
+  const checkVoteCaptcha = async (policy: CaptchaPolicy, flagged: boolean, token: string | undefined, clientIp: string): Promise<VoteGuardVerdict> => {
+    const gate = await controls.checkCaptcha(policy, flagged, token, { clientIp });
+    if (gate.ok) return undefined;
+    if (gate.reason === 'already_used') return 'captcha_already_used';
+    throw captchaError(gate);
+  };
+
   /** Fraud rules, then the CAPTCHA the policy asks for; runs once the rate limits let the vote through. */
-  function screenVote(vote: VoteGuardInput): Promise<void> | undefined {
+  function screenVote(vote: VoteGuardInput): Promise<VoteGuardVerdict> | undefined {
     const fraud = controls.fraud.evaluateVote(
       { electionId: vote.electionId, candidate: vote.candidateIndex, networkKey: vote.networkKey, userAgent: vote.userAgent }, Date.now());
     if (fraud.verdict === 'reject') throw new ApiError('fraud_rejected', undefined, { rules: fraud.hits.map((h) => h.rule) });
     const flagged = fraud.verdict === 'flag';
     // The common case (policy off, or on_risk and nothing flagged) stays synchronous.
     if (vote.captchaPolicy === 'off' || (vote.captchaPolicy === 'on_risk' && !flagged)) return undefined;
-    return checkCaptcha(vote.captchaPolicy, flagged, vote.captchaToken, vote.clientIp);
+    return checkVoteCaptcha(vote.captchaPolicy, flagged, vote.captchaToken, vote.clientIp);
   }
 
   return {

@@ -13,7 +13,7 @@ import type { Logger } from '../../infra/logger.ts';
 import type { Secrets } from '../../infra/secrets.ts';
 import { inTransaction, uuidPattern, type Pool, type PoolClient } from '../../persistence/db.ts';
 import {
-  findRefreshToken, findUserByEmailHash, insertRefreshToken, insertUser, lockRefreshToken, lockUserById,
+  findRefreshToken, findUserByEmailHash, insertRefreshToken, insertUser, lockActiveAdmins, lockRefreshToken, lockUserById,
   markRefreshTokenRotated, revokeFamily, revokeUserSessions, updateUserPassword, updateUserRole,
   type RevokedSessionRecord, type UserRecord,
 } from '../../persistence/users.ts';
@@ -108,7 +108,13 @@ export class Accounts {
       const upgraded = await this.kdfRun(() => hashPassword(credentials.password, this.scryptParams));
       await updateUserPassword(this.deps.pool, user.userId, upgraded);
     }
-    return inTransaction(this.deps.pool, (client) => this.startSession(client, user));
+    return inTransaction(this.deps.pool, async (client) => {
+      // Read again under lock: the account may have been erased (its refresh token would then
+      // violate a foreign key, a 500) or its role changed while the KDF ran.
+      const current = await lockUserById(client, user.userId);
+      if (!current || current.erasedAt !== null) throw new ApiError('invalid_credentials');
+      return this.startSession(client, current);
+    });
   }
 
   async refresh(refreshToken: string): Promise<TokenPair> {
@@ -170,9 +176,13 @@ export class Accounts {
     }
     const now = new Date(this.deps.nowMs());
     const { updated, revoked } = await inTransaction(this.deps.pool, async (client) => {
+      // Any lowering may be of the last admin: the admins' rows are locked first, so two admins
+      // lowering each other at once are served one after the other and the second is refused.
+      const admins = role === 'admin' ? [] : await lockActiveAdmins(client);
       const user = await lockUserById(client, userId.toLowerCase());
       if (!user) throw new ApiError('user_not_found');
       if (user.erasedAt !== null) throw new ApiError('account_erased');
+      if (user.role === 'admin' && role !== 'admin' && admins.every((id) => id === user.userId)) throw new ApiError('last_admin');
       const lowered = roleRank[role] < roleRank[user.role];
       const changed = await updateUserRole(client, user.userId, role);
       if (!changed) throw new Error(`user ${user.userId} vanished while locked`);

@@ -534,6 +534,31 @@ describe('PUT /api/v1/users/{userId}/role', () => {
     expect(await snapshot()).toEqual(before);
     expect(await roleOf(id)).toBe('viewer');
   });
+
+  // Last in this block: it may leave the configured admin lowered.
+  it('refuses to lower the last admin (itself included) with 409 last_admin; of two admins lowering each other at once, one wins', async () => {
+    const adminCount = async () => Number((await db.pool.query("SELECT count(*) FROM users WHERE role = 'admin' AND erased_at IS NULL")).rows[0].count);
+    expect(await adminCount()).toBe(1);
+    const before = await snapshot();
+    for (const role of ['viewer', 'broadcaster']) {
+      expectError(await call('PUT', rolePath(admin.userId), { token: admin.accessToken, body: { role } }), 409, 'last_admin');
+    }
+    expect(await snapshot()).toEqual(before);
+    expect((await call('GET', '/api/v1/auth/validate', { token: admin.accessToken })).status).toBe(200);
+
+    const second = await register();
+    expect((await call('PUT', rolePath(second.tokens.userId), { token: admin.accessToken, body: { role: 'admin' } })).status).toBe(200);
+    const secondSession = await login(second.email);
+    const answers = await Promise.all([
+      call('PUT', rolePath(second.tokens.userId), { token: admin.accessToken, body: { role: 'viewer' } }),
+      call('PUT', rolePath(admin.userId), { token: secondSession.accessToken, body: { role: 'viewer' } }),
+    ]);
+    const statuses = answers.map((a) => a.status).sort();
+    // The loser is refused as the last admin, or finds its own session already ended.
+    expect(statuses[0]).toBe(200);
+    expect([401, 409]).toContain(statuses[1]);
+    expect(await adminCount()).toBe(1);
+  });
 });
 
 describe('across nodes', () => {

@@ -184,7 +184,7 @@ export function authRoutes(deps: { accounts: Accounts; guard?: AuthGuard; onAcco
       tag: 'auth',
       auth: ['admin'],
       body: roleBody,
-      errors: ['user_not_found', 'account_erased'],
+      errors: ['user_not_found', 'account_erased', 'last_admin'],
       responses: { 200: { description: 'The role now held.', schema: roleGrantSchema } },
       handle: async ({ body, params }) => {
         const userId = params.userId;

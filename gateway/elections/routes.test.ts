@@ -1,5 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { randomUUID } from 'node:crypto';
 import { call, login, register, startAppHarness, testAdmin, type AppHarness } from '../../infra/testing/appHarness.ts';
+import { createVoters } from '../../infra/testing/voters.ts';
+import { signAccessToken } from '../auth/jwt.ts';
 
 let h: AppHarness;
 let admin: string;
@@ -70,6 +73,9 @@ describe('elections', () => {
       { title: 7, candidates: [{ name: 'A' }, { name: 'B' }] },
       { title: 'Extra', candidates: [{ name: 'A' }, { name: 'B' }], surprise: true },
       { candidates: [{ name: 'A' }, { name: 'B' }] },
+      // Postgres refuses NUL in text: refused here as bad input, not a 500 from the database.
+      { title: 'Nul\u0000', candidates: [{ name: 'A' }, { name: 'B' }] },
+      { title: 'Nul', candidates: [{ name: 'A' }, { name: '\u0000B' }] },
     ];
     for (const body of cases) {
       const response = await create(body);
@@ -78,6 +84,18 @@ describe('elections', () => {
     }
     const malformed = await call(h.baseUrl, 'POST', '/api/v1/admin/elections', { token: admin, rawBody: '{"title":' });
     expect(malformed.body.error.code).toBe('invalid_json');
+    expect(await electionCount()).toBe(before);
+  });
+
+  it('answers 403 account_erased, not 500, when the creating admin is erased while the request runs', async () => {
+    // The race, made certain: a valid admin token whose account is gone (an erasure revokes the
+    // sessions it knows; this token's session is one it never saw, as an in-flight request's is).
+    const [gone] = await createVoters(h.db.pool, 1, h.secrets.jwtSecret);
+    const token = signAccessToken({ sub: gone!.userId, vn: gone!.voterNumber, role: 'admin', sid: randomUUID() }, h.secrets.jwtSecret, Math.floor(Date.now() / 1000));
+    await h.db.pool.query('DELETE FROM users WHERE user_id = $1', [gone!.userId]);
+    const before = await electionCount();
+    const response = await create({ title: 'Orphan', candidates: [{ name: 'A' }, { name: 'B' }] }, token);
+    expect([response.status, response.body.error?.code]).toEqual([403, 'account_erased']);
     expect(await electionCount()).toBe(before);
   });
 

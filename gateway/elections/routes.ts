@@ -22,10 +22,14 @@ export function electionIdParam(params: Readonly<Record<string, string>>): strin
   return parsed.data;
 }
 
+/** Text stored as Postgres text, which cannot hold NUL: refused here as bad input, not a 500 there. */
+const storedText = (charsMax: number) =>
+  z.string().trim().min(1).max(charsMax).refine((text) => !text.includes('\u0000'), 'must not contain NUL (\\u0000) characters');
+
 const createElectionBody = z.strictObject({
-  title: z.string().trim().min(1).max(200),
+  title: storedText(200),
   candidates: z
-    .array(z.strictObject({ name: z.string().trim().min(1).max(200) }))
+    .array(z.strictObject({ name: storedText(200) }))
     .min(candidatesMin)
     .max(candidatesMax)
     .refine((list) => new Set(list.map((c) => c.name.toLowerCase())).size === list.length, 'candidate names must be unique'),
@@ -95,6 +99,7 @@ export function electionRoutes(deps: { pool: Pool; registry: ElectionRegistry })
       method: 'POST', path: '/api/v1/admin/elections', tag: 'elections', auth: ['admin'],
       summary: 'Create an election (draft) with 2..64 candidates and a shard count.',
       body: createElectionBody,
+      errors: ['account_erased'],
       responses: { 201: { description: 'Created', schema: adminElectionSchema } },
       handle: async ({ body, principal }) => {
         const created = await insertElection(pool, {
@@ -105,6 +110,7 @@ export function electionRoutes(deps: { pool: Pool; registry: ElectionRegistry })
           createdBy: principal!.userId,
           candidates: body.candidates.map((c, i) => ({ candidateId: randomUUID(), candidateIndex: i, name: c.name })),
         });
+        if (!created) throw new ApiError('account_erased');
         return { status: 201, json: adminView(await registry.publish(created)) };
       },
     }),

@@ -3,7 +3,7 @@
 // fans the same bytes out to every subscriber. Results are whole snapshots, so a subscriber
 // that falls behind (backpressure) can skip frames and lose nothing: the next one catches it up.
 import { ApiError, errorBody } from '../errors.ts';
-import type { Principal } from '../http.ts';
+import { decodePathParameter, hasRepeatedContentLength, statusLine, type Principal } from '../http.ts';
 import type { TemplatedApp, WebSocket } from '../uws.ts';
 import type { ElectionRegistry } from '../elections/registry.ts';
 import type { Logger } from '../../infra/logger.ts';
@@ -39,6 +39,8 @@ export function createResultsStream(deps: {
   source: ResultsSource;
   authenticate: (authorizationHeader: string) => Principal;
   log: Logger;
+  /** The last-resort guard's report (gateway/http.ts reportHandlerError): logged and counted. */
+  onUnhandledError?: (error: unknown) => void;
   onPublished?: (electionId: string, version: number) => void;
   nowMs?: () => number;
 }): ResultsStream {
@@ -55,11 +57,16 @@ export function createResultsStream(deps: {
     return JSON.stringify(buildResultsPayload(election, results, now()));
   };
 
-  const rejectUpgrade = (res: import('../uws.ts').HttpResponse, error: ApiError) => {
+  const reportUnhandled = (error: unknown) => {
+    if (deps.onUnhandledError) deps.onUnhandledError(error);
+    else deps.log.error({ err: error, route: streamPath }, 'unhandled error in handler');
+  };
+
+  const rejectUpgrade = (res: import('../uws.ts').HttpResponse, error: ApiError, closeConnection: boolean) => {
     res.cork(() => {
-      res.writeStatus(`${error.status} ${error.status === 401 ? 'Unauthorized' : error.status === 404 ? 'Not Found' : 'Service Unavailable'}`);
+      res.writeStatus(statusLine(error.status));
       res.writeHeader('content-type', 'application/json');
-      res.end(errorBody(error.code, error.message));
+      res.end(errorBody(error.code, error.message), closeConnection);
     });
   };
 
@@ -69,32 +76,64 @@ export function createResultsStream(deps: {
     maxBackpressure: subscriberBackpressureBytesMax,
     idleTimeout: 120,
     sendPingsAutomatically: true,
+    // Everything in here is answered synchronously, and guarded: an exception escaping a uWS
+    // callback would end the process.
     upgrade: (res, req, context) => {
-      // Read everything now: req is invalid after this function returns.
-      const electionId = decodeURIComponent(req.getParameter(0) ?? '');
-      const query = new URLSearchParams(req.getQuery() ?? '');
-      const header = req.getHeader('authorization');
-      const key = req.getHeader('sec-websocket-key');
-      const protocol = req.getHeader('sec-websocket-protocol');
-      const extensions = req.getHeader('sec-websocket-extensions');
-      // Browsers cannot set headers on a WebSocket: the token may come as ?access_token=.
-      const token = query.get('access_token');
       try {
+        // Read everything now: req is invalid after this function returns.
+        const electionId = decodePathParameter(req.getParameter(0) ?? '');
+        const query = new URLSearchParams(req.getQuery() ?? '');
+        const header = req.getHeader('authorization');
+        const key = req.getHeader('sec-websocket-key');
+        const protocol = req.getHeader('sec-websocket-protocol');
+        const extensions = req.getHeader('sec-websocket-extensions');
+        if (req.getHeader('content-length') !== '' && hasRepeatedContentLength(req)) {
+          // As gateway/http.ts refuseFraming: answered next turn, so a request smuggled behind
+          // this one finds it pending and uWS closes the connection instead of serving it.
+          let aborted = false;
+          res.onAborted(() => { aborted = true; });
+          setImmediate(() => {
+            try {
+              if (!aborted) rejectUpgrade(res, new ApiError('duplicate_content_length'), true);
+            } catch (error) {
+              reportUnhandled(error);
+            }
+          });
+          return;
+        }
+        if (electionId === undefined) throw new ApiError('invalid_path');
+        // Browsers cannot set headers on a WebSocket: the token may come as ?access_token=.
+        const token = query.get('access_token');
         const principal = deps.authenticate(header || (token ? `Bearer ${token}` : ''));
         const election = deps.registry.get(electionId);
         if (!election || election.status === 'draft') throw new ApiError('election_not_found');
         if (subscribers >= streamSubscribersMax) throw new ApiError('not_ready', 'This node has as many subscribers as it serves; try another.');
         res.upgrade<SubscriberData>({ electionId, userId: principal.userId }, key, protocol, extensions, context);
       } catch (error) {
-        rejectUpgrade(res, error instanceof ApiError ? error : new ApiError('internal_error'));
+        if (!(error instanceof ApiError)) reportUnhandled(error);
+        try {
+          rejectUpgrade(res, error instanceof ApiError ? error : new ApiError('internal_error'), false);
+        } catch (unexpected) {
+          // The response is gone (upgrade failed half-way): nothing more can be said on it.
+          reportUnhandled(unexpected);
+        }
       }
     },
     open: (ws: WebSocket<SubscriberData>) => {
       subscribers++;
-      const { electionId } = ws.getUserData();
-      ws.subscribe(topicOf(electionId));
-      const json = liveJsonByElection.get(electionId) ?? payloadJson(electionId);
-      if (json) ws.send(json, false);
+      try {
+        const { electionId } = ws.getUserData();
+        ws.subscribe(topicOf(electionId));
+        const json = liveJsonByElection.get(electionId) ?? payloadJson(electionId);
+        if (json) ws.send(json, false);
+      } catch (error) {
+        reportUnhandled(error);
+        try {
+          ws.end(1011, 'internal error');
+        } catch {
+          // Already closed.
+        }
+      }
     },
     message: () => {
       // Subscribers only listen; anything they send is ignored.
@@ -140,6 +179,7 @@ export function createResultsStream(deps: {
         security: [{ bearerAuth: [] }],
         responses: {
           '101': { description: 'Switching protocols; results frames follow' },
+          '400': { description: 'Error: invalid_path, duplicate_content_length' },
           '401': { description: 'Error: unauthenticated, invalid_token, token_expired, unsupported_token_algorithm, session_revoked' },
           '404': { description: 'Error: election_not_found' },
           '503': { description: 'Error: not_ready (subscriber limit)' },
@@ -147,7 +187,13 @@ export function createResultsStream(deps: {
       },
     },
     start() {
-      timer = setInterval(publishChanged, publishIntervalMs);
+      timer = setInterval(() => {
+        try {
+          publishChanged();
+        } catch (error) {
+          reportUnhandled(error);
+        }
+      }, publishIntervalMs);
       timer.unref();
     },
     stop() {

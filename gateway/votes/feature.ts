@@ -45,6 +45,8 @@ export async function createVotePathFeature(deps: {
   guard?: VoteGuard;
   fraudCounts?: FraudCounts;
   onVoteAccepted?: Parameters<typeof voteRoutes>[0]['onAccepted'];
+  /** An exception caught by the results stream's last-resort guard. */
+  onUnhandledError?: (error: unknown) => void;
 }): Promise<VotePathFeature> {
   const { pool, config, log, identity, registry } = deps;
   const nodeId = identity.nodeId;
@@ -135,7 +137,7 @@ export async function createVotePathFeature(deps: {
   };
 
   const stream = createResultsStream({
-    app: deps.uwsApp, registry, source, authenticate: deps.authenticate, log,
+    app: deps.uwsApp, registry, source, authenticate: deps.authenticate, log, onUnhandledError: deps.onUnhandledError,
   });
   votePathMetrics.watch({ voteNode, electionIds: () => serving, subscribers: () => stream.subscriberCount() });
 

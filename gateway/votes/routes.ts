@@ -25,7 +25,15 @@ export interface VoteStatusReader {
 export const statusVotesLimitDefault = 20;
 
 /** Runs before a vote reaches its shard (rate limits, fraud rules, CAPTCHA); throws ApiError to refuse. */
-export type VoteGuard = (vote: VoteGuardInput) => void | Promise<void>;
+export type VoteGuard = (vote: VoteGuardInput) => VoteGuardVerdict | Promise<VoteGuardVerdict>;
+
+/**
+ * A guard lets a vote through (undefined), or says its only objection is a CAPTCHA solution that
+ * was valid but is already used: what an accepted voter's retry of the identical request carries.
+ * The vote path answers that as the retry when this voter's stored vote is the same vote
+ * (invariant 5), and as 403 captcha_invalid otherwise, so the used solution opens nothing new.
+ */
+export type VoteGuardVerdict = undefined | 'captcha_already_used';
 
 export interface VoteGuardInput {
   readonly electionId: string;
@@ -179,7 +187,13 @@ export function voteRoutes(deps: {
             electionId: body.electionId, candidateIndex, userId: viewer.userId, voterNumber: viewer.voterNumber,
             captchaToken: body.captchaToken, captchaPolicy: election.captchaPolicy, clientIp, networkKey, userAgent,
           });
-          if (guarded) await guarded;
+          if ((guarded instanceof Promise ? await guarded : guarded) === 'captcha_already_used') {
+            // Read-only: the stored vote answers, nothing is cast.
+            const stored = await status.voteInElection(viewer.userId, body.electionId);
+            if (stored.kind !== 'found' || stored.value === null || stored.value.candidateId !== body.candidateId) throw new ApiError('captcha_invalid');
+            deps.onAccepted?.({ electionId: body.electionId, voterNumber: viewer.voterNumber, clientIp, networkKey, userAgent, atMs: Date.now() });
+            return { json: { voteId: stored.value.voteId, status: 'accepted', acceptedAt: new Date(stored.value.acceptedAtMs).toISOString() } };
+          }
         } catch (error) {
           if (error instanceof ApiError) deps.onRejected?.(body.electionId, error.code);
           throw error;
