@@ -191,7 +191,12 @@ export class HttpRouter {
       const method = knownMethods.has(requested) ? requested : 'OTHER';
       const started = performance.now();
       const state: ResponseState = { aborted: false, done: false };
-      res.onAborted(() => { state.aborted = true; });
+      // Counted like a route's request: write() finishes it, and finish() decrements.
+      this.inFlight++;
+      res.onAborted(() => {
+        state.aborted = true;
+        this.finish(state);
+      });
       const allowed = patterns.filter((p) => p.regex.test(path)).map((p) => p.method);
       if (allowed.length > 0 && !allowed.includes(method as HttpMethod)) {
         this.sendError(res, state, new ApiError('method_not_allowed', undefined, undefined, { allow: [...new Set(allowed)].join(', ') }), 'fallback', method, started);

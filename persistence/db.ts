@@ -14,6 +14,16 @@ export type PoolClient = pg.PoolClient;
 pg.types.setTypeParser(pg.types.builtins.INT8, (value: string) => Number(value));
 
 /**
+ * The server ended the session because it is shutting down or restarting (SQLSTATE class 57:
+ * admin_shutdown, crash_shutdown, cannot_connect_now): expected whenever Postgres stops, not a
+ * fault of this process.
+ */
+export function isServerShutdownError(error: unknown): boolean {
+  const code = (error as { code?: unknown } | null)?.code;
+  return code === '57P01' || code === '57P02' || code === '57P03';
+}
+
+/**
  * An idle pooled connection can fail at any time (the server restarted, a test dropped its
  * database): the pool emits 'error', which unheard crashes the process. The pool has already
  * discarded that client; the next query opens a new one, so reporting it is all there is to do.
