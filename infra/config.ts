@@ -99,6 +99,7 @@ const envSchema = z.object({
   LIVEVOTE_RATE_LIMIT_BUCKETS_MAX: intFromEnv(1000, 100_000_000).default(1_000_000),
   LIVEVOTE_RATE_LIMIT_VOTE: rateLimitSpec.default({}),
   LIVEVOTE_RATE_LIMIT_REGISTER: rateLimitSpec.default({}),
+  LIVEVOTE_RATE_LIMIT_REGISTER_CHALLENGED: rateLimitSpec.default({}),
   LIVEVOTE_RATE_LIMIT_LOGIN: rateLimitSpec.default({}),
   LIVEVOTE_CAPTCHA_PROVIDER: z.enum(['altcha', 'turnstile', 'hcaptcha', 'recaptcha']).default('altcha'),
   LIVEVOTE_CAPTCHA_SECRET: z.string().min(1).optional(),
@@ -171,6 +172,8 @@ export interface AbuseConfig {
   readonly rateLimits: {
     readonly vote: RateLimitOverrides;
     readonly register: RateLimitOverrides;
+    /** Registrations past the `register` allowance, each with a CAPTCHA. */
+    readonly register_challenged: RateLimitOverrides;
     readonly login: RateLimitOverrides;
   };
   readonly captchaProvider: 'altcha' | 'turnstile' | 'hcaptcha' | 'recaptcha';
@@ -252,7 +255,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       rateLimitBackend: e.LIVEVOTE_RATE_LIMIT_BACKEND,
       rateLimitFailMode: e.LIVEVOTE_RATE_LIMIT_FAIL_MODE,
       rateLimitBucketsMax: e.LIVEVOTE_RATE_LIMIT_BUCKETS_MAX,
-      rateLimits: { vote: e.LIVEVOTE_RATE_LIMIT_VOTE, register: e.LIVEVOTE_RATE_LIMIT_REGISTER, login: e.LIVEVOTE_RATE_LIMIT_LOGIN },
+      rateLimits: {
+        vote: e.LIVEVOTE_RATE_LIMIT_VOTE, register: e.LIVEVOTE_RATE_LIMIT_REGISTER,
+        register_challenged: e.LIVEVOTE_RATE_LIMIT_REGISTER_CHALLENGED, login: e.LIVEVOTE_RATE_LIMIT_LOGIN,
+      },
       captchaProvider: e.LIVEVOTE_CAPTCHA_PROVIDER,
       captchaSecret: e.LIVEVOTE_CAPTCHA_SECRET,
       captchaSiteverifyUrl: e.LIVEVOTE_CAPTCHA_SITEVERIFY_URL,
