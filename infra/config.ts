@@ -93,6 +93,7 @@ const envSchema = z.object({
   LIVEVOTE_CAPTCHA_REGISTER_POLICY: z.enum(['off', 'always', 'on_risk']).default('off'),
   // Abuse controls (gateway/abuse). Defaults and their reasons live next to the code that uses them.
   REDIS_URL: z.string().regex(/^rediss?:\/\//, 'must be a redis:// or rediss:// URL').optional(),
+  LIVEVOTE_REDIS_COMMAND_TIMEOUT_MS: intFromEnv(10, 60_000).default(250),
   LIVEVOTE_TRUSTED_PROXIES: commaList.default([]),
   LIVEVOTE_RATE_LIMIT_BACKEND: z.enum(['memory', 'redis']).default('memory'),
   LIVEVOTE_RATE_LIMIT_FAIL_MODE: z.enum(['open', 'closed']).default('open'),
@@ -163,6 +164,8 @@ export interface PrivacyConfig {
 export interface AbuseConfig {
   /** Cluster mode: shared rate limits and CAPTCHA replay store. */
   readonly redisUrl: string | undefined;
+  /** How long one Redis call of the abuse controls may take before its fail mode applies. */
+  readonly redisCommandTimeoutMs: number;
   /** CIDRs (or addresses) of proxies whose X-Forwarded-For is believed; empty: socket address only. */
   readonly trustedProxies: readonly string[];
   readonly rateLimitBackend: 'memory' | 'redis';
@@ -251,6 +254,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     registerCaptchaPolicy: e.LIVEVOTE_CAPTCHA_REGISTER_POLICY,
     abuse: {
       redisUrl: e.REDIS_URL,
+      redisCommandTimeoutMs: e.LIVEVOTE_REDIS_COMMAND_TIMEOUT_MS,
       trustedProxies: e.LIVEVOTE_TRUSTED_PROXIES,
       rateLimitBackend: e.LIVEVOTE_RATE_LIMIT_BACKEND,
       rateLimitFailMode: e.LIVEVOTE_RATE_LIMIT_FAIL_MODE,

@@ -191,7 +191,7 @@ export function createAbuseControls(deps: AbuseControlsDeps): AbuseControls {
       lazyConnect: true,
       enableAutoPipelining: true,
       enableOfflineQueue: false,
-      commandTimeout: 250,
+      commandTimeout: config.redisCommandTimeoutMs,
       maxRetriesPerRequest: 1,
     });
     ownedRedis.on('error', throttledWarn(log, 'redis connection error (abuse controls)'));
