@@ -41,7 +41,7 @@ describe('requests in flight', () => {
       await abortMidBody(h.port);
       sample();
     }
-    await expect.poll(() => { sample(); return router.inFlightCount(); }, { timeout: 30_000, interval: 20 }).toBeLessThanOrEqual(0);
+    await expect.poll(() => { sample(); return router.inFlightCount(); }, { timeout: 60_000, interval: 20 }).toBeLessThanOrEqual(0);
     expect(router.inFlightCount()).toBe(0);
     expect(Math.min(...seen)).toBeGreaterThanOrEqual(0);
     // What shutdown waits on resolves: nothing is left in flight.

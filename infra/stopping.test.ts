@@ -71,7 +71,7 @@ describe('stopping livevote', () => {
     started.child.kill('SIGTERM');
     expect(await started.exited()).toBe(0);
     await expectAllGone(started, pgPid);
-  }, 300_000);
+  }, 600_000);
 
   it('Ctrl-C (SIGINT to the whole process group) stops in order: Postgres last, nothing logged as a failure', async () => {
     const started = await startLivevoteProcess(embeddedEnv(), undefined, [], { detached: true });
@@ -82,7 +82,7 @@ describe('stopping livevote', () => {
     process.kill(-started.child.pid!, 'SIGINT');
     expect(await started.exited()).toBe(0);
     await expectAllGone(started, pgPid);
-  }, 300_000);
+  }, 600_000);
 
   it('the production build runs as plain JavaScript without npm and stops on SIGTERM', async () => {
     // A build dir of its own inside the repository (node_modules is found from it), so a second

@@ -26,7 +26,7 @@ async function runScript(dataDir: string, body: string): Promise<{ code: number 
     body,
   ].join('\n'));
   return new Promise((resolve) => {
-    execFile(process.execPath, ['--import', 'tsx', script], { cwd: root, timeout: 300_000 }, (error, stdout, stderr) => {
+    execFile(process.execPath, ['--import', 'tsx', script], { cwd: root, timeout: 240_000 }, (error, stdout, stderr) => {
       resolve({ code: error ? (typeof error.code === 'number' ? error.code : null) : 0, stdout, stderr });
     });
   });
@@ -62,7 +62,7 @@ describe('the process that runs an embedded Postgres', () => {
     expect(secondPid).toBeGreaterThan(0);
     await expect.poll(() => isProcessAlive(secondPid), { timeout: 60_000, interval: 100 }).toBe(false);
     await expect.poll(postmasterPid, { timeout: 60_000, interval: 100 }).toBe(0);
-  }, 300_000);
+  }, 600_000);
 });
 
 describe('embeddedSocketDir', () => {

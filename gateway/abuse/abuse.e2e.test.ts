@@ -254,10 +254,10 @@ describe('one account sending again and again', () => {
   it('is limited with the in-process backend, and only its first vote per election counts', async () => {
     const h = await startAppHarness(defaultsEnv);
     try { await hammer(h); } finally { await h.close(); }
-  }, 120_000);
+  });
 
   it.skipIf(redisProblem !== undefined)(redisSuiteTitle('is limited with the Redis backend', redisProblem), async () => {
     const h = await startAppHarness({ ...defaultsEnv, LIVEVOTE_RATE_LIMIT_BACKEND: 'redis', REDIS_URL: testRedisUrl });
     try { await hammer(h); } finally { await h.close(); }
-  }, 120_000);
+  });
 });
