@@ -1,7 +1,7 @@
 // Starts one livevote node: secrets, database (embedded when DATABASE_URL is unset), migrations,
 // the gateway, listen. Returns a handle whose stop() is the graceful shutdown sequence.
 import { buildApp, type LivevoteApp } from '../gateway/app.ts';
-import { createPool, isServerShutdownError, type Pool } from '../persistence/db.ts';
+import { createPool, endPool, isServerShutdownError, type Pool } from '../persistence/db.ts';
 import { startEmbeddedPostgres, type EmbeddedPostgresHandle } from '../persistence/embeddedPostgres.ts';
 import { migrate } from '../persistence/migrate.ts';
 import type { Config } from './config.ts';
@@ -52,14 +52,14 @@ export async function startNode(config: Config, log: Logger): Promise<RunningNod
       stop() {
         stopping ??= (async () => {
           await app.close();
-          await pool.end();
+          await endPool(pool);
           await embedded?.stop();
         })();
         return stopping;
       },
     };
   } catch (error) {
-    await pool.end().catch(() => undefined);
+    await endPool(pool).catch(() => undefined);
     await embedded?.stop().catch(() => undefined);
     throw error;
   }

@@ -43,7 +43,29 @@ export function createPool(
     idleTimeoutMillis: 30_000,
   });
   pool.on('error', onIdleClientError);
+  const open = new Set<Promise<void>>();
+  clientsClosing.set(pool, open);
+  pool.on('connect', (client) => {
+    const closed: Promise<void> = new Promise((resolve) => client.once('end', () => {
+      open.delete(closed);
+      resolve();
+    }));
+    open.add(closed);
+  });
   return pool;
+}
+
+/** Per pool made by createPool: one promise per connection, settled when its socket has closed. */
+const clientsClosing = new WeakMap<Pool, Set<Promise<void>>>();
+
+/**
+ * Ends the pool and waits until every connection has closed. pool.end() resolves once each
+ * connection has been asked to close, not once it has: a server stopped right after (the embedded
+ * one, at shutdown) would still find sessions of ours and terminate them, each an error event.
+ */
+export async function endPool(pool: Pool): Promise<void> {
+  await pool.end();
+  await Promise.all(clientsClosing.get(pool) ?? []);
 }
 
 /**
