@@ -75,17 +75,18 @@ async function startPostmaster(databaseDir: string, port: number, flags: readonl
     detached: true,
     stdio: ['ignore', 'ignore', 'pipe'],
   });
-  let output = '';
+  // The last of its log, for the error when it exits early; the readiness line may span chunks.
+  let tail = '';
   await new Promise<void>((resolve, reject) => {
     const onExit = (code: number | null, signal: NodeJS.Signals | null) =>
-      reject(new Error(`postgres exited (${code ?? signal}) before accepting connections: ${output.slice(-2000).trim()}`));
+      reject(new Error(`postgres exited (${code ?? signal}) before accepting connections: ${tail.slice(-2000).trim()}`));
     child.once('error', reject);
     child.once('exit', onExit);
     child.stderr!.on('data', (chunk: Buffer) => {
       const message = chunk.toString('utf8');
       log.debug({ component: 'embedded-postgres' }, message.trim());
-      if (output.length < 100_000) output += message;
-      if (message.includes('database system is ready to accept connections')) {
+      tail = (tail + message).slice(-10_000);
+      if (tail.includes('database system is ready to accept connections')) {
         child.off('exit', onExit);
         resolve();
       }
