@@ -68,6 +68,10 @@ describe('stopping livevote', () => {
     const started = await startLivevoteProcess(embeddedEnv(), undefined, [], { command: ['npm', 'start', '--silent'], detached: true });
     const pgPid = postmasterPid(started);
     expect((await call(started.baseUrl, 'GET', '/readyz')).body.status).toBe('ready');
+    // Answers that fall through the routes (404, 405) once unbalanced the in-flight count: the
+    // stop then waited out its whole drain timeout and logged "inFlight":-2.
+    expect((await call(started.baseUrl, 'GET', '/no/such/page')).status).toBe(404);
+    expect((await call(started.baseUrl, 'DELETE', '/readyz')).status).toBe(405);
     started.child.kill('SIGTERM');
     expect(await started.exited()).toBe(0);
     await expectAllGone(started, pgPid);
