@@ -18,6 +18,11 @@ class GatedJournal extends MemoryJournal {
     this.gateOpen = true;
     for (const release of this.waiting.splice(0)) release();
   }
+
+  /** Commits held at the gate. */
+  get heldCount(): number {
+    return this.waiting.length;
+  }
 }
 
 const electionId = '0190a6d2-0000-7000-8000-000000000001';
@@ -61,7 +66,11 @@ function expectAccepted(outcome: VoteOutcome): Extract<VoteOutcome, { kind: 'acc
   return outcome as Extract<VoteOutcome, { kind: 'accepted' }>;
 }
 
-const tick = (ms = 10) => new Promise((resolve) => setTimeout(resolve, ms));
+/**
+ * Waiting for something the node does on its own timers and mailboxes: a condition with a
+ * deadline that only catches a hang, never a fixed sleep that a busy machine can outlast.
+ */
+const eventually = { timeout: 60_000, interval: 2 };
 
 describe('vote node', () => {
   it('answers accepted only after the commit, and counts only then', async () => {
@@ -70,12 +79,12 @@ describe('vote node', () => {
     const node = await openNode(adapters, { journal });
     let outcome: VoteOutcome | undefined;
     node.cast({ electionId, voterNumber: 5, candidateIndex: 2 }, (o) => (outcome = o));
-    await tick(20);
+    await expect.poll(() => journal.heldCount, eventually).toBe(1);
     expect(outcome).toBeUndefined();
     expect(node.results(electionId)?.total).toBe(0);
     expect(adapters.store.readStoredVote(electionId, 5)).toBeNull();
     journal.open();
-    await tick(20);
+    await expect.poll(() => outcome, eventually).toBeDefined();
     const accepted = expectAccepted(outcome!);
     expect(accepted.replayed).toBe(false);
     // Durable before the answer: the row is there with that voteId.
@@ -100,7 +109,7 @@ describe('vote node', () => {
     const journal = new GatedJournal(adapters.store);
     const node = await openNode(adapters, { journal });
     const outcomes = Promise.all([castAndWait(node, 7, 0), castAndWait(node, 7, 0), castAndWait(node, 7, 2)]);
-    await tick(5);
+    await expect.poll(() => journal.heldCount, eventually).toBe(1);
     journal.open();
     const [original, retry, other] = await outcomes;
     expect(expectAccepted(original!).replayed).toBe(false);
@@ -115,13 +124,13 @@ describe('vote node', () => {
     const node = await openNode(adapters, { journal, shardCount: 1, config: { shardPendingVotesMax: 3, shardMailboxCastsMax: 1000 } });
     const outcomes: VoteOutcome[] = [];
     for (let voter = 0; voter < 5; voter++) node.cast({ electionId, voterNumber: voter, candidateIndex: 0 }, (o) => outcomes.push(o));
-    await tick(20);
+    await expect.poll(() => outcomes.length, eventually).toBe(2);
     expect(outcomes).toEqual([
       { kind: 'overloaded', retryAfterMs: 1000 },
       { kind: 'overloaded', retryAfterMs: 1000 },
     ]);
     journal.open();
-    await tick(20);
+    await expect.poll(() => outcomes.length, eventually).toBe(5);
     expect(outcomes.filter((o) => o.kind === 'accepted')).toHaveLength(3);
     expect(node.stats(electionId)?.outcomes).toMatchObject({ overloaded: 2, accepted: 3 });
   });
@@ -136,7 +145,7 @@ describe('vote node', () => {
     expect(outcomes.length).toBeGreaterThan(0);
     expect(outcomes.every((o) => o.kind === 'overloaded')).toBe(true);
     journal.open();
-    await tick(30);
+    await expect.poll(() => outcomes.length, eventually).toBe(8);
     expect(outcomes.filter((o) => o.kind === 'accepted').length + outcomes.filter((o) => o.kind === 'overloaded').length).toBe(8);
   });
 
@@ -153,9 +162,9 @@ describe('vote node', () => {
     const journal = new FirstCommitGated(adapters.store);
     const node = await openNode(adapters, { journal, config: { flushIntervalMs: 60_000 } });
     const held = castAndWait(node, 2, 0);
-    await tick(5);
+    await expect.poll(() => journal.heldCount, eventually).toBe(1);
     const outcome = castAndWait(node, 3, 1);
-    await tick(5);
+    await expect.poll(() => node.stats(electionId)?.committer.bufferedRows, eventually).toBe(1);
     expect(adapters.store.rowsLog).toHaveLength(0);
     const closing = node.close();
     expect(expectAccepted(await outcome).voteId).toBe(adapters.store.readStoredVote(electionId, 3)?.voteId);
@@ -219,8 +228,7 @@ describe('vote node', () => {
     const unsubscribe = node.onResultsChanged((results) => published.push(results.total));
     await castAndWait(node, 1, 0);
     await castAndWait(node, 2, 0);
-    await tick(30);
-    expect(published.at(-1)).toBe(2);
+    await expect.poll(() => published.at(-1), eventually).toBe(2);
     unsubscribe();
   });
 

@@ -88,29 +88,32 @@ describe('lease SQL', () => {
 });
 
 describe('ShardLeaseKeeper', () => {
-  it('keeps leases alive past their TTL, and reports one lost to a takeover', async () => {
-    // TTL and interval leave room for a loaded CI box: ten renewals per TTL.
-    const epochs = await acquireShardLeases(db.pool, { electionId, shardCount: 2, nodeId: 'node-a', leaseTtlMs: 1000 });
+  it('renews on its timer, keeping leases alive past their TTL, and reports one lost to a takeover', async () => {
+    const leaseTtlMs = 60_000;
+    const epochs = await acquireShardLeases(db.pool, { electionId, shardCount: 2, nodeId: 'node-a', leaseTtlMs });
+    // As if the TTL had run out before a renewal: expired, and nobody took them (yet).
+    await expireNow([0, 1]);
     const lost: number[][] = [];
     const keeper = new ShardLeaseKeeper({
       pool: db.pool,
       electionId,
       nodeId: 'node-a',
-      leaseTtlMs: 1000,
-      renewIntervalMs: 100,
+      leaseTtlMs,
+      renewIntervalMs: 50,
       leases: epochs.map((epoch, shard) => ({ shard, epoch })),
       onLost: (shards) => lost.push([...shards]),
     });
     keeper.start();
     try {
-      await new Promise((resolve) => setTimeout(resolve, 1300));
-      // Still alive after twice the TTL: another node is refused.
-      await expect(acquireShardLeases(db.pool, { electionId, shardCount: 2, nodeId: 'node-b', leaseTtlMs: 1000 })).rejects.toBeInstanceOf(LeasesUnavailableError);
-      expect(keeper.lastRenewedAtMs).toBeGreaterThan(Date.now() - 1000);
+      // Rounds, counted: each successful one moves lastRenewedAtMs (rounds are 50 ms apart).
+      const rounds = new Set<number>();
+      await expect.poll(() => rounds.add(keeper.lastRenewedAtMs).size, { timeout: 60_000, interval: 10 }).toBeGreaterThanOrEqual(4);
+      // Alive past their TTL: held again, expiring a TTL from the last renewal; another node is refused.
+      expect((await readLeases(db.pool, electionId)).every((l) => l.ownerNode === 'node-a' && l.expiresAtMs > Date.now())).toBe(true);
+      await expect(acquireShardLeases(db.pool, { electionId, shardCount: 2, nodeId: 'node-b', leaseTtlMs })).rejects.toBeInstanceOf(LeasesUnavailableError);
       // An operator (or the failover logic) takes shard 1 by force: the keeper notices.
       await acquireLeases(db.pool, { electionId, shards: [1], nodeId: 'node-b', leaseTtlMs: 60_000, takeOver: 'any' });
-      for (let i = 0; i < 100 && lost.length === 0; i++) await new Promise((resolve) => setTimeout(resolve, 20));
-      expect(lost).toEqual([[1]]);
+      await expect.poll(() => lost, { timeout: 60_000, interval: 10 }).toEqual([[1]]);
       expect(keeper.heldLeases()).toEqual([{ shard: 0, epoch: 1 }]);
     } finally {
       await keeper.stop({ release: true });
@@ -120,3 +123,4 @@ describe('ShardLeaseKeeper', () => {
     expect(leases[1]!.ownerNode).toBe('node-b');
   });
 });
+

@@ -29,7 +29,7 @@ function cliProcess(args: readonly string[], env: Record<string, string | undefi
   const childEnv: Record<string, string> = {};
   for (const [key, value] of Object.entries({ ...process.env, ...env })) if (value !== undefined) childEnv[key] = value;
   return new Promise((resolve) => {
-    execFile(process.execPath, ['--import', 'tsx', path.join(root, 'infra/cli.ts'), ...args], { cwd: root, env: childEnv, timeout: 120_000 }, (error, stdout, stderr) => {
+    execFile(process.execPath, ['--import', 'tsx', path.join(root, 'infra/cli.ts'), ...args], { cwd: root, env: childEnv, timeout: 600_000 }, (error, stdout, stderr) => {
       const status = error ? (typeof error.code === 'number' ? error.code : -1) : 0;
       resolve({ status, stdout, stderr });
     });
@@ -241,5 +241,5 @@ describe('livevote audit verify on the embedded Postgres', () => {
     } finally {
       if (!stopped) node.child.kill('SIGKILL');
     }
-  }, 180_000);
+  }, 900_000);
 });

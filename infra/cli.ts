@@ -15,7 +15,7 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import pino from 'pino';
 import { auditFingerprint, formatAuditReport, readAuditHeads, verifyAudit, type AuditReport } from '../persistence/audit.ts';
-import { createPool, type Pool } from '../persistence/db.ts';
+import { createPool, endPool, type Pool } from '../persistence/db.ts';
 import { startEmbeddedPostgres } from '../persistence/embeddedPostgres.ts';
 import { findElection } from '../persistence/elections.ts';
 import { purgeExpiredMetadata } from '../persistence/privacy.ts';
@@ -220,7 +220,7 @@ async function withDatabase(config: Config, log: Logger, work: (pool: Pool) => P
   try {
     return await work(pool);
   } finally {
-    await pool.end().catch(() => undefined);
+    await endPool(pool).catch(() => undefined);
     await stopEmbedded?.();
   }
 }

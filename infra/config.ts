@@ -93,12 +93,14 @@ const envSchema = z.object({
   LIVEVOTE_CAPTCHA_REGISTER_POLICY: z.enum(['off', 'always', 'on_risk']).default('off'),
   // Abuse controls (gateway/abuse). Defaults and their reasons live next to the code that uses them.
   REDIS_URL: z.string().regex(/^rediss?:\/\//, 'must be a redis:// or rediss:// URL').optional(),
+  LIVEVOTE_REDIS_COMMAND_TIMEOUT_MS: intFromEnv(10, 60_000).default(250),
   LIVEVOTE_TRUSTED_PROXIES: commaList.default([]),
   LIVEVOTE_RATE_LIMIT_BACKEND: z.enum(['memory', 'redis']).default('memory'),
   LIVEVOTE_RATE_LIMIT_FAIL_MODE: z.enum(['open', 'closed']).default('open'),
   LIVEVOTE_RATE_LIMIT_BUCKETS_MAX: intFromEnv(1000, 100_000_000).default(1_000_000),
   LIVEVOTE_RATE_LIMIT_VOTE: rateLimitSpec.default({}),
   LIVEVOTE_RATE_LIMIT_REGISTER: rateLimitSpec.default({}),
+  LIVEVOTE_RATE_LIMIT_REGISTER_CHALLENGED: rateLimitSpec.default({}),
   LIVEVOTE_RATE_LIMIT_LOGIN: rateLimitSpec.default({}),
   LIVEVOTE_CAPTCHA_PROVIDER: z.enum(['altcha', 'turnstile', 'hcaptcha', 'recaptcha']).default('altcha'),
   LIVEVOTE_CAPTCHA_SECRET: z.string().min(1).optional(),
@@ -162,6 +164,8 @@ export interface PrivacyConfig {
 export interface AbuseConfig {
   /** Cluster mode: shared rate limits and CAPTCHA replay store. */
   readonly redisUrl: string | undefined;
+  /** How long one Redis call of the abuse controls may take before its fail mode applies. */
+  readonly redisCommandTimeoutMs: number;
   /** CIDRs (or addresses) of proxies whose X-Forwarded-For is believed; empty: socket address only. */
   readonly trustedProxies: readonly string[];
   readonly rateLimitBackend: 'memory' | 'redis';
@@ -171,6 +175,8 @@ export interface AbuseConfig {
   readonly rateLimits: {
     readonly vote: RateLimitOverrides;
     readonly register: RateLimitOverrides;
+    /** Registrations past the `register` allowance, each with a CAPTCHA. */
+    readonly register_challenged: RateLimitOverrides;
     readonly login: RateLimitOverrides;
   };
   readonly captchaProvider: 'altcha' | 'turnstile' | 'hcaptcha' | 'recaptcha';
@@ -248,11 +254,15 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     registerCaptchaPolicy: e.LIVEVOTE_CAPTCHA_REGISTER_POLICY,
     abuse: {
       redisUrl: e.REDIS_URL,
+      redisCommandTimeoutMs: e.LIVEVOTE_REDIS_COMMAND_TIMEOUT_MS,
       trustedProxies: e.LIVEVOTE_TRUSTED_PROXIES,
       rateLimitBackend: e.LIVEVOTE_RATE_LIMIT_BACKEND,
       rateLimitFailMode: e.LIVEVOTE_RATE_LIMIT_FAIL_MODE,
       rateLimitBucketsMax: e.LIVEVOTE_RATE_LIMIT_BUCKETS_MAX,
-      rateLimits: { vote: e.LIVEVOTE_RATE_LIMIT_VOTE, register: e.LIVEVOTE_RATE_LIMIT_REGISTER, login: e.LIVEVOTE_RATE_LIMIT_LOGIN },
+      rateLimits: {
+        vote: e.LIVEVOTE_RATE_LIMIT_VOTE, register: e.LIVEVOTE_RATE_LIMIT_REGISTER,
+        register_challenged: e.LIVEVOTE_RATE_LIMIT_REGISTER_CHALLENGED, login: e.LIVEVOTE_RATE_LIMIT_LOGIN,
+      },
       captchaProvider: e.LIVEVOTE_CAPTCHA_PROVIDER,
       captchaSecret: e.LIVEVOTE_CAPTCHA_SECRET,
       captchaSiteverifyUrl: e.LIVEVOTE_CAPTCHA_SITEVERIFY_URL,

@@ -1,7 +1,7 @@
 // Starts one livevote node: secrets, database (embedded when DATABASE_URL is unset), migrations,
 // the gateway, listen. Returns a handle whose stop() is the graceful shutdown sequence.
 import { buildApp, type LivevoteApp } from '../gateway/app.ts';
-import { createPool, type Pool } from '../persistence/db.ts';
+import { createPool, endPool, isServerShutdownError, type Pool } from '../persistence/db.ts';
 import { startEmbeddedPostgres, type EmbeddedPostgresHandle } from '../persistence/embeddedPostgres.ts';
 import { migrate } from '../persistence/migrate.ts';
 import type { Config } from './config.ts';
@@ -25,7 +25,11 @@ export async function startNode(config: Config, log: Logger): Promise<RunningNod
     embedded = await startEmbeddedPostgres({ dataDir: config.dataDir, password: secrets.embeddedDbPassword, log, durable: true });
     databaseUrl = embedded.url;
   }
-  const pool = createPool(databaseUrl, config.dbPoolMax, 'livevote', (error) => log.warn({ err: error }, 'idle database connection failed; the pool replaces it'));
+  const pool = createPool(databaseUrl, config.dbPoolMax, 'livevote', (error) => {
+    // A Postgres that stops closes its idle sessions: worth a line, not a stack trace.
+    if (isServerShutdownError(error)) log.info({ code: (error as { code?: string }).code }, 'Postgres closed an idle connection (it is shutting down); the pool reconnects when needed');
+    else log.warn({ err: error }, 'idle database connection failed; the pool replaces it');
+  });
   try {
     const applied = await migrate(pool);
     if (applied.length > 0) log.info({ versions: applied }, 'migrations applied');
@@ -48,14 +52,14 @@ export async function startNode(config: Config, log: Logger): Promise<RunningNod
       stop() {
         stopping ??= (async () => {
           await app.close();
-          await pool.end();
+          await endPool(pool);
           await embedded?.stop();
         })();
         return stopping;
       },
     };
   } catch (error) {
-    await pool.end().catch(() => undefined);
+    await endPool(pool).catch(() => undefined);
     await embedded?.stop().catch(() => undefined);
     throw error;
   }

@@ -14,6 +14,16 @@ export type PoolClient = pg.PoolClient;
 pg.types.setTypeParser(pg.types.builtins.INT8, (value: string) => Number(value));
 
 /**
+ * The server ended the session because it is shutting down or restarting (SQLSTATE class 57:
+ * admin_shutdown, crash_shutdown, cannot_connect_now): expected whenever Postgres stops, not a
+ * fault of this process.
+ */
+export function isServerShutdownError(error: unknown): boolean {
+  const code = (error as { code?: unknown } | null)?.code;
+  return code === '57P01' || code === '57P02' || code === '57P03';
+}
+
+/**
  * An idle pooled connection can fail at any time (the server restarted, a test dropped its
  * database): the pool emits 'error', which unheard crashes the process. The pool has already
  * discarded that client; the next query opens a new one, so reporting it is all there is to do.
@@ -33,7 +43,29 @@ export function createPool(
     idleTimeoutMillis: 30_000,
   });
   pool.on('error', onIdleClientError);
+  const open = new Set<Promise<void>>();
+  clientsClosing.set(pool, open);
+  pool.on('connect', (client) => {
+    const closed: Promise<void> = new Promise((resolve) => client.once('end', () => {
+      open.delete(closed);
+      resolve();
+    }));
+    open.add(closed);
+  });
   return pool;
+}
+
+/** Per pool made by createPool: one promise per connection, settled when its socket has closed. */
+const clientsClosing = new WeakMap<Pool, Set<Promise<void>>>();
+
+/**
+ * Ends the pool and waits until every connection has closed. pool.end() resolves once each
+ * connection has been asked to close, not once it has: a server stopped right after (the embedded
+ * one, at shutdown) would still find sessions of ours and terminate them, each an error event.
+ */
+export async function endPool(pool: Pool): Promise<void> {
+  await pool.end();
+  await Promise.all(clientsClosing.get(pool) ?? []);
 }
 
 /**

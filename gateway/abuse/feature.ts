@@ -104,11 +104,19 @@ export function createAbuseFeature(deps: { config: Config; secrets: Secrets; poo
     },
     auth: {
       async register(attempt) {
-        refuseIfLimited(await controls.limit('register', { ip: attempt.clientIp, networkKey: attempt.networkKey }));
+        const subjects = { ip: attempt.clientIp, networkKey: attempt.networkKey };
+        // Past the address's allowance without a CAPTCHA, a crowd behind one address (a venue's
+        // Wi-Fi, a carrier's NAT) is challenged before it is refused: every such request, with
+        // a solution or asking for the challenge, takes from the challenged allowance, which
+        // refuses (429) once spent. Whatever the registration CAPTCHA policy: the choice here is
+        // between a CAPTCHA and a refusal.
+        const unchallenged = await controls.limit('register', subjects);
+        const challenged = unchallenged.outcome === 'limited';
+        if (challenged) refuseIfLimited(await controls.limit('register_challenged', subjects));
         const fraud = controls.fraud.evaluateRegistration(
           { ip: attempt.clientIp, networkKey: attempt.networkKey, email: attempt.email, userAgent: attempt.userAgent }, Date.now());
         if (fraud.verdict === 'reject') throw new ApiError('fraud_rejected', undefined, { rules: fraud.hits.map((h) => h.rule) });
-        await checkCaptcha(registerCaptchaPolicy, fraud.verdict === 'flag', attempt.captchaToken, attempt.clientIp);
+        await checkCaptcha(challenged ? 'always' : registerCaptchaPolicy, fraud.verdict === 'flag', attempt.captchaToken, attempt.clientIp);
       },
       async login(attempt) {
         // Keyed by the email's hash: a password-guessing run against one account is slowed

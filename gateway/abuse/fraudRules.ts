@@ -69,9 +69,15 @@ export const defaultAutomationSignatures: readonly string[] = [
   'apache-httpclient', 'java-http-client', 'libwww-perl', 'node-fetch', 'axios/', 'httpie/', 'postmanruntime',
 ];
 
+/**
+ * Defaults; gateway/abuse/README.md gives the reason for each. Flags ask for a CAPTCHA only where
+ * the policy is on_risk; rejections refuse. The network registration rule refuses only after a
+ * thousand attempts an hour: before that, everything past an address's allowance has been
+ * challenged by the rate limits (feature.ts), and a carrier's /24 is thousands of people.
+ */
 export const defaultFraudRulesConfig: FraudRulesConfig = {
   registrationPerIp: { action: 'flag', countMax: 10, windowMs: 3_600_000 },
-  registrationPerNetwork: { action: 'reject', countMax: 100, windowMs: 3_600_000 },
+  registrationPerNetwork: { action: 'reject', countMax: 1000, windowMs: 3_600_000 },
   disposableEmail: { action: 'reject', extraDomains: [] },
   emptyUserAgent: { action: 'flag' },
   automationUserAgent: { action: 'flag', signatures: defaultAutomationSignatures },

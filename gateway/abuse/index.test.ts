@@ -123,18 +123,19 @@ describe('createAbuseControls (embedded: memory backends)', () => {
     expect(await abuse.fraudStatsFor('e1')).toEqual({ empty_user_agent: { flagged: 1, rejected: 0 } });
   });
 
-  it('limits a 10× burst from one IP across many users', async () => {
+  it('lets a crowd of 1,000 users on one IP through, and stops the flood past the IP burst of 2,000', async () => {
     const ip = '203.0.113.99';
-    const decisions = await Promise.all(
-      Array.from({ length: 500 }, () => abuse.limit('vote', { userKey: randomUUID(), ip, networkKey: '203.0.113.0/24' }, 2_000_000)),
-    );
-    // Per-IP burst is 50: the other 450 are refused, by the IP bucket.
-    expect(decisions.filter((d) => d.outcome === 'allowed')).toHaveLength(50);
-    expect(new Set(decisions.filter((d) => d.outcome === 'limited').map((d) => d.outcome === 'limited' && d.scope))).toEqual(new Set(['ip']));
+    const vote = () => abuse.limit('vote', { userKey: randomUUID(), ip, networkKey: '203.0.113.0/24' }, 2_000_000);
+    const crowd = await Promise.all(Array.from({ length: 1000 }, vote));
+    expect(crowd.every((d) => d.outcome === 'allowed')).toBe(true);
+    // Same instant: nothing refilled. The next 1,000 exhaust the burst; beyond it, the IP bucket refuses.
+    const flood = await Promise.all(Array.from({ length: 1500 }, vote));
+    expect(flood.filter((d) => d.outcome === 'allowed')).toHaveLength(1000);
+    expect(new Set(flood.filter((d) => d.outcome === 'limited').map((d) => d.outcome === 'limited' && d.scope))).toEqual(new Set(['ip']));
   });
 
-  it('rejects many registrations from one network', () => {
-    const verdicts = Array.from({ length: 120 }, (_, n) =>
+  it('rejects registrations from one network past 1,000 an hour', () => {
+    const verdicts = Array.from({ length: 1020 }, (_, n) =>
       abuse.fraud.evaluateRegistration({ ip: `192.0.2.${(n % 250) + 1}`, networkKey: '192.0.2.0/24', email: `v${n}@example.com`, userAgent: browser }, 3_000_000 + n).verdict,
     );
     expect(verdicts.filter((v) => v === 'reject')).toHaveLength(20);
@@ -185,6 +186,8 @@ describe.skipIf(redisProblem !== undefined)(redisSuiteTitle('createAbuseControls
       LIVEVOTE_RATE_LIMIT_BACKEND: 'redis',
       LIVEVOTE_CAPTCHA_REPLAY_STORE: 'redis',
       LIVEVOTE_CAPTCHA_DIFFICULTY: '1000',
+      // A slow answer on a busy machine must not turn into the fail mode's verdict.
+      LIVEVOTE_REDIS_COMMAND_TIMEOUT_MS: '60000',
     }).abuse;
     const redisKeyPrefix = `lvtest:${randomUUID()}:`;
     const nodeA = createAbuseControls({ config, captchaHmacKey, redisKeyPrefix });

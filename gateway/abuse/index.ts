@@ -14,7 +14,8 @@
 //                 if (!gate.ok) throw captchaError(gate)                                 → 400 / 403 / 503
 //   5. the vote itself.
 //
-// Register is the same with abuse.limit('register', { ip, networkKey }) and
+// Register is the same with abuse.limit('register', { ip, networkKey }) (past it: a CAPTCHA,
+// and abuse.limit('register_challenged', …) refuses; see feature.ts) and
 // abuse.fraud.evaluateRegistration({ ip, networkKey, email, userAgent }, now); login with
 // abuse.limit('login', { userKey: emailHash, ip, networkKey }) and abuse.fraud.evaluateLogin.
 // GET /api/v1/captcha/challenge answers `await abuse.altcha.createChallenge()` (Cache-Control:
@@ -190,7 +191,7 @@ export function createAbuseControls(deps: AbuseControlsDeps): AbuseControls {
       lazyConnect: true,
       enableAutoPipelining: true,
       enableOfflineQueue: false,
-      commandTimeout: 250,
+      commandTimeout: config.redisCommandTimeoutMs,
       maxRetriesPerRequest: 1,
     });
     ownedRedis.on('error', throttledWarn(log, 'redis connection error (abuse controls)'));
@@ -208,7 +209,7 @@ export function createAbuseControls(deps: AbuseControlsDeps): AbuseControls {
   const rateLimitedTotal = deps.registry
     ? new Counter({
         name: 'livevote_rate_limited_total',
-        help: 'Requests refused by a rate limit, by action and the scope that refused',
+        help: 'Requests over a rate limit, by action and scope: refused with 429, except action register (asked for a CAPTCHA instead)',
         labelNames: ['action', 'scope'] as const,
         registers: [deps.registry],
       })

@@ -11,10 +11,14 @@ import { ApiError } from '../errors.ts';
 import { MapCursor } from './mapCursor.ts';
 
 export type RateScope = 'user' | 'ip' | 'network';
-export type RateAction = 'register' | 'login' | 'vote';
+/**
+ * `register`: registrations an address may make without a CAPTCHA; `register_challenged`: those
+ * past that allowance, each asked for a CAPTCHA, until this one refuses (see feature.ts).
+ */
+export type RateAction = 'register' | 'register_challenged' | 'login' | 'vote';
 
 export const rateScopes: readonly RateScope[] = ['user', 'ip', 'network'];
-export const rateActions: readonly RateAction[] = ['register', 'login', 'vote'];
+export const rateActions: readonly RateAction[] = ['register', 'register_challenged', 'login', 'vote'];
 
 export interface BucketLimit {
   /** Largest burst: the bucket starts full and never holds more. */
@@ -63,29 +67,39 @@ export const rateAllowed: RateDecision = Object.freeze({ outcome: 'allowed' });
 export const rateAllowedDegraded: RateDecision = Object.freeze({ outcome: 'allowed', degraded: true });
 
 /**
- * Defaults, chosen for live TV where a vote window opens on air and everyone votes in the same
- * ten seconds:
- * - user: the real limit. A viewer votes once per election; 5 lets a few retries and a couple of
- *   simultaneous elections through, then one every 2 s.
- * - ip: a NATed household is a handful of people, but a mobile carrier's CGNAT puts hundreds or
- *   thousands of subscribers behind one IPv4. 50 burst / 20 per second absorbs an on-air spike
- *   from a busy CGNAT address while stopping a single script long before it matters (a script
- *   is also held at 5 per user).
- * - network (/24, /64): the anti-farm limit, 10× the IP one: a /24 of a carrier is many CGNAT
- *   addresses, an IPv6 /64 is usually one subscriber whose devices rotate privacy addresses.
- * register and login are slower actions with stricter limits: register has no user yet, login's
- * user key is the account being tried (credential stuffing is many passwords on one account).
- * Operators raise these per deployment (LIVEVOTE_RATE_LIMIT_* in infra/config.ts).
+ * Defaults, chosen for live TV, where a vote window opens on air and everyone votes in the same
+ * ten seconds, and where one address is often a crowd: a mobile carrier's CGNAT puts thousands
+ * of subscribers behind one IPv4, a venue's Wi-Fi a whole audience. So the per-address limits
+ * are sized for a crowd, and the limit that stops a script is the per-account one: every vote
+ * needs a signed-in account, and accounts from one address are challenged, then refused.
+ * gateway/abuse/README.md gives the reason for each number.
+ * - vote, user: the real limit. A viewer votes once per election; 5 lets a few retries and a
+ *   couple of simultaneous elections through, then one every 2 s. One account or one token
+ *   sending repeatedly meets this whatever address it comes from.
+ * - vote, ip: a flood guard, not a per-person limit: 2,000 at once (1,000 viewers behind one
+ *   address voting in the same second, each retrying once) and 200/s after that.
+ * - vote, network (/24, /64): 10× the address: a carrier's /24 is many CGNAT addresses.
+ * - register: 10 per address without a CAPTCHA, then one every 5 s; past that allowance a
+ *   registration needs a solved CAPTCHA (register_challenged) rather than being refused.
+ * - register_challenged: 200 per address, then 2/s, refused beyond (429). Asking for the CAPTCHA
+ *   and answering it take one each, so about 100 people behind one address register at once.
+ * - login: the user key is the account being tried (credential stuffing is many passwords on one
+ *   account): 10 then one per 10 s. Per address 30 then 1/s: a login costs a memory-hard hash.
+ * Operators change these per deployment (LIVEVOTE_RATE_LIMIT_* in infra/config.ts).
  */
 export const defaultRateLimits: RateLimits = {
   vote: {
     user: { capacity: 5, refillPerSecond: 0.5 },
-    ip: { capacity: 50, refillPerSecond: 20 },
-    network: { capacity: 500, refillPerSecond: 200 },
+    ip: { capacity: 2000, refillPerSecond: 200 },
+    network: { capacity: 20_000, refillPerSecond: 2000 },
   },
   register: {
     ip: { capacity: 10, refillPerSecond: 0.2 },
     network: { capacity: 100, refillPerSecond: 2 },
+  },
+  register_challenged: {
+    ip: { capacity: 200, refillPerSecond: 2 },
+    network: { capacity: 2000, refillPerSecond: 20 },
   },
   login: {
     user: { capacity: 10, refillPerSecond: 0.1 },
@@ -121,7 +135,7 @@ export function rateLimitedError(decision: Extract<RateDecision, { outcome: 'lim
   const seconds = retryAfterSeconds(decision.retryAfterMs);
   return new ApiError(
     'rate_limited',
-    `Too many ${decision.action} requests from this ${decision.scope === 'network' ? 'network' : decision.scope === 'ip' ? 'address' : 'account'}; retry in ${seconds} s.`,
+    `Too many ${decision.action === 'register_challenged' ? 'register' : decision.action} requests from this ${decision.scope === 'network' ? 'network' : decision.scope === 'ip' ? 'address' : 'account'}; retry in ${seconds} s.`,
     { scope: decision.scope, retryAfterMs: decision.retryAfterMs },
     { 'retry-after': String(seconds) },
   );

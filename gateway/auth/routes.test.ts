@@ -562,7 +562,7 @@ describe('PUT /api/v1/users/{userId}/role', () => {
 });
 
 describe('across nodes', () => {
-  it("a logout on one node is refused on another within the poll interval", async () => {
+  it("a logout on one node is refused on another once that node has polled the revocations", async () => {
     const other = await buildApp({ config: loadConfig(functionalTestEnv), secrets, pool: db.pool, log: silentLogger() });
     const otherBase = `http://127.0.0.1:${await other.listen('127.0.0.1', 0)}`;
     try {
@@ -574,7 +574,7 @@ describe('across nodes', () => {
         const response = await validateOnOther();
         expect(response.status).toBe(401);
         expect(((await response.json()) as any).error.code).toBe('session_revoked');
-      }, { timeout: 6000, interval: 200 });
+      }, { timeout: 60_000, interval: 200 });
     } finally {
       await other.close();
     }

@@ -21,7 +21,7 @@ const refreshTokenSchema = z.string().min(1).max(256);
 const registerBody = z.strictObject({
   email: emailSchema,
   password: z.string().min(passwordCharsMin).max(passwordCharsMax),
-  /** Required when the registration CAPTCHA policy asks for one (GET /api/v1/captcha/challenge). */
+  /** Required when the registration CAPTCHA policy asks for one, and past an address's allowance without one (GET /api/v1/captcha/challenge). */
   captchaToken: z.string().min(1).max(8192).optional(),
 });
 // Login accepts any length up to the max: a password set under an older, shorter minimum must

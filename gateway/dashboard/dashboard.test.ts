@@ -73,7 +73,7 @@ describe.skipIf(!haveChromium)(`dashboard in headless Chromium${haveChromium ? '
     electionId = created.body.electionId as string;
     candidateIds = created.body.candidates.map((c: { candidateId: string }) => c.candidateId) as [string, string];
     await call(h.baseUrl, 'POST', `/api/v1/admin/elections/${electionId}/open`, { token: admin });
-  }, 60_000);
+  }, 180_000);
   afterEach(async () => {
     for (const page of context?.pages() ?? []) await page.close();
     await context?.clearCookies();

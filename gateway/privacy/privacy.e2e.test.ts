@@ -219,7 +219,7 @@ describe('DELETE /api/v1/me (erasure)', () => {
     const again = await call(h.baseUrl, 'DELETE', '/api/v1/me', { token: a.accessToken, body: { password } });
     expect([401, 403]).toContain(again.status);
     expect(['session_revoked', 'account_erased']).toContain(again.body.error.code);
-    await expect.poll(async () => (await call(h.baseUrl, 'GET', '/api/v1/auth/validate', { token: a.accessToken })).body?.error?.code, { timeout: 10_000, interval: 200 })
+    await expect.poll(async () => (await call(h.baseUrl, 'GET', '/api/v1/auth/validate', { token: a.accessToken })).body?.error?.code, { timeout: 60_000, interval: 200 })
       .toBe('session_revoked');
     // The vote status route no longer resolves the person to a vote, for one election or all.
     for (const query of [`?electionId=${election.electionId}`, '']) {

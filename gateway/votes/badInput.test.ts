@@ -58,25 +58,30 @@ describe('10,000 malformed vote requests', () => {
     const tallyBefore = (await call(h.baseUrl, 'GET', `/api/v1/results/${electionId}`)).body.totalVotes;
     const storedBefore = Number((await h.db.pool.query('SELECT count(*) FROM votes')).rows[0].count);
     const codes = new Map<string, number>();
+    const send = async ([body, contentType]: [string, string]) => {
+      const response = await fetch(`${h.baseUrl}/api/v1/votes`, {
+        method: 'POST', body, headers: { authorization: `Bearer ${voter.token}`, 'content-type': contentType },
+      });
+      const text = await response.text();
+      expect(response.status, body.slice(0, 120)).toBeGreaterThanOrEqual(400);
+      expect(response.status, body.slice(0, 120)).toBeLessThan(500);
+      const code = JSON.parse(text).error.code as string;
+      expect(Object.keys(errorCatalog)).toContain(code);
+      codes.set(code, (codes.get(code) ?? 0) + 1);
+    };
+    // 500 runs of 20 requests sent at once: 10,000 in all, in a fraction of the time one at a
+    // time takes (the client and the server share this process); a failing run still shrinks.
+    const request = fc.tuple(malformedBody, fc.constantFrom('application/json', 'application/json; charset=utf-8'));
     await fc.assert(
-      fc.asyncProperty(malformedBody, fc.constantFrom('application/json', 'application/json; charset=utf-8'), async (body, contentType) => {
-        const response = await fetch(`${h.baseUrl}/api/v1/votes`, {
-          method: 'POST', body, headers: { authorization: `Bearer ${voter.token}`, 'content-type': contentType },
-        });
-        const text = await response.text();
-        expect(response.status, body.slice(0, 120)).toBeGreaterThanOrEqual(400);
-        expect(response.status, body.slice(0, 120)).toBeLessThan(500);
-        const code = JSON.parse(text).error.code as string;
-        expect(Object.keys(errorCatalog)).toContain(code);
-        codes.set(code, (codes.get(code) ?? 0) + 1);
-      }),
-      { numRuns: 10_000 },
+      fc.asyncProperty(fc.array(request, { minLength: 20, maxLength: 20 }), async (requests) => { await Promise.all(requests.map(send)); }),
+      { numRuns: 500 },
     );
+    expect([...codes.values()].reduce((a, b) => a + b, 0)).toBe(10_000);
     expect([...codes.keys()].sort()).toEqual(expect.arrayContaining(['invalid_json', 'validation_failed', 'payload_too_large']));
     expect((await call(h.baseUrl, 'GET', '/healthz')).status).toBe(200);
     expect((await call(h.baseUrl, 'GET', `/api/v1/results/${electionId}`)).body.totalVotes).toBe(tallyBefore);
     expect(Number((await h.db.pool.query('SELECT count(*) FROM votes')).rows[0].count)).toBe(storedBefore);
     // And the same voter can still vote properly afterwards.
     expect((await call(h.baseUrl, 'POST', '/api/v1/votes', { token: voter.token, body: valid() })).status).toBe(200);
-  }, 120_000);
+  }, 600_000);
 });

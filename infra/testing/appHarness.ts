@@ -44,9 +44,17 @@ export function testSecrets(): Secrets {
   };
 }
 
+/**
+ * Deadlines that decide an answer, set far above what a busy machine needs: a failed commit is
+ * retried until the commit deadline (2 s by default) before its votes get 503, and a Redis call
+ * that takes over 250 ms falls to the rate limiter's fail mode. The tests assert what is stored
+ * and answered, not how fast, so they give both a minute.
+ */
+export const patientTestEnv: Readonly<Record<string, string>> = { LIVEVOTE_COMMIT_DEADLINE_MS: '60000', LIVEVOTE_REDIS_COMMAND_TIMEOUT_MS: '60000' };
+
 export async function startAppHarness(env: Record<string, string> = {}): Promise<AppHarness> {
   const db = await createTestDatabase();
-  const config = loadConfig({ LOG_LEVEL: 'silent', ...functionalTestEnv, ...env });
+  const config = loadConfig({ LOG_LEVEL: 'silent', ...patientTestEnv, ...functionalTestEnv, ...env });
   const secrets = testSecrets();
   try {
     const app = await buildApp({ config, secrets, pool: db.pool, log: silentLogger() });

@@ -1,17 +1,38 @@
-// Runs livevote as a real child process (`node --import tsx infra/main.ts`), the way `npm start`
-// does, for tests of start-up, signals and kill -9 recovery.
+// Runs livevote as a real child process (`node --import tsx infra/main.ts`, as `npm start` does,
+// or another command: `npm start` itself, the compiled build), for tests of start-up, signals
+// and kill -9 recovery.
 import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+export const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 
 const started = new Set<ChildProcess>();
+/** Started detached: each leads a process group of its own (`npm start`'s node is in npm's). */
+const groupLeaders = new Set<ChildProcess>();
 
 /** For afterAll: a test that failed half-way must not leave a livevote running. */
 export function killStartedProcesses(): void {
-  for (const child of started) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  for (const child of started) {
+    if (groupLeaders.has(child) && child.pid !== undefined) {
+      // The leader may be gone while others in its group live on: signal the group.
+      try { process.kill(-child.pid, 'SIGKILL'); } catch { /* no process left in it */ }
+    } else if (child.exitCode === null && child.signalCode === null) {
+      child.kill('SIGKILL');
+    }
+  }
   started.clear();
+  groupLeaders.clear();
+}
+
+export interface LaunchOptions {
+  /** The program and its arguments; by default node [nodeArgs] --import tsx infra/main.ts. */
+  readonly command?: readonly [string, ...string[]];
+  /**
+   * In a process group of its own, so a test can signal the whole group (`process.kill(-pid)`)
+   * as a terminal's Ctrl-C does.
+   */
+  readonly detached?: boolean;
 }
 
 export interface LivevoteProcess {
@@ -24,19 +45,25 @@ export interface LivevoteProcess {
   exited(): Promise<number | string>;
 }
 
-/** `nodeArgs` go before the entry point (e.g. --cpu-prof, which NODE_OPTIONS refuses). */
+/**
+ * `nodeArgs` go before the entry point (e.g. --cpu-prof, which NODE_OPTIONS refuses). The start
+ * timeout only catches a start that hangs: a first start runs initdb, and a busy machine is slow.
+ */
 export async function startLivevoteProcess(
   env: Record<string, string | undefined>,
-  startTimeoutMs = 60_000,
+  startTimeoutMs = 180_000,
   nodeArgs: readonly string[] = [],
+  launch: LaunchOptions = {},
 ): Promise<LivevoteProcess> {
   const childEnv: Record<string, string> = {};
   // LOG_LEVEL info: the start is detected by its 'livevote is listening' log line.
   for (const [key, value] of Object.entries({ ...process.env, PORT: '0', ...env, LOG_LEVEL: 'info' })) {
     if (value !== undefined) childEnv[key] = value;
   }
-  const child = spawn(process.execPath, [...nodeArgs, '--import', 'tsx', path.join(root, 'infra/main.ts')], { cwd: root, env: childEnv, stdio: ['ignore', 'pipe', 'pipe'] });
+  const [program, ...args] = launch.command ?? [process.execPath, ...nodeArgs, '--import', 'tsx', path.join(root, 'infra/main.ts')];
+  const child = spawn(program, args, { cwd: root, env: childEnv, stdio: ['ignore', 'pipe', 'pipe'], detached: launch.detached ?? false });
   started.add(child);
+  if (launch.detached) groupLeaders.add(child);
   let stdout = '';
   let stderr = '';
   child.stdout!.on('data', (chunk: Buffer) => { stdout += chunk.toString(); });
