@@ -109,6 +109,10 @@ export class FileSpillQueue implements SpillQueue {
     await this.writeAck(id);
   }
 
+  async release(receipt: string): Promise<void> {
+    this.index.release(spillReceiptId(receipt));
+  }
+
   async deadLetter(receipt: string, reason: string): Promise<void> {
     const id = spillReceiptId(receipt);
     const body = this.index.remove(id);
