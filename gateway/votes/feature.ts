@@ -13,6 +13,7 @@ import type { Pool } from '../../persistence/db.ts';
 import { createPgBatchIdSource } from '../../persistence/batchIds.ts';
 import { createPgSnapshotStore } from '../../persistence/snapshots.ts';
 import { createPgStoredVoteReader, readUserVoteInElection, readUserVotes } from '../../persistence/storedVotes.ts';
+import { openSpillQueue } from '../../persistence/spillQueues.ts';
 import { createPgJournal } from '../../persistence/voteJournal.ts';
 import type { Feature } from '../app.ts';
 import type { ElectionRegistry, ElectionView } from '../elections/registry.ts';
@@ -51,8 +52,12 @@ export async function createVotePathFeature(deps: {
   const { pool, config, log, identity, registry } = deps;
   const nodeId = identity.nodeId;
   const votePathMetrics = createVotePathMetrics(deps.metricsRegistry);
+  const journal = createPgJournal({ pool, nodeId });
+  // Where batches go when Postgres does not store them in time (README, "the deadline").
+  const spillQueue = await openSpillQueue(config.spill);
   const voteNode = createVoteNode({
-    journal: votePathMetrics.timed(createPgJournal({ pool, nodeId })),
+    journal: votePathMetrics.timed(journal),
+    spill: spillQueue === null ? undefined : { queue: spillQueue, store: journal },
     snapshots: createPgSnapshotStore({ pool, nodeId }),
     storedVotes: createPgStoredVoteReader(pool),
     batchIds: await createPgBatchIdSource({ pool }),
@@ -62,6 +67,7 @@ export async function createVotePathFeature(deps: {
       batchRowsMax: config.batchRowsMax,
       commitsInFlightMax: config.commitsInFlightMax,
       commitDeadlineMs: config.commitDeadlineMs,
+      spillAfterMs: spillQueue === null ? null : config.spill.afterMs,
       shardPendingVotesMax: config.pendingVotesMax,
       snapshotIntervalMs: config.snapshotIntervalMs,
     },
@@ -139,7 +145,7 @@ export async function createVotePathFeature(deps: {
   const stream = createResultsStream({
     app: deps.uwsApp, registry, source, authenticate: deps.authenticate, log, onUnhandledError: deps.onUnhandledError,
   });
-  votePathMetrics.watch({ voteNode, electionIds: () => serving, subscribers: () => stream.subscriberCount() });
+  votePathMetrics.watch({ voteNode, electionIds: () => serving, subscribers: () => stream.subscriberCount(), spillQueue });
 
   const routes = [
     ...voteRoutes({
@@ -179,6 +185,7 @@ export async function createVotePathFeature(deps: {
       stream.stop();
       // Flushes pending votes, answers every waiting request, writes final snapshots.
       await voteNode.close();
+      await spillQueue?.close();
       for (const keeper of keepers.values()) await keeper.stop({ release: true });
     },
   };
