@@ -25,6 +25,7 @@ import {
   adminLogin,
   counterDelta,
   createOpenElection,
+  livevoteCommand,
   startLivevote,
   stopLivevote,
   voteCounters,
@@ -524,6 +525,7 @@ async function main(): Promise<number> {
       },
       settings: { ...settings, voterLineWidth, measuredLines, drainS: settings.drainS },
       livevoteConfig: {
+        command: ['node', ...livevoteCommand([]).slice(1).map((arg) => (path.isAbsolute(arg) ? path.relative(repoRoot, arg) : arg))].join(' '),
         env: shownEnv,
         flushIntervalMs: config.flushIntervalMs,
         batchRowsMax: config.batchRowsMax,

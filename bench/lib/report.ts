@@ -71,7 +71,7 @@ export interface BenchResults {
     readonly loadAverageAtEnd: readonly number[];
   };
   readonly settings: BenchSettings;
-  readonly livevoteConfig: { readonly env: readonly string[] } & Record<string, unknown>;
+  readonly livevoteConfig: { readonly env: readonly string[]; readonly command?: string } & Record<string, unknown>;
   readonly votersS: number;
   /** Time spent waiting for other work on the machine to settle before measured runs. */
   readonly quietWaitedS: number;
@@ -317,7 +317,7 @@ ${disturbedOtherPercent}% are marked ⚠).
 ## How it was run
 
 - **livevote** runs as its own process in **embedded mode** (\`DATABASE_URL\` unset, a fresh temporary
-  \`LIVEVOTE_DATA_DIR\`): \`node --import tsx infra/main.ts\` started by \`infra/testing/processHarness.ts\`, with its
+  \`LIVEVOTE_DATA_DIR\`): \`${r.livevoteConfig.command ?? 'node --import tsx infra/main.ts'}\` (the compiled build production runs, \`npm run build\`) started by \`infra/testing/processHarness.ts\`, with its
   embedded ${r.machine.postgres.split(' on ')[0]} (durable: fsync on). The **baseline** writes to **the same Postgres server** (a
   database of its own, \`bench_baseline\`), so both pay the same fsync.
 - Voters: ${fmt(r.settings.voters)} users inserted in bulk and their access tokens minted with the node's JWT secret by
@@ -490,7 +490,7 @@ latency p50 ${r.journal.commitLatencyMsP50} ms, p99 ${r.journal.commitLatencyMsP
 
 ## CPU profile of the livevote hot path
 
-livevote restarted as \`node --cpu-prof --import tsx infra/main.ts\` (same data dir and settings), then one ${r.profiled.activeS} s write run of ${r.profiled.connections} connections
+livevote restarted as \`${(r.livevoteConfig.command ?? 'node --import tsx infra/main.ts').replace(/^node /, 'node --cpu-prof ')}\` (same data dir and settings), then one ${r.profiled.activeS} s write run of ${r.profiled.connections} connections
 (${fmt(r.profiled.okPerS)} votes/s under the profiler); only the samples inside the load window are counted
 (${fmt(r.profile.samples)} samples over ${fmt(r.profile.windowMs)} ms; ${r.profile.idlePercent}% idle). Percentages are of the busy samples.
 
