@@ -9,7 +9,7 @@ import { createVoteNode, type VoteNode, type VoteNodeConfig } from '../actors/vo
 import type { Journal } from '../actors/ports.ts';
 import { createPgBatchIdSource } from '../persistence/batchIds.ts';
 import { createPgClusterStore } from '../persistence/clusterStore.ts';
-import type { Pool } from '../persistence/db.ts';
+import { createPool, endPool, poolUrl, type Pool } from '../persistence/db.ts';
 import { createPgSnapshotStore } from '../persistence/snapshots.ts';
 import { createPgStoredVoteReader } from '../persistence/storedVotes.ts';
 import { createPgJournal } from '../persistence/voteJournal.ts';
@@ -102,7 +102,10 @@ const readyWaitMs = 10_000;
 export async function createClusterNode(deps: ClusterNodeDeps): Promise<ClusterNode> {
   const { pool, nodeId, settings } = deps;
   const log = deps.log.child({ component: 'cluster', nodeId });
-  const store = deps.store ?? createPgClusterStore(pool);
+  // Heartbeats and leases on connections of their own: a vote path that saturates the main pool
+  // must not delay a heartbeat into the self-fence.
+  const clusterPool = createPool(poolUrl(pool), 3, 'livevote-cluster', (error) => log.warn({ err: error }, 'idle cluster connection failed; the pool replaces it'));
+  const store = deps.store ?? createPgClusterStore(clusterPool);
   const journal = createPgJournal({ pool, nodeId });
   const voteNode = createVoteNode({
     journal: deps.wrapJournal ? deps.wrapJournal(journal) : journal,
@@ -147,7 +150,7 @@ export async function createClusterNode(deps: ClusterNodeDeps): Promise<ClusterN
   const shardHost = new ShardHost({
     nodeId,
     voteNode,
-    leases: deps.leases ?? createPgShardLeases(pool, { nodeId, leaseTtlMs: settings.leaseTtlMs }),
+    leases: deps.leases ?? createPgShardLeases(clusterPool, { nodeId, leaseTtlMs: settings.leaseTtlMs }),
     election: deps.election,
     leaseTtlMs: settings.leaseTtlMs,
     log: deps.log.child({ component: 'shard-host' }),
@@ -290,6 +293,7 @@ export async function createClusterNode(deps: ClusterNodeDeps): Promise<ClusterN
       }
       await links.close();
       await voteNode.close();
+      await endPool(clusterPool);
     },
   };
 }

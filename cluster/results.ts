@@ -72,11 +72,21 @@ export class ClusterResults {
     entry.cached = undefined;
   }
 
-  /** Committed votes of the whole election as this node knows them; undefined if unknown. */
+  /**
+   * Committed votes of the whole election as this node knows them; undefined if unknown. The
+   * shards served here count as of now (a voter reading after an accepted vote sees it, when
+   * asked on the owner); the others as of their owner's last publication.
+   */
   results(electionId: string): ElectionResults | undefined {
     const dims = this.options.dimensions(electionId);
     if (dims === undefined) return undefined;
     const entry = this.entry(electionId);
+    for (const tallies of this.options.voteNode.shardTallies(electionId)) {
+      const current = entry.shards.get(tallies.shard);
+      if (current === undefined || talliesSupersede({ epoch: tallies.epoch, version: tallies.changeMark }, current)) {
+        this.applyTallies({ t: 'tallies', electionId, shard: tallies.shard, epoch: tallies.epoch, version: tallies.changeMark, counts: tallies.counts });
+      }
+    }
     if (entry.cached !== undefined && entry.cached.tallies.length === dims.candidateCount) return entry.cached;
     const tallies = new Array<number>(dims.candidateCount).fill(0);
     const perShard = new Array<number>(dims.shardCount).fill(0);

@@ -36,6 +36,8 @@ export async function startTestCluster(env: Record<string, string> = {}): Promis
     LIVEVOTE_DB_POOL_MAX: '5',
     ...patientTestEnv,
     ...functionalTestEnv,
+    // Failover is what these tests are about: the default failure detector, not the patient one.
+    LIVEVOTE_DEAD_AFTER_MS: '1500',
     ...env,
   };
   // The secrets file first, so the nodes read one set rather than race to create several.
