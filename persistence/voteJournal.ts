@@ -218,31 +218,34 @@ export class PgJournal implements Journal {
   private validate(batch: JournalBatch): FenceKey[] {
     if (!(Number.isSafeInteger(batch.batchId) && batch.batchId >= 1)) throw new Error(`batchId must be a positive safe integer, got ${batch.batchId}`);
     if (batch.rows.length > this.batchRowsMax) throw new Error(`${batch.rows.length} rows, more than batchRowsMax ${this.batchRowsMax}`);
-    const keys = new Map<string, FenceKey>();
-    const votersByElection = new Map<string, Set<number>>();
+    // Per election (by its lower-case id): its voters so far, and its fence keys indexed by shard
+    // number, so a row costs no key string and no regex once its election has been seen.
+    const elections = new Map<string, { voters: Set<number>; keysByShard: (FenceKey | undefined)[] }>();
+    const keys: FenceKey[] = [];
     let lastElectionId = '';
-    let lastElectionLower = '';
-    let voters: Set<number> | undefined;
+    let election: { voters: Set<number>; keysByShard: (FenceKey | undefined)[] } | undefined;
     for (const row of batch.rows) {
       if (row.electionId !== lastElectionId) {
         if (!uuidPattern.test(row.electionId)) throw new Error(`electionId is not a uuid: ${JSON.stringify(row.electionId)}`);
         lastElectionId = row.electionId;
-        lastElectionLower = row.electionId.toLowerCase();
-        voters = votersByElection.get(lastElectionLower);
-        if (voters === undefined) votersByElection.set(lastElectionLower, (voters = new Set()));
+        const lower = row.electionId.toLowerCase();
+        election = elections.get(lower);
+        if (election === undefined) elections.set(lower, (election = { voters: new Set(), keysByShard: [] }));
       }
       validateRow(row);
-      if (voters!.has(row.voterNumber)) throw new Error(`voter ${row.voterNumber} of election ${row.electionId} is in the batch more than once`);
-      voters!.add(row.voterNumber);
-      const mapKey = `${lastElectionLower}/${row.shard}`;
-      const existing = keys.get(mapKey);
+      const { voters, keysByShard } = election!;
+      if (voters.has(row.voterNumber)) throw new Error(`voter ${row.voterNumber} of election ${row.electionId} is in the batch more than once`);
+      voters.add(row.voterNumber);
+      const existing = keysByShard[row.shard];
       if (existing === undefined) {
-        keys.set(mapKey, { key: { electionId: row.electionId, shard: row.shard }, epoch: row.epoch, mixedEpochs: false });
+        const key: FenceKey = { key: { electionId: row.electionId, shard: row.shard }, epoch: row.epoch, mixedEpochs: false };
+        keysByShard[row.shard] = key;
+        keys.push(key);
       } else if (existing.epoch !== row.epoch) {
         existing.mixedEpochs = true;
       }
     }
-    return [...keys.values()];
+    return keys;
   }
 
   /** The one message of a commit; every value in it was validated by validate(). */
