@@ -114,3 +114,45 @@ export interface ShardLeases {
   renew(electionId: string, leases: readonly HeldShardLease[]): Promise<readonly HeldShardLease[]>;
   release(electionId: string, leases: readonly HeldShardLease[]): Promise<void>;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Operations (issue 13): what an operator asks of the cluster. Any node accepts the request (API
+// or CLI) and records it in the store; the coordinator carries it out through the shard map, a
+// few hand-offs at a time (LIVEVOTE_MOVES_IN_FLIGHT_MAX), and records its progress.
+
+export type ClusterOperationKind = 'move' | 'drain' | 'balance';
+export type ClusterOperationStatus = 'pending' | 'running' | 'done' | 'failed';
+
+export type ClusterOperationRequest =
+  | { readonly kind: 'move'; readonly electionId: string; readonly shard: number; readonly toNodeId: string }
+  | { readonly kind: 'drain'; readonly nodeId: string }
+  | { readonly kind: 'balance' };
+
+export interface ClusterOperation {
+  readonly operationId: number;
+  readonly request: ClusterOperationRequest;
+  readonly status: ClusterOperationStatus;
+  /** Shards this operation moves (known once it runs), and how many have arrived. */
+  readonly shardsTotal: number;
+  readonly shardsMoved: number;
+  readonly requestedAtMs: number;
+  readonly finishedAtMs: number | null;
+  /** Why it failed (the node is gone, the shard does not exist, ...). */
+  readonly error: string | null;
+}
+
+/** Refusals of a request, before anything is recorded: the API answers them 404/409. */
+export class ClusterOperationRefused extends Error {
+  constructor(readonly reason: 'node_not_found' | 'node_not_alive' | 'shard_not_found' | 'already_there', message: string) {
+    super(message);
+    this.name = 'ClusterOperationRefused';
+  }
+}
+
+export interface ClusterOperations {
+  /** Records the request (validated against the current view) and nudges the coordinator. */
+  request(request: ClusterOperationRequest): Promise<ClusterOperation>;
+  /** Newest first, at most `limit`. */
+  list(limit?: number): Promise<readonly ClusterOperation[]>;
+  get(operationId: number): Promise<ClusterOperation | undefined>;
+}
