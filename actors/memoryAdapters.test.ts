@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { journalContract } from './journalContract.ts';
-import { MemoryBatchIdSource, MemoryVoteStore, createMemoryAdapters } from './memoryAdapters.ts';
+import { MemoryBatchIdSource, MemorySpillQueue, MemoryVoteStore, createMemoryAdapters } from './memoryAdapters.ts';
+import { spillQueueContract } from './spillQueueContract.ts';
 
 journalContract('memory', async () => {
   const adapters = createMemoryAdapters({ batchIdBlockSize: 7 });
@@ -22,6 +23,8 @@ journalContract('memory', async () => {
     cleanup: () => {},
   };
 });
+
+spillQueueContract('memory', async () => ({ queue: new MemorySpillQueue(), cleanup: async () => {} }));
 
 describe('memory adapters, beyond the contract', () => {
   it('a batch id source created later starts above every id reserved before', () => {

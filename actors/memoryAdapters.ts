@@ -11,11 +11,16 @@ import type {
   JournalCommitResult,
   JournalConflict,
   JournalRow,
+  QueuedBatch,
   ShardKey,
   ShardSnapshot,
   SnapshotStore,
+  SpilledBatch,
+  SpillQueue,
+  SpillQueueDepth,
   StoredVote,
   StoredVoteReader,
+  UndecodableMessage,
 } from './ports.ts';
 import { shardKeyString } from './ports.ts';
 
@@ -245,4 +250,124 @@ export function createMemoryAdapters(options: { store?: MemoryVoteStore; batchId
     storedVotes: new MemoryStoredVoteReader(store),
     batchIds: new MemoryBatchIdSource(store, options.batchIdBlockSize ?? 1000),
   };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Spill queue
+
+interface IndexedItem<T> {
+  readonly id: number;
+  readonly value: T;
+  readonly spilledAtMs: number;
+  leasedUntilMs: number;
+  receiveCount: number;
+}
+
+/**
+ * The bookkeeping of a single-process queue: visible items in arrival order, leases, receive
+ * counts. The in-memory queue is just this; the file queue (persistence/fileSpillQueue.ts) is
+ * this plus an fsynced log it rebuilds it from.
+ */
+export class SpillQueueIndex<T> {
+  private readonly items = new Map<number, IndexedItem<T>>();
+
+  constructor(private readonly now: () => number) {}
+
+  add(id: number, value: T, spilledAtMs: number): void {
+    assert(!this.items.has(id), `queue item ${id} added twice`);
+    this.items.set(id, { id, value, spilledAtMs, leasedUntilMs: 0, receiveCount: 0 });
+  }
+
+  has(id: number): boolean {
+    return this.items.has(id);
+  }
+
+  /** Leases up to `max` visible items, oldest first (a Map iterates in insertion order). */
+  lease(max: number, leaseMs: number): { id: number; value: T; receiveCount: number }[] {
+    assert(Number.isInteger(max) && max >= 1, 'receive max must be >= 1');
+    const nowMs = this.now();
+    const out: { id: number; value: T; receiveCount: number }[] = [];
+    for (const item of this.items.values()) {
+      if (out.length >= max) break;
+      if (item.leasedUntilMs > nowMs) continue;
+      item.leasedUntilMs = nowMs + leaseMs;
+      item.receiveCount++;
+      out.push({ id: item.id, value: item.value, receiveCount: item.receiveCount });
+    }
+    return out;
+  }
+
+  remove(id: number): T | undefined {
+    const item = this.items.get(id);
+    this.items.delete(id);
+    return item?.value;
+  }
+
+  depth(): SpillQueueDepth {
+    let oldest: number | null = null;
+    for (const item of this.items.values()) if (oldest === null || item.spilledAtMs < oldest) oldest = item.spilledAtMs;
+    return { batches: this.items.size, oldestSpilledAtMs: oldest };
+  }
+}
+
+export function spillReceipt(id: number, receiveCount: number): string {
+  return `${id}:${receiveCount}`;
+}
+
+/** The item id of a receipt made by spillReceipt; NaN for anything else. */
+export function spillReceiptId(receipt: string): number {
+  const id = Number(receipt.slice(0, receipt.indexOf(':')));
+  return Number.isSafeInteger(id) ? id : Number.NaN;
+}
+
+function copySpilledBatch(batch: SpilledBatch): SpilledBatch {
+  return { batchId: batch.batchId, spilledAtMs: batch.spilledAtMs, rows: batch.rows.map((row) => ({ ...row })) };
+}
+
+/**
+ * Durable only as long as the object lives: for the simulation and unit tests, and to pin the
+ * contract (actors/spillQueueContract.ts) the durable queues pass too. `failSends` makes send
+ * reject (a queue that is down).
+ */
+export class MemorySpillQueue implements SpillQueue {
+  private readonly index: SpillQueueIndex<SpilledBatch>;
+  private readonly deadLetters: { batch: SpilledBatch | null; reason: string }[] = [];
+  private nextId = 1;
+  failSends = false;
+  sent = 0;
+
+  constructor(now: () => number = Date.now) {
+    this.index = new SpillQueueIndex(now);
+  }
+
+  async send(batch: SpilledBatch): Promise<void> {
+    if (this.failSends) throw new Error('spill queue unavailable');
+    this.index.add(this.nextId++, copySpilledBatch(batch), batch.spilledAtMs);
+    this.sent++;
+  }
+
+  async receive(max: number, leaseMs: number): Promise<(QueuedBatch | UndecodableMessage)[]> {
+    return this.index
+      .lease(max, leaseMs)
+      .map((item) => ({ batch: copySpilledBatch(item.value), receipt: spillReceipt(item.id, item.receiveCount), receiveCount: item.receiveCount }));
+  }
+
+  async ack(receipt: string): Promise<void> {
+    this.index.remove(spillReceiptId(receipt));
+  }
+
+  async deadLetter(receipt: string, reason: string): Promise<void> {
+    const batch = this.index.remove(spillReceiptId(receipt));
+    if (batch !== undefined) this.deadLetters.push({ batch, reason });
+  }
+
+  async depth(): Promise<SpillQueueDepth> {
+    return this.index.depth();
+  }
+
+  async deadLetterCount(): Promise<number> {
+    return this.deadLetters.length;
+  }
+
+  async close(): Promise<void> {}
 }

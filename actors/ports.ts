@@ -122,3 +122,67 @@ export interface BatchIdSource {
   next(): Promise<number>;
   lastAssigned(): number;
 }
+
+/**
+ * A group-commit batch that Postgres did not store within the commit deadline, handed to the
+ * spill queue instead. Its votes are answered `accepted` once the queue confirmed it; a drainer
+ * later stores it in Postgres with the same batch id, idempotently.
+ */
+export interface SpilledBatch {
+  readonly batchId: number;
+  readonly rows: readonly JournalRow[];
+  readonly spilledAtMs: number;
+}
+
+/** A batch taken from the queue: hidden from other receivers until acked, dead-lettered or its lease ends. */
+export interface QueuedBatch {
+  readonly batch: SpilledBatch;
+  /** The handle to ack or dead-letter this delivery with. */
+  readonly receipt: string;
+  /** Deliveries of this batch so far, this one included (a batch that keeps failing is poison). */
+  readonly receiveCount: number;
+}
+
+/** A message the queue holds that cannot be decoded: it goes to the dead letters as it is. */
+export interface UndecodableMessage {
+  readonly receipt: string;
+  readonly receiveCount: number;
+  readonly error: string;
+}
+
+export interface SpillQueueDepth {
+  /** Batches in the queue, received-but-not-acked ones included (approximate for SQS). */
+  readonly batches: number;
+  /** spilledAtMs of the oldest batch this process knows to be queued; null when none. */
+  readonly oldestSpilledAtMs: number | null;
+}
+
+/**
+ * The durable queue batches spill to when Postgres stalls: Amazon SQS in cluster mode, fsynced
+ * files in the data dir in embedded mode (and an in-memory one for the simulation). All pass
+ * one contract (actors/spillQueueContract.ts).
+ */
+export interface SpillQueue {
+  /**
+   * Resolves once the batch is durable in the queue. Rejects when that was not confirmed: the
+   * batch may or may not be queued (the drainer skips a batch the committer marked abandoned).
+   */
+  send(batch: SpilledBatch): Promise<void>;
+  /**
+   * Up to `max` batches visible now, each hidden from other receivers for `leaseMs`; resolves an
+   * empty list when none is visible. Does not wait for batches to arrive.
+   */
+  receive(max: number, leaseMs: number): Promise<(QueuedBatch | UndecodableMessage)[]>;
+  /** The batch is stored in Postgres: remove it for good. */
+  ack(receipt: string): Promise<void>;
+  /** A batch that cannot be stored (poison): move it to the dead letters, with why. */
+  deadLetter(receipt: string, reason: string): Promise<void>;
+  depth(): Promise<SpillQueueDepth>;
+  /** Messages in the dead letters (approximate for SQS). */
+  deadLetterCount(): Promise<number>;
+  close(): Promise<void>;
+}
+
+export function isQueuedBatch(item: QueuedBatch | UndecodableMessage): item is QueuedBatch {
+  return (item as QueuedBatch).batch !== undefined;
+}

@@ -63,7 +63,15 @@ export type UnavailableReason =
   /** The node is shutting down (set by the shell, never by the shard). */
   | 'node_stopping'
   /** The shard hit a broken invariant and stopped; a restart recovers it (set by the shell). */
-  | 'shard_stopped';
+  | 'shard_stopped'
+  /** The shard is being handed to another node (set by the shell); retry reaches the new owner. */
+  | 'shard_moving'
+  /** This node does not serve the shard (yet, or any more): the map moved on (set by the cluster). */
+  | 'not_owner'
+  /** The owner could not be reached over the inter-node link, or did not answer in time (cluster). */
+  | 'forward_failed'
+  /** This node could not renew its membership and stopped serving, lest it be fenced (cluster). */
+  | 'node_fenced';
 
 export type AbandonReason = 'commit_failed' | 'fenced';
 

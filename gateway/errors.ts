@@ -52,6 +52,7 @@ export const errorCatalog = {
   already_voted: { status: 409, message: 'This user has already voted in this election.' },
   overloaded: { status: 503, message: 'Too many votes are waiting on this shard; retry shortly.' },
   vote_not_stored: { status: 503, message: 'The vote could not be stored; it was not counted. Retry.' },
+  shard_unavailable: { status: 503, message: "This vote's shard is moving between nodes or its node cannot be reached; it was not counted. Retry." },
 
   // Abuse controls
   rate_limited: { status: 429, message: 'Too many requests; slow down.' },

@@ -50,6 +50,8 @@ function shortUrl(url: string): string {
   const nm = u.lastIndexOf('/node_modules/');
   if (nm >= 0) return u.slice(nm + '/node_modules/'.length);
   if (u.startsWith(repoRoot + '/')) u = u.slice(repoRoot.length + 1);
+  // The compiled build the bench runs (bench/lib/livevote.ts): its lines are the .js file's.
+  if (u.startsWith('bench/out/dist/')) u = u.slice('bench/out/dist/'.length);
   return u;
 }
 

@@ -1,11 +1,14 @@
 // Drives a livevote process in embedded mode (DATABASE_URL unset, a temp LIVEVOTE_DATA_DIR), the
-// way `npm start` runs it, through the process harness the tests use (node flags such as
-// --cpu-prof, which NODE_OPTIONS refuses, go in front of the entry point).
+// way production runs it: the compiled build (`npm run build`, infra/build.mjs, into bench/out/dist
+// so a dist/ in use is left alone), `node bench/out/dist/infra/main.js`, through the process harness
+// the tests use (node flags such as --cpu-prof, which NODE_OPTIONS refuses, go in front of the
+// entry point). BENCH_FROM_SOURCE=1 runs `node --import tsx infra/main.ts` instead, to compare.
 // Adds what a benchmark needs around it: the embedded Postgres' URL, an admin session,
 // elections, and the vote counters from /metrics.
+import { execFileSync } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { startLivevoteProcess, type LivevoteProcess } from '../../infra/testing/processHarness.ts';
+import { root, startLivevoteProcess, type LivevoteProcess } from '../../infra/testing/processHarness.ts';
 import { embeddedDatabaseUrl } from '../../persistence/embeddedPostgres.ts';
 
 export interface LivevoteUnderTest {
@@ -18,9 +21,29 @@ export interface LivevoteUnderTest {
   postmasterPid(): Promise<number>;
 }
 
+/** Where the bench builds livevote (inside the repository, so node_modules is found from it). */
+export const benchBuildDir = path.join(root, 'bench/out/dist');
+export const fromSource = process.env.BENCH_FROM_SOURCE === '1';
+let built = false;
+
+/** `node infra/build.mjs --out-dir bench/out/dist`, once per bench process (about 10 s). */
+export function buildLivevote(): void {
+  if (built || fromSource) return;
+  execFileSync(process.execPath, [path.join(root, 'infra/build.mjs'), '--out-dir', benchBuildDir], { cwd: root, stdio: ['ignore', 'ignore', 'inherit'] });
+  built = true;
+}
+
+/** The command that starts livevote: the compiled build, or the sources under tsx (BENCH_FROM_SOURCE=1). */
+export function livevoteCommand(nodeArgs: readonly string[]): [string, ...string[]] {
+  return fromSource
+    ? [process.execPath, ...nodeArgs, '--import', 'tsx', path.join(root, 'infra/main.ts')]
+    : [process.execPath, ...nodeArgs, path.join(benchBuildDir, 'infra/main.js')];
+}
+
 export async function startLivevote(env: Record<string, string | undefined>, dataDir: string, nodeArgs: readonly string[] = []): Promise<LivevoteUnderTest> {
   const fullEnv = { ...env, DATABASE_URL: undefined, LIVEVOTE_DATA_DIR: dataDir };
-  const started = await startLivevoteProcess(fullEnv, 120_000, nodeArgs);
+  buildLivevote();
+  const started = await startLivevoteProcess(fullEnv, 120_000, nodeArgs, { command: livevoteCommand(nodeArgs) });
   const pgPort = /"port":(\d+)[^\n]*embedded Postgres started/.exec(started.output())?.[1];
   if (!pgPort) throw new Error(`livevote did not log its embedded Postgres port:\n${started.output().slice(-3000)}`);
   const secrets = JSON.parse(await readFile(path.join(dataDir, 'secrets.json'), 'utf8')) as { embeddedDbPassword: string };
