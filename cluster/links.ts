@@ -444,10 +444,15 @@ export function createLinks(options: LinksOptions): Links {
 
   function flush() {
     flushHandle = undefined;
-    for (const link of dirtyOutbound) writeOutbound(link);
-    dirtyOutbound.clear();
-    for (const connection of dirtyInbound) writeInbound(connection);
-    dirtyInbound.clear();
+    // Deleted one by one: a callback run while writing may mark a socket dirty again.
+    for (const link of dirtyOutbound) {
+      dirtyOutbound.delete(link);
+      writeOutbound(link);
+    }
+    for (const connection of dirtyInbound) {
+      dirtyInbound.delete(connection);
+      writeInbound(connection);
+    }
   }
 
   /** Encode frames into messages within the bounds; an unencodable frame is reported and skipped. */
