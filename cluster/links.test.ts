@@ -108,22 +108,27 @@ function clientLinks(overrides: Partial<LinksOptions> = {}): Links {
   return links;
 }
 
-/** A TCP relay to a port on this machine, which can stop (dropping every connection) and start again. */
-async function startRelay(targetPort: number): Promise<{ port: number; stop(): Promise<void>; start(): Promise<void> }> {
-  const sockets = new Set<net.Socket>();
+/**
+ * A TCP relay to a port on this machine, which can stop (dropping every connection) and start
+ * again, or stall: stop reading in one direction, so the writer's buffers fill up.
+ */
+type Direction = 'toTarget' | 'fromTarget';
+async function startRelay(targetPort: number): Promise<{ port: number; stop(): Promise<void>; start(): Promise<void>; stall(direction: Direction): void; resume(direction: Direction): void }> {
+  const pairs = new Set<{ incoming: net.Socket; outgoing: net.Socket }>();
   let server: net.Server | undefined;
   let port = 0;
   const start = async () => {
     server = net.createServer((incoming) => {
       const outgoing = net.connect(targetPort, '127.0.0.1');
-      for (const s of [incoming, outgoing]) {
-        sockets.add(s);
-        s.on('close', () => sockets.delete(s));
-        s.on('error', () => {});
-      }
+      const pair = { incoming, outgoing };
+      pairs.add(pair);
+      for (const s of [incoming, outgoing]) s.on('error', () => {});
       incoming.pipe(outgoing).pipe(incoming);
       incoming.on('close', () => outgoing.destroy());
-      outgoing.on('close', () => incoming.destroy());
+      outgoing.on('close', () => {
+        incoming.destroy();
+        pairs.delete(pair);
+      });
     });
     await new Promise<void>((resolve) => server!.listen(port, '127.0.0.1', () => resolve()));
     port = (server.address() as net.AddressInfo).port;
@@ -134,8 +139,24 @@ async function startRelay(targetPort: number): Promise<{ port: number; stop(): P
     start,
     async stop() {
       const closing = new Promise<void>((resolve) => server!.close(() => resolve()));
-      for (const s of sockets) s.destroy();
+      for (const { incoming, outgoing } of pairs) {
+        incoming.destroy();
+        outgoing.destroy();
+      }
       await closing;
+    },
+    stall(direction: Direction) {
+      for (const { incoming, outgoing } of pairs) {
+        const [from, to] = direction === 'toTarget' ? [incoming, outgoing] : [outgoing, incoming];
+        from.unpipe(to);
+        from.pause();
+      }
+    },
+    resume(direction: Direction) {
+      for (const { incoming, outgoing } of pairs) {
+        const [from, to] = direction === 'toTarget' ? [incoming, outgoing] : [outgoing, incoming];
+        from.pipe(to);
+      }
     },
   };
   cleanups.push(() => (server?.listening ? relay.stop() : Promise.resolve()));
@@ -315,6 +336,51 @@ describe('links: requests and answers', () => {
     expect(await inFlight).toEqual({ failed: 'disconnected' });
     // Answering after close is harmless.
     server.requests[0]!.answer(acceptedFor(cast(1)));
+  });
+});
+
+describe('links: backpressure', () => {
+  it('past the byte bound of a socket the peer does not read, requests fail overloaded and events are dropped', async () => {
+    const server = await startNode('server-p', 'now');
+    const relay = await startRelay(server.port);
+    const peer: LinkPeer = { nodeId: 'server-p', url: `http://127.0.0.1:${relay.port}` };
+    const sendBufferBytesMax = 64 * 1024;
+    const client = clientLinks({ sendBufferBytesMax, requestTimeoutMs: 600_000 });
+    expect(await ask(client, peer, cast(1))).toEqual(acceptedFor(cast(1)));
+    relay.stall('toTarget');
+    // Fill the kernel's buffers, then the socket's own, one turn at a time.
+    const tallies: LinkEvent = { t: 'tallies', electionId, shard: 1, epoch: 1, version: 1, counts: new Array(64).fill(123_456_789) };
+    let turns = 0;
+    while ((client.stats().framesDropped.buffer_full ?? 0) === 0) {
+      if (++turns > 10_000) throw new Error('the socket never reported a full buffer');
+      for (let i = 0; i < 1000; i++) client.send(peer, tallies);
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    expect(await ask(client, peer, cast(2))).toEqual({ failed: 'overloaded' });
+    expect(client.stats().peers[0]).toMatchObject({ connected: true, failed: { overloaded: 1 } });
+  });
+
+  it('the accepting side closes a link whose answers pile up past its bound, rather than drop answers silently', async () => {
+    const server = await startNode('server-q', 'now', { sendBufferBytesMax: 64 * 1024 });
+    const relay = await startRelay(server.port);
+    const peer: LinkPeer = { nodeId: 'server-q', url: `http://127.0.0.1:${relay.port}` };
+    // No timeout in reach: every request must end answered or disconnected.
+    const client = clientLinks({ inFlightMaxPerPeer: 10_000_000, requestTimeoutMs: 3_600_000 });
+    expect(await ask(client, peer, cast(1))).toEqual(acceptedFor(cast(1)));
+    relay.stall('fromTarget');
+    const answers: Promise<LinkAnswer | LinkFailure>[] = [];
+    let turns = 0;
+    while (server.links.stats().framesDropped.buffer_full === undefined) {
+      if (++turns > 2_000) throw new Error('the accepting side never reported a full buffer');
+      for (let i = 0; i < 5000; i++) answers.push(ask(client, peer, cast(i)));
+      await new Promise((resolve) => setTimeout(resolve, 1));
+    }
+    await waitFor(() => server.links.stats().inbound.connections === 0, 'the accepting side to close the link');
+    relay.resume('fromTarget');
+    const results = await Promise.all(answers);
+    expect(results.some((a) => isLinkFailure(a) && a.failed === 'disconnected')).toBe(true);
+    expect(results.every((a) => !isLinkFailure(a) || a.failed === 'disconnected')).toBe(true);
+    expect(client.stats().peers[0]).toMatchObject({ inFlight: 0, failed: { timeout: 0 } });
   });
 });
 

@@ -122,6 +122,10 @@ const unavailableReasons: Readonly<Record<UnavailableReason, true>> = {
   vote_not_found: true,
   node_stopping: true,
   shard_stopped: true,
+  shard_moving: true,
+  not_owner: true,
+  forward_failed: true,
+  node_fenced: true,
 };
 const invalidVoteReasons: Readonly<Record<InvalidVoteReason, true>> = { voter_number_invalid: true, candidate_index_invalid: true };
 const has = (table: object, key: unknown) => typeof key === 'string' && Object.hasOwn(table, key);

@@ -83,6 +83,14 @@ const envSchema = z.object({
     .regex(/^[a-z0-9-]{1,40}$/, 'must be 1-40 of a-z, 0-9, -')
     .optional(),
   LIVEVOTE_AZ: z.string().min(1).default('local'),
+  // The cluster (cluster/): how peers reach this node, and the failure detector's clock.
+  LIVEVOTE_ADVERTISE_URL: z.string().regex(/^https?:\/\/[^/\s]+$/, 'must be http(s)://host:port, no path').optional(),
+  LIVEVOTE_HEARTBEAT_INTERVAL_MS: intFromEnv(10, 10_000).default(250),
+  LIVEVOTE_DEAD_AFTER_MS: intFromEnv(50, 600_000).default(1500),
+  LIVEVOTE_MOVES_IN_FLIGHT_MAX: intFromEnv(0, 1024).default(4),
+  LIVEVOTE_FORWARD_TIMEOUT_MS: intFromEnv(10, 60_000).default(2000),
+  LIVEVOTE_FORWARD_IN_FLIGHT_MAX: intFromEnv(1, 1_000_000).default(10_000),
+  LIVEVOTE_LEASE_TTL_MS: intFromEnv(1000, 600_000).default(6000),
   LIVEVOTE_FLUSH_INTERVAL_MS: intFromEnv(1, 1000).default(4),
   LIVEVOTE_BATCH_ROWS_MAX: intFromEnv(1, 100_000).default(4000),
   LIVEVOTE_COMMITS_IN_FLIGHT_MAX: intFromEnv(1, 16).default(2),
@@ -146,6 +154,19 @@ export interface Config {
   readonly pendingVotesMax: number;
   readonly snapshotIntervalMs: number;
   readonly dbPoolMax: number;
+  readonly cluster: {
+    /** How peers reach this node; default http://HOST:PORT (127.0.0.1 when HOST is a wildcard). */
+    readonly advertiseUrl: string | undefined;
+    readonly heartbeatIntervalMs: number;
+    /** Silence after which a member is declared dead and its shards reassigned. */
+    readonly deadAfterMs: number;
+    /** Live shards handed from one node to another at once, cluster-wide. */
+    readonly movesInFlightMax: number;
+    readonly forwardTimeoutMs: number;
+    /** Forwarded votes awaiting an answer, per peer. */
+    readonly forwardInFlightMax: number;
+    readonly leaseTtlMs: number;
+  };
   /** CAPTCHA on registration: off, always, or when a fraud rule flags the attempt. */
   readonly registerCaptchaPolicy: 'off' | 'always' | 'on_risk';
   readonly abuse: AbuseConfig;
@@ -232,6 +253,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   }
   if (e.LIVEVOTE_RATE_LIMIT_BACKEND === 'redis' && !e.REDIS_URL) problems.push('REDIS_URL: required when LIVEVOTE_RATE_LIMIT_BACKEND is redis');
   if (e.LIVEVOTE_CAPTCHA_REPLAY_STORE === 'redis' && !e.REDIS_URL) problems.push('REDIS_URL: required when LIVEVOTE_CAPTCHA_REPLAY_STORE is redis');
+  if (e.LIVEVOTE_DEAD_AFTER_MS < 2 * e.LIVEVOTE_HEARTBEAT_INTERVAL_MS) {
+    problems.push('LIVEVOTE_DEAD_AFTER_MS: must be at least twice LIVEVOTE_HEARTBEAT_INTERVAL_MS');
+  }
   if (problems.length > 0) throw new ConfigError(problems);
   return {
     port: e.PORT,
@@ -251,6 +275,15 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     pendingVotesMax: e.LIVEVOTE_PENDING_VOTES_MAX,
     snapshotIntervalMs: e.LIVEVOTE_SNAPSHOT_INTERVAL_MS,
     dbPoolMax: e.LIVEVOTE_DB_POOL_MAX,
+    cluster: {
+      advertiseUrl: e.LIVEVOTE_ADVERTISE_URL,
+      heartbeatIntervalMs: e.LIVEVOTE_HEARTBEAT_INTERVAL_MS,
+      deadAfterMs: e.LIVEVOTE_DEAD_AFTER_MS,
+      movesInFlightMax: e.LIVEVOTE_MOVES_IN_FLIGHT_MAX,
+      forwardTimeoutMs: e.LIVEVOTE_FORWARD_TIMEOUT_MS,
+      forwardInFlightMax: e.LIVEVOTE_FORWARD_IN_FLIGHT_MAX,
+      leaseTtlMs: e.LIVEVOTE_LEASE_TTL_MS,
+    },
     registerCaptchaPolicy: e.LIVEVOTE_CAPTCHA_REGISTER_POLICY,
     abuse: {
       redisUrl: e.REDIS_URL,
