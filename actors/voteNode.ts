@@ -124,6 +124,26 @@ export interface OpenElectionRequest {
   readonly epochs: readonly number[];
 }
 
+/** Some shards of an election, for a node that owns only those (the cluster's shard host). */
+export interface HostShardsRequest {
+  readonly electionId: string;
+  readonly shardCount: number;
+  readonly candidateCount: number;
+  /** The shards to recover and serve, each with the lease epoch this node holds. */
+  readonly shards: readonly { readonly shard: number; readonly epoch: number }[];
+  /** The election is closed: the shards answer retries only. */
+  readonly closed?: boolean;
+}
+
+/** Committed counts of one hosted shard, what its owner publishes to the other nodes. */
+export interface ShardTallies {
+  readonly shard: number;
+  readonly epoch: number;
+  readonly counts: readonly number[];
+  /** Changes whenever the counts may have changed. */
+  readonly changeMark: number;
+}
+
 export interface CastRequest {
   readonly electionId: string;
   readonly voterNumber: number;
@@ -180,6 +200,18 @@ export interface ElectionStats {
 export interface VoteNode {
   /** Restores every shard (latest snapshot + stored votes after its watermark), then accepts votes. */
   openElection(request: OpenElectionRequest): Promise<void>;
+  /** Restores the listed shards (as openElection does) and serves them; other shards stay away. */
+  hostShards(request: HostShardsRequest): Promise<void>;
+  /**
+   * Stops serving one shard: new votes for it get unavailable(shard_moving), its pending votes
+   * resolve (up to closeTimeoutMs), a final snapshot is written unless its lease was lost, and the
+   * shard is dropped. Resolves false when it was not hosted.
+   */
+  releaseShard(electionId: string, shard: number): Promise<boolean>;
+  /** The hosted shards of an election and their committed counts. */
+  shardTallies(electionId: string): ShardTallies[];
+  /** Hosted and taking votes (not released, lease not lost). */
+  isServing(electionId: string, shard: number): boolean;
   /** New voters get `election_closed`; retries of stored votes still get their voteId. False if unknown. */
   closeElection(electionId: string): boolean;
   /** `reply` is called exactly once, maybe synchronously (refusals), usually after the commit. */
@@ -207,6 +239,8 @@ interface ShardCell {
   readonly state: ShardState;
   readonly election: ElectionCell;
   ref: Ref<ShardMsg> | null;
+  /** releaseShard was called: votes are refused, the shard goes once its backlog is resolved. */
+  releasing: boolean;
   queuedCasts: number;
   /** Messages dispatched to the actor and not yet handled. */
   inMailbox: number;
@@ -220,7 +254,9 @@ interface ElectionCell {
   readonly shardCount: number;
   readonly candidateCount: number;
   readonly aggregate: ElectionAggregate;
-  readonly shards: ShardCell[];
+  /** Indexed by shard; undefined where this node does not host the shard. */
+  readonly shards: (ShardCell | undefined)[];
+  closed: boolean;
 }
 
 const unknownElectionOutcome: VoteOutcome = Object.freeze({ kind: 'unknown_election' });
@@ -240,6 +276,8 @@ export function createVoteNode(deps: VoteNodeDeps): VoteNode {
   const overloadedOutcome: VoteOutcome = Object.freeze({ kind: 'overloaded', retryAfterMs: config.retryAfterMs });
   const shardStoppedOutcome: VoteOutcome = Object.freeze({ kind: 'unavailable', reason: 'shard_stopped', retryAfterMs: config.retryAfterMs });
   const stoppingOutcome: VoteOutcome = Object.freeze({ kind: 'unavailable', reason: 'node_stopping', retryAfterMs: config.retryAfterMs });
+  const movingOutcome: VoteOutcome = Object.freeze({ kind: 'unavailable', reason: 'shard_moving', retryAfterMs: config.retryAfterMs });
+  const notOwnerOutcome: VoteOutcome = Object.freeze({ kind: 'unavailable', reason: 'not_owner', retryAfterMs: config.retryAfterMs });
 
   const system = start();
   const elections = new Map<string, ElectionCell>();
@@ -584,7 +622,7 @@ export function createVoteNode(deps: VoteNodeDeps): VoteNode {
   // Periodic work
 
   const snapshotTimer = setInterval(() => {
-    for (const election of elections.values()) for (const cell of election.shards) requestSnapshot(cell, false);
+    for (const cell of allShards()) requestSnapshot(cell, false);
   }, config.snapshotIntervalMs);
   snapshotTimer.unref();
 
@@ -609,31 +647,51 @@ export function createVoteNode(deps: VoteNodeDeps): VoteNode {
   // API
 
   async function openElection(request: OpenElectionRequest): Promise<void> {
-    const { electionId, shardCount, candidateCount, epochs } = request;
-    if (stopping) throw new Error('vote node is stopping');
-    if (elections.has(electionId) || opening.has(electionId)) throw new Error(`election ${electionId} is already open on this node`);
-    if (!Number.isInteger(shardCount) || shardCount < 1) throw new Error('shardCount must be a positive integer');
+    const { electionId, shardCount, epochs } = request;
+    if (elections.has(electionId)) throw new Error(`election ${electionId} is already open on this node`);
     if (epochs.length !== shardCount) throw new Error(`one epoch per shard expected (${shardCount}), got ${epochs.length}`);
-    opening.add(electionId);
-    try {
-      // Queued votes are in no bitmap until stored: store them first, then recover from the store.
-      await drainSpillQueue();
-      const election: ElectionCell = {
+    await hostShards({ ...request, shards: epochs.map((epoch, shard) => ({ shard, epoch })) });
+  }
+
+  async function hostShards(request: HostShardsRequest): Promise<void> {
+    const { electionId, shardCount, candidateCount } = request;
+    if (stopping) throw new Error('vote node is stopping');
+    if (!Number.isInteger(shardCount) || shardCount < 1) throw new Error('shardCount must be a positive integer');
+    let election = elections.get(electionId);
+    if (election !== undefined && (election.shardCount !== shardCount || election.candidateCount !== candidateCount)) {
+      throw new Error(`election ${electionId} is hosted with other dimensions`);
+    }
+    for (const { shard } of request.shards) {
+      if (!(Number.isInteger(shard) && shard >= 0 && shard < shardCount)) throw new Error(`shard must be 0..${shardCount - 1}, got ${shard}`);
+      const key = `${electionId}/${shard}`;
+      if (election?.shards[shard] !== undefined || opening.has(key)) throw new Error(`shard ${key} is already hosted on this node`);
+    }
+    if (election === undefined) {
+      election = {
         electionId,
         shardCount,
         candidateCount,
         aggregate: new ElectionAggregate({ electionId, candidateCount, shardCount }),
-        shards: [],
+        shards: new Array<ShardCell | undefined>(shardCount).fill(undefined),
+        closed: false,
       };
-      const states = await Promise.all(
-        epochs.map((epoch, shard) => recoverShard(election, { electionId, shard }, epoch)),
-      );
+      elections.set(electionId, election);
+    }
+    const cellElection = election;
+    if (request.closed) cellElection.closed = true;
+    const keys = request.shards.map(({ shard }) => `${electionId}/${shard}`);
+    for (const key of keys) opening.add(key);
+    try {
+      // Queued votes are in no bitmap until stored: store them first, then recover from the store.
+      await drainSpillQueue();
+      const states = await Promise.all(request.shards.map(({ shard, epoch }) => recoverShard(cellElection, { electionId, shard }, epoch)));
       for (const state of states) {
         const cell: ShardCell = {
           key: state.key,
           state,
-          election,
+          election: cellElection,
           ref: null,
+          releasing: false,
           queuedCasts: 0,
           inMailbox: 0,
           snapshotInProgress: false,
@@ -648,16 +706,53 @@ export function createVoteNode(deps: VoteNodeDeps): VoteNode {
           `shard-${++actorCounter}-${state.key.shard}`,
           { initialState: cell },
         );
-        election.shards.push(cell);
+        cellElection.shards[state.key.shard] = cell;
+        if (cellElection.closed) send(cell, { kind: 'CloseElection' });
       }
-      elections.set(electionId, election);
       logger.info(
-        { electionId, shardCount, committedVotes: election.aggregate.results().total },
-        'election open on this node',
+        { electionId, shards: request.shards.map((s) => s.shard), committedVotes: cellElection.aggregate.results().total },
+        'shards served on this node',
       );
     } finally {
-      opening.delete(electionId);
+      for (const key of keys) opening.delete(key);
     }
+  }
+
+  async function releaseShard(electionId: string, shard: number): Promise<boolean> {
+    const election = elections.get(electionId);
+    const cell = election?.shards[shard];
+    if (election === undefined || cell === undefined || cell.releasing) return false;
+    cell.releasing = true;
+    const deadlineMs = Date.now() + config.closeTimeoutMs;
+    const idle = () => cell.inMailbox === 0 && shardBacklog(cell.state) === 0;
+    const drained = await waitUntil(() => {
+      if (idle()) return true;
+      if (committer.buffer.length > 0 && !committer.flushAll) runCommitter({ kind: 'FlushRequested', nowMs: now() });
+      return false;
+    }, deadlineMs);
+    if (!drained) logger.warn({ shard: cell.key, backlog: shardBacklog(cell.state) }, 'shard released before its backlog resolved; late outcomes are ignored');
+    if (!cell.state.leaseLost && cell.ref !== null) {
+      requestSnapshot(cell, false);
+      await waitUntil(() => !cell.snapshotInProgress, deadlineMs + 1_000);
+    }
+    if (cell.ref !== null) stop(cell.ref);
+    cell.ref = null;
+    if (election.shards[shard] === cell) election.shards[shard] = undefined;
+    return true;
+  }
+
+  function shardTallies(electionId: string): ShardTallies[] {
+    const out: ShardTallies[] = [];
+    for (const cell of elections.get(electionId)?.shards ?? []) {
+      if (cell === undefined || cell.releasing) continue;
+      out.push({ shard: cell.key.shard, epoch: cell.state.epoch, counts: cell.state.committedTallies, changeMark: changeMark(cell.state) });
+    }
+    return out;
+  }
+
+  function isServing(electionId: string, shard: number): boolean {
+    const cell = elections.get(electionId)?.shards[shard];
+    return cell !== undefined && cell.ref !== null && !cell.releasing && !cell.state.leaseLost;
   }
 
   /** Restores from the latest snapshot, then replays the stored votes after its watermark. */
@@ -688,7 +783,8 @@ export function createVoteNode(deps: VoteNodeDeps): VoteNode {
   function closeElection(electionId: string): boolean {
     const election = elections.get(electionId);
     if (election === undefined) return false;
-    for (const cell of election.shards) send(cell, { kind: 'CloseElection' });
+    election.closed = true;
+    for (const cell of election.shards) if (cell !== undefined) send(cell, { kind: 'CloseElection' });
     return true;
   }
 
@@ -704,7 +800,15 @@ export function createVoteNode(deps: VoteNodeDeps): VoteNode {
       election.aggregate.recordOutcome(stoppingOutcome);
       return reply(stoppingOutcome);
     }
-    const cell = election.shards[voterNumber % election.shardCount]!;
+    const cell = election.shards[voterNumber % election.shardCount];
+    if (cell === undefined) {
+      election.aggregate.recordOutcome(notOwnerOutcome);
+      return reply(notOwnerOutcome);
+    }
+    if (cell.releasing) {
+      election.aggregate.recordOutcome(movingOutcome);
+      return reply(movingOutcome);
+    }
     if (cell.ref === null) {
       election.aggregate.recordOutcome(shardStoppedOutcome);
       return reply(shardStoppedOutcome);
@@ -745,7 +849,7 @@ export function createVoteNode(deps: VoteNodeDeps): VoteNode {
       results: election.aggregate.results(),
       votesPerSecond: election.aggregate.votesPerSecond(now()),
       outcomes: election.aggregate.outcomes(),
-      shards: election.shards.map((cell) => ({
+      shards: election.shards.filter((cell) => cell !== undefined).map((cell) => ({
         shard: cell.key.shard,
         epoch: cell.state.epoch,
         leaseLost: cell.state.leaseLost,
@@ -766,7 +870,7 @@ export function createVoteNode(deps: VoteNodeDeps): VoteNode {
   }
 
   function allShards(): ShardCell[] {
-    return [...elections.values()].flatMap((election) => election.shards);
+    return [...elections.values()].flatMap((election) => election.shards.filter((cell) => cell !== undefined));
   }
 
   async function waitUntil(condition: () => boolean, deadlineMs: number): Promise<boolean> {
@@ -818,7 +922,9 @@ export function createVoteNode(deps: VoteNodeDeps): VoteNode {
     return spill === undefined ? undefined : { ...spillCounters };
   }
 
-  return { openElection, closeElection, cast, results, onResultsChanged, stats, drainSpillQueue, spillStats, close };
+  return {
+    openElection, hostShards, releaseShard, shardTallies, isServing, closeElection, cast, results, onResultsChanged, stats, drainSpillQueue, spillStats, close,
+  };
 }
 
 // ---------------------------------------------------------------------------------------------

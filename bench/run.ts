@@ -92,6 +92,20 @@ const livevoteEnv: Record<string, string | undefined> = {
   LIVEVOTE_FRAUD_AUTOMATION_UA: 'off',
   NODE_OPTIONS: undefined,
 };
+/**
+ * The abuse-controls run: the vote rate limits and fraud rules at their defaults (memory backend),
+ * and a trusted proxy on loopback whose X-Forwarded-For gives each voter an address of its own.
+ */
+const abuseEnv: Record<string, string | undefined> = {
+  ...livevoteEnv,
+  LIVEVOTE_RATE_LIMIT_VOTE: undefined,
+  LIVEVOTE_FRAUD_VOTE_BURST: undefined,
+  LIVEVOTE_FRAUD_EMPTY_UA: undefined,
+  LIVEVOTE_FRAUD_AUTOMATION_UA: undefined,
+  LIVEVOTE_RATE_LIMIT_BACKEND: 'memory',
+  LIVEVOTE_TRUSTED_PROXIES: '127.0.0.1',
+};
+const abuseShownEnv = ['LIVEVOTE_RATE_LIMIT_BACKEND=memory', 'LIVEVOTE_TRUSTED_PROXIES=127.0.0.1'];
 const shownEnv = Object.entries(livevoteEnv)
   .filter(([key, value]) => value !== undefined && !/SECRET|PASSWORD/.test(key))
   .map(([key, value]) => `${key}=${value}`);
@@ -171,6 +185,8 @@ interface WriteRunOptions {
   readonly wrap: boolean;
   readonly cpuGroups: (wrkPid: () => number) => CpuGroups;
   readonly candidateIds?: readonly string[];
+  /** Each voter's request from an address of its own, in X-Forwarded-For (votes.lua). */
+  readonly forwardedFor?: boolean;
 }
 
 let voterFile = '';
@@ -187,6 +203,7 @@ async function writeRun(options: WriteRunOptions): Promise<{ run: WrkRun; cpu: R
     scriptArgs: [
       voterFile, String(voterLineWidth), String(options.firstLine), String(options.lineCount), options.election.electionId,
       (options.candidateIds ?? options.election.candidateIds).join(','), String(activeMs), options.wrap ? '1' : '0', `127.0.0.1:${options.port}`,
+      options.forwardedFor ? '1' : '0',
     ],
     onStart: (child) => {
       wrkPid = child.pid ?? 0;
@@ -398,7 +415,7 @@ async function main(): Promise<number> {
       return {
         server,
         groups,
-        stored: async () => (await countStored(countPool, table, electionA.electionId)) - warmupRows,
+        stored: async (electionId = electionA.electionId) => (await countStored(countPool, table, electionId)) - (electionId === electionA.electionId ? warmupRows : 0),
         end: () => countPool.end(),
       };
     };
@@ -432,10 +449,15 @@ async function main(): Promise<number> {
     const floorSide = await startStoringServer('floor', 'bench/servers/floor.ts', 'bench_floor', 'floor_votes', {});
     await waitForQuiet('durable floor');
     const floorRaw = await writeRun({ label: 'durable floor', port: floorSide.server.port, election: electionA, connections: settings.connections, activeS: settings.writeActiveS, firstLine: 0, lineCount: measuredLines, wrap: false, cpuGroups: floorSide.groups });
-    await untrackAndStop(floorSide.server);
     const floor = countCheck(writeRunReport('durable floor', settings.connections, settings.writeActiveS, floorRaw.run, floorRaw.cpu), await floorSide.stored());
-    await floorSide.end();
     progress(`durable floor: ${floor.okPerS} votes/s, p99 ${floor.latencyMs.p99} ms; stored ${floor.stored} = 200s ${floor.ok}: ${floor.countOk ? 'ok' : 'FAILED'}`);
+    // At livevote's saturation connection count too: the targets compare the two at both counts.
+    await waitForQuiet('durable floor saturation');
+    const floorSatRaw = await writeRun({ label: 'durable floor saturation', port: floorSide.server.port, election: electionS, connections: settings.saturationConnections, activeS: settings.saturationActiveS, firstLine: 0, lineCount: measuredLines, wrap: false, cpuGroups: floorSide.groups });
+    await untrackAndStop(floorSide.server);
+    const floorSaturation = countCheck(writeRunReport('durable floor saturation', settings.saturationConnections, settings.saturationActiveS, floorSatRaw.run, floorSatRaw.cpu), await floorSide.stored(electionS.electionId));
+    await floorSide.end();
+    progress(`durable floor saturation: ${floorSaturation.okPerS} votes/s, p99 ${floorSaturation.latencyMs.p99} ms; count ${floorSaturation.countOk ? 'ok' : 'FAILED'}`);
 
     // --- journal (bench/journal.ts: the persistence path alone) ----------------------------------
     progress('journal: PgJournal alone (bench/journal.ts), 200,000 rows in batches of 2,000, 2 commits in flight');
@@ -504,6 +526,30 @@ async function main(): Promise<number> {
     progress(`profile kept at ${keptProfile}`);
     progress(`profile: ${profiled.okPerS} votes/s under the profiler; ${profile.samples} samples, ${profile.idlePercent}% idle; livevote stopped (exit ${secondExit})`);
 
+    // --- abuse controls on: rate limits and fraud rules as configured by default -------------------
+    progress(`abuse controls on: livevote restarted with its default rate limits and fraud rules (memory backend), each voter from an address of its own through a trusted proxy`);
+    lv = await startLivevote(abuseEnv, dataDir);
+    const abuseHandle = track({ stop: () => stopLivevote(lv) });
+    postmaster = await lv.postmasterPid();
+    const abuseAdmin = await adminLogin(lv.baseUrl, adminEmail, adminPassword);
+    const electionAbuseWarm = await createOpenElection(lv.baseUrl, abuseAdmin, 'Bench: abuse controls on, warm-up', settings.candidates, settings.shardCount);
+    const electionAbuse = await createOpenElection(lv.baseUrl, abuseAdmin, 'Bench: abuse controls on', settings.candidates, settings.shardCount);
+    await writeRun({ label: 'abuse warm-up', port: lv.port, election: electionAbuseWarm, connections: settings.connections, activeS: settings.warmupS, firstLine: 0, lineCount: measuredLines, wrap: false, forwardedFor: true, cpuGroups: livevoteGroups });
+    await waitForQuiet('abuse controls on');
+    before = await voteCounters(lv.baseUrl);
+    const abuseRaw = await writeRun({ label: 'livevote, abuse controls on', port: lv.port, election: electionAbuse, connections: settings.connections, activeS: settings.saturationActiveS, firstLine: 0, lineCount: measuredLines, wrap: false, forwardedFor: true, cpuGroups: livevoteGroups });
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    const abuseCountPool = createPool(lv.databaseUrl, 2, 'livevote-bench');
+    const abuseOn = countCheck(
+      writeRunReport('livevote, abuse controls on', settings.connections, settings.saturationActiveS, abuseRaw.run, abuseRaw.cpu),
+      await countStored(abuseCountPool, 'votes', electionAbuse.electionId),
+      { before, after: await voteCounters(lv.baseUrl) },
+    );
+    await abuseCountPool.end();
+    running.delete(abuseHandle);
+    await stopLivevote(lv);
+    progress(`abuse controls on: ${abuseOn.okPerS} votes/s, p99 ${abuseOn.latencyMs.p99} ms, ≥400 ${abuseOn.non2xx}; count ${abuseOn.countOk ? 'ok' : 'FAILED'}`);
+
     // --- report --------------------------------------------------------------------------------
     const totalS = (performance.now() - startedMs) / 1000;
     const results: BenchResults = {
@@ -543,6 +589,9 @@ async function main(): Promise<number> {
       baseline,
       baselineSaturation,
       floor,
+      floorSaturation,
+      abuseOn,
+      abuseEnv: abuseShownEnv,
       reads,
       fanout: { ...fanout, loadResult: undefined, load: fanoutLoad },
       journal,

@@ -198,3 +198,24 @@ export class ShardLeaseKeeper {
     else this.options.onLost(lost);
   }
 }
+
+/** The shard host's leases (cluster/ports.ts ShardLeases) on Postgres. */
+export function createPgShardLeases(pool: Pool, options: { nodeId: string; leaseTtlMs: number }): import('./ports.ts').ShardLeases {
+  const { nodeId, leaseTtlMs } = options;
+  return {
+    async acquire(electionId, shards, takeOver) {
+      if (shards.length === 0) return [];
+      const result = await acquireLeases(pool, { electionId, shards, nodeId, leaseTtlMs, takeOver });
+      return result.acquired.map((l) => ({ shard: l.shard, epoch: l.epoch }));
+    },
+    async renew(electionId, leases) {
+      if (leases.length === 0) return [];
+      const renewed = await renewLeases(pool, { electionId, nodeId, leases, leaseTtlMs });
+      return renewed.map((l) => ({ shard: l.shard, epoch: l.epoch }));
+    },
+    async release(electionId, leases) {
+      if (leases.length === 0) return;
+      await releaseLeases(pool, { electionId, nodeId, leases });
+    },
+  };
+}

@@ -14,6 +14,10 @@ import { createPrivacyFeature, type PrivacyFeature } from './privacy/feature.ts'
 import { dashboardRoutes } from './dashboard/routes.ts';
 import { streamPath } from './results/stream.ts';
 import { resolveNodeIdentity } from '../cluster/nodeIdentity.ts';
+import { createClusterNode, type ClusterNode } from '../cluster/clusterNode.ts';
+import { openSpillQueue } from '../persistence/spillQueues.ts';
+import { createVotePathMetrics } from './votes/metrics.ts';
+import { clusterRoutes } from './cluster/routes.ts';
 import type { Config } from '../infra/config.ts';
 import type { Secrets } from '../infra/secrets.ts';
 import type { Logger } from '../infra/logger.ts';
@@ -46,6 +50,7 @@ export interface LivevoteApp {
   readonly metrics: Metrics;
   readonly openApiDocument: Record<string, unknown>;
   readonly votePath: VotePathFeature;
+  readonly cluster: ClusterNode;
   readonly abuse: AbuseFeature;
   readonly privacy: PrivacyFeature;
   /** Binds and starts accepting; resolves with the port actually bound (PORT=0 picks one). */
@@ -76,15 +81,58 @@ export async function buildApp(deps: AppDeps): Promise<LivevoteApp> {
   });
   addRevokedSessions = (sessions) => auth.addRevokedSessions(sessions);
   const elections = createElectionsFeature({ pool: deps.pool, log: deps.log });
-  const votePath = await createVotePathFeature({
-    uwsApp: app, pool: deps.pool, config: deps.config, log: deps.log, identity,
+  const votePathMetrics = createVotePathMetrics(metrics.registry);
+  let reloadingFromCluster = false;
+  const { config } = deps;
+  // Where batches go when Postgres does not store them within the deadline (README, "the deadline").
+  const spillQueue = await openSpillQueue(config.spill);
+  votePathMetrics.watchSpillQueue(spillQueue);
+  const cluster = await createClusterNode({
+    pool: deps.pool,
+    nodeId: identity.nodeId,
+    az: identity.availabilityZone,
+    settings: config.cluster,
+    voteNodeConfig: {
+      flushIntervalMs: config.flushIntervalMs,
+      batchRowsMax: config.batchRowsMax,
+      commitsInFlightMax: config.commitsInFlightMax,
+      commitDeadlineMs: config.commitDeadlineMs,
+      spillAfterMs: spillQueue === null ? null : config.spill.afterMs,
+      shardPendingVotesMax: config.pendingVotesMax,
+      snapshotIntervalMs: config.snapshotIntervalMs,
+    },
+    secrets: deps.secrets,
+    log: deps.log,
+    metricsRegistry: metrics.registry,
+    election: (electionId) => {
+      const election = elections.registry.get(electionId);
+      return election && { shardCount: election.shardCount, candidateCount: election.candidates.length, status: election.status };
+    },
+    electionIds: () => elections.registry.all().map((e) => e.electionId),
+    reloadElections: async () => {
+      reloadingFromCluster = true;
+      try {
+        await elections.reload();
+      } finally {
+        reloadingFromCluster = false;
+      }
+    },
+    wrapJournal: (journal) => votePathMetrics.timed(journal),
+    spillQueue,
+  });
+  elections.registry.onChange(async (election) => {
+    if (election.status === 'closed') cluster.voteNode.closeElection(election.electionId);
+    // A change made here is answered once its shards can take votes somewhere in the cluster.
+    if (!reloadingFromCluster) await cluster.electionChanged(election.electionId);
+  });
+  const votePath = createVotePathFeature({
+    uwsApp: app, pool: deps.pool, log: deps.log, cluster, votePathMetrics,
     registry: elections.registry, authenticate: (header) => auth.authenticate(header), metricsRegistry: metrics.registry,
     guard: (vote) => abuse.guardVote(vote), fraudCounts: (electionId) => abuse.fraudCounts(electionId),
     onVoteAccepted: (meta) => privacy.metadata.record(meta),
     onUnhandledError: (error) => reportHandlerError({ log: deps.log, metrics }, streamPath, error),
   });
-  // Start order matters: elections load before the vote path serves them. Privacy before the vote
-  // path, so it stops after it: metadata of the last votes answered is still written.
+  cluster.mount(app);
   const features: Feature[] = [abuse, auth, privacy, elections, votePath];
 
   const router = new HttpRouter(app, {
@@ -100,6 +148,7 @@ export async function buildApp(deps: AppDeps): Promise<LivevoteApp> {
     ...operationsRoutes({ pool: deps.pool, metrics, isAccepting: () => accepting, openApiJson: () => openApiJson }),
     ...features.flatMap((f) => f.routes),
     ...dashboardRoutes(),
+    ...clusterRoutes({ cluster }),
   ];
   for (const route of routes) router.register(route);
   router.recordServed({ method: 'WS', path: streamPath });
@@ -116,6 +165,7 @@ export async function buildApp(deps: AppDeps): Promise<LivevoteApp> {
     metrics,
     openApiDocument,
     votePath,
+    cluster,
     abuse,
     privacy,
     listen(host, port) {
@@ -126,8 +176,20 @@ export async function buildApp(deps: AppDeps): Promise<LivevoteApp> {
             return;
           }
           listenSocket = socket;
-          accepting = true;
-          resolve(uws.us_socket_local_port(socket));
+          const boundPort = uws.us_socket_local_port(socket);
+          const advertiseHost = host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host;
+          // Joined once the port is known: peers reach this node at its advertise URL.
+          cluster.start(config.cluster.advertiseUrl ?? `http://${advertiseHost}:${boundPort}`).then(
+            () => {
+              accepting = true;
+              resolve(boundPort);
+            },
+            (error: unknown) => {
+              uws.us_listen_socket_close(socket);
+              listenSocket = undefined;
+              reject(error);
+            },
+          );
         });
       });
     },
@@ -143,6 +205,7 @@ export async function buildApp(deps: AppDeps): Promise<LivevoteApp> {
       ]);
       if (!drained) deps.log.warn({ inFlight: router.inFlightCount() }, 'requests still in flight after the drain timeout');
       for (const feature of [...features].reverse()) await feature.stop();
+      await spillQueue?.close();
     },
   };
 }

@@ -3,6 +3,8 @@
 //   npm run livevote -- audit verify [electionId]
 //   npm run livevote -- audit heads [electionId]
 //   npm run livevote -- retention purge
+//   npm run livevote -- cluster --nodes 3 --azs a,b,c
+//   npm run livevote -- cluster status
 //   npm run livevote -- <group> [command] --help
 //
 // The database is DATABASE_URL when set. Otherwise it is the embedded Postgres of
@@ -21,6 +23,7 @@ import { findElection } from '../persistence/elections.ts';
 import { purgeExpiredMetadata } from '../persistence/privacy.ts';
 import { ConfigError, loadConfig, type Config } from './config.ts';
 import type { Logger } from './logger.ts';
+import { clusterStatus, launchCluster, parseLaunchOptions } from './clusterCli.ts';
 
 /** Every command, with its help: `usage`, `<group> --help` and `<group> <command> --help` are made from it. */
 const commands = [
@@ -35,6 +38,16 @@ exit 0 intact, 1 broken, 2 when the election does not exist`,
     help: `print each chain's head hash and each election's fingerprint, to
 publish after the show (a rewritten chain then no longer matches;
 verify prints the fingerprint it recomputes)`,
+  },
+  {
+    group: 'cluster', name: 'status', synopsis: 'cluster status',
+    help: 'print the members (status, AZ, URL, last heartbeat, shards) and the shard map',
+  },
+  {
+    group: 'cluster', name: '--nodes', synopsis: 'cluster --nodes N --azs a,b,c',
+    help: `start N nodes on this machine sharing one Postgres (the embedded
+one when DATABASE_URL is unset), on ports PORT, PORT+1, ...; print
+each node's id, AZ, URL and PID; Ctrl-C stops them all`,
   },
   {
     group: 'retention', name: 'purge', synopsis: 'retention purge',
@@ -119,6 +132,10 @@ export async function runCli(argv: readonly string[], env: NodeJS.ProcessEnv = p
   // Logs go to stderr: stdout is the report.
   const log = pino({ level: config.logLevel === 'info' ? 'warn' : config.logLevel, base: { service: 'livevote-cli' } }, pino.destination(2));
   try {
+    // The launcher runs until Ctrl-C and brings its own Postgres: not a database command.
+    if (group === 'cluster' && command !== 'status') {
+      return await launchCluster(parseLaunchOptions(argv.slice(1)), config, log, io, env);
+    }
     const run = commandFor(group, command, rest, config, io);
     return await withDatabase(config, log, run);
   } catch (error) {
@@ -170,6 +187,15 @@ function commandFor(group: string, command: string | undefined, rest: readonly s
         io.out(`election ${id} fingerprint ${auditFingerprint(own)}\n`);
         for (const head of own) io.out(`  shard ${head.shard} seq ${head.seq} ${head.hash} ${head.recordedAt.toISOString()}\n`);
       }
+      return exitIntact;
+    };
+  }
+  if (group === 'cluster' && command === 'status') {
+    if (rest.length > 0) throw new UsageError(`too many arguments: ${rest.join(' ')}`);
+    return async (pool) => {
+      const found = await pool.query<{ ok: boolean }>("SELECT to_regclass('cluster_nodes') IS NOT NULL AS ok");
+      if (!found.rows[0]?.ok) throw new Error('this database has no cluster tables (migration 007): start livevote once on it');
+      io.out(await clusterStatus(pool));
       return exitIntact;
     };
   }

@@ -83,6 +83,16 @@ const envSchema = z.object({
     .regex(/^[a-z0-9-]{1,40}$/, 'must be 1-40 of a-z, 0-9, -')
     .optional(),
   LIVEVOTE_AZ: z.string().min(1).default('local'),
+  // The cluster (cluster/): how peers reach this node, and the failure detector's clock.
+  LIVEVOTE_ADVERTISE_URL: z.string().regex(/^https?:\/\/[^/\s]+$/, 'must be http(s)://host:port, no path').optional(),
+  LIVEVOTE_HEARTBEAT_INTERVAL_MS: intFromEnv(10, 10_000).default(250),
+  LIVEVOTE_DEAD_AFTER_MS: intFromEnv(50, 600_000).default(1500),
+  LIVEVOTE_MOVES_IN_FLIGHT_MAX: intFromEnv(0, 1024).default(4),
+  LIVEVOTE_FORWARD_TIMEOUT_MS: intFromEnv(10, 60_000).default(2000),
+  LIVEVOTE_FORWARD_IN_FLIGHT_MAX: intFromEnv(1, 1_000_000).default(10_000),
+  LIVEVOTE_LEASE_TTL_MS: intFromEnv(1000, 600_000).default(6000),
+  LIVEVOTE_AUTO_BALANCE: z.enum(['on', 'off']).default('on'),
+  LIVEVOTE_ROUTE_RETRY_MS: intFromEnv(0, 60_000).default(3000),
   LIVEVOTE_FLUSH_INTERVAL_MS: intFromEnv(1, 1000).default(4),
   LIVEVOTE_BATCH_ROWS_MAX: intFromEnv(1, 100_000).default(4000),
   LIVEVOTE_COMMITS_IN_FLIGHT_MAX: intFromEnv(1, 16).default(2),
@@ -153,6 +163,23 @@ export interface Config {
   readonly pendingVotesMax: number;
   readonly snapshotIntervalMs: number;
   readonly dbPoolMax: number;
+  readonly cluster: {
+    /** How peers reach this node; default http://HOST:PORT (127.0.0.1 when HOST is a wildcard). */
+    readonly advertiseUrl: string | undefined;
+    readonly heartbeatIntervalMs: number;
+    /** Silence after which a member is declared dead and its shards reassigned. */
+    readonly deadAfterMs: number;
+    /** Live shards handed from one node to another at once, cluster-wide. */
+    readonly movesInFlightMax: number;
+    readonly forwardTimeoutMs: number;
+    /** Forwarded votes awaiting an answer, per peer. */
+    readonly forwardInFlightMax: number;
+    readonly leaseTtlMs: number;
+    /** Move shards to a joining node (and after a leave) without an operator asking. */
+    readonly autoBalance: boolean;
+    /** A vote whose shard is between owners is retried inside the cluster this long before 503. */
+    readonly routeRetryMs: number;
+  };
   /** CAPTCHA on registration: off, always, or when a fraud rule flags the attempt. */
   readonly registerCaptchaPolicy: 'off' | 'always' | 'on_risk';
   readonly abuse: AbuseConfig;
@@ -254,6 +281,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if (e.LIVEVOTE_SPILL_QUEUE === 'sqs' && (!e.LIVEVOTE_SQS_QUEUE_URL || !e.LIVEVOTE_SQS_DEAD_LETTER_QUEUE_URL)) {
     problems.push('LIVEVOTE_SQS_QUEUE_URL, LIVEVOTE_SQS_DEAD_LETTER_QUEUE_URL: required when LIVEVOTE_SPILL_QUEUE is sqs');
   }
+  if (e.LIVEVOTE_DEAD_AFTER_MS < 2 * e.LIVEVOTE_HEARTBEAT_INTERVAL_MS) {
+    problems.push('LIVEVOTE_DEAD_AFTER_MS: must be at least twice LIVEVOTE_HEARTBEAT_INTERVAL_MS');
+  }
   if (problems.length > 0) throw new ConfigError(problems);
   const dataDir = path.resolve(e.LIVEVOTE_DATA_DIR);
   return {
@@ -281,6 +311,17 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     pendingVotesMax: e.LIVEVOTE_PENDING_VOTES_MAX,
     snapshotIntervalMs: e.LIVEVOTE_SNAPSHOT_INTERVAL_MS,
     dbPoolMax: e.LIVEVOTE_DB_POOL_MAX,
+    cluster: {
+      advertiseUrl: e.LIVEVOTE_ADVERTISE_URL,
+      heartbeatIntervalMs: e.LIVEVOTE_HEARTBEAT_INTERVAL_MS,
+      deadAfterMs: e.LIVEVOTE_DEAD_AFTER_MS,
+      movesInFlightMax: e.LIVEVOTE_MOVES_IN_FLIGHT_MAX,
+      forwardTimeoutMs: e.LIVEVOTE_FORWARD_TIMEOUT_MS,
+      forwardInFlightMax: e.LIVEVOTE_FORWARD_IN_FLIGHT_MAX,
+      leaseTtlMs: e.LIVEVOTE_LEASE_TTL_MS,
+      autoBalance: e.LIVEVOTE_AUTO_BALANCE === 'on',
+      routeRetryMs: e.LIVEVOTE_ROUTE_RETRY_MS,
+    },
     registerCaptchaPolicy: e.LIVEVOTE_CAPTCHA_REGISTER_POLICY,
     abuse: {
       redisUrl: e.REDIS_URL,

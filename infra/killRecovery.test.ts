@@ -38,6 +38,9 @@ describe('kill -9 mid-stream', () => {
     const env = {
       DATABASE_URL: db.url, LIVEVOTE_DATA_DIR: dataDir, LIVEVOTE_JWT_SECRET: jwtSecret,
       LIVEVOTE_ADMIN_EMAIL: admin.email, LIVEVOTE_ADMIN_PASSWORD: admin.password,
+      // The restart is the same node: it takes its shards back at once instead of waiting for the
+      // cluster to declare its killed predecessor dead.
+      LIVEVOTE_NODE_ID: 'kill-recovery-node',
       // Snapshots during the run, so recovery goes through snapshot + tail, not just the tail.
       LIVEVOTE_SNAPSHOT_INTERVAL_MS: '200',
       ...patientTestEnv,

@@ -55,6 +55,13 @@ export function createPool(
   return pool;
 }
 
+/** The URL a pool connects to: for a second, small pool to the same database (pg keeps it, untyped). */
+export function poolUrl(pool: Pool): string {
+  const url = (pool as unknown as { options?: { connectionString?: unknown } }).options?.connectionString;
+  if (typeof url !== 'string') throw new Error('this pool was not made from a connection string');
+  return url;
+}
+
 /** Per pool made by createPool: one promise per connection, settled when its socket has closed. */
 const clientsClosing = new WeakMap<Pool, Set<Promise<void>>>();
 

@@ -9,7 +9,9 @@
 -- has its answer: the 200s wrk saw are exactly the votes the server acknowledged. Throughput is
 -- answered requests / active window, measured here with CLOCK_MONOTONIC through LuaJIT's ffi.
 --
--- args: file lineWidth firstLine lineCount electionId candidateIds(comma) activeMs wrap(0|1) hostHeader
+-- args: file lineWidth firstLine lineCount electionId candidateIds(comma) activeMs wrap(0|1) hostHeader [forwardedFor(0|1)]
+-- forwardedFor=1: each request carries X-Forwarded-For with an address of that voter's own (line n:
+-- network A.B.C.0/24 with A.B.C from n), as a crowd behind a trusted proxy would arrive.
 local ffi = require("ffi")
 ffi.cdef[[
 typedef struct { long tv_sec; long tv_nsec; } lv_timespec;
@@ -39,6 +41,7 @@ function init(args)
   activeMs = tonumber(args[7])
   wrap = args[8] == "1"
   hostHeader = args[9]
+  forwardedFor = args[10] == "1"
   file:seek("set", first * width)
   position = 0
   sent = 0
@@ -58,13 +61,18 @@ function request()
     position = 0
   end
   local line = file:read(width)
+  local lineNumber = first + position
   position = position + 1
   sent = sent + 1
   if sent > count then repeats = repeats + 1 end
   local userId, token = string.match(line, "^(%S+) (%S+)")
   local candidate = candidates[(sent % #candidates) + 1]
   local body = '{"electionId":"' .. electionId .. '","candidateId":"' .. candidate .. '","userId":"' .. userId .. '"}'
-  return prefix .. token .. '\r\nContent-Length: ' .. #body .. '\r\n\r\n' .. body
+  local forwarded = ''
+  if forwardedFor then
+    forwarded = string.format('\r\nX-Forwarded-For: %d.%d.%d.7', 11 + math.floor(lineNumber / 65536), math.floor(lineNumber / 256) % 256, lineNumber % 256)
+  end
+  return prefix .. token .. forwarded .. '\r\nContent-Length: ' .. #body .. '\r\n\r\n' .. body
 end
 
 -- wrk asks delay() before every request it sends (the first on each connection too, as the script

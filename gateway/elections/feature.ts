@@ -7,12 +7,17 @@ import { electionRoutes } from './routes.ts';
 
 export interface ElectionsFeature extends Feature {
   readonly registry: ElectionRegistry;
+  /** Reads every election again (another node changed one) and publishes what changed. */
+  reload(): Promise<void>;
 }
 
 export function createElectionsFeature(deps: { pool: Pool; log: Logger }): ElectionsFeature {
   const registry = new ElectionRegistry();
   return {
     registry,
+    async reload() {
+      for (const election of await listElections(deps.pool)) await registry.publish(election);
+    },
     routes: electionRoutes({ pool: deps.pool, registry }),
     async start() {
       for (const election of await listElections(deps.pool)) await registry.publish(election);

@@ -1,22 +1,17 @@
-// The vote path as a gateway feature: it owns this node's VoteNode (actors/) on the Postgres
-// adapters (persistence/), takes the shard leases of every election it serves (cluster/), and
-// brings the vote, status and results routes plus the results WebSocket.
+// The vote path as a gateway feature: the vote, status and results routes plus the results
+// WebSocket. It owns no actor and no lease: votes go to the cluster's router (cluster/router.ts),
+// which sends each to the node that owns its shard, and results come from the cluster's
+// whole-election tallies (cluster/results.ts).
 import { Counter, type Registry } from 'prom-client';
 import { HotCounter } from '../../infra/hotMetrics.ts';
-import { createVoteNode, type VoteNode } from '../../actors/voteNode.ts';
 import type { VoteOutcome } from '../../actors/shard.ts';
-import { acquireShardLeases, ShardLeaseKeeper } from '../../cluster/leases.ts';
-import type { NodeIdentity } from '../../cluster/nodeIdentity.ts';
-import type { Config } from '../../infra/config.ts';
+import type { VoteNode } from '../../actors/voteNode.ts';
+import type { ClusterNode } from '../../cluster/clusterNode.ts';
 import type { Logger } from '../../infra/logger.ts';
 import type { Pool } from '../../persistence/db.ts';
-import { createPgBatchIdSource } from '../../persistence/batchIds.ts';
-import { createPgSnapshotStore } from '../../persistence/snapshots.ts';
-import { createPgStoredVoteReader, readUserVoteInElection, readUserVotes } from '../../persistence/storedVotes.ts';
-import { openSpillQueue } from '../../persistence/spillQueues.ts';
-import { createPgJournal } from '../../persistence/voteJournal.ts';
+import { readUserVoteInElection, readUserVotes } from '../../persistence/storedVotes.ts';
 import type { Feature } from '../app.ts';
-import type { ElectionRegistry, ElectionView } from '../elections/registry.ts';
+import type { ElectionRegistry } from '../elections/registry.ts';
 import type { Principal } from '../http.ts';
 import type { TemplatedApp } from '../uws.ts';
 import { resultsRoutes, type FraudCounts } from '../results/routes.ts';
@@ -24,8 +19,6 @@ import { createResultsStream, type ResultsStream } from '../results/stream.ts';
 import { voteRoutes, type VoteGuard } from './routes.ts';
 import { createVotePathMetrics } from './metrics.ts';
 
-/** Leases outlive a few missed renewals; a node that stops renewing is fenced by the next owner. */
-const leaseTtlMs = 15_000;
 /** Per node: gateway-level rejections are counted for this many elections at most. */
 const rejectionElectionsMax = 10_000;
 
@@ -34,52 +27,29 @@ export interface VotePathFeature extends Feature {
   readonly stream: ResultsStream;
 }
 
-export async function createVotePathFeature(deps: {
+export function createVotePathFeature(deps: {
   uwsApp: TemplatedApp;
   pool: Pool;
-  config: Config;
   log: Logger;
-  identity: NodeIdentity;
+  cluster: ClusterNode;
   registry: ElectionRegistry;
   authenticate: (authorizationHeader: string) => Principal;
   metricsRegistry: Registry;
+  votePathMetrics: ReturnType<typeof createVotePathMetrics>;
   guard?: VoteGuard;
   fraudCounts?: FraudCounts;
   onVoteAccepted?: Parameters<typeof voteRoutes>[0]['onAccepted'];
   /** An exception caught by the results stream's last-resort guard. */
   onUnhandledError?: (error: unknown) => void;
-}): Promise<VotePathFeature> {
-  const { pool, config, log, identity, registry } = deps;
-  const nodeId = identity.nodeId;
-  const votePathMetrics = createVotePathMetrics(deps.metricsRegistry);
-  const journal = createPgJournal({ pool, nodeId });
-  // Where batches go when Postgres does not store them in time (README, "the deadline").
-  const spillQueue = await openSpillQueue(config.spill);
-  const voteNode = createVoteNode({
-    journal: votePathMetrics.timed(journal),
-    spill: spillQueue === null ? undefined : { queue: spillQueue, store: journal },
-    snapshots: createPgSnapshotStore({ pool, nodeId }),
-    storedVotes: createPgStoredVoteReader(pool),
-    batchIds: await createPgBatchIdSource({ pool }),
-    logger: log.child({ component: 'vote-node' }),
-    config: {
-      flushIntervalMs: config.flushIntervalMs,
-      batchRowsMax: config.batchRowsMax,
-      commitsInFlightMax: config.commitsInFlightMax,
-      commitDeadlineMs: config.commitDeadlineMs,
-      spillAfterMs: spillQueue === null ? null : config.spill.afterMs,
-      shardPendingVotesMax: config.pendingVotesMax,
-      snapshotIntervalMs: config.snapshotIntervalMs,
-    },
-  });
-  const keepers = new Map<string, ShardLeaseKeeper>();
-  const serving = new Set<string>();
+}): VotePathFeature {
+  const { pool, log, registry, cluster } = deps;
+  const voteNode = cluster.voteNode;
   const rejections = new Map<string, Map<string, number>>();
 
   // Counted on every vote: a hot-path counter (infra/hotMetrics.ts).
   const votesTotal = new HotCounter({
     name: 'livevote_votes_total',
-    help: 'Vote requests answered by the vote node, by outcome',
+    help: 'Vote requests answered, by outcome',
     labelNames: ['outcome'] as const,
     registers: [deps.metricsRegistry],
   });
@@ -90,68 +60,32 @@ export async function createVotePathFeature(deps: {
     registers: [deps.metricsRegistry],
   });
 
-  /** Take the leases (bumping epochs: any earlier writer is fenced) and recover the shards. */
-  const serve = async (election: ElectionView) => {
-    if (serving.has(election.electionId)) return;
-    // Single-node mode: no other node can hold these shards; a previous process of this node
-    // must be fenced at once, not waited out (cluster/leases.ts).
-    const epochs = await acquireShardLeases(pool, {
-      electionId: election.electionId, shardCount: election.shardCount, nodeId, leaseTtlMs, takeOver: 'any',
-    });
-    const keeper = new ShardLeaseKeeper({
-      pool, electionId: election.electionId, nodeId, leaseTtlMs,
-      leases: epochs.map((epoch, shard) => ({ shard, epoch })),
-      onLost: (shards) => {
-        votePathMetrics.leasesLostTotal.inc(shards.length);
-        log.error({ electionId: election.electionId, shards }, 'shard leases lost to another node; their writes are fenced');
-      },
-      onError: (error) => log.warn({ electionId: election.electionId, err: error }, 'lease renewal failed; retrying'),
-    });
-    keeper.start();
-    keepers.set(election.electionId, keeper);
-    const started = Date.now();
-    await voteNode.openElection({
-      electionId: election.electionId, shardCount: election.shardCount, candidateCount: election.candidates.length, epochs,
-    });
-    if (election.status === 'closed') voteNode.closeElection(election.electionId);
-    serving.add(election.electionId);
-    log.info({ electionId: election.electionId, shards: election.shardCount, recoveryMs: Date.now() - started, status: election.status }, 'election served');
-  };
-
-  registry.onChange(async (election) => {
-    if (election.status === 'open') await serve(election);
-    if (election.status === 'closed') {
-      if (!serving.has(election.electionId)) await serve(election);
-      voteNode.closeElection(election.electionId);
-    }
-  });
-
   const countReply = (reply: (outcome: VoteOutcome) => void) => (outcome: VoteOutcome) => {
     votesTotal.labels({ outcome: outcome.kind }).inc();
     reply(outcome);
   };
 
   const source = {
-    results: (electionId: string) => (serving.has(electionId) ? voteNode.results(electionId) : undefined),
+    results: (electionId: string) => (registry.get(electionId)?.status === 'draft' ? undefined : cluster.results.results(electionId)),
     statistics: (electionId: string) => {
-      const stats = voteNode.stats(electionId);
-      if (!stats) return undefined;
-      const outcomes: Record<string, number> = { ...stats.outcomes };
+      if (registry.get(electionId) === undefined) return undefined;
+      const outcomes: Record<string, number> = { ...(voteNode.stats(electionId)?.outcomes ?? {}) };
       for (const [code, count] of rejections.get(electionId) ?? []) outcomes[code] = (outcomes[code] ?? 0) + count;
-      return { votesPerSecond: stats.votesPerSecond, outcomes };
+      return { votesPerSecond: cluster.results.votesPerSecond(electionId), outcomes };
     },
   };
 
   const stream = createResultsStream({
     app: deps.uwsApp, registry, source, authenticate: deps.authenticate, log, onUnhandledError: deps.onUnhandledError,
   });
-  votePathMetrics.watch({ voteNode, electionIds: () => serving, subscribers: () => stream.subscriberCount(), spillQueue });
+  const served = () => [...registry.all()].filter((e) => e.status !== 'draft').map((e) => e.electionId);
+  deps.votePathMetrics.watch({ voteNode, electionIds: served, subscribers: () => stream.subscriberCount() });
 
   const routes = [
     ...voteRoutes({
       registry,
-      caster: { cast: (vote, reply) => voteNode.cast(vote, countReply(reply)) },
-      isServing: (electionId) => serving.has(electionId),
+      caster: { cast: (vote, reply) => cluster.router.cast(vote, countReply(reply)) },
+      isServing: (electionId) => cluster.router.isRoutable(electionId),
       guard: deps.guard,
       onAccepted: deps.onVoteAccepted,
       onRejected: (electionId, code) => {
@@ -178,15 +112,13 @@ export async function createVotePathFeature(deps: {
     routes,
     extraPaths: [stream.doc],
     async start() {
-      for (const election of registry.all()) if (election.status !== 'draft') await serve(election);
       stream.start();
     },
     async stop() {
       stream.stop();
-      // Flushes pending votes, answers every waiting request, writes final snapshots.
-      await voteNode.close();
-      await spillQueue?.close();
-      for (const keeper of keepers.values()) await keeper.stop({ release: true });
+      // Leaves the cluster, drains every shard (pending votes answered, final snapshots), releases
+      // the leases for the next owners, closes the links and the vote node.
+      await cluster.stop();
     },
   };
 }

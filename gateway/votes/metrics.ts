@@ -11,7 +11,9 @@ export interface VotePathMetrics {
   timed(journal: Journal): Journal;
   readonly leasesLostTotal: Counter;
   /** Scrape-time gauges read from these sources. */
-  watch(sources: { voteNode: VoteNode; electionIds: () => Iterable<string>; subscribers: () => number; spillQueue?: SpillQueue | null }): void;
+  watch(sources: { voteNode: VoteNode; electionIds: () => Iterable<string>; subscribers: () => number }): void;
+  /** The spill queue whose depth the spill gauges report (none: they report 0). */
+  watchSpillQueue(queue: SpillQueue | null): void;
 }
 
 export function createVotePathMetrics(registry: Registry): VotePathMetrics {
@@ -34,6 +36,7 @@ export function createVotePathMetrics(registry: Registry): VotePathMetrics {
     registers: [registry],
   });
   let sources: Parameters<VotePathMetrics['watch']>[0] | undefined;
+  let spillQueue: SpillQueue | null = null;
   const committerStats = () => {
     if (!sources) return undefined;
     // The committer is node-wide; any election's stats carry it.
@@ -96,7 +99,7 @@ export function createVotePathMetrics(registry: Registry): VotePathMetrics {
   mirrored('livevote_drain_failures_total', 'Attempts to store a spilled batch that failed (the batch stays queued)', () => sources?.voteNode.spillStats()?.drainFailures);
   mirrored('livevote_spill_dead_letters_total', 'Spilled batches this node moved to the dead letters (poison: they can never be stored)', () => sources?.voteNode.spillStats()?.deadLetters);
   const queueDepth = async () => {
-    const queue = sources?.spillQueue;
+    const queue = spillQueue;
     if (!queue) return null;
     try {
       return { depth: await queue.depth(), deadLetters: await queue.deadLetterCount() };
@@ -148,6 +151,9 @@ export function createVotePathMetrics(registry: Registry): VotePathMetrics {
     },
     watch(watched) {
       sources = watched;
+    },
+    watchSpillQueue(queue) {
+      spillQueue = queue;
     },
   };
 }

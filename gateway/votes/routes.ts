@@ -172,6 +172,8 @@ function secondsHeader(ms: number): Record<string, string> {
   return { 'retry-after': String(Math.max(1, Math.ceil(ms / 1000))) };
 }
 
+const routingReasons: ReadonlySet<string> = new Set(['shard_moving', 'not_owner', 'forward_failed', 'node_fenced']);
+
 /** Outcomes are data; this is the one place that turns them into HTTP. */
 export function voteOutcomeReply(outcome: VoteOutcome): Reply {
   switch (outcome.kind) {
@@ -183,7 +185,9 @@ export function voteOutcomeReply(outcome: VoteOutcome): Reply {
     case 'overloaded':
       throw new ApiError('overloaded', undefined, undefined, secondsHeader(outcome.retryAfterMs));
     case 'unavailable':
-      throw new ApiError('vote_not_stored', undefined, { reason: outcome.reason }, secondsHeader(outcome.retryAfterMs));
+      // Where the vote went wrong on its way to the shard (cluster/router.ts) is not a storage
+      // failure: a retry reaches the shard's owner once the map has settled.
+      throw new ApiError(routingReasons.has(outcome.reason) ? 'shard_unavailable' : 'vote_not_stored', undefined, { reason: outcome.reason }, secondsHeader(outcome.retryAfterMs));
     case 'election_closed':
       throw new ApiError('election_not_open');
     case 'unknown_election':
@@ -251,7 +255,7 @@ export function voteRoutes(deps: {
       bodyBytesMax: voteBodyBytesMax,
       errors: [
         'user_mismatch', 'election_not_found', 'election_not_open', 'candidate_not_found', 'already_voted',
-        'overloaded', 'vote_not_stored', 'rate_limited', 'captcha_required', 'captcha_invalid', 'captcha_unavailable', 'fraud_rejected',
+        'overloaded', 'vote_not_stored', 'shard_unavailable', 'rate_limited', 'captcha_required', 'captcha_invalid', 'captcha_unavailable', 'fraud_rejected',
       ],
       responses: { 200: { description: 'Accepted and durable (or the original acceptance, on a retry)', schema: acceptedSchema } },
       // Not an async function: a vote that needs no await (no guard waiting on Redis or a CAPTCHA

@@ -56,7 +56,13 @@ export function testSecrets(): Secrets {
  * that takes over 250 ms falls to the rate limiter's fail mode. The tests assert what is stored
  * and answered, not how fast, so they give both a minute.
  */
-export const patientTestEnv: Readonly<Record<string, string>> = { LIVEVOTE_COMMIT_DEADLINE_MS: '60000', LIVEVOTE_REDIS_COMMAND_TIMEOUT_MS: '60000' };
+export const patientTestEnv: Readonly<Record<string, string>> = {
+  LIVEVOTE_COMMIT_DEADLINE_MS: '60000',
+  LIVEVOTE_REDIS_COMMAND_TIMEOUT_MS: '60000',
+  // A node whose heartbeat is stored late fences itself (cluster/membership.ts): on a machine
+  // busy with several test files, a single-node test must not see 503 node_fenced for it.
+  LIVEVOTE_DEAD_AFTER_MS: '15000',
+};
 
 export async function startAppHarness(env: Record<string, string> = {}): Promise<AppHarness> {
   const db = await createTestDatabase();

@@ -1,0 +1,330 @@
+// One node's part of the cluster, composed: membership (heartbeat, view, self-fence), the
+// coordinator (when this node holds its lease), the shard host (the shard actors this node
+// serves, on its vote node), the router (where each vote goes), the links to the other nodes and
+// the whole-election results. The gateway talks to `router` and `results` only.
+import { createHash, createHmac } from 'node:crypto';
+import type { Registry } from 'prom-client';
+import { Counter, Gauge } from 'prom-client';
+import { createVoteNode, type VoteNode, type VoteNodeConfig } from '../actors/voteNode.ts';
+import type { Journal, SpillQueue } from '../actors/ports.ts';
+import { createPgBatchIdSource } from '../persistence/batchIds.ts';
+import { createPgClusterStore } from '../persistence/clusterStore.ts';
+import { createPool, endPool, poolUrl, type Pool } from '../persistence/db.ts';
+import { createPgSnapshotStore } from '../persistence/snapshots.ts';
+import { createPgStoredVoteReader } from '../persistence/storedVotes.ts';
+import { createPgJournal } from '../persistence/voteJournal.ts';
+import { createCoordinator } from './coordinator.ts';
+import { createPgShardLeases } from './leases.ts';
+import { createLinks, mountLinkServer, type Links } from './links.ts';
+import { Membership } from './membership.ts';
+import type { ClusterOperations, ClusterStore, ClusterView, ShardLeases } from './ports.ts';
+import type { TalliesChanged } from './protocol.ts';
+import { ClusterResults } from './results.ts';
+import { Router } from './router.ts';
+import { ShardHost, type HostedElectionInfo } from './shardHost.ts';
+import type { TemplatedApp } from '../gateway/uws.ts';
+
+export interface ClusterSettings {
+  readonly heartbeatIntervalMs: number;
+  readonly deadAfterMs: number;
+  readonly movesInFlightMax: number;
+  readonly forwardTimeoutMs: number;
+  readonly forwardInFlightMax: number;
+  readonly leaseTtlMs: number;
+  readonly autoBalance: boolean;
+  /** How long the router keeps retrying a vote whose shard is between owners. */
+  readonly routeRetryMs: number;
+}
+
+export interface ClusterLog {
+  info(obj: object, msg: string): void;
+  warn(obj: object, msg: string): void;
+  error(obj: object, msg: string): void;
+  debug(obj: object, msg: string): void;
+  child(bindings: object): ClusterLog;
+}
+
+export interface ClusterNodeDeps {
+  readonly pool: Pool;
+  readonly nodeId: string;
+  readonly az: string;
+  readonly settings: ClusterSettings;
+  readonly voteNodeConfig: Partial<VoteNodeConfig>;
+  readonly secrets: { readonly jwtSecret: string; readonly emailHashKey: string; readonly ipHashKey: string; readonly captchaHmacKey: string };
+  readonly log: ClusterLog;
+  readonly metricsRegistry: Registry;
+  /** The elections this node has loaded (the gateway's registry). */
+  readonly election: (electionId: string) => HostedElectionInfo | undefined;
+  readonly electionIds: () => Iterable<string>;
+  /** Elections changed somewhere in the cluster: reload them. */
+  readonly reloadElections: () => Promise<void>;
+  readonly wrapJournal?: (journal: Journal) => Journal;
+  /** Where batches go when Postgres does not store them in time (voteNodeConfig.spillAfterMs then set). */
+  readonly spillQueue?: SpillQueue | null;
+  /** Tests and the simulation: other stores. */
+  readonly store?: ClusterStore;
+  readonly leases?: ShardLeases;
+}
+
+/** A hash that tells whether two nodes share secrets without revealing them. */
+export function secretsFingerprint(secrets: ClusterNodeDeps['secrets']): string {
+  const hash = createHash('sha256').update('livevote-cluster-secrets-v1');
+  for (const secret of [secrets.jwtSecret, secrets.emailHashKey, secrets.ipHashKey, secrets.captchaHmacKey]) hash.update('\0').update(secret);
+  return hash.digest('hex').slice(0, 32);
+}
+
+export interface AdminClusterView {
+  readonly version: number;
+  readonly coordinatorNodeId: string | null;
+  readonly nodes: readonly {
+    nodeId: string; az: string; url: string; status: string; lastHeartbeatAt: string; startedAt: string; shardsOwned: number; incarnation: number;
+    draining: boolean;
+  }[];
+  readonly shards: readonly {
+    electionId: string; shard: number; ownerNodeId: string; epoch: number; leaseNodeId: string | null; mapVersion: number; pinned: boolean;
+  }[];
+}
+
+export interface ClusterNode {
+  readonly nodeId: string;
+  readonly voteNode: VoteNode;
+  readonly router: Router;
+  readonly results: ClusterResults;
+  readonly membership: Membership;
+  readonly shardHost: ShardHost;
+  readonly links: Links;
+  /** Move, drain, balance: recorded in the store, carried out by the coordinator. */
+  readonly operations: ClusterOperations;
+  /** Mount the inter-node link endpoint on this node's HTTP app. */
+  mount(app: TemplatedApp): void;
+  /** Join with the URL peers reach this node at; resolves once this node's shards are served (bounded). */
+  start(advertiseUrl: string): Promise<void>;
+  /** An election changed on this node: wait (bounded) until its shards are routable and ours served. */
+  electionChanged(electionId: string): Promise<void>;
+  /** Fresh from the store. */
+  adminView(): Promise<AdminClusterView>;
+  /** Graceful: leave, drain and release every shard, close links and the vote node. */
+  stop(): Promise<void>;
+}
+
+const readyWaitMs = 10_000;
+
+export async function createClusterNode(deps: ClusterNodeDeps): Promise<ClusterNode> {
+  const { pool, nodeId, settings } = deps;
+  const log = deps.log.child({ component: 'cluster', nodeId });
+  // Heartbeats and leases on connections of their own: a vote path that saturates the main pool
+  // must not delay a heartbeat into the self-fence.
+  const clusterPool = createPool(poolUrl(pool), 3, 'livevote-cluster', (error) => log.warn({ err: error }, 'idle cluster connection failed; the pool replaces it'));
+  const store = deps.store ?? createPgClusterStore(clusterPool);
+  const journal = createPgJournal({ pool, nodeId });
+  const voteNode = createVoteNode({
+    journal: deps.wrapJournal ? deps.wrapJournal(journal) : journal,
+    spill: deps.spillQueue ? { queue: deps.spillQueue, store: journal } : undefined,
+    snapshots: createPgSnapshotStore({ pool, nodeId }),
+    storedVotes: createPgStoredVoteReader(pool),
+    batchIds: await createPgBatchIdSource({ pool }),
+    logger: deps.log.child({ component: 'vote-node' }),
+    config: deps.voteNodeConfig,
+  });
+  const retryAfterMs = deps.voteNodeConfig.retryAfterMs ?? 1_000;
+
+  const routedTotal = new Counter({
+    name: 'livevote_votes_routed_total',
+    help: 'Votes by route (local: owned here; forwarded: sent to the owner; received: forwarded here by a peer) and outcome',
+    labelNames: ['route', 'outcome'] as const,
+    registers: [deps.metricsRegistry],
+  });
+  const shardsServed = new Gauge({ name: 'livevote_shards_served', help: 'Shards this node serves', registers: [deps.metricsRegistry] });
+  new Gauge({
+    name: 'livevote_route_retries_waiting',
+    help: 'Votes waiting inside the cluster for their shard to settle on an owner (a move, a drain, a failover)',
+    registers: [deps.metricsRegistry],
+    collect() { this.set(router?.retriesWaitingNow ?? 0); },
+  });
+  new Counter({
+    name: 'livevote_route_retried_votes_total',
+    help: 'Votes the router asked again because their shard was between owners',
+    registers: [deps.metricsRegistry],
+    collect() { this.reset(); this.inc(router?.retriedVotes ?? 0); },
+  });
+  const clusterVersion = new Gauge({ name: 'livevote_cluster_map_version', help: 'Version of the membership and shard map this node has read', registers: [deps.metricsRegistry] });
+
+  let membership: Membership;
+  let router: Router;
+  let results: ClusterResults;
+  let started = false;
+  let electionsVersionLoaded = -1;
+  let peers: { nodeId: string; url: string }[] = [];
+
+  const links = createLinks({
+    nodeId,
+    linkKey: createHmac('sha256', deps.secrets.jwtSecret).update('livevote-link-key-v1').digest(),
+    requestTimeoutMs: settings.forwardTimeoutMs,
+    inFlightMaxPerPeer: settings.forwardInFlightMax,
+    metricsRegistry: deps.metricsRegistry,
+    log: deps.log.child({ component: 'links' }) as never,
+    onRequest: (_from, message, answer) => router.castForwarded(message, (outcome) => answer({ t: 'outcome', outcome })),
+    onEvent: (_from, event) => {
+      if (event.t === 'tallies') results.applyTallies(event);
+      else if (event.t === 'map') void membership.refreshView().catch(() => undefined);
+    },
+  });
+
+  const shardHost = new ShardHost({
+    nodeId,
+    voteNode,
+    leases: deps.leases ?? createPgShardLeases(clusterPool, { nodeId, leaseTtlMs: settings.leaseTtlMs }),
+    election: deps.election,
+    leaseTtlMs: settings.leaseTtlMs,
+    log: deps.log.child({ component: 'shard-host' }),
+    onChange: () => shardsServed.set(shardHost.heldShards().length),
+  });
+
+  router = new Router({
+    nodeId,
+    voteNode,
+    links,
+    retryAfterMs,
+    routeRetryMs: settings.routeRetryMs,
+    shardCountOf: (electionId) => deps.election(electionId)?.shardCount,
+    canServe: () => membership.canServe(),
+    onRouted: (route, outcome) => routedTotal.inc({ route, outcome: outcome.kind }),
+  });
+
+  results = new ClusterResults({
+    voteNode,
+    dimensions: (electionId) => deps.election(electionId),
+    electionIds: deps.electionIds,
+    broadcast: (event: TalliesChanged) => {
+      for (const peer of peers) links.send(peer, event);
+    },
+  });
+
+  let viewChain: Promise<void> = Promise.resolve();
+  const onView = (view: ClusterView) => {
+    clusterVersion.set(view.version);
+    peers = view.nodes.filter((n) => n.status === 'alive' && n.nodeId !== nodeId).map((n) => ({ nodeId: n.nodeId, url: n.url }));
+    for (const node of view.nodes) if (node.status !== 'alive') links.forget(node.nodeId);
+    viewChain = viewChain.then(async () => {
+      if (view.electionsVersion !== electionsVersionLoaded) {
+        await deps.reloadElections();
+        electionsVersionLoaded = view.electionsVersion;
+      }
+      router.applyView(view);
+      if (started) await shardHost.apply(view);
+    }).catch((error: unknown) => log.warn({ err: error }, 'applying the cluster view failed; the next one retries'));
+  };
+
+  const coordinator = createCoordinator({
+    store,
+    nodeId,
+    deadAfterMs: settings.deadAfterMs,
+    movesInFlightMax: settings.movesInFlightMax,
+    autoBalance: settings.autoBalance,
+    log,
+    onMapWritten: (version) => {
+      for (const peer of peers) links.send(peer, { t: 'map', version });
+      void membership.refreshView().catch(() => undefined);
+    },
+  });
+
+  const waitUntil = async (condition: () => boolean, deadlineMs: number) => {
+    while (!condition() && Date.now() < deadlineMs) await new Promise((resolve) => setTimeout(resolve, 20));
+    return condition();
+  };
+  /** Every shard of the election has an owner, and the ones that are ours are served. */
+  const ready = (electionId: string) => {
+    const info = deps.election(electionId);
+    if (info === undefined || info.status === 'draft') return true;
+    if (!router.isRoutable(electionId)) return false;
+    for (let shard = 0; shard < info.shardCount; shard++) {
+      if (router.ownerOf(electionId, shard) === nodeId && !voteNode.isServing(electionId, shard)) return false;
+    }
+    return true;
+  };
+
+  return {
+    nodeId,
+    voteNode,
+    get router() {
+      return router;
+    },
+    get results() {
+      return results;
+    },
+    get membership() {
+      return membership;
+    },
+    shardHost,
+    links,
+    operations: {
+      request: (request) => store.requestOperation(request),
+      list: (limit = 50) => store.listOperations(limit),
+      get: (operationId) => store.getOperation(operationId),
+    },
+    mount(app) {
+      mountLinkServer(app, links);
+    },
+    async start(advertiseUrl) {
+      membership = new Membership({
+        store,
+        self: { nodeId, az: deps.az, url: advertiseUrl, secretsFingerprint: secretsFingerprint(deps.secrets) },
+        heartbeatIntervalMs: settings.heartbeatIntervalMs,
+        deadAfterMs: settings.deadAfterMs,
+        log,
+        onView,
+        onCoordinator: () => coordinator.round(),
+        onDeclaredDead: () => {
+          void (async () => {
+            await shardHost.dropAll();
+            log.warn({}, 'every shard dropped after being declared dead; joining again as a new incarnation');
+            await membership.rejoin();
+          })().catch((error: unknown) => log.error({ err: error }, 'rejoining the cluster failed'));
+        },
+      });
+      started = true;
+      shardHost.start();
+      results.start();
+      await membership.start();
+      await viewChain;
+      const deadlineMs = Date.now() + readyWaitMs;
+      const electionIds = [...deps.electionIds()];
+      const allReady = await waitUntil(() => electionIds.every(ready), deadlineMs);
+      if (!allReady) log.warn({ waitedMs: readyWaitMs }, 'listening before every election was routable; votes for the rest get 503 until the map settles');
+      log.info({ url: advertiseUrl, az: deps.az, shards: shardHost.heldShards().length }, 'joined the cluster');
+    },
+    async electionChanged(electionId) {
+      if (!started) return;
+      await membership.beatNow().catch(() => undefined);
+      await waitUntil(() => ready(electionId), Date.now() + readyWaitMs);
+    },
+    async adminView() {
+      const view = await store.readView();
+      const owned = new Map<string, number>();
+      for (const row of view.shards) owned.set(row.ownerNodeId, (owned.get(row.ownerNodeId) ?? 0) + 1);
+      return {
+        version: view.version,
+        coordinatorNodeId: view.coordinatorNodeId,
+        nodes: view.nodes.map((n) => ({
+          nodeId: n.nodeId, az: n.az, url: n.url, status: n.status, incarnation: n.incarnation, draining: n.draining,
+          lastHeartbeatAt: new Date(n.lastHeartbeatAtMs).toISOString(), startedAt: new Date(n.startedAtMs).toISOString(),
+          shardsOwned: owned.get(n.nodeId) ?? 0,
+        })),
+        shards: view.shards.map((s) => ({
+          electionId: s.electionId, shard: s.shard, ownerNodeId: s.ownerNodeId, epoch: s.epoch, leaseNodeId: s.leaseNodeId, mapVersion: s.mapVersion,
+          pinned: s.pinned,
+        })),
+      };
+    },
+    async stop() {
+      if (started) {
+        await membership.stop({ leave: true }).catch((error: unknown) => log.warn({ err: error }, 'leaving the cluster failed; the others will declare this node dead'));
+        await shardHost.stop();
+        results.stop();
+      }
+      await links.close();
+      await voteNode.close();
+      await endPool(clusterPool);
+    },
+  };
+}

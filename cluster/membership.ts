@@ -1,0 +1,183 @@
+// Membership: this node's heartbeat, its view of the cluster, and the self-fence.
+//
+//   join ──► ALIVE ──(heartbeat refused: declared dead, or a newer incarnation of this id)──► DEAD
+//              │  ▲                                                                    (onDeclaredDead:
+//  no heartbeat│  │ a heartbeat succeeds                                              the node stops)
+//  stored for  ▼  │
+//  selfFenceAfterMs
+//           FENCED (serves no vote: another node may take its shards soon)
+//
+// Every heartbeatIntervalMs one short transaction records the heartbeat (the database's clock),
+// takes or renews the coordinator lease, and returns the versions of the map and of the elections;
+// a changed version (or every viewRefreshMs anyway) reloads the view. Another node declares this
+// one dead only after deadAfterMs of silence as the DATABASE saw it; this node stops serving after
+// selfFenceAfterMs (< deadAfterMs) since the start of its last heartbeat that was stored, as ITS
+// clock sees it. The start is earlier than the stored time, so the node fences itself before
+// anyone may take its shards over (clock rates, not clock values, must roughly agree).
+import type { ClusterStore, ClusterView, HeartbeatResult, JoinRequest } from './ports.ts';
+
+export interface MembershipOptions {
+  readonly store: ClusterStore;
+  readonly self: JoinRequest;
+  readonly heartbeatIntervalMs: number;
+  readonly deadAfterMs: number;
+  /** Reload the view at least this often even when no version changed. */
+  readonly viewRefreshMs?: number;
+  readonly log: { info(obj: object, msg: string): void; warn(obj: object, msg: string): void; error(obj: object, msg: string): void };
+  /** A new view was read (versions changed, or the periodic refresh). */
+  readonly onView: (view: ClusterView) => void;
+  /** This node holds the coordinator lease after a heartbeat: run a coordinator round. */
+  readonly onCoordinator: () => Promise<void>;
+  /** This incarnation was declared dead: everything it served is someone else's now. */
+  readonly onDeclaredDead: () => void;
+  /** Monotonic clock in ms; injectable for the simulation. */
+  readonly now?: () => number;
+}
+
+/** The fence comes this long before the rest of the cluster may declare the node dead. */
+export function selfFenceAfterMs(heartbeatIntervalMs: number, deadAfterMs: number): number {
+  return Math.max(heartbeatIntervalMs, Math.min(deadAfterMs - heartbeatIntervalMs, Math.floor(deadAfterMs * 0.75)));
+}
+
+export class Membership {
+  private readonly options: MembershipOptions;
+  private readonly now: () => number;
+  private readonly fenceAfterMs: number;
+  private incarnation = 0;
+  private lastStoredBeatStartMs = -Infinity;
+  private lastViewReadMs = -Infinity;
+  private versionSeen = -1;
+  private electionsVersionSeen = -1;
+  private timer: NodeJS.Timeout | undefined;
+  private running: Promise<void> | undefined;
+  private stopped = false;
+  private declaredDead = false;
+  /** Left on purpose: others wait for this node's leases, so it may finish its backlog. */
+  private leaving = false;
+  private coordinator = false;
+  private currentView: ClusterView | undefined;
+
+  constructor(options: MembershipOptions) {
+    if (!(options.heartbeatIntervalMs >= 10 && options.deadAfterMs >= 2 * options.heartbeatIntervalMs)) {
+      throw new Error(`deadAfterMs (${options.deadAfterMs}) must be at least twice heartbeatIntervalMs (${options.heartbeatIntervalMs}), which must be >= 10`);
+    }
+    this.options = options;
+    this.now = options.now ?? (() => performance.now());
+    this.fenceAfterMs = selfFenceAfterMs(options.heartbeatIntervalMs, options.deadAfterMs);
+  }
+
+  /** Joins (throws SecretsMismatchError), records a first heartbeat and reads the view. */
+  async start(): Promise<void> {
+    const startMs = this.now();
+    const { incarnation } = await this.options.store.join(this.options.self);
+    this.incarnation = incarnation;
+    this.lastStoredBeatStartMs = startMs;
+    await this.beat();
+    this.schedule();
+  }
+
+  get nodeId(): string {
+    return this.options.self.nodeId;
+  }
+
+  get isCoordinator(): boolean {
+    return this.coordinator;
+  }
+
+  view(): ClusterView | undefined {
+    return this.currentView;
+  }
+
+  /** False once the last stored heartbeat is too old: votes must not be taken. */
+  canServe(): boolean {
+    if (this.declaredDead) return false;
+    if (this.leaving) return true;
+    return !this.stopped && this.now() - this.lastStoredBeatStartMs < this.fenceAfterMs;
+  }
+
+  /** Stops the heartbeat; with `leave`, tells the cluster at once (graceful stop). */
+  async stop(options: { leave?: boolean } = {}): Promise<void> {
+    this.stopped = true;
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    await this.running?.catch(() => undefined);
+    if (options.leave && this.incarnation > 0 && !this.declaredDead) {
+      this.leaving = true;
+      await this.options.store.leave(this.options.self.nodeId, this.incarnation);
+    }
+  }
+
+  /** After being declared dead (and dropping every shard): join again as a new incarnation. */
+  async rejoin(): Promise<void> {
+    if (this.stopped) return;
+    await this.running?.catch(() => undefined);
+    this.declaredDead = false;
+    this.versionSeen = -1;
+    await this.start();
+  }
+
+  /** One heartbeat round now (what the timer runs; tests call it to avoid waiting). */
+  beatNow(): Promise<void> {
+    this.running ??= this.beat().finally(() => {
+      this.running = undefined;
+    });
+    return this.running;
+  }
+
+  private schedule(): void {
+    if (this.stopped || this.declaredDead) return;
+    this.timer = setTimeout(() => {
+      this.beatNow().finally(() => this.schedule());
+    }, this.options.heartbeatIntervalMs);
+    this.timer.unref();
+  }
+
+  private async beat(): Promise<void> {
+    const startMs = this.now();
+    let result: HeartbeatResult;
+    try {
+      result = await this.options.store.heartbeat(this.options.self.nodeId, this.incarnation, {
+        coordinatorLeaseMs: this.options.deadAfterMs,
+        wantCoordinator: true,
+      });
+    } catch (error) {
+      this.coordinator = false;
+      if (!this.canServe()) this.options.log.warn({ err: error }, 'heartbeat failed and the self-fence is up: this node takes no votes until one succeeds');
+      else this.options.log.warn({ err: error }, 'heartbeat failed; retrying');
+      return;
+    }
+    if (!result.alive) {
+      this.coordinator = false;
+      if (!this.declaredDead && !this.stopped) {
+        this.declaredDead = true;
+        this.options.log.error({ nodeId: this.options.self.nodeId, incarnation: this.incarnation }, 'this node was declared dead by the cluster (or replaced by a newer process with its id)');
+        this.options.onDeclaredDead();
+      }
+      return;
+    }
+    this.lastStoredBeatStartMs = startMs;
+    this.coordinator = result.coordinator;
+    const refreshMs = this.options.viewRefreshMs ?? 2_000;
+    if (result.version !== this.versionSeen || result.electionsVersion !== this.electionsVersionSeen || this.now() - this.lastViewReadMs >= refreshMs) {
+      await this.refreshView();
+    }
+    if (result.coordinator) {
+      try {
+        await this.options.onCoordinator();
+      } catch (error) {
+        this.options.log.warn({ err: error }, 'coordinator round failed; retrying at the next heartbeat');
+      }
+    }
+  }
+
+  /** Reads the view now and hands it on. */
+  async refreshView(): Promise<ClusterView> {
+    const readStartMs = this.now();
+    const view = await this.options.store.readView();
+    this.lastViewReadMs = readStartMs;
+    this.versionSeen = view.version;
+    this.electionsVersionSeen = view.electionsVersion;
+    this.currentView = view;
+    this.options.onView(view);
+    return view;
+  }
+}

@@ -1,0 +1,208 @@
+// The shard host: makes this node serve exactly the shards the map gives it (Akka's ShardRegion
+// hosting its Shards). On every new view it reconciles, one round at a time:
+//
+//   map says mine, not hosted ──► take the lease (epoch + 1 fences every earlier writer)
+//                                 ──► recover (snapshot + tail) ──► serve
+//   hosted, map says another's ──► stop taking votes (503 shard_moving), resolve the backlog,
+//                                 final snapshot ──► release the lease (the new owner takes it)
+//   hosted, lease lost          ──► drop it (its writes are fenced); take it again if still mine
+//
+// The lease is taken with `any` when its holder is not a live member (dead, left, or an
+// earlier process of this node); otherwise only once the holder released it or it expired, so a
+// live old owner always finishes its backlog before the new owner recovers the shard.
+import { shardKeyOf } from './allocation.ts';
+import type { ClusterView, HeldShardLease, ShardLeases } from './ports.ts';
+import type { VoteNode } from '../actors/voteNode.ts';
+
+export interface HostedElectionInfo {
+  readonly shardCount: number;
+  readonly candidateCount: number;
+  readonly status: 'draft' | 'open' | 'closed';
+}
+
+export interface ShardHostOptions {
+  readonly nodeId: string;
+  readonly voteNode: VoteNode;
+  readonly leases: ShardLeases;
+  /** The elections this node has loaded; undefined until the registry knows it. */
+  readonly election: (electionId: string) => HostedElectionInfo | undefined;
+  readonly leaseTtlMs: number;
+  readonly log: { info(obj: object, msg: string): void; warn(obj: object, msg: string): void; error(obj: object, msg: string): void };
+  /** A shard started or stopped being served here. */
+  readonly onChange?: () => void;
+}
+
+export class ShardHost {
+  private readonly options: ShardHostOptions;
+  /** Leases held, by election, shard → epoch. */
+  private readonly held = new Map<string, Map<number, number>>();
+  private latestView: ClusterView | undefined;
+  private reconciling: Promise<void> | undefined;
+  private again = false;
+  private renewTimer: NodeJS.Timeout | undefined;
+  private stopped = false;
+
+  constructor(options: ShardHostOptions) {
+    this.options = options;
+  }
+
+  start(): void {
+    const renewEveryMs = Math.floor(this.options.leaseTtlMs / 3);
+    const tick = () => {
+      this.renewTimer = setTimeout(() => {
+        void this.renewAll().finally(() => {
+          if (!this.stopped) tick();
+        });
+      }, renewEveryMs);
+      this.renewTimer.unref();
+    };
+    tick();
+  }
+
+  /** Held shards, for the admin view and tests. */
+  heldShards(): { electionId: string; shard: number; epoch: number }[] {
+    return [...this.held].flatMap(([electionId, shards]) => [...shards].map(([shard, epoch]) => ({ electionId, shard, epoch })));
+  }
+
+  /** Reconcile with this view (the latest wins; rounds never overlap). Resolves when it is applied. */
+  apply(view: ClusterView): Promise<void> {
+    this.latestView = view;
+    if (this.reconciling) {
+      this.again = true;
+      return this.reconciling;
+    }
+    this.reconciling = (async () => {
+      do {
+        this.again = false;
+        try {
+          await this.reconcile(this.latestView!);
+        } catch (error) {
+          this.options.log.warn({ err: error }, 'shard reconcile failed; retrying with the next view');
+        }
+      } while (this.again && !this.stopped);
+    })().finally(() => {
+      this.reconciling = undefined;
+    });
+    return this.reconciling;
+  }
+
+  /** Graceful stop: every hosted shard is drained and its lease released for the next owner. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.renewTimer !== undefined) clearTimeout(this.renewTimer);
+    await this.reconciling?.catch(() => undefined);
+    // All at once: each waits only for its own backlog and snapshot, and the new owners wait
+    // for these releases (the router holds their votes meanwhile).
+    await Promise.all([...this.held].flatMap(([electionId, shards]) => [...shards.keys()].map((shard) => this.releaseOne(electionId, shard))));
+  }
+
+  /** Declared dead: every shard is someone else's now; drop them all, releasing no lease. */
+  async dropAll(): Promise<void> {
+    await this.reconciling?.catch(() => undefined);
+    for (const [electionId, shards] of [...this.held]) {
+      for (const shard of [...shards.keys()]) await this.releaseOne(electionId, shard, { leaseLost: true });
+    }
+  }
+
+  private async reconcile(view: ClusterView): Promise<void> {
+    if (this.stopped) return;
+    const { nodeId, voteNode } = this.options;
+    const alive = new Set(view.nodes.filter((n) => n.status === 'alive').map((n) => n.nodeId));
+    const leftNodes = new Set(view.nodes.filter((n) => n.status === 'left').map((n) => n.nodeId));
+    const mine = new Map<string, typeof view.shards[number][]>();
+    const ownerByKey = new Map<string, string>();
+    for (const row of view.shards) {
+      ownerByKey.set(shardKeyOf(row.electionId, row.shard), row.ownerNodeId);
+      if (row.ownerNodeId !== nodeId) continue;
+      let list = mine.get(row.electionId);
+      if (!list) mine.set(row.electionId, (list = []));
+      list.push(row);
+    }
+
+    // Shards to give up: the map moved them, or their lease was lost (fenced).
+    for (const [electionId, shards] of [...this.held]) {
+      for (const shard of [...shards.keys()]) {
+        const moved = ownerByKey.get(shardKeyOf(electionId, shard)) !== nodeId;
+        const fenced = !voteNode.isServing(electionId, shard);
+        if (moved || fenced) await this.releaseOne(electionId, shard, { leaseLost: !moved && fenced });
+      }
+    }
+
+    // Shards to take.
+    for (const [electionId, rows] of mine) {
+      const info = this.options.election(electionId);
+      if (info === undefined || info.status === 'draft') continue;
+      const heldHere = this.held.get(electionId);
+      const wanted = rows.filter((row) => !heldHere?.has(row.shard));
+      if (wanted.length === 0) continue;
+      const takeAny: number[] = [];
+      const waitForHolder: number[] = [];
+      for (const row of wanted) {
+        // A holder that left on purpose is still draining: wait for its release (or expiry).
+        const holderLive = row.leaseNodeId !== null && row.leaseNodeId !== nodeId && row.leaseExpiresAtMs > view.readAtMs &&
+          (alive.has(row.leaseNodeId) || leftNodes.has(row.leaseNodeId));
+        (holderLive ? waitForHolder : takeAny).push(row.shard);
+      }
+      const acquired: HeldShardLease[] = [
+        ...(await this.options.leases.acquire(electionId, takeAny, 'any')),
+        ...(await this.options.leases.acquire(electionId, waitForHolder, 'expired-or-own')),
+      ];
+      if (acquired.length === 0) {
+        if (waitForHolder.length > 0) this.again = true; // the old owner is draining: look again soon
+        continue;
+      }
+      let heldMap = this.held.get(electionId);
+      if (!heldMap) this.held.set(electionId, (heldMap = new Map()));
+      for (const lease of acquired) heldMap.set(lease.shard, lease.epoch);
+      const started = Date.now();
+      try {
+        await voteNode.hostShards({
+          electionId, shardCount: info.shardCount, candidateCount: info.candidateCount, shards: acquired, closed: info.status === 'closed',
+        });
+      } catch (error) {
+        for (const lease of acquired) heldMap.delete(lease.shard);
+        await this.options.leases.release(electionId, acquired).catch(() => undefined);
+        throw error;
+      }
+      this.options.log.info(
+        { electionId, shards: acquired.map((l) => l.shard), epochs: acquired.map((l) => l.epoch), recoveryMs: Date.now() - started },
+        'shards taken over and served',
+      );
+      this.options.onChange?.();
+      if (waitForHolder.length > acquired.length - takeAny.length) this.again = true;
+    }
+    if (this.again) await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+
+  private async releaseOne(electionId: string, shard: number, options: { leaseLost?: boolean } = {}): Promise<void> {
+    const shards = this.held.get(electionId);
+    const epoch = shards?.get(shard);
+    if (shards === undefined || epoch === undefined) return;
+    await this.options.voteNode.releaseShard(electionId, shard);
+    shards.delete(shard);
+    if (shards.size === 0) this.held.delete(electionId);
+    if (!options.leaseLost) await this.options.leases.release(electionId, [{ shard, epoch }]).catch(() => undefined);
+    this.options.log.info({ electionId, shard, epoch, leaseLost: options.leaseLost ?? false }, 'shard released');
+    this.options.onChange?.();
+  }
+
+  private async renewAll(): Promise<void> {
+    for (const [electionId, shards] of [...this.held]) {
+      const asked = [...shards].map(([shard, epoch]) => ({ shard, epoch }));
+      let renewed: readonly HeldShardLease[];
+      try {
+        renewed = await this.options.leases.renew(electionId, asked);
+      } catch (error) {
+        this.options.log.warn({ err: error, electionId }, 'lease renewal failed; retrying');
+        continue;
+      }
+      const still = new Set(renewed.map((l) => l.shard));
+      const lost = asked.filter((l) => !still.has(l.shard) && shards.get(l.shard) === l.epoch);
+      if (lost.length > 0) {
+        this.options.log.error({ electionId, shards: lost.map((l) => l.shard) }, 'shard leases lost to another node; their writes are fenced');
+        for (const lease of lost) await this.releaseOne(electionId, lease.shard, { leaseLost: true });
+        if (this.latestView) void this.apply(this.latestView);
+      }
+    }
+  }
+}
