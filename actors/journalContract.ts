@@ -189,6 +189,19 @@ export function journalContract(name: string, makeJournal: () => Promise<Journal
       expect(await subject.snapshots.readLatestSnapshot({ electionId, shard: 3 })).toBeNull();
     });
 
+    it('fences snapshots: a stale epoch is refused, a newer epoch replaces a higher watermark', async () => {
+      const key = { electionId, shard: 4 };
+      const base: ShardSnapshot = { electionId, shard: 4, epoch: 1, watermarkBatchId: 30, tallies: [1], voterSlots: 1, bitmap: new Uint8Array([1]), takenAtMs: 1000 };
+      await subject.leases.setEpoch(key, 2);
+      await expect(subject.snapshots.writeSnapshot(base)).rejects.toThrow(/fenced/);
+      expect(await subject.snapshots.readLatestSnapshot(key)).toBeNull();
+      await subject.snapshots.writeSnapshot({ ...base, epoch: 2, watermarkBatchId: 30 });
+      await subject.leases.setEpoch(key, 3);
+      // The new owner's batch ids may be lower than the old owner's: its snapshot still wins.
+      await subject.snapshots.writeSnapshot({ ...base, epoch: 3, watermarkBatchId: 12, tallies: [0], bitmap: new Uint8Array([0]) });
+      expect(await subject.snapshots.readLatestSnapshot(key)).toMatchObject({ epoch: 3, watermarkBatchId: 12, tallies: [0] });
+    });
+
     it('hands out increasing batch ids and reports the last one', async () => {
       let previous = subject.batchIds.lastAssigned();
       for (let i = 0; i < 50; i++) {

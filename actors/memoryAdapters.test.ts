@@ -9,7 +9,16 @@ journalContract('memory', async () => {
     journal: adapters.journal,
     leases: { setEpoch: (key, epoch) => adapters.store.setLeaseEpoch(key, epoch) },
     storedVotes: adapters.storedVotes,
-    snapshots: adapters.snapshots,
+    snapshots: {
+      // As the Postgres subject: the writer takes a lease only where none exists (snapshot
+      // writes are fenced; the contract's snapshot case sets no lease).
+      writeSnapshot: (snapshot) => {
+        if (adapters.store.leaseEpoch(snapshot) === undefined) adapters.store.setLeaseEpoch(snapshot, snapshot.epoch);
+        return adapters.snapshots.writeSnapshot(snapshot);
+      },
+      readLatestSnapshot: (key) => adapters.snapshots.readLatestSnapshot(key),
+      readVotesAfter: (key, afterBatchId, onRows) => adapters.snapshots.readVotesAfter(key, afterBatchId, onRows),
+    },
     batchIds: adapters.batchIds,
     cleanup: () => {},
   };
@@ -33,6 +42,7 @@ describe('memory adapters, beyond the contract', () => {
   it('keeps the snapshot with the highest watermark even if an older write lands last', () => {
     const store = new MemoryVoteStore();
     const base = { electionId: 'e', shard: 0, epoch: 1, tallies: [0], voterSlots: 0, bitmap: new Uint8Array(0), takenAtMs: 0 };
+    store.setLeaseEpoch(base, 1);
     store.writeSnapshot({ ...base, watermarkBatchId: 20 });
     store.writeSnapshot({ ...base, watermarkBatchId: 10 });
     expect(store.readLatestSnapshot({ electionId: 'e', shard: 0 })?.watermarkBatchId).toBe(20);

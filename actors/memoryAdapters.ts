@@ -1,6 +1,6 @@
-// In-memory implementations of the persistence ports, for embedded fast tests and the
-// simulation. `MemoryVoteStore` is the synchronous "database": the simulation drives it
-// directly (it decides WHEN a commit lands); the async adapters below wrap it for the node
+// In-memory implementations of the persistence ports, for fast tests and the simulated world
+// (cluster/testing/). `MemoryVoteStore` is the synchronous "database": the simulated world
+// calls it when its scheduler lets a commit land; the async adapters below wrap it for the node
 // shell. The same behaviour is pinned for the Postgres adapters by journalContract.ts.
 
 import { assert } from './shard.ts';
@@ -107,11 +107,19 @@ export class MemoryVoteStore {
     };
   }
 
-  /** Keeps the snapshot with the highest watermark (a slow older write must not win). */
+  /**
+   * As Postgres (persistence/snapshots.ts): fenced on the shard's lease like vote rows — a stale
+   * owner's snapshot could hide the new owner's votes from recovery — and the stored snapshot is
+   * the highest by (epoch, watermark), so a slow older write never wins.
+   */
   writeSnapshot(snapshot: ShardSnapshot): void {
     const keyString = shardKeyString(snapshot);
+    const leaseEpoch = this.leases.get(keyString);
+    if (leaseEpoch !== snapshot.epoch) {
+      throw new Error(`snapshot of ${keyString} at epoch ${snapshot.epoch} fenced (lease epoch ${leaseEpoch ?? 'none'})`);
+    }
     const existing = this.snapshots.get(keyString);
-    if (existing !== undefined && existing.watermarkBatchId > snapshot.watermarkBatchId) return;
+    if (existing !== undefined && (existing.epoch > snapshot.epoch || (existing.epoch === snapshot.epoch && existing.watermarkBatchId > snapshot.watermarkBatchId))) return;
     this.snapshots.set(keyString, copySnapshot(snapshot));
   }
 

@@ -1,7 +1,7 @@
 // The ports between the vote domain (actors/) and the I/O that serves it (persistence/, cluster/).
 // The domain never imports pg, timers or sockets: the node shell (actors/voteNode.ts) and the
-// deterministic simulation (actors/simulation.ts) both plug adapters into these ports, so the
-// same shard and committer logic runs in production and under a seeded, fault-injecting scheduler.
+// simulated world (cluster/testing/) both plug adapters into these ports, so the same node code
+// runs in production and under fast-check's fault-injecting scheduler.
 
 /** Where a vote lives: one actor per (election, shard). `shard = voterNumber % shardCount`. */
 export interface ShardKey {

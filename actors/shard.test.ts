@@ -120,6 +120,20 @@ describe('shard', () => {
     expect(effects[0]!.kind === 'WriteSnapshot' && effects[0]!.snapshot.watermarkBatchId).toBe(30);
   });
 
+  it('after a restore, new rows wait for batch ids above the snapshot watermark (an earlier owner\'s ids may run ahead)', () => {
+    const state = newShard();
+    const bitmap = new Uint8Array([0b0000_0001]);
+    step(state, { kind: 'RestoreFromSnapshot', snapshot: { electionId: 'e1', shard: 2, epoch: 6, watermarkBatchId: 500, tallies: [1, 0, 0], voterSlots: 1, bitmap, takenAtMs: 0 } });
+    const effects = step(state, cast(6, 1, 3));
+    const append = effects.find((e) => e.kind === 'AppendToJournal');
+    expect(append).toMatchObject({ kind: 'AppendToJournal', batchIdFloor: 500 });
+    // A later snapshot of this owner still has a watermark below the pending vote's batch.
+    const snapshot = step(state, { kind: 'TakeSnapshot', nowMs: 1, lastAssignedBatchId: 10 }).find((e) => e.kind === 'WriteSnapshot');
+    expect(snapshot).toMatchObject({ snapshot: { watermarkBatchId: 10 } });
+    // Floors above the watermark are kept.
+    expect(step(state, cast(10, 0, 900)).find((e) => e.kind === 'AppendToJournal')).toMatchObject({ batchIdFloor: 900 });
+  });
+
   it('a fenced write of the current epoch stops new votes until the epoch is raised', () => {
     const state = newShard();
     const row = appendedRow(step(state, cast(2, 0)));

@@ -277,6 +277,12 @@ export interface ShardState {
   accepting: boolean;
   /** A write with the current epoch was fenced: refuse new votes until SetEpoch. */
   leaseLost: boolean;
+  /**
+   * Watermark of the snapshot this shard was restored from (0: none). New rows get batch ids
+   * above it: the snapshot was taken by an earlier owner, possibly another process whose batch
+   * ids run ahead of this one's, and a recovery from it replays only batches above it.
+   */
+  restoredWatermarkBatchId: number;
   readonly counters: ShardCounters;
   /** Preallocated, they are the replies of the overload path and must be cheap. */
   readonly overloadedOutcome: VoteOutcome;
@@ -313,6 +319,7 @@ export function createShardState(init: {
     uncountedBits: 0,
     accepting: true,
     leaseLost: false,
+    restoredWatermarkBatchId: 0,
     counters: {
       castsReceived: 0,
       rowsAppended: 0,
@@ -416,6 +423,7 @@ function castVote(state: ShardState, msg: CastVote, out: ShardEffect[]): void {
     }
     state.bitmap.set(slot);
     state.pendingTallies[candidateIndex]!++;
+    const batchIdFloor = Math.max(msg.batchIdFloor, state.restoredWatermarkBatchId);
     const row: JournalRow = {
       electionId: state.key.electionId,
       shard: state.key.shard,
@@ -427,13 +435,13 @@ function castVote(state: ShardState, msg: CastVote, out: ShardEffect[]): void {
     };
     state.pending.set(voterNumber, {
       row,
-      batchIdFloor: msg.batchIdFloor,
+      batchIdFloor,
       originalRequestId: msg.requestId,
       retries: null,
       inDoubt: false,
     });
     state.counters.rowsAppended++;
-    out.push({ kind: 'AppendToJournal', row, batchIdFloor: msg.batchIdFloor });
+    out.push({ kind: 'AppendToJournal', row, batchIdFloor });
     return;
   }
 
@@ -604,6 +612,7 @@ function restoreFromSnapshot(state: ShardState, msg: RestoreFromSnapshot, out: S
   assert(talliesSum <= bitmap.count(), `snapshot tallies (${talliesSum}) exceed its bitmap (${bitmap.count()})`);
   state.bitmap = bitmap;
   state.uncountedBits = bitmap.count() - talliesSum;
+  state.restoredWatermarkBatchId = snapshot.watermarkBatchId;
   for (let c = 0; c < state.candidateCount; c++) state.committedTallies[c] = snapshot.tallies[c]!;
   out.push({ kind: 'TalliesCommitted', key: state.key, deltas: snapshot.tallies.slice(), source: 'recovery' });
 }

@@ -28,7 +28,7 @@ import { statusLine } from '../gateway/http.ts';
 import type { HttpResponse, TemplatedApp, WebSocket as UwsWebSocket } from '../gateway/uws.ts';
 import type { WebSocketBehavior } from 'uWebSockets.js';
 import { HotCounter, type HotCounterSeries } from '../infra/hotMetrics.ts';
-import { silentLogger, type Logger } from '../infra/logger.ts';
+import { silentLogger } from '../infra/logger.ts';
 import { nodeIdLengthMax } from './nodeIdentity.ts';
 import {
   decodeFrames,
@@ -105,6 +105,7 @@ export interface PeerLinkStats {
   readonly state: 'idle' | 'connecting' | 'open' | 'backoff';
   readonly connected: boolean;
   readonly inFlight: number;
+  /** Every request() call, including those failed at once. */
   readonly requestsSent: number;
   readonly answered: number;
   readonly failed: Readonly<Record<LinkFailureReason, number>>;
@@ -152,8 +153,13 @@ export interface Links {
   close(): Promise<void>;
 }
 
-/** The subset of pino this module logs through. */
-export type LinkLog = Pick<Logger, 'debug' | 'info' | 'warn' | 'error'>;
+/** What this module logs through: a pino logger (or child) fits. */
+export interface LinkLog {
+  debug(fields: Record<string, unknown>, message: string): void;
+  info(fields: Record<string, unknown>, message: string): void;
+  warn(fields: Record<string, unknown>, message: string): void;
+  error(fields: Record<string, unknown>, message: string): void;
+}
 
 export interface LinksOptions {
   readonly nodeId: string;
@@ -438,10 +444,15 @@ export function createLinks(options: LinksOptions): Links {
 
   function flush() {
     flushHandle = undefined;
-    for (const link of dirtyOutbound) writeOutbound(link);
-    dirtyOutbound.clear();
-    for (const connection of dirtyInbound) writeInbound(connection);
-    dirtyInbound.clear();
+    // Deleted one by one: a callback run while writing may mark a socket dirty again.
+    for (const link of dirtyOutbound) {
+      dirtyOutbound.delete(link);
+      writeOutbound(link);
+    }
+    for (const connection of dirtyInbound) {
+      dirtyInbound.delete(connection);
+      writeInbound(connection);
+    }
   }
 
   /** Encode frames into messages within the bounds; an unencodable frame is reported and skipped. */

@@ -1,0 +1,345 @@
+// fast-check commands over the simulated world: client actions and faults, each a small class
+// with `check` (may it run now), `run` (do it) and `toString` (how it prints in a counterexample).
+// Arguments are indices resolved against the world when the command runs (modulo what exists),
+// so a shrunk command list still means something.
+//
+// `worldCase` is the arbitrary of one whole case: the world's shape and node configuration, the
+// commands, and the scheduler that orders async completions. `runWorldCase` runs it and checks
+// the properties; it throws with the trace of the run when one fails.
+
+import fc from 'fast-check';
+import type { VoteNodeConfig } from '../../actors/voteNode.ts';
+import type { Property } from './properties.ts';
+import { asyncWorkOf, World, type AsyncWork, type ElectionSpec, type InjectedFault, type PlantedBug, type SimElection, type WorldConfig } from './world.ts';
+
+/** What the commands need to know before running; the world itself is the "real" system. */
+export interface Model {
+  elections: number;
+  zombies: number;
+  readonly nodeCount: number;
+}
+
+/** A command as data: its class name and constructor arguments (regressions.json keeps these). */
+export type CommandData = readonly [string, ...(number | string | boolean)[]];
+
+export interface WorldCommand extends fc.AsyncCommand<Model, World> {
+  toJSON(): CommandData;
+}
+
+function electionAt(world: World, index: number): SimElection {
+  return world.elections[index % world.elections.length]!;
+}
+
+export const votersPerElection = 6;
+
+class Vote implements WorldCommand {
+  constructor(
+    readonly election: number,
+    readonly voter: number,
+    readonly candidate: number,
+    readonly stale: boolean,
+  ) {}
+  check = () => true;
+  async run(_model: Model, world: World) {
+    const election = electionAt(world, this.election);
+    world.vote(election, this.voter, this.candidate % election.candidateCount, this.stale ? 'stale' : 'owner');
+    await world.settle();
+  }
+  toString = () => `Vote(e${this.election} voter ${this.voter} → ${this.candidate}${this.stale ? ', stale route' : ''})`;
+  toJSON = (): CommandData => ['Vote', this.election, this.voter, this.candidate, this.stale];
+}
+
+/** The same request again, to the election's current owner (a client that saw no answer, or an impatient one). */
+class Retry implements WorldCommand {
+  constructor(readonly request: number) {}
+  check = () => true;
+  async run(_model: Model, world: World) {
+    if (world.requests.length === 0) return;
+    const earlier = world.requests[this.request % world.requests.length]!;
+    const election = world.elections.find((e) => e.electionId === earlier.electionId)!;
+    world.vote(election, earlier.voterNumber, earlier.candidateIndex);
+    await world.settle();
+  }
+  toString = () => `Retry(request ${this.request})`;
+  toJSON = (): CommandData => ['Retry', this.request];
+}
+
+class Deliver implements WorldCommand {
+  constructor(readonly count: number) {}
+  check = () => true;
+  async run(_model: Model, world: World) {
+    await world.deliver(this.count);
+  }
+  toString = () => `Deliver(${this.count})`;
+  toJSON = (): CommandData => ['Deliver', this.count];
+}
+
+class Tick implements WorldCommand {
+  constructor(readonly ms: number) {}
+  check = () => true;
+  async run(_model: Model, world: World) {
+    await world.tick(this.ms);
+  }
+  toString = () => `Tick(${this.ms}ms)`;
+  toJSON = (): CommandData => ['Tick', this.ms];
+}
+
+class Fault implements WorldCommand {
+  constructor(readonly fault: InjectedFault) {}
+  check = () => true;
+  async run(_model: Model, world: World) {
+    world.injectFault(this.fault);
+  }
+  toString = () => `Fault(${this.fault})`;
+  toJSON = (): CommandData => ['Fault', this.fault];
+}
+
+class StallJournal implements WorldCommand {
+  check = () => true;
+  async run(_model: Model, world: World) {
+    world.stallJournal();
+  }
+  toString = () => 'StallJournal';
+  toJSON = (): CommandData => ['StallJournal'];
+}
+
+class Heal implements WorldCommand {
+  check = () => true;
+  async run(_model: Model, world: World) {
+    world.heal();
+    await world.settle();
+  }
+  toString = () => 'Heal';
+  toJSON = (): CommandData => ['Heal'];
+}
+
+/** kill -9: the process is gone; a fresh one takes its slot, its elections move under new epochs. */
+class Kill implements WorldCommand {
+  constructor(readonly slot: number) {}
+  check = () => true;
+  async run(model: Model, world: World) {
+    world.replace(this.slot % model.nodeCount, 'kill');
+    await world.settle();
+  }
+  toString = () => `Kill(n${this.slot})`;
+  toJSON = (): CommandData => ['Kill', this.slot];
+}
+
+/** A long pause: the process's leases go to another owner while it still runs (a zombie). */
+class LoseLeases implements WorldCommand {
+  constructor(readonly slot: number) {}
+  check = (model: Readonly<Model>) => model.zombies < 2;
+  async run(model: Model, world: World) {
+    model.zombies++;
+    world.replace(this.slot % model.nodeCount, 'pause');
+    await world.settle();
+  }
+  toString = () => `LoseLeases(n${this.slot})`;
+  toJSON = (): CommandData => ['LoseLeases', this.slot];
+}
+
+class OpenElection implements WorldCommand {
+  constructor(readonly spec: ElectionSpec) {}
+  check = (model: Readonly<Model>) => model.elections < 3;
+  async run(model: Model, world: World) {
+    model.elections++;
+    world.openElection(this.spec);
+    await world.settle();
+  }
+  toString = () => `OpenElection(${this.spec.shardCount} shards, ${this.spec.candidateCount} candidates)`;
+  toJSON = (): CommandData => ['OpenElection', this.spec.shardCount, this.spec.candidateCount];
+}
+
+class CloseElection implements WorldCommand {
+  constructor(readonly election: number) {}
+  check = () => true;
+  async run(_model: Model, world: World) {
+    world.closeElection(electionAt(world, this.election));
+    await world.settle();
+  }
+  toString = () => `CloseElection(e${this.election})`;
+  toJSON = (): CommandData => ['CloseElection', this.election];
+}
+
+// ---------------------------------------------------------------------------------------------
+// Arbitraries
+
+const electionSpec: fc.Arbitrary<ElectionSpec> = fc.record({
+  shardCount: fc.integer({ min: 1, max: 3 }),
+  candidateCount: fc.integer({ min: 2, max: 3 }),
+});
+
+const nodeConfig: fc.Arbitrary<Partial<VoteNodeConfig>> = fc
+  .record({
+    batchRowsMax: fc.integer({ min: 1, max: 4 }),
+    bufferSlack: fc.integer({ min: 0, max: 8 }),
+    flushIntervalMs: fc.integer({ min: 1, max: 8 }),
+    commitsInFlightMax: fc.integer({ min: 1, max: 2 }),
+    commitDeadlineMs: fc.integer({ min: 20, max: 500 }),
+    checkRetryIntervalMs: fc.integer({ min: 5, max: 60 }),
+    inDoubtBatchesMax: fc.integer({ min: 1, max: 3 }),
+    shardPendingVotesMax: fc.integer({ min: 1, max: 8 }),
+    shardMailboxCastsMax: fc.integer({ min: 1, max: 16 }),
+    snapshotIntervalMs: fc.integer({ min: 10, max: 300 }),
+  })
+  .map(({ bufferSlack, ...config }) => ({
+    ...config,
+    bufferRowsMax: config.batchRowsMax + bufferSlack,
+    retryAfterMs: 100,
+    resultsPublishIntervalMs: 10_000,
+    closeTimeoutMs: 1_000,
+  }));
+
+export function worldConfigArbitrary(options: { nodeCountMax: number; plantedBug?: PlantedBug }): fc.Arbitrary<WorldConfig> {
+  return fc.record({
+    nodeCount: fc.integer({ min: 1, max: options.nodeCountMax }),
+    elections: fc.array(electionSpec, { minLength: 1, maxLength: 2 }),
+    node: nodeConfig,
+    batchIdBlockSize: fc.integer({ min: 1, max: 4 }),
+  }).map((config) => (options.plantedBug === undefined ? config : { ...config, plantedBug: options.plantedBug }));
+}
+
+const faults: InjectedFault[] = ['commitLost', 'commitStoredButReportedFailed', 'commitCheckFails', 'lookupFails', 'snapshotWriteFails'];
+
+/** One arbitrary of every command, weighted: mostly votes and I/O completing, now and then a fault. */
+export const worldCommand: fc.Arbitrary<WorldCommand> = fc.oneof(
+  // Clients: a few voters per election, so retries, changes of mind and duplicates are common.
+  { weight: 20, arbitrary: fc.tuple(fc.nat(5), fc.nat(votersPerElection - 1), fc.nat(2), fc.boolean()).map(([e, v, c, stale]) => new Vote(e, v, c, stale)) },
+  { weight: 6, arbitrary: fc.nat(40).map((r) => new Retry(r)) },
+  { weight: 16, arbitrary: fc.integer({ min: 1, max: 8 }).map((n) => new Deliver(n)) },
+  { weight: 8, arbitrary: fc.oneof(fc.integer({ min: 1, max: 50 }), fc.integer({ min: 1, max: 400 })).map((ms) => new Tick(ms)) },
+  { weight: 4, arbitrary: fc.constantFrom(...faults).map((f) => new Fault(f)) },
+  { weight: 2, arbitrary: fc.constant(new StallJournal()) },
+  { weight: 2, arbitrary: fc.constant(new Heal()) },
+  { weight: 2, arbitrary: fc.nat(3).map((slot) => new Kill(slot)) },
+  { weight: 2, arbitrary: fc.nat(3).map((slot) => new LoseLeases(slot)) },
+  { weight: 1, arbitrary: electionSpec.map((spec) => new OpenElection(spec)) },
+  { weight: 1, arbitrary: fc.nat(5).map((e) => new CloseElection(e)) },
+);
+
+export function commandFromData(data: CommandData): WorldCommand {
+  const [name, ...args] = data;
+  const n = (i: number) => Number(args[i]);
+  switch (name) {
+    case 'Vote': return new Vote(n(0), n(1), n(2), Boolean(args[3]));
+    case 'Retry': return new Retry(n(0));
+    case 'Deliver': return new Deliver(n(0));
+    case 'Tick': return new Tick(n(0));
+    case 'Fault': return new Fault(String(args[0]) as InjectedFault);
+    case 'StallJournal': return new StallJournal();
+    case 'Heal': return new Heal();
+    case 'Kill': return new Kill(n(0));
+    case 'LoseLeases': return new LoseLeases(n(0));
+    case 'OpenElection': return new OpenElection({ shardCount: n(0), candidateCount: n(1) });
+    case 'CloseElection': return new CloseElection(n(0));
+    default: throw new Error(`unknown command ${name}`);
+  }
+}
+
+export interface WorldCase {
+  readonly config: WorldConfig;
+  /** fast-check's wrappers around WorldCommands. */
+  readonly commands: Iterable<fc.AsyncCommand<Model, World>>;
+  readonly scheduler: fc.Scheduler;
+}
+
+/**
+ * `replayPath`: to replay a shrunk failure from its seed and path, fast-check's commands also
+ * need the `/*replayPath="…"*\/` printed in the counterexample.
+ */
+export function worldCaseArbitrary(options: { nodeCountMax: number; commandsMax: number; plantedBug?: PlantedBug; replayPath?: string }): fc.Arbitrary<WorldCase> {
+  return fc.record({
+    config: worldConfigArbitrary(options),
+    commands: fc.commands([worldCommand], { maxCommands: options.commandsMax, size: 'max', replayPath: options.replayPath }),
+    scheduler: fc.scheduler(),
+  });
+}
+
+/**
+ * A case as data, replayable without fast-check's generation: the config, the commands that
+ * ran, and the order in which the scheduler released async work (by label). This is what
+ * regressions.json keeps, so a kept case survives changes to the arbitraries — and to the code:
+ * if a release no longer happens (the code behaves differently now), the oldest pending work goes.
+ */
+export interface RecordedCase {
+  readonly config: WorldConfig;
+  readonly commands: readonly CommandData[];
+  readonly releases: readonly string[];
+}
+
+export function recordCase(worldCase: WorldCase): RecordedCase {
+  const ran = [...worldCase.commands].filter((c) => (c as unknown as { hasRan?: boolean }).hasRan !== false);
+  return {
+    config: worldCase.config,
+    commands: ran.map((c) => ((c as unknown as { cmd?: WorldCommand }).cmd ?? (c as WorldCommand)).toJSON()),
+    releases: worldCase.scheduler.report().filter((task) => task.status === 'resolved').map((task) => task.label),
+  };
+}
+
+/** Releases work in the recorded order of labels; unknown or missing labels fall back to the oldest pending work. */
+export function replayedWork(releases: readonly string[]): AsyncWork {
+  const pending: { label: string; release: () => void }[] = [];
+  let cursor = 0;
+  return {
+    schedule: (label) => new Promise<void>((resolve) => pending.push({ label, release: resolve })),
+    pending: () => pending.length,
+    async releaseOne() {
+      const wanted = releases[cursor++];
+      const index = Math.max(0, pending.findIndex((task) => task.label === wanted));
+      pending.splice(index, 1)[0]?.release();
+      await Promise.resolve();
+    },
+  };
+}
+
+/** Thrown when a property fails: carries what to print. */
+export class PropertyViolation extends Error {
+  constructor(
+    readonly violations: readonly string[],
+    readonly trace: readonly string[],
+  ) {
+    super(`${violations.slice(0, 8).join('\n')}\n-- last events of the run --\n${trace.slice(-60).join('\n')}`);
+    this.name = 'PropertyViolation';
+  }
+}
+
+/** Runs one generated case. */
+export function runWorldCase(worldCase: WorldCase, properties: readonly Property[]): Promise<void> {
+  return runWorld(worldCase.config, worldCase.commands, asyncWorkOf(worldCase.scheduler), properties);
+}
+
+/** Runs one recorded case (regressions.json). */
+export function runRecordedCase(recorded: RecordedCase, properties: readonly Property[]): Promise<void> {
+  return runWorld(recorded.config, recorded.commands.map(commandFromData), replayedWork(recorded.releases), properties);
+}
+
+/** Commands (checking `afterStep` after each), quiesce, recovery by a fresh process, `atEnd`. */
+async function runWorld(config: WorldConfig, commands: Iterable<fc.AsyncCommand<Model, World>>, work: AsyncWork, properties: readonly Property[]): Promise<void> {
+  const world = new World(config, work);
+  const check = (phase: 'afterStep' | 'atEnd', recovered: Parameters<NonNullable<Property['atEnd']>>[1] = []) => {
+    const violations = properties.flatMap((p) => (p[phase]?.(world, recovered) ?? []).map((v) => `[${p.name}] ${v}`));
+    if (violations.length > 0) throw new PropertyViolation(violations, world.trace);
+  };
+  try {
+    await world.start();
+    const model: Model = { elections: config.elections.length, zombies: 0, nodeCount: config.nodeCount };
+    await fc.asyncModelRun(
+      () => ({ model, real: world }),
+      [...commands].map((command) => ({
+        check: (m: Readonly<Model>) => command.check(m),
+        run: async (m: Model, w: World) => {
+          await command.run(m, w);
+          check('afterStep');
+        },
+        toString: () => command.toString(),
+      })),
+    );
+    await world.quiesce();
+    check('afterStep');
+    const recovered = await world.recoverAll();
+    check('afterStep');
+    check('atEnd', recovered);
+  } finally {
+    world.dispose();
+  }
+}

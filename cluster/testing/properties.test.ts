@@ -1,0 +1,136 @@
+// Exactly-once, property-tested over the real vote node code (see TESTING.md).
+//
+// - Every property of properties.ts over generated worlds: LIVEVOTE_PROPERTY_RUNS cases (CI
+//   default below), plus every counterexample kept in regressions.json, replayed from its seed
+//   and path.
+// - For each property, a planted bug it must catch: a mutation of the world's adapters switched
+//   on only in that test.
+import { readFileSync } from 'node:fs';
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { PagedBitmap } from '../../actors/bitmap.ts';
+import { recordCase, runRecordedCase, runWorldCase, worldCaseArbitrary, type RecordedCase, type WorldCase } from './commands.ts';
+import {
+  acknowledgedVotesStoredOnce,
+  allProperties,
+  everyRequestAnswered,
+  noVoterCountedTwice,
+  nothingAcknowledgedAfterLeaseLost,
+  oneWriterPerShardEpoch,
+  retriesGetTheOriginalVoteId,
+  talliesConvergeToStoredVotes,
+  type Property,
+} from './properties.ts';
+import type { PlantedBug } from './world.ts';
+
+/** Cases per run of `npm test` (CI): 600 with one process, 400 with several. */
+const runs = Number(process.env.LIVEVOTE_PROPERTY_RUNS ?? 1000);
+const seedFromEnv = process.env.LIVEVOTE_PROPERTY_SEED === undefined ? undefined : Number(process.env.LIVEVOTE_PROPERTY_SEED);
+const pathFromEnv = process.env.LIVEVOTE_PROPERTY_PATH || undefined;
+const replayPathFromEnv = process.env.LIVEVOTE_PROPERTY_REPLAY_PATH || undefined;
+
+interface WorldShape {
+  readonly world: string;
+  readonly nodeCountMax: number;
+  readonly commandsMax: number;
+}
+
+interface KeptCase extends RecordedCase {
+  readonly caught: string;
+}
+
+interface SoakSeed extends WorldShape {
+  readonly seed: number;
+  readonly caught: string;
+}
+
+const kept = JSON.parse(readFileSync(new URL('./regressions.json', import.meta.url), 'utf8')) as { cases: KeptCase[]; soakSeeds: SoakSeed[] };
+
+const worlds: (WorldShape & { readonly share: number })[] = [
+  { world: 'one process', nodeCountMax: 1, commandsMax: 40, share: 0.6 },
+  { world: 'several processes', nodeCountMax: 3, commandsMax: 40, share: 0.4 },
+];
+
+function property(options: { nodeCountMax: number; commandsMax: number; plantedBug?: PlantedBug; replayPath?: string }, properties: readonly Property[]) {
+  return fc.asyncProperty(worldCaseArbitrary(options), (worldCase) => runWorldCase(worldCase, properties));
+}
+
+/** fc.check over every property; on failure: the report, the run's trace, how to replay it and how to keep it. */
+async function assertWorlds(shape: WorldShape, parameters: fc.Parameters<[WorldCase]>, replayPath?: string): Promise<void> {
+  const details = await fc.check(property({ ...shape, replayPath }, allProperties), parameters);
+  if (!details.failed) return;
+  const counterexample = details.counterexample?.[0];
+  const keep: KeptCase | null = counterexample === undefined ? null : { caught: 'what it caught', ...recordCase(counterexample) };
+  const commandsReplayPath = /replayPath="([^"]*)"/.exec(String(counterexample?.commands))?.[1] ?? '';
+  throw new Error(
+    `${fc.defaultReportMessage(details)}\n\n${String(details.errorInstance)}\n\n` +
+      `Replay: npm run test:properties -- --world '${shape.world}' --seed ${details.seed} --path '${details.counterexamplePath}' --replay-path '${commandsReplayPath}'\n` +
+      `Keep it (replayed on every run): add to "cases" in cluster/testing/regressions.json:\n${JSON.stringify(keep)}`,
+  );
+}
+
+// Generous: only a hang should hit it (the machine may be busy); a big local run scales it.
+const timeoutMs = 180_000 + runs * 200;
+
+describe.each(worlds)('exactly-once over the real vote node: $world', (shape) => {
+  const numRuns = Math.max(1, Math.round(runs * shape.share));
+  it(`holds every property (${numRuns} generated cases)`, async () => {
+    await assertWorlds(shape, { numRuns, seed: seedFromEnv, path: pathFromEnv, endOnFailure: pathFromEnv !== undefined }, replayPathFromEnv);
+  }, timeoutMs);
+});
+
+describe('counterexamples kept in regressions.json', () => {
+  it.each(kept.cases.map((c) => [c.caught, c] as const))('replays: %s', async (_caught, keptCase) => {
+    await runRecordedCase(keptCase, allProperties);
+  });
+  it.each(kept.soakSeeds.map((s) => [s.seed, s] as const))('soak seed %s: the first case of the seed, long', async (_seed, soak) => {
+    await assertWorlds(soak, { seed: soak.seed, numRuns: 1 });
+  }, timeoutMs);
+});
+
+/**
+ * A planted bug: either a mutation of the world's adapters (`plantedBug`, see world.ts), or a
+ * mutation of the real node code patched in for the duration of one test (`patch` returns the
+ * undo). Neither exists outside these tests.
+ */
+interface PlantedBugCase {
+  readonly bug: string;
+  readonly caughtBy: Property;
+  readonly plantedBug?: PlantedBug;
+  readonly patch?: () => () => void;
+}
+
+/** Replay forgets that a voter's bit was already set: a stored vote restored from a snapshot is counted again. */
+function replayForgetsSetBits(): () => void {
+  const original = PagedBitmap.prototype.set;
+  PagedBitmap.prototype.set = function set(this: PagedBitmap, slot: number): boolean {
+    original.call(this, slot);
+    return true;
+  };
+  return () => {
+    PagedBitmap.prototype.set = original;
+  };
+}
+
+const plantedBugCases: PlantedBugCase[] = [
+  { bug: 'the journal answers committed and stores nothing', caughtBy: acknowledgedVotesStoredOnce, plantedBug: 'journalAcksWithoutStoring' },
+  { bug: 'the bitmap says every bit was clear before (real code, patched)', caughtBy: noVoterCountedTwice, patch: replayForgetsSetBits },
+  { bug: 'the stored-vote lookup answers another voteId', caughtBy: retriesGetTheOriginalVoteId, plantedBug: 'lookupAnswersAnotherVoteId' },
+  { bug: 'recovery reads every stored vote but the first', caughtBy: talliesConvergeToStoredVotes, plantedBug: 'replaySkipsFirstRow' },
+  { bug: 'a new owner gets the old owner\'s epochs', caughtBy: oneWriterPerShardEpoch, plantedBug: 'leaseGrantReusesEpoch' },
+  { bug: 'the journal does not fence stale epochs', caughtBy: nothingAcknowledgedAfterLeaseLost, plantedBug: 'journalIgnoresFencing' },
+  { bug: 'the snapshot reader loses the bitmap', caughtBy: everyRequestAnswered, plantedBug: 'snapshotReadLosesBitmap' },
+];
+
+describe('each property catches a bug planted for it', () => {
+  it.each(plantedBugCases.map((c) => [c.caughtBy.name, c.bug, c] as const))('%s: catches "%s"', async (_name, _bug, { caughtBy, plantedBug, patch }) => {
+    const undo = patch?.();
+    try {
+      const details = await fc.check(property({ nodeCountMax: 2, commandsMax: 40, plantedBug }, [caughtBy]), { numRuns: 500, seed: seedFromEnv });
+      expect(details.failed, `not caught in ${details.numRuns} cases`).toBe(true);
+      expect(String(details.errorInstance)).toContain(`[${caughtBy.name}]`);
+    } finally {
+      undo?.();
+    }
+  });
+});
