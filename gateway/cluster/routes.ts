@@ -15,10 +15,11 @@ const clusterSchema = z.object({
   nodes: z.array(z.object({
     nodeId: z.string(), az: z.string(), url: z.string(), status: z.enum(['alive', 'dead', 'left']),
     lastHeartbeatAt: z.string(), startedAt: z.string(), shardsOwned: z.number().int(), incarnation: z.number().int(),
+    draining: z.boolean(),
   })),
   shards: z.array(z.object({
     electionId: z.string(), shard: z.number().int(), ownerNodeId: z.string(), epoch: z.number().int(),
-    leaseNodeId: z.string().nullable(), mapVersion: z.number().int(),
+    leaseNodeId: z.string().nullable(), mapVersion: z.number().int(), pinned: z.boolean(),
   })),
 });
 
