@@ -17,6 +17,7 @@ import { resolveNodeIdentity } from '../cluster/nodeIdentity.ts';
 import { createClusterNode, type ClusterNode } from '../cluster/clusterNode.ts';
 import { createVotePathMetrics } from './votes/metrics.ts';
 import { clusterRoutes } from './cluster/routes.ts';
+import { fetchMetricsText, NodeVoteRates } from './cluster/nodeRates.ts';
 import type { Config } from '../infra/config.ts';
 import type { Secrets } from '../infra/secrets.ts';
 import type { Logger } from '../infra/logger.ts';
@@ -142,7 +143,7 @@ export async function buildApp(deps: AppDeps): Promise<LivevoteApp> {
     ...operationsRoutes({ pool: deps.pool, metrics, isAccepting: () => accepting, openApiJson: () => openApiJson }),
     ...features.flatMap((f) => f.routes),
     ...dashboardRoutes(),
-    ...clusterRoutes({ cluster }),
+    ...clusterRoutes({ cluster, rates: new NodeVoteRates({ fetchMetrics: fetchMetricsText, nowMs: Date.now }) }),
   ];
   for (const route of routes) router.register(route);
   router.recordServed({ method: 'WS', path: streamPath });

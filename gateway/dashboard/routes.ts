@@ -8,6 +8,7 @@ import { defineRoute, type RouteDefinition } from '../http.ts';
 
 const page = readFileSync(new URL('./index.html', import.meta.url));
 const script = readFileSync(new URL('./dashboard.js', import.meta.url));
+const sessionScript = readFileSync(new URL('./session.js', import.meta.url));
 const icon = readFileSync(new URL('./favicon.svg', import.meta.url));
 
 const staticHeaders = { 'cache-control': 'no-cache', 'x-content-type-options': 'nosniff' };
@@ -34,6 +35,12 @@ export function dashboardRoutes(): RouteDefinition<unknown, unknown>[] {
       summary: "The dashboard's script.",
       responses: { 200: { description: 'JavaScript' } },
       handle: () => ({ raw: script, contentType: 'text/javascript; charset=utf-8', headers: staticHeaders }),
+    }),
+    defineRoute({
+      method: 'GET', path: '/session.js', tag: 'dashboard', auth: 'public',
+      summary: "Sign-in and session of the dashboard and the ops page (an ES module).",
+      responses: { 200: { description: 'JavaScript' } },
+      handle: () => ({ raw: sessionScript, contentType: 'text/javascript; charset=utf-8', headers: staticHeaders }),
     }),
     // Browsers ask for /favicon.ico on their own; the page links the SVG.
     ...['/favicon.svg', '/favicon.ico'].map((path) => defineRoute({
