@@ -91,9 +91,9 @@ export class ShardHost {
     this.stopped = true;
     if (this.renewTimer !== undefined) clearTimeout(this.renewTimer);
     await this.reconciling?.catch(() => undefined);
-    for (const [electionId, shards] of [...this.held]) {
-      for (const shard of [...shards.keys()]) await this.releaseOne(electionId, shard);
-    }
+    // All at once: each waits only for its own backlog and snapshot, and the new owners wait
+    // for these releases (the router holds their votes meanwhile).
+    await Promise.all([...this.held].flatMap(([electionId, shards]) => [...shards.keys()].map((shard) => this.releaseOne(electionId, shard))));
   }
 
   /** Declared dead: every shard is someone else's now; drop them all, releasing no lease. */

@@ -16,7 +16,7 @@ import { streamPath } from './results/stream.ts';
 import { resolveNodeIdentity } from '../cluster/nodeIdentity.ts';
 import { createClusterNode, type ClusterNode } from '../cluster/clusterNode.ts';
 import { createVotePathMetrics } from './votes/metrics.ts';
-import { clusterRoutes } from './cluster/routes.ts';
+import { clusterOperationRoutes, clusterRoutes } from './cluster/routes.ts';
 import { fetchMetricsText, NodeVoteRates } from './cluster/nodeRates.ts';
 import type { Config } from '../infra/config.ts';
 import type { Secrets } from '../infra/secrets.ts';
@@ -144,6 +144,7 @@ export async function buildApp(deps: AppDeps): Promise<LivevoteApp> {
     ...features.flatMap((f) => f.routes),
     ...dashboardRoutes(),
     ...clusterRoutes({ cluster, rates: new NodeVoteRates({ fetchMetrics: fetchMetricsText, nowMs: Date.now }) }),
+    ...clusterOperationRoutes({ operations: cluster.operations }),
   ];
   for (const route of routes) router.register(route);
   router.recordServed({ method: 'WS', path: streamPath });

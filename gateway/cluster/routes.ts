@@ -16,11 +16,12 @@ const clusterSchema = z.object({
   nodes: z.array(z.object({
     nodeId: z.string(), az: z.string(), url: z.string(), status: z.enum(['alive', 'dead', 'left']),
     lastHeartbeatAt: z.string(), startedAt: z.string(), shardsOwned: z.number().int(), incarnation: z.number().int(),
+    draining: z.boolean(),
     votesPerSecond: z.number().nullable().describe("Votes its shards handled per second (any outcome), from the node's livevote_votes_routed_total; null when unknown (not alive, not answering, or first reading)."),
   })),
   shards: z.array(z.object({
     electionId: z.string(), shard: z.number().int(), ownerNodeId: z.string(), epoch: z.number().int(),
-    leaseNodeId: z.string().nullable(), mapVersion: z.number().int(),
+    leaseNodeId: z.string().nullable(), mapVersion: z.number().int(), pinned: z.boolean(),
   })),
 });
 
