@@ -86,6 +86,16 @@ export function formatClusterTable(view: ClusterView): string {
   return out;
 }
 
+/** The operations port over the store, for the CLI (no running node needed to record a request). */
+export function pgClusterOperations(pool: Parameters<typeof createPgClusterStore>[0]): ClusterOperations {
+  const store = createPgClusterStore(pool);
+  return {
+    request: (request) => store.requestOperation(request),
+    list: (limit = operationsListLimitDefault) => store.listOperations(limit),
+    get: (operationId) => store.getOperation(operationId),
+  };
+}
+
 export async function clusterStatus(pool: Parameters<typeof createPgClusterStore>[0]): Promise<string> {
   return formatClusterTable(await createPgClusterStore(pool).readView());
 }
