@@ -175,6 +175,7 @@ export async function createClusterNode(deps: ClusterNodeDeps): Promise<ClusterN
     leaseTtlMs: settings.leaseTtlMs,
     log: deps.log.child({ component: 'shard-host' }),
     onChange: () => shardsServed.set(shardHost.heldShards().length),
+    mayTakeShards: () => membership !== undefined && membership.canServe(),
   });
 
   router = new Router({
@@ -275,7 +276,17 @@ export async function createClusterNode(deps: ClusterNodeDeps): Promise<ClusterN
           void (async () => {
             await shardHost.dropAll();
             log.warn({}, 'every shard dropped after being declared dead; joining again as a new incarnation');
-            await membership.rejoin();
+            // Until it succeeds: a node that gave up here would stay out of the cluster for good.
+            for (;;) {
+              try {
+                await membership.rejoin();
+                break;
+              } catch (error) {
+                log.error({ err: error }, 'rejoining the cluster failed; retrying');
+                await new Promise((resolve) => setTimeout(resolve, settings.deadAfterMs));
+              }
+            }
+            shardHost.resume();
           })().catch((error: unknown) => log.error({ err: error }, 'rejoining the cluster failed'));
         },
       });
