@@ -15,6 +15,7 @@ import { dashboardRoutes } from './dashboard/routes.ts';
 import { streamPath } from './results/stream.ts';
 import { resolveNodeIdentity } from '../cluster/nodeIdentity.ts';
 import { createClusterNode, type ClusterNode } from '../cluster/clusterNode.ts';
+import { openSpillQueue } from '../persistence/spillQueues.ts';
 import { createVotePathMetrics } from './votes/metrics.ts';
 import { clusterOperationRoutes, clusterRoutes } from './cluster/routes.ts';
 import { fetchMetricsText, NodeVoteRates } from './cluster/nodeRates.ts';
@@ -84,6 +85,9 @@ export async function buildApp(deps: AppDeps): Promise<LivevoteApp> {
   const votePathMetrics = createVotePathMetrics(metrics.registry);
   let reloadingFromCluster = false;
   const { config } = deps;
+  // Where batches go when Postgres does not store them within the deadline (README, "the deadline").
+  const spillQueue = await openSpillQueue(config.spill);
+  votePathMetrics.watchSpillQueue(spillQueue);
   const cluster = await createClusterNode({
     pool: deps.pool,
     nodeId: identity.nodeId,
@@ -94,6 +98,7 @@ export async function buildApp(deps: AppDeps): Promise<LivevoteApp> {
       batchRowsMax: config.batchRowsMax,
       commitsInFlightMax: config.commitsInFlightMax,
       commitDeadlineMs: config.commitDeadlineMs,
+      spillAfterMs: spillQueue === null ? null : config.spill.afterMs,
       shardPendingVotesMax: config.pendingVotesMax,
       snapshotIntervalMs: config.snapshotIntervalMs,
     },
@@ -114,6 +119,7 @@ export async function buildApp(deps: AppDeps): Promise<LivevoteApp> {
       }
     },
     wrapJournal: (journal) => votePathMetrics.timed(journal),
+    spillQueue,
   });
   elections.registry.onChange(async (election) => {
     if (election.status === 'closed') cluster.voteNode.closeElection(election.electionId);
@@ -201,6 +207,7 @@ export async function buildApp(deps: AppDeps): Promise<LivevoteApp> {
       ]);
       if (!drained) deps.log.warn({ inFlight: router.inFlightCount() }, 'requests still in flight after the drain timeout');
       for (const feature of [...features].reverse()) await feature.stop();
+      await spillQueue?.close();
     },
   };
 }
