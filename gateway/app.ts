@@ -17,7 +17,8 @@ import { resolveNodeIdentity } from '../cluster/nodeIdentity.ts';
 import { createClusterNode, type ClusterNode } from '../cluster/clusterNode.ts';
 import { openSpillQueue } from '../persistence/spillQueues.ts';
 import { createVotePathMetrics } from './votes/metrics.ts';
-import { clusterRoutes } from './cluster/routes.ts';
+import { clusterOperationRoutes, clusterRoutes } from './cluster/routes.ts';
+import { fetchMetricsText, NodeVoteRates } from './cluster/nodeRates.ts';
 import type { Config } from '../infra/config.ts';
 import type { Secrets } from '../infra/secrets.ts';
 import type { Logger } from '../infra/logger.ts';
@@ -148,7 +149,8 @@ export async function buildApp(deps: AppDeps): Promise<LivevoteApp> {
     ...operationsRoutes({ pool: deps.pool, metrics, isAccepting: () => accepting, openApiJson: () => openApiJson }),
     ...features.flatMap((f) => f.routes),
     ...dashboardRoutes(),
-    ...clusterRoutes({ cluster }),
+    ...clusterRoutes({ cluster, rates: new NodeVoteRates({ fetchMetrics: fetchMetricsText, nowMs: Date.now }) }),
+    ...clusterOperationRoutes({ operations: cluster.operations }),
   ];
   for (const route of routes) router.register(route);
   router.recordServed({ method: 'WS', path: streamPath });
