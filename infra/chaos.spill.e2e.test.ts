@@ -199,4 +199,50 @@ describe('chaos: Postgres frozen, then a node killed with batches in the queue',
     }, { timeout: 120_000, interval: 200 }).toBe(sent.filter((entry) => entry.status === 200).length);
     await checkStored(pool, node.baseUrl, election.electionId, sent);
   });
+
+  it('a node killed with SIGKILL while its batches sit in the queue: the restart drains them before serving', async () => {
+    const dataDir = await mkdtemp(path.join(os.tmpdir(), 'lv-spill-kill-'));
+    dirs.push(dataDir);
+    const first = await startNode(dataDir);
+    const election = await openElection(first);
+    let pool = await privatePool(dataDir);
+    const voters = await createVoters(pool, 20_000, jwtSecret);
+    await endPool(pool);
+    pools.splice(pools.indexOf(pool), 1);
+    const sent: Sent[] = [];
+    let stop = false;
+    const load = voteLoad(first.baseUrl, election, voters, sent, () => stop);
+    await new Promise((resolve) => setTimeout(resolve, 1_000));
+    frozen = await privatePostgresPids(dataDir);
+    signal(frozen, 'SIGSTOP');
+    // Batches spill and are acknowledged from the queue; then the node dies with them queued.
+    await expect.poll(() => metric(first.baseUrl, 'livevote_queued_votes_total'), { timeout: 60_000, interval: 100 }).toBeGreaterThan(50);
+    first.child.kill('SIGKILL');
+    await first.exited();
+    stop = true;
+    await load;
+    signal(frozen, 'SIGCONT');
+    frozen = [];
+    const acknowledged = sent.filter((entry) => entry.status === 200).length;
+    console.log(`chaos spill kill: ${sent.length} votes sent, ${acknowledged} acknowledged before the SIGKILL`);
+
+    // The restart stops the orphaned Postgres, starts its own, and drains the file queue before serving.
+    const second = await startNode(dataDir);
+    pool = await privatePool(dataDir);
+    expect(await metric(second.baseUrl, 'livevote_spill_queue_batches')).toBe(0);
+    await expect.poll(async () => {
+      const results = await call(second.baseUrl, 'GET', `/api/v1/results/${election.electionId}`);
+      return results.body.totalVotes as number;
+    }, { timeout: 120_000, interval: 200 }).toBeGreaterThanOrEqual(acknowledged);
+    await checkStored(pool, second.baseUrl, election.electionId, sent);
+    // A queued voter cannot vote again on the new process: another candidate is a second vote.
+    const queuedVoter = sent.find((entry) => entry.status === 200 && entry.answerMs >= 900)!;
+    expect(queuedVoter).toBeDefined();
+    const again = await call(second.baseUrl, 'POST', '/api/v1/votes', {
+      token: queuedVoter.voter.token,
+      body: { electionId: election.electionId, candidateId: election.candidateIds[(queuedVoter.candidate + 1) % 3], userId: queuedVoter.voter.userId },
+    });
+    expect(again.status).toBe(409);
+    expect(again.body.voteId ?? again.body.error?.details?.voteId).toBe(queuedVoter.voteId);
+  });
 });
