@@ -158,7 +158,12 @@ export class Membership {
     this.coordinator = result.coordinator;
     const refreshMs = this.options.viewRefreshMs ?? 2_000;
     if (result.version !== this.versionSeen || result.electionsVersion !== this.electionsVersionSeen || this.now() - this.lastViewReadMs >= refreshMs) {
-      await this.refreshView();
+      try {
+        await this.refreshView();
+      } catch (error) {
+        this.options.log.warn({ err: error }, 'reading the cluster view failed; retrying at the next heartbeat');
+        return;
+      }
     }
     if (result.coordinator) {
       try {
