@@ -228,11 +228,11 @@ export function verifyLinkUpgrade(
   ownNodeId: string,
   nowMs: number,
 ): { readonly fromNodeId: string } | ApiError {
-  if (headers.version !== String(linkProtocolVersion)) {
-    return new ApiError('validation_failed', `This node speaks link protocol version ${linkProtocolVersion}, the peer ${JSON.stringify(headers.version)}.`);
-  }
   if (headers.fromNodeId === '' || headers.timestampMs === '' || headers.signature === '') {
     return new ApiError('unauthenticated', 'A link needs the sender, a timestamp and a signature.');
+  }
+  if (headers.version !== String(linkProtocolVersion)) {
+    return new ApiError('validation_failed', `This node speaks link protocol version ${linkProtocolVersion}, the peer ${JSON.stringify(headers.version)}.`);
   }
   if (!nodeIdShape.test(headers.fromNodeId)) return new ApiError('invalid_token', 'The link sender is not a node id.');
   if (headers.toNodeId !== ownNodeId) return new ApiError('invalid_token', `This is node ${ownNodeId}, not ${JSON.stringify(headers.toNodeId)}.`);

@@ -195,6 +195,8 @@ export class HttpRouter {
   private readonly requestIdPrefix = randomUUID().slice(0, 8);
   private requestCounter = 0;
   private readonly debugLogging: boolean;
+  /** By error code (the catalog's, so few): when the next 5xx line may be logged, and how many were not. */
+  private readonly serverErrorLogs = new Map<string, { nextAtMs: number; notLogged: number }>();
 
   constructor(
     private readonly app: TemplatedApp,
@@ -472,12 +474,30 @@ export class HttpRouter {
       return;
     }
     try {
-      if (error.status >= 500) this.deps.log.warn({ requestId, code: error.code, route: routeLabel }, error.message);
+      if (error.status >= 500) this.warnServerError(error, routeLabel, requestId);
       this.write(res, state, error.status, 'application/json', errorBody(error.code, error.message, error.details), error.headers, requestId);
       this.observe(method, routeLabel, error.status, started, requestId);
     } catch (unexpected) {
       this.unhandled(res, state, unexpected, routeLabel, method, started, requestId);
     }
+  }
+
+  /**
+   * A 5xx answer is logged at most once a second per error code, with the number not logged since
+   * the last line: under overload every shed vote is a 503, and a log line for each would add to
+   * the load it reports. livevote_http_requests_total counts every one.
+   */
+  private warnServerError(error: ApiError, routeLabel: string, requestId: string | undefined): void {
+    const nowMs = Date.now();
+    let entry = this.serverErrorLogs.get(error.code);
+    if (entry === undefined) this.serverErrorLogs.set(error.code, (entry = { nextAtMs: 0, notLogged: 0 }));
+    if (nowMs < entry.nextAtMs) {
+      entry.notLogged++;
+      return;
+    }
+    this.deps.log.warn({ requestId, code: error.code, route: routeLabel, notLoggedSinceLastLine: entry.notLogged }, error.message);
+    entry.nextAtMs = nowMs + 1000;
+    entry.notLogged = 0;
   }
 
   /**
