@@ -12,7 +12,7 @@
 //
 //   npm run bench:cluster
 //   options (env): BENCH_CLUSTER_STEPS=throughput,failover  BENCH_CONNECTIONS (100)  BENCH_WRITE_S (8)
-//                  BENCH_KILLS (10)  BENCH_VOTERS (240000)
+//                  BENCH_KILLS (10)  BENCH_VOTERS (300000)
 import { execFileSync } from 'node:child_process';
 import os from 'node:os';
 import path from 'node:path';
@@ -34,13 +34,13 @@ const settings = {
   warmupS: 2,
   drainS: 3,
   kills: intFromEnv('BENCH_KILLS', 10, 1000),
-  voters: intFromEnv('BENCH_VOTERS', 240_000, 5_000_000),
+  voters: intFromEnv('BENCH_VOTERS', 300_000, 5_000_000),
   /** Divisible by 1, 2 and 3 nodes: every node owns as many shards in every run. */
   shardCount: 12,
   candidates: 4,
 };
 /** Voter lines [0, wrkLines) feed wrk (every run a new election, so the same voters); the rest failover. */
-const wrkLines = Math.floor(settings.voters * 0.6);
+const wrkLines = Math.floor(settings.voters * 0.5);
 
 const startedMs = performance.now();
 const log = (line: string) => process.stdout.write(`[${((performance.now() - startedMs) / 1000).toFixed(1).padStart(5)} s] ${line}\n`);
