@@ -126,7 +126,10 @@ export class Membership {
   private schedule(): void {
     if (this.stopped || this.declaredDead) return;
     this.timer = setTimeout(() => {
-      this.beatNow().finally(() => this.schedule());
+      // A round that failed anyway must neither stop the heartbeat nor end the process (unhandled rejection).
+      this.beatNow()
+        .catch((error: unknown) => this.options.log.warn({ err: error }, 'heartbeat round failed; retrying'))
+        .finally(() => this.schedule());
     }, this.options.heartbeatIntervalMs);
     this.timer.unref();
   }
@@ -161,8 +164,8 @@ export class Membership {
       try {
         await this.refreshView();
       } catch (error) {
+        // The heartbeat is stored; the view is read again at the next one.
         this.options.log.warn({ err: error }, 'reading the cluster view failed; retrying at the next heartbeat');
-        return;
       }
     }
     if (result.coordinator) {
