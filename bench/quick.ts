@@ -2,14 +2,20 @@
 // (every request a new voter) at BENCH_CONNECTIONS (default 400) for BENCH_WRITE_S (default 8),
 // printing votes/s, latency and CPU per vote of livevote, Postgres and wrk. Writes no files.
 // LIVEVOTE_* variables pass through to livevote; BENCH_PROFILE_DIR=dir writes a CPU profile of
-// the livevote process there; BENCH_NODE_ARGS adds node flags (e.g. "--max-semi-space-size=64").
+// the livevote process there; BENCH_NODE_ARGS adds node flags (e.g. "--max-semi-space-size=64");
+// BENCH_ABUSE_ON=1 runs with the vote rate limits and fraud rules at their defaults, each voter
+// from an address of its own through a trusted proxy (as the abuse-controls run of npm run bench).
 //
 //   BENCH_CONNECTIONS=400 node --import tsx bench/quick.ts
 import { describeConfig, measureWriteRuns } from './lib/writeRuns.ts';
 
 const connections = Number(process.env.BENCH_CONNECTIONS ?? 400);
 const profileDir = process.env.BENCH_PROFILE_DIR;
-const passThrough = Object.fromEntries(Object.entries(process.env).filter(([k]) => k.startsWith('LIVEVOTE_')) as [string, string][]);
+const abuseOn = process.env.BENCH_ABUSE_ON === '1';
+const passThrough = {
+  ...(abuseOn ? { LIVEVOTE_RATE_LIMIT_VOTE: '', LIVEVOTE_FRAUD_VOTE_BURST: '', LIVEVOTE_FRAUD_EMPTY_UA: 'flag', LIVEVOTE_FRAUD_AUTOMATION_UA: 'flag', LIVEVOTE_TRUSTED_PROXIES: '127.0.0.1' } : {}),
+  ...Object.fromEntries(Object.entries(process.env).filter(([k]) => k.startsWith('LIVEVOTE_')) as [string, string][]),
+};
 const log = (line: string) => process.stdout.write(`${line}\n`);
 
 const [run] = await measureWriteRuns({
@@ -17,6 +23,7 @@ const [run] = await measureWriteRuns({
   connections,
   activeS: Number(process.env.BENCH_WRITE_S ?? 8),
   voterCount: 200_000,
+  forwardedFor: abuseOn,
   nodeArgs: [
     ...(process.env.BENCH_NODE_ARGS ?? '').split(' ').filter((a) => a !== ''),
     ...(profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : []),

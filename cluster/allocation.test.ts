@@ -52,6 +52,27 @@ describe('allocateShards', () => {
     expect(allocateShards({ members: three, elections: [{ electionId: e1, shardCount: 12 }], owners, movesMax: 2 })).toEqual([]);
   });
 
+  it('a draining member receives nothing and gives its shards away, movesMax at a time', () => {
+    const start = apply(new Map(), allocateShards({ members: three, elections: [{ electionId: e1, shardCount: 6 }], owners: new Map(), movesMax: 4 }));
+    const members = three.map((m) => (m.nodeId === 'n1' ? { ...m, draining: true } : m));
+    const first = allocateShards({ members, elections: [{ electionId: e1, shardCount: 6 }], owners: start, movesMax: 1 });
+    expect(first).toHaveLength(1);
+    expect(start.get(shardKeyOf(first[0]!.electionId, first[0]!.shard))).toBe('n1');
+    let owners = apply(start, first);
+    for (let i = 0; i < 3; i++) owners = apply(owners, allocateShards({ members, elections: [{ electionId: e1, shardCount: 6 }], owners, movesMax: 1 }));
+    expect(counts(owners).get('n1')).toBeUndefined();
+    expect([...counts(owners).values()].sort()).toEqual([3, 3]);
+  });
+
+  it('balancing leaves pinned shards where an operator put them, and moves nothing without rebalance', () => {
+    const owners = new Map([0, 1, 2, 3].map((s) => [shardKeyOf(e1, s), 'n1'] as const));
+    const pinned = new Set([shardKeyOf(e1, 0), shardKeyOf(e1, 1)]);
+    const two = three.slice(0, 2);
+    const changes = allocateShards({ members: two, elections: [{ electionId: e1, shardCount: 4 }], owners, pinned, movesMax: 4 });
+    expect(changes.map((c) => c.shard).sort()).toEqual([2, 3]);
+    expect(allocateShards({ members: two, elections: [{ electionId: e1, shardCount: 4 }], owners, movesMax: 4, rebalance: false })).toEqual([]);
+  });
+
   it('no live member: nothing assigned', () => {
     expect(allocateShards({ members: [{ nodeId: 'n1', az: 'a', status: 'dead' }], elections: [{ electionId: e1, shardCount: 2 }], owners: new Map(), movesMax: 1 })).toEqual([]);
   });

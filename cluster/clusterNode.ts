@@ -17,7 +17,7 @@ import { createCoordinator } from './coordinator.ts';
 import { createPgShardLeases } from './leases.ts';
 import { createLinks, mountLinkServer, type Links } from './links.ts';
 import { Membership } from './membership.ts';
-import type { ClusterStore, ClusterView, ShardLeases } from './ports.ts';
+import type { ClusterOperations, ClusterStore, ClusterView, ShardLeases } from './ports.ts';
 import type { TalliesChanged } from './protocol.ts';
 import { ClusterResults } from './results.ts';
 import { Router } from './router.ts';
@@ -31,6 +31,9 @@ export interface ClusterSettings {
   readonly forwardTimeoutMs: number;
   readonly forwardInFlightMax: number;
   readonly leaseTtlMs: number;
+  readonly autoBalance: boolean;
+  /** How long the router keeps retrying a vote whose shard is between owners. */
+  readonly routeRetryMs: number;
 }
 
 export interface ClusterLog {
@@ -73,8 +76,11 @@ export interface AdminClusterView {
   readonly coordinatorNodeId: string | null;
   readonly nodes: readonly {
     nodeId: string; az: string; url: string; status: string; lastHeartbeatAt: string; startedAt: string; shardsOwned: number; incarnation: number;
+    draining: boolean;
   }[];
-  readonly shards: readonly { electionId: string; shard: number; ownerNodeId: string; epoch: number; leaseNodeId: string | null; mapVersion: number }[];
+  readonly shards: readonly {
+    electionId: string; shard: number; ownerNodeId: string; epoch: number; leaseNodeId: string | null; mapVersion: number; pinned: boolean;
+  }[];
 }
 
 export interface ClusterNode {
@@ -85,6 +91,8 @@ export interface ClusterNode {
   readonly membership: Membership;
   readonly shardHost: ShardHost;
   readonly links: Links;
+  /** Move, drain, balance: recorded in the store, carried out by the coordinator. */
+  readonly operations: ClusterOperations;
   /** Mount the inter-node link endpoint on this node's HTTP app. */
   mount(app: TemplatedApp): void;
   /** Join with the URL peers reach this node at; resolves once this node's shards are served (bounded). */
@@ -124,6 +132,18 @@ export async function createClusterNode(deps: ClusterNodeDeps): Promise<ClusterN
     registers: [deps.metricsRegistry],
   });
   const shardsServed = new Gauge({ name: 'livevote_shards_served', help: 'Shards this node serves', registers: [deps.metricsRegistry] });
+  new Gauge({
+    name: 'livevote_route_retries_waiting',
+    help: 'Votes waiting inside the cluster for their shard to settle on an owner (a move, a drain, a failover)',
+    registers: [deps.metricsRegistry],
+    collect() { this.set(router?.retriesWaitingNow ?? 0); },
+  });
+  new Counter({
+    name: 'livevote_route_retried_votes_total',
+    help: 'Votes the router asked again because their shard was between owners',
+    registers: [deps.metricsRegistry],
+    collect() { this.reset(); this.inc(router?.retriedVotes ?? 0); },
+  });
   const clusterVersion = new Gauge({ name: 'livevote_cluster_map_version', help: 'Version of the membership and shard map this node has read', registers: [deps.metricsRegistry] });
 
   let membership: Membership;
@@ -155,6 +175,7 @@ export async function createClusterNode(deps: ClusterNodeDeps): Promise<ClusterN
     leaseTtlMs: settings.leaseTtlMs,
     log: deps.log.child({ component: 'shard-host' }),
     onChange: () => shardsServed.set(shardHost.heldShards().length),
+    mayTakeShards: () => membership !== undefined && membership.canServe(),
   });
 
   router = new Router({
@@ -162,6 +183,7 @@ export async function createClusterNode(deps: ClusterNodeDeps): Promise<ClusterN
     voteNode,
     links,
     retryAfterMs,
+    routeRetryMs: settings.routeRetryMs,
     shardCountOf: (electionId) => deps.election(electionId)?.shardCount,
     canServe: () => membership.canServe(),
     onRouted: (route, outcome) => routedTotal.inc({ route, outcome: outcome.kind }),
@@ -196,6 +218,7 @@ export async function createClusterNode(deps: ClusterNodeDeps): Promise<ClusterN
     nodeId,
     deadAfterMs: settings.deadAfterMs,
     movesInFlightMax: settings.movesInFlightMax,
+    autoBalance: settings.autoBalance,
     log,
     onMapWritten: (version) => {
       for (const peer of peers) links.send(peer, { t: 'map', version });
@@ -232,6 +255,11 @@ export async function createClusterNode(deps: ClusterNodeDeps): Promise<ClusterN
     },
     shardHost,
     links,
+    operations: {
+      request: (request) => store.requestOperation(request),
+      list: (limit = 50) => store.listOperations(limit),
+      get: (operationId) => store.getOperation(operationId),
+    },
     mount(app) {
       mountLinkServer(app, links);
     },
@@ -248,7 +276,17 @@ export async function createClusterNode(deps: ClusterNodeDeps): Promise<ClusterN
           void (async () => {
             await shardHost.dropAll();
             log.warn({}, 'every shard dropped after being declared dead; joining again as a new incarnation');
-            await membership.rejoin();
+            // Until it succeeds: a node that gave up here would stay out of the cluster for good.
+            for (;;) {
+              try {
+                await membership.rejoin();
+                break;
+              } catch (error) {
+                log.error({ err: error }, 'rejoining the cluster failed; retrying');
+                await new Promise((resolve) => setTimeout(resolve, settings.deadAfterMs));
+              }
+            }
+            shardHost.resume();
           })().catch((error: unknown) => log.error({ err: error }, 'rejoining the cluster failed'));
         },
       });
@@ -276,12 +314,13 @@ export async function createClusterNode(deps: ClusterNodeDeps): Promise<ClusterN
         version: view.version,
         coordinatorNodeId: view.coordinatorNodeId,
         nodes: view.nodes.map((n) => ({
-          nodeId: n.nodeId, az: n.az, url: n.url, status: n.status, incarnation: n.incarnation,
+          nodeId: n.nodeId, az: n.az, url: n.url, status: n.status, incarnation: n.incarnation, draining: n.draining,
           lastHeartbeatAt: new Date(n.lastHeartbeatAtMs).toISOString(), startedAt: new Date(n.startedAtMs).toISOString(),
           shardsOwned: owned.get(n.nodeId) ?? 0,
         })),
         shards: view.shards.map((s) => ({
           electionId: s.electionId, shard: s.shard, ownerNodeId: s.ownerNodeId, epoch: s.epoch, leaseNodeId: s.leaseNodeId, mapVersion: s.mapVersion,
+          pinned: s.pinned,
         })),
       };
     },

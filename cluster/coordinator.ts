@@ -1,10 +1,17 @@
 // The coordinator: one node at a time (the holder of the coordinator lease, see membership.ts)
-// declares silent members dead and writes the shard map (allocation.ts). Like Akka's
-// ShardCoordinator it decides, and never hosts or moves a shard itself: owners read the map and
-// act (shardHost.ts). Every write re-checks the lease in its own transaction, so a coordinator
-// that lost the lease while paused writes nothing.
+// declares silent members dead, carries out operators' requests (move, drain, balance) and
+// writes the shard map (allocation.ts). Like Akka's ShardCoordinator it decides, and never hosts
+// or moves a shard itself: owners read the map and act (shardHost.ts). Every write re-checks the
+// lease in its own transaction, so a coordinator that lost the lease while paused writes nothing.
+//
+// One round (every heartbeat of the coordinator):
+//   1. members silent for deadAfterMs → dead
+//   2. pending operations start: a move pins the shard to its target; a drain marks the node
+//      draining; a balance turns on rule 3 of the allocation until it proposes nothing
+//   3. the allocation's changes (and the moves) are written as one new map version
+//   4. running operations record their progress, and end done (or failed: its target died)
 import { allocateShards, shardKeyOf } from './allocation.ts';
-import type { ClusterStore, ShardAssignment } from './ports.ts';
+import type { ClusterOperation, ClusterStore, ClusterView, ShardAssignment } from './ports.ts';
 
 export interface CoordinatorOptions {
   readonly store: ClusterStore;
@@ -12,39 +19,117 @@ export interface CoordinatorOptions {
   readonly deadAfterMs: number;
   /** Hand-offs of live shards under way at once, cluster-wide. */
   readonly movesInFlightMax: number;
+  /** Balance on join and leave without being asked (LIVEVOTE_AUTO_BALANCE). */
+  readonly autoBalance: boolean;
   readonly log: { info(obj: object, msg: string): void; warn(obj: object, msg: string): void };
   /** The map changed: tell the other nodes now rather than at their next heartbeat. */
   readonly onMapWritten?: (version: number, assignments: readonly ShardAssignment[]) => void;
 }
 
+/** Shards whose lease is still with a live member other than the owner the map names. */
+function handOffsUnderWay(view: ClusterView): number {
+  const alive = new Set(view.nodes.filter((n) => n.status === 'alive').map((n) => n.nodeId));
+  let count = 0;
+  for (const row of view.shards) {
+    const leaseLive = row.leaseNodeId !== null && row.leaseExpiresAtMs > view.readAtMs;
+    if (leaseLive && row.leaseNodeId !== row.ownerNodeId && alive.has(row.leaseNodeId!) && alive.has(row.ownerNodeId)) count++;
+  }
+  return count;
+}
+
 export function createCoordinator(options: CoordinatorOptions): { round(): Promise<void> } {
   const { store, nodeId, log } = options;
+
+  const update = (op: ClusterOperation, patch: Parameters<ClusterStore['updateOperation']>[2]) => store.updateOperation(nodeId, op.operationId, patch);
+
   return {
     async round() {
       const dead = await store.declareSilentNodesDead(nodeId, options.deadAfterMs);
       if (dead === null) return;
       if (dead.length > 0) log.warn({ nodes: dead, deadAfterMs: options.deadAfterMs }, 'members declared dead after silence; their shards go to the survivors');
-      const view = await store.readView();
-      const alive = new Set(view.nodes.filter((n) => n.status === 'alive').map((n) => n.nodeId));
+      let view = await store.readView();
+      const member = (id: string) => view.nodes.find((n) => n.nodeId === id);
+      const isReceiver = (id: string) => member(id)?.status === 'alive' && !member(id)?.draining;
+
+      // 2. Start what operators asked for.
+      const moves: ShardAssignment[] = [];
+      let balanceAsked = false;
+      for (const op of view.operations) {
+        const request = op.request;
+        if (request.kind === 'balance') {
+          balanceAsked = true;
+          if (op.status === 'pending') await update(op, { status: 'running' });
+          continue;
+        }
+        if (op.status !== 'pending') continue;
+        if (request.kind === 'move') {
+          const row = view.shards.find((s) => s.electionId === request.electionId && s.shard === request.shard);
+          if (row === undefined) await update(op, { status: 'failed', error: 'the shard is no longer in the map' });
+          else if (!isReceiver(request.toNodeId)) await update(op, { status: 'failed', error: `node ${request.toNodeId} is not alive, or is draining` });
+          else {
+            moves.push({ electionId: request.electionId, shard: request.shard, ownerNodeId: request.toNodeId, pinned: true });
+            await update(op, { status: 'running', shardsTotal: 1 });
+          }
+        } else if (request.kind === 'drain') {
+          if (member(request.nodeId)?.status !== 'alive') {
+            await update(op, { status: 'failed', error: `node ${request.nodeId} is not alive` });
+            continue;
+          }
+          await store.setDraining(nodeId, request.nodeId, true);
+          await update(op, { status: 'running', shardsTotal: view.shards.filter((s) => s.ownerNodeId === request.nodeId).length });
+        }
+      }
+      if (moves.length > 0 || view.operations.some((op) => op.request.kind === 'drain' && op.status === 'pending')) view = await store.readView();
+
+      // 3. The map.
       const owners = new Map<string, string>();
-      let handOffsUnderWay = 0;
+      const pinned = new Set<string>();
       for (const row of view.shards) {
         owners.set(shardKeyOf(row.electionId, row.shard), row.ownerNodeId);
-        // A live shard on its way: the map names the new owner, the old one still holds the lease.
-        const leaseLive = row.leaseNodeId !== null && row.leaseExpiresAtMs > view.readAtMs;
-        if (leaseLive && row.leaseNodeId !== row.ownerNodeId && alive.has(row.leaseNodeId!) && alive.has(row.ownerNodeId)) handOffsUnderWay++;
+        if (row.pinned) pinned.add(shardKeyOf(row.electionId, row.shard));
       }
-      const assignments = allocateShards({
+      for (const move of moves) {
+        owners.set(shardKeyOf(move.electionId, move.shard), move.ownerNodeId);
+        pinned.add(shardKeyOf(move.electionId, move.shard));
+      }
+      const underWay = handOffsUnderWay(view);
+      const allocated = allocateShards({
         members: view.nodes,
         elections: view.elections,
         owners,
-        movesMax: Math.max(0, options.movesInFlightMax - handOffsUnderWay),
+        pinned,
+        movesMax: Math.max(0, options.movesInFlightMax - underWay - moves.length),
+        rebalance: options.autoBalance || balanceAsked,
       });
-      if (assignments.length === 0) return;
-      const version = await store.assignShards(nodeId, assignments);
-      if (version === null) return;
-      log.info({ version, assigned: assignments.length, handOffsUnderWay }, 'shard map written');
-      options.onMapWritten?.(version, assignments);
+      const assignments = [...moves.filter((m) => !allocated.some((a) => a.electionId === m.electionId && a.shard === m.shard)), ...allocated];
+      if (assignments.length > 0) {
+        const version = await store.assignShards(nodeId, assignments);
+        if (version === null) return;
+        log.info({ version, assigned: assignments.length, moves: moves.length, handOffsUnderWay: underWay }, 'shard map written');
+        options.onMapWritten?.(version, assignments);
+      }
+
+      // 4. Progress, as of this round's view (what was just written shows next round).
+      for (const op of view.operations) {
+        if (op.status !== 'running') continue;
+        const request = op.request;
+        if (request.kind === 'move') {
+          const row = view.shards.find((s) => s.electionId === request.electionId && s.shard === request.shard);
+          if (member(request.toNodeId)?.status !== 'alive') await update(op, { status: 'failed', error: `node ${request.toNodeId} died during the move` });
+          else if (row?.ownerNodeId === request.toNodeId && row.leaseNodeId === request.toNodeId) await update(op, { status: 'done', shardsMoved: 1 });
+        } else if (request.kind === 'drain') {
+          if (member(request.nodeId)?.status !== 'alive') {
+            await update(op, { status: 'failed', error: `node ${request.nodeId} stopped before it was drained` });
+            continue;
+          }
+          const left = view.shards.filter((s) => s.ownerNodeId === request.nodeId || (s.leaseNodeId === request.nodeId && s.leaseExpiresAtMs > view.readAtMs)).length;
+          const moved = Math.max(0, op.shardsTotal - left);
+          if (left === 0) await update(op, { status: 'done', shardsMoved: op.shardsTotal });
+          else if (moved !== op.shardsMoved) await update(op, { status: 'running', shardsMoved: moved });
+        } else if (request.kind === 'balance') {
+          if (allocated.length === 0 && underWay === 0) await update(op, { status: 'done' });
+        }
+      }
     },
   };
 }

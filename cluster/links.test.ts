@@ -417,12 +417,12 @@ describe('links: authentication of the upgrade', () => {
     expect(server.links.stats().inbound).toMatchObject({ connections: 0, requestsReceived: 0, upgradesRefused: 1 });
   });
 
-  it('answers 401 to a missing, bad, stale or misdirected signature and 400 to another version', async () => {
+  it('answers 401 to a missing, bad, stale or misdirected signature and 400 to a signed upgrade of another version', async () => {
     const server = await startNode('server-k', 'now');
     const url = `ws://127.0.0.1:${server.port}${linkPath}`;
     const good = linkUpgradeHeaders(linkKey, 'peer-1', 'server-k');
     const cases: [string, Record<string, string>, number][] = [
-      ['no headers', {}, 400],
+      ['no headers', {}, 401],
       ['no signature', { ...good, 'x-livevote-link-signature': '' }, 401],
       ['bad signature', { ...good, 'x-livevote-link-signature': good['x-livevote-link-signature']!.replace(/^./, (c) => (c === 'A' ? 'B' : 'A')) }, 401],
       ['stale', linkUpgradeHeaders(linkKey, 'peer-1', 'server-k', Date.now() - 61_000), 401],

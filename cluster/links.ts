@@ -228,11 +228,11 @@ export function verifyLinkUpgrade(
   ownNodeId: string,
   nowMs: number,
 ): { readonly fromNodeId: string } | ApiError {
-  if (headers.version !== String(linkProtocolVersion)) {
-    return new ApiError('validation_failed', `This node speaks link protocol version ${linkProtocolVersion}, the peer ${JSON.stringify(headers.version)}.`);
-  }
   if (headers.fromNodeId === '' || headers.timestampMs === '' || headers.signature === '') {
     return new ApiError('unauthenticated', 'A link needs the sender, a timestamp and a signature.');
+  }
+  if (headers.version !== String(linkProtocolVersion)) {
+    return new ApiError('validation_failed', `This node speaks link protocol version ${linkProtocolVersion}, the peer ${JSON.stringify(headers.version)}.`);
   }
   if (!nodeIdShape.test(headers.fromNodeId)) return new ApiError('invalid_token', 'The link sender is not a node id.');
   if (headers.toNodeId !== ownNodeId) return new ApiError('invalid_token', `This is node ${ownNodeId}, not ${JSON.stringify(headers.toNodeId)}.`);
@@ -444,10 +444,15 @@ export function createLinks(options: LinksOptions): Links {
 
   function flush() {
     flushHandle = undefined;
-    for (const link of dirtyOutbound) writeOutbound(link);
-    dirtyOutbound.clear();
-    for (const connection of dirtyInbound) writeInbound(connection);
-    dirtyInbound.clear();
+    // Deleted one by one: a callback run while writing may mark a socket dirty again.
+    for (const link of dirtyOutbound) {
+      dirtyOutbound.delete(link);
+      writeOutbound(link);
+    }
+    for (const connection of dirtyInbound) {
+      dirtyInbound.delete(connection);
+      writeInbound(connection);
+    }
   }
 
   /** Encode frames into messages within the bounds; an unencodable frame is reported and skipped. */

@@ -13,6 +13,8 @@ export interface MemberRecord {
   readonly incarnation: number;
   readonly startedAtMs: number;
   readonly lastHeartbeatAtMs: number;
+  /** Being drained: receives no shard; its shards move away a few at a time. */
+  readonly draining: boolean;
 }
 
 /** One row of the shard map, with the lease that fences it (epoch 0: never leased). */
@@ -24,6 +26,8 @@ export interface ShardOwnerRecord {
   readonly epoch: number;
   readonly leaseNodeId: string | null;
   readonly leaseExpiresAtMs: number;
+  /** Placed by an operator: automatic balancing moves other shards rather than this one. */
+  readonly pinned: boolean;
 }
 
 /** An election whose shards must be owned: open or closed (closed ones still answer retries). */
@@ -39,6 +43,8 @@ export interface ClusterView {
   readonly nodes: readonly MemberRecord[];
   readonly shards: readonly ShardOwnerRecord[];
   readonly elections: readonly AllocatedElection[];
+  /** Operations pending or running, oldest first. */
+  readonly operations: readonly ClusterOperation[];
   /** The store's clock when the view was read. */
   readonly readAtMs: number;
 }
@@ -64,6 +70,16 @@ export interface ShardAssignment {
   readonly electionId: string;
   readonly shard: number;
   readonly ownerNodeId: string;
+  /** Placed by an operator's move (see ShardOwnerRecord.pinned). */
+  readonly pinned?: boolean;
+}
+
+/** What the coordinator records of an operation's progress. */
+export interface ClusterOperationUpdate {
+  readonly status: ClusterOperationStatus;
+  readonly shardsTotal?: number;
+  readonly shardsMoved?: number;
+  readonly error?: string | null;
 }
 
 /** A node's secrets differ from the cluster's: it must not join. */
@@ -95,6 +111,14 @@ export interface ClusterStore {
   assignShards(coordinatorNodeId: string, assignments: readonly ShardAssignment[]): Promise<number | null>;
   /** A node leaving on purpose (SIGTERM): its shards are reassigned without waiting for silence. */
   leave(nodeId: string, incarnation: number): Promise<void>;
+  /** Records an operator's request, validated against the members and the map (ClusterOperationRefused). */
+  requestOperation(request: ClusterOperationRequest): Promise<ClusterOperation>;
+  listOperations(limit: number): Promise<readonly ClusterOperation[]>;
+  getOperation(operationId: number): Promise<ClusterOperation | undefined>;
+  /** Coordinator only: progress of an operation; false when not coordinator. */
+  updateOperation(coordinatorNodeId: string, operationId: number, update: ClusterOperationUpdate): Promise<boolean>;
+  /** Coordinator only: marks a member draining (or not); bumps the version. */
+  setDraining(coordinatorNodeId: string, nodeId: string, draining: boolean): Promise<boolean>;
 }
 
 /** A lease this node holds on one shard: the epoch its writes carry. */

@@ -9,7 +9,14 @@
 //   no live owner       ──► unavailable(not_owner) with Retry-After, until the coordinator assigns it
 //
 // A forwarded vote is never forwarded again: a node that receives a cast for a shard it does not
-// serve answers not_owner, and the sender's client retries once the maps agree.
+// serve answers not_owner, and the sender retries.
+//
+// While a shard is between owners (a move, a drain, a failover) the answers above say "not
+// stored, ask again" (not_owner, shard_moving, forward_failed, node_fenced, fenced). The router
+// asks again itself, with the map of the moment, every few ms for up to routeRetryMs: this is the
+// hand-off's buffer, bounded (routeRetriesMax votes waiting; past it, the 503 goes to the client).
+// Asking again is safe whatever the first attempt did: a vote is idempotent per voter (a stored
+// one answers its original voteId), and these outcomes all left nothing uncounted half-way.
 import type { VoteOutcome } from '../actors/shard.ts';
 import type { CastRequest as CastVote, VoteNode } from '../actors/voteNode.ts';
 import { shardKeyOf } from './allocation.ts';
@@ -24,9 +31,17 @@ export interface RouterOptions {
   readonly shardCountOf: (electionId: string) => number | undefined;
   readonly canServe: () => boolean;
   readonly retryAfterMs: number;
+  /** Keep asking again this long while the shard is between owners; 0 answers at once. */
+  readonly routeRetryMs: number;
+  /** Votes waiting to be asked again, at most (the hand-off buffer's bound). */
+  readonly routeRetriesMax?: number;
   /** Counted per vote: where it went and how it ended. */
   readonly onRouted?: (route: 'local' | 'forwarded' | 'received', outcome: VoteOutcome) => void;
 }
+
+/** Outcomes that mean "not stored here, ask the shard's owner again": retried inside the cluster. */
+const retryableReasons: ReadonlySet<string> = new Set(['not_owner', 'shard_moving', 'forward_failed', 'node_fenced', 'fenced']);
+const routeRetriesMaxDefault = 20_000;
 
 export class Router {
   private readonly options: RouterOptions;
@@ -35,6 +50,9 @@ export class Router {
   private readonly notOwner: VoteOutcome;
   private readonly forwardFailed: VoteOutcome;
   private readonly fenced: VoteOutcome;
+  private retriesWaiting = 0;
+  /** Votes asked again (one count per vote that waited), for /metrics. */
+  retriedVotes = 0;
 
   constructor(options: RouterOptions) {
     this.options = options;
@@ -65,15 +83,49 @@ export class Router {
     return true;
   }
 
+  /** Votes waiting now for their shard to settle. */
+  get retriesWaitingNow(): number {
+    return this.retriesWaiting;
+  }
+
   /** A vote from this node's gateway. `reply` is called exactly once. */
   cast(vote: CastVote, reply: (outcome: VoteOutcome) => void): void {
+    if (this.options.routeRetryMs <= 0) return this.route(vote, reply);
+    const startedMs = performance.now();
+    let attempt = 0;
+    const onOutcome = (outcome: VoteOutcome): void => {
+      if (
+        outcome.kind !== 'unavailable' ||
+        !retryableReasons.has(outcome.reason) ||
+        performance.now() - startedMs >= this.options.routeRetryMs ||
+        (attempt === 0 && this.retriesWaiting >= (this.options.routeRetriesMax ?? routeRetriesMaxDefault))
+      ) {
+        if (attempt > 0) this.retriesWaiting--;
+        return reply(outcome);
+      }
+      if (attempt === 0) {
+        this.retriesWaiting++;
+        this.retriedVotes++;
+      }
+      attempt++;
+      setTimeout(() => this.route(vote, onOutcome), Math.min(100, 5 * 2 ** Math.min(attempt, 5)));
+    };
+    this.route(vote, onOutcome);
+  }
+
+  private route(vote: CastVote, reply: (outcome: VoteOutcome) => void): void {
     const shardCount = this.options.shardCountOf(vote.electionId);
     if (shardCount === undefined || !Number.isSafeInteger(vote.voterNumber) || vote.voterNumber < 0) {
       // Not routable: the vote node gives the precise refusal (unknown election, bad voter).
       return this.castHere(vote, reply, 'local');
     }
-    const owner = this.owners.get(shardKeyOf(vote.electionId, vote.voterNumber % shardCount));
-    if (owner === this.options.nodeId) return this.castHere(vote, reply, 'local');
+    const shard = vote.voterNumber % shardCount;
+    const owner = this.owners.get(shardKeyOf(vote.electionId, shard));
+    if (owner === this.options.nodeId) {
+      // Ours by the map, not served yet (the old owner is still handing it over): ask again.
+      if (!this.options.voteNode.isServing(vote.electionId, shard)) return this.done('local', this.notOwner, reply);
+      return this.castHere(vote, reply, 'local');
+    }
     const peer = owner === undefined ? undefined : this.peers.get(owner);
     if (peer === undefined) return this.done('forwarded', this.notOwner, reply);
     const message: CastRequest = { t: 'cast', electionId: vote.electionId, voterNumber: vote.voterNumber, candidateIndex: vote.candidateIndex };
@@ -85,8 +137,11 @@ export class Router {
   /** A vote forwarded by a peer: served here or refused, never forwarded again. */
   castForwarded(message: CastRequest, reply: (outcome: VoteOutcome) => void): void {
     const shardCount = this.options.shardCountOf(message.electionId);
-    if (shardCount !== undefined && this.owners.get(shardKeyOf(message.electionId, message.voterNumber % shardCount)) !== this.options.nodeId) {
-      return this.done('received', this.notOwner, reply);
+    if (shardCount !== undefined) {
+      const shard = message.voterNumber % shardCount;
+      if (this.owners.get(shardKeyOf(message.electionId, shard)) !== this.options.nodeId || !this.options.voteNode.isServing(message.electionId, shard)) {
+        return this.done('received', this.notOwner, reply);
+      }
     }
     this.castHere(message, reply, 'received');
   }

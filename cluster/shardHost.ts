@@ -30,6 +30,11 @@ export interface ShardHostOptions {
   readonly log: { info(obj: object, msg: string): void; warn(obj: object, msg: string): void; error(obj: object, msg: string): void };
   /** A shard started or stopped being served here. */
   readonly onChange?: () => void;
+  /**
+   * False while this node may not serve votes (self-fenced, or declared dead): a lease taken
+   * then, on a view that may be stale, would only fence the shard's live owner.
+   */
+  readonly mayTakeShards?: () => boolean;
 }
 
 export class ShardHost {
@@ -41,6 +46,8 @@ export class ShardHost {
   private again = false;
   private renewTimer: NodeJS.Timeout | undefined;
   private stopped = false;
+  /** Declared dead: nothing is taken until resume() (the node rejoined with a fresh view). */
+  private suspended = false;
 
   constructor(options: ShardHostOptions) {
     this.options = options;
@@ -79,7 +86,7 @@ export class ShardHost {
         } catch (error) {
           this.options.log.warn({ err: error }, 'shard reconcile failed; retrying with the next view');
         }
-      } while (this.again && !this.stopped);
+      } while (this.again && !this.stopped && !this.suspended);
     })().finally(() => {
       this.reconciling = undefined;
     });
@@ -91,21 +98,32 @@ export class ShardHost {
     this.stopped = true;
     if (this.renewTimer !== undefined) clearTimeout(this.renewTimer);
     await this.reconciling?.catch(() => undefined);
-    for (const [electionId, shards] of [...this.held]) {
-      for (const shard of [...shards.keys()]) await this.releaseOne(electionId, shard);
-    }
+    // All at once: each waits only for its own backlog and snapshot, and the new owners wait
+    // for these releases (the router holds their votes meanwhile).
+    await Promise.all([...this.held].flatMap(([electionId, shards]) => [...shards.keys()].map((shard) => this.releaseOne(electionId, shard))));
   }
 
-  /** Declared dead: every shard is someone else's now; drop them all, releasing no lease. */
+  /**
+   * Declared dead: every shard is someone else's now; drop them all, releasing no lease, and
+   * take nothing until resume(): the views this node holds are stale, and a round retaking a
+   * shard on one would fence its new owner (and could keep this wait from ever ending).
+   */
   async dropAll(): Promise<void> {
+    this.suspended = true;
     await this.reconciling?.catch(() => undefined);
     for (const [electionId, shards] of [...this.held]) {
       for (const shard of [...shards.keys()]) await this.releaseOne(electionId, shard, { leaseLost: true });
     }
   }
 
+  /** After dropAll, once the node rejoined: reconcile with the latest view again. */
+  resume(): void {
+    this.suspended = false;
+    if (this.latestView) void this.apply(this.latestView);
+  }
+
   private async reconcile(view: ClusterView): Promise<void> {
-    if (this.stopped) return;
+    if (this.stopped || this.suspended) return;
     const { nodeId, voteNode } = this.options;
     const alive = new Set(view.nodes.filter((n) => n.status === 'alive').map((n) => n.nodeId));
     const leftNodes = new Set(view.nodes.filter((n) => n.status === 'left').map((n) => n.nodeId));
@@ -129,6 +147,7 @@ export class ShardHost {
     }
 
     // Shards to take.
+    if (this.options.mayTakeShards !== undefined && !this.options.mayTakeShards()) return;
     for (const [electionId, rows] of mine) {
       const info = this.options.election(electionId);
       if (info === undefined || info.status === 'draft') continue;
@@ -201,7 +220,7 @@ export class ShardHost {
       if (lost.length > 0) {
         this.options.log.error({ electionId, shards: lost.map((l) => l.shard) }, 'shard leases lost to another node; their writes are fenced');
         for (const lease of lost) await this.releaseOne(electionId, lease.shard, { leaseLost: true });
-        if (this.latestView) void this.apply(this.latestView);
+        if (this.latestView && !this.suspended) void this.apply(this.latestView);
       }
     }
   }

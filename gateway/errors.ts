@@ -54,6 +54,13 @@ export const errorCatalog = {
   vote_not_stored: { status: 503, message: 'The vote could not be stored; it was not counted. Retry.' },
   shard_unavailable: { status: 503, message: "This vote's shard is moving between nodes or its node cannot be reached; it was not counted. Retry." },
 
+  // Cluster operations (move, drain, balance)
+  node_not_found: { status: 404, message: 'No such node in the cluster.' },
+  node_not_alive: { status: 409, message: 'That node is not alive; shards can only move to a live node.' },
+  shard_not_found: { status: 404, message: 'No such shard in the shard map.' },
+  shard_already_there: { status: 409, message: 'The shard is already owned by that node.' },
+  operation_not_found: { status: 404, message: 'No such cluster operation.' },
+
   // Abuse controls
   rate_limited: { status: 429, message: 'Too many requests; slow down.' },
   captcha_required: { status: 400, message: 'A CAPTCHA solution is required for this request.' },

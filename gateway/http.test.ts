@@ -5,7 +5,8 @@ import { uws, type us_listen_socket } from './uws.ts';
 import { ApiError } from './errors.ts';
 import { defineRoute, HttpRouter, type Principal } from './http.ts';
 import { createMetrics } from '../infra/metrics.ts';
-import { silentLogger } from '../infra/logger.ts';
+import pino from 'pino';
+import { Writable } from 'node:stream';
 import { hasResponses, parseHttpResponses, rawExchange, rawRequest, type RawResponse } from '../infra/testing/rawHttp.ts';
 
 const viewer: Principal = { userId: 'u1', voterNumber: 1, role: 'viewer', sessionId: 's1', expiresAtS: 2_000_000_000 };
@@ -13,11 +14,19 @@ let base = '';
 let port = 0;
 let socket: us_listen_socket | undefined;
 const metrics = createMetrics({ defaultMetrics: false });
+/** What the router logged, one parsed JSON line each. */
+const logged: { level: number; code?: string; msg: string; notLoggedSinceLastLine?: number }[] = [];
+const log = pino({ level: 'warn' }, new Writable({
+  write(chunk: Buffer, _encoding, done) {
+    for (const line of chunk.toString().split('\n')) if (line !== '') logged.push(JSON.parse(line));
+    done();
+  },
+}));
 
 beforeAll(async () => {
   const app = uws.App();
   const router = new HttpRouter(app, {
-    log: silentLogger(),
+    log,
     metrics,
     authenticate: (header) => {
       if (header === 'Bearer good') return viewer;
@@ -46,6 +55,11 @@ beforeAll(async () => {
       method: 'GET', path: '/admin-only', tag: 'test', auth: ['admin'], summary: 'admin',
       responses: { 200: { description: 'ok' } },
       handle: () => ({ json: { ok: true } }),
+    }),
+    defineRoute({
+      method: 'GET', path: '/shed', tag: 'test', auth: 'public', summary: 'overloaded',
+      responses: { 200: { description: 'never' } },
+      handle: () => { throw new ApiError('overloaded'); },
     }),
     defineRoute({
       method: 'GET', path: '/boom', tag: 'test', auth: 'public', summary: 'throws',
@@ -127,6 +141,24 @@ describe('HttpRouter', () => {
     const response = await fetch(base + '/admin-only', { method: 'DELETE' });
     expect(response.headers.get('allow')).toBe('GET, HEAD');
     await expectError(response, 405, 'method_not_allowed');
+  });
+
+  it('logs 5xx answers at most once a second per code, counting the ones it left out', async () => {
+    const before = logged.filter((l) => l.code === 'overloaded').length;
+    const startedMs = Date.now();
+    const statuses = await Promise.all(Array.from({ length: 20 }, () => fetch(`${base}/shed`).then((r) => r.status)));
+    const elapsedS = (Date.now() - startedMs) / 1000;
+    expect(statuses.every((s) => s === 503)).toBe(true);
+    const lines = logged.filter((l) => l.code === 'overloaded').slice(before);
+    expect(lines.length).toBeGreaterThanOrEqual(1);
+    // One line per started second at most, however slow the machine.
+    expect(lines.length).toBeLessThanOrEqual(Math.ceil(elapsedS) + 1);
+    const again = await fetch(`${base}/shed`);
+    expect(again.status).toBe(503);
+    await new Promise((resolve) => setTimeout(resolve, 1100));
+    await fetch(`${base}/shed`);
+    const last = logged.filter((l) => l.code === 'overloaded').at(-1)!;
+    expect(last.notLoggedSinceLastLine).toBeGreaterThan(0);
   });
 
   it('turns a thrown error into a 500 internal_error without leaking it', async () => {

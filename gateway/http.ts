@@ -189,11 +189,14 @@ export class HttpRouter {
   readonly served: ServedRoute[] = [];
   private inFlight = 0;
   private drainWaiters: (() => void)[] = [];
-  private readonly metricChildren = new Map<string, { count: { inc(): void }; duration: { observe(value: number): void } }>();
+  /** By route, method and status. */
+  private readonly metricChildren = new Map<string, Map<string, Map<number, { count: { inc(): void }; duration: { observe(value: number): void } }>>>();
   /** Request ids: unique per process start, cheap (no random bytes per request). */
   private readonly requestIdPrefix = randomUUID().slice(0, 8);
   private requestCounter = 0;
   private readonly debugLogging: boolean;
+  /** By error code (the catalog's, so few): when the next 5xx line may be logged, and how many were not. */
+  private readonly serverErrorLogs = new Map<string, { nextAtMs: number; notLogged: number }>();
 
   constructor(
     private readonly app: TemplatedApp,
@@ -303,7 +306,8 @@ export class HttpRouter {
   ): void {
     const method = state.head ? 'HEAD' : route.method;
     // Everything from req, now: it is invalid after this function returns.
-    const params: Record<string, string> = {};
+    // Routes without path parameters (the vote path among them) share one empty object.
+    const params: Record<string, string> = paramNames.length === 0 ? noParams : {};
     let pathValid = true;
     for (let i = 0; i < paramNames.length; i++) {
       const value = decodePathParameter(req.getParameter(i) ?? '');
@@ -349,7 +353,7 @@ export class HttpRouter {
         principal = this.deps.authenticate(authorization);
         if (Array.isArray(route.auth) && !route.auth.includes(principal.role)) throw new ApiError('forbidden');
       }
-      query = route.query ? parseWith(route.query, Object.fromEntries(new URLSearchParams(rawQuery)), 'query') : {};
+      query = route.query ? parseWith(route.query, Object.fromEntries(new URLSearchParams(rawQuery)), 'query') : noQuery;
     } catch (error) {
       this.sendError(res, state, error, route.path, method, started, requestId);
       return;
@@ -375,7 +379,8 @@ export class HttpRouter {
       return;
     }
     const bodySchema = route.body;
-    const chunks: Buffer[] = [];
+    // Only a body that comes in several chunks needs them kept (a vote comes in one).
+    let chunks: Buffer[] | undefined;
     let received = 0;
     res.onData((chunk, isLast) => {
       if (state.done) return;
@@ -386,11 +391,11 @@ export class HttpRouter {
       }
       // Not the last chunk: copy, uWS reuses the memory. The last one is consumed synchronously.
       if (!isLast) {
-        chunks.push(Buffer.from(chunk.slice(0)));
+        (chunks ??= []).push(Buffer.from(chunk.slice(0)));
         return;
       }
       const last = Buffer.from(chunk);
-      const whole = chunks.length === 0 ? last : Buffer.concat([...chunks, last]);
+      const whole = chunks === undefined ? last : Buffer.concat([...chunks, last]);
       try {
         const json = whole.length === 0 && route.emptyBodyAs !== undefined ? route.emptyBodyAs : parseJson(whole);
         const fast = route.bodyFastPath === undefined ? undefined : route.bodyFastPath(json);
@@ -469,12 +474,30 @@ export class HttpRouter {
       return;
     }
     try {
-      if (error.status >= 500) this.deps.log.warn({ requestId, code: error.code, route: routeLabel }, error.message);
+      if (error.status >= 500) this.warnServerError(error, routeLabel, requestId);
       this.write(res, state, error.status, 'application/json', errorBody(error.code, error.message, error.details), error.headers, requestId);
       this.observe(method, routeLabel, error.status, started, requestId);
     } catch (unexpected) {
       this.unhandled(res, state, unexpected, routeLabel, method, started, requestId);
     }
+  }
+
+  /**
+   * A 5xx answer is logged at most once a second per error code, with the number not logged since
+   * the last line: under overload every shed vote is a 503, and a log line for each would add to
+   * the load it reports. livevote_http_requests_total counts every one.
+   */
+  private warnServerError(error: ApiError, routeLabel: string, requestId: string | undefined): void {
+    const nowMs = Date.now();
+    let entry = this.serverErrorLogs.get(error.code);
+    if (entry === undefined) this.serverErrorLogs.set(error.code, (entry = { nextAtMs: 0, notLogged: 0 }));
+    if (nowMs < entry.nextAtMs) {
+      entry.notLogged++;
+      return;
+    }
+    this.deps.log.warn({ requestId, code: error.code, route: routeLabel, notLoggedSinceLastLine: entry.notLogged }, error.message);
+    entry.nextAtMs = nowMs + 1000;
+    entry.notLogged = 0;
   }
 
   /**
@@ -599,13 +622,17 @@ export class HttpRouter {
     // One access-log line per request at debug level: off by default (at tens of thousands of
     // requests a second the log would cost more than the requests), on with LOG_LEVEL=debug.
     if (this.debugLogging) this.deps.log.debug({ requestId, method, route, status, durationMs: performance.now() - started }, 'request');
-    // The (method, route, status) combinations are few: keep each one's series.
-    const key = `${method} ${route} ${status}`;
-    let child = this.metricChildren.get(key);
+    // The (route, method, status) combinations are few: keep each one's series, found without
+    // building a key string per request.
+    let byMethod = this.metricChildren.get(route);
+    if (!byMethod) this.metricChildren.set(route, (byMethod = new Map()));
+    let byStatus = byMethod.get(method);
+    if (!byStatus) byMethod.set(method, (byStatus = new Map()));
+    let child = byStatus.get(status);
     if (!child) {
       const labels = { method, route, status: String(status) };
       child = { count: this.deps.metrics.httpRequestsTotal.labels(labels), duration: this.deps.metrics.httpRequestDurationSeconds.labels(labels) };
-      this.metricChildren.set(key, child);
+      byStatus.set(status, child);
     }
     child.count.inc();
     child.duration.observe((performance.now() - started) / 1000);
@@ -614,6 +641,9 @@ export class HttpRouter {
 
 /** Routes that read no further headers (the vote path among them) share one empty object. */
 const noHeaders: Readonly<Record<string, string>> = Object.freeze({});
+/** Never written to: a route without path parameters gets no properties set on it. */
+const noParams: Record<string, string> = Object.freeze({}) as Record<string, string>;
+const noQuery: Readonly<Record<string, string>> = Object.freeze({});
 
 function readHeaders(req: HttpRequest, names: readonly string[]): Record<string, string> {
   const headers: Record<string, string> = {};

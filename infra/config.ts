@@ -91,6 +91,8 @@ const envSchema = z.object({
   LIVEVOTE_FORWARD_TIMEOUT_MS: intFromEnv(10, 60_000).default(2000),
   LIVEVOTE_FORWARD_IN_FLIGHT_MAX: intFromEnv(1, 1_000_000).default(10_000),
   LIVEVOTE_LEASE_TTL_MS: intFromEnv(1000, 600_000).default(6000),
+  LIVEVOTE_AUTO_BALANCE: z.enum(['on', 'off']).default('on'),
+  LIVEVOTE_ROUTE_RETRY_MS: intFromEnv(0, 60_000).default(3000),
   LIVEVOTE_FLUSH_INTERVAL_MS: intFromEnv(1, 1000).default(4),
   LIVEVOTE_BATCH_ROWS_MAX: intFromEnv(1, 100_000).default(4000),
   LIVEVOTE_COMMITS_IN_FLIGHT_MAX: intFromEnv(1, 16).default(2),
@@ -166,6 +168,10 @@ export interface Config {
     /** Forwarded votes awaiting an answer, per peer. */
     readonly forwardInFlightMax: number;
     readonly leaseTtlMs: number;
+    /** Move shards to a joining node (and after a leave) without an operator asking. */
+    readonly autoBalance: boolean;
+    /** A vote whose shard is between owners is retried inside the cluster this long before 503. */
+    readonly routeRetryMs: number;
   };
   /** CAPTCHA on registration: off, always, or when a fraud rule flags the attempt. */
   readonly registerCaptchaPolicy: 'off' | 'always' | 'on_risk';
@@ -283,6 +289,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       forwardTimeoutMs: e.LIVEVOTE_FORWARD_TIMEOUT_MS,
       forwardInFlightMax: e.LIVEVOTE_FORWARD_IN_FLIGHT_MAX,
       leaseTtlMs: e.LIVEVOTE_LEASE_TTL_MS,
+      autoBalance: e.LIVEVOTE_AUTO_BALANCE === 'on',
+      routeRetryMs: e.LIVEVOTE_ROUTE_RETRY_MS,
     },
     registerCaptchaPolicy: e.LIVEVOTE_CAPTCHA_REGISTER_POLICY,
     abuse: {

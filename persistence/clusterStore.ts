@@ -7,7 +7,10 @@
 import type pg from 'pg';
 import { withClient, type Pool, type PoolClient } from './db.ts';
 import {
+  ClusterOperationRefused,
   SecretsMismatchError,
+  type ClusterOperation,
+  type ClusterOperationRequest,
   type ClusterStore,
   type ClusterView,
   type HeartbeatResult,
@@ -22,6 +25,22 @@ export const clusterStatementTimeoutMsDefault = 1_000;
 
 export interface PgClusterStoreOptions {
   readonly statementTimeoutMs?: number;
+}
+
+const operationColumns = `operation_id, request, status, shards_total, shards_moved,
+  (extract(epoch FROM requested_at) * 1000)::bigint AS requested_ms, (extract(epoch FROM finished_at) * 1000)::bigint AS finished_ms, error`;
+
+function toOperation(r: Record<string, unknown>): ClusterOperation {
+  return {
+    operationId: Number(r.operation_id),
+    request: r.request as ClusterOperationRequest,
+    status: r.status as ClusterOperation['status'],
+    shardsTotal: r.shards_total as number,
+    shardsMoved: r.shards_moved as number,
+    requestedAtMs: Number(r.requested_ms),
+    finishedAtMs: r.finished_ms === null ? null : Number(r.finished_ms),
+    error: r.error as string | null,
+  };
 }
 
 export function createPgClusterStore(pool: Pool, options: PgClusterStoreOptions = {}): ClusterStore {
@@ -66,7 +85,7 @@ export function createPgClusterStore(pool: Pool, options: PgClusterStoreOptions 
           `INSERT INTO cluster_nodes (node_id, az, url, status, incarnation, secrets_fingerprint)
            VALUES ($1, $2, $3, 'alive', 1, $4)
            ON CONFLICT (node_id) DO UPDATE SET az = $2, url = $3, status = 'alive', incarnation = cluster_nodes.incarnation + 1,
-             started_at = now(), heartbeat_at = now(), secrets_fingerprint = $4
+             started_at = now(), heartbeat_at = now(), secrets_fingerprint = $4, draining = false
            RETURNING incarnation`,
           [request.nodeId, request.az, request.url, request.secretsFingerprint],
         );
@@ -106,16 +125,17 @@ export function createPgClusterStore(pool: Pool, options: PgClusterStoreOptions 
              (extract(epoch FROM now()) * 1000)::bigint AS now_ms FROM cluster_state WHERE id = 1`,
         );
         const nodes = await query(
-          `SELECT node_id, az, url, status, incarnation, (extract(epoch FROM started_at) * 1000)::bigint AS started_ms,
+          `SELECT node_id, az, url, status, incarnation, draining, (extract(epoch FROM started_at) * 1000)::bigint AS started_ms,
              (extract(epoch FROM heartbeat_at) * 1000)::bigint AS heartbeat_ms FROM cluster_nodes ORDER BY node_id`,
         );
         const shards = await query(
-          `SELECT o.election_id::text AS election_id, o.shard, o.owner_node, o.map_version, coalesce(l.epoch, 0) AS epoch, l.owner_node AS lease_node,
+          `SELECT o.election_id::text AS election_id, o.shard, o.owner_node, o.map_version, o.pinned, coalesce(l.epoch, 0) AS epoch, l.owner_node AS lease_node,
              coalesce((extract(epoch FROM l.expires_at) * 1000)::bigint, 0) AS lease_expires_ms
            FROM shard_owners o LEFT JOIN shard_leases l ON l.election_id = o.election_id AND l.shard = o.shard
            ORDER BY o.election_id, o.shard`,
         );
         const elections = await query(`SELECT election_id::text AS election_id, shard_count FROM elections WHERE status <> 'draft' ORDER BY election_id`);
+        const operations = await query(`SELECT ${operationColumns} FROM cluster_operations WHERE status IN ('pending', 'running') ORDER BY operation_id`);
         const s = state.rows[0] as { version: string; elections_version: string; coordinator_node: string | null; now_ms: string };
         return {
           version: Number(s.version),
@@ -125,16 +145,17 @@ export function createPgClusterStore(pool: Pool, options: PgClusterStoreOptions 
           nodes: nodes.rows.map(
             (r): MemberRecord => ({
               nodeId: r.node_id, az: r.az, url: r.url, status: r.status, incarnation: Number(r.incarnation),
-              startedAtMs: Number(r.started_ms), lastHeartbeatAtMs: Number(r.heartbeat_ms),
+              startedAtMs: Number(r.started_ms), lastHeartbeatAtMs: Number(r.heartbeat_ms), draining: r.draining,
             }),
           ),
           shards: shards.rows.map(
             (r): ShardOwnerRecord => ({
               electionId: r.election_id, shard: r.shard, ownerNodeId: r.owner_node, mapVersion: Number(r.map_version),
-              epoch: Number(r.epoch), leaseNodeId: r.lease_node, leaseExpiresAtMs: Number(r.lease_expires_ms),
+              epoch: Number(r.epoch), leaseNodeId: r.lease_node, leaseExpiresAtMs: Number(r.lease_expires_ms), pinned: r.pinned,
             }),
           ),
           elections: elections.rows.map((r) => ({ electionId: r.election_id, shardCount: r.shard_count })),
+          operations: operations.rows.map(toOperation),
         };
       }),
 
@@ -159,13 +180,73 @@ export function createPgClusterStore(pool: Pool, options: PgClusterStoreOptions 
         if (assignments.length === 0) return version;
         // Elections deleted meanwhile are skipped by the join, not an error.
         await query(
-          `INSERT INTO shard_owners (election_id, shard, owner_node, map_version)
-           SELECT a.election_id, a.shard, a.owner_node, $4 FROM unnest($1::uuid[], $2::integer[], $3::text[]) AS a(election_id, shard, owner_node)
+          `INSERT INTO shard_owners (election_id, shard, owner_node, map_version, pinned)
+           SELECT a.election_id, a.shard, a.owner_node, $4, a.pinned
+           FROM unnest($1::uuid[], $2::integer[], $3::text[], $5::boolean[]) AS a(election_id, shard, owner_node, pinned)
            JOIN elections e ON e.election_id = a.election_id
-           ON CONFLICT (election_id, shard) DO UPDATE SET owner_node = excluded.owner_node, map_version = excluded.map_version`,
-          [assignments.map((a) => a.electionId), assignments.map((a) => a.shard), assignments.map((a) => a.ownerNodeId), version],
+           ON CONFLICT (election_id, shard) DO UPDATE SET owner_node = excluded.owner_node, map_version = excluded.map_version, pinned = excluded.pinned`,
+          [assignments.map((a) => a.electionId), assignments.map((a) => a.shard), assignments.map((a) => a.ownerNodeId), version,
+            assignments.map((a) => a.pinned ?? false)],
         );
         return version;
+      }),
+
+    requestOperation: (request: ClusterOperationRequest) =>
+      transaction(async (query): Promise<ClusterOperation> => {
+        const nodeState = async (nodeId: string) => {
+          const found = await query('SELECT status FROM cluster_nodes WHERE node_id = $1', [nodeId]);
+          if (found.rowCount === 0) throw new ClusterOperationRefused('node_not_found', `no node ${nodeId} in this cluster`);
+          return (found.rows[0] as { status: string }).status;
+        };
+        if (request.kind === 'move') {
+          if ((await nodeState(request.toNodeId)) !== 'alive') throw new ClusterOperationRefused('node_not_alive', `node ${request.toNodeId} is not alive`);
+          const row = await query('SELECT owner_node FROM shard_owners WHERE election_id = $1 AND shard = $2', [request.electionId, request.shard]);
+          if (row.rowCount === 0) throw new ClusterOperationRefused('shard_not_found', `no shard ${request.shard} of election ${request.electionId} in the map`);
+          if ((row.rows[0] as { owner_node: string }).owner_node === request.toNodeId) {
+            throw new ClusterOperationRefused('already_there', `shard ${request.shard} of election ${request.electionId} is already on ${request.toNodeId}`);
+          }
+        } else if (request.kind === 'drain') {
+          if ((await nodeState(request.nodeId)) !== 'alive') throw new ClusterOperationRefused('node_not_alive', `node ${request.nodeId} is not alive`);
+        }
+        const inserted = await query(
+          `INSERT INTO cluster_operations (kind, request) VALUES ($1, $2) RETURNING ${operationColumns}`,
+          [request.kind, JSON.stringify(request)],
+        );
+        // The coordinator sees it at its next round (it reads the open operations with the view).
+        await query('UPDATE cluster_state SET version = version + 1 WHERE id = 1');
+        return toOperation(inserted.rows[0]);
+      }),
+
+    listOperations: (limit) =>
+      transaction(async (query) => {
+        const rows = await query(`SELECT ${operationColumns} FROM cluster_operations ORDER BY operation_id DESC LIMIT $1`, [Math.max(1, Math.min(1000, limit))]);
+        return rows.rows.map(toOperation);
+      }),
+
+    getOperation: (operationId) =>
+      transaction(async (query) => {
+        const rows = await query(`SELECT ${operationColumns} FROM cluster_operations WHERE operation_id = $1`, [operationId]);
+        return rows.rowCount === 0 ? undefined : toOperation(rows.rows[0]);
+      }),
+
+    updateOperation: (coordinatorNodeId, operationId, update) =>
+      transaction(async (query) => {
+        if (!(await lockAsCoordinator(query, coordinatorNodeId))) return false;
+        const finished = update.status === 'done' || update.status === 'failed';
+        await query(
+          `UPDATE cluster_operations SET status = $2, shards_total = coalesce($3, shards_total), shards_moved = coalesce($4, shards_moved),
+             error = coalesce($5, error), finished_at = CASE WHEN $6 THEN now() ELSE finished_at END WHERE operation_id = $1`,
+          [operationId, update.status, update.shardsTotal ?? null, update.shardsMoved ?? null, update.error ?? null, finished],
+        );
+        return true;
+      }),
+
+    setDraining: (coordinatorNodeId, nodeId, draining) =>
+      transaction(async (query) => {
+        if (!(await lockAsCoordinator(query, coordinatorNodeId))) return false;
+        const changed = await query('UPDATE cluster_nodes SET draining = $2 WHERE node_id = $1 AND draining <> $2', [nodeId, draining]);
+        if (changed.rowCount === 1) await query('UPDATE cluster_state SET version = version + 1 WHERE id = 1');
+        return true;
       }),
 
     leave: (nodeId, incarnation) =>

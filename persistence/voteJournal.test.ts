@@ -257,6 +257,38 @@ describe('PgJournal', () => {
     }
   });
 
+  it('times out a commit that runs past its statement timeout, storing nothing', async () => {
+    const blocker = new pg.Client({ connectionString: db.url });
+    await blocker.connect();
+    try {
+      await blocker.query('BEGIN');
+      await blocker.query('SELECT 1 FROM shard_leases WHERE election_id = $1 AND shard = 1 FOR UPDATE', [electionId]);
+      // The lock wait would last a minute: the statement timeout is what ends it.
+      const impatient = createPgJournal({ pool: db.pool, nodeId, statementTimeoutMs: 200, lockTimeoutMs: 60_000 });
+      const batchId = await batchIds.next();
+      const result = await impatient.commit({ batchId, rows: [row(1), row(2)] });
+      expect(result.kind === 'failed' && result.message).toMatch(/statement timeout/);
+      expect(await journal.wasCommitted(batchId)).toBe(false);
+      expect(await storedCount()).toBe(0);
+    } finally {
+      await blocker.query('ROLLBACK');
+      await blocker.end();
+    }
+  });
+
+  it('leaves no timeout behind on the pooled connection', async () => {
+    const singlePool = createPool(db.url, 1, 'journal-test-settings');
+    try {
+      const single = createPgJournal({ pool: singlePool, nodeId, statementTimeoutMs: 1234, lockTimeoutMs: 567 });
+      expect((await single.commit({ batchId: await batchIds.next(), rows: [row(60)] })).kind).toBe('committed');
+      const settings = await singlePool.query<{ st: string; lt: string }>('SELECT current_setting(\'statement_timeout\') AS st, current_setting(\'lock_timeout\') AS lt');
+      expect(settings.rows[0]!.st).not.toBe('1234ms');
+      expect(settings.rows[0]!.lt).not.toBe('567ms');
+    } finally {
+      await singlePool.end();
+    }
+  });
+
   it('refuses invalid rows before any I/O, as failed', async () => {
     const cases: JournalRow[] = [
       { ...row(60), voteId: 'not-a-uuid' },

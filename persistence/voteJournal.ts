@@ -58,10 +58,27 @@ export interface PgJournalOptions {
   readonly batchRowsMax?: number;
   readonly statementTimeoutMs?: number;
   readonly lockTimeoutMs?: number;
+  /**
+   * Measurement only (bench/journalFeatures.ts), never set by the product: a statement without
+   * some of its parts, prepared under `name`. Without the fence, invariant 4 does not hold.
+   */
+  readonly measuredVariant?: { readonly name: string; readonly parts: CommitStatementParts };
 }
 
 
 const commitStatementName = 'livevote_journal_commit';
+
+/**
+ * The parts of the commit statement. Production always runs every part; bench/journalFeatures.ts
+ * prepares variants without one (under other names) to measure what each costs Postgres.
+ */
+export interface CommitStatementParts {
+  /** Lock and compare the lease rows (invariant 4). */
+  readonly fence: boolean;
+  /** Append to the per-shard audit hash chains. */
+  readonly audit: boolean;
+}
+const everyPart: CommitStatementParts = { fence: true, audit: true };
 /** SQLSTATE: prepared statement already exists (prepared by an earlier, forgotten attempt). */
 const duplicatePreparedStatement = '42P05';
 
@@ -75,9 +92,10 @@ const duplicatePreparedStatement = '42P05';
 // `locked` is MATERIALIZED so it is one scan that locks every lease row it returns, whatever
 // plan the fence join gets. to_timestamp(float8) rounds to the microsecond, so whole
 // milliseconds come through exactly.
-const prepareText = `PREPARE ${commitStatementName}
+function prepareText(name: string, parts: CommitStatementParts): string {
+  return `PREPARE ${name}
     (bigint, text, uuid[], bigint[], smallint[], integer[], bigint[], uuid[], bigint[], uuid[], integer[], bigint[]) AS
-  WITH fence_keys AS (
+${parts.fence ? `  WITH fence_keys AS (
          SELECT * FROM unnest($10::uuid[], $11::integer[], $12::bigint[]) WITH ORDINALITY AS k(election_id, shard, epoch, position)),
        locked AS MATERIALIZED (
          SELECT l.election_id, l.shard, l.epoch, l.owner_node
@@ -89,7 +107,8 @@ const prepareText = `PREPARE ${commitStatementName}
          SELECT coalesce(array_agg(k.position ORDER BY k.position)
                            FILTER (WHERE l.epoch IS DISTINCT FROM k.epoch OR l.owner_node IS DISTINCT FROM $2), '{}') AS stale_positions
            FROM fence_keys k LEFT JOIN locked l USING (election_id, shard)),
-       input AS (
+` : `  WITH fence AS (SELECT '{}'::bigint[] AS stale_positions),
+`}       input AS (
          SELECT * FROM unnest($3::uuid[], $4::bigint[], $5::smallint[], $6::integer[], $7::bigint[], $8::uuid[], $9::bigint[])
                   WITH ORDINALITY AS i(election_id, voter_number, candidate_index, shard, epoch, vote_id, accepted_at_ms, position)),
        stored AS (
@@ -100,8 +119,8 @@ const prepareText = `PREPARE ${commitStatementName}
           ORDER BY election_id, voter_number
          ON CONFLICT (election_id, voter_number) DO NOTHING
          RETURNING election_id, shard, epoch, voter_number, candidate_index, vote_id, accepted_at),
-       ${auditAppendCtes('stored', '$1::bigint')},
-       batch AS (
+${parts.audit ? `       ${auditAppendCtes('stored', '$1::bigint')},
+` : ''}       batch AS (
          INSERT INTO vote_batches (batch_id, row_count, conflict_count, node_id)
          SELECT $1, count(*), cardinality($4::bigint[]) - count(*), $2 FROM stored
          HAVING (SELECT cardinality(stale_positions) = 0 FROM fence)
@@ -111,6 +130,7 @@ const prepareText = `PREPARE ${commitStatementName}
          (SELECT coalesce(array_agg(i.position), '{}') FROM input i
            WHERE (SELECT cardinality(stale_positions) = 0 FROM fence)
              AND NOT EXISTS (SELECT 1 FROM stored s WHERE s.election_id = i.election_id AND s.voter_number = i.voter_number)) AS conflict_positions`;
+}
 
 interface CommitAnswer {
   /** 1-based positions into the fence keys. */
@@ -133,6 +153,8 @@ export class PgJournal implements Journal {
   private readonly nodeIdLiteral: string;
   private readonly batchRowsMax: number;
   private readonly settingsText: string;
+  private readonly statementName: string;
+  private readonly statementParts: CommitStatementParts;
   /** Connections whose session holds the prepared commit statement. */
   private readonly preparedClients = new WeakSet<PoolClient>();
 
@@ -149,6 +171,8 @@ export class PgJournal implements Journal {
     this.batchRowsMax = batchRowsMax;
     // SET LOCAL: the timeouts end with the implicit transaction, so the pooled connection goes back clean.
     this.settingsText = `SET LOCAL statement_timeout = ${statementTimeoutMs}; SET LOCAL lock_timeout = ${lockTimeoutMs}`;
+    this.statementName = options.measuredVariant?.name ?? commitStatementName;
+    this.statementParts = options.measuredVariant?.parts ?? everyPart;
   }
 
   async commit(batch: JournalBatch): Promise<JournalCommitResult> {
@@ -174,7 +198,7 @@ export class PgJournal implements Journal {
   ): Promise<JournalCommitResult> {
     try {
       if (!this.preparedClients.has(client)) {
-        await prepareCommitStatement(client);
+        await prepareCommitStatement(client, prepareText(this.statementName, this.statementParts));
         this.preparedClients.add(client);
       }
       // A multi-statement simple query answers one result per statement; the EXECUTE is the last.
@@ -218,31 +242,34 @@ export class PgJournal implements Journal {
   private validate(batch: JournalBatch): FenceKey[] {
     if (!(Number.isSafeInteger(batch.batchId) && batch.batchId >= 1)) throw new Error(`batchId must be a positive safe integer, got ${batch.batchId}`);
     if (batch.rows.length > this.batchRowsMax) throw new Error(`${batch.rows.length} rows, more than batchRowsMax ${this.batchRowsMax}`);
-    const keys = new Map<string, FenceKey>();
-    const votersByElection = new Map<string, Set<number>>();
+    // Per election (by its lower-case id): its voters so far, and its fence keys indexed by shard
+    // number, so a row costs no key string and no regex once its election has been seen.
+    const elections = new Map<string, { voters: Set<number>; keysByShard: (FenceKey | undefined)[] }>();
+    const keys: FenceKey[] = [];
     let lastElectionId = '';
-    let lastElectionLower = '';
-    let voters: Set<number> | undefined;
+    let election: { voters: Set<number>; keysByShard: (FenceKey | undefined)[] } | undefined;
     for (const row of batch.rows) {
       if (row.electionId !== lastElectionId) {
         if (!uuidPattern.test(row.electionId)) throw new Error(`electionId is not a uuid: ${JSON.stringify(row.electionId)}`);
         lastElectionId = row.electionId;
-        lastElectionLower = row.electionId.toLowerCase();
-        voters = votersByElection.get(lastElectionLower);
-        if (voters === undefined) votersByElection.set(lastElectionLower, (voters = new Set()));
+        const lower = row.electionId.toLowerCase();
+        election = elections.get(lower);
+        if (election === undefined) elections.set(lower, (election = { voters: new Set(), keysByShard: [] }));
       }
       validateRow(row);
-      if (voters!.has(row.voterNumber)) throw new Error(`voter ${row.voterNumber} of election ${row.electionId} is in the batch more than once`);
-      voters!.add(row.voterNumber);
-      const mapKey = `${lastElectionLower}/${row.shard}`;
-      const existing = keys.get(mapKey);
+      const { voters, keysByShard } = election!;
+      if (voters.has(row.voterNumber)) throw new Error(`voter ${row.voterNumber} of election ${row.electionId} is in the batch more than once`);
+      voters.add(row.voterNumber);
+      const existing = keysByShard[row.shard];
       if (existing === undefined) {
-        keys.set(mapKey, { key: { electionId: row.electionId, shard: row.shard }, epoch: row.epoch, mixedEpochs: false });
+        const key: FenceKey = { key: { electionId: row.electionId, shard: row.shard }, epoch: row.epoch, mixedEpochs: false };
+        keysByShard[row.shard] = key;
+        keys.push(key);
       } else if (existing.epoch !== row.epoch) {
         existing.mixedEpochs = true;
       }
     }
-    return [...keys.values()];
+    return keys;
   }
 
   /** The one message of a commit; every value in it was validated by validate(). */
@@ -280,7 +307,7 @@ export class PgJournal implements Journal {
       arrayLiteral(fenceKeys.map((k) => k.key.shard)),
       arrayLiteral(fenceKeys.map((k) => (k.mixedEpochs ? 0 : k.epoch))),
     ];
-    return `${this.settingsText}; EXECUTE ${commitStatementName}(${args.join(', ')})`;
+    return `${this.settingsText}; EXECUTE ${this.statementName}(${args.join(', ')})`;
   }
 }
 
@@ -288,9 +315,9 @@ export function createPgJournal(options: PgJournalOptions): PgJournal {
   return new PgJournal(options);
 }
 
-async function prepareCommitStatement(client: PoolClient): Promise<void> {
+async function prepareCommitStatement(client: PoolClient, text: string): Promise<void> {
   try {
-    await client.query(prepareText);
+    await client.query(text);
   } catch (error) {
     // Prepared by another PgJournal on the same pool (each knows only its own connections): same text.
     if ((error as { code?: string }).code !== duplicatePreparedStatement) throw error;

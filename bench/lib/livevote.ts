@@ -2,7 +2,8 @@
 // way production runs it: the compiled build (`npm run build`, infra/build.mjs, into bench/out/dist
 // so a dist/ in use is left alone), `node bench/out/dist/infra/main.js`, through the process harness
 // the tests use (node flags such as --cpu-prof, which NODE_OPTIONS refuses, go in front of the
-// entry point). BENCH_FROM_SOURCE=1 runs `node --import tsx infra/main.ts` instead, to compare.
+// entry point). BENCH_FROM_SOURCE=1 runs `node --import tsx infra/main.ts` instead, to compare;
+// BENCH_LIVEVOTE_DIST=<dir> runs a build made elsewhere (another commit's), for A/B runs.
 // Adds what a benchmark needs around it: the embedded Postgres' URL, an admin session,
 // elections, and the vote counters from /metrics.
 import { execFileSync } from 'node:child_process';
@@ -22,9 +23,10 @@ export interface LivevoteUnderTest {
 }
 
 /** Where the bench builds livevote (inside the repository, so node_modules is found from it). */
-export const benchBuildDir = path.join(root, 'bench/out/dist');
+export const benchBuildDir = process.env.BENCH_LIVEVOTE_DIST ? path.resolve(process.env.BENCH_LIVEVOTE_DIST) : path.join(root, 'bench/out/dist');
 export const fromSource = process.env.BENCH_FROM_SOURCE === '1';
-let built = false;
+/** BENCH_LIVEVOTE_DIST=<dir>: a build made elsewhere (another commit's, to compare two), used as it is. */
+let built = process.env.BENCH_LIVEVOTE_DIST !== undefined;
 
 /** `node infra/build.mjs --out-dir bench/out/dist`, once per bench process (about 10 s). */
 export function buildLivevote(): void {

@@ -2,6 +2,7 @@
 // files comes from the run; nothing here is typed in by hand but the explanations of method.
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import { preservedClusterJson, preservedClusterSection, readFileOr, withClusterSection } from './clusterReport.ts';
 import type { FanoutResult } from './fanout.ts';
 import type { ProfileSummary } from './cpuProfile.ts';
 
@@ -580,8 +581,12 @@ export async function writeResults(r: BenchResults, dir: string): Promise<Verdic
     targets: Object.fromEntries(t.map((x) => [x.name, { met: x.met, measured: x.actual, target: x.target, margin: x.margin }])),
     details: r,
   };
-  await writeFile(path.join(dir, 'results.json'), `${JSON.stringify(json, null, 2)}\n`);
-  await writeFile(path.join(dir, 'RESULTS.md'), renderMarkdown(r));
+  // The cluster section is written by `npm run bench:cluster` (bench/cluster.ts): kept as it was.
+  const clusterJson = await preservedClusterJson(dir);
+  const clusterSection = preservedClusterSection(await readFileOr(path.join(dir, 'RESULTS.md'), ''));
+  await writeFile(path.join(dir, 'results.json'), `${JSON.stringify(clusterJson === undefined ? json : { ...json, cluster: clusterJson }, null, 2)}\n`);
+  const markdown = renderMarkdown(r);
+  await writeFile(path.join(dir, 'RESULTS.md'), clusterSection === undefined ? markdown : withClusterSection(markdown, clusterSection));
   const failed = !json.counts_ok;
   return {
     failed,

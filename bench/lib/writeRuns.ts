@@ -35,6 +35,8 @@ export interface WriteRunOptions {
   readonly beforeRun?: (env: Record<string, string>) => Promise<void>;
   /** Node flags for the livevote process (e.g. --cpu-prof). */
   readonly nodeArgs?: readonly string[];
+  /** Each voter from an address of its own, in X-Forwarded-For (votes.lua); pair with LIVEVOTE_TRUSTED_PROXIES=127.0.0.1. */
+  readonly forwardedFor?: boolean;
   readonly log: (line: string) => void;
 }
 
@@ -74,7 +76,7 @@ export async function measureWriteRuns(options: WriteRunOptions): Promise<WriteR
       }
       const admin = await adminLogin(current.baseUrl, baseEnv.LIVEVOTE_ADMIN_EMAIL, adminPassword);
       const args = (electionId: string, candidateIds: readonly string[], ms: number) =>
-        [voterFile, String(voterLineWidth), '0', String(voterCount), electionId, candidateIds.join(','), String(ms), '0', `127.0.0.1:${current.port}`];
+        [voterFile, String(voterLineWidth), '0', String(voterCount), electionId, candidateIds.join(','), String(ms), '0', `127.0.0.1:${current.port}`, options.forwardedFor ? '1' : '0'];
       const warm = await createOpenElection(current.baseUrl, admin, 'Writes: warm-up', 4, 8);
       await runWrk({ url: `${current.baseUrl}/api/v1/votes`, connections, durationS: 4, script: 'votes.lua', scriptArgs: args(warm.electionId, warm.candidateIds, 2000) });
       const election = await createOpenElection(current.baseUrl, admin, 'Writes', 4, 8);
