@@ -7,8 +7,11 @@
 import { shardKeyString, type ShardKey } from '../../actors/ports.ts';
 import type { MemoryVoteStore } from '../../actors/memoryAdapters.ts';
 import {
+  ClusterOperationRefused,
   SecretsMismatchError,
   type AllocatedElection,
+  type ClusterOperation,
+  type ClusterOperationRequest,
   type ClusterStore,
   type ClusterView,
   type HeldShardLease,
@@ -34,7 +37,8 @@ export class SimClusterState {
   coordinator: CoordinatorLease | null = null;
   fingerprint: string | null = null;
   readonly nodes = new Map<string, MemberRecord>();
-  readonly owners = new Map<string, { electionId: string; shard: number; ownerNodeId: string; mapVersion: number }>();
+  readonly owners = new Map<string, { electionId: string; shard: number; ownerNodeId: string; mapVersion: number; pinned: boolean }>();
+  readonly operations: ClusterOperation[] = [];
   /** Lease owners and expiry; the epoch lives in the vote store (it fences the journal). */
   readonly leases = new Map<string, LeaseRow>();
 
@@ -58,7 +62,7 @@ export class SimClusterState {
         const previous = this.nodes.get(request.nodeId);
         const incarnation = (previous?.incarnation ?? 0) + 1;
         const nowMs = this.now();
-        this.nodes.set(request.nodeId, { nodeId: request.nodeId, az: request.az, url: request.url, status: 'alive', incarnation, startedAtMs: nowMs, lastHeartbeatAtMs: nowMs });
+        this.nodes.set(request.nodeId, { nodeId: request.nodeId, az: request.az, url: request.url, status: 'alive', incarnation, startedAtMs: nowMs, lastHeartbeatAtMs: nowMs, draining: false });
         this.version++;
         return { incarnation };
       },
@@ -96,9 +100,57 @@ export class SimClusterState {
         const known = new Set(this.elections().map((e) => e.electionId));
         for (const a of assignments) {
           if (!known.has(a.electionId)) continue;
-          this.owners.set(`${a.electionId}/${a.shard}`, { electionId: a.electionId, shard: a.shard, ownerNodeId: a.ownerNodeId, mapVersion: version });
+          this.owners.set(`${a.electionId}/${a.shard}`, { electionId: a.electionId, shard: a.shard, ownerNodeId: a.ownerNodeId, mapVersion: version, pinned: a.pinned ?? false });
         }
         return version;
+      },
+      requestOperation: async (request: ClusterOperationRequest) => {
+        const nodeState = (nodeId: string) => {
+          const node = this.nodes.get(nodeId);
+          if (node === undefined) throw new ClusterOperationRefused('node_not_found', `no node ${nodeId} in this cluster`);
+          return node.status;
+        };
+        if (request.kind === 'move') {
+          if (nodeState(request.toNodeId) !== 'alive') throw new ClusterOperationRefused('node_not_alive', `node ${request.toNodeId} is not alive`);
+          const row = this.owners.get(`${request.electionId}/${request.shard}`);
+          if (row === undefined) throw new ClusterOperationRefused('shard_not_found', `no shard ${request.shard} of election ${request.electionId} in the map`);
+          if (row.ownerNodeId === request.toNodeId) throw new ClusterOperationRefused('already_there', `shard ${request.shard} of election ${request.electionId} is already on ${request.toNodeId}`);
+        } else if (request.kind === 'drain') {
+          if (nodeState(request.nodeId) !== 'alive') throw new ClusterOperationRefused('node_not_alive', `node ${request.nodeId} is not alive`);
+        }
+        const operation: ClusterOperation = {
+          operationId: this.operations.length + 1, request, status: 'pending', shardsTotal: 0, shardsMoved: 0, requestedAtMs: this.now(), finishedAtMs: null, error: null,
+        };
+        this.operations.push(operation);
+        this.version++;
+        return operation;
+      },
+      listOperations: async (limit) => this.operations.slice(-Math.max(1, limit)).reverse(),
+      getOperation: async (operationId) => this.operations.find((op) => op.operationId === operationId),
+      updateOperation: async (coordinatorNodeId, operationId, update) => {
+        if (!this.isCoordinator(coordinatorNodeId)) return false;
+        const index = this.operations.findIndex((op) => op.operationId === operationId);
+        if (index < 0) return true;
+        const op = this.operations[index]!;
+        const finished = update.status === 'done' || update.status === 'failed';
+        this.operations[index] = {
+          ...op,
+          status: update.status,
+          shardsTotal: update.shardsTotal ?? op.shardsTotal,
+          shardsMoved: update.shardsMoved ?? op.shardsMoved,
+          error: update.error ?? op.error,
+          finishedAtMs: finished ? this.now() : op.finishedAtMs,
+        };
+        return true;
+      },
+      setDraining: async (coordinatorNodeId, nodeId, draining) => {
+        if (!this.isCoordinator(coordinatorNodeId)) return false;
+        const node = this.nodes.get(nodeId);
+        if (node !== undefined && node.draining !== draining) {
+          this.nodes.set(nodeId, { ...node, draining });
+          this.version++;
+        }
+        return true;
       },
       leave: async (nodeId, incarnation) => {
         const node = this.nodes.get(nodeId);
@@ -126,6 +178,7 @@ export class SimClusterState {
           return { ...row, epoch: this.voteStore.leaseEpoch(key) ?? 0, leaseNodeId: lease?.owner ?? null, leaseExpiresAtMs: lease?.expiresAtMs ?? 0 };
         }),
       elections: [...this.elections()],
+      operations: this.operations.filter((op) => op.status === 'pending' || op.status === 'running'),
     };
   }
 

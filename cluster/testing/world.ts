@@ -107,6 +107,10 @@ export interface ClusterTimings {
   readonly deadAfterMs: number;
   readonly leaseTtlMs: number;
   readonly movesInFlightMax: number;
+  /** Balance on join and leave (LIVEVOTE_AUTO_BALANCE). */
+  readonly autoBalance: boolean;
+  /** How long the router asks again for a vote whose shard is between owners. */
+  readonly routeRetryMs: number;
 }
 
 export interface ElectionSpec {
@@ -266,7 +270,7 @@ export class World {
   }
 
   private get timings(): ClusterTimings {
-    return this.config.cluster ?? { heartbeatIntervalMs: 50, deadAfterMs: 200, leaseTtlMs: 300, movesInFlightMax: 1 };
+    return this.config.cluster ?? { heartbeatIntervalMs: 50, deadAfterMs: 200, leaseTtlMs: 300, movesInFlightMax: 1, autoBalance: true, routeRetryMs: 0 };
   }
 
   // -------------------------------------------------------------------------------------------
@@ -321,7 +325,15 @@ export class World {
       const election = this.elections.find((e) => e.electionId === electionId);
       return election === undefined ? undefined : { shardCount: election.shardCount, candidateCount: election.candidateCount, status: election.closed ? ('closed' as const) : ('open' as const) };
     };
-    const shardHost = new ShardHost({ nodeId: process.nodeId, voteNode: process.node, leases: shardLeases, election: electionInfo, leaseTtlMs: timings.leaseTtlMs, log: silent });
+    const shardHost = new ShardHost({
+      nodeId: process.nodeId,
+      voteNode: process.node,
+      leases: shardLeases,
+      election: electionInfo,
+      leaseTtlMs: timings.leaseTtlMs,
+      log: silent,
+      mayTakeShards: () => membership !== undefined && membership.canServe(),
+    });
     const world = this;
     const router = new Router({
       nodeId: process.nodeId,
@@ -330,6 +342,7 @@ export class World {
       shardCountOf: (electionId) => electionInfo(electionId)?.shardCount,
       canServe: () => membership.canServe(),
       retryAfterMs: 100,
+      routeRetryMs: timings.routeRetryMs,
     });
     const results = new ClusterResults({
       voteNode: process.node,
@@ -344,6 +357,7 @@ export class World {
       nodeId: process.nodeId,
       deadAfterMs: timings.deadAfterMs,
       movesInFlightMax: timings.movesInFlightMax,
+      autoBalance: timings.autoBalance,
       log: silent,
       onMapWritten: () => {
         for (const peer of this.processes) if (peer !== process && peer.status !== 'dead' && peer.cluster !== null) this.sendMapChanged(process, peer);
@@ -351,7 +365,9 @@ export class World {
       },
     });
     let viewChain: Promise<void> = Promise.resolve();
-    const membership = new Membership({
+    // eslint-disable-next-line prefer-const -- read by closures above before it is assigned
+    let membership: Membership;
+    membership = new Membership({
       store,
       self: { nodeId: process.nodeId, az: `az-${process.slot % 3}`, url: `sim://${process.nodeId}`, secretsFingerprint: 'sim' },
       heartbeatIntervalMs: timings.heartbeatIntervalMs,
@@ -375,7 +391,16 @@ export class World {
         void (async () => {
           this.note(`${process.id} finds itself declared dead: drops its shards, joins again`);
           await shardHost.dropAll();
-          await membership.rejoin();
+          // As cluster/clusterNode.ts: rejoin until it succeeds, then take shards again.
+          for (;;) {
+            try {
+              await membership.rejoin();
+              break;
+            } catch {
+              await new Promise((resolve) => setTimeout(resolve, timings.deadAfterMs));
+            }
+          }
+          shardHost.resume();
         })().catch(() => undefined);
       },
     });
@@ -508,6 +533,24 @@ export class World {
     this.note(`kill ${process.id}`);
     this.disconnectFrom(process);
     for (const request of this.requests) if (request.processId === process.id && request.outcome === null) request.lost = true;
+  }
+
+  /**
+   * Cluster mode: an operator's request (issue 13) — move one shard to the `to`-th node, drain a
+   * node, balance — recorded in the store as the API does; the coordinator carries it out.
+   */
+  async operate(kind: 'move' | 'drain' | 'balance', election: number, shard: number, node: number): Promise<void> {
+    if (this.mode !== 'cluster' || this.elections.length === 0) return;
+    const e = this.elections[election % this.elections.length]!;
+    const nodeId = `n${node % this.config.nodeCount}`;
+    const request =
+      kind === 'move' ? { kind, electionId: e.electionId, shard: shard % e.shardCount, toNodeId: nodeId } : kind === 'drain' ? { kind, nodeId } : { kind };
+    try {
+      const op = await this.clusterState.store().requestOperation(request);
+      this.note(`operator asks ${JSON.stringify(request)}: operation ${op.operationId}`);
+    } catch (error) {
+      this.note(`operator asks ${JSON.stringify(request)}: refused (${(error as Error).message})`);
+    }
   }
 
   // -------------------------------------------------------------------------------------------
@@ -862,6 +905,16 @@ export class World {
           return version;
         }),
       leave: (nodeId, incarnation) => call('leaves', () => inner.leave(nodeId, incarnation)),
+      requestOperation: (request) => call(`requests ${request.kind}`, () => inner.requestOperation(request)),
+      listOperations: (limit) => call('lists operations', () => inner.listOperations(limit)),
+      getOperation: (operationId) => call(`reads operation ${operationId}`, () => inner.getOperation(operationId)),
+      updateOperation: (coordinatorNodeId, operationId, update) =>
+        call(`updates operation ${operationId}: ${update.status}`, async () => {
+          const updated = await inner.updateOperation(coordinatorNodeId, operationId, update);
+          if (updated) this.note(`${process.id} (coordinator) operation ${operationId} ${update.status}${update.error ? `: ${update.error}` : ''}`);
+          return updated;
+        }),
+      setDraining: (coordinatorNodeId, nodeId, draining) => call(`marks ${nodeId} draining=${draining}`, () => inner.setDraining(coordinatorNodeId, nodeId, draining)),
     };
   }
 
