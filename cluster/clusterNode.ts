@@ -6,7 +6,7 @@ import { createHash, createHmac } from 'node:crypto';
 import type { Registry } from 'prom-client';
 import { Counter, Gauge } from 'prom-client';
 import { createVoteNode, type VoteNode, type VoteNodeConfig } from '../actors/voteNode.ts';
-import type { Journal } from '../actors/ports.ts';
+import type { Journal, SpillQueue } from '../actors/ports.ts';
 import { createPgBatchIdSource } from '../persistence/batchIds.ts';
 import { createPgClusterStore } from '../persistence/clusterStore.ts';
 import { createPool, endPool, poolUrl, type Pool } from '../persistence/db.ts';
@@ -59,6 +59,8 @@ export interface ClusterNodeDeps {
   /** Elections changed somewhere in the cluster: reload them. */
   readonly reloadElections: () => Promise<void>;
   readonly wrapJournal?: (journal: Journal) => Journal;
+  /** Where batches go when Postgres does not store them in time (voteNodeConfig.spillAfterMs then set). */
+  readonly spillQueue?: SpillQueue | null;
   /** Tests and the simulation: other stores. */
   readonly store?: ClusterStore;
   readonly leases?: ShardLeases;
@@ -101,7 +103,9 @@ export interface ClusterNode {
   electionChanged(electionId: string): Promise<void>;
   /** Fresh from the store. */
   adminView(): Promise<AdminClusterView>;
-  /** Graceful: leave, drain and release every shard, close links and the vote node. */
+  /** Leave the cluster and hand every shard to its new owner (drained, snapshotted, released); routing goes on. */
+  handOff(): Promise<void>;
+  /** Graceful: hand off (if not done yet), close links and the vote node. */
   stop(): Promise<void>;
 }
 
@@ -117,6 +121,7 @@ export async function createClusterNode(deps: ClusterNodeDeps): Promise<ClusterN
   const journal = createPgJournal({ pool, nodeId });
   const voteNode = createVoteNode({
     journal: deps.wrapJournal ? deps.wrapJournal(journal) : journal,
+    spill: deps.spillQueue ? { queue: deps.spillQueue, store: journal } : undefined,
     snapshots: createPgSnapshotStore({ pool, nodeId }),
     storedVotes: createPgStoredVoteReader(pool),
     batchIds: await createPgBatchIdSource({ pool }),
@@ -150,6 +155,7 @@ export async function createClusterNode(deps: ClusterNodeDeps): Promise<ClusterN
   let router: Router;
   let results: ClusterResults;
   let started = false;
+  let handingOff: Promise<void> | undefined;
   let electionsVersionLoaded = -1;
   let peers: { nodeId: string; url: string }[] = [];
 
@@ -159,7 +165,7 @@ export async function createClusterNode(deps: ClusterNodeDeps): Promise<ClusterN
     requestTimeoutMs: settings.forwardTimeoutMs,
     inFlightMaxPerPeer: settings.forwardInFlightMax,
     metricsRegistry: deps.metricsRegistry,
-    log: deps.log.child({ component: 'links' }) as never,
+    log: deps.log.child({ component: 'links' }),
     onRequest: (_from, message, answer) => router.castForwarded(message, (outcome) => answer({ t: 'outcome', outcome })),
     onEvent: (_from, event) => {
       if (event.t === 'tallies') results.applyTallies(event);
@@ -225,6 +231,16 @@ export async function createClusterNode(deps: ClusterNodeDeps): Promise<ClusterN
       void membership.refreshView().catch(() => undefined);
     },
   });
+
+  const handOff = (): Promise<void> => {
+    handingOff ??= (async () => {
+      if (!started) return;
+      await membership.stop({ leave: true }).catch((error: unknown) => log.warn({ err: error }, 'leaving the cluster failed; the others will declare this node dead'));
+      await shardHost.stop();
+      log.info({}, 'left the cluster; every shard handed off');
+    })();
+    return handingOff;
+  };
 
   const waitUntil = async (condition: () => boolean, deadlineMs: number) => {
     while (!condition() && Date.now() < deadlineMs) await new Promise((resolve) => setTimeout(resolve, 20));
@@ -324,12 +340,10 @@ export async function createClusterNode(deps: ClusterNodeDeps): Promise<ClusterN
         })),
       };
     },
+    handOff,
     async stop() {
-      if (started) {
-        await membership.stop({ leave: true }).catch((error: unknown) => log.warn({ err: error }, 'leaving the cluster failed; the others will declare this node dead'));
-        await shardHost.stop();
-        results.stop();
-      }
+      await handOff();
+      if (started) results.stop();
       await links.close();
       await voteNode.close();
       await endPool(clusterPool);

@@ -15,8 +15,10 @@ import { dashboardRoutes } from './dashboard/routes.ts';
 import { streamPath } from './results/stream.ts';
 import { resolveNodeIdentity } from '../cluster/nodeIdentity.ts';
 import { createClusterNode, type ClusterNode } from '../cluster/clusterNode.ts';
+import { openSpillQueue } from '../persistence/spillQueues.ts';
 import { createVotePathMetrics } from './votes/metrics.ts';
-import { clusterRoutes } from './cluster/routes.ts';
+import { clusterOperationRoutes, clusterRoutes } from './cluster/routes.ts';
+import { fetchMetricsText, NodeVoteRates } from './cluster/nodeRates.ts';
 import type { Config } from '../infra/config.ts';
 import type { Secrets } from '../infra/secrets.ts';
 import type { Logger } from '../infra/logger.ts';
@@ -64,6 +66,7 @@ export async function buildApp(deps: AppDeps): Promise<LivevoteApp> {
   const metrics = deps.metrics ?? createMetrics({ defaultMetrics: false });
   const app = uws.App();
   let accepting = false;
+  let handingOff = false;
   let listenSocket: us_listen_socket | undefined;
 
   const identity = resolveNodeIdentity(deps.config);
@@ -83,6 +86,9 @@ export async function buildApp(deps: AppDeps): Promise<LivevoteApp> {
   const votePathMetrics = createVotePathMetrics(metrics.registry);
   let reloadingFromCluster = false;
   const { config } = deps;
+  // Where batches go when Postgres does not store them within the deadline (README, "the deadline").
+  const spillQueue = await openSpillQueue(config.spill);
+  votePathMetrics.watchSpillQueue(spillQueue);
   const cluster = await createClusterNode({
     pool: deps.pool,
     nodeId: identity.nodeId,
@@ -93,6 +99,7 @@ export async function buildApp(deps: AppDeps): Promise<LivevoteApp> {
       batchRowsMax: config.batchRowsMax,
       commitsInFlightMax: config.commitsInFlightMax,
       commitDeadlineMs: config.commitDeadlineMs,
+      spillAfterMs: spillQueue === null ? null : config.spill.afterMs,
       shardPendingVotesMax: config.pendingVotesMax,
       snapshotIntervalMs: config.snapshotIntervalMs,
     },
@@ -113,6 +120,7 @@ export async function buildApp(deps: AppDeps): Promise<LivevoteApp> {
       }
     },
     wrapJournal: (journal) => votePathMetrics.timed(journal),
+    spillQueue,
   });
   elections.registry.onChange(async (election) => {
     if (election.status === 'closed') cluster.voteNode.closeElection(election.electionId);
@@ -139,10 +147,12 @@ export async function buildApp(deps: AppDeps): Promise<LivevoteApp> {
 
   let openApiJson = '';
   const routes: RouteDefinition<unknown, unknown>[] = [
-    ...operationsRoutes({ pool: deps.pool, metrics, isAccepting: () => accepting, openApiJson: () => openApiJson }),
+    // Ready = accepting and not handing its shards off: a load balancer stops sending first.
+    ...operationsRoutes({ pool: deps.pool, metrics, isAccepting: () => accepting && !handingOff, openApiJson: () => openApiJson }),
     ...features.flatMap((f) => f.routes),
     ...dashboardRoutes(),
-    ...clusterRoutes({ cluster }),
+    ...clusterRoutes({ cluster, rates: new NodeVoteRates({ fetchMetrics: fetchMetricsText, nowMs: Date.now }) }),
+    ...clusterOperationRoutes({ operations: cluster.operations }),
   ];
   for (const route of routes) router.register(route);
   router.recordServed({ method: 'WS', path: streamPath });
@@ -188,6 +198,10 @@ export async function buildApp(deps: AppDeps): Promise<LivevoteApp> {
       });
     },
     async close(drainTimeoutMs = 10_000) {
+      // First the shards leave, while this node still answers: a vote sent here meanwhile is
+      // routed to the shard's new owner (load balancers see /readyz 503 and stop sending).
+      handingOff = true;
+      await cluster.handOff();
       accepting = false;
       if (listenSocket) {
         uws.us_listen_socket_close(listenSocket);
@@ -199,6 +213,7 @@ export async function buildApp(deps: AppDeps): Promise<LivevoteApp> {
       ]);
       if (!drained) deps.log.warn({ inFlight: router.inFlightCount() }, 'requests still in flight after the drain timeout');
       for (const feature of [...features].reverse()) await feature.stop();
+      await spillQueue?.close();
     },
   };
 }
