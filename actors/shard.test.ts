@@ -46,6 +46,32 @@ describe('shard', () => {
     expect(state.committedTallies).toEqual([0, 1, 0]);
   });
 
+  it('a queued vote is answered accepted, keeps its bit, counts nothing until drained, and is never abandoned', () => {
+    const state = newShard();
+    const original = cast(6, 1, 41);
+    const row = appendedRow(step(state, original));
+    const retry = cast(6, 1);
+    expect(step(state, retry)).toEqual([]);
+    const queued = step(state, { kind: 'BatchQueued', rows: [row] });
+    expect(queued).toEqual([
+      { kind: 'Reply', requestId: (original as { requestId: number }).requestId, outcome: { kind: 'accepted', voteId: row.voteId, acceptedAtMs: row.acceptedAtMs, replayed: false } },
+      { kind: 'Reply', requestId: (retry as { requestId: number }).requestId, outcome: { kind: 'accepted', voteId: row.voteId, acceptedAtMs: row.acceptedAtMs, replayed: true } },
+    ]);
+    expect(state.committedTallies).toEqual([0, 0, 0]);
+    // Later tries are answered from the queued row: the same vote, or a second one refused.
+    const other = cast(6, 2);
+    expect(step(state, other)).toEqual([
+      { kind: 'Reply', requestId: (other as { requestId: number }).requestId, outcome: { kind: 'already_voted', voteId: row.voteId, acceptedAtMs: row.acceptedAtMs } },
+    ]);
+    // In doubt at the deadline after being queued: already answered, nothing changes.
+    expect(step(state, { kind: 'BatchInDoubt', rows: [row] })).toEqual([]);
+    expect(() => stepShard(state, { kind: 'BatchAbandoned', rows: [row], reason: 'commit_failed' })).toThrow(/queued vote cannot be abandoned/);
+    // The drain stores it: counted now, with no reply (answered already).
+    const drained = step(state, { kind: 'BatchCommitted', batchId: 50, rows: [row], conflictVoterNumbers: [] });
+    expect(drained).toEqual([{ kind: 'TalliesCommitted', key: { electionId: 'e1', shard: 2 }, deltas: [0, 1, 0], source: 'live' }]);
+    expect(state.queuedCount).toBe(0);
+  });
+
   it('a conflict counts nothing and answers every waiter from the stored vote', () => {
     const state = newShard();
     const original = cast(10, 0);

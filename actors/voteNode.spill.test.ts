@@ -80,8 +80,9 @@ describe('vote node with a spill queue', () => {
     const outcomes = await Promise.all(voters.map((voter) => cast(node, voter, voter % 3)));
     expect(outcomes.every((outcome) => outcome.kind === 'accepted')).toBe(true);
     expect(queue.sent).toBeGreaterThan(0);
-    // Durable in the queue, not counted yet.
+    // Durable in the queue, not counted yet, and the stats say how many wait.
     expect(node.results(electionId)!.total).toBe(0);
+    expect(node.stats(electionId)!.shards.reduce((n, shard) => n + shard.votesInSpillQueue, 0)).toBe(voters.length);
     // A retry is answered from the queued row; another candidate is a second vote, refused.
     const first = outcomes[0] as Extract<VoteOutcome, { kind: 'accepted' }>;
     expect(await cast(node, voters[0]!, voters[0]! % 3)).toMatchObject({ kind: 'accepted', voteId: first.voteId });
@@ -92,6 +93,7 @@ describe('vote node with a spill queue', () => {
     await expect.poll(async () => (await queue.depth()).batches, eventually).toBe(0);
     expect(storedVoters(adapters)).toEqual(voters);
     expect(node.spillStats()!.batchesAlreadyStored).toBeGreaterThan(0);
+    expect(node.stats(electionId)!.shards.reduce((n, shard) => n + shard.votesInSpillQueue, 0)).toBe(0);
   });
 
   it('a journal that stalls and then fails: the drainer stores every queued vote exactly once', async () => {

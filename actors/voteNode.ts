@@ -159,6 +159,8 @@ export interface ShardStats {
   readonly votersWithBit: number;
   readonly backlog: number;
   readonly queuedCasts: number;
+  /** Votes answered from the spill queue and not yet drained: accepted, not yet in the results. */
+  readonly votesInSpillQueue: number;
   readonly counters: Readonly<ShardCounters>;
 }
 
@@ -858,6 +860,7 @@ export function createVoteNode(deps: VoteNodeDeps): VoteNode {
         votersWithBit: cell.state.bitmap.count(),
         backlog: shardBacklog(cell.state),
         queuedCasts: cell.queuedCasts,
+        votesInSpillQueue: cell.state.queuedCount,
         counters: { ...cell.state.counters },
       })),
       committer: {
