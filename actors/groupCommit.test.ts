@@ -44,7 +44,8 @@ describe('group committer', () => {
   it('flushes at once when a full batch is buffered', () => {
     const state = createCommitterState(config);
     const rows = [row(), row(), row(), row()];
-    expect(kinds(append(state, rows, 0))).toEqual(['RequestBatchId']);
+    // The timer is the deadline's: buffered rows are answered by then whatever happens.
+    expect(append(state, rows, 0)).toEqual([{ kind: 'RequestBatchId' }, { kind: 'ArmTimer', atMs: 100 }]);
     const batch = startedBatch(stepCommitter(state, { kind: 'BatchIdAssigned', batchId: 1, nowMs: 0 }));
     expect(batch.rows).toEqual(rows.slice(0, 3));
     expect(state.buffer).toHaveLength(1);
@@ -52,17 +53,18 @@ describe('group committer', () => {
 
   it('flushes a partial batch at once while no journal call is in flight', () => {
     const state = createCommitterState(config);
-    expect(append(state, [row()], 100)).toEqual([{ kind: 'RequestBatchId' }]);
+    expect(append(state, [row()], 100)).toEqual([{ kind: 'RequestBatchId' }, { kind: 'ArmTimer', atMs: 200 }]);
   });
 
   it('while a commit is in flight, flushes a partial batch after flushIntervalMs', () => {
     const state = createCommitterState(config);
     append(state, [row()], 90);
     startedBatch(stepCommitter(state, { kind: 'BatchIdAssigned', batchId: 1, nowMs: 90 }));
+    expect(state.timerAtMs).toBe(190); // the deadline of the batch in flight
     expect(append(state, [row()], 100)).toEqual([{ kind: 'ArmTimer', atMs: 105 }]);
     expect(append(state, [row()], 102)).toEqual([]);
     expect(stepCommitter(state, { kind: 'TimerFired', nowMs: 103 })).toEqual([{ kind: 'ArmTimer', atMs: 105 }]);
-    expect(stepCommitter(state, { kind: 'TimerFired', nowMs: 105 })).toEqual([{ kind: 'RequestBatchId' }]);
+    expect(stepCommitter(state, { kind: 'TimerFired', nowMs: 105 })).toEqual([{ kind: 'RequestBatchId' }, { kind: 'ArmTimer', atMs: 190 }]);
   });
 
   it('starts the batch that waited as soon as the commit ahead of it finishes', () => {
@@ -207,12 +209,99 @@ describe('group committer', () => {
     const state = createCommitterState(config);
     append(state, [row(), row(), row()], 0);
     expect(stepCommitter(state, { kind: 'BatchIdFailed', message: 'db down', nowMs: 1 })).toEqual([{ kind: 'ArmTimer', atMs: 21 }]);
-    expect(stepCommitter(state, { kind: 'TimerFired', nowMs: 21 })).toEqual([{ kind: 'RequestBatchId' }]);
+    expect(stepCommitter(state, { kind: 'TimerFired', nowMs: 21 })).toEqual([{ kind: 'RequestBatchId' }, { kind: 'ArmTimer', atMs: 100 }]);
   });
 
   it('asserts on impossible messages', () => {
     const state = createCommitterState(config);
     expect(() => stepCommitter(state, { kind: 'BatchIdAssigned', batchId: 1, nowMs: 0 })).toThrow(/without a request/);
     expect(() => stepCommitter(state, { kind: 'CommitFinished', batchId: 9, result: { kind: 'committed', conflicts: [] }, nowMs: 0 })).toThrow();
+  });
+});
+
+describe('group committer: deadline and spill', () => {
+  const spill: CommitterConfig = { ...config, commitsInFlightMax: 1, spillAfterMs: 50 };
+
+  function spilled(effects: CommitterEffect[]): JournalBatch {
+    const effect = effects.find((e) => e.kind === 'SpillBatch');
+    if (effect?.kind !== 'SpillBatch') throw new Error(`no SpillBatch in ${JSON.stringify(effects)}`);
+    return effect.batch;
+  }
+
+  it('spills a commit still running at spillAfterMs; the queue confirming answers its votes', () => {
+    const state = createCommitterState(spill);
+    const rows = [row(), row()];
+    append(state, rows, 0);
+    const batch = startedBatch(stepCommitter(state, { kind: 'BatchIdAssigned', batchId: 1, nowMs: 0 }));
+    expect(kinds(stepCommitter(state, { kind: 'TimerFired', nowMs: 49 }))).not.toContain('SpillBatch');
+    expect(spilled(stepCommitter(state, { kind: 'TimerFired', nowMs: 50 }))).toBe(batch);
+    expect(kinds(stepCommitter(state, { kind: 'SpillFinished', batchId: 1, confirmed: true, nowMs: 60 }))).toEqual(['Deliver:BatchQueued']);
+    // The commit lands after all: counted now (the drain of the queued copy is a no-op).
+    expect(kinds(stepCommitter(state, { kind: 'CommitFinished', batchId: 1, result: { kind: 'committed', conflicts: [] }, nowMs: 70 }))).toEqual([
+      'Deliver:BatchCommitted',
+    ]);
+    expect(isCommitterIdle(state)).toBe(true);
+  });
+
+  it('a queued batch whose commit fails is left to the drain, never checked', () => {
+    const state = createCommitterState(spill);
+    append(state, [row()], 0);
+    stepCommitter(state, { kind: 'BatchIdAssigned', batchId: 1, nowMs: 0 });
+    stepCommitter(state, { kind: 'TimerFired', nowMs: 50 });
+    // Failed while the spill is in flight: held, not checked (a check would mark it abandoned).
+    expect(kinds(stepCommitter(state, { kind: 'CommitFinished', batchId: 1, result: { kind: 'failed', message: 'timeout' }, nowMs: 55 }))).not.toContain(
+      'CheckCommit',
+    );
+    const effects = stepCommitter(state, { kind: 'SpillFinished', batchId: 1, confirmed: true, nowMs: 60 });
+    expect(kinds(effects)).toEqual(['Deliver:BatchQueued']);
+    expect(state.counters.batchesLeftToDrain).toBe(1);
+    expect(isCommitterIdle(state)).toBe(true);
+  });
+
+  it('a spill not confirmed leaves the batch to wasCommitted, and its votes are answered in doubt at the deadline', () => {
+    const state = createCommitterState(spill);
+    const rows = [row()];
+    append(state, rows, 0);
+    stepCommitter(state, { kind: 'BatchIdAssigned', batchId: 1, nowMs: 0 });
+    stepCommitter(state, { kind: 'TimerFired', nowMs: 50 });
+    expect(stepCommitter(state, { kind: 'SpillFinished', batchId: 1, confirmed: false, nowMs: 60 })).toEqual([]);
+    expect(state.timerAtMs).toBe(100);
+    expect(stepCommitter(state, { kind: 'TimerFired', nowMs: 100 })).toEqual([
+      { kind: 'DeliverToShard', key: { electionId: 'e', shard: 0 }, msg: { kind: 'BatchInDoubt', rows } },
+    ]);
+    expect(kinds(stepCommitter(state, { kind: 'CommitFinished', batchId: 1, result: { kind: 'failed', message: 'x' }, nowMs: 120 }))).toEqual(['CheckCommit']);
+    // Not committed (and now marked abandoned): past the deadline, so abandoned, not retried.
+    expect(kinds(stepCommitter(state, { kind: 'CommitCheckFinished', batchId: 1, outcome: 'not_committed', nowMs: 130 }))).toEqual([
+      'Deliver:BatchAbandoned',
+    ]);
+    expect(isCommitterIdle(state)).toBe(true);
+  });
+
+  it('with the journal stalled, rows waiting spillAfterMs leave in a batch for the queue alone', () => {
+    const state = createCommitterState(spill);
+    append(state, [row()], 0);
+    stepCommitter(state, { kind: 'BatchIdAssigned', batchId: 1, nowMs: 0 });
+    const waiting = [row(), row()];
+    append(state, waiting, 10);
+    expect(kinds(stepCommitter(state, { kind: 'TimerFired', nowMs: 50 }))).toContain('SpillBatch');
+    expect(kinds(stepCommitter(state, { kind: 'TimerFired', nowMs: 60 }))).toContain('RequestBatchId');
+    const effects = stepCommitter(state, { kind: 'BatchIdAssigned', batchId: 2, nowMs: 61 });
+    expect(kinds(effects)).not.toContain('StartCommit');
+    expect(spilled(effects).rows).toEqual(waiting);
+    expect(stepCommitter(state, { kind: 'SpillFinished', batchId: 2, confirmed: true, nowMs: 62 })).toEqual([
+      { kind: 'DeliverToShard', key: { electionId: 'e', shard: 0 }, msg: { kind: 'BatchQueued', rows: waiting } },
+    ]);
+  });
+
+  it('rows that never got a batch id are abandoned at the deadline', () => {
+    const state = createCommitterState(spill);
+    const rows = [row()];
+    append(state, rows, 0);
+    stepCommitter(state, { kind: 'TimerFired', nowMs: 50 });
+    stepCommitter(state, { kind: 'BatchIdFailed', message: 'db frozen', nowMs: 90 });
+    expect(state.timerAtMs).toBe(100);
+    const effects = stepCommitter(state, { kind: 'TimerFired', nowMs: 100 });
+    expect(effects).toEqual([{ kind: 'DeliverToShard', key: { electionId: 'e', shard: 0 }, msg: { kind: 'BatchAbandoned', rows, reason: 'commit_failed' } }]);
+    expect(isCommitterIdle(state)).toBe(true);
   });
 });

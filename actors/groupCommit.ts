@@ -24,12 +24,36 @@
 //   CommitFinished      shell, Journal.commit() resolved             → DeliverToShard / CheckCommit
 //   CommitCheckFinished shell, Journal.wasCommitted() settled        → DeliverToShard / retry
 //   FlushRequested      shell, on close: flush without waiting for the interval
+//   SpillFinished       shell, SpillQueue.send() settled            → DeliverToShard(BatchQueued) / CheckCommit
 //
-// No client-side commit timeout on purpose: a commit given up on while its transaction may still
-// land would make `wasCommitted` answer false too early. The Journal adapter bounds its own time
-// (statement timeout) and resolves `failed`.
+// The deadline (`commitDeadlineMs`, counted from when a row arrived): every row is answered by
+// then. A row still in the buffer is abandoned (it was never sent anywhere, or its batch is known
+// not stored); a row whose batch is in flight is answered in doubt (BatchInDoubt: 503, its bit
+// stays set, a retry learns the truth), and the batch goes on resolving behind it.
+//
+// Spilling (`spillAfterMs`, when a spill queue is configured): a batch still committing that long
+// after its oldest row arrived is also sent to the spill queue, and rows waiting that long in the
+// buffer (no commit slot free: the journal is stalled) leave in a batch that goes only to the
+// queue. When the queue confirms, the rows are answered accepted (BatchQueued); the drainer later
+// stores the batch under the same id, idempotently, and a commit that lands after all is counted
+// once (the batch id is the primary key of vote_batches).
+//
+//   committing ──spill due──► committing + spill sending ──confirmed──► BatchQueued (answered);
+//                                          │                 the commit's outcome: committed → BatchCommitted,
+//                                          │                 anything else → nothing (the drain stores it)
+//                                          └──not confirmed──► resolved only through wasCommitted
+//
+// Safety rules, each asserted: a batch whose check (wasCommitted) has started is never spilled,
+// and a batch with a spill in flight or confirmed is never checked, because wasCommitted marks
+// an uncommitted batch abandoned, and the drainer skips an abandoned batch: checking a queued
+// batch would lose votes answered accepted. A spill that was not confirmed may still sit in the
+// queue, so its batch is resolved through wasCommitted, whose abandoned mark keeps the drainer off it.
+//
+// No client-side timeout here: the Journal adapter bounds each call itself and resolves `failed`
+// (commit) or rejects (check); a commit given up on may still land, which wasCommitted's abandoned
+// mark makes safe (the late commit then fails on the batch id).
 
-import type { BatchAbandoned, BatchCommitted, BatchInDoubt } from './shard.ts';
+import type { BatchAbandoned, BatchCommitted, BatchInDoubt, BatchQueued } from './shard.ts';
 import { assert } from './shard.ts';
 import type { JournalBatch, JournalCommitResult, JournalRow, ShardKey } from './ports.ts';
 import { shardKeyString } from './ports.ts';
@@ -49,6 +73,11 @@ export interface CommitterConfig {
   readonly checkRetryIntervalMs: number;
   /** In-doubt batches kept; at the bound, no new vote is admitted and no new batch starts. */
   readonly inDoubtBatchesMax: number;
+  /**
+   * Rows not stored this long after they arrived go to the spill queue; null: no spill queue.
+   * Must be below commitDeadlineMs, leaving the queue time to confirm.
+   */
+  readonly spillAfterMs?: number | null;
 }
 
 /** A row as the shard handed it over (the AppendToJournal effect has exactly this shape). */
@@ -66,9 +95,10 @@ export type CommitterMsg =
   | { readonly kind: 'BatchIdFailed'; readonly message: string; readonly nowMs: number }
   | { readonly kind: 'CommitFinished'; readonly batchId: number; readonly result: JournalCommitResult; readonly nowMs: number }
   | { readonly kind: 'CommitCheckFinished'; readonly batchId: number; readonly outcome: CommitCheckOutcome; readonly nowMs: number }
-  | { readonly kind: 'FlushRequested'; readonly nowMs: number };
+  | { readonly kind: 'FlushRequested'; readonly nowMs: number }
+  | { readonly kind: 'SpillFinished'; readonly batchId: number; readonly confirmed: boolean; readonly nowMs: number };
 
-export type ShardResolution = BatchCommitted | BatchAbandoned | BatchInDoubt;
+export type ShardResolution = BatchCommitted | BatchAbandoned | BatchInDoubt | BatchQueued;
 
 export type CommitterEffect =
   /** Call BatchIdSource.next(), answer BatchIdAssigned / BatchIdFailed. One at a time. */
@@ -79,18 +109,31 @@ export type CommitterEffect =
   | { readonly kind: 'CheckCommit'; readonly batchId: number }
   | { readonly kind: 'DeliverToShard'; readonly key: ShardKey; readonly msg: ShardResolution }
   /** Deliver TimerFired at or after atMs, replacing any timer armed before. */
-  | { readonly kind: 'ArmTimer'; readonly atMs: number };
+  | { readonly kind: 'ArmTimer'; readonly atMs: number }
+  /** Call SpillQueue.send(batch), answer SpillFinished (confirmed only when it resolved). */
+  | { readonly kind: 'SpillBatch'; readonly batch: JournalBatch };
 
 interface BufferedRow {
   readonly row: JournalRow;
   readonly batchIdFloor: number;
-  /** When the row first went into a batch; -1 before. The commit deadline counts from here. */
-  firstAttemptAtMs: number;
+  /** When the row reached the committer; the deadline and the spill count from here. */
+  readonly arrivedAtMs: number;
+  /** Whether the row has been in a batch (then it may only be retried once that batch is known not stored). */
+  attempted: boolean;
 }
+
+type SpillState = 'none' | 'sending' | 'queued' | 'unconfirmed';
 
 interface OpenBatch {
   readonly batch: JournalBatch;
   readonly entries: BufferedRow[];
+  /** The earliest arrivedAtMs of its rows. */
+  readonly oldestArrivedAtMs: number;
+  /** Its rows were answered (queued, or in doubt at the deadline): nothing more to tell clients. */
+  answered: boolean;
+  spill: SpillState;
+  /** A commit outcome that came while the spill was in flight, kept until the spill settles. */
+  heldResult: JournalCommitResult | null;
 }
 
 interface InDoubtBatch extends OpenBatch {
@@ -116,6 +159,14 @@ export interface CommitterCounters {
   /** Batch ids that arrived when no buffered row could use them (all floors too high). */
   batchIdsUnused: number;
   batchIdFailures: number;
+  batchesSpilled: number;
+  rowsSpilled: number;
+  rowsQueued: number;
+  spillsUnconfirmed: number;
+  /** Rows answered in doubt because the deadline came while their batch was unresolved. */
+  rowsInDoubtAtDeadline: number;
+  /** Queued batches whose own commit then failed or was fenced: only the drain stores them. */
+  batchesLeftToDrain: number;
 }
 
 export interface CommitterState {
@@ -128,6 +179,8 @@ export interface CommitterState {
   lastBatchId: number;
   /** Batches whose commit or first check is in flight. */
   readonly inFlight: Map<number, OpenBatch & { phase: 'committing' | 'checking' }>;
+  /** Batches sent only to the spill queue (the journal was stalled), until the queue answers. */
+  readonly spillOnly: Map<number, OpenBatch>;
   readonly inDoubt: Map<number, InDoubtBatch>;
   inDoubtChecksInFlight: number;
   /** The timer the shell holds, if any. */
@@ -138,8 +191,10 @@ export interface CommitterState {
 
 export function createCommitterState(config: CommitterConfig): CommitterState {
   for (const [name, value] of Object.entries(config)) {
+    if (name === 'spillAfterMs' && (value === null || value === undefined)) continue;
     assert(typeof value === 'number' && Number.isFinite(value) && value >= 0, `committer config ${name} must be a non-negative number`);
   }
+  assert(config.spillAfterMs == null || config.spillAfterMs < config.commitDeadlineMs, 'spillAfterMs must be below commitDeadlineMs');
   assert(config.batchRowsMax >= 1 && config.commitsInFlightMax >= 1, 'batchRowsMax and commitsInFlightMax must be >= 1');
   assert(config.bufferRowsMax >= config.batchRowsMax, 'bufferRowsMax must hold at least one batch');
   assert(config.inDoubtBatchesMax >= 1, 'inDoubtBatchesMax must be >= 1');
@@ -151,6 +206,7 @@ export function createCommitterState(config: CommitterConfig): CommitterState {
     batchIdRetryAtMs: 0,
     lastBatchId: 0,
     inFlight: new Map(),
+    spillOnly: new Map(),
     inDoubt: new Map(),
     inDoubtChecksInFlight: 0,
     timerAtMs: null,
@@ -171,6 +227,12 @@ export function createCommitterState(config: CommitterConfig): CommitterState {
       rowsRetried: 0,
       batchIdsUnused: 0,
       batchIdFailures: 0,
+      batchesSpilled: 0,
+      rowsSpilled: 0,
+      rowsQueued: 0,
+      spillsUnconfirmed: 0,
+      rowsInDoubtAtDeadline: 0,
+      batchesLeftToDrain: 0,
     },
   };
 }
@@ -185,7 +247,7 @@ export function canAdmit(state: CommitterState, rowsInTransit: number): boolean 
 
 /** Nothing buffered, nothing in flight, nothing in doubt: safe to stop. */
 export function isCommitterIdle(state: CommitterState): boolean {
-  return state.buffer.length === 0 && state.inFlight.size === 0 && state.inDoubt.size === 0 && !state.batchIdRequested;
+  return state.buffer.length === 0 && state.inFlight.size === 0 && state.spillOnly.size === 0 && state.inDoubt.size === 0 && !state.batchIdRequested;
 }
 
 export function journalCallsInFlight(state: CommitterState): number {
@@ -220,6 +282,9 @@ export function stepCommitter(state: CommitterState, msg: CommitterMsg): Committ
     case 'CommitCheckFinished':
       commitCheckFinished(state, msg.batchId, msg.outcome, nowMs, out);
       break;
+    case 'SpillFinished':
+      spillFinished(state, msg.batchId, msg.confirmed, nowMs, out);
+      break;
     default:
       assertNever(msg);
   }
@@ -232,7 +297,7 @@ function rowsAppended(state: CommitterState, rows: readonly AppendedRow[], nowMs
   if (state.buffer.length === 0) state.bufferSinceMs = nowMs;
   for (const appended of rows) {
     if (state.buffer.length >= state.config.bufferRowsMax) state.counters.rowsAppendedOverBound++;
-    state.buffer.push({ row: appended.row, batchIdFloor: appended.batchIdFloor, firstAttemptAtMs: -1 });
+    state.buffer.push({ row: appended.row, batchIdFloor: appended.batchIdFloor, arrivedAtMs: nowMs, attempted: false });
   }
   state.counters.rowsAppended += rows.length;
 }
@@ -247,6 +312,13 @@ function batchIdAssigned(state: CommitterState, batchId: number, nowMs: number, 
   assert(Number.isSafeInteger(batchId) && batchId > state.lastBatchId, `batch ids must increase (${state.lastBatchId} -> ${batchId})`);
   state.batchIdRequested = false;
   state.lastBatchId = batchId;
+  // Requested for a commit or for a spill-only batch; which one is decided by the room now.
+  const commitRoom = journalCallsInFlight(state) < state.config.commitsInFlightMax && state.inDoubt.size < state.config.inDoubtBatchesMax;
+  const toQueueOnly = !commitRoom;
+  if (toQueueOnly && !(spillEnabled(state) && state.spillOnly.size < state.config.commitsInFlightMax)) {
+    state.counters.batchIdsUnused++;
+    return;
+  }
   const taken: BufferedRow[] = [];
   const kept: BufferedRow[] = [];
   const buffer = state.buffer;
@@ -264,20 +336,67 @@ function batchIdAssigned(state: CommitterState, batchId: number, nowMs: number, 
   // bufferSinceMs is kept: rows left behind after a full batch are due at once, which is the
   // point (a backlog should drain at the journal's pace, not the interval's).
   const rows = new Array<JournalRow>(taken.length);
+  let oldestArrivedAtMs = Infinity;
   for (let i = 0; i < taken.length; i++) {
     const entry = taken[i]!;
-    if (entry.firstAttemptAtMs < 0) entry.firstAttemptAtMs = nowMs;
+    entry.attempted = true;
+    if (entry.arrivedAtMs < oldestArrivedAtMs) oldestArrivedAtMs = entry.arrivedAtMs;
     rows[i] = entry.row;
   }
   const batch: JournalBatch = { batchId, rows };
-  state.inFlight.set(batchId, { batch, entries: taken, phase: 'committing' });
+  const open: OpenBatch = { batch, entries: taken, oldestArrivedAtMs, answered: false, spill: 'none', heldResult: null };
+  if (toQueueOnly) {
+    // The journal has had no free slot for these rows for spillAfterMs: only the queue takes them.
+    open.spill = 'sending';
+    state.spillOnly.set(batchId, open);
+    countSpill(state, open);
+    out.push({ kind: 'SpillBatch', batch });
+    return;
+  }
+  state.inFlight.set(batchId, { ...open, phase: 'committing' });
   state.counters.batchesStarted++;
   out.push({ kind: 'StartCommit', batch });
+}
+
+function countSpill(state: CommitterState, open: OpenBatch): void {
+  state.counters.batchesSpilled++;
+  state.counters.rowsSpilled += open.entries.length;
+}
+
+function spillEnabled(state: CommitterState): boolean {
+  return state.config.spillAfterMs != null;
+}
+
+/** Buffered rows have waited spillAfterMs and the journal has no slot for them. */
+function spillOnlyDue(state: CommitterState, nowMs: number): boolean {
+  if (!spillEnabled(state) || state.buffer.length === 0) return false;
+  const noCommitSlot = journalCallsInFlight(state) >= state.config.commitsInFlightMax || state.inDoubt.size >= state.config.inDoubtBatchesMax;
+  return noCommitSlot && state.buffer[0]!.arrivedAtMs + state.config.spillAfterMs! <= nowMs && state.spillOnly.size < state.config.commitsInFlightMax;
 }
 
 function commitFinished(state: CommitterState, batchId: number, result: JournalCommitResult, nowMs: number, out: CommitterEffect[]): void {
   const open = state.inFlight.get(batchId);
   assert(open !== undefined && open.phase === 'committing', `CommitFinished for batch ${batchId} that is not committing`);
+  if (result.kind !== 'committed') {
+    if (open.spill === 'sending') {
+      // Decided once the queue answers: confirmed makes this outcome moot.
+      open.heldResult = result;
+      return;
+    }
+    if (open.spill === 'queued') {
+      // Answered already, and the drain stores it (fenced or not: it was accepted under its epoch).
+      state.inFlight.delete(batchId);
+      state.counters.batchesLeftToDrain++;
+      return;
+    }
+    if (open.spill === 'unconfirmed') {
+      // It may sit in the queue: only wasCommitted (which marks it abandoned) can settle it.
+      state.counters.commitsFailed++;
+      open.phase = 'checking';
+      out.push({ kind: 'CheckCommit', batchId });
+      return;
+    }
+  }
   switch (result.kind) {
     case 'committed':
       state.inFlight.delete(batchId);
@@ -312,14 +431,14 @@ function commitCheckFinished(state: CommitterState, batchId: number, outcome: Co
   const open = state.inFlight.get(batchId);
   if (open !== undefined) {
     assert(open.phase === 'checking', `CommitCheckFinished for batch ${batchId} that is committing`);
+    assert(open.spill === 'none' || open.spill === 'unconfirmed', `batch ${batchId} was checked while its spill was ${open.spill}`);
     state.inFlight.delete(batchId);
     if (outcome === 'committed') deliverCommitted(state, open, [], out);
     else if (outcome === 'not_committed') retryOrAbandon(state, open.entries, nowMs, out);
     else {
       state.counters.checksFailed++;
       state.counters.batchesInDoubt++;
-      state.inDoubt.set(batchId, { batch: open.batch, entries: open.entries, nextCheckAtMs: nowMs + state.config.checkRetryIntervalMs, checking: false });
-      deliverPerShard(open.entries, (rows) => ({ kind: 'BatchInDoubt', rows }), out);
+      putInDoubt(state, open, nowMs, out);
     }
     return;
   }
@@ -336,6 +455,52 @@ function commitCheckFinished(state: CommitterState, batchId: number, outcome: Co
   state.inDoubt.delete(batchId);
   if (outcome === 'committed') deliverCommitted(state, doubt, [], out);
   else retryOrAbandon(state, doubt.entries, nowMs, out);
+}
+
+function putInDoubt(state: CommitterState, open: OpenBatch, nowMs: number, out: CommitterEffect[]): void {
+  state.inDoubt.set(open.batch.batchId, { ...open, nextCheckAtMs: nowMs + state.config.checkRetryIntervalMs, checking: false });
+  if (!open.answered) deliverPerShard(open.entries, (rows) => ({ kind: 'BatchInDoubt', rows }), out);
+}
+
+function spillFinished(state: CommitterState, batchId: number, confirmed: boolean, nowMs: number, out: CommitterEffect[]): void {
+  if (!confirmed) state.counters.spillsUnconfirmed++;
+  const spillOnly = state.spillOnly.get(batchId);
+  if (spillOnly !== undefined) {
+    assert(spillOnly.spill === 'sending', `spill-only batch ${batchId} was not sending`);
+    state.spillOnly.delete(batchId);
+    if (confirmed) {
+      deliverQueued(state, spillOnly, out);
+      return;
+    }
+    // It may sit in the queue after all: settled through wasCommitted, from the in-doubt set.
+    spillOnly.spill = 'unconfirmed';
+    state.counters.batchesInDoubt++;
+    putInDoubt(state, spillOnly, nowMs - state.config.checkRetryIntervalMs, out);
+    return;
+  }
+  const open = state.inFlight.get(batchId);
+  // The commit landed first and the batch is done: the queue's copy drains as a no-op.
+  if (open === undefined) return;
+  assert(open.spill === 'sending', `spill of batch ${batchId} finished while ${open.spill}`);
+  const held = open.heldResult;
+  open.heldResult = null;
+  if (confirmed) {
+    open.spill = 'queued';
+    deliverQueued(state, open, out);
+    if (held !== null) {
+      state.inFlight.delete(batchId);
+      state.counters.batchesLeftToDrain++;
+    }
+    return;
+  }
+  open.spill = 'unconfirmed';
+  if (held !== null) commitFinished(state, batchId, held, nowMs, out);
+}
+
+function deliverQueued(state: CommitterState, open: OpenBatch, out: CommitterEffect[]): void {
+  state.counters.rowsQueued += open.entries.length;
+  open.answered = true;
+  deliverPerShard(open.entries, (rows) => ({ kind: 'BatchQueued', rows }), out);
 }
 
 /**
@@ -369,8 +534,8 @@ function retryOrAbandon(state: CommitterState, entries: readonly BufferedRow[], 
   const retry: BufferedRow[] = [];
   const abandon: BufferedRow[] = [];
   for (const entry of entries) {
-    assert(entry.firstAttemptAtMs >= 0, 'a row leaving a batch must have been attempted');
-    (nowMs - entry.firstAttemptAtMs < state.config.commitDeadlineMs ? retry : abandon).push(entry);
+    assert(entry.attempted, 'a row leaving a batch must have been attempted');
+    (nowMs - entry.arrivedAtMs < state.config.commitDeadlineMs ? retry : abandon).push(entry);
   }
   if (abandon.length > 0) {
     state.counters.rowsAbandonedDeadline += abandon.length;
@@ -406,6 +571,39 @@ function pump(state: CommitterState, nowMs: number, out: CommitterEffect[]): voi
   const config = state.config;
   let wakeAtMs = Infinity;
 
+  // The deadline of batches still unresolved: answered in doubt now, resolved later.
+  for (const open of state.inFlight.values()) {
+    if (spillEnabled(state) && open.phase === 'committing' && open.spill === 'none') {
+      const spillAtMs = open.oldestArrivedAtMs + config.spillAfterMs!;
+      if (spillAtMs <= nowMs) {
+        open.spill = 'sending';
+        countSpill(state, open);
+        out.push({ kind: 'SpillBatch', batch: open.batch });
+      } else {
+        wakeAtMs = Math.min(wakeAtMs, spillAtMs);
+      }
+    }
+    wakeAtMs = Math.min(wakeAtMs, answerAtDeadline(state, open, nowMs, out));
+  }
+  for (const open of state.spillOnly.values()) wakeAtMs = Math.min(wakeAtMs, answerAtDeadline(state, open, nowMs, out));
+  // Buffered rows past the deadline are in no batch that could still be stored: abandoned.
+  if (state.buffer.length > 0 && state.buffer[0]!.arrivedAtMs + config.commitDeadlineMs <= nowMs) {
+    const expired = state.buffer.filter((entry) => entry.arrivedAtMs + config.commitDeadlineMs <= nowMs);
+    state.buffer = state.buffer.filter((entry) => entry.arrivedAtMs + config.commitDeadlineMs > nowMs);
+    state.counters.rowsAbandonedDeadline += expired.length;
+    deliverPerShard(expired, (rows) => ({ kind: 'BatchAbandoned', rows, reason: 'commit_failed' }), out);
+  }
+  if (state.buffer.length > 0) {
+    const oldestArrivedAtMs = state.buffer[0]!.arrivedAtMs;
+    wakeAtMs = Math.min(wakeAtMs, oldestArrivedAtMs + config.commitDeadlineMs);
+    if (spillEnabled(state)) {
+      const spillAtMs = oldestArrivedAtMs + config.spillAfterMs!;
+      // Already due: a spill-only batch starts below, or a finishing call pumps again.
+      if (spillAtMs > nowMs) wakeAtMs = Math.min(wakeAtMs, spillAtMs);
+      else if (state.batchIdRetryAtMs > nowMs) wakeAtMs = Math.min(wakeAtMs, state.batchIdRetryAtMs);
+    }
+  }
+
   for (const [batchId, doubt] of state.inDoubt) {
     if (doubt.checking) continue;
     if (doubt.nextCheckAtMs > nowMs) {
@@ -426,7 +624,10 @@ function pump(state: CommitterState, nowMs: number, out: CommitterEffect[]): voi
     const flushAtMs = state.flushAll || journalIdle || state.buffer.length >= config.batchRowsMax ? nowMs : state.bufferSinceMs + config.flushIntervalMs;
     const startAtMs = Math.max(flushAtMs, state.batchIdRetryAtMs);
     const roomForCommit = journalCallsInFlight(state) < config.commitsInFlightMax && state.inDoubt.size < config.inDoubtBatchesMax;
-    if (roomForCommit && startAtMs <= nowMs) {
+    if (spillOnlyDue(state, nowMs) && state.batchIdRetryAtMs <= nowMs) {
+      state.batchIdRequested = true;
+      out.push({ kind: 'RequestBatchId' });
+    } else if (roomForCommit && startAtMs <= nowMs) {
       state.batchIdRequested = true;
       out.push({ kind: 'RequestBatchId' });
     } else if (roomForCommit) {
@@ -441,6 +642,17 @@ function pump(state: CommitterState, nowMs: number, out: CommitterEffect[]): voi
     state.timerAtMs = wakeAtMs;
     out.push({ kind: 'ArmTimer', atMs: wakeAtMs });
   }
+}
+
+/** Answers an unresolved batch in doubt once its deadline passed; returns when to look again. */
+function answerAtDeadline(state: CommitterState, open: OpenBatch, nowMs: number, out: CommitterEffect[]): number {
+  if (open.answered) return Infinity;
+  const deadlineMs = open.oldestArrivedAtMs + state.config.commitDeadlineMs;
+  if (deadlineMs > nowMs) return deadlineMs;
+  open.answered = true;
+  state.counters.rowsInDoubtAtDeadline += open.entries.length;
+  deliverPerShard(open.entries, (rows) => ({ kind: 'BatchInDoubt', rows }), out);
+  return Infinity;
 }
 
 function assertNever(value: never): never {

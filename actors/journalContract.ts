@@ -9,10 +9,10 @@
 
 import { randomUUID } from 'node:crypto';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import type { BatchIdSource, Journal, JournalRow, ShardKey, ShardSnapshot, SnapshotStore, StoredVoteReader } from './ports.ts';
+import type { BatchIdSource, Journal, JournalRow, ShardKey, ShardSnapshot, SnapshotStore, SpilledBatchStore, StoredVoteReader } from './ports.ts';
 
 export interface JournalContractSubject {
-  readonly journal: Journal;
+  readonly journal: Journal & SpilledBatchStore;
   /** Sets the lease epoch of a shard (what cluster/ does when a node acquires a lease). */
   readonly leases: { setEpoch(key: ShardKey, epoch: number): Promise<void> | void };
   readonly storedVotes: StoredVoteReader;
@@ -210,6 +210,48 @@ export function journalContract(name: string, makeJournal: () => Promise<Journal
         expect(subject.batchIds.lastAssigned()).toBe(id);
         previous = id;
       }
+    });
+
+    it('a batch wasCommitted found missing is marked abandoned: a late commit of that id stores nothing', async () => {
+      await subject.leases.setEpoch({ electionId, shard: 0 }, 1);
+      const batchId = await subject.batchIds.next();
+      expect(await subject.journal.wasCommitted(batchId)).toBe(false);
+      expect((await subject.journal.commit({ batchId, rows: [row(0, 70, 0)] })).kind).toBe('failed');
+      expect(await subject.storedVotes.readStoredVote(electionId, 70)).toBeNull();
+      expect(await subject.journal.wasCommitted(batchId)).toBe(false);
+    });
+
+    it('stores a spilled batch once, however often it is drained, without the epoch fence', async () => {
+      // No lease at all, and a stale epoch: the drain stores what was accepted under it.
+      const rows = [row(0, 80, 1, 7), row(1, 81, 0, 7)];
+      const batchId = await subject.batchIds.next();
+      const spilled = { batchId, rows, spilledAtMs: acceptedAtMs };
+      expect(await subject.journal.storeSpilled(spilled)).toEqual({ kind: 'stored', storedRows: 2, conflicts: [] });
+      expect(await subject.journal.storeSpilled(spilled)).toEqual({ kind: 'already_stored' });
+      expect(await subject.journal.wasCommitted(batchId)).toBe(true);
+      expect((await subject.storedVotes.readStoredVote(electionId, 80))?.voteId).toBe(rows[0]!.voteId);
+      expect(await readAll({ electionId, shard: 1 }, 0)).toEqual([{ voterNumber: 81, candidateIndex: 0 }]);
+    });
+
+    it('a spilled batch that was committed after all is not stored again; one marked abandoned is skipped', async () => {
+      await subject.leases.setEpoch({ electionId, shard: 0 }, 1);
+      const rows = [row(0, 90, 2)];
+      const committed = await subject.batchIds.next();
+      expect((await subject.journal.commit({ batchId: committed, rows })).kind).toBe('committed');
+      expect(await subject.journal.storeSpilled({ batchId: committed, rows, spilledAtMs: acceptedAtMs })).toEqual({ kind: 'already_stored' });
+      const abandoned = await subject.batchIds.next();
+      expect(await subject.journal.wasCommitted(abandoned)).toBe(false);
+      expect(await subject.journal.storeSpilled({ batchId: abandoned, rows: [row(0, 92, 0)], spilledAtMs: acceptedAtMs })).toEqual({ kind: 'abandoned' });
+      expect(await subject.storedVotes.readStoredVote(electionId, 92)).toBeNull();
+    });
+
+    it('a spilled row whose voter is stored with another vote is a conflict, and the rest is stored', async () => {
+      await subject.leases.setEpoch({ electionId, shard: 0 }, 1);
+      const first = row(0, 100, 0);
+      expect((await subject.journal.commit({ batchId: await subject.batchIds.next(), rows: [first] })).kind).toBe('committed');
+      const result = await subject.journal.storeSpilled({ batchId: await subject.batchIds.next(), rows: [row(0, 100, 1), row(0, 102, 1)], spilledAtMs: acceptedAtMs });
+      expect(result).toEqual({ kind: 'stored', storedRows: 1, conflicts: [{ electionId, voterNumber: 100 }] });
+      expect((await subject.storedVotes.readStoredVote(electionId, 100))?.voteId).toBe(first.voteId);
     });
   });
 }

@@ -16,6 +16,7 @@ import type {
   ShardSnapshot,
   SnapshotStore,
   SpilledBatch,
+  SpilledStoreResult,
   SpillQueue,
   SpillQueueDepth,
   StoredVote,
@@ -40,7 +41,8 @@ export class MemoryVoteStore {
   readonly rowsLog: StoredRow[] = [];
   /** The primary key (electionId, voterNumber). */
   private readonly rowsByVoter = new Map<string, StoredRow>();
-  private readonly committedBatchIds = new Set<number>();
+  /** vote_batches: what became of each batch id (migration 008). */
+  private readonly batchOutcomes = new Map<number, 'committed' | 'drained' | 'abandoned'>();
   private readonly snapshots = new Map<string, ShardSnapshot>();
   /** The batch-id sequence; reservations take blocks from it. */
   private sequenceLast = 0;
@@ -57,7 +59,9 @@ export class MemoryVoteStore {
   /** One transaction: fence check for every row, then insert with ON CONFLICT DO NOTHING. */
   commitBatch(batch: JournalBatch): JournalCommitResult {
     assert(Number.isSafeInteger(batch.batchId) && batch.batchId > 0, 'batch id must be a positive integer');
-    assert(!this.committedBatchIds.has(batch.batchId), `batch id ${batch.batchId} committed twice`);
+    // Marked abandoned by wasCommitted: the late commit fails on the batch id, like Postgres's key.
+    if (this.batchOutcomes.get(batch.batchId) === 'abandoned') return { kind: 'failed', message: `batch ${batch.batchId} was abandoned` };
+    assert(!this.batchOutcomes.has(batch.batchId), `batch id ${batch.batchId} committed twice`);
     const staleShards = new Map<string, ShardKey>();
     for (const row of batch.rows) {
       const keyString = shardKeyString(row);
@@ -87,12 +91,41 @@ export class MemoryVoteStore {
       this.rowsByVoter.set(key, stored);
       this.rowsLog.push(stored);
     }
-    this.committedBatchIds.add(batch.batchId);
+    this.batchOutcomes.set(batch.batchId, 'committed');
     return { kind: 'committed', conflicts };
   }
 
+  /** True when stored (committed or drained); otherwise marks the id abandoned, for good. */
   wasCommitted(batchId: number): boolean {
-    return this.committedBatchIds.has(batchId);
+    const outcome = this.batchOutcomes.get(batchId);
+    if (outcome === undefined) {
+      this.batchOutcomes.set(batchId, 'abandoned');
+      return false;
+    }
+    return outcome !== 'abandoned';
+  }
+
+  /** The drainer's write: no fence, ON CONFLICT DO NOTHING, skipped when the id is taken. */
+  storeSpilled(batch: SpilledBatch): SpilledStoreResult {
+    const outcome = this.batchOutcomes.get(batch.batchId);
+    if (outcome === 'abandoned') return { kind: 'abandoned' };
+    if (outcome !== undefined) return { kind: 'already_stored' };
+    const conflicts: JournalConflict[] = [];
+    let storedRows = 0;
+    for (const row of batch.rows) {
+      const key = voterKey(row.electionId, row.voterNumber);
+      const existing = this.rowsByVoter.get(key);
+      if (existing !== undefined) {
+        if (existing.voteId !== row.voteId) conflicts.push({ electionId: row.electionId, voterNumber: row.voterNumber });
+        continue;
+      }
+      const stored: StoredRow = { ...row, batchId: batch.batchId };
+      this.rowsByVoter.set(key, stored);
+      this.rowsLog.push(stored);
+      storedRows++;
+    }
+    this.batchOutcomes.set(batch.batchId, 'drained');
+    return { kind: 'stored', storedRows, conflicts };
   }
 
   readStoredVote(electionId: string, voterNumber: number): StoredVote | null {
@@ -160,6 +193,10 @@ export class MemoryJournal implements Journal {
 
   async wasCommitted(batchId: number): Promise<boolean> {
     return this.store.wasCommitted(batchId);
+  }
+
+  async storeSpilled(batch: SpilledBatch): Promise<SpilledStoreResult> {
+    return this.store.storeSpilled(batch);
   }
 }
 
@@ -297,6 +334,12 @@ export class SpillQueueIndex<T> {
     return out;
   }
 
+  /** Ends the lease of an item now. */
+  release(id: number): void {
+    const item = this.items.get(id);
+    if (item !== undefined) item.leasedUntilMs = 0;
+  }
+
   remove(id: number): T | undefined {
     const item = this.items.get(id);
     this.items.delete(id);
@@ -354,6 +397,10 @@ export class MemorySpillQueue implements SpillQueue {
 
   async ack(receipt: string): Promise<void> {
     this.index.remove(spillReceiptId(receipt));
+  }
+
+  async release(receipt: string): Promise<void> {
+    this.index.release(spillReceiptId(receipt));
   }
 
   async deadLetter(receipt: string, reason: string): Promise<void> {

@@ -58,9 +58,13 @@ export interface Journal {
    */
   commit(batch: JournalBatch): Promise<JournalCommitResult>;
   /**
-   * Resolves an unknown outcome: true when the batch committed. The journal records every
-   * committed batch id in the same transaction as its rows, so this is exact. Rejects when the store cannot be reached; the batch then stays in doubt,
-   * its voters' bits stay set and its votes uncounted, until a later check answers.
+   * Resolves an unknown outcome: true when the batch is stored (committed, or drained from the
+   * spill queue). The journal records every stored batch id in the same transaction as its rows,
+   * so this is exact. When it answers false it has also marked the id abandoned, in the same
+   * place: a commit of that id still running can no longer land, and the drainer skips a queued
+   * copy of it. So false means "never stored", and the rows may be retried under a new id.
+   * Rejects when the store cannot be reached; the batch then stays in doubt, its voters' bits
+   * set and its votes uncounted, until a later check answers.
    */
   wasCommitted(batchId: number): Promise<boolean>;
 }
@@ -175,12 +179,34 @@ export interface SpillQueue {
   receive(max: number, leaseMs: number): Promise<(QueuedBatch | UndecodableMessage)[]>;
   /** The batch is stored in Postgres: remove it for good. */
   ack(receipt: string): Promise<void>;
+  /** Could not store it now: make it visible again at once rather than when the lease ends. */
+  release(receipt: string): Promise<void>;
   /** A batch that cannot be stored (poison): move it to the dead letters, with why. */
   deadLetter(receipt: string, reason: string): Promise<void>;
   depth(): Promise<SpillQueueDepth>;
   /** Messages in the dead letters (approximate for SQS). */
   deadLetterCount(): Promise<number>;
   close(): Promise<void>;
+}
+
+/**
+ * What storing a batch from the spill queue did:
+ * - `stored`: its rows are stored now, except those already stored (same voteId: a no-op) and
+ *   `conflicts`, voters stored with ANOTHER vote (never expected; counted and logged).
+ * - `already_stored`: the batch id was committed or drained before; nothing written.
+ * - `abandoned`: wasCommitted marked the id abandoned (its votes were answered otherwise): skip it.
+ * - `invalid`: the batch can never be stored (bad rows): a poison batch, for the dead letters.
+ */
+export type SpilledStoreResult =
+  | { readonly kind: 'stored'; readonly storedRows: number; readonly conflicts: readonly JournalConflict[] }
+  | { readonly kind: 'already_stored' }
+  | { readonly kind: 'abandoned' }
+  | { readonly kind: 'invalid'; readonly message: string };
+
+/** The drainer's write into the journal: no epoch fence (the votes were accepted under theirs). */
+export interface SpilledBatchStore {
+  /** Idempotent per batch id. Rejects when the store cannot be reached (the batch stays queued). */
+  storeSpilled(batch: SpilledBatch): Promise<SpilledStoreResult>;
 }
 
 export function isQueuedBatch(item: QueuedBatch | UndecodableMessage): item is QueuedBatch {

@@ -15,6 +15,10 @@
 //         │                                       └───────────┘                               │
 //         └──── RestoreFromSnapshot / ReplayStoredVotes (recovery: stored votes only) ────────┘
 //
+//   TENTATIVE / IN_DOUBT ── BatchQueued ──► QUEUED (bit set, counts nothing yet, waiters answered
+//   `accepted`: the batch is durable in the spill queue) ── BatchCommitted (drained) ──► COMMITTED.
+//   A queued vote is never abandoned: the drainer stores it, whatever happens to this process.
+//
 //   TENTATIVE ── BatchCommitted listing the voter as a conflict ──► STORED_ELSEWHERE (bit set,
 //   counts nothing, waiters answered from a lookup). A conflict means this shard missed a stored
 //   row; with leases, fencing and recovery working it never happens, so it is counted and logged.
@@ -35,6 +39,7 @@
 //   BatchCommitted         group committer               → Reply to waiters, TalliesCommitted
 //   BatchAbandoned         group committer               → Reply unavailable to waiters (maybe LeaseLost)
 //   BatchInDoubt           group committer               → Reply unavailable to waiters
+//   BatchQueued            group committer (spill queue confirmed) → Reply accepted to waiters
 //   StoredVoteFound        shell (StoredVoteReader)      → Reply to lookup waiters
 //   StoredVoteLookupFailed shell (StoredVoteReader)      → Reply unavailable to lookup waiters
 //   TakeSnapshot           shell (snapshot timer)        → WriteSnapshot
@@ -132,6 +137,15 @@ export interface BatchInDoubt {
   readonly rows: readonly JournalRow[];
 }
 
+/**
+ * Sender: group committer, when the spill queue confirmed it holds the batch of these rows: they
+ * are durable, and will be stored in Postgres by the drainer (a BatchCommitted then counts them).
+ */
+export interface BatchQueued {
+  readonly kind: 'BatchQueued';
+  readonly rows: readonly JournalRow[];
+}
+
 /** Sender: shell, answering a LookupStoredVote effect. */
 export interface StoredVoteFound {
   readonly kind: 'StoredVoteFound';
@@ -185,6 +199,7 @@ export type ShardMsg =
   | BatchCommitted
   | BatchAbandoned
   | BatchInDoubt
+  | BatchQueued
   | StoredVoteFound
   | StoredVoteLookupFailed
   | TakeSnapshot
@@ -226,6 +241,8 @@ interface PendingVote {
   /** Retries that arrived while pending; null until the first one (most votes have none). */
   retries: RetryWaiter[] | null;
   inDoubt: boolean;
+  /** Durable in the spill queue and answered: waits only for the drain to count it. */
+  queued: boolean;
 }
 
 export interface ShardCounters {
@@ -241,6 +258,8 @@ export interface ShardCounters {
   rowsCommitted: number;
   rowsAbandoned: number;
   rowsInDoubt: number;
+  /** Rows answered accepted because the spill queue holds them. */
+  rowsQueued: number;
   /** Committed batches listing one of our pending voters as already stored: state divergence. */
   conflicts: number;
   lookups: number;
@@ -250,8 +269,10 @@ export interface ShardCounters {
 }
 
 export interface ShardConfig {
-  /** Admission bound: pending votes + waiting retries + lookup waiters. */
+  /** Admission bound: pending votes + waiting retries + lookup waiters (queued votes not included). */
   readonly pendingVotesMax: number;
+  /** Bound on queued votes (answered, waiting for the drain); past it new votes are refused. */
+  readonly queuedVotesMax?: number;
   /** Told to clients with `overloaded` / `unavailable`. */
   readonly retryAfterMs: number;
   readonly bitmapPageBytes?: number;
@@ -272,6 +293,8 @@ export interface ShardState {
   readonly lookups: Map<number, RetryWaiter[]>;
   retryWaiterCount: number;
   lookupWaiterCount: number;
+  /** Pending votes that are queued (counted in `pending`, not in the admission backlog). */
+  queuedCount: number;
   /** Bits set for votes stored elsewhere and not counted here (conflicts); normally 0. */
   uncountedBits: number;
   accepting: boolean;
@@ -316,6 +339,7 @@ export function createShardState(init: {
     lookups: new Map(),
     retryWaiterCount: 0,
     lookupWaiterCount: 0,
+    queuedCount: 0,
     uncountedBits: 0,
     accepting: true,
     leaseLost: false,
@@ -332,6 +356,7 @@ export function createShardState(init: {
       rowsCommitted: 0,
       rowsAbandoned: 0,
       rowsInDoubt: 0,
+      rowsQueued: 0,
       conflicts: 0,
       lookups: 0,
       staleResolutions: 0,
@@ -343,8 +368,10 @@ export function createShardState(init: {
 
 /** What the admission bound counts. */
 export function shardBacklog(state: ShardState): number {
-  return state.pending.size + state.retryWaiterCount + state.lookupWaiterCount;
+  return state.pending.size - state.queuedCount + state.retryWaiterCount + state.lookupWaiterCount;
 }
+
+export const queuedVotesMaxDefault = 1_000_000;
 
 export function slotOf(state: ShardState, voterNumber: number): number {
   return Math.floor(voterNumber / state.shardCount);
@@ -367,6 +394,9 @@ export function stepShard(state: ShardState, msg: ShardMsg): ShardEffect[] {
       break;
     case 'BatchInDoubt':
       batchInDoubt(state, msg, out);
+      break;
+    case 'BatchQueued':
+      batchQueued(state, msg, out);
       break;
     case 'StoredVoteFound':
       storedVoteFound(state, msg, out);
@@ -417,7 +447,7 @@ function castVote(state: ShardState, msg: CastVote, out: ShardEffect[]): void {
       replyUnavailable(state, msg.requestId, 'fenced', out);
       return;
     }
-    if (shardBacklog(state) >= state.config.pendingVotesMax) {
+    if (shardBacklog(state) >= state.config.pendingVotesMax || state.queuedCount >= (state.config.queuedVotesMax ?? queuedVotesMaxDefault)) {
       replyOverloaded(state, msg.requestId, out);
       return;
     }
@@ -439,6 +469,7 @@ function castVote(state: ShardState, msg: CastVote, out: ShardEffect[]): void {
       originalRequestId: msg.requestId,
       retries: null,
       inDoubt: false,
+      queued: false,
     });
     state.counters.rowsAppended++;
     out.push({ kind: 'AppendToJournal', row, batchIdFloor });
@@ -448,6 +479,11 @@ function castVote(state: ShardState, msg: CastVote, out: ShardEffect[]): void {
   const pending = state.pending.get(voterNumber);
   if (pending !== undefined) {
     assert(!state.lookups.has(voterNumber), 'a voter cannot be pending and looked up at once');
+    if (pending.queued) {
+      // Durable in the queue: answered like a stored vote, from the row itself.
+      replyFromStored(state, { requestId: msg.requestId, candidateIndex }, pending.row, out);
+      return;
+    }
     if (pending.inDoubt) {
       // Waiting could take as long as the store is unreachable; the retry will learn the truth.
       replyUnavailable(state, msg.requestId, 'in_doubt', out);
@@ -510,6 +546,8 @@ function batchAbandoned(state: ShardState, msg: BatchAbandoned, out: ShardEffect
   let fencedCurrentEpoch = false;
   for (const row of msg.rows) {
     if (msg.reason === 'fenced' && row.epoch === state.epoch) fencedCurrentEpoch = true;
+    const queued = state.pending.get(row.voterNumber);
+    assert(!(queued !== undefined && queued.queued && queued.row.voteId === row.voteId), 'a queued vote cannot be abandoned');
     const pending = takeMatchingPending(state, row);
     if (pending === null) continue;
     const cleared = state.bitmap.clear(Math.floor(row.voterNumber / state.shardCount));
@@ -529,7 +567,7 @@ function batchAbandoned(state: ShardState, msg: BatchAbandoned, out: ShardEffect
 function batchInDoubt(state: ShardState, msg: BatchInDoubt, out: ShardEffect[]): void {
   for (const row of msg.rows) {
     const pending = state.pending.get(row.voterNumber);
-    if (pending === undefined || pending.row.voteId !== row.voteId) {
+    if (pending === undefined || pending.row.voteId !== row.voteId || pending.queued) {
       state.counters.staleResolutions++;
       continue;
     }
@@ -541,6 +579,35 @@ function batchInDoubt(state: ShardState, msg: BatchInDoubt, out: ShardEffect[]):
     }
     if (pending.retries !== null) {
       for (const retry of pending.retries) replyUnavailable(state, retry.requestId, 'in_doubt', out);
+      state.retryWaiterCount -= pending.retries.length;
+      pending.retries = null;
+    }
+  }
+  assert(state.retryWaiterCount >= 0, 'retryWaiterCount went negative');
+}
+
+function batchQueued(state: ShardState, msg: BatchQueued, out: ShardEffect[]): void {
+  for (const row of msg.rows) {
+    const pending = state.pending.get(row.voterNumber);
+    if (pending === undefined || pending.row.voteId !== row.voteId || pending.queued) {
+      state.counters.staleResolutions++;
+      continue;
+    }
+    pending.queued = true;
+    pending.inDoubt = false;
+    state.queuedCount++;
+    state.counters.rowsQueued++;
+    if (pending.originalRequestId >= 0) {
+      state.counters.accepted++;
+      out.push({
+        kind: 'Reply',
+        requestId: pending.originalRequestId,
+        outcome: { kind: 'accepted', voteId: row.voteId, acceptedAtMs: row.acceptedAtMs, replayed: false },
+      });
+      pending.originalRequestId = -1;
+    }
+    if (pending.retries !== null) {
+      for (const retry of pending.retries) replyFromStored(state, retry, row, out);
       state.retryWaiterCount -= pending.retries.length;
       pending.retries = null;
     }
@@ -643,6 +710,7 @@ function takeMatchingPending(state: ShardState, row: JournalRow): PendingVote | 
     return null;
   }
   state.pending.delete(row.voterNumber);
+  if (pending.queued) state.queuedCount--;
   const tally = --state.pendingTallies[row.candidateIndex]!;
   assert(tally >= 0, 'pending tally went negative');
   if (pending.retries !== null) state.retryWaiterCount -= pending.retries.length;
@@ -719,6 +787,7 @@ function assertOwnVoter(state: ShardState, voterNumber: number): void {
  */
 export function checkShardInvariants(state: ShardState): void {
   let pendingSum = 0;
+  let queued = 0;
   const pendingByCandidate = new Array<number>(state.candidateCount).fill(0);
   let retries = 0;
   for (const [voterNumber, pending] of state.pending) {
@@ -728,8 +797,10 @@ export function checkShardInvariants(state: ShardState): void {
     pendingByCandidate[pending.row.candidateIndex]!++;
     pendingSum++;
     retries += pending.retries?.length ?? 0;
-    if (pending.inDoubt) assert(pending.originalRequestId === -1 && pending.retries === null, 'in-doubt vote still has waiters');
+    if (pending.inDoubt || pending.queued) assert(pending.originalRequestId === -1 && pending.retries === null, 'in-doubt or queued vote still has waiters');
+    if (pending.queued) queued++;
   }
+  assert(queued === state.queuedCount, 'queuedCount drifted');
   let committedSum = 0;
   for (let c = 0; c < state.candidateCount; c++) {
     assert(state.pendingTallies[c] === pendingByCandidate[c], 'pendingTallies disagree with pending votes');

@@ -113,6 +113,17 @@ export function spillQueueContract(name: string, makeSubject: () => Promise<Spil
       expect((await queue.depth()).batches).toBe(0);
     });
 
+    it('a released batch is visible again at once', async () => {
+      const sent = batch(3);
+      await queue.send(sent);
+      const [first] = await receiveBatches(1);
+      await queue.release(first!.receipt);
+      const [again] = await receiveBatches(1);
+      expect(again!.batch).toEqual(sent);
+      await queue.ack(again!.receipt);
+      expect((await queue.depth()).batches).toBe(0);
+    });
+
     it('moves a dead-lettered batch out of the queue and counts it', async () => {
       expect(await queue.deadLetterCount()).toBe(0);
       await queue.send(batch(2));

@@ -26,7 +26,20 @@ import {
   type CommitterMsg,
   type CommitterState,
 } from './groupCommit.ts';
-import type { BatchIdSource, Journal, ShardKey, ShardSnapshot, SnapshotStore, StoredVoteReader } from './ports.ts';
+import {
+  isQueuedBatch,
+  shardKeyString,
+  type BatchIdSource,
+  type Journal,
+  type JournalRow,
+  type QueuedBatch,
+  type ShardKey,
+  type ShardSnapshot,
+  type SnapshotStore,
+  type SpilledBatchStore,
+  type SpillQueue,
+  type StoredVoteReader,
+} from './ports.ts';
 import {
   createShardState,
   shardBacklog,
@@ -51,6 +64,12 @@ export interface VoteNodeConfig extends CommitterConfig {
   readonly resultsPublishIntervalMs: number;
   /** close() waits this long for pending votes to resolve before giving up on them. */
   readonly closeTimeoutMs: number;
+  /** A batch id reservation not answered in this long counts as failed (a frozen store never answers). */
+  readonly batchIdTimeoutMs: number;
+  /** How often the drainer looks for spilled batches (when a spill queue is configured). */
+  readonly drainIntervalMs: number;
+  /** How long a received batch stays hidden from other drainers while this one stores it. */
+  readonly drainLeaseMs: number;
 }
 
 export const voteNodeConfigDefault: VoteNodeConfig = {
@@ -67,6 +86,10 @@ export const voteNodeConfigDefault: VoteNodeConfig = {
   snapshotIntervalMs: 30_000,
   resultsPublishIntervalMs: 100,
   closeTimeoutMs: 10_000,
+  batchIdTimeoutMs: 2_000,
+  drainIntervalMs: 250,
+  drainLeaseMs: 60_000,
+  spillAfterMs: null,
 };
 
 /** pino-compatible subset. */
@@ -81,6 +104,11 @@ export interface VoteNodeDeps {
   readonly snapshots: SnapshotStore;
   readonly storedVotes: StoredVoteReader;
   readonly batchIds: BatchIdSource;
+  /**
+   * The spill queue and the store the drainer writes its batches into. With it, a batch not
+   * stored within `spillAfterMs` (required then) is sent to the queue and answered from there.
+   */
+  readonly spill?: { readonly queue: SpillQueue; readonly store: SpilledBatchStore };
   readonly config?: Partial<VoteNodeConfig>;
   readonly logger?: VoteNodeLogger;
   /** Wall clock in ms; injectable for tests. */
@@ -134,6 +162,24 @@ export interface ShardStats {
   readonly counters: Readonly<ShardCounters>;
 }
 
+export interface SpillStats {
+  readonly batchesDrained: number;
+  readonly rowsDrained: number;
+  /** Batches found already stored (committed after all, or drained before). */
+  readonly batchesAlreadyStored: number;
+  /** Batches skipped because wasCommitted had marked their id abandoned. */
+  readonly batchesSkippedAbandoned: number;
+  readonly deadLetters: number;
+  readonly drainFailures: number;
+  /** Drained voters found stored with another vote (never expected). */
+  readonly drainConflicts: number;
+}
+
+export interface DrainReport {
+  readonly batches: number;
+  readonly rows: number;
+}
+
 export interface CommitterStats {
   readonly bufferedRows: number;
   readonly journalCallsInFlight: number;
@@ -175,6 +221,15 @@ export interface VoteNode {
   /** Called with an election's results at most every resultsPublishIntervalMs, when they changed. */
   onResultsChanged(listener: (results: ElectionResults) => void): () => void;
   stats(electionId: string): ElectionStats | undefined;
+  /**
+   * Stores every batch the spill queue holds into the journal, until a receive finds none
+   * (resolves at once without a spill queue). Call it before serving a shard this node did not
+   * serve a moment ago: queued votes are in no bitmap until they are stored (openElection does).
+   * Rejects after `deadlineMs` (epoch ms) if the queue could not be emptied, e.g. the store is down.
+   */
+  drainSpillQueue(deadlineMs?: number): Promise<DrainReport>;
+  /** Drainer counters; undefined without a spill queue. */
+  spillStats(): SpillStats | undefined;
   /** Refuses new votes, flushes and resolves pending ones (up to closeTimeoutMs), writes final snapshots, stops. */
   close(): Promise<void>;
 }
@@ -212,7 +267,9 @@ const silentLogger: VoteNodeLogger = { info() {}, warn() {}, error() {} };
 
 export function createVoteNode(deps: VoteNodeDeps): VoteNode {
   const config: VoteNodeConfig = { ...voteNodeConfigDefault, ...deps.config };
-  const { journal, snapshots, storedVotes, batchIds } = deps;
+  const { journal, snapshots, storedVotes, batchIds, spill } = deps;
+  if (spill !== undefined && config.spillAfterMs == null) throw new Error('a spill queue needs spillAfterMs');
+  if (spill === undefined && config.spillAfterMs != null) throw new Error('spillAfterMs needs a spill queue');
   const logger = deps.logger ?? silentLogger;
   const now = deps.now ?? Date.now;
   const newVoteId = deps.newVoteId ?? createUuidV7Generator(now);
@@ -232,6 +289,8 @@ export function createVoteNode(deps: VoteNodeDeps): VoteNode {
   let actorCounter = 0;
   let castsInTransit = 0;
   let committerTimer: NodeJS.Timeout | null = null;
+  /** The batch id request being waited for; a late answer to an earlier, timed-out one is dropped. */
+  let batchIdRequest = 0;
   let stopping = false;
   let stopped = false;
 
@@ -347,17 +406,44 @@ export function createVoteNode(deps: VoteNodeDeps): VoteNode {
     const effects = stepCommitter(committer, msg);
     for (const effect of effects) {
       switch (effect.kind) {
-        case 'RequestBatchId':
+        case 'RequestBatchId': {
+          const request = ++batchIdRequest;
+          const timer = setTimeout(() => {
+            if (batchIdRequest !== request) return;
+            batchIdRequest++;
+            logger.warn({ timeoutMs: config.batchIdTimeoutMs }, 'batch id reservation timed out');
+            runCommitter({ kind: 'BatchIdFailed', message: 'timed out', nowMs: now() });
+          }, config.batchIdTimeoutMs);
           Promise.resolve()
             .then(() => batchIds.next())
             .then(
-              (batchId) => runCommitter({ kind: 'BatchIdAssigned', batchId, nowMs: now() }),
+              (batchId) => {
+                clearTimeout(timer);
+                if (batchIdRequest === request) runCommitter({ kind: 'BatchIdAssigned', batchId, nowMs: now() });
+              },
               (error: unknown) => {
+                clearTimeout(timer);
+                if (batchIdRequest !== request) return;
                 logger.warn({ err: error }, 'batch id reservation failed');
                 runCommitter({ kind: 'BatchIdFailed', message: String(error), nowMs: now() });
               },
             );
           break;
+        }
+        case 'SpillBatch': {
+          const batchId = effect.batch.batchId;
+          const rows = effect.batch.rows;
+          Promise.resolve()
+            .then(() => spill!.queue.send({ batchId, rows, spilledAtMs: now() }))
+            .then(
+              () => runCommitter({ kind: 'SpillFinished', batchId, confirmed: true, nowMs: now() }),
+              (error: unknown) => {
+                logger.warn({ err: error, batchId, rows: rows.length }, 'spill to the queue not confirmed');
+                runCommitter({ kind: 'SpillFinished', batchId, confirmed: false, nowMs: now() });
+              },
+            );
+          break;
+        }
         case 'StartCommit': {
           const batchId = effect.batch.batchId;
           Promise.resolve()
@@ -400,6 +486,137 @@ export function createVoteNode(deps: VoteNodeDeps): VoteNode {
       }
     }
   }
+
+  // -------------------------------------------------------------------------------------------
+  // Spill drainer: stores queued batches into the journal, then tells the shards held here.
+
+  const spillCounters = {
+    batchesDrained: 0,
+    rowsDrained: 0,
+    batchesAlreadyStored: 0,
+    batchesSkippedAbandoned: 0,
+    deadLetters: 0,
+    drainFailures: 0,
+    drainConflicts: 0,
+  };
+  let drainRound: Promise<DrainReport> | null = null;
+
+  /** Receives and stores until a receive finds nothing or a store fails. */
+  async function drainUntilEmpty(): Promise<DrainReport> {
+    let batches = 0;
+    let rows = 0;
+    for (;;) {
+      if (spill === undefined || stopped) return { batches, rows };
+      const items = await spill.queue.receive(10, config.drainLeaseMs);
+      if (items.length === 0) return { batches, rows };
+      // One at a time: one connection, so a drain never starves the commits beside it.
+      for (let i = 0; i < items.length; i++) {
+        const rowCount = await drainItem(items[i]!);
+        if (rowCount === null) {
+          // The store is failing: hand this and the rest back now, not when their leases end.
+          await Promise.all(items.slice(i).map((item) => spill.queue.release(item.receipt).catch(() => undefined)));
+          throw new Error('a spilled batch could not be stored; it stays queued');
+        }
+        batches++;
+        rows += rowCount;
+      }
+    }
+  }
+
+  /** Rows handled, or null when the store failed (the batch stays queued, redelivered later). */
+  async function drainItem(item: Awaited<ReturnType<SpillQueue['receive']>>[number]): Promise<number | null> {
+    const queue = spill!.queue;
+    if (!isQueuedBatch(item)) {
+      spillCounters.deadLetters++;
+      logger.error({ error: item.error, receiveCount: item.receiveCount }, 'undecodable spilled batch sent to the dead letters');
+      await queue.deadLetter(item.receipt, `undecodable: ${item.error}`);
+      return 0;
+    }
+    let result;
+    try {
+      result = await spill!.store.storeSpilled(item.batch);
+    } catch (error) {
+      spillCounters.drainFailures++;
+      logger.warn({ err: error, batchId: item.batch.batchId, receiveCount: item.receiveCount }, 'storing a spilled batch failed; it stays queued');
+      return null;
+    }
+    switch (result.kind) {
+      case 'invalid':
+        spillCounters.deadLetters++;
+        logger.error({ batchId: item.batch.batchId, reason: result.message }, 'poison spilled batch sent to the dead letters');
+        await queue.deadLetter(item.receipt, result.message);
+        return 0;
+      case 'abandoned':
+        spillCounters.batchesSkippedAbandoned++;
+        break;
+      case 'already_stored':
+        spillCounters.batchesAlreadyStored++;
+        deliverDrained(item, []);
+        break;
+      case 'stored':
+        spillCounters.batchesDrained++;
+        spillCounters.rowsDrained += result.storedRows;
+        spillCounters.drainConflicts += result.conflicts.length;
+        if (result.conflicts.length > 0) logger.error({ batchId: item.batch.batchId, conflicts: result.conflicts.length }, 'drained voters were stored with another vote');
+        deliverDrained(item, result.conflicts.map((c) => `${c.electionId.toLowerCase()}\u0000${c.voterNumber}`));
+        break;
+    }
+    await queue.ack(item.receipt);
+    return item.batch.rows.length;
+  }
+
+  /** Counts drained rows in the shards held here; rows of shards not held are in the store for their recovery. */
+  function deliverDrained(item: QueuedBatch, conflictKeys: readonly string[]): void {
+    const conflicts = new Set(conflictKeys);
+    const byShard = new Map<string, JournalRow[]>();
+    for (const row of item.batch.rows) {
+      const key = shardKeyString(row);
+      let rows = byShard.get(key);
+      if (rows === undefined) byShard.set(key, (rows = []));
+      rows.push(row);
+    }
+    for (const rows of byShard.values()) {
+      const first = rows[0]!;
+      const cell = elections.get(first.electionId)?.shards[first.shard];
+      if (cell === undefined) continue;
+      const conflictVoterNumbers = rows.filter((r) => conflicts.has(`${r.electionId.toLowerCase()}\u0000${r.voterNumber}`)).map((r) => r.voterNumber);
+      send(cell, { kind: 'BatchCommitted', batchId: item.batch.batchId, rows, conflictVoterNumbers });
+    }
+  }
+
+  function startDrainRound(): Promise<DrainReport> {
+    drainRound ??= drainUntilEmpty().finally(() => {
+      drainRound = null;
+    });
+    return drainRound;
+  }
+
+  async function drainSpillQueue(deadlineMs = Date.now() + 60_000): Promise<DrainReport> {
+    let batches = 0;
+    let rows = 0;
+    if (spill === undefined) return { batches, rows };
+    for (;;) {
+      // A round already running may hold batches leased: wait for it, then look again.
+      const round = startDrainRound();
+      try {
+        const report = await round;
+        batches += report.batches;
+        rows += report.rows;
+        if (report.batches === 0) return { batches, rows };
+      } catch (error) {
+        if (Date.now() >= deadlineMs) throw error;
+        await new Promise((resolve) => setTimeout(resolve, config.drainIntervalMs));
+      }
+    }
+  }
+
+  const drainTimer =
+    spill === undefined
+      ? null
+      : setInterval(() => {
+          startDrainRound().catch(() => undefined);
+        }, config.drainIntervalMs);
+  drainTimer?.unref();
 
   // -------------------------------------------------------------------------------------------
   // Periodic work
@@ -465,6 +682,8 @@ export function createVoteNode(deps: VoteNodeDeps): VoteNode {
     const keys = request.shards.map(({ shard }) => `${electionId}/${shard}`);
     for (const key of keys) opening.add(key);
     try {
+      // Queued votes are in no bitmap until stored: store them first, then recover from the store.
+      await drainSpillQueue();
       const states = await Promise.all(request.shards.map(({ shard, epoch }) => recoverShard(cellElection, { electionId, shard }, epoch)));
       for (const state of states) {
         const cell: ShardCell = {
@@ -689,6 +908,8 @@ export function createVoteNode(deps: VoteNodeDeps): VoteNode {
     await waitUntil(() => mailboxesEmpty() && allShards().every((cell) => !cell.snapshotInProgress), deadlineMs + 1_000);
     publishResults();
     clearInterval(publishTimer);
+    if (drainTimer !== null) clearInterval(drainTimer);
+    await drainRound?.catch(() => undefined);
     stopped = true;
     if (committerTimer !== null) clearTimeout(committerTimer);
     // Whoever still waits (in doubt, lookups, a store that never answered) must hear something.
@@ -697,7 +918,13 @@ export function createVoteNode(deps: VoteNodeDeps): VoteNode {
     stop(system);
   }
 
-  return { openElection, hostShards, releaseShard, shardTallies, isServing, closeElection, cast, results, onResultsChanged, stats, close };
+  function spillStats(): SpillStats | undefined {
+    return spill === undefined ? undefined : { ...spillCounters };
+  }
+
+  return {
+    openElection, hostShards, releaseShard, shardTallies, isServing, closeElection, cast, results, onResultsChanged, stats, drainSpillQueue, spillStats, close,
+  };
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ export interface FailoverOptions {
   readonly log: (line: string) => void;
 }
 
-const probeIntervalMs = 25;
+const probeIntervalMs = 50;
 const probesInFlightMax = 2;
 const probeDeadlineMs = 30_000;
 const loadWorkers = 8;

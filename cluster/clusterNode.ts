@@ -6,7 +6,7 @@ import { createHash, createHmac } from 'node:crypto';
 import type { Registry } from 'prom-client';
 import { Counter, Gauge } from 'prom-client';
 import { createVoteNode, type VoteNode, type VoteNodeConfig } from '../actors/voteNode.ts';
-import type { Journal } from '../actors/ports.ts';
+import type { Journal, SpillQueue } from '../actors/ports.ts';
 import { createPgBatchIdSource } from '../persistence/batchIds.ts';
 import { createPgClusterStore } from '../persistence/clusterStore.ts';
 import { createPool, endPool, poolUrl, type Pool } from '../persistence/db.ts';
@@ -59,6 +59,8 @@ export interface ClusterNodeDeps {
   /** Elections changed somewhere in the cluster: reload them. */
   readonly reloadElections: () => Promise<void>;
   readonly wrapJournal?: (journal: Journal) => Journal;
+  /** Where batches go when Postgres does not store them in time (voteNodeConfig.spillAfterMs then set). */
+  readonly spillQueue?: SpillQueue | null;
   /** Tests and the simulation: other stores. */
   readonly store?: ClusterStore;
   readonly leases?: ShardLeases;
@@ -117,6 +119,7 @@ export async function createClusterNode(deps: ClusterNodeDeps): Promise<ClusterN
   const journal = createPgJournal({ pool, nodeId });
   const voteNode = createVoteNode({
     journal: deps.wrapJournal ? deps.wrapJournal(journal) : journal,
+    spill: deps.spillQueue ? { queue: deps.spillQueue, store: journal } : undefined,
     snapshots: createPgSnapshotStore({ pool, nodeId }),
     storedVotes: createPgStoredVoteReader(pool),
     batchIds: await createPgBatchIdSource({ pool }),

@@ -126,7 +126,10 @@ export class Membership {
   private schedule(): void {
     if (this.stopped || this.declaredDead) return;
     this.timer = setTimeout(() => {
-      this.beatNow().finally(() => this.schedule());
+      // A round that failed anyway must neither stop the heartbeat nor end the process (unhandled rejection).
+      this.beatNow()
+        .catch((error: unknown) => this.options.log.warn({ err: error }, 'heartbeat round failed; retrying'))
+        .finally(() => this.schedule());
     }, this.options.heartbeatIntervalMs);
     this.timer.unref();
   }
@@ -158,7 +161,12 @@ export class Membership {
     this.coordinator = result.coordinator;
     const refreshMs = this.options.viewRefreshMs ?? 2_000;
     if (result.version !== this.versionSeen || result.electionsVersion !== this.electionsVersionSeen || this.now() - this.lastViewReadMs >= refreshMs) {
-      await this.refreshView();
+      try {
+        await this.refreshView();
+      } catch (error) {
+        // The heartbeat is stored; the view is read again at the next one.
+        this.options.log.warn({ err: error }, 'reading the cluster view failed; retrying at the next heartbeat');
+      }
     }
     if (result.coordinator) {
       try {

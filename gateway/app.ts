@@ -15,8 +15,10 @@ import { dashboardRoutes } from './dashboard/routes.ts';
 import { streamPath } from './results/stream.ts';
 import { resolveNodeIdentity } from '../cluster/nodeIdentity.ts';
 import { createClusterNode, type ClusterNode } from '../cluster/clusterNode.ts';
+import { openSpillQueue } from '../persistence/spillQueues.ts';
 import { createVotePathMetrics } from './votes/metrics.ts';
-import { clusterRoutes } from './cluster/routes.ts';
+import { clusterOperationRoutes, clusterRoutes } from './cluster/routes.ts';
+import { fetchMetricsText, NodeVoteRates } from './cluster/nodeRates.ts';
 import type { Config } from '../infra/config.ts';
 import type { Secrets } from '../infra/secrets.ts';
 import type { Logger } from '../infra/logger.ts';
@@ -83,6 +85,9 @@ export async function buildApp(deps: AppDeps): Promise<LivevoteApp> {
   const votePathMetrics = createVotePathMetrics(metrics.registry);
   let reloadingFromCluster = false;
   const { config } = deps;
+  // Where batches go when Postgres does not store them within the deadline (README, "the deadline").
+  const spillQueue = await openSpillQueue(config.spill);
+  votePathMetrics.watchSpillQueue(spillQueue);
   const cluster = await createClusterNode({
     pool: deps.pool,
     nodeId: identity.nodeId,
@@ -93,6 +98,7 @@ export async function buildApp(deps: AppDeps): Promise<LivevoteApp> {
       batchRowsMax: config.batchRowsMax,
       commitsInFlightMax: config.commitsInFlightMax,
       commitDeadlineMs: config.commitDeadlineMs,
+      spillAfterMs: spillQueue === null ? null : config.spill.afterMs,
       shardPendingVotesMax: config.pendingVotesMax,
       snapshotIntervalMs: config.snapshotIntervalMs,
     },
@@ -113,6 +119,7 @@ export async function buildApp(deps: AppDeps): Promise<LivevoteApp> {
       }
     },
     wrapJournal: (journal) => votePathMetrics.timed(journal),
+    spillQueue,
   });
   elections.registry.onChange(async (election) => {
     if (election.status === 'closed') cluster.voteNode.closeElection(election.electionId);
@@ -142,7 +149,8 @@ export async function buildApp(deps: AppDeps): Promise<LivevoteApp> {
     ...operationsRoutes({ pool: deps.pool, metrics, isAccepting: () => accepting, openApiJson: () => openApiJson }),
     ...features.flatMap((f) => f.routes),
     ...dashboardRoutes(),
-    ...clusterRoutes({ cluster }),
+    ...clusterRoutes({ cluster, rates: new NodeVoteRates({ fetchMetrics: fetchMetricsText, nowMs: Date.now }) }),
+    ...clusterOperationRoutes({ operations: cluster.operations }),
   ];
   for (const route of routes) router.register(route);
   router.recordServed({ method: 'WS', path: streamPath });
@@ -199,6 +207,7 @@ export async function buildApp(deps: AppDeps): Promise<LivevoteApp> {
       ]);
       if (!drained) deps.log.warn({ inFlight: router.inFlightCount() }, 'requests still in flight after the drain timeout');
       for (const feature of [...features].reverse()) await feature.stop();
+      await spillQueue?.close();
     },
   };
 }

@@ -59,8 +59,11 @@ describe('fencing: a paused owner, and an owner cut off from Postgres', () => {
     const load = election.startLoad(await election.voters(500), 6);
     await eventually(async () => (load.acknowledged >= 100 ? true : undefined), 90_000, 'load under way');
     await election.reserveSpareVoters();
-    const before = (await shardRows(cluster, election.electionId)).filter((r) => r.ownerNodeId === 'b' && r.leaseNodeId === 'b');
-    expect(before.length).toBe(2);
+    // b serves shards (a node falsely declared dead on a busy machine gets some back once it rejoined).
+    const before = await eventually(async () => {
+      const rows = (await shardRows(cluster, election.electionId)).filter((r) => r.ownerNodeId === 'b' && r.leaseNodeId === 'b');
+      return rows.length > 0 ? rows : undefined;
+    }, 60_000, 'b to serve shards');
     const incarnationBefore = (await memberRows(cluster)).get('b')!.incarnation;
 
     const stoppedAt = Date.now();
@@ -69,7 +72,7 @@ describe('fencing: a paused owner, and an owner cut off from Postgres', () => {
     const lost = before.map((r) => r.shard);
     // Requests that reach the zombie while it is paused wait in its socket; it answers them on resume.
     const heldVoters: TestVoter[] = [];
-    for (const shard of [...lost, ...lost]) heldVoters.push(await election.spareVoterIn(shard));
+    for (const shard of [...lost, ...lost].slice(0, 4)) heldVoters.push(await election.spareVoterIn(shard));
     const held: Promise<Answer | Error>[] = heldVoters.map((voter) => election.castOnce(zombie.baseUrl, voter, 120_000).catch((error: Error) => error));
 
     const times = await election.timeUntilAccepting(lost, stoppedAt);
@@ -129,8 +132,10 @@ describe('fencing: a paused owner, and an owner cut off from Postgres', () => {
     const load = election.startLoad(await election.voters(500), 6);
     await eventually(async () => (load.acknowledged >= 100 ? true : undefined), 90_000, 'load under way');
     await election.reserveSpareVoters(8);
-    const owned = (await shardRows(cluster, election.electionId)).filter((r) => r.ownerNodeId === 'c').map((r) => r.shard);
-    expect(owned.length).toBeGreaterThan(0);
+    const owned = await eventually(async () => {
+      const shards = (await shardRows(cluster, election.electionId)).filter((r) => r.ownerNodeId === 'c' && r.leaseNodeId === 'c').map((r) => r.shard);
+      return shards.length > 0 ? shards : undefined;
+    }, 60_000, 'c to serve shards');
     const incarnationBefore = (await memberRows(cluster)).get('c')!.incarnation;
 
     const cutAt = Date.now();

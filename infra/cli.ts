@@ -5,13 +5,18 @@
 //   npm run livevote -- retention purge
 //   npm run livevote -- cluster --nodes 3 --azs a,b,c
 //   npm run livevote -- cluster status
+//   npm run livevote -- cluster move <electionId> <shard> <nodeId> [--wait]
+//   npm run livevote -- cluster drain <nodeId> [--wait]
+//   npm run livevote -- cluster balance [--wait]
+//   npm run livevote -- cluster operations [--limit N]
 //   npm run livevote -- <group> [command] --help
 //
 // The database is DATABASE_URL when set. Otherwise it is the embedded Postgres of
 // LIVEVOTE_DATA_DIR (./.livevote): when a livevote node is running on it, the command connects to
 // that server; when none is, it starts the server for the command and stops it afterwards.
-// Exit status: 0 done (audit intact, or help asked for), 1 audit broken, 2 usage, configuration or
-// database error, or an election id that names nothing.
+// Exit status: 0 done (audit intact, operation recorded or done, or help asked for), 1 audit broken
+// or operation failed, 2 usage, configuration or database error, an election id that names
+// nothing, or a cluster operation refused (no such node or shard, ...).
 import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -23,7 +28,10 @@ import { findElection } from '../persistence/elections.ts';
 import { purgeExpiredMetadata } from '../persistence/privacy.ts';
 import { ConfigError, loadConfig, type Config } from './config.ts';
 import type { Logger } from './logger.ts';
-import { clusterStatus, launchCluster, parseLaunchOptions } from './clusterCli.ts';
+import {
+  clusterStatus, launchCluster, operationCommands, parseLaunchOptions, parseOperationCommand, pgClusterOperations, runOperationCommand,
+  type OperationCommandName,
+} from './clusterCli.ts';
 
 /** Every command, with its help: `usage`, `<group> --help` and `<group> <command> --help` are made from it. */
 const commands = [
@@ -44,6 +52,25 @@ verify prints the fingerprint it recomputes)`,
     help: 'print the members (status, AZ, URL, last heartbeat, shards) and the shard map',
   },
   {
+    group: 'cluster', name: 'move', synopsis: 'cluster move <electionId> <shard> <nodeId> [--wait]',
+    help: `move one shard to a live node (recorded here, carried out by the
+running cluster's coordinator); --wait prints its progress until
+done (exit 0) or failed (exit 1); exit 2 when refused`,
+  },
+  {
+    group: 'cluster', name: 'drain', synopsis: 'cluster drain <nodeId> [--wait]',
+    help: `move every shard off a node, a few at a time; it then owns none
+and can stop. --wait and exit status as for move`,
+  },
+  {
+    group: 'cluster', name: 'balance', synopsis: 'cluster balance [--wait]',
+    help: 'spread the shards evenly over the live nodes and AZs. --wait as for move',
+  },
+  {
+    group: 'cluster', name: 'operations', synopsis: 'cluster operations [--limit N]',
+    help: 'the latest operations (default 20), newest first, with their progress',
+  },
+  {
     group: 'cluster', name: '--nodes', synopsis: 'cluster --nodes N --azs a,b,c',
     help: `start N nodes on this machine sharing one Postgres (the embedded
 one when DATABASE_URL is unset), on ports PORT, PORT+1, ...; print
@@ -58,7 +85,10 @@ each node's id, AZ, URL and PID; Ctrl-C stops them all`,
 const databaseNote = 'The database is DATABASE_URL, else the embedded Postgres in LIVEVOTE_DATA_DIR (./.livevote).\n';
 
 function describe(listed: readonly (typeof commands)[number][]): string {
-  return listed.map((c) => `  ${c.synopsis.padEnd(26)}  ${c.help.replaceAll('\n', `\n${' '.repeat(30)}`)}\n`).join('');
+  const indent = ' '.repeat(30);
+  // A synopsis too long for the column gets a line of its own.
+  const head = (synopsis: string) => (synopsis.length > 26 ? `  ${synopsis}\n${indent}` : `  ${synopsis.padEnd(26)}  `);
+  return listed.map((c) => `${head(c.synopsis)}${c.help.replaceAll('\n', `\n${indent}`)}\n`).join('');
 }
 
 const usage = `usage: livevote <command>\n\n${describe(commands)}\n${databaseNote}`;
@@ -133,7 +163,7 @@ export async function runCli(argv: readonly string[], env: NodeJS.ProcessEnv = p
   const log = pino({ level: config.logLevel === 'info' ? 'warn' : config.logLevel, base: { service: 'livevote-cli' } }, pino.destination(2));
   try {
     // The launcher runs until Ctrl-C and brings its own Postgres: not a database command.
-    if (group === 'cluster' && command !== 'status') {
+    if (group === 'cluster' && command !== 'status' && !isOperationCommand(command)) {
       return await launchCluster(parseLaunchOptions(argv.slice(1)), config, log, io, env);
     }
     const run = commandFor(group, command, rest, config, io);
@@ -199,6 +229,19 @@ function commandFor(group: string, command: string | undefined, rest: readonly s
       return exitIntact;
     };
   }
+  if (group === 'cluster' && isOperationCommand(command)) {
+    let parsed: ReturnType<typeof parseOperationCommand>;
+    try {
+      parsed = parseOperationCommand(command, rest);
+    } catch (error) {
+      throw new UsageError((error as Error).message);
+    }
+    return async (pool) => {
+      const found = await pool.query<{ ok: boolean }>("SELECT to_regclass('cluster_operations') IS NOT NULL AS ok");
+      if (!found.rows[0]?.ok) throw new Error('this database has no cluster operations table (migration 009): start livevote once on it');
+      return runOperationCommand(pgClusterOperations(pool), parsed, io);
+    };
+  }
   if (group === 'retention' && command === 'purge') {
     if (rest.length > 0) throw new UsageError(`too many arguments: ${rest.join(' ')}`);
     return async (pool) => {
@@ -213,6 +256,10 @@ function commandFor(group: string, command: string | undefined, rest: readonly s
     };
   }
   throw new UsageError(`unknown command: ${[group, command].filter((p) => p !== undefined).join(' ')}`);
+}
+
+function isOperationCommand(command: string | undefined): command is OperationCommandName {
+  return (operationCommands as readonly (string | undefined)[]).includes(command);
 }
 
 async function requireSchema(pool: Pool): Promise<void> {

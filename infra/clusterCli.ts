@@ -4,10 +4,16 @@
 //                                                       embedded one when DATABASE_URL is unset),
 //                                                       on ports PORT, PORT+1, …; Ctrl-C stops all
 //   npm run livevote -- cluster status                  members and shard map, from the database
+//   npm run livevote -- cluster move <electionId> <shard> <nodeId> [--wait]
+//   npm run livevote -- cluster drain <nodeId> [--wait]
+//   npm run livevote -- cluster balance [--wait]      record an operation (the coordinator of the
+//                                                       running cluster carries it out); --wait
+//                                                       prints its progress until done or failed
+//   npm run livevote -- cluster operations [--limit N] the latest operations, newest first
 import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { ClusterView } from '../cluster/ports.ts';
+import { ClusterOperationRefused, type ClusterOperation, type ClusterOperationRequest, type ClusterOperations, type ClusterView } from '../cluster/ports.ts';
 import { createPgClusterStore } from '../persistence/clusterStore.ts';
 import { createPool, endPool } from '../persistence/db.ts';
 import { startEmbeddedPostgres, type EmbeddedPostgresHandle } from '../persistence/embeddedPostgres.ts';
@@ -80,8 +86,161 @@ export function formatClusterTable(view: ClusterView): string {
   return out;
 }
 
+/** The operations port over the store, for the CLI (no running node needed to record a request). */
+export function pgClusterOperations(pool: Parameters<typeof createPgClusterStore>[0]): ClusterOperations {
+  const store = createPgClusterStore(pool);
+  return {
+    request: (request) => store.requestOperation(request),
+    list: (limit = operationsListLimitDefault) => store.listOperations(limit),
+    get: (operationId) => store.getOperation(operationId),
+  };
+}
+
 export async function clusterStatus(pool: Parameters<typeof createPgClusterStore>[0]): Promise<string> {
   return formatClusterTable(await createPgClusterStore(pool).readView());
+}
+
+export const operationCommands = ['move', 'drain', 'balance', 'operations'] as const;
+export type OperationCommandName = (typeof operationCommands)[number];
+
+export type OperationCommand =
+  | { readonly kind: 'request'; readonly request: ClusterOperationRequest; readonly wait: boolean }
+  | { readonly kind: 'list'; readonly limit: number };
+
+export const operationsListLimitDefault = 20;
+const operationsListLimitMax = 200;
+const uuidPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+const nodeIdPattern = /^[a-z0-9-]{1,40}$/;
+
+/** `move <electionId> <shard> <nodeId> [--wait]`, `drain <nodeId> [--wait]`, `balance [--wait]`, `operations [--limit N]`; throws a message for the usage line. */
+export function parseOperationCommand(command: OperationCommandName, args: readonly string[]): OperationCommand {
+  if (command === 'operations') {
+    let limit = operationsListLimitDefault;
+    for (let i = 0; i < args.length; i++) {
+      const value = args[i + 1];
+      if (args[i] === '--limit' && value !== undefined) {
+        limit = Number(value);
+        if (!(/^\d+$/.test(value) && limit >= 1 && limit <= operationsListLimitMax)) throw new Error(`--limit must be 1..${operationsListLimitMax}, got ${value}`);
+        i++;
+      } else {
+        throw new Error(`unknown argument: ${args[i]}`);
+      }
+    }
+    return { kind: 'list', limit };
+  }
+  const wait = args.includes('--wait');
+  const positional = args.filter((arg) => arg !== '--wait');
+  const flag = positional.find((arg) => arg.startsWith('-'));
+  if (flag !== undefined) throw new Error(`unknown argument: ${flag}`);
+  const expected = { move: ['electionId', 'shard', 'nodeId'], drain: ['nodeId'], balance: [] }[command];
+  if (positional.length !== expected.length) {
+    throw new Error(`cluster ${command} takes ${expected.length === 0 ? 'no arguments' : expected.map((name) => `<${name}>`).join(' ')}, got ${positional.length === 0 ? 'none' : positional.join(' ')}`);
+  }
+  const nodeId = (value: string) => {
+    if (!nodeIdPattern.test(value)) throw new Error(`nodeId must be 1-40 of a-z, 0-9, -: ${value}`);
+    return value;
+  };
+  if (command === 'balance') return { kind: 'request', request: { kind: 'balance' }, wait };
+  if (command === 'drain') return { kind: 'request', request: { kind: 'drain', nodeId: nodeId(positional[0]!) }, wait };
+  const [electionId, shardText, toNodeId] = positional as [string, string, string];
+  if (!uuidPattern.test(electionId)) throw new Error(`electionId must be a UUID: ${electionId}`);
+  const shard = Number(shardText);
+  if (!/^\d{1,4}$/.test(shardText)) throw new Error(`shard must be a shard number (0, 1, ...): ${shardText}`);
+  return { kind: 'request', request: { kind: 'move', electionId: electionId.toLowerCase(), shard, toNodeId: nodeId(toNodeId) }, wait };
+}
+
+function describeRequest(request: ClusterOperationRequest): string {
+  if (request.kind === 'move') return `move shard ${request.shard} of ${request.electionId} to ${request.toNodeId}`;
+  if (request.kind === 'drain') return `drain ${request.nodeId}`;
+  return 'balance';
+}
+
+function progressOf(operation: ClusterOperation): string {
+  const shards = operation.shardsTotal > 0 || operation.status !== 'pending' ? `, ${operation.shardsMoved}/${operation.shardsTotal} shards moved` : '';
+  return `${operation.status}${shards}${operation.error === null ? '' : `: ${operation.error}`}`;
+}
+
+/** One line: `operation 7  drain node-2  running, 3/8 shards moved`. */
+export function formatOperation(operation: ClusterOperation): string {
+  return `operation ${operation.operationId}  ${describeRequest(operation.request)}  ${progressOf(operation)}`;
+}
+
+export function formatOperationsTable(operations: readonly ClusterOperation[]): string {
+  if (operations.length === 0) return 'No cluster operations yet.\n';
+  const rows = operations.map((o) => [
+    String(o.operationId), o.request.kind, describeRequest(o.request), o.status, `${o.shardsMoved}/${o.shardsTotal}`,
+    new Date(o.requestedAtMs).toISOString(), o.finishedAtMs === null ? '' : `${((o.finishedAtMs - o.requestedAtMs) / 1000).toFixed(1)} s`, o.error ?? '',
+  ]);
+  const header = ['ID', 'KIND', 'WHAT', 'STATUS', 'MOVED', 'REQUESTED', 'TOOK', 'ERROR'];
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  const line = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd() + '\n';
+  return line(header) + rows.map(line).join('');
+}
+
+export const exitOperationDone = 0;
+export const exitOperationFailed = 1;
+/** Refused before anything was recorded (no such node or shard, ...), like a usage error. */
+export const exitOperationRefused = 2;
+
+export interface OperationWaitOptions {
+  readonly pollIntervalMs: number;
+  /** After this long still pending, say that a running node must carry it out (once). */
+  readonly pendingHintAfterMs: number;
+  readonly sleep?: (ms: number) => Promise<void>;
+  readonly nowMs?: () => number;
+}
+
+export const operationWaitDefaults: OperationWaitOptions = { pollIntervalMs: 500, pendingHintAfterMs: 10_000 };
+
+/**
+ * Runs `cluster move|drain|balance|operations` against the operations port; resolves with the
+ * exit status. With --wait it prints a line whenever the operation's progress changes, and ends
+ * when it is done (0) or failed (1); it waits as long as the operation takes (Ctrl-C stops
+ * waiting, not the operation).
+ */
+export async function runOperationCommand(
+  operations: ClusterOperations,
+  command: OperationCommand,
+  io: { out(text: string): void; err(text: string): void },
+  options: OperationWaitOptions = operationWaitDefaults,
+): Promise<number> {
+  if (command.kind === 'list') {
+    io.out(formatOperationsTable(await operations.list(command.limit)));
+    return exitOperationDone;
+  }
+  let operation: ClusterOperation;
+  try {
+    operation = await operations.request(command.request);
+  } catch (error) {
+    if (!(error instanceof ClusterOperationRefused)) throw error;
+    io.err(`livevote: refused (${error.reason}): ${error.message}; nothing was recorded\n`);
+    return exitOperationRefused;
+  }
+  io.out(`${formatOperation(operation)}\n`);
+  if (!command.wait) {
+    if (operation.status === 'failed') return exitOperationFailed;
+    io.out(`recorded; follow it with: livevote cluster operations (or --wait)\n`);
+    return exitOperationDone;
+  }
+  const sleep = options.sleep ?? ((ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms)));
+  const nowMs = options.nowMs ?? Date.now;
+  const startedMs = nowMs();
+  let hinted = false;
+  let last = progressOf(operation);
+  while (operation.status === 'pending' || operation.status === 'running') {
+    await sleep(options.pollIntervalMs);
+    const latest = await operations.get(operation.operationId);
+    if (latest === undefined) throw new Error(`operation ${operation.operationId} is no longer in the store`);
+    operation = latest;
+    const progress = progressOf(operation);
+    if (progress !== last) io.out(`${formatOperation(operation)}\n`);
+    last = progress;
+    if (!hinted && operation.status === 'pending' && nowMs() - startedMs >= options.pendingHintAfterMs) {
+      hinted = true;
+      io.err('livevote: still pending: the cluster\'s coordinator carries operations out; is a livevote node running on this database?\n');
+    }
+  }
+  return operation.status === 'done' ? exitOperationDone : exitOperationFailed;
 }
 
 const mainScript = path.join(path.dirname(fileURLToPath(import.meta.url)), 'main.ts');

@@ -97,6 +97,11 @@ const envSchema = z.object({
   LIVEVOTE_BATCH_ROWS_MAX: intFromEnv(1, 100_000).default(4000),
   LIVEVOTE_COMMITS_IN_FLIGHT_MAX: intFromEnv(1, 16).default(2),
   LIVEVOTE_COMMIT_DEADLINE_MS: intFromEnv(10, 60_000).default(2000),
+  LIVEVOTE_SPILL_QUEUE: z.enum(['file', 'sqs', 'off']).default('file'),
+  LIVEVOTE_SPILL_AFTER_MS: intFromEnv(1, 60_000).optional(),
+  LIVEVOTE_SPILL_DIR: z.string().min(1).optional(),
+  LIVEVOTE_SQS_QUEUE_URL: z.url('must be a URL').optional(),
+  LIVEVOTE_SQS_DEAD_LETTER_QUEUE_URL: z.url('must be a URL').optional(),
   LIVEVOTE_PENDING_VOTES_MAX: intFromEnv(1, 1_000_000).default(20_000),
   LIVEVOTE_SNAPSHOT_INTERVAL_MS: intFromEnv(100, 3_600_000).default(10_000),
   LIVEVOTE_DB_POOL_MAX: intFromEnv(2, 200).default(10),
@@ -153,6 +158,8 @@ export interface Config {
   readonly batchRowsMax: number;
   readonly commitsInFlightMax: number;
   readonly commitDeadlineMs: number;
+  /** Where batches go when Postgres does not store them in time (persistence/spillQueues.ts). */
+  readonly spill: SpillConfig;
   readonly pendingVotesMax: number;
   readonly snapshotIntervalMs: number;
   readonly dbPoolMax: number;
@@ -232,6 +239,16 @@ export interface AbuseConfig {
   readonly fraudStatsFlushMs: number;
 }
 
+export interface SpillConfig {
+  readonly kind: 'file' | 'sqs' | 'off';
+  /** A batch not stored this long after its oldest vote arrived is spilled (below commitDeadlineMs). */
+  readonly afterMs: number;
+  /** The file queue's directory. */
+  readonly dir: string;
+  readonly sqsQueueUrl: string | undefined;
+  readonly sqsDeadLetterQueueUrl: string | undefined;
+}
+
 export class ConfigError extends Error {
   constructor(readonly problems: readonly string[]) {
     super(`invalid configuration:\n${problems.map((p) => `  - ${p}`).join('\n')}`);
@@ -259,15 +276,21 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   }
   if (e.LIVEVOTE_RATE_LIMIT_BACKEND === 'redis' && !e.REDIS_URL) problems.push('REDIS_URL: required when LIVEVOTE_RATE_LIMIT_BACKEND is redis');
   if (e.LIVEVOTE_CAPTCHA_REPLAY_STORE === 'redis' && !e.REDIS_URL) problems.push('REDIS_URL: required when LIVEVOTE_CAPTCHA_REPLAY_STORE is redis');
+  const spillAfterMs = e.LIVEVOTE_SPILL_AFTER_MS ?? Math.floor(e.LIVEVOTE_COMMIT_DEADLINE_MS / 2);
+  if (spillAfterMs >= e.LIVEVOTE_COMMIT_DEADLINE_MS) problems.push('LIVEVOTE_SPILL_AFTER_MS: must be below LIVEVOTE_COMMIT_DEADLINE_MS (the queue needs time to confirm)');
+  if (e.LIVEVOTE_SPILL_QUEUE === 'sqs' && (!e.LIVEVOTE_SQS_QUEUE_URL || !e.LIVEVOTE_SQS_DEAD_LETTER_QUEUE_URL)) {
+    problems.push('LIVEVOTE_SQS_QUEUE_URL, LIVEVOTE_SQS_DEAD_LETTER_QUEUE_URL: required when LIVEVOTE_SPILL_QUEUE is sqs');
+  }
   if (e.LIVEVOTE_DEAD_AFTER_MS < 2 * e.LIVEVOTE_HEARTBEAT_INTERVAL_MS) {
     problems.push('LIVEVOTE_DEAD_AFTER_MS: must be at least twice LIVEVOTE_HEARTBEAT_INTERVAL_MS');
   }
   if (problems.length > 0) throw new ConfigError(problems);
+  const dataDir = path.resolve(e.LIVEVOTE_DATA_DIR);
   return {
     port: e.PORT,
     host: e.HOST,
     databaseUrl: e.DATABASE_URL,
-    dataDir: path.resolve(e.LIVEVOTE_DATA_DIR),
+    dataDir,
     jwtSecret: e.LIVEVOTE_JWT_SECRET,
     adminEmail: e.LIVEVOTE_ADMIN_EMAIL?.toLowerCase(),
     adminPassword: e.LIVEVOTE_ADMIN_PASSWORD,
@@ -278,6 +301,13 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     batchRowsMax: e.LIVEVOTE_BATCH_ROWS_MAX,
     commitsInFlightMax: e.LIVEVOTE_COMMITS_IN_FLIGHT_MAX,
     commitDeadlineMs: e.LIVEVOTE_COMMIT_DEADLINE_MS,
+    spill: {
+      kind: e.LIVEVOTE_SPILL_QUEUE,
+      afterMs: spillAfterMs,
+      dir: e.LIVEVOTE_SPILL_DIR === undefined ? path.join(dataDir, 'spill') : path.resolve(e.LIVEVOTE_SPILL_DIR),
+      sqsQueueUrl: e.LIVEVOTE_SQS_QUEUE_URL,
+      sqsDeadLetterQueueUrl: e.LIVEVOTE_SQS_DEAD_LETTER_QUEUE_URL,
+    },
     pendingVotesMax: e.LIVEVOTE_PENDING_VOTES_MAX,
     snapshotIntervalMs: e.LIVEVOTE_SNAPSHOT_INTERVAL_MS,
     dbPoolMax: e.LIVEVOTE_DB_POOL_MAX,

@@ -3,7 +3,7 @@
 // by any process, is above every id of an earlier one (a sequence never goes back), so batch ids
 // order batches across processes well enough for snapshot watermarks.
 import type { BatchIdSource } from '../actors/ports.ts';
-import type { Pool } from './db.ts';
+import { withClientTimeout, type Pool } from './db.ts';
 
 /** Must equal vote_batch_seq's INCREMENT BY (migration 002); checked when a source is created. */
 export const batchIdBlockSize = 1000;
@@ -12,20 +12,24 @@ const reservationAttemptsMax = 1000;
 
 export interface PgBatchIdSourceOptions {
   readonly pool: Pool;
+  /** A reservation gives up after this (a frozen server never answers); the committer retries. */
+  readonly reserveTimeoutMs?: number;
 }
 
 const reserveStatement = { name: 'livevote_batch_id_reserve', text: "SELECT nextval('vote_batch_seq') AS block_start" };
 
 export class PgBatchIdSource implements BatchIdSource {
   private readonly pool: Pool;
+  private readonly reserveTimeoutMs: number;
   private nextId: number;
   /** Last id of the current block, inclusive. */
   private blockEnd: number;
   /** The reservation in flight: concurrent callers share it instead of reserving blocks each. */
   private reserving: Promise<void> | undefined;
 
-  private constructor(pool: Pool, blockStart: number) {
+  private constructor(pool: Pool, blockStart: number, reserveTimeoutMs: number) {
     this.pool = pool;
+    this.reserveTimeoutMs = reserveTimeoutMs;
     this.nextId = blockStart;
     this.blockEnd = blockStart + batchIdBlockSize - 1;
   }
@@ -42,7 +46,7 @@ export class PgBatchIdSource implements BatchIdSource {
     if (row.increment_by !== batchIdBlockSize) {
       throw new Error(`vote_batch_seq increments by ${row.increment_by}, not ${batchIdBlockSize}: blocks would overlap`);
     }
-    return new PgBatchIdSource(options.pool, row.block_start);
+    return new PgBatchIdSource(options.pool, row.block_start, options.reserveTimeoutMs ?? 2_000);
   }
 
   async next(): Promise<number> {
@@ -65,7 +69,7 @@ export class PgBatchIdSource implements BatchIdSource {
   }
 
   private async reserve(): Promise<void> {
-    const result = await this.pool.query<{ block_start: number }>(reserveStatement);
+    const result = await withClientTimeout(this.pool, this.reserveTimeoutMs, (client) => client.query<{ block_start: number }>(reserveStatement));
     const blockStart = result.rows[0]?.block_start;
     if (blockStart === undefined) throw new Error('nextval returned no row');
     // A sequence only grows; anything else means it was reset and ids could repeat.

@@ -113,3 +113,52 @@ export function inTransaction<T>(pool: Pool, work: (client: PoolClient) => Promi
     }
   });
 }
+
+/**
+ * Like withClient, but gives up after `timeoutMs`, however the server behaves: a frozen or
+ * unreachable Postgres never answers, and a server-side statement_timeout cannot fire in a server
+ * that does not run. On timeout the connection is destroyed (so the pool drops it and the query
+ * cannot complete later on a connection someone else gets) and the promise rejects. A
+ * transaction given up on this way may still commit on the server: callers on the vote path
+ * settle such outcomes by batch id (Journal.wasCommitted).
+ */
+export async function withClientTimeout<T>(
+  pool: Pool,
+  timeoutMs: number,
+  work: (client: PoolClient, discard: (reason: Error) => void) => Promise<T>,
+): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  let client: PoolClient | undefined;
+  let timedOut = false;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      timedOut = true;
+      if (client !== undefined) destroyConnection(client);
+      reject(new PostgresTimeoutError(`no answer from Postgres within ${timeoutMs} ms`));
+    }, timeoutMs);
+  });
+  const run = withClient(pool, (checkedOut, discard) => {
+    client = checkedOut;
+    if (timedOut) {
+      destroyConnection(checkedOut);
+      return Promise.reject(new PostgresTimeoutError('connection came after the deadline'));
+    }
+    return work(checkedOut, discard);
+  });
+  run.catch(() => undefined); // settled by the race below, or after it (then nobody listens)
+  try {
+    return await Promise.race([run, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+export class PostgresTimeoutError extends Error {
+  override readonly name = 'PostgresTimeoutError';
+}
+
+/** pg has no public destroy: end the socket now, without the goodbye a frozen server never reads. */
+function destroyConnection(client: PoolClient): void {
+  const stream = (client as unknown as { connection?: { stream?: { destroy(): void } } }).connection?.stream;
+  stream?.destroy();
+}

@@ -74,8 +74,14 @@ export class FileSpillQueue implements SpillQueue {
     const segmentBytesMax = options.segmentBytesMax ?? spillSegmentBytesMaxDefault;
     if (!(Number.isInteger(segmentBytesMax) && segmentBytesMax >= 1024)) throw new Error('segmentBytesMax must be an integer >= 1024');
     await mkdir(options.dir, { recursive: true });
+    await takeLock(options.dir);
     const queue = new FileSpillQueue(options.dir, segmentBytesMax, options.now ?? Date.now);
-    await queue.replay();
+    try {
+      await queue.replay();
+    } catch (error) {
+      await releaseLock(options.dir);
+      throw error;
+    }
     return queue;
   }
 
@@ -107,6 +113,10 @@ export class FileSpillQueue implements SpillQueue {
     const id = spillReceiptId(receipt);
     if (this.index.remove(id) === undefined) return;
     await this.writeAck(id);
+  }
+
+  async release(receipt: string): Promise<void> {
+    this.index.release(spillReceiptId(receipt));
   }
 
   async deadLetter(receipt: string, reason: string): Promise<void> {
@@ -144,6 +154,7 @@ export class FileSpillQueue implements SpillQueue {
     while (this.writing !== null) await this.writing;
     await this.handle?.close();
     this.handle = null;
+    await releaseLock(this.dir);
   }
 
   private async writeAck(id: number): Promise<void> {
@@ -283,6 +294,46 @@ function forEachFrame(bytes: Buffer, onPayload: (payload: Buffer) => void): numb
     offset = end;
   }
   return offset;
+}
+
+const lockFile = 'owner.pid';
+
+/**
+ * One live process per directory: two queues appending to one segment would interleave frames.
+ * A lock left by a process that is gone (kill -9) is taken over.
+ */
+async function takeLock(dir: string): Promise<void> {
+  const path = join(dir, lockFile);
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      const handle = await open(path, 'wx');
+      await handle.writeFile(String(process.pid));
+      await handle.close();
+      return;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+      const owner = Number(await readFile(path, 'utf8').catch(() => ''));
+      if (Number.isInteger(owner) && owner > 0 && isAlive(owner)) {
+        throw new Error(`spill queue ${dir} is in use by process ${owner}${owner === process.pid ? ' (this one)' : ''}`);
+      }
+      await unlink(path).catch(() => undefined);
+    }
+  }
+  throw new Error(`could not lock spill queue ${dir}`);
+}
+
+async function releaseLock(dir: string): Promise<void> {
+  const path = join(dir, lockFile);
+  if (Number(await readFile(path, 'utf8').catch(() => '')) === process.pid) await unlink(path).catch(() => undefined);
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
 }
 
 /** A new file's directory entry is durable only once the directory itself is synced. */

@@ -11,6 +11,7 @@
 // that spills also draining (how livevote runs) that is the queue's oldest. Alert on the
 // CloudWatch metric ApproximateAgeOfOldestMessage too when several nodes share a queue.
 import {
+  ChangeMessageVisibilityCommand,
   CreateQueueCommand,
   DeleteMessageCommand,
   GetQueueAttributesCommand,
@@ -105,6 +106,10 @@ export class SqsSpillQueue implements SpillQueue {
   async ack(receipt: string): Promise<void> {
     await this.client.send(new DeleteMessageCommand({ QueueUrl: this.queueUrl, ReceiptHandle: receipt }), this.deadline());
     this.forget(receipt);
+  }
+
+  async release(receipt: string): Promise<void> {
+    await this.client.send(new ChangeMessageVisibilityCommand({ QueueUrl: this.queueUrl, ReceiptHandle: receipt, VisibilityTimeout: 0 }), this.deadline());
   }
 
   async deadLetter(receipt: string, reason: string): Promise<void> {

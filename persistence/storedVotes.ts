@@ -2,7 +2,7 @@
 // stored one (StoredVoteReader), a voter's status, a user's votes for the status route, and the
 // per-candidate count(*) that the live tally must converge to (invariant 3).
 import type { StoredVote, StoredVoteReader } from '../actors/ports.ts';
-import { uuidPattern, type Pool } from './db.ts';
+import { uuidPattern, withClientTimeout, type Pool } from './db.ts';
 
 /** Candidate indexes are 0..63 (candidates table), so a tally array never needs more. */
 export const candidateCountMax = 64;
@@ -38,18 +38,26 @@ async function readRow(pool: Pool, electionId: string, voterNumber: number): Pro
   return result.rows[0] ?? null;
 }
 
+/** The vote path's lookup (a retry, a duplicate) gives up after this: the voter is told 503 lookup_failed. */
+export const storedVoteLookupTimeoutMsDefault = 2_000;
+
 export class PgStoredVoteReader implements StoredVoteReader {
-  constructor(private readonly pool: Pool) {}
+  constructor(
+    private readonly pool: Pool,
+    private readonly timeoutMs = storedVoteLookupTimeoutMsDefault,
+  ) {}
 
   async readStoredVote(electionId: string, voterNumber: number): Promise<StoredVote | null> {
-    const row = await readRow(this.pool, electionId, voterNumber);
+    if (!isValidKey(electionId, voterNumber)) return null;
+    const result = await withClientTimeout(this.pool, this.timeoutMs, (client) => client.query<StoredVoteRow>({ ...selectVote, values: [electionId, voterNumber] }));
+    const row = result.rows[0] ?? null;
     if (row === null) return null;
     return { electionId, voterNumber, candidateIndex: row.candidate_index, voteId: row.vote_id, acceptedAtMs: row.accepted_at_ms };
   }
 }
 
-export function createPgStoredVoteReader(pool: Pool): PgStoredVoteReader {
-  return new PgStoredVoteReader(pool);
+export function createPgStoredVoteReader(pool: Pool, timeoutMs?: number): PgStoredVoteReader {
+  return new PgStoredVoteReader(pool, timeoutMs);
 }
 
 /** Whether the voter has a stored vote in the election, and which batch stored it. */

@@ -39,10 +39,13 @@ import type {
   JournalConflict,
   JournalRow,
   ShardKey,
+  SpilledBatch,
+  SpilledBatchStore,
+  SpilledStoreResult,
 } from '../actors/ports.ts';
 import type { QueryResult } from 'pg';
 import { auditAppendCtes } from './audit.ts';
-import { uuidPattern, withClient, type Pool, type PoolClient } from './db.ts';
+import { uuidPattern, withClientTimeout, type Pool, type PoolClient } from './db.ts';
 
 /** The config allows batches up to 100k rows (LIVEVOTE_BATCH_ROWS_MAX); nothing bigger is sane. */
 export const journalBatchRowsMaxDefault = 100_000;
@@ -50,6 +53,10 @@ export const journalBatchRowsMaxDefault = 100_000;
 export const journalStatementTimeoutMsDefault = 10_000;
 /** A takeover holds lease rows only for a moment; waiting longer means something is stuck. */
 export const journalLockTimeoutMsDefault = 5_000;
+/** wasCommitted gives up after this (client side): the batch then stays in doubt and is asked again. */
+export const journalCheckTimeoutMsDefault = 2_000;
+/** Storing one spilled batch (the drainer, off the vote path) gives up after this. */
+export const journalDrainTimeoutMsDefault = 30_000;
 
 export interface PgJournalOptions {
   readonly pool: Pool;
@@ -58,6 +65,13 @@ export interface PgJournalOptions {
   readonly batchRowsMax?: number;
   readonly statementTimeoutMs?: number;
   readonly lockTimeoutMs?: number;
+  /**
+   * Client-side bound on a whole commit, connection wait included (a frozen server runs no
+   * statement timeout). Default: the statement timeout plus 2 s.
+   */
+  readonly commitTimeoutMs?: number;
+  readonly checkTimeoutMs?: number;
+  readonly drainTimeoutMs?: number;
   /**
    * Measurement only (bench/journalFeatures.ts), never set by the product: a statement without
    * some of its parts, prepared under `name`. Without the fence, invariant 4 does not hold.
@@ -148,8 +162,12 @@ interface FenceKey {
   mixedEpochs: boolean;
 }
 
-export class PgJournal implements Journal {
+export class PgJournal implements Journal, SpilledBatchStore {
   private readonly pool: Pool;
+  private readonly nodeId: string;
+  private readonly commitTimeoutMs: number;
+  private readonly checkTimeoutMs: number;
+  private readonly drainTimeoutMs: number;
   private readonly nodeIdLiteral: string;
   private readonly batchRowsMax: number;
   private readonly settingsText: string;
@@ -167,6 +185,13 @@ export class PgJournal implements Journal {
     if (!(Number.isInteger(lockTimeoutMs) && lockTimeoutMs >= 1)) throw new Error(`lockTimeoutMs must be a positive integer, got ${lockTimeoutMs}`);
     if (options.nodeId.length === 0) throw new Error('nodeId must not be empty');
     this.pool = options.pool;
+    this.nodeId = options.nodeId;
+    this.commitTimeoutMs = options.commitTimeoutMs ?? statementTimeoutMs + 2_000;
+    this.checkTimeoutMs = options.checkTimeoutMs ?? journalCheckTimeoutMsDefault;
+    this.drainTimeoutMs = options.drainTimeoutMs ?? journalDrainTimeoutMsDefault;
+    for (const [name, value] of Object.entries({ commitTimeoutMs: this.commitTimeoutMs, checkTimeoutMs: this.checkTimeoutMs, drainTimeoutMs: this.drainTimeoutMs })) {
+      if (!(Number.isInteger(value) && value >= 1)) throw new Error(`${name} must be a positive integer, got ${value}`);
+    }
     this.nodeIdLiteral = sqlTextLiteral(options.nodeId);
     this.batchRowsMax = batchRowsMax;
     // SET LOCAL: the timeouts end with the implicit transaction, so the pooled connection goes back clean.
@@ -183,10 +208,11 @@ export class PgJournal implements Journal {
       return { kind: 'failed', message: `invalid batch ${batch.batchId}: ${(error as Error).message}` };
     }
     try {
-      return await withClient(this.pool, (client, discard) => this.commitOn(client, discard, batch, fenceKeys));
+      return await withClientTimeout(this.pool, this.commitTimeoutMs, (client, discard) => this.commitOn(client, discard, batch, fenceKeys));
     } catch (error) {
-      // commitOn never throws: only checking a connection out can fail here.
-      return { kind: 'failed', message: `no database connection: ${(error as Error).message}` };
+      // commitOn never throws: checking a connection out failed, or the deadline passed (the
+      // transaction may still land: wasCommitted settles it, and stops it if it has not).
+      return { kind: 'failed', message: `batch ${batch.batchId}: ${(error as Error).message}` };
     }
   }
 
@@ -224,14 +250,91 @@ export class PgJournal implements Journal {
     }
   }
 
+  /**
+   * Marks the id abandoned unless a batch row exists. The INSERT waits for a commit of the same
+   * id that is still running (the primary key's lock), so it answers that commit's real outcome;
+   * the SELECT is a second statement so that it sees a row committed while the INSERT waited.
+   */
   async wasCommitted(batchId: number): Promise<boolean> {
     if (!Number.isSafeInteger(batchId)) throw new Error(`batchId must be a safe integer, got ${batchId}`);
-    const result = await this.pool.query({
-      name: 'livevote_journal_was_committed',
-      text: 'SELECT 1 FROM vote_batches WHERE batch_id = $1',
-      values: [batchId],
+    return withClientTimeout(this.pool, this.checkTimeoutMs, async (client, discard) => {
+      try {
+        const marked = await client.query({
+          name: 'livevote_journal_mark_abandoned',
+          text: `INSERT INTO vote_batches (batch_id, row_count, conflict_count, node_id, outcome)
+                 VALUES ($1, 0, 0, $2, 'abandoned') ON CONFLICT (batch_id) DO NOTHING`,
+          values: [batchId, this.nodeId],
+        });
+        if (marked.rowCount === 1) return false;
+        const existing = await client.query<{ outcome: string }>({
+          name: 'livevote_journal_batch_outcome',
+          text: 'SELECT outcome FROM vote_batches WHERE batch_id = $1',
+          values: [batchId],
+        });
+        const outcome = existing.rows[0]?.outcome;
+        if (outcome === undefined) throw new Error(`batch ${batchId}: no row after a conflicting insert`);
+        return outcome !== 'abandoned';
+      } catch (error) {
+        discard(error as Error);
+        throw error;
+      }
     });
-    return result.rowCount === 1;
+  }
+
+  /**
+   * The drainer's write: one transaction that first claims the batch id (so it waits for, or
+   * beats, a commit of the same id still running), then stores the rows with ON CONFLICT DO
+   * NOTHING and appends the audit chain, without the epoch fence: the votes were accepted, and
+   * answered, under the epoch they carry.
+   */
+  async storeSpilled(spilled: SpilledBatch): Promise<SpilledStoreResult> {
+    const batch: JournalBatch = { batchId: spilled.batchId, rows: spilled.rows };
+    try {
+      this.validate(batch);
+    } catch (error) {
+      return { kind: 'invalid', message: `batch ${batch.batchId}: ${(error as Error).message}` };
+    }
+    try {
+      return await withClientTimeout(this.pool, this.drainTimeoutMs, async (client, discard) => {
+        try {
+          await client.query('BEGIN');
+          const claimed = await client.query({
+            name: 'livevote_drain_claim',
+            text: `INSERT INTO vote_batches (batch_id, row_count, conflict_count, node_id, outcome)
+                   VALUES ($1, 0, 0, $2, 'drained') ON CONFLICT (batch_id) DO NOTHING`,
+            values: [batch.batchId, this.nodeId],
+          });
+          if (claimed.rowCount !== 1) {
+            const existing = await client.query<{ outcome: string }>({ name: 'livevote_journal_batch_outcome', text: 'SELECT outcome FROM vote_batches WHERE batch_id = $1', values: [batch.batchId] });
+            await client.query('COMMIT');
+            return existing.rows[0]?.outcome === 'abandoned' ? { kind: 'abandoned' } : { kind: 'already_stored' };
+          }
+          const answer = await client.query<{ stored_rows: number; conflict_positions: number[] }>({
+            name: 'livevote_drain_store',
+            text: drainStoreText,
+            values: drainColumns(batch),
+          });
+          await client.query('COMMIT');
+          const result = answer.rows[0];
+          if (result === undefined) throw new Error('the drain statement returned no row');
+          const conflicts: JournalConflict[] = result.conflict_positions.map((p) => {
+            const row = batch.rows[p - 1]!;
+            return { electionId: row.electionId, voterNumber: row.voterNumber };
+          });
+          return { kind: 'stored', storedRows: result.stored_rows, conflicts };
+        } catch (error) {
+          discard(error as Error);
+          throw error;
+        }
+      });
+    } catch (error) {
+      // Data the table refuses (SQLSTATE classes 22, 23) will be refused every time: poison.
+      const code = String((error as { code?: unknown }).code ?? '');
+      if (code.startsWith('22') || (code.startsWith('23') && code !== '23505')) {
+        return { kind: 'invalid', message: `batch ${batch.batchId}: ${(error as Error).message}` };
+      }
+      throw error;
+    }
   }
 
   /**
@@ -309,6 +412,42 @@ export class PgJournal implements Journal {
     ];
     return `${this.settingsText}; EXECUTE ${this.statementName}(${args.join(', ')})`;
   }
+}
+
+// $1 batch id, $2..$8 the rows as columns. Conflicts are voters stored with another vote id:
+// a row stored before with the same vote id (the original commit of this very batch) is no conflict.
+const drainStoreText = `
+  WITH input AS (
+         SELECT * FROM unnest($2::uuid[], $3::bigint[], $4::smallint[], $5::integer[], $6::bigint[], $7::uuid[], $8::bigint[])
+                  WITH ORDINALITY AS i(election_id, voter_number, candidate_index, shard, epoch, vote_id, accepted_at_ms, position)),
+       stored AS (
+         INSERT INTO votes (election_id, voter_number, candidate_index, shard, epoch, batch_id, vote_id, accepted_at)
+         SELECT election_id, voter_number, candidate_index, shard, epoch, $1, vote_id, to_timestamp(accepted_at_ms::float8 / 1000)
+           FROM input ORDER BY election_id, voter_number
+         ON CONFLICT (election_id, voter_number) DO NOTHING
+         RETURNING election_id, shard, epoch, voter_number, candidate_index, vote_id, accepted_at),
+       ${auditAppendCtes('stored', '$1::bigint')},
+       counted AS (
+         UPDATE vote_batches SET row_count = (SELECT count(*) FROM stored), conflict_count = cardinality($3::bigint[]) - (SELECT count(*) FROM stored)
+          WHERE batch_id = $1 RETURNING 1)
+  SELECT (SELECT count(*) FROM stored)::integer AS stored_rows,
+         (SELECT coalesce(array_agg(i.position), '{}') FROM input i JOIN votes v
+             ON v.election_id = i.election_id AND v.voter_number = i.voter_number
+          WHERE v.vote_id <> i.vote_id) AS conflict_positions,
+         (SELECT count(*) FROM counted) AS counted`;
+
+function drainColumns(batch: JournalBatch): unknown[] {
+  const rows = batch.rows;
+  return [
+    batch.batchId,
+    rows.map((r) => r.electionId),
+    rows.map((r) => r.voterNumber),
+    rows.map((r) => r.candidateIndex),
+    rows.map((r) => r.shard),
+    rows.map((r) => r.epoch),
+    rows.map((r) => r.voteId),
+    rows.map((r) => r.acceptedAtMs),
+  ];
 }
 
 export function createPgJournal(options: PgJournalOptions): PgJournal {

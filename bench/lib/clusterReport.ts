@@ -15,6 +15,8 @@ export interface ThroughputRun {
   readonly votesPerS: number;
   readonly ok: number;
   readonly non2xx: number;
+  /** livevote_votes_total of every node: replies by outcome (unavailable = 503). */
+  readonly serverOutcomes: Record<string, number>;
   readonly stored: number;
   readonly countOk: boolean;
   readonly countProblems: readonly string[];
@@ -24,13 +26,17 @@ export interface ThroughputRun {
   /** forwarded / (local + forwarded): of the votes the nodes took in, the share sent to another owner. */
   readonly forwardedShare: number;
   readonly cpuPercent: Record<string, number>;
-  readonly cpuUsPerVote: { readonly nodes: number; readonly postgres: number; readonly wrk: number };
+  /** Over 3 s with no votes, just before the run. */
+  readonly idleCpuPercent: Record<string, number>;
+  /** nodesNet: the node processes less their idle CPU. */
+  readonly cpuUsPerVote: { readonly nodes: number; readonly nodesNet: number; readonly postgres: number; readonly wrk: number };
   readonly perNode: readonly {
     readonly nodeId: string;
     readonly answered200: number;
     readonly local: number;
     readonly forwarded: number;
     readonly received: number;
+    readonly idleCpuPercent: number;
     readonly routedOutcomes: Record<string, number>;
     readonly cpuPercent: number;
     readonly cpuUsPerHandledVote: number;
@@ -102,11 +108,12 @@ export interface ForwardCost {
 export function forwardCost(runs: readonly ThroughputRun[]): ForwardCost | undefined {
   const single = runs.find((r) => r.nodes === 1);
   if (!single) return undefined;
-  const localUs = single.cpuUsPerVote.nodes;
+  // Net of each node's idle CPU: what the votes cost, not what a node costs doing nothing.
+  const localUs = single.cpuUsPerVote.nodesNet;
   const localWithPostgres = localUs + single.cpuUsPerVote.postgres;
   const spread = runs.filter((r) => r.nodes > 1 && r.targets.length === r.nodes && r.forwardedShare > 0).map((r) => {
-    const extra = (r.cpuUsPerVote.nodes - localUs) / r.forwardedShare;
-    const extraWithPostgres = (r.cpuUsPerVote.nodes + r.cpuUsPerVote.postgres - localWithPostgres) / r.forwardedShare;
+    const extra = (r.cpuUsPerVote.nodesNet - localUs) / r.forwardedShare;
+    const extraWithPostgres = (r.cpuUsPerVote.nodesNet + r.cpuUsPerVote.postgres - localWithPostgres) / r.forwardedShare;
     return {
       nodes: r.nodes,
       forwardedShare: r.forwardedShare,
@@ -122,9 +129,9 @@ export function forwardCost(runs: readonly ThroughputRun[]): ForwardCost | undef
   if (one && sender && owner && sender.forwarded > 0 && owner.received > 0) {
     // The sender's CPU over the window, less its local votes at the one-node cost: its share of
     // the forwarded votes. The owner took no request of its own: all its CPU is theirs.
-    const senderCpuUs = (sender.cpuPercent / 100) * 1e6 * one.activeS;
+    const senderCpuUs = (Math.max(0, sender.cpuPercent - sender.idleCpuPercent) / 100) * 1e6 * one.activeS;
     const senderUs = Math.round((senderCpuUs - sender.local * localUs) / sender.forwarded);
-    const ownerUs = Math.round(((owner.cpuPercent / 100) * 1e6 * one.activeS) / owner.received);
+    const ownerUs = Math.round(((Math.max(0, owner.cpuPercent - owner.idleCpuPercent) / 100) * 1e6 * one.activeS) / owner.received);
     split = { senderUs, ownerUs, forwardedUs: senderUs + ownerUs, ratio: round3((senderUs + ownerUs) / localUs) };
   }
   return { localUs, split, spread };
@@ -148,18 +155,21 @@ export function renderClusterSection(r: ClusterResults): string {
   if (r.throughput.length > 0) {
     lines.push('### Votes/s and CPU per vote through 1, 2 and 3 nodes', '');
     lines.push(`wrk \`-t1\`, ${r.settings.connections} connections split between one wrk per node, ${r.settings.activeS} s after a warm-up, every request a new voter (\`bench/lua/votes.lua\`).`, '');
-    lines.push('| run | votes/s | p50 ms (worst wrk) | p99 ms (worst wrk) | forwarded | CPU µs/vote: nodes | Postgres | wrk | per node: CPU % of a core (µs per vote it handled) | stored = 200s |');
-    lines.push('|---|---|---|---|---|---|---|---|---|---|');
+    lines.push('| run | votes/s | p50 ms (worst wrk) | p99 ms (worst wrk) | forwarded | CPU µs/vote: nodes (net of idle) | Postgres | wrk | other work on the box | per node: CPU % of a core, idle %, accepted votes local / forwarded / received | stored vs 200s |');
+    lines.push('|---|---|---|---|---|---|---|---|---|---|---|');
     for (const run of r.throughput) {
-      const nodes = run.perNode.map((n) => `${n.nodeId} ${n.cpuPercent}% (${n.cpuUsPerHandledVote}; local ${fmt(n.local)}, fwd ${fmt(n.forwarded)}, recv ${fmt(n.received)})`).join('; ');
-      lines.push(`| ${run.label} | **${fmt(run.votesPerS)}** | ${run.latencyMsP50Max} | ${run.latencyMsP99Max} | ${(run.forwardedShare * 100).toFixed(1)}% | ${run.cpuUsPerVote.nodes} | ${run.cpuUsPerVote.postgres} | ${run.cpuUsPerVote.wrk} | ${nodes} | ${run.countOk ? `${fmt(run.stored)} = ${fmt(run.ok)}` : `**FAILED**: ${run.countProblems.join('; ')}`} |`);
+      const nodes = run.perNode.map((n) => `${n.nodeId} ${n.cpuPercent}%, idle ${n.idleCpuPercent}%, ${fmt(n.local)} / ${fmt(n.forwarded)} / ${fmt(n.received)}`).join('; ');
+      const extra = run.stored - run.ok;
+      const count = !run.countOk ? `**FAILED**: ${run.countProblems.join('; ')}` : extra === 0 ? `${fmt(run.stored)} = ${fmt(run.ok)}` : `${fmt(run.stored)} = ${fmt(run.ok)} + ${extra} answered 503 and stored (of ${run.serverOutcomes.unavailable ?? 0} 503s)`;
+      lines.push(`| ${run.label} | **${fmt(run.votesPerS)}** | ${run.latencyMsP50Max} | ${run.latencyMsP99Max} | ${(run.forwardedShare * 100).toFixed(1)}% | ${run.cpuUsPerVote.nodes} (${run.cpuUsPerVote.nodesNet}) | ${run.cpuUsPerVote.postgres} | ${run.cpuUsPerVote.wrk} | ${run.cpuPercent.other ?? '?'}% of a core | ${nodes} | ${count} |`);
     }
+    lines.push('', '"forwarded": accepted votes sent to their shard\'s owner on another node / all accepted votes taken in. A vote answered 503 may still be stored when its forward timed out after the owner committed: never a false `accepted`, and a retry gets the original; the check is that every 200 is stored and nothing beyond the 200s and the 503s.');
     lines.push('', 'Commands (one wrk per target node, run at once):', '');
     for (const run of r.throughput) lines.push(`- ${run.label}: \`${run.commands[0]}\`${run.commands.length > 1 ? ` (+${run.commands.length - 1} alike)` : ''}`);
     const cost = forwardCost(r.throughput);
     if (cost) {
       lines.push('', '**What a forwarded vote costs** (target: at most 1.2× the CPU of a local one):', '');
-      lines.push(`- a local vote: ${cost.localUs} µs of node CPU (one node, every vote local).`);
+      lines.push(`- a local vote: ${cost.localUs} µs of node CPU, net of its idle CPU (one node, every vote local). All figures below are net of idle too.`);
       if (cost.split) {
         lines.push(
           `- measured by sides (two nodes, every vote sent to node-1, so node-2 only serves what node-1 forwards): the receiving node spends ` +

@@ -8,6 +8,7 @@ import { ClusterOperationRefused, type ClusterOperation, type ClusterOperationRe
 import { electionIdParam, shardCountMax } from '../elections/routes.ts';
 import { ApiError, type ErrorCode } from '../errors.ts';
 import { defineRoute, type RouteDefinition } from '../http.ts';
+import type { NodeVoteRates } from './nodeRates.ts';
 
 const clusterSchema = z.object({
   version: z.number().int(),
@@ -16,6 +17,7 @@ const clusterSchema = z.object({
     nodeId: z.string(), az: z.string(), url: z.string(), status: z.enum(['alive', 'dead', 'left']),
     lastHeartbeatAt: z.string(), startedAt: z.string(), shardsOwned: z.number().int(), incarnation: z.number().int(),
     draining: z.boolean(),
+    votesPerSecond: z.number().nullable().describe("Votes its shards handled per second (any outcome), from the node's livevote_votes_routed_total; null when unknown (not alive, not answering, or first reading)."),
   })),
   shards: z.array(z.object({
     electionId: z.string(), shard: z.number().int(), ownerNodeId: z.string(), epoch: z.number().int(),
@@ -23,7 +25,7 @@ const clusterSchema = z.object({
   })),
 });
 
-export function clusterRoutes(deps: { cluster: Pick<ClusterNode, 'adminView'> }): RouteDefinition<unknown, unknown>[] {
+export function clusterRoutes(deps: { cluster: Pick<ClusterNode, 'adminView'>; rates: NodeVoteRates }): RouteDefinition<unknown, unknown>[] {
   return [
     defineRoute({
       method: 'GET',
@@ -32,7 +34,11 @@ export function clusterRoutes(deps: { cluster: Pick<ClusterNode, 'adminView'> })
       tag: 'cluster',
       auth: ['admin'],
       responses: { 200: { description: 'Members and shard map', schema: clusterSchema } },
-      handle: async () => ({ json: await deps.cluster.adminView() }),
+      handle: async () => {
+        const view = await deps.cluster.adminView();
+        const rates = await deps.rates.ratesOf(view.nodes);
+        return { json: { ...view, nodes: view.nodes.map((n) => ({ ...n, votesPerSecond: rates.get(n.nodeId) ?? null })) } };
+      },
     }),
   ];
 }

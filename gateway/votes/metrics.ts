@@ -3,7 +3,7 @@
 // lost, WebSocket subscribers. Gauges are read from the vote node when Prometheus scrapes, so the
 // hot path pays nothing for them; the journal is timed by a decorator around the port.
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
-import type { Journal, JournalBatch, JournalCommitResult } from '../../actors/ports.ts';
+import type { Journal, JournalBatch, JournalCommitResult, SpillQueue } from '../../actors/ports.ts';
 import type { VoteNode } from '../../actors/voteNode.ts';
 
 export interface VotePathMetrics {
@@ -12,6 +12,8 @@ export interface VotePathMetrics {
   readonly leasesLostTotal: Counter;
   /** Scrape-time gauges read from these sources. */
   watch(sources: { voteNode: VoteNode; electionIds: () => Iterable<string>; subscribers: () => number }): void;
+  /** The spill queue whose depth the spill gauges report (none: they report 0). */
+  watchSpillQueue(queue: SpillQueue | null): void;
 }
 
 export function createVotePathMetrics(registry: Registry): VotePathMetrics {
@@ -34,6 +36,7 @@ export function createVotePathMetrics(registry: Registry): VotePathMetrics {
     registers: [registry],
   });
   let sources: Parameters<VotePathMetrics['watch']>[0] | undefined;
+  let spillQueue: SpillQueue | null = null;
   const committerStats = () => {
     if (!sources) return undefined;
     // The committer is node-wide; any election's stats carry it.
@@ -72,6 +75,66 @@ export function createVotePathMetrics(registry: Registry): VotePathMetrics {
     collect() { this.set(sources?.subscribers() ?? 0); },
   });
 
+  // The spill path (README, "the deadline"): counters mirrored from the committer and drainer at
+  // scrape time, the queue's depth asked of the queue (one call per scrape).
+  const mirrored = (name: string, help: string, read: () => number | undefined) => {
+    let seen = 0;
+    new Counter({
+      name,
+      help,
+      registers: [registry],
+      collect() {
+        const value = read();
+        if (value !== undefined && value > seen) {
+          this.inc(value - seen);
+          seen = value;
+        }
+      },
+    });
+  };
+  mirrored('livevote_spilled_votes_total', 'Votes sent to the spill queue because Postgres did not store them in time', () => committerStats()?.counters.rowsSpilled);
+  mirrored('livevote_queued_votes_total', 'Votes answered accepted because the spill queue confirmed it holds them', () => committerStats()?.counters.rowsQueued);
+  mirrored('livevote_spill_unconfirmed_total', 'Spills the queue did not confirm (their votes were answered 503 or committed after all)', () => committerStats()?.counters.spillsUnconfirmed);
+  mirrored('livevote_drained_votes_total', 'Votes the drainer stored from the spill queue into Postgres', () => sources?.voteNode.spillStats()?.rowsDrained);
+  mirrored('livevote_drain_failures_total', 'Attempts to store a spilled batch that failed (the batch stays queued)', () => sources?.voteNode.spillStats()?.drainFailures);
+  mirrored('livevote_spill_dead_letters_total', 'Spilled batches this node moved to the dead letters (poison: they can never be stored)', () => sources?.voteNode.spillStats()?.deadLetters);
+  const queueDepth = async () => {
+    const queue = spillQueue;
+    if (!queue) return null;
+    try {
+      return { depth: await queue.depth(), deadLetters: await queue.deadLetterCount() };
+    } catch {
+      return null;
+    }
+  };
+  // The three gauges of one scrape share one look at the queue.
+  let depthAsked: { atMs: number; answer: ReturnType<typeof queueDepth> } | null = null;
+  const depthOnce = () => {
+    if (depthAsked === null || Date.now() - depthAsked.atMs > 1_000) depthAsked = { atMs: Date.now(), answer: queueDepth() };
+    return depthAsked.answer;
+  };
+  new Gauge({
+    name: 'livevote_spill_queue_batches',
+    help: 'Batches waiting in the spill queue for the drainer (approximate for SQS)',
+    registers: [registry],
+    async collect() { this.set((await depthOnce())?.depth.batches ?? 0); },
+  });
+  new Gauge({
+    name: 'livevote_spill_queue_oldest_age_seconds',
+    help: 'Age of the oldest batch in the spill queue (0 when empty)',
+    registers: [registry],
+    async collect() {
+      const oldest = (await depthOnce())?.depth.oldestSpilledAtMs;
+      this.set(oldest == null ? 0 : Math.max(0, (Date.now() - oldest) / 1000));
+    },
+  });
+  new Gauge({
+    name: 'livevote_spill_dead_letter_batches',
+    help: 'Batches in the spill dead-letter queue (approximate for SQS)',
+    registers: [registry],
+    async collect() { this.set((await depthOnce())?.deadLetters ?? 0); },
+  });
+
   return {
     leasesLostTotal,
     timed(journal) {
@@ -88,6 +151,9 @@ export function createVotePathMetrics(registry: Registry): VotePathMetrics {
     },
     watch(watched) {
       sources = watched;
+    },
+    watchSpillQueue(queue) {
+      spillQueue = queue;
     },
   };
 }

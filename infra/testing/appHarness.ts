@@ -1,5 +1,8 @@
 // An app built in-process on its own database and listening on a free port: the harness most
 // integration tests use (fastify's "build without listening, drive in-process" habit).
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { buildApp, type LivevoteApp } from '../../gateway/app.ts';
 import { createTestDatabase, type TestDatabase } from '../../persistence/testDatabase.ts';
 import { loadConfig, type Config } from '../config.ts';
@@ -20,6 +23,9 @@ export const functionalTestEnv: Readonly<Record<string, string>> = {
   LIVEVOTE_FRAUD_REGISTER_IP: 'off',
   LIVEVOTE_FRAUD_REGISTER_NETWORK: 'off',
   LIVEVOTE_FRAUD_VOTE_BURST: 'off',
+  // The spill queue's directory belongs to one node; apps built side by side here would share
+  // ./.livevote/spill. startAppHarness gives each app a directory of its own instead.
+  LIVEVOTE_SPILL_QUEUE: 'off',
 };
 
 export interface AppHarness {
@@ -60,7 +66,10 @@ export const patientTestEnv: Readonly<Record<string, string>> = {
 
 export async function startAppHarness(env: Record<string, string> = {}): Promise<AppHarness> {
   const db = await createTestDatabase();
-  const config = loadConfig({ LOG_LEVEL: 'silent', ...patientTestEnv, ...functionalTestEnv, ...env });
+  const spillDir = mkdtempSync(join(tmpdir(), 'livevote-spill-'));
+  const config = loadConfig({
+    LOG_LEVEL: 'silent', ...patientTestEnv, ...functionalTestEnv, LIVEVOTE_SPILL_QUEUE: 'file', LIVEVOTE_SPILL_DIR: spillDir, ...env,
+  });
   const secrets = testSecrets();
   try {
     const app = await buildApp({ config, secrets, pool: db.pool, log: silentLogger() });
@@ -71,6 +80,7 @@ export async function startAppHarness(env: Record<string, string> = {}): Promise
       async close() {
         await app.close(2_000);
         await db.drop();
+        rmSync(spillDir, { recursive: true, force: true });
       },
     };
   } catch (error) {

@@ -1,0 +1,149 @@
+// The vote node with a spill queue: when the journal stalls, votes are answered `accepted` from
+// the queue within the deadline, and the drainer stores each of them exactly once afterwards.
+import { afterEach, describe, expect, it } from 'vitest';
+import { createMemoryAdapters, MemoryJournal, MemorySpillQueue, type MemoryAdapters } from './memoryAdapters.ts';
+import type { JournalBatch, JournalCommitResult } from './ports.ts';
+import type { VoteOutcome } from './shard.ts';
+import { createVoteNode, type VoteNode, type VoteNodeConfig } from './voteNode.ts';
+
+/** Commits wait at a gate; once opened they commit, or fail without storing (`failAfterGate`). */
+class StallingJournal extends MemoryJournal {
+  private gateOpen = false;
+  private readonly waiting: (() => void)[] = [];
+  failAfterGate = false;
+
+  override async commit(batch: JournalBatch): Promise<JournalCommitResult> {
+    if (!this.gateOpen) await new Promise<void>((resolve) => this.waiting.push(resolve));
+    if (this.failAfterGate) return { kind: 'failed', message: 'connection lost' };
+    return super.commit(batch);
+  }
+
+  override async storeSpilled(...args: Parameters<MemoryJournal['storeSpilled']>): ReturnType<MemoryJournal['storeSpilled']> {
+    if (!this.gateOpen) throw new Error('journal stalled');
+    return super.storeSpilled(...args);
+  }
+
+  open(): void {
+    this.gateOpen = true;
+    for (const release of this.waiting.splice(0)) release();
+  }
+}
+
+const electionId = '0190a6d2-0000-7000-8000-0000000000a1';
+const shardCount = 4;
+const nodes: VoteNode[] = [];
+const eventually = { timeout: 60_000, interval: 5 };
+const spillConfig: Partial<VoteNodeConfig> = {
+  flushIntervalMs: 1,
+  resultsPublishIntervalMs: 5,
+  spillAfterMs: 50,
+  commitDeadlineMs: 5_000,
+  drainIntervalMs: 20,
+  closeTimeoutMs: 200,
+};
+
+afterEach(async () => {
+  await Promise.all(nodes.splice(0).map((node) => node.close()));
+});
+
+async function openNode(adapters: MemoryAdapters, journal: MemoryJournal, queue: MemorySpillQueue, epoch = 1): Promise<VoteNode> {
+  for (let shard = 0; shard < shardCount; shard++) adapters.store.setLeaseEpoch({ electionId, shard }, epoch);
+  const node = createVoteNode({
+    journal,
+    snapshots: adapters.snapshots,
+    storedVotes: adapters.storedVotes,
+    batchIds: adapters.batchIds,
+    spill: { queue, store: journal },
+    config: spillConfig,
+  });
+  nodes.push(node);
+  await node.openElection({ electionId, shardCount, candidateCount: 3, epochs: new Array<number>(shardCount).fill(epoch) });
+  return node;
+}
+
+function cast(node: VoteNode, voterNumber: number, candidateIndex: number): Promise<VoteOutcome> {
+  return new Promise((resolve) => node.cast({ electionId, voterNumber, candidateIndex }, resolve));
+}
+
+function storedVoters(adapters: MemoryAdapters): number[] {
+  return adapters.store.rowsLog.filter((row) => row.electionId === electionId).map((row) => row.voterNumber).sort((a, b) => a - b);
+}
+
+const voters = Array.from({ length: 300 }, (_, i) => i * 3 + 1);
+
+describe('vote node with a spill queue', () => {
+  it('a stalled journal: votes answered accepted from the queue, counted once when the commits land after all', async () => {
+    const adapters = createMemoryAdapters();
+    const journal = new StallingJournal(adapters.store);
+    const queue = new MemorySpillQueue();
+    const node = await openNode(adapters, journal, queue);
+    const outcomes = await Promise.all(voters.map((voter) => cast(node, voter, voter % 3)));
+    expect(outcomes.every((outcome) => outcome.kind === 'accepted')).toBe(true);
+    expect(queue.sent).toBeGreaterThan(0);
+    // Durable in the queue, not counted yet.
+    expect(node.results(electionId)!.total).toBe(0);
+    // A retry is answered from the queued row; another candidate is a second vote, refused.
+    const first = outcomes[0] as Extract<VoteOutcome, { kind: 'accepted' }>;
+    expect(await cast(node, voters[0]!, voters[0]! % 3)).toMatchObject({ kind: 'accepted', voteId: first.voteId });
+    expect(await cast(node, voters[0]!, (voters[0]! + 1) % 3)).toMatchObject({ kind: 'already_voted', voteId: first.voteId });
+
+    journal.open();
+    await expect.poll(() => node.results(electionId)!.total, eventually).toBe(voters.length);
+    await expect.poll(async () => (await queue.depth()).batches, eventually).toBe(0);
+    expect(storedVoters(adapters)).toEqual(voters);
+    expect(node.spillStats()!.batchesAlreadyStored).toBeGreaterThan(0);
+  });
+
+  it('a journal that stalls and then fails: the drainer stores every queued vote exactly once', async () => {
+    const adapters = createMemoryAdapters();
+    const journal = new StallingJournal(adapters.store);
+    journal.failAfterGate = true;
+    const queue = new MemorySpillQueue();
+    const node = await openNode(adapters, journal, queue);
+    const outcomes = await Promise.all(voters.map((voter) => cast(node, voter, voter % 3)));
+    expect(outcomes.every((outcome) => outcome.kind === 'accepted')).toBe(true);
+    journal.open();
+    await expect.poll(() => node.results(electionId)!.total, eventually).toBe(voters.length);
+    await expect.poll(async () => (await queue.depth()).batches, eventually).toBe(0);
+    expect(storedVoters(adapters)).toEqual(voters);
+    expect(node.spillStats()!.rowsDrained).toBe(voters.length);
+    const tallies = node.results(electionId)!.tallies;
+    expect(tallies).toEqual([0, 1, 2].map((c) => voters.filter((v) => v % 3 === c).length));
+  });
+
+  it('the queue down too: votes are answered 503 by the deadline, and nothing is counted that is not stored', async () => {
+    const adapters = createMemoryAdapters();
+    const journal = new StallingJournal(adapters.store);
+    journal.failAfterGate = true;
+    const queue = new MemorySpillQueue();
+    queue.failSends = true;
+    const node = await openNode(adapters, journal, queue);
+    const outcomes = await Promise.all(voters.slice(0, 20).map((voter) => cast(node, voter, 0)));
+    expect(outcomes.every((outcome) => outcome.kind === 'unavailable')).toBe(true);
+    journal.open();
+    // The batches are settled through wasCommitted (marked abandoned): nothing stored, nothing counted.
+    await expect.poll(() => node.stats(electionId)!.committer.batchesInDoubt, eventually).toBe(0);
+    await expect.poll(() => node.stats(electionId)!.shards.reduce((n, s) => n + s.backlog, 0), eventually).toBe(0);
+    expect(storedVoters(adapters)).toEqual([]);
+    expect(node.results(electionId)!.total).toBe(0);
+  });
+
+  it('a node that takes the election over drains the queue before serving: no second vote slips in', async () => {
+    const adapters = createMemoryAdapters();
+    const stalled = new StallingJournal(adapters.store);
+    const queue = new MemorySpillQueue();
+    const first = await openNode(adapters, stalled, queue);
+    const outcomes = await Promise.all(voters.map((voter) => cast(first, voter, voter % 3)));
+    expect(outcomes.every((outcome) => outcome.kind === 'accepted')).toBe(true);
+    // The first node is gone with its batches only in the queue (its commits never land).
+    await first.close();
+    nodes.splice(nodes.indexOf(first), 1);
+
+    const second = await openNode(adapters, adapters.journal, queue, 2);
+    expect((await queue.depth()).batches).toBe(0);
+    expect(second.results(electionId)!.total).toBe(voters.length);
+    const accepted = outcomes[5] as Extract<VoteOutcome, { kind: 'accepted' }>;
+    expect(await cast(second, voters[5]!, (voters[5]! + 1) % 3)).toMatchObject({ kind: 'already_voted', voteId: accepted.voteId });
+    expect(storedVoters(adapters)).toEqual(voters);
+  });
+});
