@@ -103,7 +103,9 @@ export interface ClusterNode {
   electionChanged(electionId: string): Promise<void>;
   /** Fresh from the store. */
   adminView(): Promise<AdminClusterView>;
-  /** Graceful: leave, drain and release every shard, close links and the vote node. */
+  /** Leave the cluster and hand every shard to its new owner (drained, snapshotted, released); routing goes on. */
+  handOff(): Promise<void>;
+  /** Graceful: hand off (if not done yet), close links and the vote node. */
   stop(): Promise<void>;
 }
 
@@ -153,6 +155,7 @@ export async function createClusterNode(deps: ClusterNodeDeps): Promise<ClusterN
   let router: Router;
   let results: ClusterResults;
   let started = false;
+  let handingOff: Promise<void> | undefined;
   let electionsVersionLoaded = -1;
   let peers: { nodeId: string; url: string }[] = [];
 
@@ -162,7 +165,7 @@ export async function createClusterNode(deps: ClusterNodeDeps): Promise<ClusterN
     requestTimeoutMs: settings.forwardTimeoutMs,
     inFlightMaxPerPeer: settings.forwardInFlightMax,
     metricsRegistry: deps.metricsRegistry,
-    log: deps.log.child({ component: 'links' }) as never,
+    log: deps.log.child({ component: 'links' }),
     onRequest: (_from, message, answer) => router.castForwarded(message, (outcome) => answer({ t: 'outcome', outcome })),
     onEvent: (_from, event) => {
       if (event.t === 'tallies') results.applyTallies(event);
@@ -228,6 +231,16 @@ export async function createClusterNode(deps: ClusterNodeDeps): Promise<ClusterN
       void membership.refreshView().catch(() => undefined);
     },
   });
+
+  const handOff = (): Promise<void> => {
+    handingOff ??= (async () => {
+      if (!started) return;
+      await membership.stop({ leave: true }).catch((error: unknown) => log.warn({ err: error }, 'leaving the cluster failed; the others will declare this node dead'));
+      await shardHost.stop();
+      log.info({}, 'left the cluster; every shard handed off');
+    })();
+    return handingOff;
+  };
 
   const waitUntil = async (condition: () => boolean, deadlineMs: number) => {
     while (!condition() && Date.now() < deadlineMs) await new Promise((resolve) => setTimeout(resolve, 20));
@@ -327,12 +340,10 @@ export async function createClusterNode(deps: ClusterNodeDeps): Promise<ClusterN
         })),
       };
     },
+    handOff,
     async stop() {
-      if (started) {
-        await membership.stop({ leave: true }).catch((error: unknown) => log.warn({ err: error }, 'leaving the cluster failed; the others will declare this node dead'));
-        await shardHost.stop();
-        results.stop();
-      }
+      await handOff();
+      if (started) results.stop();
       await links.close();
       await voteNode.close();
       await endPool(clusterPool);

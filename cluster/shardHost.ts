@@ -57,7 +57,7 @@ export class ShardHost {
     const renewEveryMs = Math.floor(this.options.leaseTtlMs / 3);
     const tick = () => {
       this.renewTimer = setTimeout(() => {
-        void this.renewAll().finally(() => {
+        void this.renewAll().catch((error: unknown) => this.options.log.error({ err: error }, 'lease renewal round failed')).finally(() => {
           if (!this.stopped) tick();
         });
       }, renewEveryMs);

@@ -66,6 +66,7 @@ export async function buildApp(deps: AppDeps): Promise<LivevoteApp> {
   const metrics = deps.metrics ?? createMetrics({ defaultMetrics: false });
   const app = uws.App();
   let accepting = false;
+  let handingOff = false;
   let listenSocket: us_listen_socket | undefined;
 
   const identity = resolveNodeIdentity(deps.config);
@@ -146,7 +147,8 @@ export async function buildApp(deps: AppDeps): Promise<LivevoteApp> {
 
   let openApiJson = '';
   const routes: RouteDefinition<unknown, unknown>[] = [
-    ...operationsRoutes({ pool: deps.pool, metrics, isAccepting: () => accepting, openApiJson: () => openApiJson }),
+    // Ready = accepting and not handing its shards off: a load balancer stops sending first.
+    ...operationsRoutes({ pool: deps.pool, metrics, isAccepting: () => accepting && !handingOff, openApiJson: () => openApiJson }),
     ...features.flatMap((f) => f.routes),
     ...dashboardRoutes(),
     ...clusterRoutes({ cluster, rates: new NodeVoteRates({ fetchMetrics: fetchMetricsText, nowMs: Date.now }) }),
@@ -196,6 +198,10 @@ export async function buildApp(deps: AppDeps): Promise<LivevoteApp> {
       });
     },
     async close(drainTimeoutMs = 10_000) {
+      // First the shards leave, while this node still answers: a vote sent here meanwhile is
+      // routed to the shard's new owner (load balancers see /readyz 503 and stop sending).
+      handingOff = true;
+      await cluster.handOff();
       accepting = false;
       if (listenSocket) {
         uws.us_listen_socket_close(listenSocket);

@@ -65,7 +65,7 @@ export function formatClusterTable(view: ClusterView): string {
   const owned = new Map<string, number>();
   for (const row of view.shards) owned.set(row.ownerNodeId, (owned.get(row.ownerNodeId) ?? 0) + 1);
   const rows = view.nodes.map((n) => [
-    n.nodeId + (n.nodeId === view.coordinatorNodeId ? ' *' : ''), n.az, n.status, n.url,
+    n.nodeId + (n.nodeId === view.coordinatorNodeId ? ' *' : ''), n.az, n.status + (n.draining ? ', draining' : ''), n.url,
     `${Math.max(0, view.readAtMs - n.lastHeartbeatAtMs)} ms ago`, String(owned.get(n.nodeId) ?? 0),
   ]);
   const header = ['NODE', 'AZ', 'STATUS', 'URL', 'HEARTBEAT', 'SHARDS'];
