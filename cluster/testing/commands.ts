@@ -10,7 +10,7 @@
 import fc from 'fast-check';
 import type { VoteNodeConfig } from '../../actors/voteNode.ts';
 import type { Property } from './properties.ts';
-import { asyncWorkOf, World, type AsyncWork, type ElectionSpec, type InjectedFault, type PlantedBug, type SimElection, type WorldConfig } from './world.ts';
+import { asyncWorkOf, World, type AsyncWork, type ClusterTimings, type ElectionSpec, type InjectedFault, type PlantedBug, type SimElection, type WorldConfig } from './world.ts';
 
 /** What the commands need to know before running; the world itself is the "real" system. */
 export interface Model {
@@ -32,21 +32,23 @@ function electionAt(world: World, index: number): SimElection {
 
 export const votersPerElection = 6;
 
+/** A vote; cluster mode: sent to the `entry`-th node, which routes it to the owner. */
 class Vote implements WorldCommand {
   constructor(
     readonly election: number,
     readonly voter: number,
     readonly candidate: number,
     readonly stale: boolean,
+    readonly entry = 0,
   ) {}
   check = () => true;
   async run(_model: Model, world: World) {
     const election = electionAt(world, this.election);
-    world.vote(election, this.voter, this.candidate % election.candidateCount, this.stale ? 'stale' : 'owner');
+    world.vote(election, this.voter, this.candidate % election.candidateCount, this.stale ? 'stale' : 'owner', this.entry);
     await world.settle();
   }
-  toString = () => `Vote(e${this.election} voter ${this.voter} → ${this.candidate}${this.stale ? ', stale route' : ''})`;
-  toJSON = (): CommandData => ['Vote', this.election, this.voter, this.candidate, this.stale];
+  toString = () => `Vote(e${this.election} voter ${this.voter} → ${this.candidate}${this.entry > 0 ? ` via node ${this.entry}` : ''}${this.stale ? ', stale route' : ''})`;
+  toJSON = (): CommandData => ['Vote', this.election, this.voter, this.candidate, this.stale, this.entry];
 }
 
 /** The same request again, to the election's current owner (a client that saw no answer, or an impatient one). */
@@ -57,7 +59,7 @@ class Retry implements WorldCommand {
     if (world.requests.length === 0) return;
     const earlier = world.requests[this.request % world.requests.length]!;
     const election = world.elections.find((e) => e.electionId === earlier.electionId)!;
-    world.vote(election, earlier.voterNumber, earlier.candidateIndex);
+    world.vote(election, earlier.voterNumber, earlier.candidateIndex, 'owner', this.request);
     await world.settle();
   }
   toString = () => `Retry(request ${this.request})`;
@@ -113,7 +115,10 @@ class Heal implements WorldCommand {
   toJSON = (): CommandData => ['Heal'];
 }
 
-/** kill -9: the process is gone; a fresh one takes its slot, its elections move under new epochs. */
+/**
+ * kill -9: the process is gone. Elections mode: a fresh one takes its slot, its elections move
+ * under new epochs. Cluster mode: a new process with the same node id joins again.
+ */
 class Kill implements WorldCommand {
   constructor(readonly slot: number) {}
   check = () => true;
@@ -125,7 +130,11 @@ class Kill implements WorldCommand {
   toJSON = (): CommandData => ['Kill', this.slot];
 }
 
-/** A long pause: the process's leases go to another owner while it still runs (a zombie). */
+/**
+ * Elections mode: a long pause, the process's leases go to another owner while it still runs (a
+ * zombie). Cluster mode: the process is cut off from the store and the other nodes until healed
+ * (it fences itself, is declared dead, its shards move to the survivors).
+ */
 class LoseLeases implements WorldCommand {
   constructor(readonly slot: number) {}
   check = (model: Readonly<Model>) => model.zombies < 2;
@@ -148,6 +157,23 @@ class OpenElection implements WorldCommand {
   }
   toString = () => `OpenElection(${this.spec.shardCount} shards, ${this.spec.candidateCount} candidates)`;
   toJSON = (): CommandData => ['OpenElection', this.spec.shardCount, this.spec.candidateCount];
+}
+
+/** Cluster mode: an operator moves a shard, drains a node, or balances (no-op in elections mode). */
+class Operate implements WorldCommand {
+  constructor(
+    readonly kind: 'move' | 'drain' | 'balance',
+    readonly election: number,
+    readonly shard: number,
+    readonly node: number,
+  ) {}
+  check = () => true;
+  async run(_model: Model, world: World) {
+    await world.operate(this.kind, this.election, this.shard, this.node);
+    await world.settle();
+  }
+  toString = () => (this.kind === 'move' ? `Move(e${this.election}/${this.shard} → n${this.node})` : this.kind === 'drain' ? `Drain(n${this.node})` : 'Balance');
+  toJSON = (): CommandData => ['Operate', this.kind, this.election, this.shard, this.node];
 }
 
 class CloseElection implements WorldCommand {
@@ -190,21 +216,49 @@ const nodeConfig: fc.Arbitrary<Partial<VoteNodeConfig>> = fc
     closeTimeoutMs: 1_000,
   }));
 
-export function worldConfigArbitrary(options: { nodeCountMax: number; plantedBug?: PlantedBug }): fc.Arbitrary<WorldConfig> {
+const clusterTimings: fc.Arbitrary<ClusterTimings> = fc
+  .record({
+    heartbeatIntervalMs: fc.integer({ min: 40, max: 150 }),
+    beatsToDead: fc.integer({ min: 3, max: 6 }),
+    leaseSlackMs: fc.integer({ min: 0, max: 300 }),
+    movesInFlightMax: fc.integer({ min: 1, max: 2 }),
+    autoBalance: fc.boolean(),
+    routeRetryMs: fc.constantFrom(0, 300),
+  })
+  .map(({ heartbeatIntervalMs, beatsToDead, leaseSlackMs, ...rest }) => ({
+    heartbeatIntervalMs,
+    deadAfterMs: heartbeatIntervalMs * beatsToDead,
+    leaseTtlMs: heartbeatIntervalMs * beatsToDead + leaseSlackMs,
+    ...rest,
+  }));
+
+export interface WorldShapeOptions {
+  readonly nodeCountMax: number;
+  readonly mode?: 'elections' | 'cluster';
+  readonly plantedBug?: PlantedBug;
+}
+
+export function worldConfigArbitrary(options: WorldShapeOptions): fc.Arbitrary<WorldConfig> {
+  const mode = options.mode ?? 'elections';
   return fc.record({
-    nodeCount: fc.integer({ min: 1, max: options.nodeCountMax }),
+    nodeCount: fc.integer({ min: mode === 'cluster' ? Math.min(2, options.nodeCountMax) : 1, max: options.nodeCountMax }),
     elections: fc.array(electionSpec, { minLength: 1, maxLength: 2 }),
     node: nodeConfig,
     batchIdBlockSize: fc.integer({ min: 1, max: 4 }),
-  }).map((config) => (options.plantedBug === undefined ? config : { ...config, plantedBug: options.plantedBug }));
+    cluster: clusterTimings,
+  }).map(({ cluster, ...config }): WorldConfig => ({
+    ...config,
+    ...(mode === 'cluster' ? { mode, cluster } : {}),
+    ...(options.plantedBug === undefined ? {} : { plantedBug: options.plantedBug }),
+  }));
 }
 
-const faults: InjectedFault[] = ['commitLost', 'commitStoredButReportedFailed', 'commitCheckFails', 'lookupFails', 'snapshotWriteFails'];
+const faults: InjectedFault[] = ['commitLost', 'commitStoredButReportedFailed', 'commitCheckFails', 'lookupFails', 'snapshotWriteFails', 'forwardLost', 'forwardAnswerLost'];
 
 /** One arbitrary of every command, weighted: mostly votes and I/O completing, now and then a fault. */
 export const worldCommand: fc.Arbitrary<WorldCommand> = fc.oneof(
   // Clients: a few voters per election, so retries, changes of mind and duplicates are common.
-  { weight: 20, arbitrary: fc.tuple(fc.nat(5), fc.nat(votersPerElection - 1), fc.nat(2), fc.boolean()).map(([e, v, c, stale]) => new Vote(e, v, c, stale)) },
+  { weight: 20, arbitrary: fc.tuple(fc.nat(5), fc.nat(votersPerElection - 1), fc.nat(2), fc.boolean(), fc.nat(2)).map(([e, v, c, stale, entry]) => new Vote(e, v, c, stale, entry)) },
   { weight: 6, arbitrary: fc.nat(40).map((r) => new Retry(r)) },
   { weight: 16, arbitrary: fc.integer({ min: 1, max: 8 }).map((n) => new Deliver(n)) },
   { weight: 8, arbitrary: fc.oneof(fc.integer({ min: 1, max: 50 }), fc.integer({ min: 1, max: 400 })).map((ms) => new Tick(ms)) },
@@ -215,13 +269,14 @@ export const worldCommand: fc.Arbitrary<WorldCommand> = fc.oneof(
   { weight: 2, arbitrary: fc.nat(3).map((slot) => new LoseLeases(slot)) },
   { weight: 1, arbitrary: electionSpec.map((spec) => new OpenElection(spec)) },
   { weight: 1, arbitrary: fc.nat(5).map((e) => new CloseElection(e)) },
+  { weight: 2, arbitrary: fc.tuple(fc.constantFrom('move' as const, 'move' as const, 'drain' as const, 'balance' as const), fc.nat(5), fc.nat(3), fc.nat(3)).map(([k, e, s, n]) => new Operate(k, e, s, n)) },
 );
 
 export function commandFromData(data: CommandData): WorldCommand {
   const [name, ...args] = data;
   const n = (i: number) => Number(args[i]);
   switch (name) {
-    case 'Vote': return new Vote(n(0), n(1), n(2), Boolean(args[3]));
+    case 'Vote': return new Vote(n(0), n(1), n(2), Boolean(args[3]), Number(args[4] ?? 0));
     case 'Retry': return new Retry(n(0));
     case 'Deliver': return new Deliver(n(0));
     case 'Tick': return new Tick(n(0));
@@ -232,6 +287,7 @@ export function commandFromData(data: CommandData): WorldCommand {
     case 'LoseLeases': return new LoseLeases(n(0));
     case 'OpenElection': return new OpenElection({ shardCount: n(0), candidateCount: n(1) });
     case 'CloseElection': return new CloseElection(n(0));
+    case 'Operate': return new Operate(String(args[0]) as 'move' | 'drain' | 'balance', n(1), n(2), n(3));
     default: throw new Error(`unknown command ${name}`);
   }
 }
@@ -247,7 +303,7 @@ export interface WorldCase {
  * `replayPath`: to replay a shrunk failure from its seed and path, fast-check's commands also
  * need the `/*replayPath="…"*\/` printed in the counterexample.
  */
-export function worldCaseArbitrary(options: { nodeCountMax: number; commandsMax: number; plantedBug?: PlantedBug; replayPath?: string }): fc.Arbitrary<WorldCase> {
+export function worldCaseArbitrary(options: WorldShapeOptions & { commandsMax: number; replayPath?: string }): fc.Arbitrary<WorldCase> {
   return fc.record({
     config: worldConfigArbitrary(options),
     commands: fc.commands([worldCommand], { maxCommands: options.commandsMax, size: 'max', replayPath: options.replayPath }),

@@ -9,12 +9,12 @@
 // To add one: write a `Property` below, add it to `allProperties`, and add a test in
 // properties.test.ts that plants a bug it catches (TESTING.md).
 
-import type { NodeSnapshotOfResults, World } from './world.ts';
+import type { ShownShardTallies, World } from './world.ts';
 
 export interface Property {
   readonly name: string;
   afterStep?(world: World): string[];
-  atEnd?(world: World, recovered: readonly NodeSnapshotOfResults[]): string[];
+  atEnd?(world: World, recovered: readonly ShownShardTallies[]): string[];
 }
 
 function voter(electionId: string, voterNumber: number): string {
@@ -38,17 +38,15 @@ export const acknowledgedVotesStoredOnce: Property = {
   },
 };
 
-/** Invariants 1 and 3 (safe half): at every step, no process counts more votes than are stored. */
+/** Invariants 1 and 3 (safe half): at every step, no process counts more votes for a shard than are stored. */
 export const noVoterCountedTwice: Property = {
   name: 'no voter counted twice',
   afterStep(world) {
     const violations: string[] = [];
-    const stored = new Map<string, number[]>();
-    for (const shown of world.shownResults()) {
-      if (!stored.has(shown.electionId)) stored.set(shown.electionId, world.storedTallies(shown.electionId));
-      const storedTallies = stored.get(shown.electionId)!;
-      shown.tallies.forEach((count, c) => {
-        if (count > storedTallies[c]!) violations.push(`${shown.processId} counts ${count} votes for ${shown.electionId} candidate ${c}, ${storedTallies[c]} stored`);
+    for (const shown of world.shownShardTallies()) {
+      const stored = world.storedTallies(shown.electionId, shown.shard);
+      shown.counts.forEach((count, c) => {
+        if (count > stored[c]!) violations.push(`${shown.processId} counts ${count} votes for ${shown.electionId}/${shown.shard} candidate ${c}, ${stored[c]} stored`);
       });
     }
     const seen = new Set<string>();
@@ -75,14 +73,21 @@ export const retriesGetTheOriginalVoteId: Property = {
   },
 };
 
-/** Invariant 3 (live half): once quiet, every owner's results and a fresh recovery equal the stored votes. */
+/**
+ * Invariant 3 (live half): once quiet, every shard's owner, a fresh recovery from the store, and
+ * (cluster mode) every node's whole-election results equal the stored votes.
+ */
 export const talliesConvergeToStoredVotes: Property = {
   name: 'tallies converge to the stored votes',
   atEnd(world, recovered) {
-    const owners = world.shownResults().filter((s) => s.status === 'live' && world.elections.some((e) => e.electionId === s.electionId && e.owner.id === s.processId));
-    return [...owners, ...recovered]
-      .filter((shown) => shown.tallies.join() !== world.storedTallies(shown.electionId).join())
-      .map((shown) => `${shown.processId} shows ${shown.electionId} [${shown.tallies}], stored [${world.storedTallies(shown.electionId)}]`);
+    const shards = [...world.shownShardTallies().filter((s) => s.owner), ...recovered]
+      .filter((s) => s.counts.join() !== world.storedTallies(s.electionId, s.shard).join())
+      .map((s) => `${s.processId} counts ${s.electionId}/${s.shard} [${s.counts}], stored [${world.storedTallies(s.electionId, s.shard)}]`);
+    const elections = world
+      .clusterResults()
+      .filter((r) => r.tallies.join() !== world.storedTallies(r.electionId).join())
+      .map((r) => `${r.processId} shows ${r.electionId} [${r.tallies}], stored [${world.storedTallies(r.electionId)}]`);
+    return [...shards, ...elections];
   },
 };
 

@@ -1,5 +1,5 @@
 // A virtual clock for the simulated world: while installed, setTimeout / setInterval /
-// setImmediate (and their clear*) of this process run on virtual time, so the real vote node
+// setImmediate (and their clear*), Date.now and performance.now of this process run on virtual time, so the real vote node
 // (its committer timer, snapshot and publish intervals) and nact (one setImmediate per message)
 // run deterministically and as fast as the CPU allows. Nothing fires on its own: the world
 // calls `runImmediates()` and `advanceTo()`.
@@ -47,7 +47,10 @@ export function flushMicrotasks(): Promise<void> {
   return new Promise((resolve) => realSetImmediate(resolve));
 }
 
-type Saved = Pick<typeof globalThis, 'setTimeout' | 'clearTimeout' | 'setInterval' | 'clearInterval' | 'setImmediate' | 'clearImmediate'>;
+type Saved = Pick<typeof globalThis, 'setTimeout' | 'clearTimeout' | 'setInterval' | 'clearInterval' | 'setImmediate' | 'clearImmediate'> & {
+  dateNow: () => number;
+  performanceNow: () => number;
+};
 
 export class VirtualClock {
   private nowMsValue: number;
@@ -76,7 +79,11 @@ export class VirtualClock {
       clearInterval: globalThis.clearInterval,
       setImmediate: globalThis.setImmediate,
       clearImmediate: globalThis.clearImmediate,
+      dateNow: Date.now,
+      performanceNow: performance.now,
     };
+    Date.now = this.now;
+    performance.now = this.now;
     g.setTimeout = (callback: (...args: unknown[]) => void, delayMs?: number, ...args: unknown[]) =>
       this.addTimer(callback, delayMs, null, args);
     g.setInterval = (callback: (...args: unknown[]) => void, delayMs?: number, ...args: unknown[]) =>
@@ -97,7 +104,10 @@ export class VirtualClock {
 
   uninstall(): void {
     if (this.saved === null) return;
-    Object.assign(globalThis, this.saved);
+    const { dateNow, performanceNow, ...timers } = this.saved;
+    Object.assign(globalThis, timers);
+    Date.now = dateNow;
+    performance.now = performanceNow;
     this.saved = null;
     this.timers.clear();
     this.immediates.length = 0;

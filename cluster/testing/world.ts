@@ -34,6 +34,16 @@ import {
 } from '../../actors/ports.ts';
 import type { VoteOutcome } from '../../actors/shard.ts';
 import { createVoteNode, type VoteNode, type VoteNodeConfig } from '../../actors/voteNode.ts';
+import { shardKeyOf } from '../allocation.ts';
+import { createCoordinator } from '../coordinator.ts';
+import type { LinkFailure } from '../links.ts';
+import { Membership } from '../membership.ts';
+import type { ClusterStore, ShardLeases } from '../ports.ts';
+import type { CastRequest, OutcomeAnswer, TalliesChanged } from '../protocol.ts';
+import { ClusterResults } from '../results.ts';
+import { Router } from '../router.ts';
+import { ShardHost } from '../shardHost.ts';
+import { SimClusterState } from './simCluster.ts';
 import { VirtualClock } from './virtualClock.ts';
 
 // ---------------------------------------------------------------------------------------------
@@ -76,9 +86,32 @@ export type PlantedBug =
   /** Recovery's read of stored votes skips the first row. */
   | 'replaySkipsFirstRow'
   /** The lease authority hands an election to a new owner under the same epochs. */
-  | 'leaseGrantReusesEpoch';
+  | 'leaseGrantReusesEpoch'
+  /** Cluster mode: owners' committed counts never reach the other nodes. */
+  | 'tallyEventsLost';
 
-export type InjectedFault = 'commitLost' | 'commitStoredButReportedFailed' | 'commitCheckFails' | 'lookupFails' | 'snapshotWriteFails';
+export type InjectedFault =
+  | 'commitLost'
+  | 'commitStoredButReportedFailed'
+  | 'commitCheckFails'
+  | 'lookupFails'
+  | 'snapshotWriteFails'
+  /** Cluster mode: the next vote forwarded between nodes is lost on the way. */
+  | 'forwardLost'
+  /** Cluster mode: the owner handles the next forwarded vote, its answer is lost on the way back. */
+  | 'forwardAnswerLost';
+
+/** Cluster mode timings (ms of virtual time). */
+export interface ClusterTimings {
+  readonly heartbeatIntervalMs: number;
+  readonly deadAfterMs: number;
+  readonly leaseTtlMs: number;
+  readonly movesInFlightMax: number;
+  /** Balance on join and leave (LIVEVOTE_AUTO_BALANCE). */
+  readonly autoBalance: boolean;
+  /** How long the router asks again for a vote whose shard is between owners. */
+  readonly routeRetryMs: number;
+}
 
 export interface ElectionSpec {
   readonly shardCount: number;
@@ -86,6 +119,14 @@ export interface ElectionSpec {
 }
 
 export interface WorldConfig {
+  /**
+   * `elections` (default): the world is the lease authority and gives whole elections to
+   * processes. `cluster`: every process runs the real cluster roles too — membership, the
+   * coordinator, the shard host, the router, the whole-election results — over a simulated
+   * cluster store, shard leases and links; the map moves shards, the router forwards votes.
+   */
+  readonly mode?: 'elections' | 'cluster';
+  readonly cluster?: ClusterTimings;
   /** Processes serving at once (a killed one is replaced). */
   readonly nodeCount: number;
   readonly elections: readonly ElectionSpec[];
@@ -99,12 +140,25 @@ export interface WorldConfig {
 
 export type ProcessStatus = 'live' | 'zombie' | 'dead';
 
+/** The cluster roles of a process (cluster mode). */
+export interface SimClusterRoles {
+  readonly membership: Membership;
+  readonly shardHost: ShardHost;
+  readonly router: Router;
+  readonly results: ClusterResults;
+}
+
 export interface SimProcess {
   /** `n<slot>.<incarnation>`: stable across replays. */
   readonly id: string;
+  /** The node id it joins the cluster with: `n<slot>` (a restarted process keeps it). */
+  readonly nodeId: string;
   readonly slot: number;
   readonly node: VoteNode;
+  readonly cluster: SimClusterRoles | null;
   status: ProcessStatus;
+  /** Cut off from the store and the other nodes: its I/O waits until healed. */
+  isolated: boolean;
   /** Elections this process has open (or is opening), with the epochs it was given. */
   readonly epochs: Map<string, readonly number[]>;
   readonly opening: Set<string>;
@@ -150,14 +204,21 @@ export interface LeaseGrant {
   readonly processId: string;
 }
 
-export interface NodeSnapshotOfResults {
+/** What one process counts for one shard it hosts. */
+export interface ShownShardTallies {
   readonly processId: string;
   readonly status: ProcessStatus;
   readonly electionId: string;
-  readonly tallies: readonly number[];
+  readonly shard: number;
+  readonly counts: readonly number[];
+  /** This process is the shard's owner now (elections mode: the election's; cluster mode: the map's) and serves it. */
+  readonly owner: boolean;
 }
 
 const never = new Promise<never>(() => {});
+
+/** The links' request timeout (cluster/links.ts requestTimeoutMs), in virtual ms. */
+const forwardTimeoutMs = 1_000;
 
 /** A function, so TypeScript does not narrow the status across an await. */
 function isDead(process: SimProcess): boolean {
@@ -180,24 +241,36 @@ export class World {
   /** A trace of what happened, printed with a failure. */
   readonly trace: string[] = [];
   readonly config: WorldConfig;
+  readonly mode: 'elections' | 'cluster';
+  /** Cluster mode: the shared cluster store and lease table. */
+  readonly clusterState: SimClusterState;
 
   private readonly work: AsyncWork;
   private readonly faults: InjectedFault[] = [];
   private journalStalled = false;
   private healJournal: (() => void) | null = null;
   private journalHealed: Promise<void> = Promise.resolve();
+  private isolationHealed: Promise<void> = Promise.resolve();
+  private healIsolation: (() => void) | null = null;
   private incarnations: number[] = [];
+  private readonly inFlightForwards = new Set<{ readonly toNodeId: string; readonly fail: (failed: LinkFailure['failed']) => void }>();
   private nextRequestId = 1;
   private installed = false;
 
   constructor(config: WorldConfig, work: AsyncWork) {
     if (!(Number.isInteger(config.nodeCount) && config.nodeCount >= 1)) throw new Error('nodeCount must be >= 1');
     this.config = config;
+    this.mode = config.mode ?? 'elections';
     this.work = work;
+    this.clusterState = new SimClusterState(this.clock.now, this.store, () => this.elections.map((e) => ({ electionId: e.electionId, shardCount: e.shardCount })));
   }
 
   get nowMs(): number {
     return this.clock.now();
+  }
+
+  private get timings(): ClusterTimings {
+    return this.config.cluster ?? { heartbeatIntervalMs: 50, deadAfterMs: 200, leaseTtlMs: 300, movesInFlightMax: 1, autoBalance: true, routeRetryMs: 0 };
   }
 
   // -------------------------------------------------------------------------------------------
@@ -210,7 +283,7 @@ export class World {
     this.incarnations = new Array<number>(this.config.nodeCount).fill(0);
     for (let slot = 0; slot < this.config.nodeCount; slot++) this.spawn(slot);
     for (const spec of this.config.elections) this.openElection(spec);
-    await this.runUntil(() => this.processes.every((p) => p.opening.size === 0), 'initial elections open');
+    await this.runUntil(() => this.electionsServed(), 'initial elections served');
   }
 
   /** Stops every process's timers by uninstalling the clock; the world is not usable after. */
@@ -220,18 +293,12 @@ export class World {
     this.installed = false;
   }
 
-  private spawn(slot: number): SimProcess {
+  private spawn(slot: number, options: { member?: boolean } = {}): SimProcess {
     const incarnation = ++this.incarnations[slot]!;
     const id = `n${slot}.${incarnation}`;
+    const nodeId = `n${slot}`;
     let voteCounter = 0;
-    const process: SimProcess = {
-      id,
-      slot,
-      status: 'live',
-      epochs: new Map(),
-      opening: new Set(),
-      node: null as unknown as VoteNode,
-    };
+    const process = { id, nodeId, slot, status: 'live', isolated: false, epochs: new Map(), opening: new Set(), node: null, cluster: null } as unknown as SimProcess;
     const node = createVoteNode({
       journal: this.journalFor(process),
       snapshots: this.snapshotsFor(process),
@@ -244,7 +311,103 @@ export class World {
     (process as { node: VoteNode }).node = node;
     this.processes.push(process);
     this.note(`spawn ${id}`);
+    if (this.mode === 'cluster' && options.member !== false) this.startClusterRoles(process);
     return process;
+  }
+
+  /** Cluster mode: membership, coordinator, shard host, router and results, as cluster/clusterNode.ts composes them. */
+  private startClusterRoles(process: SimProcess): void {
+    const timings = this.timings;
+    const silent = { info() {}, warn() {}, error() {} };
+    const store = this.clusterStoreFor(process);
+    const shardLeases = this.shardLeasesFor(process);
+    const electionInfo = (electionId: string) => {
+      const election = this.elections.find((e) => e.electionId === electionId);
+      return election === undefined ? undefined : { shardCount: election.shardCount, candidateCount: election.candidateCount, status: election.closed ? ('closed' as const) : ('open' as const) };
+    };
+    const shardHost = new ShardHost({
+      nodeId: process.nodeId,
+      voteNode: process.node,
+      leases: shardLeases,
+      election: electionInfo,
+      leaseTtlMs: timings.leaseTtlMs,
+      log: silent,
+      mayTakeShards: () => membership !== undefined && membership.canServe(),
+    });
+    const world = this;
+    const router = new Router({
+      nodeId: process.nodeId,
+      voteNode: process.node,
+      links: { request: (peer, message, onAnswer) => world.forward(process, peer.nodeId, message, onAnswer) },
+      shardCountOf: (electionId) => electionInfo(electionId)?.shardCount,
+      canServe: () => membership.canServe(),
+      retryAfterMs: 100,
+      routeRetryMs: timings.routeRetryMs,
+    });
+    const results = new ClusterResults({
+      voteNode: process.node,
+      dimensions: electionInfo,
+      electionIds: () => this.elections.map((e) => e.electionId),
+      broadcast: (event) => this.broadcastTallies(process, event),
+      publishIntervalMs: 50,
+      republishIntervalMs: 500,
+    });
+    const coordinator = createCoordinator({
+      store,
+      nodeId: process.nodeId,
+      deadAfterMs: timings.deadAfterMs,
+      movesInFlightMax: timings.movesInFlightMax,
+      autoBalance: timings.autoBalance,
+      log: silent,
+      onMapWritten: () => {
+        for (const peer of this.processes) if (peer !== process && peer.status !== 'dead' && peer.cluster !== null) this.sendMapChanged(process, peer);
+        void membership.refreshView().catch(() => undefined);
+      },
+    });
+    let viewChain: Promise<void> = Promise.resolve();
+    // eslint-disable-next-line prefer-const -- read by closures above before it is assigned
+    let membership: Membership;
+    membership = new Membership({
+      store,
+      self: { nodeId: process.nodeId, az: `az-${process.slot % 3}`, url: `sim://${process.nodeId}`, secretsFingerprint: 'sim' },
+      heartbeatIntervalMs: timings.heartbeatIntervalMs,
+      deadAfterMs: timings.deadAfterMs,
+      viewRefreshMs: 500,
+      log: silent,
+      now: this.clock.now,
+      onView: (view) => {
+        // Not awaited: ShardHost.apply takes the latest view into a reconcile already running.
+        // Awaiting it in a chain (as cluster/clusterNode.ts does) starves a reconcile that waits
+        // for a lease holder: it retries the stale view forever and never sees the new map
+        // (found by this harness: a node waiting for a shard the map since gave back to its
+        // holder never took the other shards the map gave it).
+        viewChain = viewChain.then(() => {
+          router.applyView(view);
+          void shardHost.apply(view);
+        });
+      },
+      onCoordinator: () => coordinator.round(),
+      onDeclaredDead: () => {
+        void (async () => {
+          this.note(`${process.id} finds itself declared dead: drops its shards, joins again`);
+          await shardHost.dropAll();
+          // As cluster/clusterNode.ts: rejoin until it succeeds, then take shards again.
+          for (;;) {
+            try {
+              await membership.rejoin();
+              break;
+            } catch {
+              await new Promise((resolve) => setTimeout(resolve, timings.deadAfterMs));
+            }
+          }
+          shardHost.resume();
+        })().catch(() => undefined);
+      },
+    });
+    (process as { cluster: SimClusterRoles }).cluster = { membership, shardHost, router, results };
+    shardHost.start();
+    results.start();
+    membership.start().catch((error: unknown) => this.anomalies.push(`${process.id} failed to join: ${String(error)}`));
   }
 
   /** The live process serving a slot now. */
@@ -260,16 +423,29 @@ export class World {
     return this.processes.filter((p) => p.status !== 'dead');
   }
 
+  /** Processes clients may send to: running, members, not cut off (cluster mode); newest per slot first. */
+  entryProcesses(): SimProcess[] {
+    return this.processes.filter((p) => p.status === 'live' && !p.isolated && p.slot < this.config.nodeCount);
+  }
+
   private note(line: string): void {
     this.trace.push(`t=${this.nowMs - 1_000_000}ms ${line}`);
     if (this.trace.length > 400) this.trace.splice(0, this.trace.length - 400);
   }
 
   // -------------------------------------------------------------------------------------------
-  // The lease authority: elections given to processes
+  // Elections
 
   openElection(spec: ElectionSpec): SimElection {
     const electionId = `e${this.elections.length}`;
+    if (this.mode === 'cluster') {
+      // Any live process stands as a placeholder owner; the coordinator's map decides.
+      const election: SimElection = { ...spec, electionId, closed: false, owner: this.entryProcesses()[0] ?? this.processes[0]! };
+      this.elections.push(election);
+      this.clusterState.electionsVersion++;
+      this.note(`open ${electionId} (${spec.shardCount} shards)`);
+      return election;
+    }
     const owner = this.slotProcess(this.elections.length % this.config.nodeCount);
     const election: SimElection = { ...spec, electionId, closed: false, owner };
     this.elections.push(election);
@@ -279,11 +455,17 @@ export class World {
 
   closeElection(election: SimElection): void {
     election.closed = true;
-    this.note(`close ${election.electionId} on ${election.owner.id}`);
+    this.note(`close ${election.electionId}`);
+    if (this.mode === 'cluster') {
+      this.clusterState.electionsVersion++;
+      // Every node reloads its elections and tells its vote node (as the gateway's registry does).
+      for (const process of this.running()) process.node.closeElection(election.electionId);
+      return;
+    }
     if (!election.owner.opening.has(election.electionId)) election.owner.node.closeElection(election.electionId);
   }
 
-  /** New epochs for every shard (one more than the store's), then the new owner recovers it. */
+  /** Elections mode: new epochs for every shard (one more than the store's), then the new owner recovers it. */
   private grant(election: SimElection, to: SimProcess): void {
     const epochs: number[] = [];
     for (let shard = 0; shard < election.shardCount; shard++) {
@@ -314,29 +496,78 @@ export class World {
   }
 
   /**
-   * The process in `slot` stops owning anything: killed (`dead`) or paused past its leases
-   * (`zombie`: it runs on with stale state). A fresh process takes the slot; the elections move
-   * to the next slot's process (to the fresh one when there is one slot) under new epochs.
+   * The process in `slot` stops owning anything.
+   * Elections mode: killed (`dead`) or paused past its leases (`zombie`: it runs on with stale
+   * state); a fresh process takes the slot, the elections move to the next slot's process (the
+   * fresh one when there is one slot) under new epochs.
+   * Cluster mode: `kill` — the process is gone, a new one starts with the same node id (it joins
+   * again and takes back what the map still gives it, or the coordinator moved it after
+   * deadAfterMs); `pause` — the process is cut off from the store and the other nodes until
+   * healed: it fences itself, is declared dead, its shards move, and its late writes are fenced.
    */
   replace(slot: number, how: 'kill' | 'pause'): void {
     const old = this.slotProcess(slot);
-    old.status = how === 'kill' ? 'dead' : 'zombie';
-    this.note(`${how} ${old.id}`);
-    if (how === 'kill') {
-      for (const request of this.requests) if (request.processId === old.id && request.outcome === null) request.lost = true;
+    if (this.mode === 'cluster') {
+      if (how === 'pause') {
+        old.isolated = true;
+        if (this.healIsolation === null) this.isolationHealed = new Promise((resolve) => (this.healIsolation = resolve));
+        this.note(`isolate ${old.id}`);
+        return;
+      }
+      this.kill(old);
+      this.spawn(slot);
+      return;
+    }
+    if (how === 'kill') this.kill(old);
+    else {
+      old.status = 'zombie';
+      this.note(`pause ${old.id}`);
     }
     const fresh = this.spawn(slot);
     const heir = this.config.nodeCount === 1 ? fresh : this.slotProcess((slot + 1) % this.config.nodeCount);
     for (const election of this.elections) if (election.owner === old) this.grant(election, heir);
   }
 
+  private kill(process: SimProcess): void {
+    process.status = 'dead';
+    this.note(`kill ${process.id}`);
+    this.disconnectFrom(process);
+    for (const request of this.requests) if (request.processId === process.id && request.outcome === null) request.lost = true;
+  }
+
+  /**
+   * Cluster mode: an operator's request (issue 13) — move one shard to the `to`-th node, drain a
+   * node, balance — recorded in the store as the API does; the coordinator carries it out.
+   */
+  async operate(kind: 'move' | 'drain' | 'balance', election: number, shard: number, node: number): Promise<void> {
+    if (this.mode !== 'cluster' || this.elections.length === 0) return;
+    const e = this.elections[election % this.elections.length]!;
+    const nodeId = `n${node % this.config.nodeCount}`;
+    const request =
+      kind === 'move' ? { kind, electionId: e.electionId, shard: shard % e.shardCount, toNodeId: nodeId } : kind === 'drain' ? { kind, nodeId } : { kind };
+    try {
+      const op = await this.clusterState.store().requestOperation(request);
+      this.note(`operator asks ${JSON.stringify(request)}: operation ${op.operationId}`);
+    } catch (error) {
+      this.note(`operator asks ${JSON.stringify(request)}: refused (${(error as Error).message})`);
+    }
+  }
+
   // -------------------------------------------------------------------------------------------
   // Clients
 
-  /** Sends a vote to the election's owner, or (`stale`) to an older process that held it. */
-  vote(election: SimElection, voterNumber: number, candidateIndex: number, route: 'owner' | 'stale' = 'owner'): VoteRequest {
+  /**
+   * Sends a vote. Elections mode: to the election's owner, or (`stale`) to an older process that
+   * held it. Cluster mode: to any node (`entry` picks one), which routes it to the shard's owner;
+   * `stale`: to a node that is cut off, if there is one.
+   */
+  vote(election: SimElection, voterNumber: number, candidateIndex: number, route: 'owner' | 'stale' = 'owner', entry = 0): VoteRequest {
     let target = election.owner;
-    if (route === 'stale') {
+    if (this.mode === 'cluster') {
+      const entries = this.entryProcesses();
+      const isolated = this.processes.filter((p) => p.status === 'live' && p.isolated);
+      target = route === 'stale' && isolated.length > 0 ? isolated[entry % isolated.length]! : entries[entry % Math.max(1, entries.length)] ?? this.running()[0]!;
+    } else if (route === 'stale') {
       const stale = this.processes.filter((p) => p.status === 'zombie' && p.epochs.has(election.electionId));
       if (stale.length > 0) target = stale[stale.length - 1]!;
     }
@@ -351,7 +582,10 @@ export class World {
       lost: false,
     };
     this.requests.push(request);
-    target.node.cast({ electionId: election.electionId, voterNumber, candidateIndex }, (outcome) => this.answered(target, request, outcome));
+    const cast = { electionId: election.electionId, voterNumber, candidateIndex };
+    const reply = (outcome: VoteOutcome) => this.answered(target, request, outcome);
+    if (target.cluster !== null) target.cluster.router.cast(cast, reply);
+    else target.node.cast(cast, reply);
     return request;
   }
 
@@ -366,6 +600,78 @@ export class World {
     this.answers.push({ request, outcome, atMs: this.nowMs, storedThen });
     const detail = outcome.kind === 'accepted' || outcome.kind === 'already_voted' ? ` ${outcome.voteId}` : outcome.kind === 'unavailable' ? ` ${outcome.reason}` : '';
     this.note(`${process.id} answers #${request.requestId} ${request.electionId}/voter ${request.voterNumber}→${request.candidateIndex}: ${outcome.kind}${detail}`);
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Links between nodes (cluster mode): every message waits for the scheduler; faults lose them
+
+  private liveProcessOf(nodeId: string): SimProcess | undefined {
+    for (let i = this.processes.length - 1; i >= 0; i--) {
+      const process = this.processes[i]!;
+      if (process.nodeId === nodeId && process.status !== 'dead') return process;
+    }
+    return undefined;
+  }
+
+  /**
+   * A vote forwarded over the link, as cluster/links.ts promises: `onAnswer` runs exactly once,
+   * with the owner's answer, or a failure when the message or its answer is lost, the peer is
+   * gone or dies meanwhile ('disconnected'), or no answer came within the request timeout.
+   */
+  private forward(from: SimProcess, toNodeId: string, message: CastRequest, onAnswer: (answer: OutcomeAnswer | LinkFailure) => void): void {
+    let answered = false;
+    const answerOnce = (answer: OutcomeAnswer | LinkFailure) => {
+      if (answered || isDead(from)) return;
+      answered = true;
+      clearTimeout(timer);
+      this.inFlightForwards.delete(entry);
+      onAnswer(answer);
+    };
+    const fail = (failed: LinkFailure['failed']) => answerOnce({ failed });
+    const timer = setTimeout(() => fail('timeout'), forwardTimeoutMs);
+    const entry = { toNodeId, fail };
+    this.inFlightForwards.add(entry);
+    void (async () => {
+      await this.ioOpen(from);
+      await this.work.schedule(`${from.id} forwards ${message.electionId}/voter ${message.voterNumber} to ${toNodeId}`);
+      const to = this.liveProcessOf(toNodeId);
+      if (to === undefined || to.cluster === null) return fail('unreachable');
+      if (to.isolated || this.takeFault('forwardLost')) return; // lost: the timeout answers
+      to.cluster.router.castForwarded(message, (outcome) => {
+        void (async () => {
+          await this.ioOpen(to);
+          await this.work.schedule(`${to.id} answers ${from.id} for ${message.electionId}/voter ${message.voterNumber}: ${outcome.kind}`);
+          if (isDead(to) || this.takeFault('forwardAnswerLost')) return;
+          answerOnce({ t: 'outcome', outcome });
+        })();
+      });
+    })();
+  }
+
+  /** A process died: its peers' links to it break, their requests in flight fail. */
+  private disconnectFrom(process: SimProcess): void {
+    for (const entry of [...this.inFlightForwards]) if (entry.toNodeId === process.nodeId) entry.fail('disconnected');
+  }
+
+  private broadcastTallies(from: SimProcess, event: TalliesChanged): void {
+    for (const to of this.processes) {
+      if (to === from || to.status === 'dead' || to.cluster === null) continue;
+      void (async () => {
+        await this.ioOpen(from);
+        await this.work.schedule(`${from.id} tells ${to.id} ${event.electionId}/${event.shard} counts [${event.counts}]`);
+        if (isDead(from) || isDead(to) || to.isolated || this.config.plantedBug === 'tallyEventsLost') return;
+        to.cluster!.results.applyTallies(event);
+      })();
+    }
+  }
+
+  private sendMapChanged(from: SimProcess, to: SimProcess): void {
+    void (async () => {
+      await this.ioOpen(from);
+      await this.work.schedule(`${from.id} tells ${to.id} the map changed`);
+      if (isDead(from) || isDead(to) || to.isolated) return;
+      await to.cluster!.membership.refreshView().catch(() => undefined);
+    })();
   }
 
   // -------------------------------------------------------------------------------------------
@@ -400,6 +706,17 @@ export class World {
       this.healJournal = null;
       this.note('journal healed');
     }
+    if (this.healIsolation !== null) {
+      for (const process of this.processes) process.isolated = false;
+      this.healIsolation();
+      this.healIsolation = null;
+      this.note('isolation healed');
+    }
+  }
+
+  /** Waits while the process is cut off. */
+  private async ioOpen(process: SimProcess): Promise<void> {
+    while (process.isolated) await this.isolationHealed;
   }
 
   // -------------------------------------------------------------------------------------------
@@ -425,11 +742,18 @@ export class World {
   /**
    * Heals every fault, then runs the world — releasing I/O, moving time to the next timer —
    * until nothing is owed: every request to a running process answered, every committer idle,
-   * every election open. Throws past `virtualMsMax` of virtual time.
+   * every shard served by its owner. Throws past `virtualMsMax` of virtual time.
    */
   async quiesce(virtualMsMax = 120_000): Promise<void> {
     this.heal();
     await this.runUntil(() => this.isQuiet(), 'quiescence', virtualMsMax);
+    if (this.mode === 'cluster') {
+      // Results travel between nodes: give them a republish interval (500 ms) and its delivery;
+      // whether they arrived is the properties' call, not a reason to fail here.
+      const untilMs = this.nowMs + 1_200;
+      const converged = () => this.clusterResults().every((r) => r.tallies.join() === this.storedTallies(r.electionId).join());
+      await this.runUntil(() => converged() || this.nowMs >= untilMs, 'results published', 5_000);
+    }
   }
 
   private async runUntil(done: () => boolean, what: string, virtualMsMax = 120_000): Promise<void> {
@@ -443,18 +767,32 @@ export class World {
       if (done()) return;
       const nextMs = this.clock.nextTimerAtMs();
       if (nextMs === null || nextMs > deadlineMs) {
-        throw new Error(`no ${what} within ${virtualMsMax} virtual ms: ${this.owedSummary()}`);
+        throw new Error(`no ${what} within ${virtualMsMax} virtual ms: ${this.owedSummary()}\n-- last events of the run --\n${this.trace.slice(-60).join('\n')}`);
       }
       await this.clock.advanceTo(nextMs);
     }
   }
 
+  /** Every election's shards are served: by the election's owner, or (cluster) by the map's owner. */
+  private electionsServed(): boolean {
+    if (this.mode === 'elections') return this.running().every((p) => p.opening.size === 0);
+    return this.elections.every((e) => Array.from({ length: e.shardCount }, (_, shard) => shard).every((shard) => this.mapOwner(e.electionId, shard) !== undefined));
+  }
+
+  /** Cluster mode: the process that owns the shard by the map, is alive and serves it. */
+  private mapOwner(electionId: string, shard: number): SimProcess | undefined {
+    const row = this.clusterState.owners.get(shardKeyOf(electionId, shard));
+    if (row === undefined || this.clusterState.nodes.get(row.ownerNodeId)?.status !== 'alive') return undefined;
+    const process = this.liveProcessOf(row.ownerNodeId);
+    return process !== undefined && process.status === 'live' && process.node.isServing(electionId, shard) ? process : undefined;
+  }
+
   isQuiet(): boolean {
     if (this.requests.some((r) => r.outcome === null && !r.lost)) return false;
+    if (!this.electionsServed()) return false;
     for (const process of this.running()) {
-      if (process.opening.size > 0) return false;
-      for (const electionId of process.epochs.keys()) {
-        const stats = process.node.stats(electionId);
+      for (const election of this.elections) {
+        const stats = process.node.stats(election.electionId);
         if (stats === undefined) continue;
         const { committer } = stats;
         if (committer.bufferedRows > 0 || committer.journalCallsInFlight > 0 || committer.batchesInDoubt > 0) return false;
@@ -467,50 +805,146 @@ export class World {
   private owedSummary(): string {
     const unanswered = this.requests.filter((r) => r.outcome === null && !r.lost).map((r) => `#${r.requestId}@${r.processId}`);
     const busy = this.running().flatMap((p) =>
-      [...p.epochs.keys()].flatMap((electionId) => {
+      this.elections.flatMap(({ electionId }) => {
         const stats = p.node.stats(electionId);
         if (stats === undefined) return p.opening.has(electionId) ? [`${p.id} opening ${electionId}`] : [];
         const c = stats.committer;
         return [`${p.id}/${electionId}: buffered ${c.bufferedRows}, in flight ${c.journalCallsInFlight}, in doubt ${c.batchesInDoubt}, backlog ${stats.shards.map((s) => s.backlog)}`];
       }),
     );
-    return `unanswered [${unanswered.join(' ')}]; ${busy.join('; ')}`;
+    const unserved = this.elections.flatMap((e) =>
+      Array.from({ length: e.shardCount }, (_, shard) => shard)
+        .filter((shard) => this.mode === 'cluster' && this.mapOwner(e.electionId, shard) === undefined)
+        .map((shard) => `${e.electionId}/${shard} unserved (map: ${this.clusterState.owners.get(shardKeyOf(e.electionId, shard))?.ownerNodeId ?? 'none'})`),
+    );
+    return `unanswered [${unanswered.join(' ')}]; ${[...busy, ...unserved].join('; ')}`;
   }
 
   // -------------------------------------------------------------------------------------------
   // Observations for the properties
 
-  /** Stored votes per candidate of an election, counted from the rows. */
-  storedTallies(electionId: string): number[] {
+  /** Stored votes per candidate of an election (or of one shard), counted from the rows. */
+  storedTallies(electionId: string, shard?: number): number[] {
     const election = this.elections.find((e) => e.electionId === electionId)!;
     const tallies = new Array<number>(election.candidateCount).fill(0);
-    for (const row of this.store.rowsLog) if (row.electionId === electionId) tallies[row.candidateIndex]!++;
+    for (const row of this.store.rowsLog) if (row.electionId === electionId && (shard === undefined || row.shard === shard)) tallies[row.candidateIndex]!++;
     return tallies;
   }
 
-  /** The results every running process shows now, for each election it holds open. */
-  shownResults(): NodeSnapshotOfResults[] {
-    const shown: NodeSnapshotOfResults[] = [];
+  /** What every running process counts now, per shard it hosts. */
+  shownShardTallies(): ShownShardTallies[] {
+    const shown: ShownShardTallies[] = [];
     for (const process of this.running()) {
-      for (const electionId of process.epochs.keys()) {
-        const results = process.node.results(electionId);
-        if (results !== undefined) shown.push({ processId: process.id, status: process.status, electionId, tallies: results.tallies });
+      for (const election of this.elections) {
+        for (const tallies of process.node.shardTallies(election.electionId)) {
+          const owner =
+            process.status === 'live' &&
+            process.node.isServing(election.electionId, tallies.shard) &&
+            (this.mode === 'cluster' ? this.mapOwner(election.electionId, tallies.shard) === process : election.owner === process);
+          shown.push({ processId: process.id, status: process.status, electionId: election.electionId, shard: tallies.shard, counts: tallies.counts, owner });
+        }
+      }
+    }
+    return shown;
+  }
+
+  /** Cluster mode: the whole-election results every live member shows (ClusterResults). */
+  clusterResults(): { processId: string; electionId: string; tallies: readonly number[] }[] {
+    const shown: { processId: string; electionId: string; tallies: readonly number[] }[] = [];
+    for (const process of this.processes) {
+      if (process.status !== 'live' || process.cluster === null) continue;
+      for (const election of this.elections) {
+        const results = process.cluster.results.results(election.electionId);
+        shown.push({ processId: process.id, electionId: election.electionId, tallies: results?.tallies ?? [] });
       }
     }
     return shown;
   }
 
   /**
-   * Crash-recovery check: a fresh process in a new slot recovers every election from the store
-   * (new epochs) and returns what it counts. Call after quiesce().
+   * Crash-recovery check: a fresh process (no cluster member) recovers every election from the
+   * store under new epochs and returns what it counts per shard. Call after quiesce().
    */
-  async recoverAll(): Promise<NodeSnapshotOfResults[]> {
+  async recoverAll(): Promise<ShownShardTallies[]> {
     this.incarnations.push(0);
     const slot = this.incarnations.length - 1;
-    const checker = this.spawn(slot);
+    const checker = this.spawn(slot, { member: false });
     for (const election of this.elections) this.grant(election, checker);
     await this.runUntil(() => checker.opening.size === 0, 'recovery by a fresh process');
-    return this.elections.map((e) => ({ processId: checker.id, status: checker.status, electionId: e.electionId, tallies: checker.node.results(e.electionId)?.tallies ?? [] }));
+    return this.elections.flatMap((e) =>
+      checker.node.shardTallies(e.electionId).map((t) => ({ processId: checker.id, status: checker.status, electionId: e.electionId, shard: t.shard, counts: t.counts, owner: true })),
+    );
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Cluster store and shard leases of one process: through the scheduler, waiting while cut off
+
+  private clusterStoreFor(process: SimProcess): ClusterStore {
+    const inner = this.clusterState.store();
+    const call = async <T>(label: string, op: () => Promise<T>): Promise<T> => {
+      if (isDead(process)) return never;
+      await this.ioOpen(process);
+      await this.work.schedule(`${process.id} ${label}`);
+      if (isDead(process)) return never;
+      return op();
+    };
+    return {
+      join: (request) => call('joins', () => inner.join(request)),
+      heartbeat: (nodeId, incarnation, options) => call('heartbeat', () => inner.heartbeat(nodeId, incarnation, options)),
+      readView: () => call('reads the view', () => inner.readView()),
+      declareSilentNodesDead: (coordinatorNodeId, deadAfterMs) =>
+        call('declares silent nodes dead', async () => {
+          const dead = await inner.declareSilentNodesDead(coordinatorNodeId, deadAfterMs);
+          if (dead !== null && dead.length > 0) this.note(`${process.id} (coordinator) declares dead: ${dead.join(', ')}`);
+          return dead;
+        }),
+      assignShards: (coordinatorNodeId, assignments) =>
+        call('assigns shards', async () => {
+          const version = await inner.assignShards(coordinatorNodeId, assignments);
+          if (version !== null && assignments.length > 0) this.note(`${process.id} (coordinator) map v${version}: ${assignments.map((a) => `${a.electionId}/${a.shard}→${a.ownerNodeId}`).join(' ')}`);
+          return version;
+        }),
+      leave: (nodeId, incarnation) => call('leaves', () => inner.leave(nodeId, incarnation)),
+      requestOperation: (request) => call(`requests ${request.kind}`, () => inner.requestOperation(request)),
+      listOperations: (limit) => call('lists operations', () => inner.listOperations(limit)),
+      getOperation: (operationId) => call(`reads operation ${operationId}`, () => inner.getOperation(operationId)),
+      updateOperation: (coordinatorNodeId, operationId, update) =>
+        call(`updates operation ${operationId}: ${update.status}`, async () => {
+          const updated = await inner.updateOperation(coordinatorNodeId, operationId, update);
+          if (updated) this.note(`${process.id} (coordinator) operation ${operationId} ${update.status}${update.error ? `: ${update.error}` : ''}`);
+          return updated;
+        }),
+      setDraining: (coordinatorNodeId, nodeId, draining) => call(`marks ${nodeId} draining=${draining}`, () => inner.setDraining(coordinatorNodeId, nodeId, draining)),
+    };
+  }
+
+  private shardLeasesFor(process: SimProcess): ShardLeases {
+    const inner = this.clusterState.leasesFor(
+      process.nodeId,
+      this.timings.leaseTtlMs,
+      (key, epoch) => {
+        this.leaseGrants.push({ key: shardKeyString(key), epoch, processId: process.id });
+        this.note(`${process.id} takes the lease of ${shardKeyString(key)} at epoch ${epoch}`);
+      },
+      this.config.plantedBug === 'leaseGrantReusesEpoch',
+    );
+    const call = async <T>(label: string, op: () => Promise<T>): Promise<T> => {
+      if (isDead(process)) return never;
+      await this.ioOpen(process);
+      await this.work.schedule(`${process.id} ${label}`);
+      if (isDead(process)) return never;
+      return op();
+    };
+    return {
+      acquire: (electionId, shards, takeOver) =>
+        call(`acquires leases ${electionId}/[${shards}] (${takeOver})`, async () => {
+          const acquired = await inner.acquire(electionId, shards, takeOver);
+          if (acquired.length < shards.length) this.note(`${process.id} refused leases ${electionId}/[${shards.filter((s) => !acquired.some((a) => a.shard === s))}] (${takeOver})`);
+          return acquired;
+        }),
+      renew: (electionId, leases) => call(`renews leases ${electionId}`, () => inner.renew(electionId, leases)),
+      release: (electionId, leases) => call(`releases leases ${electionId}/[${leases.map((l) => l.shard)}]`, () => inner.release(electionId, leases)),
+    };
   }
 
   // -------------------------------------------------------------------------------------------
@@ -521,6 +955,7 @@ export class World {
     return {
       async commit(batch: JournalBatch): Promise<JournalCommitResult> {
         if (isDead(process)) return never;
+        await world.ioOpen(process);
         await world.journalOpen();
         await world.work.schedule(`${process.id} commit #${batch.batchId} (${batch.rows.length} rows) reaches the store`);
         let result: JournalCommitResult;
@@ -536,6 +971,7 @@ export class World {
       },
       async wasCommitted(batchId: number): Promise<boolean> {
         if (isDead(process)) return never;
+        await world.ioOpen(process);
         await world.journalOpen();
         await world.work.schedule(`${process.id} check #${batchId}`);
         if (isDead(process)) return never;
@@ -579,6 +1015,7 @@ export class World {
     return {
       async readStoredVote(electionId: string, voterNumber: number): Promise<StoredVote | null> {
         if (isDead(process)) return never;
+        await world.ioOpen(process);
         await world.work.schedule(`${process.id} lookup ${electionId}/${voterNumber}`);
         if (isDead(process)) return never;
         if (world.takeFault('lookupFails')) throw new Error('lookup failed');
@@ -594,6 +1031,7 @@ export class World {
     return {
       async writeSnapshot(snapshot: ShardSnapshot): Promise<void> {
         if (isDead(process)) return never;
+        await world.ioOpen(process);
         await world.work.schedule(`${process.id} snapshot ${snapshot.electionId}/${snapshot.shard} @${snapshot.watermarkBatchId}`);
         if (world.takeFault('snapshotWriteFails')) throw new Error('snapshot write failed');
         world.store.writeSnapshot(snapshot);
@@ -602,6 +1040,7 @@ export class World {
       },
       async readLatestSnapshot(key: ShardKey): Promise<ShardSnapshot | null> {
         if (isDead(process)) return never;
+        await world.ioOpen(process);
         await world.work.schedule(`${process.id} reads snapshot ${shardKeyString(key)}`);
         if (isDead(process)) return never;
         const snapshot = world.store.readLatestSnapshot(key);
@@ -612,6 +1051,7 @@ export class World {
       },
       async readVotesAfter(key, afterBatchId, onRows): Promise<void> {
         if (isDead(process)) return never;
+        await world.ioOpen(process);
         await world.work.schedule(`${process.id} reads votes of ${shardKeyString(key)} after #${afterBatchId}`);
         if (isDead(process)) return never;
         let rows = world.store.votesAfter(key, afterBatchId);
@@ -628,6 +1068,7 @@ export class World {
       async next(): Promise<number> {
         if (isDead(process)) return never;
         const batchId = source.nextSync();
+        await world.ioOpen(process);
         await world.work.schedule(`${process.id} batch id #${batchId}`);
         if (isDead(process)) return never;
         return batchId;
