@@ -109,7 +109,9 @@ export async function startBenchCluster(extraEnv: Record<string, string | undefi
     nodes,
     liveNodes: () => [...nodes.values()].filter(isLive),
     async startNode(nodeId, az) {
-      const env = { ...baseEnv, DATABASE_URL: databaseUrl, LIVEVOTE_NODE_ID: nodeId, LIVEVOTE_AZ: az };
+      // A spill queue per node (its default, <data dir>/spill, is locked by the first node to open
+      // it); a restarted node finds its own again.
+      const env = { ...baseEnv, DATABASE_URL: databaseUrl, LIVEVOTE_NODE_ID: nodeId, LIVEVOTE_AZ: az, LIVEVOTE_SPILL_DIR: path.join(workDir, `spill-${nodeId}`) };
       const started = await startLivevoteProcess(env, 120_000, [], { command: livevoteCommand([]) });
       const node: BenchNode = { nodeId, az, process: started, baseUrl: started.baseUrl, port: started.port, pid: started.child.pid! };
       nodes.set(nodeId, node);
