@@ -109,6 +109,7 @@ export async function startBenchCluster(extraEnv: Record<string, string | undefi
     nodes,
     liveNodes: () => [...nodes.values()].filter(isLive),
     async startNode(nodeId, az) {
+      // Its spill queue: <data dir>/spill/<node id> by default, so a restarted node finds its own again.
       const env = { ...baseEnv, DATABASE_URL: databaseUrl, LIVEVOTE_NODE_ID: nodeId, LIVEVOTE_AZ: az };
       const started = await startLivevoteProcess(env, 120_000, [], { command: livevoteCommand([]) });
       const node: BenchNode = { nodeId, az, process: started, baseUrl: started.baseUrl, port: started.port, pid: started.child.pid! };
