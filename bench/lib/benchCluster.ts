@@ -93,6 +93,8 @@ export async function startBenchCluster(extraEnv: Record<string, string | undefi
     await rm(workDir, { recursive: true, force: true }).catch(() => undefined);
     throw error;
   }
+  // However the bench process ends (an uncaught error too), no node it started outlives it.
+  process.on('exit', killAll);
   const databaseUrl = postgres.url;
   const ownPool = pool;
   // Patient: the bench reads the map while the box is saturated; the nodes keep their 1 s limit.
@@ -126,6 +128,7 @@ export async function startBenchCluster(extraEnv: Record<string, string | undefi
     },
     view: () => store.readView(),
     async close() {
+      process.off('exit', killAll);
       killAll();
       await Promise.all([...nodes.values()].map((n) => n.process.exited()));
       await endPool(ownPool).catch(() => undefined);
