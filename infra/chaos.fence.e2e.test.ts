@@ -32,7 +32,8 @@ beforeAll(async () => {
   await Promise.all([
     cluster.startNode('a', 'a'),
     cluster.startNode('b', 'b'),
-    cluster.startNode('c', 'c', { DATABASE_URL: proxy.urlFor(cluster.db.url) }),
+    // c snapshots often, so the last test can catch it inside a snapshot transaction.
+    cluster.startNode('c', 'c', { DATABASE_URL: proxy.urlFor(cluster.db.url), LIVEVOTE_SNAPSHOT_INTERVAL_MS: '100' }),
   ]);
   election = await ChaosElection.create(cluster, cluster.nodes.get('a')!, shardCount);
   await waitForBalancedMap(election, ['a', 'b', 'c']);
@@ -175,6 +176,51 @@ describe('fencing: a paused owner, and an owner cut off from Postgres', () => {
     await waitForBalancedMap(election, ['a', 'b', 'c']);
     const voter = await election.spareVoterIn(owned[0]!);
     await eventually(async () => ((await election.castOnce(cutOff.baseUrl, voter)).status === 200 ? true : undefined), 60_000, 'a vote through c after healing');
+    await election.timeUntilAccepting(Array.from({ length: shardCount }, (_, s) => s), Date.now());
+    await election.expectConsistent();
+  }, 180_000);
+
+  it('an owner paused inside a transaction that holds its lease rows (a snapshot, a lease renewal) does not hold up their failover', async () => {
+    const paused = cluster.nodes.get('c')!;
+    const load = election.startLoad(await election.voters(400), 6);
+    await eventually(async () => (load.acknowledged >= 50 ? true : undefined), 90_000, 'load under way');
+    await election.reserveSpareVoters();
+    const owned = await eventually(async () => {
+      const shards = (await shardRows(cluster, election.electionId)).filter((r) => r.ownerNodeId === 'c' && r.leaseNodeId === 'c').map((r) => r.shard);
+      return shards.length > 0 ? shards : undefined;
+    }, 60_000, 'c to serve shards');
+    const incarnationBefore = (await memberRows(cluster)).get('c')!.incarnation;
+
+    // Catch c between two statements of a transaction that holds shard_leases locks: stop it
+    // there, and keep it stopped only if its session is still idle in that transaction.
+    const lockHolders = `SELECT a.pid FROM pg_stat_activity a JOIN pg_locks l ON l.pid = a.pid JOIN pg_class t ON t.oid = l.relation
+      WHERE a.state = 'idle in transaction' AND a.client_port = ANY($1::integer[]) AND t.relname = 'shard_leases' AND l.granted`;
+    let caught: number[] = [];
+    let stoppedAt = 0;
+    for (let attempt = 0; attempt < 3_000 && caught.length === 0; attempt++) {
+      const holders = await cluster.db.pool.query<{ pid: number }>(lockHolders, [proxy.upstreamPorts()]);
+      if (holders.rowCount === 0) continue;
+      paused.child.kill('SIGSTOP');
+      stoppedAt = Date.now();
+      const still = await cluster.db.pool.query<{ pid: number }>(lockHolders, [proxy.upstreamPorts()]);
+      if (still.rowCount! > 0) caught = still.rows.map((r) => r.pid);
+      else paused.child.kill('SIGCONT');
+    }
+    expect(caught.length, 'c caught idle in a transaction holding shard_leases locks').toBeGreaterThan(0);
+    const caughtIn = await cluster.db.pool.query<{ query: string }>('SELECT query FROM pg_stat_activity WHERE pid = ANY($1::integer[])', [caught]);
+    console.log(`[chaos] c paused idle in a transaction holding shard_leases locks, last statement: ${JSON.stringify(caughtIn.rows.map((r) => r.query.slice(0, 80)))}`);
+    election.avoided.add('c');
+    const times = await election.timeUntilAccepting(owned, stoppedAt, 60_000);
+    console.log(summary('owner paused inside a lease-row transaction → its shards accepting again', times.values()));
+
+    paused.child.kill('SIGCONT');
+    election.avoided.delete('c');
+    await eventually(async () => {
+      const member = (await memberRows(cluster)).get('c');
+      return member?.status === 'alive' && member.incarnation > incarnationBefore ? true : undefined;
+    }, 60_000, 'c to rejoin as a new incarnation');
+    await load.done;
+    expect(load.failures).toEqual([]);
     await election.timeUntilAccepting(Array.from({ length: shardCount }, (_, s) => s), Date.now());
     await election.expectConsistent();
   }, 180_000);

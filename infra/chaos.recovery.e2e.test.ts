@@ -43,14 +43,17 @@ describe('a shard moved twice before its second owner snapshots', () => {
     expect(load.failures).toEqual([]);
     const blocks = await cluster.db.pool.query('SELECT node_id, min(batch_id)::bigint AS min, max(batch_id)::bigint AS max FROM vote_batches GROUP BY node_id ORDER BY node_id');
     console.log(`[chaos] batch ids by node after the first votes: ${JSON.stringify(blocks.rows)}`);
-    const qShards = (await shardRows(cluster, election.electionId)).filter((r) => r.ownerNodeId === 'q');
-    const snapshot = await eventually(async () => {
+    // q's shards as they are now (a node falsely declared dead on a busy machine gets shards back
+    // under new epochs), each with a snapshot q wrote under its current epoch.
+    const { qShards, snapshot } = await eventually(async () => {
+      const shards = (await shardRows(cluster, election.electionId)).filter((r) => r.ownerNodeId === 'q' && r.leaseNodeId === 'q');
+      if (shards.length === 0) return undefined;
       const rows = await cluster.db.pool.query<{ watermark: number }>(
         'SELECT min(watermark_batch_id)::bigint AS watermark FROM shard_snapshots WHERE election_id = $1 AND shard = ANY($2::integer[]) AND epoch = ANY($3::bigint[]) HAVING count(*) = $4',
-        [election.electionId, qShards.map((r) => r.shard), qShards.map((r) => r.epoch), qShards.length],
+        [election.electionId, shards.map((r) => r.shard), shards.map((r) => r.epoch), shards.length],
       );
-      return rows.rows[0] ? Number(rows.rows[0].watermark) : undefined;
-    }, 30_000, 'q to snapshot its shards');
+      return rows.rows[0] ? { qShards: shards, snapshot: Number(rows.rows[0].watermark) } : undefined;
+    }, 60_000, 'q to serve shards and snapshot them');
 
     cluster.nodes.get('q')!.child.kill('SIGKILL');
     await cluster.nodes.get('q')!.exited();

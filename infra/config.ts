@@ -304,7 +304,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     spill: {
       kind: e.LIVEVOTE_SPILL_QUEUE,
       afterMs: spillAfterMs,
-      dir: e.LIVEVOTE_SPILL_DIR === undefined ? path.join(dataDir, 'spill') : path.resolve(e.LIVEVOTE_SPILL_DIR),
+      // Nodes of one cluster may share a data dir (the launcher's, the tests'): one queue per node id.
+      dir: e.LIVEVOTE_SPILL_DIR === undefined
+        ? path.join(dataDir, 'spill', ...(e.LIVEVOTE_NODE_ID === undefined ? [] : [e.LIVEVOTE_NODE_ID]))
+        : path.resolve(e.LIVEVOTE_SPILL_DIR),
       sqsQueueUrl: e.LIVEVOTE_SQS_QUEUE_URL,
       sqsDeadLetterQueueUrl: e.LIVEVOTE_SQS_DEAD_LETTER_QUEUE_URL,
     },

@@ -15,6 +15,8 @@ export const leaseTtlMsMin = 100;
 export const leaseTtlMsMax = 600_000;
 /** Taking over waits for in-flight commits (they hold the rows FOR SHARE); not forever. */
 export const leaseLockTimeoutMsDefault = 10_000;
+/** Postgres ends a lease transaction whose client stays silent this long inside it (its locks go with it). */
+export const leaseIdleInTransactionMs = 2_000;
 
 export interface LeaseRecord {
   readonly electionId: string;
@@ -114,7 +116,10 @@ function sortedShards(shards: readonly number[]): number[] {
 
 async function lockInOrder(client: PoolClient, electionId: string, shards: readonly number[], lockTimeoutMs: number): Promise<void> {
   if (!(Number.isInteger(lockTimeoutMs) && lockTimeoutMs >= 1)) throw new Error(`lockTimeoutMs must be a positive integer, got ${lockTimeoutMs}`);
-  await client.query(`SET LOCAL lock_timeout = ${lockTimeoutMs}`);
+  // The idle bound: a node paused (SIGSTOP, a long GC) between two statements of this
+  // transaction would otherwise hold these rows locked until it resumes, and every takeover of
+  // them (the failover of a paused node's shards) would wait for it.
+  await client.query(`SET LOCAL lock_timeout = ${lockTimeoutMs}; SET LOCAL idle_in_transaction_session_timeout = ${leaseIdleInTransactionMs}`);
   await client.query('SELECT 1 FROM shard_leases WHERE election_id = $1 AND shard = ANY($2::integer[]) ORDER BY shard FOR UPDATE', [
     electionId, shards,
   ]);

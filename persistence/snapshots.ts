@@ -21,6 +21,8 @@ export const snapshotTalliesMax = 64;
 const bitmapHexChunkChars = 1 << 20;
 /** Snapshots can be big (a 300M-voter shard is 4.7 MB): give them more time than a vote batch. */
 export const snapshotStatementTimeoutMsDefault = 60_000;
+/** Postgres ends a snapshot transaction whose client stays silent this long inside it. */
+export const snapshotIdleInTransactionMs = 2_000;
 
 
 export interface PgSnapshotStoreOptions {
@@ -80,15 +82,20 @@ export class PgSnapshotStore implements SnapshotStore {
   async writeSnapshot(snapshot: ShardSnapshot): Promise<void> {
     validateSnapshot(snapshot);
     await withClient(this.pool, async (client, discard) => {
-      await client.query(`BEGIN; SET LOCAL statement_timeout = ${this.statementTimeoutMs}`);
+      // The lease row is locked (FOR SHARE, which a takeover waits for) only after the bitmap
+      // was copied, and Postgres ends the transaction if this client goes silent inside it: a
+      // node paused mid-snapshot must not hold up the failover of its shard.
+      await client.query(
+        `BEGIN; SET LOCAL statement_timeout = ${this.statementTimeoutMs}; SET LOCAL idle_in_transaction_session_timeout = ${snapshotIdleInTransactionMs}`,
+      );
       try {
+        await client.query(stagingDdl);
+        await pipeline(Readable.from(snapshotCopyChunks(snapshot)), client.query(copyFrom(copyText)));
         const lease = await client.query<{ epoch: number; owner_node: string }>(fenceText, [snapshot.electionId, snapshot.shard]);
         const row = lease.rows[0];
         if (row === undefined || row.epoch !== snapshot.epoch || row.owner_node !== this.nodeId) {
           throw new SnapshotFencedError({ electionId: snapshot.electionId, shard: snapshot.shard }, snapshot.epoch, row?.epoch ?? null);
         }
-        await client.query(stagingDdl);
-        await pipeline(Readable.from(snapshotCopyChunks(snapshot)), client.query(copyFrom(copyText)));
         await client.query(upsertText);
         await client.query('COMMIT');
       } catch (error) {

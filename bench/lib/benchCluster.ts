@@ -93,6 +93,8 @@ export async function startBenchCluster(extraEnv: Record<string, string | undefi
     await rm(workDir, { recursive: true, force: true }).catch(() => undefined);
     throw error;
   }
+  // However the bench process ends (an uncaught error too), no node it started outlives it.
+  process.on('exit', killAll);
   const databaseUrl = postgres.url;
   const ownPool = pool;
   // Patient: the bench reads the map while the box is saturated; the nodes keep their 1 s limit.
@@ -109,6 +111,7 @@ export async function startBenchCluster(extraEnv: Record<string, string | undefi
     nodes,
     liveNodes: () => [...nodes.values()].filter(isLive),
     async startNode(nodeId, az) {
+      // Its spill queue: <data dir>/spill/<node id> by default, so a restarted node finds its own again.
       const env = { ...baseEnv, DATABASE_URL: databaseUrl, LIVEVOTE_NODE_ID: nodeId, LIVEVOTE_AZ: az };
       const started = await startLivevoteProcess(env, 120_000, [], { command: livevoteCommand([]) });
       const node: BenchNode = { nodeId, az, process: started, baseUrl: started.baseUrl, port: started.port, pid: started.child.pid! };
@@ -125,6 +128,7 @@ export async function startBenchCluster(extraEnv: Record<string, string | undefi
     },
     view: () => store.readView(),
     async close() {
+      process.off('exit', killAll);
       killAll();
       await Promise.all([...nodes.values()].map((n) => n.process.exited()));
       await endPool(ownPool).catch(() => undefined);

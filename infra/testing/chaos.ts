@@ -314,6 +314,8 @@ export function summary(label: string, timesMs: Iterable<number>): string {
 export class PostgresProxy {
   private server: net.Server | undefined;
   private readonly sockets = new Set<net.Socket>();
+  /** Our side of each connection to Postgres: what pg_stat_activity shows as client_port. */
+  private readonly upstreams = new Set<net.Socket>();
   port = 0;
 
   constructor(private readonly target: { host: string; port: number }) {}
@@ -321,6 +323,8 @@ export class PostgresProxy {
   async listen(): Promise<void> {
     const server = net.createServer((client) => {
       const upstream = net.connect(this.target.port, this.target.host);
+      this.upstreams.add(upstream);
+      upstream.on('close', () => this.upstreams.delete(upstream));
       for (const socket of [client, upstream]) {
         this.sockets.add(socket);
         socket.on('close', () => this.sockets.delete(socket));
@@ -335,6 +339,11 @@ export class PostgresProxy {
     });
     this.port = (server.address() as net.AddressInfo).port;
     this.server = server;
+  }
+
+  /** The client ports Postgres sees for the proxied node's sessions (pg_stat_activity.client_port). */
+  upstreamPorts(): number[] {
+    return [...this.upstreams].map((socket) => socket.localPort).filter((port): port is number => port !== undefined);
   }
 
   /** The URL of `databaseUrl` with host:port replaced by the proxy's. */

@@ -1,0 +1,156 @@
+// Shard moves, drains and balancing under load (issue 13, item 6): three node processes of the
+// compiled build on one embedded Postgres (bench/lib/benchCluster.ts), votes of fresh voters
+// flowing through every node, while an operator moves one shard at a time (BENCH_MOVES, default
+// 20), then drains a node. For each move, the shard's pause is read from the stored votes: the
+// first vote admitted under the new epoch minus the last admitted under the old one
+// (votes.accepted_at is the admission time). Every answer is counted: a valid vote should only
+// ever get 200. Writes bench/MOVES.md and bench/out/moves.json.
+//
+//   node --import tsx bench/moves.ts        (about 2-4 minutes on 2 cores)
+import { mkdir, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { createPgClusterStore } from '../persistence/clusterStore.ts';
+import { createVoters, type TestVoter } from '../infra/testing/voters.ts';
+import { startBenchCluster, waitFor, isSettled } from './lib/benchCluster.ts';
+import { percentiles } from './lib/fanout.ts';
+import { adminLogin, createOpenElection, type BenchElection } from './lib/livevote.ts';
+
+const benchDir = path.dirname(fileURLToPath(import.meta.url));
+const moveCount = Number(process.env.BENCH_MOVES ?? 20);
+const workers = Number(process.env.BENCH_WORKERS ?? 24);
+const shardCount = 6;
+const log = (line: string) => process.stdout.write(`[moves] ${line}\n`);
+
+interface Answers {
+  ok: number;
+  other: Map<string, number>;
+  latencyMs: number[];
+}
+
+async function main(): Promise<number> {
+  const startedMs = Date.now();
+  const cluster = await startBenchCluster({ LIVEVOTE_AUTO_BALANCE: 'off' });
+  try {
+    const store = createPgClusterStore(cluster.pool, { statementTimeoutMs: 10_000 });
+    const nodeIds = ['node-1', 'node-2', 'node-3'];
+    for (const [i, id] of nodeIds.entries()) await cluster.startNode(id, ['a', 'b', 'c'][i]!);
+    const first = cluster.nodes.get('node-1')!;
+    const admin = await adminLogin(first.baseUrl, cluster.adminEmail, cluster.adminPassword);
+    const election: BenchElection = await createOpenElection(first.baseUrl, admin, 'Moves', 3, shardCount);
+    await waitFor(async () => (isSettled(await cluster.view(), nodeIds) ? true : undefined), 60_000, 'the map at rest');
+    const voters: TestVoter[] = await createVoters(cluster.pool, 400_000, cluster.jwtSecret);
+    log(`3 nodes, election of ${shardCount} shards, ${workers} concurrent voters through every node`);
+
+    const answers: Answers = { ok: 0, other: new Map(), latencyMs: [] };
+    let next = 0;
+    let stop = false;
+    const targets = cluster.liveNodes().map((n) => n.baseUrl);
+    const worker = async (w: number) => {
+      while (!stop && next < voters.length) {
+        const voter = voters[next++]!;
+        const sentMs = performance.now();
+        let status = 0;
+        let code = 'no_answer';
+        try {
+          const response = await fetch(`${targets[(w + next) % targets.length]}/api/v1/votes`, {
+            method: 'POST',
+            headers: { authorization: `Bearer ${voter.token}`, 'content-type': 'application/json' },
+            body: JSON.stringify({ electionId: election.electionId, candidateId: election.candidateIds[voter.voterNumber % 3], userId: voter.userId }),
+          });
+          status = response.status;
+          const body = (await response.json()) as { error?: { code?: string } };
+          code = body.error?.code ?? String(status);
+        } catch (error) {
+          code = `fetch: ${(error as Error).message}`;
+        }
+        answers.latencyMs.push(performance.now() - sentMs);
+        if (status === 200) answers.ok++;
+        else answers.other.set(`${status} ${code}`, (answers.other.get(`${status} ${code}`) ?? 0) + 1);
+      }
+    };
+    const load = Promise.all(Array.from({ length: workers }, (_, w) => worker(w)));
+    await new Promise((resolve) => setTimeout(resolve, 3_000));
+
+    const pauses: number[] = [];
+    const durations: number[] = [];
+    for (let i = 0; i < moveCount; i++) {
+      const view = await cluster.view();
+      const row = view.shards.find((s) => s.electionId === election.electionId && s.shard === i % shardCount)!;
+      const target = nodeIds.filter((n) => n !== row.ownerNodeId)[i % 2]!;
+      const requestedMs = performance.now();
+      const operation = await store.requestOperation({ kind: 'move', electionId: election.electionId, shard: row.shard, toNodeId: target });
+      await waitFor(async () => {
+        const now = await store.getOperation(operation.operationId);
+        if (now?.status === 'failed') throw new Error(`move failed: ${now.error}`);
+        return now?.status === 'done' ? true : undefined;
+      }, 60_000, `move ${i + 1}`, 20);
+      durations.push(performance.now() - requestedMs);
+      // Let the new owner admit some votes before reading the gap.
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      const gap = await cluster.pool.query<{ pause_ms: string | null }>(
+        `SELECT (extract(epoch FROM (SELECT min(accepted_at) FROM votes WHERE election_id = $1 AND shard = $2 AND epoch > $3)
+                 - (SELECT max(accepted_at) FROM votes WHERE election_id = $1 AND shard = $2 AND epoch <= $3)) * 1000)::float8 AS pause_ms`,
+        [election.electionId, row.shard, row.epoch],
+      );
+      const pauseMs = gap.rows[0]?.pause_ms === null || gap.rows[0]?.pause_ms === undefined ? NaN : Number(gap.rows[0].pause_ms);
+      pauses.push(pauseMs);
+      log(`move ${i + 1}/${moveCount}: shard ${row.shard} ${row.ownerNodeId} → ${target}: pause ${pauseMs.toFixed(1)} ms, operation ${(durations[i]!).toFixed(0)} ms`);
+    }
+
+    const drainStartMs = performance.now();
+    const drain = await store.requestOperation({ kind: 'drain', nodeId: 'node-3' });
+    await waitFor(async () => ((await store.getOperation(drain.operationId))?.status === 'done' ? true : undefined), 120_000, 'drain', 20);
+    const drainMs = performance.now() - drainStartMs;
+    log(`drain of node-3: ${drainMs.toFixed(0)} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 1_000));
+    stop = true;
+    await load;
+
+    const stored = Number((await cluster.pool.query('SELECT count(*) AS n FROM votes WHERE election_id = $1', [election.electionId])).rows[0].n);
+    const pause = percentiles(pauses.filter((p) => Number.isFinite(p)));
+    const latency = percentiles(answers.latencyMs);
+    const result = {
+      generatedAt: new Date().toISOString(),
+      command: 'node --import tsx bench/moves.ts',
+      machine: { cores: os.availableParallelism(), node: process.version, loadAverageAtStart: os.loadavg().map((v) => Math.round(v * 100) / 100) },
+      moves: moveCount,
+      pauseMs: pause,
+      moveOperationMs: percentiles(durations),
+      drainMs: Math.round(drainMs),
+      answers: { ok: answers.ok, other: Object.fromEntries(answers.other), latencyMs: latency },
+      stored,
+      storedEqualsOk: stored === answers.ok,
+      totalS: Math.round((Date.now() - startedMs) / 1000),
+    };
+    await mkdir(path.join(benchDir, 'out'), { recursive: true });
+    await writeFile(path.join(benchDir, 'out', 'moves.json'), JSON.stringify(result, null, 2));
+    const f = (v: number) => (Number.isFinite(v) ? v.toFixed(1) : '—');
+    await writeFile(path.join(benchDir, 'MOVES.md'), `# Shard moves under load
+
+Written by \`${result.command}\` on ${result.generatedAt} (${result.machine.cores} cores, Node ${result.machine.node}, load average at start ${result.machine.loadAverageAtStart.join(' ')}); do not edit, rerun.
+
+Three node processes of the compiled build, one embedded Postgres, an election of ${shardCount} shards, ${workers} concurrent voters sending fresh votes through every node; ${moveCount} moves of one shard each, one at a time, then a drain of node-3.
+
+| | p50 | p99 | max |
+|---|---|---|---|
+| pause per move (last vote admitted by the old owner → first by the new, from \`votes.accepted_at\`) | ${f(pause.p50)} ms | ${f(pause.p99)} ms | ${f(pause.max)} ms |
+| move operation (request → done in the map) | ${f(result.moveOperationMs.p50)} ms | ${f(result.moveOperationMs.p99)} ms | ${f(result.moveOperationMs.max)} ms |
+| answer time of every vote during the run | ${f(latency.p50)} ms | ${f(latency.p99)} ms | ${f(latency.max)} ms |
+
+Drain of node-3 (request → it owns nothing): ${result.drainMs} ms.
+
+Answers: ${answers.ok} × 200${answers.other.size > 0 ? `, and ${[...answers.other].map(([k, v]) => `${v} × ${k}`).join(', ')}` : ', no other answer'}. Stored votes: ${stored} (${result.storedEqualsOk ? 'equal to the 200s' : 'NOT equal to the 200s'}).
+`);
+    log(`pause p50 ${f(pause.p50)} p99 ${f(pause.p99)} max ${f(pause.max)} ms; answers ${answers.ok} ok, other ${JSON.stringify(result.answers.other)}; stored ${stored}; ${result.totalS} s`);
+    return result.storedEqualsOk && answers.other.size === 0 ? 0 : 1;
+  } finally {
+    await cluster.close();
+  }
+}
+
+main().then((code) => process.exit(code), (error: unknown) => {
+  process.stderr.write(`${(error as Error).stack ?? String(error)}\n`);
+  process.exit(1);
+});

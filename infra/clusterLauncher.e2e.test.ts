@@ -1,0 +1,78 @@
+// `npm run livevote -- cluster --nodes 2` as a user runs it: every node it starts must come up and
+// serve, with the defaults. The launcher gives all its nodes one data dir, and what in it belongs
+// to one node (the spill queue, persistence/fileSpillQueue.ts) must not be shared: each node holds
+// a spill queue of its own.
+import { spawn } from 'node:child_process';
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, expect, it } from 'vitest';
+import { createTestDatabase, type TestDatabase } from '../persistence/testDatabase.ts';
+import { root } from './testing/processHarness.ts';
+
+let db: TestDatabase | undefined;
+let dataDir: string | undefined;
+
+afterAll(async () => {
+  await db?.drop();
+  if (dataDir) await rm(dataDir, { recursive: true, force: true });
+});
+
+/** Two consecutive free ports (the launcher puts its nodes on PORT, PORT+1). */
+async function freePortPair(): Promise<number> {
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const base = 20_000 + Math.floor(Math.random() * 30_000);
+    const free = await Promise.all([base, base + 1].map((port) => new Promise<boolean>((resolve) => {
+      const server = net.createServer().once('error', () => resolve(false)).listen(port, '127.0.0.1', () => server.close(() => resolve(true)));
+    })));
+    if (free.every(Boolean)) return base;
+  }
+  throw new Error('no two consecutive free ports');
+}
+
+it('starts every node of a local cluster, and each one serves', async () => {
+  db = await createTestDatabase();
+  dataDir = await mkdtemp(path.join(os.tmpdir(), 'lv-launcher-'));
+  const port = await freePortPair();
+  const launcher = spawn(process.execPath, ['--import', 'tsx', path.join(root, 'infra/cli.ts'), 'cluster', '--nodes', '2', '--azs', 'a,b'], {
+    cwd: root,
+    env: {
+      ...process.env, DATABASE_URL: db.url, PORT: String(port), HOST: '127.0.0.1', LIVEVOTE_DATA_DIR: dataDir, LIVEVOTE_DB_POOL_MAX: '3',
+      LIVEVOTE_JWT_SECRET: 'launcher-test-jwt-secret-0123456789-abcdefgh', LIVEVOTE_DEAD_AFTER_MS: '15000', LOG_LEVEL: 'warn',
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+    detached: true,
+  });
+  let output = '';
+  launcher.stdout!.on('data', (chunk: Buffer) => { output += chunk.toString(); });
+  launcher.stderr!.on('data', (chunk: Buffer) => { output += chunk.toString(); });
+  const exited = new Promise<number | string>((resolve) => launcher.on('exit', (code, signal) => resolve(code ?? signal ?? 'unknown')));
+  try {
+    const deadline = Date.now() + 150_000;
+    const ready = new Set<number>();
+    while (ready.size < 2 && Date.now() < deadline && !/exited/.test(output)) {
+      for (const nodePort of [port, port + 1]) {
+        if (ready.has(nodePort)) continue;
+        const response = await fetch(`http://127.0.0.1:${nodePort}/readyz`).catch(() => undefined);
+        if (response?.status === 200) ready.add(nodePort);
+        await response?.text();
+      }
+      await new Promise((resolve) => setTimeout(resolve, 250));
+    }
+    expect(output).not.toMatch(/exited/);
+    expect([...ready].sort()).toEqual([port, port + 1]);
+    const nodePids = [...output.matchAll(/node-\d+\s+az \S+\s+\S+\s+pid (\d+)/g)].map((m) => Number(m[1])).sort();
+    expect(nodePids).toHaveLength(2);
+    // The pid in each spill queue's lock file (owner.pid): every node must own one.
+    const lockFiles = (await readdir(dataDir, { recursive: true })).filter((f) => path.basename(f) === 'owner.pid');
+    const lockOwners = (await Promise.all(lockFiles.map(async (f) => Number(await readFile(path.join(dataDir!, f), 'utf8'))))).sort();
+    expect(lockOwners).toEqual(nodePids);
+  } finally {
+    // The launcher and its nodes are one process group: SIGTERM stops them all, as Ctrl-C does.
+    try { process.kill(-launcher.pid!, 'SIGTERM'); } catch { /* already gone */ }
+    const timer = setTimeout(() => { try { process.kill(-launcher.pid!, 'SIGKILL'); } catch { /* gone */ } }, 30_000);
+    await exited;
+    clearTimeout(timer);
+  }
+}, 240_000);
