@@ -13,7 +13,7 @@
 //
 // While a shard is between owners (a move, a drain, a failover) the answers above say "not
 // stored, ask again" (not_owner, shard_moving, forward_failed, node_fenced, fenced). The router
-// asks again itself, with the map of the moment, every few ms for up to routeRetryMs: this is the
+// asks again itself, with the map of the moment, every few ms (2, 4, 8, 16, then every 20) for up to routeRetryMs: this is the
 // hand-off's buffer, bounded (routeRetriesMax votes waiting; past it, the 503 goes to the client).
 // Asking again is safe whatever the first attempt did: a vote is idempotent per voter (a stored
 // one answers its original voteId), and these outcomes all left nothing uncounted half-way.
@@ -108,7 +108,7 @@ export class Router {
         this.retriedVotes++;
       }
       attempt++;
-      setTimeout(() => this.route(vote, onOutcome), Math.min(100, 5 * 2 ** Math.min(attempt, 5)));
+      setTimeout(() => this.route(vote, onOutcome), Math.min(20, 2 ** attempt));
     };
     this.route(vote, onOutcome);
   }

@@ -190,7 +190,8 @@ export class ShardHost {
       this.options.onChange?.();
       if (waitForHolder.length > acquired.length - takeAny.length) this.again = true;
     }
-    if (this.again) await new Promise((resolve) => setTimeout(resolve, 50));
+    // A live holder is draining the shard for us: look again soon (the pause of a move waits on it).
+    if (this.again) await new Promise((resolve) => setTimeout(resolve, 10));
   }
 
   private async releaseOne(electionId: string, shard: number, options: { leaseLost?: boolean } = {}): Promise<void> {
