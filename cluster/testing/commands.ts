@@ -117,7 +117,8 @@ class Heal implements WorldCommand {
 
 /**
  * kill -9: the process is gone. Elections mode: a fresh one takes its slot, its elections move
- * under new epochs. Cluster mode: a new process with the same node id joins again.
+ * under new epochs. Cluster mode: declared dead, its shards go to the survivors; a new process
+ * with the same node id joins later.
  */
 class Kill implements WorldCommand {
   constructor(readonly slot: number) {}

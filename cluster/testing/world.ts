@@ -500,13 +500,14 @@ export class World {
    * Elections mode: killed (`dead`) or paused past its leases (`zombie`: it runs on with stale
    * state); a fresh process takes the slot, the elections move to the next slot's process (the
    * fresh one when there is one slot) under new epochs.
-   * Cluster mode: `kill` — the process is gone, a new one starts with the same node id (it joins
-   * again and takes back what the map still gives it, or the coordinator moved it after
-   * deadAfterMs); `pause` — the process is cut off from the store and the other nodes until
+   * Cluster mode: `kill` — the process is gone; the coordinator declares it dead after
+   * deadAfterMs and its shards go to the survivors; a new process with the same node id joins
+   * after twice that (and may get shards back by balancing); `pause` — the process is cut off from the store and the other nodes until
    * healed: it fences itself, is declared dead, its shards move, and its late writes are fenced.
    */
   replace(slot: number, how: 'kill' | 'pause'): void {
-    const old = this.slotProcess(slot);
+    const old = [...this.processes].reverse().find((p) => p.slot === slot && p.status === 'live');
+    if (old === undefined) return; // cluster: killed, not restarted yet
     if (this.mode === 'cluster') {
       if (how === 'pause') {
         old.isolated = true;
@@ -515,7 +516,10 @@ export class World {
         return;
       }
       this.kill(old);
-      this.spawn(slot);
+      // Restarted later: the others first declare it dead and take its shards over.
+      setTimeout(() => {
+        if (this.installed) this.spawn(slot);
+      }, this.timings.deadAfterMs * 2);
       return;
     }
     if (how === 'kill') this.kill(old);
@@ -566,7 +570,9 @@ export class World {
     if (this.mode === 'cluster') {
       const entries = this.entryProcesses();
       const isolated = this.processes.filter((p) => p.status === 'live' && p.isolated);
-      target = route === 'stale' && isolated.length > 0 ? isolated[entry % isolated.length]! : entries[entry % Math.max(1, entries.length)] ?? this.running()[0]!;
+      const chosen = route === 'stale' && isolated.length > 0 ? isolated[entry % isolated.length] : entries[entry % Math.max(1, entries.length)] ?? this.running()[0];
+      // Every node is down: the connection is refused, the client sees no answer.
+      target = chosen ?? this.processes[this.processes.length - 1]!;
     } else if (route === 'stale') {
       const stale = this.processes.filter((p) => p.status === 'zombie' && p.epochs.has(election.electionId));
       if (stale.length > 0) target = stale[stale.length - 1]!;
@@ -582,6 +588,10 @@ export class World {
       lost: false,
     };
     this.requests.push(request);
+    if (target.status === 'dead') {
+      request.lost = true;
+      return request;
+    }
     const cast = { electionId: election.electionId, voterNumber, candidateIndex };
     const reply = (outcome: VoteOutcome) => this.answered(target, request, outcome);
     if (target.cluster !== null) target.cluster.router.cast(cast, reply);
