@@ -215,7 +215,9 @@ export async function createClusterNode(deps: ClusterNodeDeps): Promise<ClusterN
         electionsVersionLoaded = view.electionsVersion;
       }
       router.applyView(view);
-      if (started) await shardHost.apply(view);
+      // Not awaited: a reconcile waiting for a holder's release must see the next views (the
+      // shard host keeps only the latest), not block the chain that would hand them over.
+      if (started) void shardHost.apply(view);
     }).catch((error: unknown) => log.warn({ err: error }, 'applying the cluster view failed; the next one retries'));
   };
 
