@@ -69,7 +69,8 @@ async function castAll(voters: readonly TestVoter[], pick: (i: number) => number
 }
 
 beforeAll(async () => {
-  cluster = await startTestCluster();
+  // Failover is tested, at a failure detector a busy test machine does not trip by itself.
+  cluster = await startTestCluster({ LIVEVOTE_DEAD_AFTER_MS: '5000' });
   await Promise.all([cluster.startNode('node-a', 'a'), cluster.startNode('node-b', 'b'), cluster.startNode('node-c', 'c')]);
 }, 240_000);
 afterAll(async () => {
@@ -94,7 +95,7 @@ describe('three nodes, three AZs, one Postgres', () => {
     const view = await eventually(async () => {
       const v = await clusterView(cluster.nodes.get('node-b')!.baseUrl);
       const mine = v.shards.filter((s) => s.electionId === electionId);
-      return mine.length === 6 && v.nodes.every((n) => n.shardsOwned === 2) ? v : undefined;
+      return mine.length === 6 && mine.every((s) => s.epoch >= 1) && v.nodes.every((n) => n.shardsOwned === 2) ? v : undefined;
     }, 30_000, 'six shards, two per node');
     expect(view.nodes.map((n) => [n.nodeId, n.az, n.status])).toEqual([['node-a', 'a', 'alive'], ['node-b', 'b', 'alive'], ['node-c', 'c', 'alive']]);
     expect(view.shards.filter((s) => s.electionId === electionId).every((s) => s.epoch >= 1)).toBe(true);
@@ -127,10 +128,10 @@ describe('three nodes, three AZs, one Postgres', () => {
     const view = await eventually(async () => {
       const v = await clusterView(cluster.nodes.get('node-a')!.baseUrl);
       const d = v.nodes.find((n) => n.nodeId === 'node-d');
-      return d && d.status === 'alive' && d.shardsOwned >= 1 ? v : undefined;
-    }, 60_000, 'node-d to own shards');
-    const counts = view.nodes.filter((n) => n.status === 'alive').map((n) => n.shardsOwned);
-    expect(Math.max(...counts) - Math.min(...counts)).toBeLessThanOrEqual(1);
+      const counts = v.nodes.filter((n) => n.status === 'alive').map((n) => n.shardsOwned);
+      return d && d.status === 'alive' && d.shardsOwned >= 1 && Math.max(...counts) - Math.min(...counts) <= 1 ? v : undefined;
+    }, 60_000, 'node-d to own shards, the map balanced');
+    expect(view.nodes.find((n) => n.nodeId === 'node-d')!.shardsOwned).toBeGreaterThanOrEqual(1);
     // And it serves them: its shards' tallies still add up, wherever results are asked.
     await expectResultsEverywhere([200, 200, 200]);
   }, 120_000);

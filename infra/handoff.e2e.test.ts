@@ -63,7 +63,10 @@ async function expectStoredAndCounted(acknowledged: Map<number, string>): Promis
 }
 
 beforeAll(async () => {
-  cluster = await startTestCluster({ LIVEVOTE_AUTO_BALANCE: 'off' });
+  // Hand-offs, not failure detection, are tested here: on a machine running three such files at
+  // once a heartbeat can be stored seconds late, and a false death would turn a move into a
+  // failover. The routers' patience covers a hand-off slowed down the same way.
+  cluster = await startTestCluster({ LIVEVOTE_AUTO_BALANCE: 'off', LIVEVOTE_DEAD_AFTER_MS: '15000', LIVEVOTE_ROUTE_RETRY_MS: '20000' });
   store = createPgClusterStore(cluster.db.pool);
   await Promise.all([cluster.startNode('node-a', 'a'), cluster.startNode('node-b', 'b'), cluster.startNode('node-c', 'c')]);
   const base = cluster.nodes.get('node-a')!.baseUrl;
