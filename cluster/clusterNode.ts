@@ -59,6 +59,7 @@ export interface ClusterNodeDeps {
   /** Elections changed somewhere in the cluster: reload them. */
   readonly reloadElections: () => Promise<void>;
   readonly wrapJournal?: (journal: Journal) => Journal;
+  readonly onLeasesLost?: (count: number) => void;
   /** Where batches go when Postgres does not store them in time (voteNodeConfig.spillAfterMs then set). */
   readonly spillQueue?: SpillQueue | null;
   /** Tests and the simulation: other stores. */
@@ -181,6 +182,7 @@ export async function createClusterNode(deps: ClusterNodeDeps): Promise<ClusterN
     leaseTtlMs: settings.leaseTtlMs,
     log: deps.log.child({ component: 'shard-host' }),
     onChange: () => shardsServed.set(shardHost.heldShards().length),
+    onLeasesLost: deps.onLeasesLost,
     mayTakeShards: () => membership !== undefined && membership.canServe(),
   });
 

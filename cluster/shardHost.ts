@@ -30,6 +30,8 @@ export interface ShardHostOptions {
   readonly log: { info(obj: object, msg: string): void; warn(obj: object, msg: string): void; error(obj: object, msg: string): void };
   /** A shard started or stopped being served here. */
   readonly onChange?: () => void;
+  /** Leases found taken by another node at renewal (counted in livevote_leases_lost_total). */
+  readonly onLeasesLost?: (count: number) => void;
   /**
    * False while this node may not serve votes (self-fenced, or declared dead): a lease taken
    * then, on a view that may be stale, would only fence the shard's live owner.
@@ -220,6 +222,7 @@ export class ShardHost {
       const lost = asked.filter((l) => !still.has(l.shard) && shards.get(l.shard) === l.epoch);
       if (lost.length > 0) {
         this.options.log.error({ electionId, shards: lost.map((l) => l.shard) }, 'shard leases lost to another node; their writes are fenced');
+        this.options.onLeasesLost?.(lost.length);
         for (const lease of lost) await this.releaseOne(electionId, lease.shard, { leaseLost: true });
         if (this.latestView && !this.suspended) void this.apply(this.latestView);
       }

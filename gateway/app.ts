@@ -120,6 +120,7 @@ export async function buildApp(deps: AppDeps): Promise<LivevoteApp> {
       }
     },
     wrapJournal: (journal) => votePathMetrics.timed(journal),
+    onLeasesLost: (count) => votePathMetrics.leasesLostTotal.inc(count),
     spillQueue,
   });
   elections.registry.onChange(async (election) => {
