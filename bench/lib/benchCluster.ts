@@ -138,21 +138,8 @@ export async function startBenchCluster(extraEnv: Record<string, string | undefi
   };
 }
 
-/** Polls until `check` returns a value (not undefined), or throws after `timeoutMs`. */
-export async function waitFor<T>(check: () => Promise<T | undefined>, timeoutMs: number, what: string, intervalMs = 100): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let lastError: unknown;
-  for (;;) {
-    try {
-      const value = await check();
-      if (value !== undefined) return value;
-    } catch (error) {
-      lastError = error;
-    }
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${lastError ? `: ${String(lastError)}` : ''}`);
-    await new Promise((resolve) => setTimeout(resolve, intervalMs));
-  }
-}
+/** Polls until `check` returns a value (not undefined), or throws after `timeoutMs`: the tests' own helper. */
+export { eventually as waitFor } from '../../infra/testing/clusterHarness.ts';
 
 /**
  * The map is at rest: `nodeIds` alive, every shard owned by one of them and leased by its owner,

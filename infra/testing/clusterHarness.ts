@@ -70,7 +70,7 @@ export async function startTestCluster(env: Record<string, string> = {}): Promis
 }
 
 /** Polls until `check` returns a value (not undefined), or throws after `timeoutMs` with the last error. */
-export async function eventually<T>(check: () => Promise<T | undefined>, timeoutMs = 60_000, what = 'condition'): Promise<T> {
+export async function eventually<T>(check: () => Promise<T | undefined>, timeoutMs = 60_000, what = 'condition', intervalMs = 100): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   let lastError: unknown;
   for (;;) {
@@ -80,8 +80,8 @@ export async function eventually<T>(check: () => Promise<T | undefined>, timeout
     } catch (error) {
       lastError = error;
     }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${lastError ? `: ${String(lastError)}` : ''}`);
-    await new Promise((resolve) => setTimeout(resolve, 100));
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${lastError ? `: ${String(lastError)}` : ''}`);
+    await new Promise((resolve) => setTimeout(resolve, intervalMs));
   }
 }
 
