@@ -420,6 +420,9 @@ describe('HEAD', () => {
   it('answers on every GET route with the status and headers GET gets, and no body', async () => {
     const getRoutes = h.app.router.served.filter((r) => r.method === 'GET');
     expect(getRoutes.length).toBeGreaterThan(10);
+    // Sign-in metadata is written behind the request: stored between a GET and its HEAD it would
+    // grow /api/v1/me/export by a row (seen in CI), so it is stored before the comparison starts.
+    await h.app.privacy.metadata.flush();
     for (const route of getRoutes) {
       const path = route.path.replace('{electionId}', electionId).replace('{userId}', voter.userId) + (route.path.includes('status') ? `?electionId=${electionId}` : '');
       const headers: [string, string][] = [['Host', 'x'], ['Authorization', `Bearer ${adminToken}`]];
