@@ -230,6 +230,7 @@ export async function createClusterNode(deps: ClusterNodeDeps): Promise<ClusterN
     movesInFlightMax: settings.movesInFlightMax,
     autoBalance: settings.autoBalance,
     log,
+    mayDeclareDeaths: () => membership.mayDeclareDeaths(),
     onMapWritten: (version) => {
       for (const peer of peers) links.send(peer, { t: 'map', version });
       void membership.refreshView().catch(() => undefined);

@@ -22,6 +22,8 @@ export interface CoordinatorOptions {
   /** Balance on join and leave without being asked (LIVEVOTE_AUTO_BALANCE). */
   readonly autoBalance: boolean;
   readonly log: { info(obj: object, msg: string): void; warn(obj: object, msg: string): void };
+  /** False while silence is no evidence of death (Membership.mayDeclareDeaths); default true. */
+  readonly mayDeclareDeaths?: () => boolean;
   /** The map changed: tell the other nodes now rather than at their next heartbeat. */
   readonly onMapWritten?: (version: number, assignments: readonly ShardAssignment[]) => void;
 }
@@ -44,7 +46,7 @@ export function createCoordinator(options: CoordinatorOptions): { round(): Promi
 
   return {
     async round() {
-      const dead = await store.declareSilentNodesDead(nodeId, options.deadAfterMs);
+      const dead = options.mayDeclareDeaths?.() === false ? [] : await store.declareSilentNodesDead(nodeId, options.deadAfterMs);
       if (dead === null) return;
       if (dead.length > 0) log.warn({ nodes: dead, deadAfterMs: options.deadAfterMs }, 'members declared dead after silence; their shards go to the survivors');
       let view = await store.readView();
