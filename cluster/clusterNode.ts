@@ -234,6 +234,7 @@ export async function createClusterNode(deps: ClusterNodeDeps): Promise<ClusterN
     autoBalance: settings.autoBalance,
     replicasPerShard: settings.replicas ?? 0,
     log,
+    mayDeclareDeaths: () => membership.mayDeclareDeaths(),
     onMapWritten: (version) => {
       for (const peer of peers) links.send(peer, { t: 'map', version });
       void membership.refreshView().catch(() => undefined);

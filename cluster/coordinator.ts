@@ -25,6 +25,8 @@ export interface CoordinatorOptions {
   readonly log: { info(obj: object, msg: string): void; warn(obj: object, msg: string): void };
   /** Warm replicas per shard (LIVEVOTE_REPLICAS); 0 places none. */
   readonly replicasPerShard?: number;
+  /** False while silence is no evidence of death (Membership.mayDeclareDeaths); default true. */
+  readonly mayDeclareDeaths?: () => boolean;
   /** The map changed: tell the other nodes now rather than at their next heartbeat. */
   readonly onMapWritten?: (version: number, assignments: readonly ShardAssignment[]) => void;
 }
@@ -76,7 +78,7 @@ export function createCoordinator(options: CoordinatorOptions): { round(): Promi
 
   return {
     async round() {
-      const dead = await store.declareSilentNodesDead(nodeId, options.deadAfterMs);
+      const dead = options.mayDeclareDeaths?.() === false ? [] : await store.declareSilentNodesDead(nodeId, options.deadAfterMs);
       if (dead === null) return;
       if (dead.length > 0) log.warn({ nodes: dead, deadAfterMs: options.deadAfterMs }, 'members declared dead after silence; their shards go to the survivors');
       let view = await store.readView();
