@@ -19,7 +19,6 @@
 // one answers its original voteId), and these outcomes all left nothing uncounted half-way.
 import type { VoteOutcome } from '../actors/shard.ts';
 import type { CastRequest as CastVote, VoteNode } from '../actors/voteNode.ts';
-import { shardKeyOf } from './allocation.ts';
 import { isLinkFailure, type LinkFailure, type LinkPeer, type Links } from './links.ts';
 import type { CastRequest, OutcomeAnswer } from './protocol.ts';
 import type { ClusterView } from './ports.ts';
@@ -45,7 +44,10 @@ const routeRetriesMaxDefault = 20_000;
 
 export class Router {
   private readonly options: RouterOptions;
-  private owners = new Map<string, string>();
+  /** Owner node id per election, indexed by shard (no key string per vote). */
+  private owners = new Map<string, (string | undefined)[]>();
+  /** Elections found routable under the current view, with the shard count they were checked at. */
+  private routable = new Map<string, number>();
   private peers = new Map<string, LinkPeer>();
   private readonly notOwner: VoteOutcome;
   private readonly forwardFailed: VoteOutcome;
@@ -63,23 +65,35 @@ export class Router {
 
   /** A new view: owners and live peers. */
   applyView(view: ClusterView): void {
-    const owners = new Map<string, string>();
-    for (const row of view.shards) owners.set(shardKeyOf(row.electionId, row.shard), row.ownerNodeId);
+    const owners = new Map<string, (string | undefined)[]>();
+    for (const row of view.shards) {
+      let byShard = owners.get(row.electionId);
+      if (byShard === undefined) owners.set(row.electionId, (byShard = []));
+      byShard[row.shard] = row.ownerNodeId;
+    }
     const peers = new Map<string, LinkPeer>();
     for (const node of view.nodes) if (node.status === 'alive') peers.set(node.nodeId, { nodeId: node.nodeId, url: node.url });
     this.owners = owners;
+    this.routable = new Map();
     this.peers = peers;
   }
 
   ownerOf(electionId: string, shard: number): string | undefined {
-    return this.owners.get(shardKeyOf(electionId, shard));
+    return this.owners.get(electionId)?.[shard];
   }
 
-  /** Every shard of the election has an owner in the map: votes can be routed. */
+  /**
+   * Every shard of the election has an owner in the map: votes can be routed. Asked on every
+   * vote, so a yes is remembered until the next view (owners change only with a view).
+   */
   isRoutable(electionId: string): boolean {
     const shardCount = this.options.shardCountOf(electionId);
     if (shardCount === undefined) return false;
-    for (let shard = 0; shard < shardCount; shard++) if (!this.owners.has(shardKeyOf(electionId, shard))) return false;
+    if (this.routable.get(electionId) === shardCount) return true;
+    const byShard = this.owners.get(electionId);
+    if (byShard === undefined) return false;
+    for (let shard = 0; shard < shardCount; shard++) if (byShard[shard] === undefined) return false;
+    this.routable.set(electionId, shardCount);
     return true;
   }
 
@@ -120,7 +134,7 @@ export class Router {
       return this.castHere(vote, reply, 'local');
     }
     const shard = vote.voterNumber % shardCount;
-    const owner = this.owners.get(shardKeyOf(vote.electionId, shard));
+    const owner = this.ownerOf(vote.electionId, shard);
     if (owner === this.options.nodeId) {
       // Ours by the map, not served yet (the old owner is still handing it over): ask again.
       if (!this.options.voteNode.isServing(vote.electionId, shard)) return this.done('local', this.notOwner, reply);
@@ -139,7 +153,7 @@ export class Router {
     const shardCount = this.options.shardCountOf(message.electionId);
     if (shardCount !== undefined) {
       const shard = message.voterNumber % shardCount;
-      if (this.owners.get(shardKeyOf(message.electionId, shard)) !== this.options.nodeId || !this.options.voteNode.isServing(message.electionId, shard)) {
+      if (this.ownerOf(message.electionId, shard) !== this.options.nodeId || !this.options.voteNode.isServing(message.electionId, shard)) {
         return this.done('received', this.notOwner, reply);
       }
     }
