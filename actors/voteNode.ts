@@ -179,7 +179,9 @@ export interface ShardTallies {
   readonly shard: number;
   readonly epoch: number;
   readonly counts: readonly number[];
-  /** Changes whenever the counts may have changed. */
+  /** Votes of the shard answered `accepted` and waiting in the spill queue: not in `counts` yet. */
+  readonly queuedVotes: number;
+  /** Changes whenever the counts or queuedVotes may have changed. */
   readonly changeMark: number;
 }
 
@@ -425,6 +427,8 @@ export function createVoteNode(deps: VoteNodeDeps): VoteNode {
           break;
       }
     }
+    // Only queue-related messages move the count; a CastVote (the hot path) never does.
+    if (msg.kind !== 'CastVote') cell.election.aggregate.setQueuedVotes(cell.key.shard, cell.state.queuedCount);
     if (msg.kind === 'BatchCommitted' && deps.onBatchCommitted !== undefined) reportCommitted(cell, msg);
     return appended;
   }
@@ -488,7 +492,8 @@ export function createVoteNode(deps: VoteNodeDeps): VoteNode {
   }
 
   function changeMark(state: ShardState): number {
-    return state.counters.rowsCommitted + state.counters.conflicts + state.counters.rowsReplayed;
+    // rowsQueued too: a vote entering the spill queue changes what results say is queued.
+    return state.counters.rowsCommitted + state.counters.conflicts + state.counters.rowsReplayed + state.counters.rowsQueued;
   }
 
   function requestSnapshot(cell: ShardCell, force: boolean): void {
@@ -841,7 +846,11 @@ export function createVoteNode(deps: VoteNodeDeps): VoteNode {
     }
     if (cell.ref !== null) stop(cell.ref);
     cell.ref = null;
-    if (election.shards[shard] === cell) election.shards[shard] = undefined;
+    if (election.shards[shard] === cell) {
+      election.shards[shard] = undefined;
+      // Its queued votes are its next owner's to report (it drains them before serving).
+      election.aggregate.setQueuedVotes(shard, 0);
+    }
     return true;
   }
 
@@ -849,7 +858,9 @@ export function createVoteNode(deps: VoteNodeDeps): VoteNode {
     const out: ShardTallies[] = [];
     for (const cell of elections.get(electionId)?.shards ?? []) {
       if (cell === undefined || cell.releasing) continue;
-      out.push({ shard: cell.key.shard, epoch: cell.state.epoch, counts: cell.state.committedTallies, changeMark: changeMark(cell.state) });
+      out.push({
+        shard: cell.key.shard, epoch: cell.state.epoch, counts: cell.state.committedTallies, queuedVotes: cell.state.queuedCount, changeMark: changeMark(cell.state),
+      });
     }
     return out;
   }
