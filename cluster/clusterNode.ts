@@ -19,6 +19,7 @@ import { createLinks, mountLinkServer, type Links } from './links.ts';
 import { Membership } from './membership.ts';
 import type { ClusterOperations, ClusterStore, ClusterView, ShardLeases } from './ports.ts';
 import type { TalliesChanged } from './protocol.ts';
+import { Replication, type ReplicaLag } from './replication.ts';
 import { ClusterResults } from './results.ts';
 import { Router } from './router.ts';
 import { ShardHost, type HostedElectionInfo } from './shardHost.ts';
@@ -86,6 +87,8 @@ export interface AdminClusterView {
   readonly shards: readonly {
     electionId: string; shard: number; ownerNodeId: string; epoch: number; leaseNodeId: string | null; mapVersion: number; pinned: boolean;
     replicaNodeIds: readonly string[];
+    /** Each replica's lag, as this node knows it (replication.ts ReplicaLag). */
+    replicas: readonly ReplicaLag[];
   }[];
 }
 
@@ -123,10 +126,13 @@ export async function createClusterNode(deps: ClusterNodeDeps): Promise<ClusterN
   const clusterPool = createPool(poolUrl(pool), 3, 'livevote-cluster', (error) => log.warn({ err: error }, 'idle cluster connection failed; the pool replaces it'));
   const store = deps.store ?? createPgClusterStore(clusterPool);
   const journal = createPgJournal({ pool, nodeId });
+  const snapshots = createPgSnapshotStore({ pool, nodeId });
+  let replication: Replication | undefined;
   const voteNode = createVoteNode({
     journal: deps.wrapJournal ? deps.wrapJournal(journal) : journal,
     spill: deps.spillQueue ? { queue: deps.spillQueue, store: journal } : undefined,
-    snapshots: createPgSnapshotStore({ pool, nodeId }),
+    snapshots,
+    onBatchCommitted: (batch) => replication?.streamer.onBatchCommitted(batch),
     storedVotes: createPgStoredVoteReader(pool),
     batchIds: await createPgBatchIdSource({ pool }),
     logger: deps.log.child({ component: 'vote-node' }),
@@ -174,8 +180,28 @@ export async function createClusterNode(deps: ClusterNodeDeps): Promise<ClusterN
     onEvent: (_from, event) => {
       if (event.t === 'tallies') results.applyTallies(event);
       else if (event.t === 'map') void membership.refreshView().catch(() => undefined);
+      else if (event.t === 'replicate' || event.t === 'replicas') replication?.onEvent(_from, event);
     },
   });
+
+  const peerByNodeId = new Map<string, { nodeId: string; url: string }>();
+  if ((settings.replicas ?? 0) > 0) {
+    replication = new Replication({
+      nodeId,
+      snapshots,
+      dimensions: (electionId) => deps.election(electionId),
+      log: deps.log.child({ component: 'replication' }),
+      metricsRegistry: deps.metricsRegistry,
+      send: (to, event) => {
+        const peer = peerByNodeId.get(to);
+        if (peer !== undefined) links.send(peer, event);
+      },
+      peers: () => peers.map((p) => p.nodeId),
+      ownerVotes: (electionId, shard) => results.shardVotes(electionId, shard),
+      // A live replica's counts stand for the shard until its owner's are known (never both: one entry per shard).
+      onReplicaCounts: (r) => results.applyTallies({ t: 'tallies', electionId: r.electionId, shard: r.shard, epoch: r.epoch, version: 0, counts: r.counts }),
+    });
+  }
 
   const shardHost = new ShardHost({
     nodeId,
@@ -187,6 +213,8 @@ export async function createClusterNode(deps: ClusterNodeDeps): Promise<ClusterN
     onChange: () => shardsServed.set(shardHost.heldShards().length),
     onLeasesLost: deps.onLeasesLost,
     mayTakeShards: () => membership !== undefined && membership.canServe(),
+    promotionBase: replication && ((electionId, shard, epoch) => replication!.promotionBase(electionId, shard, epoch)),
+    onRecovered: replication && ((recoveries) => replication!.recovered(recoveries)),
   });
 
   router = new Router({
@@ -213,6 +241,8 @@ export async function createClusterNode(deps: ClusterNodeDeps): Promise<ClusterN
   const onView = (view: ClusterView) => {
     clusterVersion.set(view.version);
     peers = view.nodes.filter((n) => n.status === 'alive' && n.nodeId !== nodeId).map((n) => ({ nodeId: n.nodeId, url: n.url }));
+    peerByNodeId.clear();
+    for (const peer of peers) peerByNodeId.set(peer.nodeId, peer);
     for (const node of view.nodes) if (node.status !== 'alive') links.forget(node.nodeId);
     viewChain = viewChain.then(async () => {
       if (view.electionsVersion !== electionsVersionLoaded) {
@@ -220,6 +250,7 @@ export async function createClusterNode(deps: ClusterNodeDeps): Promise<ClusterN
         electionsVersionLoaded = view.electionsVersion;
       }
       router.applyView(view);
+      replication?.applyView(view);
       // Not awaited: a reconcile waiting for a holder's release must see the next views (the
       // shard host keeps only the latest), not block the chain that would hand them over.
       if (started) void shardHost.apply(view);
@@ -318,6 +349,7 @@ export async function createClusterNode(deps: ClusterNodeDeps): Promise<ClusterN
       started = true;
       shardHost.start();
       results.start();
+      replication?.start();
       await membership.start();
       await viewChain;
       const deadlineMs = Date.now() + readyWaitMs;
@@ -346,6 +378,7 @@ export async function createClusterNode(deps: ClusterNodeDeps): Promise<ClusterN
         shards: view.shards.map((s) => ({
           electionId: s.electionId, shard: s.shard, ownerNodeId: s.ownerNodeId, epoch: s.epoch, leaseNodeId: s.leaseNodeId, mapVersion: s.mapVersion,
           pinned: s.pinned, replicaNodeIds: s.replicaNodeIds,
+          replicas: replication?.lagOf(s.electionId, s.shard, s.replicaNodeIds) ?? [],
         })),
       };
     },
@@ -353,6 +386,7 @@ export async function createClusterNode(deps: ClusterNodeDeps): Promise<ClusterN
     async stop() {
       await handOff();
       if (started) results.stop();
+      replication?.stop();
       await links.close();
       await voteNode.close();
       await endPool(clusterPool);
