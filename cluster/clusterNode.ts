@@ -35,6 +35,8 @@ export interface ClusterSettings {
   readonly autoBalance: boolean;
   /** How long the router keeps retrying a vote whose shard is between owners. */
   readonly routeRetryMs: number;
+  /** Warm replicas per shard (LIVEVOTE_REPLICAS); unset or 0: none. */
+  readonly replicas?: number;
 }
 
 export interface ClusterLog {
@@ -87,6 +89,7 @@ export interface AdminClusterView {
   }[];
   readonly shards: readonly {
     electionId: string; shard: number; ownerNodeId: string; epoch: number; leaseNodeId: string | null; mapVersion: number; pinned: boolean;
+    replicaNodeIds: readonly string[];
   }[];
 }
 
@@ -247,6 +250,7 @@ export async function createClusterNode(deps: ClusterNodeDeps): Promise<ClusterN
     deadAfterMs: settings.deadAfterMs,
     movesInFlightMax: settings.movesInFlightMax,
     autoBalance: settings.autoBalance,
+    replicasPerShard: settings.replicas ?? 0,
     log,
     mayDeclareDeaths: () => membership.mayDeclareDeaths(),
     onMapWritten: (version) => {
@@ -361,7 +365,7 @@ export async function createClusterNode(deps: ClusterNodeDeps): Promise<ClusterN
         })),
         shards: view.shards.map((s) => ({
           electionId: s.electionId, shard: s.shard, ownerNodeId: s.ownerNodeId, epoch: s.epoch, leaseNodeId: s.leaseNodeId, mapVersion: s.mapVersion,
-          pinned: s.pinned,
+          pinned: s.pinned, replicaNodeIds: s.replicaNodeIds,
         })),
       };
     },

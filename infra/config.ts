@@ -92,6 +92,7 @@ const envSchema = z.object({
   LIVEVOTE_FORWARD_IN_FLIGHT_MAX: intFromEnv(1, 1_000_000).default(10_000),
   LIVEVOTE_LEASE_TTL_MS: intFromEnv(1000, 600_000).default(6000),
   LIVEVOTE_AUTO_BALANCE: z.enum(['on', 'off']).default('on'),
+  LIVEVOTE_REPLICAS: intFromEnv(0, 4).default(1),
   LIVEVOTE_ROUTE_RETRY_MS: intFromEnv(0, 60_000).default(3000),
   LIVEVOTE_FLUSH_INTERVAL_MS: intFromEnv(1, 1000).default(4),
   LIVEVOTE_BATCH_ROWS_MAX: intFromEnv(1, 100_000).default(4000),
@@ -180,6 +181,8 @@ export interface Config {
     readonly autoBalance: boolean;
     /** A vote whose shard is between owners is retried inside the cluster this long before 503. */
     readonly routeRetryMs: number;
+    /** Warm replicas per shard, placed in other AZs than the owner's (0: none, cold failover only). */
+    readonly replicas: number;
   };
   /** CAPTCHA on registration: off, always, or when a fraud rule flags the attempt. */
   readonly registerCaptchaPolicy: 'off' | 'always' | 'on_risk';
@@ -332,6 +335,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       leaseTtlMs: e.LIVEVOTE_LEASE_TTL_MS,
       autoBalance: e.LIVEVOTE_AUTO_BALANCE === 'on',
       routeRetryMs: e.LIVEVOTE_ROUTE_RETRY_MS,
+      replicas: e.LIVEVOTE_REPLICAS,
     },
     registerCaptchaPolicy: e.LIVEVOTE_CAPTCHA_REGISTER_POLICY,
     abuse: {
