@@ -101,6 +101,7 @@ const envSchema = z.object({
   LIVEVOTE_SPILL_QUEUE: z.enum(['file', 'sqs', 'off']).default('file'),
   LIVEVOTE_SPILL_AFTER_MS: intFromEnv(1, 60_000).optional(),
   LIVEVOTE_SPILL_DIR: z.string().min(1).optional(),
+  LIVEVOTE_SPILL_FILE_IN_CLUSTER: z.enum(['refuse', 'allow']).default('refuse'),
   LIVEVOTE_SQS_QUEUE_URL: z.url('must be a URL').optional(),
   LIVEVOTE_SQS_DEAD_LETTER_QUEUE_URL: z.url('must be a URL').optional(),
   LIVEVOTE_PENDING_VOTES_MAX: intFromEnv(1, 1_000_000).default(20_000),
@@ -250,6 +251,12 @@ export interface SpillConfig {
   readonly dir: string;
   readonly sqsQueueUrl: string | undefined;
   readonly sqsDeadLetterQueueUrl: string | undefined;
+  /**
+   * The file queue with other live members (cluster/spillGuard.ts): `refuse` (the default) stops
+   * this node from starting into such a cluster, and stops it spilling while peers are alive;
+   * `allow` accepts that a dead node's queued votes wait until it serves their shards again.
+   */
+  readonly fileInCluster: 'refuse' | 'allow';
 }
 
 export class ConfigError extends Error {
@@ -313,6 +320,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
         : path.resolve(e.LIVEVOTE_SPILL_DIR),
       sqsQueueUrl: e.LIVEVOTE_SQS_QUEUE_URL,
       sqsDeadLetterQueueUrl: e.LIVEVOTE_SQS_DEAD_LETTER_QUEUE_URL,
+      fileInCluster: e.LIVEVOTE_SPILL_FILE_IN_CLUSTER,
     },
     pendingVotesMax: e.LIVEVOTE_PENDING_VOTES_MAX,
     snapshotIntervalMs: e.LIVEVOTE_SNAPSHOT_INTERVAL_MS,
