@@ -135,6 +135,17 @@ export interface HostShardsRequest {
   readonly closed?: boolean;
 }
 
+/** How a shard's release went: where a hand-off's time goes (cluster/shardHost.ts logs it). */
+export interface ShardRelease {
+  /** Refusing new votes → every admitted vote resolved (committed, refused or given up). */
+  readonly backlogMs: number;
+  /** False: closeTimeoutMs passed first; late outcomes are ignored. */
+  readonly backlogResolved: boolean;
+  /** The final snapshot's write (0 when none was written). */
+  readonly snapshotMs: number;
+  readonly snapshotWritten: boolean;
+}
+
 /** Committed counts of one hosted shard, what its owner publishes to the other nodes. */
 export interface ShardTallies {
   readonly shard: number;
@@ -207,9 +218,9 @@ export interface VoteNode {
   /**
    * Stops serving one shard: new votes for it get unavailable(shard_moving), its pending votes
    * resolve (up to closeTimeoutMs), a final snapshot is written unless its lease was lost, and the
-   * shard is dropped. Resolves false when it was not hosted.
+   * shard is dropped. Resolves undefined when it was not hosted.
    */
-  releaseShard(electionId: string, shard: number): Promise<boolean>;
+  releaseShard(electionId: string, shard: number): Promise<ShardRelease | undefined>;
   /** The hosted shards of an election and their committed counts. */
   shardTallies(electionId: string): ShardTallies[];
   /** Hosted and taking votes (not released, lease not lost). */
@@ -720,12 +731,13 @@ export function createVoteNode(deps: VoteNodeDeps): VoteNode {
     }
   }
 
-  async function releaseShard(electionId: string, shard: number): Promise<boolean> {
+  async function releaseShard(electionId: string, shard: number): Promise<ShardRelease | undefined> {
     const election = elections.get(electionId);
     const cell = election?.shards[shard];
-    if (election === undefined || cell === undefined || cell.releasing) return false;
+    if (election === undefined || cell === undefined || cell.releasing) return undefined;
     cell.releasing = true;
-    const deadlineMs = Date.now() + config.closeTimeoutMs;
+    const startedMs = Date.now();
+    const deadlineMs = startedMs + config.closeTimeoutMs;
     const idle = () => cell.inMailbox === 0 && shardBacklog(cell.state) === 0;
     const drained = await waitUntil(() => {
       if (idle()) return true;
@@ -733,14 +745,17 @@ export function createVoteNode(deps: VoteNodeDeps): VoteNode {
       return false;
     }, deadlineMs);
     if (!drained) logger.warn({ shard: cell.key, backlog: shardBacklog(cell.state) }, 'shard released before its backlog resolved; late outcomes are ignored');
+    const drainedMs = Date.now();
+    let snapshotWritten = false;
     if (!cell.state.leaseLost && cell.ref !== null) {
       requestSnapshot(cell, false);
+      snapshotWritten = cell.snapshotInProgress;
       await waitUntil(() => !cell.snapshotInProgress, deadlineMs + 1_000);
     }
     if (cell.ref !== null) stop(cell.ref);
     cell.ref = null;
     if (election.shards[shard] === cell) election.shards[shard] = undefined;
-    return true;
+    return { backlogMs: drainedMs - startedMs, backlogResolved: drained, snapshotMs: Date.now() - drainedMs, snapshotWritten };
   }
 
   function shardTallies(electionId: string): ShardTallies[] {

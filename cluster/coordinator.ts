@@ -105,7 +105,9 @@ export function createCoordinator(options: CoordinatorOptions): { round(): Promi
       if (assignments.length > 0) {
         const version = await store.assignShards(nodeId, assignments);
         if (version === null) return;
-        log.info({ version, assigned: assignments.length, moves: moves.length, handOffsUnderWay: underWay }, 'shard map written');
+        log.info({
+          version, assigned: assignments.length, moves: moves.map((m) => `${m.electionId}/${m.shard}→${m.ownerNodeId}`), handOffsUnderWay: underWay, writtenAtMs: Date.now(),
+        }, 'shard map written');
         options.onMapWritten?.(version, assignments);
       }
 

@@ -44,6 +44,8 @@ export class ShardHost {
   /** Leases held, by election, shard → epoch. */
   private readonly held = new Map<string, Map<number, number>>();
   private latestView: ClusterView | undefined;
+  /** When the map first named this node for a shard it does not hold yet (hand-off timelines). */
+  private readonly wantedSinceMs = new Map<string, number>();
   private reconciling: Promise<void> | undefined;
   private again = false;
   private renewTimer: NodeJS.Timeout | undefined;
@@ -139,12 +141,14 @@ export class ShardHost {
       list.push(row);
     }
 
+    for (const key of this.wantedSinceMs.keys()) if (ownerByKey.get(key) !== nodeId) this.wantedSinceMs.delete(key);
+
     // Shards to give up: the map moved them, or their lease was lost (fenced).
     for (const [electionId, shards] of [...this.held]) {
       for (const shard of [...shards.keys()]) {
         const moved = ownerByKey.get(shardKeyOf(electionId, shard)) !== nodeId;
         const fenced = !voteNode.isServing(electionId, shard);
-        if (moved || fenced) await this.releaseOne(electionId, shard, { leaseLost: !moved && fenced });
+        if (moved || fenced) await this.releaseOne(electionId, shard, { leaseLost: !moved && fenced, toNodeId: ownerByKey.get(shardKeyOf(electionId, shard)) });
       }
     }
 
@@ -164,10 +168,13 @@ export class ShardHost {
           (alive.has(row.leaseNodeId) || leftNodes.has(row.leaseNodeId));
         (holderLive ? waitForHolder : takeAny).push(row.shard);
       }
+      for (const shard of wanted) if (!this.wantedSinceMs.has(shardKeyOf(electionId, shard.shard))) this.wantedSinceMs.set(shardKeyOf(electionId, shard.shard), Date.now());
+      const acquireStartedMs = Date.now();
       const acquired: HeldShardLease[] = [
         ...(await this.options.leases.acquire(electionId, takeAny, 'any')),
         ...(await this.options.leases.acquire(electionId, waitForHolder, 'expired-or-own')),
       ];
+      const acquiredAtMs = Date.now();
       if (acquired.length === 0) {
         if (waitForHolder.length > 0) this.again = true; // the old owner is draining: look again soon
         continue;
@@ -185,8 +192,16 @@ export class ShardHost {
         await this.options.leases.release(electionId, acquired).catch(() => undefined);
         throw error;
       }
+      // The new owner's half of a hand-off's timeline: since the map named this node (wantedSinceMs),
+      // the last lease attempt, recovery (snapshot + tail), serving.
+      const servedAtMs = Date.now();
+      const wantedSince = acquired.map((l) => this.wantedSinceMs.get(shardKeyOf(electionId, l.shard)) ?? acquireStartedMs);
+      for (const lease of acquired) this.wantedSinceMs.delete(shardKeyOf(electionId, lease.shard));
       this.options.log.info(
-        { electionId, shards: acquired.map((l) => l.shard), epochs: acquired.map((l) => l.epoch), recoveryMs: Date.now() - started },
+        {
+          electionId, shards: acquired.map((l) => l.shard), epochs: acquired.map((l) => l.epoch), wantedSinceMs: wantedSince,
+          acquireMs: acquiredAtMs - acquireStartedMs, acquiredAtMs, recoveryMs: servedAtMs - started, servedAtMs,
+        },
         'shards taken over and served',
       );
       this.options.onChange?.();
@@ -196,15 +211,23 @@ export class ShardHost {
     if (this.again) await new Promise((resolve) => setTimeout(resolve, 10));
   }
 
-  private async releaseOne(electionId: string, shard: number, options: { leaseLost?: boolean } = {}): Promise<void> {
+  private async releaseOne(electionId: string, shard: number, options: { leaseLost?: boolean; toNodeId?: string } = {}): Promise<void> {
     const shards = this.held.get(electionId);
     const epoch = shards?.get(shard);
     if (shards === undefined || epoch === undefined) return;
-    await this.options.voteNode.releaseShard(electionId, shard);
+    const stoppedAdmittingAtMs = Date.now();
+    const release = await this.options.voteNode.releaseShard(electionId, shard);
     shards.delete(shard);
     if (shards.size === 0) this.held.delete(electionId);
+    const leaseReleaseStartedMs = Date.now();
     if (!options.leaseLost) await this.options.leases.release(electionId, [{ shard, epoch }]).catch(() => undefined);
-    this.options.log.info({ electionId, shard, epoch, leaseLost: options.leaseLost ?? false }, 'shard released');
+    const releasedAtMs = Date.now();
+    // The old owner's half of a hand-off's timeline (bench/moves.ts joins it with the new owner's).
+    this.options.log.info({
+      electionId, shard, epoch, leaseLost: options.leaseLost ?? false, toNodeId: options.toNodeId,
+      stoppedAdmittingAtMs, backlogMs: release?.backlogMs, snapshotMs: release?.snapshotMs, snapshotWritten: release?.snapshotWritten,
+      leaseReleaseMs: releasedAtMs - leaseReleaseStartedMs, releasedAtMs,
+    }, 'shard released');
     this.options.onChange?.();
   }
 
