@@ -60,6 +60,13 @@ export interface VoteNodeConfig extends CommitterConfig {
   readonly retryAfterMs: number;
   /** How often each changed shard writes a snapshot. */
   readonly snapshotIntervalMs: number;
+  /**
+   * A released shard (hand-off) writes a final snapshot only when more rows than this changed it
+   * since its last one: a shorter tail the next owner reads from the journal faster than this
+   * node would write the snapshot, and the snapshot's transaction would sit in the shard's pause.
+   * The next owner writes one as soon as it serves (a recovery that replayed rows snapshots).
+   */
+  readonly releaseSnapshotTailRowsMin: number;
   /** How often changed results are handed to onResultsChanged listeners. */
   readonly resultsPublishIntervalMs: number;
   /** close() waits this long for pending votes to resolve before giving up on them. */
@@ -84,6 +91,7 @@ export const voteNodeConfigDefault: VoteNodeConfig = {
   shardMailboxCastsMax: 20_000,
   retryAfterMs: 1_000,
   snapshotIntervalMs: 30_000,
+  releaseSnapshotTailRowsMin: 20_000,
   resultsPublishIntervalMs: 100,
   closeTimeoutMs: 10_000,
   batchIdTimeoutMs: 2_000,
@@ -217,8 +225,8 @@ export interface VoteNode {
   hostShards(request: HostShardsRequest): Promise<void>;
   /**
    * Stops serving one shard: new votes for it get unavailable(shard_moving), its pending votes
-   * resolve (up to closeTimeoutMs), a final snapshot is written unless its lease was lost, and the
-   * shard is dropped. Resolves undefined when it was not hosted.
+   * resolve (up to closeTimeoutMs), a final snapshot is written if the tail since the last one is
+   * long (releaseSnapshotTailRowsMin) and the lease was not lost, and the shard is dropped. Resolves undefined when it was not hosted.
    */
   releaseShard(electionId: string, shard: number): Promise<ShardRelease | undefined>;
   /** The hosted shards of an election and their committed counts. */
@@ -721,6 +729,9 @@ export function createVoteNode(deps: VoteNodeDeps): VoteNode {
         );
         cellElection.shards[state.key.shard] = cell;
         if (cellElection.closed) send(cell, { kind: 'CloseElection' });
+        // The previous owner may have left its tail unsnapshotted (releaseSnapshotTailRowsMin):
+        // snapshot now, after serving, so the next recovery reads little.
+        if (state.counters.rowsReplayed > 0) requestSnapshot(cell, true);
       }
       logger.info(
         { electionId, shards: request.shards.map((s) => s.shard), committedVotes: cellElection.aggregate.results().total },
@@ -747,7 +758,8 @@ export function createVoteNode(deps: VoteNodeDeps): VoteNode {
     if (!drained) logger.warn({ shard: cell.key, backlog: shardBacklog(cell.state) }, 'shard released before its backlog resolved; late outcomes are ignored');
     const drainedMs = Date.now();
     let snapshotWritten = false;
-    if (!cell.state.leaseLost && cell.ref !== null) {
+    const tailRows = changeMark(cell.state) - cell.snapshotMark;
+    if (!cell.state.leaseLost && cell.ref !== null && (cell.snapshotMark < 0 || tailRows > config.releaseSnapshotTailRowsMin)) {
       requestSnapshot(cell, false);
       snapshotWritten = cell.snapshotInProgress;
       await waitUntil(() => !cell.snapshotInProgress, deadlineMs + 1_000);

@@ -7,8 +7,9 @@
 // ever get 200. Writes bench/MOVES.md and bench/out/moves.json.
 //
 //   node --import tsx bench/moves.ts        (about 2-4 minutes on 2 cores)
-//   BENCH_MOVES_BASELINE=bench/moves-baseline.json node --import tsx bench/moves.ts
-//       also puts an earlier run's figures (its moves.json, kept) beside this run's, phase by phase
+//   BENCH_MOVES_BASELINE=<an earlier run's moves.json> node --import tsx bench/moves.ts
+//       also puts that run's figures beside this run's, phase by phase (A/B: run the other build
+//       first with BENCH_LIVEVOTE_DIST=<its dist> BENCH_BUILT_FROM=<its commit>, keep its json)
 import { execFileSync } from 'node:child_process';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import os from 'node:os';
@@ -71,8 +72,17 @@ interface Answers {
   latencyMs: number[];
 }
 
+/** What the nodes run: this checkout (built now), or BENCH_LIVEVOTE_DIST's build of BENCH_BUILT_FROM. */
+function builtFrom(): string {
+  if (process.env.BENCH_LIVEVOTE_DIST) return `${process.env.BENCH_BUILT_FROM ?? 'an unnamed build'} (${process.env.BENCH_LIVEVOTE_DIST})`;
+  const commit = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: benchDir }).toString().trim();
+  const changed = execFileSync('git', ['status', '--porcelain', '--untracked-files=no'], { cwd: benchDir }).toString().trim();
+  return changed === '' ? commit : `${commit} with uncommitted changes`;
+}
+
 async function main(): Promise<number> {
   const startedMs = Date.now();
+  const build = builtFrom();
   // Failure detection is not what is measured here: on this saturated 2-core box a heartbeat can
   // be stored later than the 1.5 s default, and a false death would turn a move into a failover.
   const cluster = await startBenchCluster({ LIVEVOTE_AUTO_BALANCE: 'off', LIVEVOTE_DEAD_AFTER_MS: '5000' });
@@ -186,9 +196,8 @@ async function main(): Promise<number> {
     const latency = percentiles(answers.latencyMs);
     const result = {
       generatedAt: new Date().toISOString(),
-      command: 'node --import tsx bench/moves.ts',
-      commit: execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: benchDir }).toString().trim(),
-      changedFiles: execFileSync('git', ['status', '--porcelain', '--untracked-files=no'], { cwd: benchDir }).toString().trim().split('\n').filter(Boolean).length,
+      command: [...Object.entries(process.env).filter(([k]) => k.startsWith('BENCH_')).map(([k, v]) => `${k}='${v}'`), 'node --import tsx bench/moves.ts'].join(' '),
+      builtFrom: build,
       machine: { cores: os.availableParallelism(), node: process.version, loadAverageAtStart: os.loadavg().map((v) => Math.round(v * 100) / 100) },
       moves: moveCount,
       pauseMs: pause,
@@ -207,7 +216,7 @@ async function main(): Promise<number> {
     const f = (v: number) => (Number.isFinite(v) ? v.toFixed(1) : '—');
     await writeFile(path.join(benchDir, 'MOVES.md'), `# Shard moves under load
 
-Written by \`${result.command}\` on ${result.generatedAt} (${result.machine.cores} cores, Node ${result.machine.node}, load average at start ${result.machine.loadAverageAtStart.join(' ')}); do not edit, rerun.
+Written by \`${result.command}\` on ${result.generatedAt}, livevote ${result.builtFrom} (${result.machine.cores} cores, Node ${result.machine.node}, load average at start ${result.machine.loadAverageAtStart.join(' ')}); do not edit, rerun.
 
 Three node processes of the compiled build (\`LIVEVOTE_DEAD_AFTER_MS=5000\`, so that a heartbeat stored late on this saturated box is not a false death), one embedded Postgres, an election of ${shardCount} shards, ${workers} concurrent voters sending fresh votes through every node; ${moveCount} moves of one shard each, one at a time, then a drain of node-3.
 
@@ -226,7 +235,7 @@ ${phaseNames.map((name) => {
   return `| ${phaseLabels[name]} | ${f(p.p50)} ms | ${f(p.p99)} ms | ${f(p.max)} ms |`;
 }).join('\n')}
 
-${baseline === undefined ? '' : `Beside the baseline (\`${baselinePath}\`: commit ${baseline.commit}${baseline.changedFiles > 0 ? ' with uncommitted changes' : ''}, ${baseline.generatedAt}, load average at start ${baseline.machine.loadAverageAtStart.join(' ')}; same command, same machine):
+${baseline === undefined ? '' : `Beside the baseline (\`${baselinePath}\`: livevote ${baseline.builtFrom}, ${baseline.generatedAt}, load average at start ${baseline.machine.loadAverageAtStart.join(' ')}; same command, same machine):
 
 | | baseline p50 | baseline p99 | this run p50 | this run p99 |
 |---|---|---|---|---|

@@ -208,6 +208,7 @@ const nodeConfig: fc.Arbitrary<Partial<VoteNodeConfig>> = fc
     shardPendingVotesMax: fc.integer({ min: 1, max: 8 }),
     shardMailboxCastsMax: fc.integer({ min: 1, max: 16 }),
     snapshotIntervalMs: fc.integer({ min: 10, max: 300 }),
+    releaseSnapshotTailRowsMin: fc.constantFrom(0, 3, 20_000),
   })
   .map(({ bufferSlack, ...config }) => ({
     ...config,

@@ -333,6 +333,8 @@ export class World {
       leaseTtlMs: timings.leaseTtlMs,
       log: silent,
       mayTakeShards: () => membership !== undefined && membership.canServe(),
+      onChange: () => router.shardsChanged(),
+      onReleased: (toNodeId, released) => this.sendReleased(process, toNodeId, released),
     });
     const world = this;
     const router = new Router({
@@ -673,6 +675,18 @@ export class World {
         to.cluster!.results.applyTallies(event);
       })();
     }
+  }
+
+  /** The `released` hint of a hand-off, to the new owner's live process (lost if either died). */
+  private sendReleased(from: SimProcess, toNodeId: string, released: { electionId: string; shard: number; epoch: number }): void {
+    const to = [...this.processes].reverse().find((p) => p.nodeId === toNodeId && p.status !== 'dead' && p.cluster !== null);
+    if (to === undefined) return;
+    void (async () => {
+      await this.ioOpen(from);
+      await this.work.schedule(`${from.id} tells ${to.id} it released ${released.electionId}/${released.shard} (epoch ${released.epoch})`);
+      if (isDead(from) || isDead(to) || to.isolated) return;
+      to.cluster!.shardHost.holderReleased();
+    })();
   }
 
   private sendMapChanged(from: SimProcess, to: SimProcess): void {
