@@ -545,12 +545,12 @@ export class World {
    * Cluster mode: an operator's request (issue 13) — move one shard to the `to`-th node, drain a
    * node, balance — recorded in the store as the API does; the coordinator carries it out.
    */
-  async operate(kind: 'move' | 'drain' | 'balance', election: number, shard: number, node: number): Promise<void> {
+  async operate(kind: 'move' | 'drain' | 'undrain' | 'balance', election: number, shard: number, node: number): Promise<void> {
     if (this.mode !== 'cluster' || this.elections.length === 0) return;
     const e = this.elections[election % this.elections.length]!;
     const nodeId = `n${node % this.config.nodeCount}`;
     const request =
-      kind === 'move' ? { kind, electionId: e.electionId, shard: shard % e.shardCount, toNodeId: nodeId } : kind === 'drain' ? { kind, nodeId } : { kind };
+      kind === 'move' ? { kind, electionId: e.electionId, shard: shard % e.shardCount, toNodeId: nodeId } : kind === 'drain' || kind === 'undrain' ? { kind, nodeId } : { kind };
     try {
       const op = await this.clusterState.store().requestOperation(request);
       this.note(`operator asks ${JSON.stringify(request)}: operation ${op.operationId}`);
