@@ -10,6 +10,11 @@
 //   dispatched: per-shard queued casts, and the committer's buffer bound (`canAdmit`).
 // - Replies are callbacks held in one Map keyed by request id: no promise per vote, and the
 //   only allocations on the hot path are the message, the row and the pending entry.
+// - Casts to one shard that follow each other go to its actor as ONE message (CastVotes): nact
+//   runs each message in a setImmediate of its own with a fresh context, so the actor's cost is
+//   paid once per such run of casts, not once per vote. A cast joins the run dispatched last to
+//   its shard only while no other message was dispatched to that shard after it, and only
+//   until the actor starts on it: the shard sees every message in the order it was sent.
 
 import { randomFillSync } from 'node:crypto';
 import { dispatch, spawn, start, stop, type Ref } from 'nact';
@@ -42,8 +47,10 @@ import {
 } from './ports.ts';
 import {
   createShardState,
+  safeWatermarkBatchId,
   shardBacklog,
   stepShard,
+  type CastVote,
   type ShardCounters,
   type ShardEffect,
   type ShardMsg,
@@ -119,6 +126,12 @@ export interface VoteNodeDeps {
   readonly spill?: { readonly queue: SpillQueue; readonly store: SpilledBatchStore };
   readonly config?: Partial<VoteNodeConfig>;
   readonly logger?: VoteNodeLogger;
+  /**
+   * Called after a shard counted a committed batch (live or drained), in the shard's order: the
+   * stored rows (conflicts left out) and the shard's safe watermark. The cluster streams it to the
+   * shard's replicas (cluster/replication.ts). Must not throw or block.
+   */
+  readonly onBatchCommitted?: (batch: CommittedShardBatch) => void;
   /** Wall clock in ms; injectable for tests. */
   readonly now?: () => number;
   readonly newVoteId?: () => string;
@@ -132,13 +145,39 @@ export interface OpenElectionRequest {
   readonly epochs: readonly number[];
 }
 
+/** One shard's committed batch as its replicas receive it (VoteNodeDeps.onBatchCommitted). */
+export interface CommittedShardBatch {
+  readonly key: ShardKey;
+  readonly epoch: number;
+  readonly batchId: number;
+  /** Stored rows of this shard, as parallel arrays. */
+  readonly voterNumbers: readonly number[];
+  readonly candidateIndexes: readonly number[];
+  /** safeWatermarkBatchId after this batch (actors/shard.ts). */
+  readonly watermarkBatchId: number;
+}
+
+/** How one shard was recovered (hostShards' answer): from where, and how much Postgres tail it read. */
+export interface ShardRecovery {
+  readonly shard: number;
+  /** `replica`: this node's warm replica state; `snapshot`: the latest stored snapshot; `empty`: none. */
+  readonly source: 'replica' | 'snapshot' | 'empty';
+  readonly watermarkBatchId: number;
+  /** Stored votes read after the watermark. */
+  readonly tailRows: number;
+}
+
 /** Some shards of an election, for a node that owns only those (the cluster's shard host). */
 export interface HostShardsRequest {
   readonly electionId: string;
   readonly shardCount: number;
   readonly candidateCount: number;
-  /** The shards to recover and serve, each with the lease epoch this node holds. */
-  readonly shards: readonly { readonly shard: number; readonly epoch: number }[];
+  /**
+   * The shards to recover and serve, each with the lease epoch this node holds, and optionally a
+   * base to recover from instead of the latest stored snapshot (a warm replica's state, valid as
+   * a snapshot: committed votes only, with a safe watermark).
+   */
+  readonly shards: readonly { readonly shard: number; readonly epoch: number; readonly base?: ShardSnapshot }[];
   /** The election is closed: the shards answer retries only. */
   readonly closed?: boolean;
 }
@@ -159,7 +198,9 @@ export interface ShardTallies {
   readonly shard: number;
   readonly epoch: number;
   readonly counts: readonly number[];
-  /** Changes whenever the counts may have changed. */
+  /** Votes of the shard answered `accepted` and waiting in the spill queue: not in `counts` yet. */
+  readonly queuedVotes: number;
+  /** Changes whenever the counts or queuedVotes may have changed. */
   readonly changeMark: number;
 }
 
@@ -222,7 +263,7 @@ export interface VoteNode {
   /** Restores every shard (latest snapshot + stored votes after its watermark), then accepts votes. */
   openElection(request: OpenElectionRequest): Promise<void>;
   /** Restores the listed shards (as openElection does) and serves them; other shards stay away. */
-  hostShards(request: HostShardsRequest): Promise<void>;
+  hostShards(request: HostShardsRequest): Promise<readonly ShardRecovery[]>;
   /**
    * Stops serving one shard: new votes for it get unavailable(shard_moving), its pending votes
    * resolve (up to closeTimeoutMs), a final snapshot is written if the tail since the last one is
@@ -255,11 +296,22 @@ export interface VoteNode {
   close(): Promise<void>;
 }
 
+/** Consecutive casts to one shard, handled in one actor turn, in order. */
+interface CastVotes {
+  readonly kind: 'CastVotes';
+  readonly casts: CastVote[];
+}
+
+/** What a shard's actor receives: the shard's own messages, and runs of casts. */
+type ShardActorMsg = ShardMsg | CastVotes;
+
 interface ShardCell {
   readonly key: ShardKey;
   readonly state: ShardState;
   readonly election: ElectionCell;
-  ref: Ref<ShardMsg> | null;
+  ref: Ref<ShardActorMsg> | null;
+  /** The casts of the CastVotes message dispatched last, while a cast may still join it. */
+  openCasts: CastVote[] | null;
   /** releaseShard was called: votes are refused, the shard goes once its backlog is resolved. */
   releasing: boolean;
   queuedCasts: number;
@@ -320,16 +372,45 @@ export function createVoteNode(deps: VoteNodeDeps): VoteNode {
 
   function send(cell: ShardCell, msg: ShardMsg): void {
     if (cell.ref === null) return;
+    // A cast after this message must not overtake it: the next cast starts a new run.
+    cell.openCasts = null;
     cell.inMailbox++;
     dispatch(cell.ref, msg);
   }
 
-  function handleShardMsg(cell: ShardCell, msg: ShardMsg): void {
-    cell.inMailbox--;
-    if (msg.kind === 'CastVote') {
-      cell.queuedCasts--;
-      castsInTransit--;
+  function sendCast(cell: ShardCell, msg: CastVote): void {
+    if (cell.openCasts !== null) {
+      cell.openCasts.push(msg);
+      return;
     }
+    const casts = [msg];
+    cell.openCasts = casts;
+    cell.inMailbox++;
+    dispatch(cell.ref!, { kind: 'CastVotes', casts });
+  }
+
+  function handleShardMsg(cell: ShardCell, msg: ShardActorMsg): void {
+    cell.inMailbox--;
+    if (msg.kind !== 'CastVotes') {
+      const appended = stepShardMsg(cell, msg, null);
+      if (appended !== null) runCommitter({ kind: 'RowsAppended', rows: appended, nowMs: now() });
+      return;
+    }
+    const casts = msg.casts;
+    if (cell.openCasts === casts) cell.openCasts = null;
+    cell.queuedCasts -= casts.length;
+    castsInTransit -= casts.length;
+    let appended: AppendedRow[] | null = null;
+    try {
+      for (let i = 0; i < casts.length; i++) appended = stepShardMsg(cell, casts[i]!, appended);
+    } finally {
+      // One hand-over for the whole run; also the rows of the casts before one that threw.
+      if (appended !== null) runCommitter({ kind: 'RowsAppended', rows: appended, nowMs: now() });
+    }
+  }
+
+  /** Steps the shard and carries out the effects; rows for the journal are added to `appended`. */
+  function stepShardMsg(cell: ShardCell, msg: ShardMsg, appended: AppendedRow[] | null): AppendedRow[] | null {
     let effects: ShardEffect[];
     try {
       effects = stepShard(cell.state, msg);
@@ -339,9 +420,9 @@ export function createVoteNode(deps: VoteNodeDeps): VoteNode {
       logger.error({ err: error, shard: cell.key, msgKind: msg.kind }, 'shard invariant violated; shard stopped');
       cell.ref = null;
       cell.inMailbox = 0;
+      cell.openCasts = null;
       throw error;
     }
-    let appended: AppendedRow[] | null = null;
     for (const effect of effects) {
       switch (effect.kind) {
         case 'Reply':
@@ -365,7 +446,30 @@ export function createVoteNode(deps: VoteNodeDeps): VoteNode {
           break;
       }
     }
-    if (appended !== null) runCommitter({ kind: 'RowsAppended', rows: appended, nowMs: now() });
+    // Only queue-related messages move the count; a CastVote (the hot path) never does.
+    if (msg.kind !== 'CastVote') cell.election.aggregate.setQueuedVotes(cell.key.shard, cell.state.queuedCount);
+    if (msg.kind === 'BatchCommitted' && deps.onBatchCommitted !== undefined) reportCommitted(cell, msg);
+    return appended;
+  }
+
+  function reportCommitted(cell: ShardCell, msg: Extract<ShardMsg, { kind: 'BatchCommitted' }>): void {
+    const conflicts = msg.conflictVoterNumbers.length === 0 ? null : new Set(msg.conflictVoterNumbers);
+    const voterNumbers: number[] = [];
+    const candidateIndexes: number[] = [];
+    for (const row of msg.rows) {
+      if (conflicts !== null && conflicts.has(row.voterNumber)) continue;
+      voterNumbers.push(row.voterNumber);
+      candidateIndexes.push(row.candidateIndex);
+    }
+    if (voterNumbers.length === 0) return;
+    try {
+      deps.onBatchCommitted!({
+        key: cell.key, epoch: cell.state.epoch, batchId: msg.batchId, voterNumbers, candidateIndexes,
+        watermarkBatchId: safeWatermarkBatchId(cell.state, batchIds.lastAssigned()),
+      });
+    } catch (error) {
+      logger.error({ err: error, shard: cell.key }, 'onBatchCommitted listener threw');
+    }
   }
 
   function deliverReply(requestId: number, outcome: VoteOutcome): void {
@@ -407,7 +511,8 @@ export function createVoteNode(deps: VoteNodeDeps): VoteNode {
   }
 
   function changeMark(state: ShardState): number {
-    return state.counters.rowsCommitted + state.counters.conflicts + state.counters.rowsReplayed;
+    // rowsQueued too: a vote entering the spill queue changes what results say is queued.
+    return state.counters.rowsCommitted + state.counters.conflicts + state.counters.rowsReplayed + state.counters.rowsQueued;
   }
 
   function requestSnapshot(cell: ShardCell, force: boolean): void {
@@ -674,7 +779,7 @@ export function createVoteNode(deps: VoteNodeDeps): VoteNode {
     await hostShards({ ...request, shards: epochs.map((epoch, shard) => ({ shard, epoch })) });
   }
 
-  async function hostShards(request: HostShardsRequest): Promise<void> {
+  async function hostShards(request: HostShardsRequest): Promise<readonly ShardRecovery[]> {
     const { electionId, shardCount, candidateCount } = request;
     if (stopping) throw new Error('vote node is stopping');
     if (!Number.isInteger(shardCount) || shardCount < 1) throw new Error('shardCount must be a positive integer');
@@ -705,13 +810,14 @@ export function createVoteNode(deps: VoteNodeDeps): VoteNode {
     try {
       // Queued votes are in no bitmap until stored: store them first, then recover from the store.
       await drainSpillQueue();
-      const states = await Promise.all(request.shards.map(({ shard, epoch }) => recoverShard(cellElection, { electionId, shard }, epoch)));
-      for (const state of states) {
+      const recovered = await Promise.all(request.shards.map(({ shard, epoch, base }) => recoverShard(cellElection, { electionId, shard }, epoch, base)));
+      for (const { state } of recovered) {
         const cell: ShardCell = {
           key: state.key,
           state,
           election: cellElection,
           ref: null,
+          openCasts: null,
           releasing: false,
           queuedCasts: 0,
           inMailbox: 0,
@@ -720,7 +826,7 @@ export function createVoteNode(deps: VoteNodeDeps): VoteNode {
         };
         cell.ref = spawn(
           system,
-          (actorCell: ShardCell, msg: ShardMsg) => {
+          (actorCell: ShardCell, msg: ShardActorMsg) => {
             handleShardMsg(actorCell, msg);
             return actorCell;
           },
@@ -737,6 +843,7 @@ export function createVoteNode(deps: VoteNodeDeps): VoteNode {
         { electionId, shards: request.shards.map((s) => s.shard), committedVotes: cellElection.aggregate.results().total },
         'shards served on this node',
       );
+      return recovered.map((r) => r.recovery);
     } finally {
       for (const key of keys) opening.delete(key);
     }
@@ -766,7 +873,11 @@ export function createVoteNode(deps: VoteNodeDeps): VoteNode {
     }
     if (cell.ref !== null) stop(cell.ref);
     cell.ref = null;
-    if (election.shards[shard] === cell) election.shards[shard] = undefined;
+    if (election.shards[shard] === cell) {
+      election.shards[shard] = undefined;
+      // Its queued votes are its next owner's to report (it drains them before serving).
+      election.aggregate.setQueuedVotes(shard, 0);
+    }
     return { backlogMs: drainedMs - startedMs, backlogResolved: drained, snapshotMs: Date.now() - drainedMs, snapshotWritten };
   }
 
@@ -774,7 +885,9 @@ export function createVoteNode(deps: VoteNodeDeps): VoteNode {
     const out: ShardTallies[] = [];
     for (const cell of elections.get(electionId)?.shards ?? []) {
       if (cell === undefined || cell.releasing) continue;
-      out.push({ shard: cell.key.shard, epoch: cell.state.epoch, counts: cell.state.committedTallies, changeMark: changeMark(cell.state) });
+      out.push({
+        shard: cell.key.shard, epoch: cell.state.epoch, counts: cell.state.committedTallies, queuedVotes: cell.state.queuedCount, changeMark: changeMark(cell.state),
+      });
     }
     return out;
   }
@@ -784,8 +897,10 @@ export function createVoteNode(deps: VoteNodeDeps): VoteNode {
     return cell !== undefined && cell.ref !== null && !cell.releasing && !cell.state.leaseLost;
   }
 
-  /** Restores from the latest snapshot, then replays the stored votes after its watermark. */
-  async function recoverShard(election: ElectionCell, key: ShardKey, epoch: number): Promise<ShardState> {
+  /** Restores from `base` or else the latest snapshot, then replays the stored votes after its watermark. */
+  async function recoverShard(
+    election: ElectionCell, key: ShardKey, epoch: number, base: ShardSnapshot | undefined,
+  ): Promise<{ state: ShardState; recovery: ShardRecovery }> {
     const state = createShardState({
       key,
       shardCount: election.shardCount,
@@ -799,14 +914,19 @@ export function createVoteNode(deps: VoteNodeDeps): VoteNode {
         election.aggregate.applyTallies(key.shard, effect.deltas, effect.source, now());
       }
     };
-    const snapshot = await snapshots.readLatestSnapshot(key);
+    const snapshot = base ?? (await snapshots.readLatestSnapshot(key));
     let watermarkBatchId = 0;
     if (snapshot !== null) {
       apply({ kind: 'RestoreFromSnapshot', snapshot });
       watermarkBatchId = snapshot.watermarkBatchId;
     }
-    await snapshots.readVotesAfter(key, watermarkBatchId, (rows) => apply({ kind: 'ReplayStoredVotes', rows }));
-    return state;
+    let tailRows = 0;
+    await snapshots.readVotesAfter(key, watermarkBatchId, (rows) => {
+      tailRows += rows.length;
+      apply({ kind: 'ReplayStoredVotes', rows });
+    });
+    const source = base !== undefined ? 'replica' : snapshot !== null ? 'snapshot' : 'empty';
+    return { state, recovery: { shard: key.shard, source, watermarkBatchId, tailRows } };
   }
 
   function closeElection(electionId: string): boolean {
@@ -850,7 +970,7 @@ export function createVoteNode(deps: VoteNodeDeps): VoteNode {
     replies.set(requestId, reply);
     cell.queuedCasts++;
     castsInTransit++;
-    send(cell, {
+    sendCast(cell, {
       kind: 'CastVote',
       requestId,
       voterNumber,

@@ -14,6 +14,12 @@
 // selfFenceAfterMs (< deadAfterMs) since the start of its last heartbeat that was stored, as ITS
 // clock sees it. The start is earlier than the stored time, so the node fences itself before
 // anyone may take its shards over (clock rates, not clock values, must roughly agree).
+//
+// Silence is only evidence of death while the database was storing heartbeats. After a gap in
+// this node's own heartbeats (the database stalled or was unreachable, or this process was
+// starved or paused), every other member was silent for the same reason: as coordinator this node
+// declares nobody dead until deadAfterMs after its heartbeats resumed, so a database outage
+// longer than deadAfterMs does not end with every member but one declared dead.
 import type { ClusterStore, ClusterView, HeartbeatResult, JoinRequest } from './ports.ts';
 
 export interface MembershipOptions {
@@ -34,6 +40,11 @@ export interface MembershipOptions {
   readonly now?: () => number;
 }
 
+/** A gap this long between two stored heartbeats of this node means the database (or this process) stalled. */
+export function heartbeatGapMs(heartbeatIntervalMs: number, deadAfterMs: number): number {
+  return Math.max(2 * heartbeatIntervalMs, Math.floor(deadAfterMs / 2));
+}
+
 /** The fence comes this long before the rest of the cluster may declare the node dead. */
 export function selfFenceAfterMs(heartbeatIntervalMs: number, deadAfterMs: number): number {
   return Math.max(heartbeatIntervalMs, Math.min(deadAfterMs - heartbeatIntervalMs, Math.floor(deadAfterMs * 0.75)));
@@ -45,6 +56,8 @@ export class Membership {
   private readonly fenceAfterMs: number;
   private incarnation = 0;
   private lastStoredBeatStartMs = -Infinity;
+  /** No member is declared dead by this node before this time (see the header: heartbeat gaps). */
+  private deathsHeldUntilMs = -Infinity;
   private lastViewReadMs = -Infinity;
   private versionSeen = -1;
   private electionsVersionSeen = -1;
@@ -93,6 +106,14 @@ export class Membership {
     if (this.declaredDead) return false;
     if (this.leaving) return true;
     return !this.stopped && this.now() - this.lastStoredBeatStartMs < this.fenceAfterMs;
+  }
+
+  /**
+   * False for deadAfterMs after a gap in this node's own heartbeats: the other members' silence
+   * then says nothing about them, and a coordinator round must not declare them dead.
+   */
+  mayDeclareDeaths(): boolean {
+    return this.now() >= this.deathsHeldUntilMs;
   }
 
   /** Stops the heartbeat; with `leave`, tells the cluster at once (graceful stop). */
@@ -156,6 +177,13 @@ export class Membership {
         this.options.onDeclaredDead();
       }
       return;
+    }
+    if (startMs - this.lastStoredBeatStartMs > heartbeatGapMs(this.options.heartbeatIntervalMs, this.options.deadAfterMs)) {
+      this.deathsHeldUntilMs = this.now() + this.options.deadAfterMs;
+      this.options.log.warn(
+        { gapMs: Math.round(startMs - this.lastStoredBeatStartMs), deadAfterMs: this.options.deadAfterMs },
+        'heartbeats resumed after a gap: no member is declared dead until the others have had time to beat again',
+      );
     }
     this.lastStoredBeatStartMs = startMs;
     this.coordinator = result.coordinator;

@@ -15,7 +15,7 @@ function viewWith(owner: string): ClusterView {
   return {
     version: 1, electionsVersion: 1, coordinatorNodeId: 'n1', readAtMs: 0, operations: [],
     nodes: ['n1', 'n2'].map((nodeId) => ({ nodeId, az: 'a', url: `http://${nodeId}`, status: 'alive', incarnation: 1, startedAtMs: 0, lastHeartbeatAtMs: 0, draining: false })),
-    shards: [{ electionId, shard: 0, ownerNodeId: owner, mapVersion: 1, epoch: 1, leaseNodeId: null, leaseExpiresAtMs: 0, pinned: false }],
+    shards: [{ electionId, shard: 0, ownerNodeId: owner, mapVersion: 1, epoch: 1, leaseNodeId: null, leaseExpiresAtMs: 0, pinned: false, replicaNodeIds: [] }],
     elections: [{ electionId, shardCount: 1 }],
   };
 }

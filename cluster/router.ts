@@ -27,7 +27,6 @@
 // (a stored one answers its original voteId), and these outcomes all left nothing uncounted half-way.
 import type { VoteOutcome } from '../actors/shard.ts';
 import type { CastRequest as CastVote, VoteNode } from '../actors/voteNode.ts';
-import { shardKeyOf } from './allocation.ts';
 import { isLinkFailure, type LinkFailure, type LinkPeer, type Links } from './links.ts';
 import type { CastRequest, OutcomeAnswer } from './protocol.ts';
 import type { ClusterView } from './ports.ts';
@@ -78,7 +77,10 @@ interface RetryWaiter {
 
 export class Router {
   private readonly options: RouterOptions;
-  private owners = new Map<string, string>();
+  /** Owner node id per election, indexed by shard (no key string per vote). */
+  private owners = new Map<string, (string | undefined)[]>();
+  /** Elections found routable under the current view, with the shard count they were checked at. */
+  private routable = new Map<string, number>();
   private peers = new Map<string, LinkPeer>();
   private readonly notOwner: VoteOutcome;
   private readonly forwardFailed: VoteOutcome;
@@ -103,11 +105,16 @@ export class Router {
 
   /** A new view: owners and live peers. */
   applyView(view: ClusterView): void {
-    const owners = new Map<string, string>();
-    for (const row of view.shards) owners.set(shardKeyOf(row.electionId, row.shard), row.ownerNodeId);
+    const owners = new Map<string, (string | undefined)[]>();
+    for (const row of view.shards) {
+      let byShard = owners.get(row.electionId);
+      if (byShard === undefined) owners.set(row.electionId, (byShard = []));
+      byShard[row.shard] = row.ownerNodeId;
+    }
     const peers = new Map<string, LinkPeer>();
     for (const node of view.nodes) if (node.status === 'alive') peers.set(node.nodeId, { nodeId: node.nodeId, url: node.url });
     this.owners = owners;
+    this.routable = new Map();
     this.peers = peers;
     this.settleHeld();
     this.wakeRetries();
@@ -125,14 +132,21 @@ export class Router {
   }
 
   ownerOf(electionId: string, shard: number): string | undefined {
-    return this.owners.get(shardKeyOf(electionId, shard));
+    return this.owners.get(electionId)?.[shard];
   }
 
-  /** Every shard of the election has an owner in the map: votes can be routed. */
+  /**
+   * Every shard of the election has an owner in the map: votes can be routed. Asked on every
+   * vote, so a yes is remembered until the next view (owners change only with a view).
+   */
   isRoutable(electionId: string): boolean {
     const shardCount = this.options.shardCountOf(electionId);
     if (shardCount === undefined) return false;
-    for (let shard = 0; shard < shardCount; shard++) if (!this.owners.has(shardKeyOf(electionId, shard))) return false;
+    if (this.routable.get(electionId) === shardCount) return true;
+    const byShard = this.owners.get(electionId);
+    if (byShard === undefined) return false;
+    for (let shard = 0; shard < shardCount; shard++) if (byShard[shard] === undefined) return false;
+    this.routable.set(electionId, shardCount);
     return true;
   }
 
@@ -186,7 +200,7 @@ export class Router {
   private hold(electionId: string, shard: number, vote: CastVote, reply: (outcome: VoteOutcome) => void, route: 'local' | 'received'): void {
     const holdMs = this.options.holdMs ?? this.options.routeRetryMs;
     if (holdMs <= 0 || this.heldNow >= (this.options.heldVotesMax ?? heldVotesMaxDefault)) return this.done(route, this.notOwner, reply);
-    const key = shardKeyOf(electionId, shard);
+    const key = `${electionId}/${shard}`;
     let entry = this.held.get(key);
     if (entry === undefined) this.held.set(key, (entry = { electionId, shard, votes: [] }));
     entry.votes.push({ vote, reply, route, deadlineMs: performance.now() + holdMs });
@@ -207,7 +221,7 @@ export class Router {
     if (this.heldNow === 0) return;
     const nowMs = performance.now();
     for (const [key, entry] of [...this.held]) {
-      const ours = this.owners.get(key) === this.options.nodeId;
+      const ours = this.ownerOf(entry.electionId, entry.shard) === this.options.nodeId;
       const served = ours && this.options.voteNode.isServing(entry.electionId, entry.shard);
       const keep: HeldVote[] = [];
       const go: HeldVote[] = [];
@@ -235,7 +249,7 @@ export class Router {
       return this.castHere(vote, reply, 'local');
     }
     const shard = vote.voterNumber % shardCount;
-    const owner = this.owners.get(shardKeyOf(vote.electionId, shard));
+    const owner = this.ownerOf(vote.electionId, shard);
     if (owner === this.options.nodeId) {
       // Ours by the map, not served yet (the old owner is still handing it over): hold it.
       if (!this.options.voteNode.isServing(vote.electionId, shard)) return this.hold(vote.electionId, shard, vote, reply, 'local');
@@ -254,7 +268,7 @@ export class Router {
     const shardCount = this.options.shardCountOf(message.electionId);
     if (shardCount !== undefined) {
       const shard = message.voterNumber % shardCount;
-      if (this.owners.get(shardKeyOf(message.electionId, shard)) !== this.options.nodeId) return this.done('received', this.notOwner, reply);
+      if (this.ownerOf(message.electionId, shard) !== this.options.nodeId) return this.done('received', this.notOwner, reply);
       if (!this.options.voteNode.isServing(message.electionId, shard)) return this.hold(message.electionId, shard, message, reply, 'received');
     }
     this.castHere(message, reply, 'received');

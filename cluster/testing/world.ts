@@ -361,6 +361,7 @@ export class World {
       movesInFlightMax: timings.movesInFlightMax,
       autoBalance: timings.autoBalance,
       log: silent,
+      mayDeclareDeaths: () => membership.mayDeclareDeaths(),
       onMapWritten: () => {
         for (const peer of this.processes) if (peer !== process && peer.status !== 'dead' && peer.cluster !== null) this.sendMapChanged(process, peer);
         void membership.refreshView().catch(() => undefined);

@@ -1,0 +1,98 @@
+// Membership and the coordinator's death verdicts on a hand-driven clock, against the in-memory
+// cluster store the property harness uses (it states in memory what persistence/clusterStore.ts
+// states in SQL). Each step: the clock moves one heartbeat interval and every member that is
+// beating (and can reach the store) beats once.
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { MemoryVoteStore } from '../actors/memoryAdapters.ts';
+import { createCoordinator } from './coordinator.ts';
+import { Membership } from './membership.ts';
+import type { ClusterStore } from './ports.ts';
+import { SimClusterState } from './testing/simCluster.ts';
+
+const heartbeatIntervalMs = 250;
+const deadAfterMs = 1_500;
+const silent = { info() {}, warn() {}, error() {} };
+
+function cluster(nodeIds: readonly string[]) {
+  let nowMs = 0;
+  let databaseDown = false;
+  const state = new SimClusterState(() => nowMs, new MemoryVoteStore(), () => []);
+  const inner = state.store();
+  // Every call fails while the database is down, as a frozen or unreachable Postgres does.
+  const store = new Proxy(inner, {
+    get: (target, key: keyof ClusterStore) => {
+      const method = target[key] as (...args: unknown[]) => Promise<unknown>;
+      return (...args: unknown[]) => (databaseDown ? Promise.reject(new Error('database unreachable')) : method.apply(target, args));
+    },
+  });
+  const declaredDead: string[] = [];
+  const members = nodeIds.map((nodeId) => {
+    let membership: Membership;
+    const coordinator = createCoordinator({
+      store, nodeId, deadAfterMs, movesInFlightMax: 4, autoBalance: true, log: silent, mayDeclareDeaths: () => membership.mayDeclareDeaths(),
+    });
+    membership = new Membership({
+      store,
+      self: { nodeId, az: 'a', url: `http://${nodeId}`, secretsFingerprint: 'f' },
+      heartbeatIntervalMs,
+      deadAfterMs,
+      log: silent,
+      now: () => nowMs,
+      onView: () => undefined,
+      onCoordinator: () => coordinator.round(),
+      onDeclaredDead: () => declaredDead.push(nodeId),
+    });
+    return { nodeId, membership, beating: true };
+  });
+  return {
+    members,
+    declaredDead,
+    statusOf: (nodeId: string) => state.nodes.get(nodeId)?.status,
+    setDatabaseDown: (down: boolean) => { databaseDown = down; },
+    async start() {
+      for (const m of members) await m.membership.start();
+    },
+    /** One heartbeat interval passes; every beating member beats (failures are logged, not thrown). */
+    async step(count = 1) {
+      for (let i = 0; i < count; i++) {
+        nowMs += heartbeatIntervalMs;
+        for (const m of members) if (m.beating) await m.membership.beatNow().catch(() => undefined);
+      }
+    },
+  };
+}
+
+describe('Membership: death verdicts', () => {
+  // Membership schedules its own beats with setTimeout; the tests beat by hand instead.
+  beforeEach(() => { vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] }); });
+  afterEach(() => { vi.useRealTimers(); });
+
+  it('declares a member dead after deadAfterMs of silence while the others beat', async () => {
+    const c = cluster(['n1', 'n2', 'n3']);
+    await c.start();
+    await c.step(4);
+    c.members[2]!.beating = false;
+    await c.step(Math.ceil(deadAfterMs / heartbeatIntervalMs) + 2);
+    expect(['n1', 'n2', 'n3'].map(c.statusOf)).toEqual(['alive', 'alive', 'dead']);
+  });
+
+  it('declares nobody dead when the database was down for longer than deadAfterMs and every member beats again', async () => {
+    const c = cluster(['n1', 'n2', 'n3']);
+    await c.start();
+    await c.step(4);
+    c.setDatabaseDown(true);
+    await c.step(Math.ceil((3 * deadAfterMs) / heartbeatIntervalMs));
+    expect(c.members.every((m) => !m.membership.canServe())).toBe(true); // each fenced itself meanwhile
+    c.setDatabaseDown(false);
+    // The first member to beat again becomes coordinator while the others' last beats are
+    // 4.5 s old: without the hold it declares them both dead in that very round.
+    await c.step(Math.ceil((2 * deadAfterMs) / heartbeatIntervalMs));
+    expect(['n1', 'n2', 'n3'].map(c.statusOf)).toEqual(['alive', 'alive', 'alive']);
+    expect(c.declaredDead).toEqual([]);
+    expect(c.members.every((m) => m.membership.canServe())).toBe(true);
+    // The hold ends: a member that stays silent is declared dead as usual.
+    c.members[1]!.beating = false;
+    await c.step(Math.ceil(deadAfterMs / heartbeatIntervalMs) + 2);
+    expect(['n1', 'n2', 'n3'].map(c.statusOf)).toEqual(['alive', 'dead', 'alive']);
+  });
+});
