@@ -4,13 +4,26 @@ import { ElectionAggregate } from './election.ts';
 describe('election aggregate', () => {
   it('sums committed deltas into totals and per-shard counts, bumping the version', () => {
     const aggregate = new ElectionAggregate({ electionId: 'e', candidateCount: 3, shardCount: 2 });
-    expect(aggregate.results()).toEqual({ electionId: 'e', tallies: [0, 0, 0], total: 0, perShard: [0, 0], version: 0 });
+    expect(aggregate.results()).toEqual({ electionId: 'e', tallies: [0, 0, 0], total: 0, perShard: [0, 0], version: 0, queuedVotes: 0 });
     aggregate.applyTallies(0, [1, 0, 2], 'live', 1000);
     aggregate.applyTallies(1, [0, 1, 0], 'live', 1000);
-    expect(aggregate.results()).toEqual({ electionId: 'e', tallies: [1, 1, 2], total: 4, perShard: [3, 1], version: 2 });
+    expect(aggregate.results()).toEqual({ electionId: 'e', tallies: [1, 1, 2], total: 4, perShard: [3, 1], version: 2, queuedVotes: 0 });
     // A no-op delta is not a change.
     aggregate.applyTallies(1, [0, 0, 0], 'live', 1000);
     expect(aggregate.version).toBe(2);
+  });
+
+  it('says how many votes wait in the spill queue, apart from the committed counts', () => {
+    const aggregate = new ElectionAggregate({ electionId: 'e', candidateCount: 2, shardCount: 2 });
+    aggregate.setQueuedVotes(0, 30);
+    aggregate.setQueuedVotes(1, 12);
+    expect(aggregate.results()).toMatchObject({ total: 0, queuedVotes: 42, version: 2 });
+    // Drained: counted, no longer queued.
+    aggregate.applyTallies(0, [20, 10], 'live', 0);
+    aggregate.setQueuedVotes(0, 0);
+    expect(aggregate.results()).toMatchObject({ total: 30, queuedVotes: 12, version: 4 });
+    aggregate.setQueuedVotes(1, 12);
+    expect(aggregate.version).toBe(4);
   });
 
   it('hands out changed results once per change (dirty flag)', () => {

@@ -17,6 +17,12 @@ export interface ElectionResults {
   readonly perShard: readonly number[];
   /** Increases on every change; equal versions mean equal results. */
   readonly version: number;
+  /**
+   * Votes answered `accepted` that wait in the spill queue (Postgres did not store them in time):
+   * durable, but in no tally until the drainer stores them. 0: every accepted vote the shards
+   * know of is counted.
+   */
+  readonly queuedVotes: number;
 }
 
 export interface ElectionAggregateInit {
@@ -35,6 +41,9 @@ export class ElectionAggregate {
   readonly shardCount: number;
   private readonly tallies: number[];
   private readonly perShard: number[];
+  /** Votes in the spill queue per shard (set by the shell from each shard's state). */
+  private readonly queuedPerShard: number[];
+  private queuedTotal = 0;
   private total = 0;
   private versionNumber = 0;
   private dirtyFlag = false;
@@ -55,6 +64,7 @@ export class ElectionAggregate {
     this.shardCount = init.shardCount;
     this.tallies = new Array<number>(init.candidateCount).fill(0);
     this.perShard = new Array<number>(init.shardCount).fill(0);
+    this.queuedPerShard = new Array<number>(init.shardCount).fill(0);
     const bucketCount = Math.ceil(rateWindowMs / this.rateBucketMs);
     this.rateBuckets = new Array<number>(bucketCount).fill(0);
     this.rateBucketPeriods = new Array<number>(bucketCount).fill(-1);
@@ -79,6 +89,18 @@ export class ElectionAggregate {
     if (source === 'live') this.addToRate(sum, nowMs);
   }
 
+  /** The shard's votes in the spill queue now (answered, not yet counted); a change is a new version. */
+  setQueuedVotes(shard: number, queuedVotes: number): void {
+    assert(Number.isInteger(shard) && shard >= 0 && shard < this.shardCount, 'shard out of range');
+    assert(Number.isInteger(queuedVotes) && queuedVotes >= 0, 'queued votes must be a non-negative integer');
+    const previous = this.queuedPerShard[shard]!;
+    if (previous === queuedVotes) return;
+    this.queuedPerShard[shard] = queuedVotes;
+    this.queuedTotal += queuedVotes - previous;
+    this.versionNumber++;
+    this.dirtyFlag = true;
+  }
+
   /** Counts a reply by outcome (and reason), for the rejection counters. */
   recordOutcome(outcome: VoteOutcome): void {
     const key = outcome.kind === 'unavailable' || outcome.kind === 'invalid_vote' ? `${outcome.kind}:${outcome.reason}` : outcome.kind;
@@ -97,6 +119,7 @@ export class ElectionAggregate {
       total: this.total,
       perShard: this.perShard.slice(),
       version: this.versionNumber,
+      queuedVotes: this.queuedTotal,
     };
   }
 

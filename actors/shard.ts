@@ -645,12 +645,11 @@ function storedVoteLookupFailed(state: ShardState, msg: StoredVoteLookupFailed, 
  */
 function takeSnapshot(state: ShardState, msg: TakeSnapshot): ShardSnapshot {
   const bitmap = state.bitmap.exportBytes();
-  let watermarkBatchId = msg.lastAssignedBatchId;
-  for (const [voterNumber, pending] of state.pending) {
+  for (const voterNumber of state.pending.keys()) {
     const slot = Math.floor(voterNumber / state.shardCount);
     bitmap[slot >>> 3]! &= ~(1 << (slot & 7));
-    if (pending.batchIdFloor < watermarkBatchId) watermarkBatchId = pending.batchIdFloor;
   }
+  const watermarkBatchId = safeWatermarkBatchId(state, msg.lastAssignedBatchId);
   return {
     electionId: state.key.electionId,
     shard: state.key.shard,
@@ -661,6 +660,17 @@ function takeSnapshot(state: ShardState, msg: TakeSnapshot): ShardSnapshot {
     bitmap,
     takenAtMs: msg.nowMs,
   };
+}
+
+/**
+ * The watermark a snapshot taken now would carry (see takeSnapshot): every batch with an id at or
+ * below it that touched this shard is resolved here. Replicas receive it with each committed batch
+ * (cluster/replicas.ts), which makes a replica's state as good as a snapshot.
+ */
+export function safeWatermarkBatchId(state: ShardState, lastAssignedBatchId: number): number {
+  let watermarkBatchId = lastAssignedBatchId;
+  for (const pending of state.pending.values()) if (pending.batchIdFloor < watermarkBatchId) watermarkBatchId = pending.batchIdFloor;
+  return watermarkBatchId;
 }
 
 function restoreFromSnapshot(state: ShardState, msg: RestoreFromSnapshot, out: ShardEffect[]): void {

@@ -83,6 +83,10 @@ describe('vote node with a spill queue', () => {
     // Durable in the queue, not counted yet, and the stats say how many wait.
     expect(node.results(electionId)!.total).toBe(0);
     expect(node.stats(electionId)!.shards.reduce((n, shard) => n + shard.votesInSpillQueue, 0)).toBe(voters.length);
+    // The results say so: every accepted vote is queued, none counted yet.
+    await expect.poll(() => node.results(electionId)!.queuedVotes, eventually).toBe(voters.length);
+    const shardQueued = node.shardTallies(electionId).map((t) => t.queuedVotes);
+    expect(shardQueued.reduce((a, b) => a + b, 0)).toBe(voters.length);
     // A retry is answered from the queued row; another candidate is a second vote, refused.
     const first = outcomes[0] as Extract<VoteOutcome, { kind: 'accepted' }>;
     expect(await cast(node, voters[0]!, voters[0]! % 3)).toMatchObject({ kind: 'accepted', voteId: first.voteId });
@@ -94,6 +98,7 @@ describe('vote node with a spill queue', () => {
     expect(storedVoters(adapters)).toEqual(voters);
     expect(node.spillStats()!.batchesAlreadyStored).toBeGreaterThan(0);
     expect(node.stats(electionId)!.shards.reduce((n, shard) => n + shard.votesInSpillQueue, 0)).toBe(0);
+    expect(node.results(electionId)!.queuedVotes).toBe(0);
   });
 
   it('a journal that stalls and then fails: the drainer stores every queued vote exactly once', async () => {

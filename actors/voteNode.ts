@@ -47,6 +47,7 @@ import {
 } from './ports.ts';
 import {
   createShardState,
+  safeWatermarkBatchId,
   shardBacklog,
   stepShard,
   type CastVote,
@@ -117,6 +118,12 @@ export interface VoteNodeDeps {
   readonly spill?: { readonly queue: SpillQueue; readonly store: SpilledBatchStore };
   readonly config?: Partial<VoteNodeConfig>;
   readonly logger?: VoteNodeLogger;
+  /**
+   * Called after a shard counted a committed batch (live or drained), in the shard's order: the
+   * stored rows (conflicts left out) and the shard's safe watermark. The cluster streams it to the
+   * shard's replicas (cluster/replication.ts). Must not throw or block.
+   */
+  readonly onBatchCommitted?: (batch: CommittedShardBatch) => void;
   /** Wall clock in ms; injectable for tests. */
   readonly now?: () => number;
   readonly newVoteId?: () => string;
@@ -130,13 +137,39 @@ export interface OpenElectionRequest {
   readonly epochs: readonly number[];
 }
 
+/** One shard's committed batch as its replicas receive it (VoteNodeDeps.onBatchCommitted). */
+export interface CommittedShardBatch {
+  readonly key: ShardKey;
+  readonly epoch: number;
+  readonly batchId: number;
+  /** Stored rows of this shard, as parallel arrays. */
+  readonly voterNumbers: readonly number[];
+  readonly candidateIndexes: readonly number[];
+  /** safeWatermarkBatchId after this batch (actors/shard.ts). */
+  readonly watermarkBatchId: number;
+}
+
+/** How one shard was recovered (hostShards' answer): from where, and how much Postgres tail it read. */
+export interface ShardRecovery {
+  readonly shard: number;
+  /** `replica`: this node's warm replica state; `snapshot`: the latest stored snapshot; `empty`: none. */
+  readonly source: 'replica' | 'snapshot' | 'empty';
+  readonly watermarkBatchId: number;
+  /** Stored votes read after the watermark. */
+  readonly tailRows: number;
+}
+
 /** Some shards of an election, for a node that owns only those (the cluster's shard host). */
 export interface HostShardsRequest {
   readonly electionId: string;
   readonly shardCount: number;
   readonly candidateCount: number;
-  /** The shards to recover and serve, each with the lease epoch this node holds. */
-  readonly shards: readonly { readonly shard: number; readonly epoch: number }[];
+  /**
+   * The shards to recover and serve, each with the lease epoch this node holds, and optionally a
+   * base to recover from instead of the latest stored snapshot (a warm replica's state, valid as
+   * a snapshot: committed votes only, with a safe watermark).
+   */
+  readonly shards: readonly { readonly shard: number; readonly epoch: number; readonly base?: ShardSnapshot }[];
   /** The election is closed: the shards answer retries only. */
   readonly closed?: boolean;
 }
@@ -146,7 +179,9 @@ export interface ShardTallies {
   readonly shard: number;
   readonly epoch: number;
   readonly counts: readonly number[];
-  /** Changes whenever the counts may have changed. */
+  /** Votes of the shard answered `accepted` and waiting in the spill queue: not in `counts` yet. */
+  readonly queuedVotes: number;
+  /** Changes whenever the counts or queuedVotes may have changed. */
   readonly changeMark: number;
 }
 
@@ -209,7 +244,7 @@ export interface VoteNode {
   /** Restores every shard (latest snapshot + stored votes after its watermark), then accepts votes. */
   openElection(request: OpenElectionRequest): Promise<void>;
   /** Restores the listed shards (as openElection does) and serves them; other shards stay away. */
-  hostShards(request: HostShardsRequest): Promise<void>;
+  hostShards(request: HostShardsRequest): Promise<readonly ShardRecovery[]>;
   /**
    * Stops serving one shard: new votes for it get unavailable(shard_moving), its pending votes
    * resolve (up to closeTimeoutMs), a final snapshot is written unless its lease was lost, and the
@@ -392,7 +427,30 @@ export function createVoteNode(deps: VoteNodeDeps): VoteNode {
           break;
       }
     }
+    // Only queue-related messages move the count; a CastVote (the hot path) never does.
+    if (msg.kind !== 'CastVote') cell.election.aggregate.setQueuedVotes(cell.key.shard, cell.state.queuedCount);
+    if (msg.kind === 'BatchCommitted' && deps.onBatchCommitted !== undefined) reportCommitted(cell, msg);
     return appended;
+  }
+
+  function reportCommitted(cell: ShardCell, msg: Extract<ShardMsg, { kind: 'BatchCommitted' }>): void {
+    const conflicts = msg.conflictVoterNumbers.length === 0 ? null : new Set(msg.conflictVoterNumbers);
+    const voterNumbers: number[] = [];
+    const candidateIndexes: number[] = [];
+    for (const row of msg.rows) {
+      if (conflicts !== null && conflicts.has(row.voterNumber)) continue;
+      voterNumbers.push(row.voterNumber);
+      candidateIndexes.push(row.candidateIndex);
+    }
+    if (voterNumbers.length === 0) return;
+    try {
+      deps.onBatchCommitted!({
+        key: cell.key, epoch: cell.state.epoch, batchId: msg.batchId, voterNumbers, candidateIndexes,
+        watermarkBatchId: safeWatermarkBatchId(cell.state, batchIds.lastAssigned()),
+      });
+    } catch (error) {
+      logger.error({ err: error, shard: cell.key }, 'onBatchCommitted listener threw');
+    }
   }
 
   function deliverReply(requestId: number, outcome: VoteOutcome): void {
@@ -434,7 +492,8 @@ export function createVoteNode(deps: VoteNodeDeps): VoteNode {
   }
 
   function changeMark(state: ShardState): number {
-    return state.counters.rowsCommitted + state.counters.conflicts + state.counters.rowsReplayed;
+    // rowsQueued too: a vote entering the spill queue changes what results say is queued.
+    return state.counters.rowsCommitted + state.counters.conflicts + state.counters.rowsReplayed + state.counters.rowsQueued;
   }
 
   function requestSnapshot(cell: ShardCell, force: boolean): void {
@@ -701,7 +760,7 @@ export function createVoteNode(deps: VoteNodeDeps): VoteNode {
     await hostShards({ ...request, shards: epochs.map((epoch, shard) => ({ shard, epoch })) });
   }
 
-  async function hostShards(request: HostShardsRequest): Promise<void> {
+  async function hostShards(request: HostShardsRequest): Promise<readonly ShardRecovery[]> {
     const { electionId, shardCount, candidateCount } = request;
     if (stopping) throw new Error('vote node is stopping');
     if (!Number.isInteger(shardCount) || shardCount < 1) throw new Error('shardCount must be a positive integer');
@@ -732,8 +791,8 @@ export function createVoteNode(deps: VoteNodeDeps): VoteNode {
     try {
       // Queued votes are in no bitmap until stored: store them first, then recover from the store.
       await drainSpillQueue();
-      const states = await Promise.all(request.shards.map(({ shard, epoch }) => recoverShard(cellElection, { electionId, shard }, epoch)));
-      for (const state of states) {
+      const recovered = await Promise.all(request.shards.map(({ shard, epoch, base }) => recoverShard(cellElection, { electionId, shard }, epoch, base)));
+      for (const { state } of recovered) {
         const cell: ShardCell = {
           key: state.key,
           state,
@@ -762,6 +821,7 @@ export function createVoteNode(deps: VoteNodeDeps): VoteNode {
         { electionId, shards: request.shards.map((s) => s.shard), committedVotes: cellElection.aggregate.results().total },
         'shards served on this node',
       );
+      return recovered.map((r) => r.recovery);
     } finally {
       for (const key of keys) opening.delete(key);
     }
@@ -786,7 +846,11 @@ export function createVoteNode(deps: VoteNodeDeps): VoteNode {
     }
     if (cell.ref !== null) stop(cell.ref);
     cell.ref = null;
-    if (election.shards[shard] === cell) election.shards[shard] = undefined;
+    if (election.shards[shard] === cell) {
+      election.shards[shard] = undefined;
+      // Its queued votes are its next owner's to report (it drains them before serving).
+      election.aggregate.setQueuedVotes(shard, 0);
+    }
     return true;
   }
 
@@ -794,7 +858,9 @@ export function createVoteNode(deps: VoteNodeDeps): VoteNode {
     const out: ShardTallies[] = [];
     for (const cell of elections.get(electionId)?.shards ?? []) {
       if (cell === undefined || cell.releasing) continue;
-      out.push({ shard: cell.key.shard, epoch: cell.state.epoch, counts: cell.state.committedTallies, changeMark: changeMark(cell.state) });
+      out.push({
+        shard: cell.key.shard, epoch: cell.state.epoch, counts: cell.state.committedTallies, queuedVotes: cell.state.queuedCount, changeMark: changeMark(cell.state),
+      });
     }
     return out;
   }
@@ -804,8 +870,10 @@ export function createVoteNode(deps: VoteNodeDeps): VoteNode {
     return cell !== undefined && cell.ref !== null && !cell.releasing && !cell.state.leaseLost;
   }
 
-  /** Restores from the latest snapshot, then replays the stored votes after its watermark. */
-  async function recoverShard(election: ElectionCell, key: ShardKey, epoch: number): Promise<ShardState> {
+  /** Restores from `base` or else the latest snapshot, then replays the stored votes after its watermark. */
+  async function recoverShard(
+    election: ElectionCell, key: ShardKey, epoch: number, base: ShardSnapshot | undefined,
+  ): Promise<{ state: ShardState; recovery: ShardRecovery }> {
     const state = createShardState({
       key,
       shardCount: election.shardCount,
@@ -819,14 +887,19 @@ export function createVoteNode(deps: VoteNodeDeps): VoteNode {
         election.aggregate.applyTallies(key.shard, effect.deltas, effect.source, now());
       }
     };
-    const snapshot = await snapshots.readLatestSnapshot(key);
+    const snapshot = base ?? (await snapshots.readLatestSnapshot(key));
     let watermarkBatchId = 0;
     if (snapshot !== null) {
       apply({ kind: 'RestoreFromSnapshot', snapshot });
       watermarkBatchId = snapshot.watermarkBatchId;
     }
-    await snapshots.readVotesAfter(key, watermarkBatchId, (rows) => apply({ kind: 'ReplayStoredVotes', rows }));
-    return state;
+    let tailRows = 0;
+    await snapshots.readVotesAfter(key, watermarkBatchId, (rows) => {
+      tailRows += rows.length;
+      apply({ kind: 'ReplayStoredVotes', rows });
+    });
+    const source = base !== undefined ? 'replica' : snapshot !== null ? 'snapshot' : 'empty';
+    return { state, recovery: { shard: key.shard, source, watermarkBatchId, tailRows } };
   }
 
   function closeElection(electionId: string): boolean {

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { allocateShards, shardKeyOf } from './allocation.ts';
+import { allocateShards, placeReplicas, shardKeyOf } from './allocation.ts';
 import type { MemberRecord } from './ports.ts';
 
 type Member = Pick<MemberRecord, 'nodeId' | 'az' | 'status'>;
@@ -99,6 +99,93 @@ describe('allocateShards', () => {
           for (const e of elections) for (let s = 0; s < e.shardCount; s++) expect(alive).toContain(owners.get(shardKeyOf(e.electionId, s)));
           const loads = alive.map((n) => [...owners.values()].filter((o) => o === n).length);
           expect(Math.max(...loads) - Math.min(...loads)).toBeLessThanOrEqual(1);
+        },
+      ),
+      { numRuns: 300 },
+    );
+  });
+});
+
+describe('placeReplicas', () => {
+  const nodes = (...spec: [string, string][]): Member[] => spec.map(([nodeId, az]) => ({ nodeId, az, status: 'alive' }));
+  const row = (shard: number, ownerNodeId: string, replicaNodeIds: string[] = []) => ({ electionId: e1, shard, ownerNodeId, replicaNodeIds });
+  const after = (rows: ReturnType<typeof row>[], changes: ReturnType<typeof placeReplicas>) =>
+    rows.map((r) => ({ ...r, replicaNodeIds: [...(changes.find((c) => c.shard === r.shard)?.replicaNodeIds ?? r.replicaNodeIds)] }));
+
+  it('places each shard\'s replica in another AZ than its owner\'s, balanced by replica count', () => {
+    const members = nodes(['a1', 'a'], ['b1', 'b'], ['c1', 'c']);
+    const rows = [row(0, 'a1'), row(1, 'b1'), row(2, 'c1'), row(3, 'a1'), row(4, 'b1'), row(5, 'c1')];
+    const placed = after(rows, placeReplicas({ members, shards: rows, replicasPerShard: 1 }));
+    const az = (n: string) => members.find((m) => m.nodeId === n)!.az;
+    for (const r of placed) {
+      expect(r.replicaNodeIds).toHaveLength(1);
+      expect(az(r.replicaNodeIds[0]!)).not.toBe(az(r.ownerNodeId));
+    }
+    const load = new Map<string, number>();
+    for (const r of placed) load.set(r.replicaNodeIds[0]!, (load.get(r.replicaNodeIds[0]!) ?? 0) + 1);
+    expect([...load.values()].sort()).toEqual([2, 2, 2]);
+  });
+
+  it('is stable: a valid placement proposes nothing, and a lost replica is replaced without moving the others', () => {
+    const members = nodes(['a1', 'a'], ['b1', 'b'], ['c1', 'c']);
+    const rows = [row(0, 'a1', ['b1']), row(1, 'b1', ['c1']), row(2, 'c1', ['a1']), row(3, 'a1', ['c1'])];
+    expect(placeReplicas({ members, shards: rows, replicasPerShard: 1 })).toEqual([]);
+    const withDeadC = members.map((m) => (m.nodeId === 'c1' ? { ...m, status: 'dead' as const } : m));
+    const changes = placeReplicas({ members: withDeadC, shards: rows.filter((r) => r.ownerNodeId !== 'c1'), replicasPerShard: 1 });
+    expect(changes.map((c) => c.shard).sort()).toEqual([1, 3]);
+    expect(changes.find((c) => c.shard === 1)!.replicaNodeIds).toEqual(['a1']);
+    expect(changes.find((c) => c.shard === 3)!.replicaNodeIds).toEqual(['b1']);
+  });
+
+  it('falls back to the owner\'s AZ only when no other AZ has a live node, and moves back out when one appears', () => {
+    const sameAz = nodes(['a1', 'a'], ['a2', 'a']);
+    const rows = [row(0, 'a1')];
+    expect(placeReplicas({ members: sameAz, shards: rows, replicasPerShard: 1 })).toEqual([{ electionId: e1, shard: 0, replicaNodeIds: ['a2'] }]);
+    const withB = [...sameAz, ...nodes(['b1', 'b'])];
+    expect(placeReplicas({ members: withB, shards: [row(0, 'a1', ['a2'])], replicasPerShard: 1 })).toEqual([{ electionId: e1, shard: 0, replicaNodeIds: ['b1'] }]);
+    // Two replicas, one other AZ: the second slot may use the owner's AZ.
+    expect(placeReplicas({ members: withB, shards: rows, replicasPerShard: 2 })).toEqual([{ electionId: e1, shard: 0, replicaNodeIds: ['b1', 'a2'] }]);
+  });
+
+  it('never the owner, never a draining or dead member; none when replication is off or nobody else lives', () => {
+    const members: (Member & { draining?: boolean })[] = [
+      { nodeId: 'a1', az: 'a', status: 'alive' }, { nodeId: 'b1', az: 'b', status: 'alive', draining: true }, { nodeId: 'c1', az: 'c', status: 'dead' },
+    ];
+    expect(placeReplicas({ members, shards: [row(0, 'a1', ['a1', 'b1', 'c1'])], replicasPerShard: 1 })).toEqual([{ electionId: e1, shard: 0, replicaNodeIds: [] }]);
+    expect(placeReplicas({ members: nodes(['a1', 'a'], ['b1', 'b']), shards: [row(0, 'a1', ['b1'])], replicasPerShard: 0 })).toEqual([{ electionId: e1, shard: 0, replicaNodeIds: [] }]);
+  });
+
+  it('a dead owner\'s shards are promoted to their live replicas', () => {
+    const members: Member[] = [{ nodeId: 'a1', az: 'a', status: 'dead' }, { nodeId: 'b1', az: 'b', status: 'alive' }, { nodeId: 'c1', az: 'c', status: 'alive' }];
+    const owners = new Map([[shardKeyOf(e1, 0), 'a1'], [shardKeyOf(e1, 1), 'a1'], [shardKeyOf(e1, 2), 'a1'], [shardKeyOf(e1, 3), 'b1'], [shardKeyOf(e1, 4), 'c1']]);
+    const replicas = new Map([[shardKeyOf(e1, 0), ['c1']], [shardKeyOf(e1, 1), ['c1']], [shardKeyOf(e1, 2), ['b1']]]);
+    const changes = allocateShards({ members, elections: [{ electionId: e1, shardCount: 5 }], owners, replicas, movesMax: 0 });
+    expect(changes.map((c) => [c.shard, c.ownerNodeId])).toEqual([[0, 'c1'], [1, 'c1'], [2, 'b1']]);
+  });
+
+  it('property: every shard ends with min(N, live others) distinct replicas, never its owner, outside its AZ when possible; a second pass proposes nothing', () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.record({ az: fc.constantFrom('a', 'b', 'c'), alive: fc.boolean(), draining: fc.boolean() }), { minLength: 1, maxLength: 6 }),
+        fc.integer({ min: 1, max: 12 }),
+        fc.integer({ min: 0, max: 3 }),
+        fc.array(fc.array(fc.nat({ max: 5 }), { maxLength: 3 }), { maxLength: 12 }),
+        (spec, shardCount, wanted, prior) => {
+          const members = spec.map((n, i) => ({ nodeId: `n${i}`, az: n.az, status: n.alive ? 'alive' as const : 'dead' as const, draining: n.draining }));
+          const rows = Array.from({ length: shardCount }, (_, s) => row(s, `n${s % members.length}`, (prior[s] ?? []).map((i) => `n${i}`)));
+          const placed = after(rows, placeReplicas({ members, shards: rows, replicasPerShard: wanted }));
+          const hosts = members.filter((m) => m.status === 'alive' && !m.draining);
+          for (const r of placed) {
+            const ownerAz = members.find((m) => m.nodeId === r.ownerNodeId)!.az;
+            const others = hosts.filter((h) => h.nodeId !== r.ownerNodeId);
+            expect(r.replicaNodeIds).toHaveLength(Math.min(wanted, others.length));
+            expect(new Set(r.replicaNodeIds).size).toBe(r.replicaNodeIds.length);
+            expect(r.replicaNodeIds).not.toContain(r.ownerNodeId);
+            for (const n of r.replicaNodeIds) expect(hosts.map((h) => h.nodeId)).toContain(n);
+            const outside = r.replicaNodeIds.filter((n) => members.find((m) => m.nodeId === n)!.az !== ownerAz).length;
+            expect(outside).toBe(Math.min(wanted, others.filter((h) => h.az !== ownerAz).length));
+          }
+          expect(placeReplicas({ members, shards: placed, replicasPerShard: wanted })).toEqual([]);
         },
       ),
       { numRuns: 300 },

@@ -7,8 +7,11 @@
 //      the live member with the fewest shards, draining members last; ties go to the member
 //      whose AZ holds the fewest shards of that election, then to the member holding the fewest
 //      of that election, then to the smaller node id (every coordinator computes the same map).
-//      These moves are not limited: nobody serves those shards.
-//   2. Shards of draining members move to the others, within `movesMax` per call.
+//      These moves are not limited: nobody serves those shards. A live replica of the shard
+//      (placeReplicas below) is preferred over every other member: it holds the shard's state
+//      warm and reads only the votes after its watermark (promotion).
+//   2. Shards of draining members move to the others, within `movesMax` per call (to a replica
+//      first, as in rule 1).
 //   3. With `rebalance`, while the most loaded (non-draining) member holds more than one shard
 //      above the least loaded, one shard that no operator pinned moves from the first to the
 //      second, within what is left of `movesMax`: a joining node receives shards. The one-shard
@@ -28,6 +31,8 @@ export interface AllocationInput {
   readonly movesMax: number;
   /** Rule 3 (automatic balancing, or an operator's balance). Default true. */
   readonly rebalance?: boolean;
+  /** Current replicas by `${electionId}/${shard}`: rules 1 and 2 promote one when it can receive. */
+  readonly replicas?: ReadonlyMap<string, readonly string[]>;
 }
 
 export function shardKeyOf(electionId: string, shard: number): string {
@@ -89,9 +94,17 @@ export function allocateShards(input: AllocationInput): ShardAssignment[] {
     return a.nodeId < b.nodeId ? -1 : a.nodeId > b.nodeId ? 1 : 0;
   };
 
+  /** The best receiver, a replica of the shard when one can receive (promotion). */
+  const targetFor = (electionId: string, shard: number): Load => {
+    const open = receivers();
+    const replicas = input.replicas?.get(shardKeyOf(electionId, shard));
+    const warm = replicas === undefined ? [] : open.filter((l) => replicas.includes(l.nodeId) && !draining.has(l.nodeId));
+    return (warm.length > 0 ? warm : open).sort(better(electionId))[0]!;
+  };
+
   const assignments: ShardAssignment[] = [];
   for (const { electionId, shard } of unowned) {
-    const target = receivers().sort(better(electionId))[0]!;
+    const target = targetFor(electionId, shard);
     add(target, electionId, 1);
     assignments.push({ electionId, shard, ownerNodeId: target.nodeId });
   }
@@ -102,7 +115,7 @@ export function allocateShards(input: AllocationInput): ShardAssignment[] {
       const leaving = owned.get(nodeId) ?? [];
       while (leaving.length > 0 && moves < input.movesMax) {
         const { electionId, shard } = leaving.shift()!;
-        const target = receivers().sort(better(electionId))[0]!;
+        const target = targetFor(electionId, shard);
         add(loads.get(nodeId)!, electionId, -1);
         add(target, electionId, 1);
         assignments.push({ electionId, shard, ownerNodeId: target.nodeId });
@@ -134,4 +147,98 @@ export function allocateShards(input: AllocationInput): ShardAssignment[] {
     assignments.push({ electionId: moved!.electionId, shard: moved!.shard, ownerNodeId: least.nodeId });
   }
   return assignments;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Replica placement, also pure: which shards' replica sets change. Run after the owners are
+// settled (the coordinator applies allocateShards' changes first).
+//
+// Rules, per shard:
+//   - A replica is a live member that is not draining and not the owner; each at most once.
+//   - Other AZs than the owner's first: as many replicas as there are such members (up to
+//     `replicasPerShard`) sit outside the owner's AZ; the owner's AZ fills only the slots the
+//     other AZs cannot (with one replica: only when no other AZ has a live member). A replica in
+//     the owner's AZ is replaced as soon as another AZ can take it (a whole AZ lost must not
+//     take the owner and its only replica).
+//   - Stable: a replica that still obeys these rules stays (moving one costs a catch-up from
+//     Postgres and leaves the shard cold meanwhile); only missing slots are filled.
+//   - Filling picks, in order: a member whose AZ holds no replica of the shard yet, the member
+//     holding the fewest replicas, the one owning the fewest shards, the smaller node id.
+
+export interface ReplicaPlacementInput {
+  readonly members: readonly (Pick<MemberRecord, 'nodeId' | 'az' | 'status'> & { readonly draining?: boolean })[];
+  /** Every shard of the map with its owner (as this round leaves it) and its current replicas. */
+  readonly shards: readonly { readonly electionId: string; readonly shard: number; readonly ownerNodeId: string; readonly replicaNodeIds: readonly string[] }[];
+  readonly replicasPerShard: number;
+}
+
+export interface ReplicaPlacement {
+  readonly electionId: string;
+  readonly shard: number;
+  readonly replicaNodeIds: readonly string[];
+}
+
+export function placeReplicas(input: ReplicaPlacementInput): ReplicaPlacement[] {
+  const wanted = Math.max(0, Math.floor(input.replicasPerShard));
+  const hosts = input.members
+    .filter((m) => m.status === 'alive' && !m.draining)
+    .sort((a, b) => (a.nodeId < b.nodeId ? -1 : a.nodeId > b.nodeId ? 1 : 0));
+  const azOf = new Map(input.members.map((m) => [m.nodeId, m.az]));
+  const isHost = new Set(hosts.map((h) => h.nodeId));
+  const replicaLoad = new Map<string, number>(hosts.map((h) => [h.nodeId, 0]));
+  const ownedLoad = new Map<string, number>();
+  for (const row of input.shards) ownedLoad.set(row.ownerNodeId, (ownedLoad.get(row.ownerNodeId) ?? 0) + 1);
+
+  // Pass 1: what each shard keeps (so the loads that filling balances are known first).
+  const kept = input.shards.map((row) => {
+    const ownerAz = azOf.get(row.ownerNodeId);
+    const otherAzHosts = hosts.filter((h) => h.nodeId !== row.ownerNodeId && h.az !== ownerAz).length;
+    const otherWanted = Math.min(wanted, otherAzHosts);
+    const keep: string[] = [];
+    for (const nodeId of row.replicaNodeIds) {
+      if (!isHost.has(nodeId) || nodeId === row.ownerNodeId || keep.includes(nodeId)) continue;
+      keep.push(nodeId);
+    }
+    const other = keep.filter((n) => azOf.get(n) !== ownerAz);
+    const same = keep.filter((n) => azOf.get(n) === ownerAz);
+    // Same-AZ replicas only in the slots other AZs cannot fill; extra ones go, last first.
+    const sameAllowed = Math.max(0, wanted - otherWanted);
+    const allowed = new Set([...other.slice(0, wanted), ...same.slice(0, Math.max(0, Math.min(sameAllowed, wanted - Math.min(other.length, wanted))))]);
+    const result = keep.filter((n) => allowed.has(n)); // in their old order: stable
+    for (const nodeId of result) replicaLoad.set(nodeId, replicaLoad.get(nodeId)! + 1);
+    return { row, ownerAz, otherWanted, replicas: result };
+  });
+
+  // Pass 2: fill the missing slots.
+  const changes: ReplicaPlacement[] = [];
+  for (const { row, ownerAz, otherWanted, replicas } of kept) {
+    while (replicas.length < wanted) {
+      const otherCount = replicas.filter((n) => azOf.get(n) !== ownerAz).length;
+      const candidates = hosts.filter(
+        (h) => h.nodeId !== row.ownerNodeId && !replicas.includes(h.nodeId) && (otherCount < otherWanted ? h.az !== ownerAz : true),
+      );
+      if (candidates.length === 0) break;
+      const coveredAzs = new Set(replicas.map((n) => azOf.get(n)));
+      candidates.sort((a, b) => {
+        const coveredA = coveredAzs.has(a.az) ? 1 : 0;
+        const coveredB = coveredAzs.has(b.az) ? 1 : 0;
+        if (coveredA !== coveredB) return coveredA - coveredB;
+        const loadA = replicaLoad.get(a.nodeId)!;
+        const loadB = replicaLoad.get(b.nodeId)!;
+        if (loadA !== loadB) return loadA - loadB;
+        const ownedA = ownedLoad.get(a.nodeId) ?? 0;
+        const ownedB = ownedLoad.get(b.nodeId) ?? 0;
+        if (ownedA !== ownedB) return ownedA - ownedB;
+        return a.nodeId < b.nodeId ? -1 : 1;
+      });
+      const pick = candidates[0]!;
+      replicas.push(pick.nodeId);
+      replicaLoad.set(pick.nodeId, replicaLoad.get(pick.nodeId)! + 1);
+    }
+    const before = row.replicaNodeIds;
+    if (before.length !== replicas.length || before.some((n, i) => n !== replicas[i])) {
+      changes.push({ electionId: row.electionId, shard: row.shard, replicaNodeIds: replicas });
+    }
+  }
+  return changes;
 }

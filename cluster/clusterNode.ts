@@ -20,6 +20,7 @@ import { Membership } from './membership.ts';
 import type { ClusterOperations, ClusterStore, ClusterView, ShardLeases } from './ports.ts';
 import type { TalliesChanged } from './protocol.ts';
 import { ClusterResults } from './results.ts';
+import { SpillGuard } from './spillGuard.ts';
 import { Router } from './router.ts';
 import { ShardHost, type HostedElectionInfo } from './shardHost.ts';
 import type { TemplatedApp } from '../gateway/uws.ts';
@@ -34,6 +35,8 @@ export interface ClusterSettings {
   readonly autoBalance: boolean;
   /** How long the router keeps retrying a vote whose shard is between owners. */
   readonly routeRetryMs: number;
+  /** Warm replicas per shard (LIVEVOTE_REPLICAS); unset or 0: none. */
+  readonly replicas?: number;
 }
 
 export interface ClusterLog {
@@ -62,6 +65,9 @@ export interface ClusterNodeDeps {
   readonly onLeasesLost?: (count: number) => void;
   /** Where batches go when Postgres does not store them in time (voteNodeConfig.spillAfterMs then set). */
   readonly spillQueue?: SpillQueue | null;
+  /** Which kind spillQueue is, and LIVEVOTE_SPILL_FILE_IN_CLUSTER (cluster/spillGuard.ts). */
+  readonly spillQueueKind?: 'file' | 'sqs' | 'off';
+  readonly spillFileInCluster?: 'refuse' | 'allow';
   /** Tests and the simulation: other stores. */
   readonly store?: ClusterStore;
   readonly leases?: ShardLeases;
@@ -83,6 +89,7 @@ export interface AdminClusterView {
   }[];
   readonly shards: readonly {
     electionId: string; shard: number; ownerNodeId: string; epoch: number; leaseNodeId: string | null; mapVersion: number; pinned: boolean;
+    replicaNodeIds: readonly string[];
   }[];
 }
 
@@ -120,9 +127,22 @@ export async function createClusterNode(deps: ClusterNodeDeps): Promise<ClusterN
   const clusterPool = createPool(poolUrl(pool), 3, 'livevote-cluster', (error) => log.warn({ err: error }, 'idle cluster connection failed; the pool replaces it'));
   const store = deps.store ?? createPgClusterStore(clusterPool);
   const journal = createPgJournal({ pool, nodeId });
+  const spillGuard = new SpillGuard({
+    nodeId, queueKind: deps.spillQueue ? (deps.spillQueueKind ?? 'sqs') : 'off', fileInCluster: deps.spillFileInCluster ?? 'refuse', deadAfterMs: settings.deadAfterMs,
+  });
+  spillGuard.onPausedChange = (paused, peers) => {
+    if (paused) log.error({ peers }, 'spilling paused: this node\'s spill queue is a file only it can drain, and peers are alive; a batch Postgres does not store in time is answered 503 (LIVEVOTE_SPILL_FILE_IN_CLUSTER)');
+    else log.warn({}, 'spilling resumed: no peer is alive');
+  };
+  new Gauge({
+    name: 'livevote_spill_queue_paused',
+    help: '1 while this node refuses to spill because its queue is a file and other members are alive (LIVEVOTE_SPILL_FILE_IN_CLUSTER)',
+    registers: [deps.metricsRegistry],
+    collect() { this.set(spillGuard.paused ? 1 : 0); },
+  });
   const voteNode = createVoteNode({
     journal: deps.wrapJournal ? deps.wrapJournal(journal) : journal,
-    spill: deps.spillQueue ? { queue: deps.spillQueue, store: journal } : undefined,
+    spill: deps.spillQueue ? { queue: spillGuard.wrap(deps.spillQueue), store: journal } : undefined,
     snapshots: createPgSnapshotStore({ pool, nodeId }),
     storedVotes: createPgStoredVoteReader(pool),
     batchIds: await createPgBatchIdSource({ pool }),
@@ -209,6 +229,7 @@ export async function createClusterNode(deps: ClusterNodeDeps): Promise<ClusterN
   let viewChain: Promise<void> = Promise.resolve();
   const onView = (view: ClusterView) => {
     clusterVersion.set(view.version);
+    spillGuard.applyView(view);
     peers = view.nodes.filter((n) => n.status === 'alive' && n.nodeId !== nodeId).map((n) => ({ nodeId: n.nodeId, url: n.url }));
     for (const node of view.nodes) if (node.status !== 'alive') links.forget(node.nodeId);
     viewChain = viewChain.then(async () => {
@@ -229,6 +250,7 @@ export async function createClusterNode(deps: ClusterNodeDeps): Promise<ClusterN
     deadAfterMs: settings.deadAfterMs,
     movesInFlightMax: settings.movesInFlightMax,
     autoBalance: settings.autoBalance,
+    replicasPerShard: settings.replicas ?? 0,
     log,
     mayDeclareDeaths: () => membership.mayDeclareDeaths(),
     onMapWritten: (version) => {
@@ -311,6 +333,8 @@ export async function createClusterNode(deps: ClusterNodeDeps): Promise<ClusterN
           })().catch((error: unknown) => log.error({ err: error }, 'rejoining the cluster failed'));
         },
       });
+      // A file spill queue and live peers: refused before this node is a member (spillGuard.ts).
+      spillGuard.checkBeforeJoin(await store.readView());
       started = true;
       shardHost.start();
       results.start();
@@ -341,7 +365,7 @@ export async function createClusterNode(deps: ClusterNodeDeps): Promise<ClusterN
         })),
         shards: view.shards.map((s) => ({
           electionId: s.electionId, shard: s.shard, ownerNodeId: s.ownerNodeId, epoch: s.epoch, leaseNodeId: s.leaseNodeId, mapVersion: s.mapVersion,
-          pinned: s.pinned,
+          pinned: s.pinned, replicaNodeIds: s.replicaNodeIds,
         })),
       };
     },

@@ -8,9 +8,10 @@
 //   1. members silent for deadAfterMs → dead
 //   2. pending operations start: a move pins the shard to its target; a drain marks the node
 //      draining; a balance turns on rule 3 of the allocation until it proposes nothing
-//   3. the allocation's changes (and the moves) are written as one new map version
+//   3. the allocation's changes (and the moves), then the replica sets (placeReplicas), are
+//      written as one new map version
 //   4. running operations record their progress, and end done (or failed: its target died)
-import { allocateShards, shardKeyOf } from './allocation.ts';
+import { allocateShards, placeReplicas, shardKeyOf } from './allocation.ts';
 import type { ClusterOperation, ClusterStore, ClusterView, ShardAssignment } from './ports.ts';
 
 export interface CoordinatorOptions {
@@ -22,6 +23,8 @@ export interface CoordinatorOptions {
   /** Balance on join and leave without being asked (LIVEVOTE_AUTO_BALANCE). */
   readonly autoBalance: boolean;
   readonly log: { info(obj: object, msg: string): void; warn(obj: object, msg: string): void };
+  /** Warm replicas per shard (LIVEVOTE_REPLICAS); 0 places none. */
+  readonly replicasPerShard?: number;
   /** False while silence is no evidence of death (Membership.mayDeclareDeaths); default true. */
   readonly mayDeclareDeaths?: () => boolean;
   /** The map changed: tell the other nodes now rather than at their next heartbeat. */
@@ -37,6 +40,35 @@ function handOffsUnderWay(view: ClusterView): number {
     if (leaseLive && row.leaseNodeId !== row.ownerNodeId && alive.has(row.leaseNodeId!) && alive.has(row.ownerNodeId)) count++;
   }
   return count;
+}
+
+/**
+ * The owner changes plus every shard whose replica set changes as a result (or was short): each
+ * written row carries its replicas, and a replica-only change keeps the row's owner and pin.
+ */
+function withReplicas(view: ClusterView, ownerChanges: readonly ShardAssignment[], replicasPerShard: number): ShardAssignment[] {
+  const byKey = new Map(ownerChanges.map((a) => [shardKeyOf(a.electionId, a.shard), a]));
+  const rows = view.shards.map((row) => ({
+    electionId: row.electionId, shard: row.shard, pinned: row.pinned, replicaNodeIds: row.replicaNodeIds,
+    ownerNodeId: byKey.get(shardKeyOf(row.electionId, row.shard))?.ownerNodeId ?? row.ownerNodeId,
+  }));
+  const known = new Set(rows.map((r) => shardKeyOf(r.electionId, r.shard)));
+  for (const a of ownerChanges) {
+    if (!known.has(shardKeyOf(a.electionId, a.shard))) rows.push({ electionId: a.electionId, shard: a.shard, pinned: a.pinned ?? false, replicaNodeIds: [], ownerNodeId: a.ownerNodeId });
+  }
+  const placed = placeReplicas({ members: view.nodes, shards: rows, replicasPerShard });
+  const rowByKey = new Map(rows.map((r) => [shardKeyOf(r.electionId, r.shard), r]));
+  const out = new Map(ownerChanges.map((a) => [shardKeyOf(a.electionId, a.shard), { ...a }] as [string, ShardAssignment]));
+  for (const p of placed) {
+    const key = shardKeyOf(p.electionId, p.shard);
+    const change = out.get(key);
+    if (change !== undefined) out.set(key, { ...change, replicaNodeIds: p.replicaNodeIds });
+    else {
+      const row = rowByKey.get(key)!;
+      out.set(key, { electionId: p.electionId, shard: p.shard, ownerNodeId: row.ownerNodeId, pinned: row.pinned, replicaNodeIds: p.replicaNodeIds });
+    }
+  }
+  return [...out.values()];
 }
 
 export function createCoordinator(options: CoordinatorOptions): { round(): Promise<void> } {
@@ -86,9 +118,11 @@ export function createCoordinator(options: CoordinatorOptions): { round(): Promi
       // 3. The map.
       const owners = new Map<string, string>();
       const pinned = new Set<string>();
+      const replicas = new Map<string, readonly string[]>();
       for (const row of view.shards) {
         owners.set(shardKeyOf(row.electionId, row.shard), row.ownerNodeId);
         if (row.pinned) pinned.add(shardKeyOf(row.electionId, row.shard));
+        if (row.replicaNodeIds.length > 0) replicas.set(shardKeyOf(row.electionId, row.shard), row.replicaNodeIds);
       }
       for (const move of moves) {
         owners.set(shardKeyOf(move.electionId, move.shard), move.ownerNodeId);
@@ -102,8 +136,9 @@ export function createCoordinator(options: CoordinatorOptions): { round(): Promi
         pinned,
         movesMax: Math.max(0, options.movesInFlightMax - underWay - moves.length),
         rebalance: options.autoBalance || balanceAsked,
+        replicas,
       });
-      const assignments = [...moves.filter((m) => !allocated.some((a) => a.electionId === m.electionId && a.shard === m.shard)), ...allocated];
+      const assignments = withReplicas(view, [...moves.filter((m) => !allocated.some((a) => a.electionId === m.electionId && a.shard === m.shard)), ...allocated], options.replicasPerShard ?? 0);
       if (assignments.length > 0) {
         const version = await store.assignShards(nodeId, assignments);
         if (version === null) return;

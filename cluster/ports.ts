@@ -28,6 +28,8 @@ export interface ShardOwnerRecord {
   readonly leaseExpiresAtMs: number;
   /** Placed by an operator: automatic balancing moves other shards rather than this one. */
   readonly pinned: boolean;
+  /** Warm replicas (allocation.ts placeReplicas), in other AZs than the owner's when possible. */
+  readonly replicaNodeIds: readonly string[];
 }
 
 /** An election whose shards must be owned: open or closed (closed ones still answer retries). */
@@ -72,6 +74,8 @@ export interface ShardAssignment {
   readonly ownerNodeId: string;
   /** Placed by an operator's move (see ShardOwnerRecord.pinned). */
   readonly pinned?: boolean;
+  /** The shard's replicas; undefined leaves them as they are (none for a new row). */
+  readonly replicaNodeIds?: readonly string[];
 }
 
 /** What the coordinator records of an operation's progress. */

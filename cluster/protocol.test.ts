@@ -120,7 +120,8 @@ describe('protocol shape checks', () => {
     }
     const tallies = { t: 'tallies', electionId, shard: 0, epoch: 1, version: 1, counts: [0, 3] };
     expect(isLinkEvent(tallies)).toBe(true);
-    for (const bad of [{ shard: 1024 }, { shard: -1 }, { epoch: -1 }, { counts: 'x' }, { counts: [1.5] }, { counts: new Array(65).fill(0) }]) {
+    expect(isLinkEvent({ ...tallies, queued: 12 })).toBe(true);
+    for (const bad of [{ shard: 1024 }, { shard: -1 }, { epoch: -1 }, { counts: 'x' }, { counts: [1.5] }, { counts: new Array(65).fill(0) }, { queued: -1 }, { queued: 1.5 }, { queued: '3' }]) {
       expect(isLinkEvent({ ...tallies, ...bad }), JSON.stringify(bad)).toBe(false);
     }
     expect(isLinkEvent({ t: 'map', version: 3 })).toBe(true);

@@ -79,6 +79,11 @@ export interface TalliesChanged {
   readonly version: number;
   /** Committed votes per candidate index. */
   readonly counts: readonly number[];
+  /**
+   * Votes of the shard answered `accepted` that wait in the owner's spill queue, not in `counts`
+   * yet. Absent from a node that predates it: read as 0.
+   */
+  readonly queued?: number;
 }
 
 /** Event. Sender: the coordinator, after it changed the shard map. */
@@ -158,7 +163,8 @@ export const eventKinds: { readonly [K in LinkEventKind]: Shape } = {
     typeof m.shard === 'number' && Number.isInteger(m.shard) && m.shard >= 0 && m.shard < shardCountMax &&
     isCount(m.epoch) &&
     isCount(m.version) &&
-    Array.isArray(m.counts) && m.counts.length <= candidateCountMax && m.counts.every(isCount),
+    Array.isArray(m.counts) && m.counts.length <= candidateCountMax && m.counts.every(isCount) &&
+    (m.queued === undefined || isCount(m.queued)),
   map: (m) => isCount(m.version),
 };
 

@@ -14,6 +14,8 @@ interface ShardEntry {
   epoch: number;
   version: number;
   counts: readonly number[];
+  /** Votes in the owner's spill queue, not in counts yet. */
+  queued: number;
 }
 
 interface ElectionEntry {
@@ -67,7 +69,7 @@ export class ClusterResults {
     const entry = this.entry(event.electionId);
     const current = entry.shards.get(event.shard);
     if (current !== undefined && !talliesSupersede(event, current)) return;
-    entry.shards.set(event.shard, { epoch: event.epoch, version: event.version, counts: event.counts.slice() });
+    entry.shards.set(event.shard, { epoch: event.epoch, version: event.version, counts: event.counts.slice(), queued: event.queued ?? 0 });
     entry.version++;
     entry.cached = undefined;
   }
@@ -84,14 +86,18 @@ export class ClusterResults {
     for (const tallies of this.options.voteNode.shardTallies(electionId)) {
       const current = entry.shards.get(tallies.shard);
       if (current === undefined || talliesSupersede({ epoch: tallies.epoch, version: tallies.changeMark }, current)) {
-        this.applyTallies({ t: 'tallies', electionId, shard: tallies.shard, epoch: tallies.epoch, version: tallies.changeMark, counts: tallies.counts });
+        this.applyTallies({
+          t: 'tallies', electionId, shard: tallies.shard, epoch: tallies.epoch, version: tallies.changeMark, counts: tallies.counts, queued: tallies.queuedVotes,
+        });
       }
     }
     if (entry.cached !== undefined && entry.cached.tallies.length === dims.candidateCount) return entry.cached;
     const tallies = new Array<number>(dims.candidateCount).fill(0);
     const perShard = new Array<number>(dims.shardCount).fill(0);
     let total = 0;
+    let queuedVotes = 0;
     for (const [shard, shardEntry] of entry.shards) {
+      queuedVotes += shardEntry.queued;
       let sum = 0;
       for (let c = 0; c < tallies.length; c++) {
         const count = shardEntry.counts[c] ?? 0;
@@ -101,7 +107,7 @@ export class ClusterResults {
       if (shard < perShard.length) perShard[shard] = sum;
       total += sum;
     }
-    entry.cached = { electionId, tallies, total, perShard, version: entry.version };
+    entry.cached = { electionId, tallies, total, perShard, version: entry.version, queuedVotes };
     return entry.cached;
   }
 
@@ -128,6 +134,7 @@ export class ClusterResults {
         this.published.set(key, { epoch: tallies.epoch, changeMark: tallies.changeMark });
         const event: TalliesChanged = {
           t: 'tallies', electionId, shard: tallies.shard, epoch: tallies.epoch, version: tallies.changeMark, counts: tallies.counts.slice(),
+          queued: tallies.queuedVotes,
         };
         this.applyTallies(event);
         this.options.broadcast(event);

@@ -25,7 +25,7 @@ describe('ShardHost', () => {
       election: () => ({ shardCount: 2, candidateCount: 2, status: 'open' }),
       onLeasesLost: (count) => { lost.push(count); },
     });
-    const row = (shard: number) => ({ electionId, shard, ownerNodeId: 'n2', mapVersion: 1, epoch: 6, leaseNodeId: null, leaseExpiresAtMs: 0, pinned: false });
+    const row = (shard: number) => ({ electionId, shard, ownerNodeId: 'n2', mapVersion: 1, epoch: 6, leaseNodeId: null, leaseExpiresAtMs: 0, pinned: false, replicaNodeIds: [] });
     const view: ClusterView = {
       version: 1, electionsVersion: 1, coordinatorNodeId: 'n1', readAtMs: 0, operations: [],
       nodes: [{ nodeId: 'n1', az: 'a', url: 'http://x', status: 'alive', incarnation: 1, startedAtMs: 0, lastHeartbeatAtMs: 0, draining: false }],

@@ -122,6 +122,8 @@ export async function buildApp(deps: AppDeps): Promise<LivevoteApp> {
     wrapJournal: (journal) => votePathMetrics.timed(journal),
     onLeasesLost: (count) => votePathMetrics.leasesLostTotal.inc(count),
     spillQueue,
+    spillQueueKind: config.spill.kind,
+    spillFileInCluster: config.spill.fileInCluster,
   });
   elections.registry.onChange(async (election) => {
     if (election.status === 'closed') cluster.voteNode.closeElection(election.electionId);

@@ -174,7 +174,17 @@ describe('chaos: Postgres frozen, then a node killed with batches in the queue',
     frozen = await privatePostgresPids(dataDir);
     const freezeStartMs = Date.now();
     signal(frozen, 'SIGSTOP');
+    // While votes wait in the queue the results say so: answered, durable, not counted yet.
+    let queuedSeen = 0;
+    const queuedWatch = (async () => {
+      while (Date.now() - freezeStartMs < 9_000 && queuedSeen === 0) {
+        const results = await call(node.baseUrl, 'GET', `/api/v1/results/${election.electionId}`);
+        queuedSeen = Math.max(queuedSeen, (results.body.queuedVotes as number | undefined) ?? 0);
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+    })();
     await new Promise((resolve) => setTimeout(resolve, 10_000));
+    await queuedWatch;
     signal(frozen, 'SIGCONT');
     const freezeEndMs = Date.now();
     frozen = [];
@@ -197,6 +207,8 @@ describe('chaos: Postgres frozen, then a node killed with batches in the queue',
       const results = await call(node.baseUrl, 'GET', `/api/v1/results/${election.electionId}`);
       return results.body.totalVotes ?? results.body.total;
     }, { timeout: 120_000, interval: 200 }).toBe(sent.filter((entry) => entry.status === 200).length);
+    expect(queuedSeen, 'results never said votes were queued during the freeze').toBeGreaterThan(0);
+    expect((await call(node.baseUrl, 'GET', `/api/v1/results/${election.electionId}`)).body.queuedVotes).toBe(0);
     await checkStored(pool, node.baseUrl, election.electionId, sent);
   });
 

@@ -283,6 +283,10 @@ export async function launchCluster(
         LIVEVOTE_AZ: node.az,
         LIVEVOTE_ADVERTISE_URL: node.url,
         LIVEVOTE_DATA_DIR: config.dataDir,
+        // Every node on this one machine, each restartable with its id: a node's file spill queue
+        // (the default) stays readable by it, so the launcher accepts the file queue in a cluster
+        // unless told otherwise (README, LIVEVOTE_SPILL_FILE_IN_CLUSTER).
+        LIVEVOTE_SPILL_FILE_IN_CLUSTER: env.LIVEVOTE_SPILL_FILE_IN_CLUSTER ?? 'allow',
       },
       stdio: ['ignore', 'inherit', 'inherit'],
     });

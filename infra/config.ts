@@ -92,6 +92,7 @@ const envSchema = z.object({
   LIVEVOTE_FORWARD_IN_FLIGHT_MAX: intFromEnv(1, 1_000_000).default(10_000),
   LIVEVOTE_LEASE_TTL_MS: intFromEnv(1000, 600_000).default(6000),
   LIVEVOTE_AUTO_BALANCE: z.enum(['on', 'off']).default('on'),
+  LIVEVOTE_REPLICAS: intFromEnv(0, 4).default(1),
   LIVEVOTE_ROUTE_RETRY_MS: intFromEnv(0, 60_000).default(3000),
   LIVEVOTE_FLUSH_INTERVAL_MS: intFromEnv(1, 1000).default(4),
   LIVEVOTE_BATCH_ROWS_MAX: intFromEnv(1, 100_000).default(4000),
@@ -100,6 +101,7 @@ const envSchema = z.object({
   LIVEVOTE_SPILL_QUEUE: z.enum(['file', 'sqs', 'off']).default('file'),
   LIVEVOTE_SPILL_AFTER_MS: intFromEnv(1, 60_000).optional(),
   LIVEVOTE_SPILL_DIR: z.string().min(1).optional(),
+  LIVEVOTE_SPILL_FILE_IN_CLUSTER: z.enum(['refuse', 'allow']).default('refuse'),
   LIVEVOTE_SQS_QUEUE_URL: z.url('must be a URL').optional(),
   LIVEVOTE_SQS_DEAD_LETTER_QUEUE_URL: z.url('must be a URL').optional(),
   LIVEVOTE_PENDING_VOTES_MAX: intFromEnv(1, 1_000_000).default(20_000),
@@ -179,6 +181,8 @@ export interface Config {
     readonly autoBalance: boolean;
     /** A vote whose shard is between owners is retried inside the cluster this long before 503. */
     readonly routeRetryMs: number;
+    /** Warm replicas per shard, placed in other AZs than the owner's (0: none, cold failover only). */
+    readonly replicas: number;
   };
   /** CAPTCHA on registration: off, always, or when a fraud rule flags the attempt. */
   readonly registerCaptchaPolicy: 'off' | 'always' | 'on_risk';
@@ -247,6 +251,12 @@ export interface SpillConfig {
   readonly dir: string;
   readonly sqsQueueUrl: string | undefined;
   readonly sqsDeadLetterQueueUrl: string | undefined;
+  /**
+   * The file queue with other live members (cluster/spillGuard.ts): `refuse` (the default) stops
+   * this node from starting into such a cluster, and stops it spilling while peers are alive;
+   * `allow` accepts that a dead node's queued votes wait until it serves their shards again.
+   */
+  readonly fileInCluster: 'refuse' | 'allow';
 }
 
 export class ConfigError extends Error {
@@ -310,6 +320,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
         : path.resolve(e.LIVEVOTE_SPILL_DIR),
       sqsQueueUrl: e.LIVEVOTE_SQS_QUEUE_URL,
       sqsDeadLetterQueueUrl: e.LIVEVOTE_SQS_DEAD_LETTER_QUEUE_URL,
+      fileInCluster: e.LIVEVOTE_SPILL_FILE_IN_CLUSTER,
     },
     pendingVotesMax: e.LIVEVOTE_PENDING_VOTES_MAX,
     snapshotIntervalMs: e.LIVEVOTE_SNAPSHOT_INTERVAL_MS,
@@ -324,6 +335,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       leaseTtlMs: e.LIVEVOTE_LEASE_TTL_MS,
       autoBalance: e.LIVEVOTE_AUTO_BALANCE === 'on',
       routeRetryMs: e.LIVEVOTE_ROUTE_RETRY_MS,
+      replicas: e.LIVEVOTE_REPLICAS,
     },
     registerCaptchaPolicy: e.LIVEVOTE_CAPTCHA_REGISTER_POLICY,
     abuse: {

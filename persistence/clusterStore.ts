@@ -129,7 +129,7 @@ export function createPgClusterStore(pool: Pool, options: PgClusterStoreOptions 
              (extract(epoch FROM heartbeat_at) * 1000)::bigint AS heartbeat_ms FROM cluster_nodes ORDER BY node_id`,
         );
         const shards = await query(
-          `SELECT o.election_id::text AS election_id, o.shard, o.owner_node, o.map_version, o.pinned, coalesce(l.epoch, 0) AS epoch, l.owner_node AS lease_node,
+          `SELECT o.election_id::text AS election_id, o.shard, o.owner_node, o.map_version, o.pinned, o.replica_nodes, coalesce(l.epoch, 0) AS epoch, l.owner_node AS lease_node,
              coalesce((extract(epoch FROM l.expires_at) * 1000)::bigint, 0) AS lease_expires_ms
            FROM shard_owners o LEFT JOIN shard_leases l ON l.election_id = o.election_id AND l.shard = o.shard
            ORDER BY o.election_id, o.shard`,
@@ -152,6 +152,7 @@ export function createPgClusterStore(pool: Pool, options: PgClusterStoreOptions 
             (r): ShardOwnerRecord => ({
               electionId: r.election_id, shard: r.shard, ownerNodeId: r.owner_node, mapVersion: Number(r.map_version),
               epoch: Number(r.epoch), leaseNodeId: r.lease_node, leaseExpiresAtMs: Number(r.lease_expires_ms), pinned: r.pinned,
+              replicaNodeIds: r.replica_nodes,
             }),
           ),
           elections: elections.rows.map((r) => ({ electionId: r.election_id, shardCount: r.shard_count })),
@@ -178,15 +179,18 @@ export function createPgClusterStore(pool: Pool, options: PgClusterStoreOptions 
         const bumped = await query('UPDATE cluster_state SET version = version + 1 WHERE id = 1 RETURNING version');
         const version = Number((bumped.rows[0] as { version: string }).version);
         if (assignments.length === 0) return version;
-        // Elections deleted meanwhile are skipped by the join, not an error.
+        // Elections deleted meanwhile are skipped by the join, not an error. Replicas travel as
+        // comma-joined node ids (ids are [a-z0-9-]); null keeps the row's replicas.
         await query(
-          `INSERT INTO shard_owners (election_id, shard, owner_node, map_version, pinned)
-           SELECT a.election_id, a.shard, a.owner_node, $4, a.pinned
-           FROM unnest($1::uuid[], $2::integer[], $3::text[], $5::boolean[]) AS a(election_id, shard, owner_node, pinned)
+          `INSERT INTO shard_owners (election_id, shard, owner_node, map_version, pinned, replica_nodes)
+           SELECT a.election_id, a.shard, a.owner_node, $4, a.pinned, coalesce(string_to_array(a.replicas, ','), o.replica_nodes, '{}')
+           FROM unnest($1::uuid[], $2::integer[], $3::text[], $5::boolean[], $6::text[]) AS a(election_id, shard, owner_node, pinned, replicas)
            JOIN elections e ON e.election_id = a.election_id
-           ON CONFLICT (election_id, shard) DO UPDATE SET owner_node = excluded.owner_node, map_version = excluded.map_version, pinned = excluded.pinned`,
+           LEFT JOIN shard_owners o ON o.election_id = a.election_id AND o.shard = a.shard
+           ON CONFLICT (election_id, shard) DO UPDATE SET owner_node = excluded.owner_node, map_version = excluded.map_version, pinned = excluded.pinned,
+             replica_nodes = excluded.replica_nodes`,
           [assignments.map((a) => a.electionId), assignments.map((a) => a.shard), assignments.map((a) => a.ownerNodeId), version,
-            assignments.map((a) => a.pinned ?? false)],
+            assignments.map((a) => a.pinned ?? false), assignments.map((a) => (a.replicaNodeIds === undefined ? null : a.replicaNodeIds.join(',')))],
         );
         return version;
       }),

@@ -64,6 +64,8 @@ export async function startBenchCluster(extraEnv: Record<string, string | undefi
     LIVEVOTE_FRAUD_VOTE_BURST: 'off',
     LIVEVOTE_FRAUD_EMPTY_UA: 'off',
     LIVEVOTE_FRAUD_AUTOMATION_UA: 'off',
+    // Nodes on one machine, restarted with their ids: each keeps its file spill queue (README).
+    LIVEVOTE_SPILL_FILE_IN_CLUSTER: 'allow',
     ...extraEnv,
   };
   const baseEnv: Record<string, string | undefined> = {

@@ -37,7 +37,7 @@ export class SimClusterState {
   coordinator: CoordinatorLease | null = null;
   fingerprint: string | null = null;
   readonly nodes = new Map<string, MemberRecord>();
-  readonly owners = new Map<string, { electionId: string; shard: number; ownerNodeId: string; mapVersion: number; pinned: boolean }>();
+  readonly owners = new Map<string, { electionId: string; shard: number; ownerNodeId: string; mapVersion: number; pinned: boolean; replicaNodeIds: readonly string[] }>();
   readonly operations: ClusterOperation[] = [];
   /** Lease owners and expiry; the epoch lives in the vote store (it fences the journal). */
   readonly leases = new Map<string, LeaseRow>();
@@ -100,7 +100,9 @@ export class SimClusterState {
         const known = new Set(this.elections().map((e) => e.electionId));
         for (const a of assignments) {
           if (!known.has(a.electionId)) continue;
-          this.owners.set(`${a.electionId}/${a.shard}`, { electionId: a.electionId, shard: a.shard, ownerNodeId: a.ownerNodeId, mapVersion: version, pinned: a.pinned ?? false });
+          const key = `${a.electionId}/${a.shard}`;
+          const replicaNodeIds = a.replicaNodeIds ?? this.owners.get(key)?.replicaNodeIds ?? [];
+          this.owners.set(key, { electionId: a.electionId, shard: a.shard, ownerNodeId: a.ownerNodeId, mapVersion: version, pinned: a.pinned ?? false, replicaNodeIds });
         }
         return version;
       },

@@ -22,6 +22,7 @@ const clusterSchema = z.object({
   shards: z.array(z.object({
     electionId: z.string(), shard: z.number().int(), ownerNodeId: z.string(), epoch: z.number().int(),
     leaseNodeId: z.string().nullable(), mapVersion: z.number().int(), pinned: z.boolean(),
+    replicaNodeIds: z.array(z.string()).describe('Warm replicas of the shard (LIVEVOTE_REPLICAS), in other AZs than the owner\'s when possible; a failover promotes one.'),
   })),
 });
 

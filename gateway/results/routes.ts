@@ -30,6 +30,10 @@ export const resultsPayloadSchema = z.object({
   status: z.enum(['open', 'closed']),
   totalVotes: z.number().int(),
   candidates: z.array(z.object({ candidateId: z.uuid(), name: z.string(), votes: z.number().int() })),
+  queuedVotes: z.number().int().describe(
+    'Votes answered accepted that wait in the spill queue because the database did not store them in time: durable, ' +
+      'but not in totalVotes or the candidates yet. While it is above 0 the tally is incomplete; the drainer counts them once the database answers.',
+  ),
   version: z.number().int().describe('Increases with every committed change; equal versions mean equal results'),
   asOf: z.string().describe('When these committed results were read'),
 });
@@ -44,6 +48,7 @@ export function buildResultsPayload(election: ElectionView, results: ElectionRes
     status: election.status === 'closed' ? 'closed' : 'open',
     totalVotes: results.total,
     candidates: election.candidates.map((c) => ({ candidateId: c.candidateId, name: c.name, votes: results.tallies[c.candidateIndex] ?? 0 })),
+    queuedVotes: results.queuedVotes,
     version: results.version,
     asOf: new Date(nowMs).toISOString(),
   };
