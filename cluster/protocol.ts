@@ -16,6 +16,9 @@
 //                       counts changed → every other node          (epoch, version) per shard
 //   map      event      the coordinator, after it changed the      none; receivers reload the shard
 //                       shard map → every other node               map now
+//   released event      a shard's old owner, right after it        none; the receiver takes the lease
+//                       released the lease in a hand-off → the     now rather than at its next look
+//                       new owner the map names                    (it still polls: this only hurries)
 //   replicate event     a shard's owner, after its batches are     none; a replica applies each
 //                       committed → each replica of those shards   shard's batch in seq order and
 //                       (several shards per event)                 catches up from Postgres on a gap
@@ -144,6 +147,20 @@ export interface ShardMapChanged {
   readonly version: number;
 }
 
+/**
+ * Event. Sender: a shard's old owner, once it resolved the shard's backlog and released its lease
+ * (a move, a drain, a stop). Receiver: the node the sender's map names as the new owner, which
+ * acquires the lease at once instead of waiting for its next poll: the shard's pause is shorter.
+ * Only a hint: the lease in Postgres decides; a lost or stale one changes nothing.
+ */
+export interface ShardReleased {
+  readonly t: 'released';
+  readonly electionId: string;
+  readonly shard: number;
+  /** The lease epoch the sender held (the new owner's will be higher). */
+  readonly epoch: number;
+}
+
 /** Each request kind and the answer it gets. */
 export interface LinkAnswerOf {
   cast: OutcomeAnswer;
@@ -152,7 +169,7 @@ export type LinkRequest = CastRequest;
 export type LinkRequestKind = LinkRequest['t'];
 export type LinkAnswer = LinkAnswerOf[LinkRequestKind];
 export type AnswerTo<R extends LinkRequest> = LinkAnswerOf[R['t']];
-export type LinkEvent = TalliesChanged | ShardMapChanged | ReplicateBatches | ReplicaReport;
+export type LinkEvent = TalliesChanged | ShardMapChanged | ShardReleased | ReplicateBatches | ReplicaReport;
 export type LinkEventKind = LinkEvent['t'];
 
 /** Whether tallies `a` replace `b` for the same shard: the highest (epoch, version) wins. */
@@ -209,15 +226,18 @@ export const requestKinds: { readonly [K in LinkRequestKind]: { readonly request
   },
 };
 
+const isShard = (v: unknown) => typeof v === 'number' && Number.isInteger(v) && v >= 0 && v < shardCountMax;
+
 export const eventKinds: { readonly [K in LinkEventKind]: Shape } = {
   tallies: (m) =>
     isElectionId(m.electionId) &&
-    typeof m.shard === 'number' && Number.isInteger(m.shard) && m.shard >= 0 && m.shard < shardCountMax &&
+    isShard(m.shard) &&
     isCount(m.epoch) &&
     isCount(m.version) &&
     Array.isArray(m.counts) && m.counts.length <= candidateCountMax && m.counts.every(isCount) &&
     (m.queued === undefined || isCount(m.queued)),
   map: (m) => isCount(m.version),
+  released: (m) => isElectionId(m.electionId) && isShard(m.shard) && isCount(m.epoch),
   replicate: (m) => Array.isArray(m.batches) && m.batches.length <= replicatedShardsPerEventMax && m.batches.every(isReplicatedShardBatch),
   replicas: (m) => Array.isArray(m.shards) && m.shards.length <= replicaReportsPerEventMax && m.shards.every(isReplicaShardReport),
 };
@@ -227,19 +247,17 @@ export const replicatedShardsPerEventMax = 4096;
 export const replicatedRowsPerBatchMax = 100_000;
 export const replicaReportsPerEventMax = 65_536;
 
-const isShardNumber = (v: unknown): v is number => typeof v === 'number' && Number.isInteger(v) && v >= 0 && v < shardCountMax;
-
 function isReplicatedShardBatch(b: unknown): b is ReplicatedShardBatch {
   if (!isObject(b)) return false;
   const { voterNumbers, candidateIndexes } = b;
-  return isElectionId(b.electionId) && isShardNumber(b.shard) && isCount(b.epoch) && isCount(b.seq) && isCount(b.batchId) && isCount(b.watermarkBatchId) &&
+  return isElectionId(b.electionId) && isShard(b.shard) && isCount(b.epoch) && isCount(b.seq) && isCount(b.batchId) && isCount(b.watermarkBatchId) &&
     Array.isArray(voterNumbers) && Array.isArray(candidateIndexes) && voterNumbers.length === candidateIndexes.length &&
     voterNumbers.length <= replicatedRowsPerBatchMax && voterNumbers.every(isCount) &&
     candidateIndexes.every((c) => typeof c === 'number' && Number.isInteger(c) && c >= 0 && c < candidateCountMax);
 }
 
 function isReplicaShardReport(r: unknown): r is ReplicaShardReport {
-  return isObject(r) && isElectionId(r.electionId) && isShardNumber(r.shard) && isCount(r.epoch) && (r.phase === 'catching_up' || r.phase === 'live') &&
+  return isObject(r) && isElectionId(r.electionId) && isShard(r.shard) && isCount(r.epoch) && (r.phase === 'catching_up' || r.phase === 'live') &&
     isCount(r.batchesBehind) && isCount(r.votes) && isCount(r.sinceAppliedMs) &&
     Array.isArray(r.counts) && r.counts.length <= candidateCountMax && r.counts.every(isCount);
 }
