@@ -68,6 +68,13 @@ export interface VoteNodeConfig extends CommitterConfig {
   readonly retryAfterMs: number;
   /** How often each changed shard writes a snapshot. */
   readonly snapshotIntervalMs: number;
+  /**
+   * A released shard (hand-off) writes a final snapshot only when more rows than this changed it
+   * since its last one: a shorter tail the next owner reads from the journal faster than this
+   * node would write the snapshot, and the snapshot's transaction would sit in the shard's pause.
+   * The next owner writes one as soon as it serves (a recovery that replayed rows snapshots).
+   */
+  readonly releaseSnapshotTailRowsMin: number;
   /** How often changed results are handed to onResultsChanged listeners. */
   readonly resultsPublishIntervalMs: number;
   /** close() waits this long for pending votes to resolve before giving up on them. */
@@ -92,6 +99,7 @@ export const voteNodeConfigDefault: VoteNodeConfig = {
   shardMailboxCastsMax: 20_000,
   retryAfterMs: 1_000,
   snapshotIntervalMs: 30_000,
+  releaseSnapshotTailRowsMin: 20_000,
   resultsPublishIntervalMs: 100,
   closeTimeoutMs: 10_000,
   batchIdTimeoutMs: 2_000,
@@ -175,6 +183,17 @@ export interface HostShardsRequest {
   readonly closed?: boolean;
 }
 
+/** How a shard's release went: where a hand-off's time goes (cluster/shardHost.ts logs it). */
+export interface ShardRelease {
+  /** Refusing new votes → every admitted vote resolved (committed, refused or given up). */
+  readonly backlogMs: number;
+  /** False: closeTimeoutMs passed first; late outcomes are ignored. */
+  readonly backlogResolved: boolean;
+  /** The final snapshot's write (0 when none was written). */
+  readonly snapshotMs: number;
+  readonly snapshotWritten: boolean;
+}
+
 /** Committed counts of one hosted shard, what its owner publishes to the other nodes. */
 export interface ShardTallies {
   readonly shard: number;
@@ -255,10 +274,10 @@ export interface VoteNode {
   hostShards(request: HostShardsRequest): Promise<readonly ShardRecovery[]>;
   /**
    * Stops serving one shard: new votes for it get unavailable(shard_moving), its pending votes
-   * resolve (up to closeTimeoutMs), a final snapshot is written unless its lease was lost, and the
-   * shard is dropped. Resolves false when it was not hosted.
+   * resolve (up to closeTimeoutMs), a final snapshot is written if the tail since the last one is
+   * long (releaseSnapshotTailRowsMin) and the lease was not lost, and the shard is dropped. Resolves undefined when it was not hosted.
    */
-  releaseShard(electionId: string, shard: number): Promise<boolean>;
+  releaseShard(electionId: string, shard: number): Promise<ShardRelease | undefined>;
   /** The hosted shards of an election and their committed counts. */
   shardTallies(electionId: string): ShardTallies[];
   /** Hosted and taking votes (not released, lease not lost). */
@@ -896,6 +915,9 @@ export function createVoteNode(deps: VoteNodeDeps): VoteNode {
         );
         cellElection.shards[state.key.shard] = cell;
         if (cellElection.closed) send(cell, { kind: 'CloseElection' });
+        // The previous owner may have left its tail unsnapshotted (releaseSnapshotTailRowsMin):
+        // snapshot now, after serving, so the next recovery reads little.
+        if (state.counters.rowsReplayed > 0) requestSnapshot(cell, true);
       }
       logger.info(
         { electionId, shards: request.shards.map((s) => s.shard), committedVotes: cellElection.aggregate.results().total },
@@ -907,12 +929,13 @@ export function createVoteNode(deps: VoteNodeDeps): VoteNode {
     }
   }
 
-  async function releaseShard(electionId: string, shard: number): Promise<boolean> {
+  async function releaseShard(electionId: string, shard: number): Promise<ShardRelease | undefined> {
     const election = elections.get(electionId);
     const cell = election?.shards[shard];
-    if (election === undefined || cell === undefined || cell.releasing) return false;
+    if (election === undefined || cell === undefined || cell.releasing) return undefined;
     cell.releasing = true;
-    const deadlineMs = Date.now() + config.closeTimeoutMs;
+    const startedMs = Date.now();
+    const deadlineMs = startedMs + config.closeTimeoutMs;
     const idle = () => cell.inMailbox === 0 && shardBacklog(cell.state) === 0;
     const drained = await waitUntil(() => {
       if (idle()) return true;
@@ -926,8 +949,12 @@ export function createVoteNode(deps: VoteNodeDeps): VoteNode {
     if (spill !== undefined && cell.state.queuedCount > 0 && !cell.state.leaseLost) {
       await drainSpillQueue(deadlineMs).catch((error: unknown) => logger.warn({ err: error, shard: cell.key }, 'queued votes of a shard being released could not be stored; its next owner stores them'));
     }
-    if (!cell.state.leaseLost && cell.ref !== null) {
+    const drainedMs = Date.now();
+    let snapshotWritten = false;
+    const tailRows = changeMark(cell.state) - cell.snapshotMark;
+    if (!cell.state.leaseLost && cell.ref !== null && (cell.snapshotMark < 0 || tailRows > config.releaseSnapshotTailRowsMin)) {
       requestSnapshot(cell, false);
+      snapshotWritten = cell.snapshotInProgress;
       await waitUntil(() => !cell.snapshotInProgress, deadlineMs + 1_000);
     }
     if (cell.ref !== null) stop(cell.ref);
@@ -937,7 +964,7 @@ export function createVoteNode(deps: VoteNodeDeps): VoteNode {
       // Its queued votes are its next owner's to report (it drains them before serving).
       election.aggregate.setQueuedVotes(shard, 0);
     }
-    return true;
+    return { backlogMs: drainedMs - startedMs, backlogResolved: drained, snapshotMs: Date.now() - drainedMs, snapshotWritten };
   }
 
   function shardTallies(electionId: string): ShardTallies[] {

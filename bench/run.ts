@@ -7,9 +7,15 @@
 // Every write run has the same shape: wrk, 1 thread, the same connections, POST /api/v1/votes
 // with {electionId, candidateId, userId} and a bearer token, every request the next voter of a
 // file of pre-registered voters (bench/lua/votes.lua). Order:
-//   livevote up (embedded Postgres) → voters → ceiling → livevote → livevote saturation →
-//   reads → fan-out → baseline (and its saturation) → durable floor → journal → recovery → livevote down → memory →
-//   livevote restarted under --cpu-prof → profiled write run → report.
+//   livevote up (embedded Postgres) → voters → ceiling → livevote against the durable floor
+//   (alternating pairs at 100, then at 400 connections) → reads → fan-out → baseline (and its
+//   saturation) → journal → recovery → livevote down → memory → livevote restarted under
+//   --cpu-prof → profiled write run → abuse controls on → report.
+//
+// The targets compare livevote with the durable floor. On a shared machine the load changes from
+// one minute to the next, so the two are measured in PAIRS, one right after the other (which one
+// goes first alternates), BENCH_PAIRS times at each connection count; the ratio reported is the
+// median of the pairs' ratios, and the runs shown for each side are those of the median pair.
 import { chmod, copyFile, mkdir, mkdtemp, readdir, rm } from 'node:fs/promises';
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -34,7 +40,7 @@ import {
   type VoteCounters,
 } from './lib/livevote.ts';
 import { cpuPercent, createQuietWaiter, processTree, repoRoot, runNodeScript, sampleCpu, startBenchServer, type BenchServer, type CpuGroups, type CpuSample } from './lib/proc.ts';
-import { writeResults, type BenchResults, type WriteRunReport } from './lib/report.ts';
+import { writeResults, type BenchResults, type PairReport, type PairsReport, type WriteRunReport } from './lib/report.ts';
 import { writeVoterFile, voterLineWidth } from './lib/voterFile.ts';
 import { ensureWrk, runWrk, type WrkRun } from './lib/wrk.ts';
 
@@ -49,17 +55,20 @@ function intFromEnv(name: string, fallback: number, min: number, max: number): n
 
 const settings = {
   connections: intFromEnv('BENCH_CONNECTIONS', 100, 1, 10_000),
-  writeActiveS: intFromEnv('BENCH_WRITE_S', 12, 2, 600),
+  writeActiveS: intFromEnv('BENCH_WRITE_S', 8, 2, 600),
+  /** livevote / floor pairs per connection count (the ratio is their median). */
+  pairs: intFromEnv('BENCH_PAIRS', 3, 1, 15),
+  pairActiveS: intFromEnv('BENCH_PAIR_S', 5, 2, 600),
   warmupS: intFromEnv('BENCH_WARMUP_S', 2, 1, 60),
   drainS: 3,
   saturationConnections: intFromEnv('BENCH_SATURATION_CONNECTIONS', 400, 1, 10_000),
-  saturationActiveS: intFromEnv('BENCH_SATURATION_S', 8, 2, 600),
+  saturationActiveS: intFromEnv('BENCH_SATURATION_S', 6, 2, 600),
   readS: intFromEnv('BENCH_READ_S', 10, 2, 600),
   subscribers: intFromEnv('BENCH_SUBSCRIBERS', 5000, 1, 50_000),
   fanoutActiveS: intFromEnv('BENCH_FANOUT_S', 10, 4, 600),
   profileActiveS: intFromEnv('BENCH_PROFILE_S', 8, 2, 600),
-  voters: intFromEnv('BENCH_VOTERS', 400_000, 80_000, 5_000_000),
-  recoveryVotes: intFromEnv('BENCH_RECOVERY_VOTES', 10_000_000, 1000, 100_000_000),
+  voters: intFromEnv('BENCH_VOTERS', 300_000, 80_000, 5_000_000),
+  recoveryVotes: intFromEnv('BENCH_RECOVERY_VOTES', 1_000_000, 1000, 100_000_000),
   candidates: 4,
   shardCount: 8,
   baselinePoolMax: intFromEnv('BENCH_BASELINE_POOL_MAX', 32, 1, 200),
@@ -171,7 +180,8 @@ function cpuWindow(groups: CpuGroups, activeMs: number): { onStart: () => void; 
   };
 }
 
-const quiet = createQuietWaiter(45_000, progress);
+// Bounded: the pairs, not waiting, are what keeps the load's drift out of the ratios.
+const quiet = createQuietWaiter(20_000, progress);
 const waitForQuiet = (label: string) => quiet.wait(label);
 
 interface WriteRunOptions {
@@ -232,6 +242,7 @@ function writeRunReport(label: string, connections: number, activeS: number, run
     okPerS: Math.round(run.okCount / (run.result.activeMs / 1000)),
     latencyMs: { mean: msFromUs(l.mean), p50: msFromUs(l.p50), p90: msFromUs(l.p90), p99: msFromUs(l.p99), p999: msFromUs(l.p999), max: msFromUs(l.max) },
     cpuPercent: cpu,
+    loadAverage: run.loadAverageAtStart,
   };
 }
 
@@ -315,7 +326,6 @@ async function main(): Promise<number> {
     const admin = await adminLogin(lv.baseUrl, adminEmail, adminPassword);
     const electionA = await createOpenElection(lv.baseUrl, admin, 'Bench: livevote', settings.candidates, settings.shardCount);
     const electionWarm = await createOpenElection(lv.baseUrl, admin, 'Bench: warm-up', settings.candidates, settings.shardCount);
-    const electionS = await createOpenElection(lv.baseUrl, admin, 'Bench: saturation', settings.candidates, settings.shardCount);
     const electionB = await createOpenElection(lv.baseUrl, admin, 'Bench: fan-out', settings.candidates, settings.shardCount);
     let postmaster = await lv.postmasterPid();
     const livevoteGroups = (wrkPid: () => number): CpuGroups => ({
@@ -336,35 +346,78 @@ async function main(): Promise<number> {
     const ceiling = writeRunReport('ceiling', settings.connections, settings.writeActiveS, ceilingRaw.run, ceilingRaw.cpu);
     progress(`ceiling: ${ceiling.rps} req/s, p99 ${ceiling.latencyMs.p99} ms (wrk CPU ${ceiling.cpuPercent.wrk}%, server ${ceiling.cpuPercent.server}%)`);
 
-    // --- livevote ------------------------------------------------------------------------------
-    progress(`livevote: POST /api/v1/votes, ${settings.connections} connections, every request a new voter`);
+    // --- livevote against the durable floor, in pairs ----------------------------------------------
+    /**
+     * A comparison server writing to a database of its own on livevote's Postgres server, started
+     * and warmed up on the warm-up lines. Those rows stay: `stored()` is net of them.
+     */
+    const startStoringServer = async (label: string, script: string, database: string, table: 'baseline_votes' | 'floor_votes', env: Record<string, string>) => {
+      const databaseUrl = lv.databaseUrl.replace(/\/livevote$/, `/${database}`);
+      const server: BenchServer = track(await startBenchServer(script, { PORT: '0', DATABASE_URL: databaseUrl, ...env }));
+      const groups = (wrkPid: () => number): CpuGroups => ({ server: () => [server.child.pid!], postgres: () => processTree(postmaster), wrk: () => (wrkPid() ? [wrkPid()] : []) });
+      await writeRun({ label: `${label} warm-up`, port: server.port, election: electionA, connections: settings.connections, activeS: settings.warmupS, firstLine: warmupFirst, lineCount: warmupLines, wrap: false, cpuGroups: groups });
+      const countPool = createPool(databaseUrl, 2, 'livevote-bench');
+      const warmupRows = await countStored(countPool, table, electionA.electionId);
+      await pool!.query('CHECKPOINT');
+      return {
+        server,
+        groups,
+        stored: async (electionId = electionA.electionId) => (await countStored(countPool, table, electionId)) - (electionId === electionA.electionId ? warmupRows : 0),
+        end: () => countPool.end(),
+      };
+    };
+    progress('durable floor: bare uWebSockets.js + group-committed INSERT per batch, nothing else, same Postgres (bench/servers/floor.ts)');
+    await pool.query('CREATE DATABASE bench_floor');
+    const floorSide = await startStoringServer('floor', 'bench/servers/floor.ts', 'bench_floor', 'floor_votes', {});
+    progress(`livevote: POST /api/v1/votes, every request a new voter; against the floor in ${settings.pairs} pairs at ${settings.connections} and at ${settings.saturationConnections} connections`);
     await writeRun({ label: 'livevote warm-up', port: lv.port, election: electionWarm, connections: settings.connections, activeS: settings.warmupS, firstLine: 0, lineCount: measuredLines, wrap: false, cpuGroups: livevoteGroups });
-    await waitForQuiet('livevote');
-    let before = await voteCounters(lv.baseUrl);
-    const lvRaw = await writeRun({ label: 'livevote', port: lv.port, election: electionA, connections: settings.connections, activeS: settings.writeActiveS, firstLine: 0, lineCount: measuredLines, wrap: false, cpuGroups: livevoteGroups });
-    await new Promise((resolve) => setTimeout(resolve, 500));
-    const livevote = countCheck(
-      writeRunReport('livevote', settings.connections, settings.writeActiveS, lvRaw.run, lvRaw.cpu),
-      await countStored(pool, 'votes', electionA.electionId),
-      { before, after: await voteCounters(lv.baseUrl) },
-    );
-    progress(`livevote: ${livevote.okPerS} votes/s, p50 ${livevote.latencyMs.p50} ms, p99 ${livevote.latencyMs.p99} ms; stored ${livevote.stored} = 200s ${livevote.ok}: ${livevote.countOk ? 'ok' : `FAILED (${livevote.countProblems!.join('; ')})`}`);
-
-    progress(`livevote saturation: ${settings.saturationConnections} connections (where its throughput stops growing)`);
-    await waitForQuiet('livevote saturation');
-    before = await voteCounters(lv.baseUrl);
-    const satRaw = await writeRun({ label: 'livevote saturation', port: lv.port, election: electionS, connections: settings.saturationConnections, activeS: settings.saturationActiveS, firstLine: 0, lineCount: measuredLines, wrap: false, cpuGroups: livevoteGroups });
-    await new Promise((resolve) => setTimeout(resolve, 500));
-    const saturation = countCheck(
-      writeRunReport('livevote saturation', settings.saturationConnections, settings.saturationActiveS, satRaw.run, satRaw.cpu),
-      await countStored(pool, 'votes', electionS.electionId),
-      { before, after: await voteCounters(lv.baseUrl) },
-    );
-    progress(`livevote saturation: ${saturation.okPerS} votes/s, p99 ${saturation.latencyMs.p99} ms; count ${saturation.countOk ? 'ok' : 'FAILED'}`);
+    const pairElections: BenchElection[] = [];
+    /** One livevote run, its stored rows and livevote's own counters checked against wrk's 200s. */
+    const livevoteRun = async (label: string, election: BenchElection, connections: number, activeS: number): Promise<WriteRunReport> => {
+      const before = await voteCounters(lv.baseUrl);
+      const raw = await writeRun({ label, port: lv.port, election, connections, activeS, firstLine: 0, lineCount: measuredLines, wrap: false, cpuGroups: livevoteGroups });
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      return countCheck(writeRunReport(label, connections, activeS, raw.run, raw.cpu), await countStored(pool!, 'votes', election.electionId), { before, after: await voteCounters(lv.baseUrl) });
+    };
+    const floorRun = async (label: string, election: BenchElection, connections: number, activeS: number): Promise<WriteRunReport> => {
+      const raw = await writeRun({ label, port: floorSide.server.port, election, connections, activeS, firstLine: 0, lineCount: measuredLines, wrap: false, cpuGroups: floorSide.groups });
+      return countCheck(writeRunReport(label, connections, activeS, raw.run, raw.cpu), await floorSide.stored(election.electionId));
+    };
+    const runPairs = async (connections: number, name: string): Promise<PairsReport> => {
+      await waitForQuiet(`pairs at ${connections} connections`);
+      const pairs: PairReport[] = [];
+      for (let k = 1; k <= settings.pairs; k++) {
+        // A fresh election per pair; the floor stores the same voters under the same id in its own table.
+        const election = await createOpenElection(lv.baseUrl, admin, `Bench: ${name} ${k}`, settings.candidates, settings.shardCount);
+        pairElections.push(election);
+        const runLivevote = () => livevoteRun(`${name} ${k}`, election, connections, settings.pairActiveS);
+        const runFloor = () => floorRun(`durable floor${connections === settings.connections ? '' : ' saturation'} ${k}`, election, connections, settings.pairActiveS);
+        // Which side goes first alternates, so a drift of the machine's load reaches both alike.
+        const livevoteFirst = k % 2 === 1;
+        const first = livevoteFirst ? await runLivevote() : await runFloor();
+        const second = livevoteFirst ? await runFloor() : await runLivevote();
+        const livevote = livevoteFirst ? first : second;
+        const floor = livevoteFirst ? second : first;
+        pairs.push({ livevote, floor, ratio: livevote.okPerS / Math.max(1, floor.okPerS) });
+        progress(`pair ${k} at ${connections} connections: livevote ${livevote.okPerS} votes/s (p99 ${livevote.latencyMs.p99} ms), floor ${floor.okPerS} votes/s: ${(livevote.okPerS / Math.max(1, floor.okPerS)).toFixed(3)}×; load average ${livevote.loadAverage}; counts ${livevote.countOk && floor.countOk ? 'ok' : 'FAILED'}`);
+      }
+      const byRatio = [...pairs].sort((a, b) => a.ratio - b.ratio);
+      const median = byRatio[Math.floor((byRatio.length - 1) / 2)]!;
+      return { connections, pairs, medianRatio: median.ratio, median };
+    };
+    const pairs100 = await runPairs(settings.connections, 'livevote');
+    const pairs400 = await runPairs(settings.saturationConnections, 'livevote saturation');
+    await untrackAndStop(floorSide.server);
+    await floorSide.end();
+    const livevote = pairs100.median.livevote;
+    const floor = pairs100.median.floor;
+    const saturation = pairs400.median.livevote;
+    const floorSaturation = pairs400.median.floor;
+    progress(`livevote / floor, median of ${settings.pairs} pairs: ${pairs100.medianRatio.toFixed(3)} at ${settings.connections} connections, ${pairs400.medianRatio.toFixed(3)} at ${settings.saturationConnections}`);
 
     // --- reads ---------------------------------------------------------------------------------
     progress(`reads: GET /api/v1/results/live/{id}, ${settings.connections} connections`);
-    const readUrl = `${lv.baseUrl}/api/v1/results/live/${electionA.electionId}`;
+    const readUrl = `${lv.baseUrl}/api/v1/results/live/${pairElections[0]!.electionId}`;
     await runWrk({ url: readUrl, connections: settings.connections, durationS: 1, script: 'report.lua' });
     await waitForQuiet('reads');
     let readWrkPid = 0;
@@ -400,25 +453,6 @@ async function main(): Promise<number> {
 
     // --- baseline ------------------------------------------------------------------------------
     progress('baseline: node:http + the same JWT verifier + INSERT … ON CONFLICT DO NOTHING per vote, same Postgres');
-    /**
-     * A comparison server writing to a database of its own on livevote's Postgres server, started
-     * and warmed up on the warm-up lines. Those rows stay: `stored()` is net of them.
-     */
-    const startStoringServer = async (label: string, script: string, database: string, table: 'baseline_votes' | 'floor_votes', env: Record<string, string>) => {
-      const databaseUrl = lv.databaseUrl.replace(/\/livevote$/, `/${database}`);
-      const server: BenchServer = track(await startBenchServer(script, { PORT: '0', DATABASE_URL: databaseUrl, ...env }));
-      const groups = (wrkPid: () => number): CpuGroups => ({ server: () => [server.child.pid!], postgres: () => processTree(postmaster), wrk: () => (wrkPid() ? [wrkPid()] : []) });
-      await writeRun({ label: `${label} warm-up`, port: server.port, election: electionA, connections: settings.connections, activeS: settings.warmupS, firstLine: warmupFirst, lineCount: warmupLines, wrap: false, cpuGroups: groups });
-      const countPool = createPool(databaseUrl, 2, 'livevote-bench');
-      const warmupRows = await countStored(countPool, table, electionA.electionId);
-      await pool!.query('CHECKPOINT');
-      return {
-        server,
-        groups,
-        stored: async (electionId = electionA.electionId) => (await countStored(countPool, table, electionId)) - (electionId === electionA.electionId ? warmupRows : 0),
-        end: () => countPool.end(),
-      };
-    };
     await pool.query('CREATE DATABASE bench_baseline');
     await pool.query('CHECKPOINT');
     const baselineSide = await startStoringServer('baseline', 'bench/servers/baseline.ts', 'bench_baseline', 'baseline_votes', {
@@ -443,22 +477,6 @@ async function main(): Promise<number> {
     await baselineSide.end();
     progress(`baseline saturation: ${baselineSaturation.okPerS} votes/s, p99 ${baselineSaturation.latencyMs.p99} ms; count ${baselineSaturation.countOk ? 'ok' : 'FAILED'}`);
 
-    // --- durable floor -----------------------------------------------------------------------------
-    progress('durable floor: bare uWebSockets.js + group-committed INSERT per batch, nothing else, same Postgres (bench/servers/floor.ts)');
-    await pool.query('CREATE DATABASE bench_floor');
-    const floorSide = await startStoringServer('floor', 'bench/servers/floor.ts', 'bench_floor', 'floor_votes', {});
-    await waitForQuiet('durable floor');
-    const floorRaw = await writeRun({ label: 'durable floor', port: floorSide.server.port, election: electionA, connections: settings.connections, activeS: settings.writeActiveS, firstLine: 0, lineCount: measuredLines, wrap: false, cpuGroups: floorSide.groups });
-    const floor = countCheck(writeRunReport('durable floor', settings.connections, settings.writeActiveS, floorRaw.run, floorRaw.cpu), await floorSide.stored());
-    progress(`durable floor: ${floor.okPerS} votes/s, p99 ${floor.latencyMs.p99} ms; stored ${floor.stored} = 200s ${floor.ok}: ${floor.countOk ? 'ok' : 'FAILED'}`);
-    // At livevote's saturation connection count too: the targets compare the two at both counts.
-    await waitForQuiet('durable floor saturation');
-    const floorSatRaw = await writeRun({ label: 'durable floor saturation', port: floorSide.server.port, election: electionS, connections: settings.saturationConnections, activeS: settings.saturationActiveS, firstLine: 0, lineCount: measuredLines, wrap: false, cpuGroups: floorSide.groups });
-    await untrackAndStop(floorSide.server);
-    const floorSaturation = countCheck(writeRunReport('durable floor saturation', settings.saturationConnections, settings.saturationActiveS, floorSatRaw.run, floorSatRaw.cpu), await floorSide.stored(electionS.electionId));
-    await floorSide.end();
-    progress(`durable floor saturation: ${floorSaturation.okPerS} votes/s, p99 ${floorSaturation.latencyMs.p99} ms; count ${floorSaturation.countOk ? 'ok' : 'FAILED'}`);
-
     // --- journal (bench/journal.ts: the persistence path alone) ----------------------------------
     progress('journal: PgJournal alone (bench/journal.ts), 200,000 rows in batches of 2,000, 2 commits in flight');
     const serverUrl = lv.databaseUrl.replace(/\/livevote$/, '/postgres');
@@ -476,7 +494,8 @@ async function main(): Promise<number> {
 
     // --- livevote down, memory -------------------------------------------------------------------
     const electionNames = new Map([
-      [electionA.electionId, 'livevote run'], [electionWarm.electionId, 'warm-up'], [electionS.electionId, 'saturation'], [electionB.electionId, 'fan-out'],
+      [electionA.electionId, 'ceiling and comparison servers\' warm-up'], [electionWarm.electionId, 'warm-up'], [electionB.electionId, 'fan-out'],
+      ...pairElections.map((election, i) => [election.electionId, i < settings.pairs ? `livevote pair ${i + 1}` : `saturation pair ${i - settings.pairs + 1}`] as const),
     ]);
     const storedByElection = new Map(
       (await pool.query<{ election_id: string; n: number }>('SELECT election_id::text, count(*)::int AS n FROM votes GROUP BY election_id')).rows.map((row) => [row.election_id, row.n]),
@@ -536,14 +555,14 @@ async function main(): Promise<number> {
     const electionAbuse = await createOpenElection(lv.baseUrl, abuseAdmin, 'Bench: abuse controls on', settings.candidates, settings.shardCount);
     await writeRun({ label: 'abuse warm-up', port: lv.port, election: electionAbuseWarm, connections: settings.connections, activeS: settings.warmupS, firstLine: 0, lineCount: measuredLines, wrap: false, forwardedFor: true, cpuGroups: livevoteGroups });
     await waitForQuiet('abuse controls on');
-    before = await voteCounters(lv.baseUrl);
+    const abuseBefore = await voteCounters(lv.baseUrl);
     const abuseRaw = await writeRun({ label: 'livevote, abuse controls on', port: lv.port, election: electionAbuse, connections: settings.connections, activeS: settings.saturationActiveS, firstLine: 0, lineCount: measuredLines, wrap: false, forwardedFor: true, cpuGroups: livevoteGroups });
     await new Promise((resolve) => setTimeout(resolve, 500));
     const abuseCountPool = createPool(lv.databaseUrl, 2, 'livevote-bench');
     const abuseOn = countCheck(
       writeRunReport('livevote, abuse controls on', settings.connections, settings.saturationActiveS, abuseRaw.run, abuseRaw.cpu),
       await countStored(abuseCountPool, 'votes', electionAbuse.electionId),
-      { before, after: await voteCounters(lv.baseUrl) },
+      { before: abuseBefore, after: await voteCounters(lv.baseUrl) },
     );
     await abuseCountPool.end();
     running.delete(abuseHandle);
@@ -590,6 +609,7 @@ async function main(): Promise<number> {
       baselineSaturation,
       floor,
       floorSaturation,
+      pairs: [pairs100, pairs400],
       abuseOn,
       abuseEnv: abuseShownEnv,
       reads,

@@ -20,6 +20,13 @@
 // of every shard it appends to, in (election, shard) order, after all its votes are inserted.
 // A second commit of the same shard waits on that lock until the first commits, then links to
 // the first's new hash (ON CONFLICT DO UPDATE always reads the latest committed row version).
+//
+// The genesis hash (seq 1) is computed only for a chain that has no head yet: every later commit
+// takes the update path, which discards the proposed row's hash, so for an existing head the
+// proposal carries a placeholder of the right length (CHECK constraints run on the proposed row
+// before the conflict is found). Heads are never deleted (a trigger refuses it), so a head seen
+// by the EXISTS is still there at the insert; one created meanwhile by another commit makes the
+// insert conflict, and the update path computes the real hash.
 // Only the tail of the second statement waits (its fence and vote insert ran concurrently), and
 // the fixed lock order means two commits never deadlock on heads.
 import { createHash } from 'node:crypto';
@@ -54,7 +61,10 @@ export function auditAppendCtes(storedCte: string, batchIdParam: string): string
          audit_heads AS (
            INSERT INTO audit_chain_heads AS h (election_id, shard, seq, batch_id, epoch, row_count, rows_digest, prev_hash, hash, recorded_at)
            SELECT d.election_id, d.shard, 1, ${batchIdParam}, d.epoch, d.row_count, d.rows_digest, '\\x${auditGenesisHash.toString('hex')}'::bytea,
-                  livevote_audit_hash('\\x${auditGenesisHash.toString('hex')}'::bytea, d.election_id, d.shard, 1, ${batchIdParam}, d.epoch, d.row_count, d.rows_digest, now()),
+                  CASE WHEN EXISTS (SELECT 1 FROM audit_chain_heads x WHERE x.election_id = d.election_id AND x.shard = d.shard)
+                       THEN '\\x${auditGenesisHash.toString('hex')}'::bytea
+                       ELSE livevote_audit_hash('\\x${auditGenesisHash.toString('hex')}'::bytea, d.election_id, d.shard, 1, ${batchIdParam}, d.epoch, d.row_count, d.rows_digest, now())
+                  END,
                   now()
              FROM audit_digests d
             ORDER BY d.election_id, d.shard

@@ -1,6 +1,7 @@
 // wrk: installed from Debian when missing, run with one thread (two cores: the load generator
 // must leave the other to the server), results read from the JSON line the Lua scripts print.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import os from 'node:os';
 import path from 'node:path';
 import { repoRoot } from './proc.ts';
 
@@ -43,6 +44,8 @@ export interface WrkRun {
   /** Answered per second of the active window. */
   readonly rps: number;
   readonly okCount: number;
+  /** The machine's 1-minute load average when wrk started (the box is shared: said next to every figure). */
+  readonly loadAverageAtStart: number;
 }
 
 export function wrkVersion(): string | undefined {
@@ -98,6 +101,7 @@ export async function runWrk(options: WrkOptions): Promise<WrkRun> {
     options.url,
     ...(options.scriptArgs && options.scriptArgs.length > 0 ? ['--', ...options.scriptArgs] : []),
   ];
+  const loadAverageAtStart = Math.round(os.loadavg()[0]! * 100) / 100;
   const child = spawn('wrk', args, { stdio: ['ignore', 'pipe', 'pipe'] });
   options.onStart?.(child);
   let stdout = '';
@@ -114,5 +118,6 @@ export async function runWrk(options: WrkOptions): Promise<WrkRun> {
     result,
     rps: result.requests / (result.activeMs / 1000),
     okCount: result.requests - result.non2xx,
+    loadAverageAtStart,
   };
 }
