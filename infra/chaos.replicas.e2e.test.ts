@@ -29,8 +29,9 @@ async function adminShards(nodeId: string): Promise<AdminShard[]> {
 
 /** Every shard has one replica in another AZ than its owner's, live and caught up with the owner, as `via` sees it. */
 async function waitForLiveReplicas(via: string, liveNodes: readonly string[]): Promise<AdminShard[]> {
+  let last: AdminShard[] = [];
   return eventually(async () => {
-    const shards = await adminShards(via);
+    const shards = (last = await adminShards(via));
     if (shards.length !== shardCount) return undefined;
     for (const s of shards) {
       if (s.replicaNodeIds.length !== 1 || !liveNodes.includes(s.replicaNodeIds[0]!) || !liveNodes.includes(s.ownerNodeId)) return undefined;
@@ -39,7 +40,9 @@ async function waitForLiveReplicas(via: string, liveNodes: readonly string[]): P
       if (lag === undefined || lag.phase !== 'live' || lag.votesBehind !== 0 || lag.batchesBehind !== 0 || lag.epoch !== s.epoch) return undefined;
     }
     return shards;
-  }, 60_000, `every shard with a live replica in another AZ, 0 votes behind (as ${via} sees it)`);
+  }, 60_000, `every shard with a live replica in another AZ, 0 votes behind (as ${via} sees it)`).catch((error: Error) => {
+    throw new Error(`${error.message}; last seen: ${JSON.stringify(last.map((s) => ({ shard: s.shard, owner: s.ownerNodeId, epoch: s.epoch, replicas: s.replicas })))}`);
+  });
 }
 
 interface Recovery { shard: number; path: 'warm' | 'cold'; tailRows: number; coldBecause?: string }
