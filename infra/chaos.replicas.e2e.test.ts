@@ -85,15 +85,16 @@ async function killOwnersUnderLoad(victims: readonly string[], survivors: readon
   expect(load.failures).toEqual([]);
   await Promise.all(victims.map((id) => cluster.nodes.get(id)!.exited()));
 
-  // Promotion: each moved shard is owned and leased by its former replica.
   await eventually(async () => {
     const members = await memberRows(cluster);
     if (!victims.every((id) => members.get(id)?.status === 'dead')) return undefined;
     const rows = await shardRows(cluster, election.electionId);
-    return moved.every((m) => { const r = rows.find((x) => x.shard === m.shard); return r?.ownerNodeId === replicaOf.get(m.shard) && r?.leaseNodeId === r?.ownerNodeId; }) ? true : undefined;
-  }, 60_000, `${victims.join(', ')} declared dead and each of their shards owned by its replica`);
+    return rows.length === shardCount && rows.every((r) => survivors.includes(r.ownerNodeId) && r.leaseNodeId === r.ownerNodeId) ? true : undefined;
+  }, 60_000, `${victims.join(', ')} declared dead and every shard owned and leased by a survivor`);
 
-  // Warm: the new owner restored its replica state and read only the tail after its watermark.
+  // Promotion, warm: each moved shard was taken over first by its former replica, which restored
+  // its replica state and read only the tail after its watermark. (Balancing may move a shard on
+  // afterwards, so this is read from the replica's log, not from the map.)
   const stored = await storedPerShard();
   for (const m of moved) {
     const owner = replicaOf.get(m.shard)!;
