@@ -132,6 +132,7 @@ const plantedBugCases: PlantedBugCase[] = [
   { bug: 'the snapshot reader loses the bitmap', caughtBy: everyRequestAnswered, plantedBug: 'snapshotReadLosesBitmap' },
   { bug: 'cluster: owners\' counts never reach the other nodes', caughtBy: talliesConvergeToStoredVotes, plantedBug: 'tallyEventsLost', mode: 'cluster' },
   { bug: 'cluster: a lease taken over keeps its epoch', caughtBy: oneWriterPerShardEpoch, plantedBug: 'leaseGrantReusesEpoch', mode: 'cluster' },
+  { bug: 'cluster: replication loses batches and hides the gaps (a promoted replica misses votes)', caughtBy: talliesConvergeToStoredVotes, plantedBug: 'replicationHidesGaps', mode: 'cluster' },
   // Generated cluster cases reach this about once in 1,000: a written scenario (also kept in regressions.json without the bug).
   { bug: 'cluster: the journal does not fence stale epochs', caughtBy: nothingAcknowledgedAfterLeaseLost, plantedBug: 'journalIgnoresFencing', mode: 'cluster', scenario: scenarios.isolatedOwner },
 ];
