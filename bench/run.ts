@@ -29,6 +29,7 @@ import { summariseCpuProfile, type ProfileSummary } from './lib/cpuProfile.ts';
 import { runFanout, type FanoutResult } from './lib/fanout.ts';
 import {
   adminLogin,
+  buildLivevote,
   counterDelta,
   createOpenElection,
   livevoteCommand,
@@ -301,6 +302,7 @@ async function main(): Promise<number> {
   let pool: Pool | undefined;
   try {
     // --- livevote (embedded) and the voters ------------------------------------------------
+    buildLivevote(progress);
     progress('starting livevote in embedded mode (DATABASE_URL unset, a fresh LIVEVOTE_DATA_DIR: embedded Postgres)');
     const lvStartMs = performance.now();
     let lv: LivevoteUnderTest = await startLivevote(livevoteEnv, dataDir);
