@@ -221,16 +221,33 @@ export function journalContract(name: string, makeJournal: () => Promise<Journal
       expect(await subject.journal.wasCommitted(batchId)).toBe(false);
     });
 
-    it('stores a spilled batch once, however often it is drained, without the epoch fence', async () => {
-      // No lease at all, and a stale epoch: the drain stores what was accepted under it.
-      const rows = [row(0, 80, 1, 7), row(1, 81, 0, 7)];
+    it('stores a spilled batch shard by shard, each part once, only by the holder of its lease at the epoch it holds', async () => {
+      // Accepted under epoch 7; since then this node took shard 0 over (epoch 8) and another node shard 1 (epoch 9).
+      await subject.leases.setEpoch({ electionId, shard: 0 }, 8);
+      await subject.leases.setEpoch({ electionId, shard: 1 }, 9);
+      const rows = [row(0, 80, 1, 7), row(1, 81, 0, 7), row(1, 83, 2, 7)];
       const batchId = await subject.batchIds.next();
       const spilled = { batchId, rows, spilledAtMs: acceptedAtMs };
-      expect(await subject.journal.storeSpilled(spilled)).toEqual({ kind: 'stored', storedRows: 2, conflicts: [] });
-      expect(await subject.journal.storeSpilled(spilled)).toEqual({ kind: 'already_stored' });
+      // Holding neither: nothing stored, both parts left, and the batch can no longer be abandoned.
+      expect(await subject.journal.storeSpilled(spilled, [])).toEqual({ kind: 'stored', storedRows: 0, conflicts: [], storedShards: [], fencedShards: [], shardsLeft: 2 });
+      await expect(subject.journal.wasCommitted(batchId)).rejects.toThrow();
+      // Shard 0 held at its lease epoch: stored; shard 1 held at a stale epoch: fenced, left.
+      const held = [{ electionId, shard: 0, epoch: 8 }, { electionId, shard: 1, epoch: 8 }];
+      expect(await subject.journal.storeSpilled(spilled, held)).toEqual({
+        kind: 'stored', storedRows: 1, conflicts: [], storedShards: [{ electionId, shard: 0 }], fencedShards: [{ electionId, shard: 1 }], shardsLeft: 1,
+      });
+      expect(await subject.storedVotes.readStoredVote(electionId, 81)).toBeNull();
+      // Drained again: the stored part is not stored twice.
+      expect(await subject.journal.storeSpilled(spilled, held)).toMatchObject({ kind: 'stored', storedRows: 0, storedShards: [], shardsLeft: 1 });
+      // This node takes shard 1 over (epoch 10) and stores its part; then the batch is done.
+      await subject.leases.setEpoch({ electionId, shard: 1 }, 10);
+      expect(await subject.journal.storeSpilled(spilled, [{ electionId, shard: 1, epoch: 10 }])).toEqual({
+        kind: 'stored', storedRows: 2, conflicts: [], storedShards: [{ electionId, shard: 1 }], fencedShards: [], shardsLeft: 0,
+      });
+      expect(await subject.journal.storeSpilled(spilled, [{ electionId, shard: 1, epoch: 10 }])).toEqual({ kind: 'already_stored' });
       expect(await subject.journal.wasCommitted(batchId)).toBe(true);
       expect((await subject.storedVotes.readStoredVote(electionId, 80))?.voteId).toBe(rows[0]!.voteId);
-      expect(await readAll({ electionId, shard: 1 }, 0)).toEqual([{ voterNumber: 81, candidateIndex: 0 }]);
+      expect(await readAll({ electionId, shard: 1 }, 0)).toEqual([{ voterNumber: 81, candidateIndex: 0 }, { voterNumber: 83, candidateIndex: 2 }]);
     });
 
     it('a spilled batch that was committed after all is not stored again; one marked abandoned is skipped', async () => {
@@ -238,10 +255,11 @@ export function journalContract(name: string, makeJournal: () => Promise<Journal
       const rows = [row(0, 90, 2)];
       const committed = await subject.batchIds.next();
       expect((await subject.journal.commit({ batchId: committed, rows })).kind).toBe('committed');
-      expect(await subject.journal.storeSpilled({ batchId: committed, rows, spilledAtMs: acceptedAtMs })).toEqual({ kind: 'already_stored' });
+      const held = [{ electionId, shard: 0, epoch: 1 }];
+      expect(await subject.journal.storeSpilled({ batchId: committed, rows, spilledAtMs: acceptedAtMs }, held)).toEqual({ kind: 'already_stored' });
       const abandoned = await subject.batchIds.next();
       expect(await subject.journal.wasCommitted(abandoned)).toBe(false);
-      expect(await subject.journal.storeSpilled({ batchId: abandoned, rows: [row(0, 92, 0)], spilledAtMs: acceptedAtMs })).toEqual({ kind: 'abandoned' });
+      expect(await subject.journal.storeSpilled({ batchId: abandoned, rows: [row(0, 92, 0)], spilledAtMs: acceptedAtMs }, held)).toEqual({ kind: 'abandoned' });
       expect(await subject.storedVotes.readStoredVote(electionId, 92)).toBeNull();
     });
 
@@ -249,8 +267,9 @@ export function journalContract(name: string, makeJournal: () => Promise<Journal
       await subject.leases.setEpoch({ electionId, shard: 0 }, 1);
       const first = row(0, 100, 0);
       expect((await subject.journal.commit({ batchId: await subject.batchIds.next(), rows: [first] })).kind).toBe('committed');
-      const result = await subject.journal.storeSpilled({ batchId: await subject.batchIds.next(), rows: [row(0, 100, 1), row(0, 102, 1)], spilledAtMs: acceptedAtMs });
-      expect(result).toEqual({ kind: 'stored', storedRows: 1, conflicts: [{ electionId, voterNumber: 100 }] });
+      const result = await subject.journal.storeSpilled(
+        { batchId: await subject.batchIds.next(), rows: [row(0, 100, 1), row(0, 102, 1)], spilledAtMs: acceptedAtMs }, [{ electionId, shard: 0, epoch: 1 }]);
+      expect(result).toEqual({ kind: 'stored', storedRows: 1, conflicts: [{ electionId, voterNumber: 100 }], storedShards: [{ electionId, shard: 0 }], fencedShards: [], shardsLeft: 0 });
       expect((await subject.storedVotes.readStoredVote(electionId, 100))?.voteId).toBe(first.voteId);
     });
   });

@@ -6,6 +6,7 @@
 import { assert } from './shard.ts';
 import type {
   BatchIdSource,
+  HeldShard,
   Journal,
   JournalBatch,
   JournalCommitResult,
@@ -43,6 +44,9 @@ export class MemoryVoteStore {
   private readonly rowsByVoter = new Map<string, StoredRow>();
   /** vote_batches: what became of each batch id (migration 008). */
   private readonly batchOutcomes = new Map<number, 'committed' | 'drained' | 'abandoned'>();
+  /** Drained batches: the shards whose part is stored (spill_drained_shards), and how many it has. */
+  private readonly drainedParts = new Map<number, Set<string>>();
+  private readonly drainShardsTotal = new Map<number, number>();
   private readonly snapshots = new Map<string, ShardSnapshot>();
   /** The batch-id sequence; reservations take blocks from it. */
   private sequenceLast = 0;
@@ -102,17 +106,42 @@ export class MemoryVoteStore {
       this.batchOutcomes.set(batchId, 'abandoned');
       return false;
     }
+    // Claimed by the drainer with parts left for other owners: in doubt until they are stored.
+    if (outcome === 'drained' && (this.drainedParts.get(batchId)?.size ?? 0) < (this.drainShardsTotal.get(batchId) ?? 0)) {
+      throw new Error(`batch ${batchId}: drained in part`);
+    }
     return outcome !== 'abandoned';
   }
 
-  /** The drainer's write: no fence, ON CONFLICT DO NOTHING, skipped when the id is taken. */
-  storeSpilled(batch: SpilledBatch): SpilledStoreResult {
+  /**
+   * The drainer's write, as Postgres (persistence/voteJournal.ts): claim the id, then store each
+   * part (a shard's rows) that `held` names at the shard's current lease epoch, once.
+   */
+  storeSpilled(batch: SpilledBatch, held: readonly HeldShard[]): SpilledStoreResult {
     const outcome = this.batchOutcomes.get(batch.batchId);
     if (outcome === 'abandoned') return { kind: 'abandoned' };
-    if (outcome !== undefined) return { kind: 'already_stored' };
+    if (outcome === 'committed') return { kind: 'already_stored' };
+    const keys = new Map<string, ShardKey>();
+    for (const row of batch.rows) if (!keys.has(shardKeyString(row))) keys.set(shardKeyString(row), { electionId: row.electionId, shard: row.shard });
+    let parts = this.drainedParts.get(batch.batchId);
+    if (outcome === 'drained' && parts !== undefined && parts.size === keys.size) return { kind: 'already_stored' };
+    this.batchOutcomes.set(batch.batchId, 'drained');
+    this.drainShardsTotal.set(batch.batchId, keys.size);
+    if (parts === undefined) this.drainedParts.set(batch.batchId, (parts = new Set()));
+    const heldEpochs = new Map(held.map((h) => [shardKeyString(h), h.epoch]));
+    const storing = new Set<string>();
+    const fencedShards: ShardKey[] = [];
+    for (const [keyString, key] of keys) {
+      const heldEpoch = heldEpochs.get(keyString);
+      if (heldEpoch === undefined || parts.has(keyString)) continue;
+      // The epoch names its holder: equal epochs, same holder.
+      if (this.leases.get(keyString) === heldEpoch) storing.add(keyString);
+      else fencedShards.push(key);
+    }
     const conflicts: JournalConflict[] = [];
     let storedRows = 0;
     for (const row of batch.rows) {
+      if (!storing.has(shardKeyString(row))) continue;
       const key = voterKey(row.electionId, row.voterNumber);
       const existing = this.rowsByVoter.get(key);
       if (existing !== undefined) {
@@ -124,8 +153,10 @@ export class MemoryVoteStore {
       this.rowsLog.push(stored);
       storedRows++;
     }
-    this.batchOutcomes.set(batch.batchId, 'drained');
-    return { kind: 'stored', storedRows, conflicts };
+    for (const keyString of storing) parts.add(keyString);
+    return {
+      kind: 'stored', storedRows, conflicts, storedShards: [...storing].map((k) => keys.get(k)!), fencedShards, shardsLeft: keys.size - parts.size,
+    };
   }
 
   readStoredVote(electionId: string, voterNumber: number): StoredVote | null {
@@ -195,8 +226,8 @@ export class MemoryJournal implements Journal {
     return this.store.wasCommitted(batchId);
   }
 
-  async storeSpilled(batch: SpilledBatch): Promise<SpilledStoreResult> {
-    return this.store.storeSpilled(batch);
+  async storeSpilled(batch: SpilledBatch, held: readonly HeldShard[]): Promise<SpilledStoreResult> {
+    return this.store.storeSpilled(batch, held);
   }
 }
 

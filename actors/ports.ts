@@ -190,23 +190,54 @@ export interface SpillQueue {
 }
 
 /**
- * What storing a batch from the spill queue did:
- * - `stored`: its rows are stored now, except those already stored (same voteId: a no-op) and
- *   `conflicts`, voters stored with ANOTHER vote (never expected; counted and logged).
- * - `already_stored`: the batch id was committed or drained before; nothing written.
+ * A shard this node holds, with the lease epoch it holds it at: the drainer may store queued rows
+ * of this shard, and only of such shards (see SpilledBatchStore).
+ */
+export interface HeldShard {
+  readonly electionId: string;
+  readonly shard: number;
+  readonly epoch: number;
+}
+
+/**
+ * What storing a batch from the spill queue did. A batch holds rows of several shards (one node's
+ * group commit); after a failover they may belong to different owners, and each owner stores the
+ * part of its own shards. The batch stays queued until every part is stored.
+ * - `stored`: the parts of `storedShards` were stored now, except rows already stored (same
+ *   voteId: a no-op) and `conflicts`, voters stored with ANOTHER vote (counted and logged).
+ *   `fencedShards`: held here by this node's view, but the lease says otherwise (lost): not
+ *   stored. `shardsLeft`: parts nobody has stored yet (others' shards, or fenced ones); while
+ *   above 0 the batch must stay queued for their owners.
+ * - `already_stored`: the batch id was committed, or every part was drained; nothing written.
  * - `abandoned`: wasCommitted marked the id abandoned (its votes were answered otherwise): skip it.
  * - `invalid`: the batch can never be stored (bad rows): a poison batch, for the dead letters.
  */
 export type SpilledStoreResult =
-  | { readonly kind: 'stored'; readonly storedRows: number; readonly conflicts: readonly JournalConflict[] }
+  | {
+      readonly kind: 'stored';
+      readonly storedRows: number;
+      readonly conflicts: readonly JournalConflict[];
+      readonly storedShards: readonly ShardKey[];
+      readonly fencedShards: readonly ShardKey[];
+      readonly shardsLeft: number;
+    }
   | { readonly kind: 'already_stored' }
   | { readonly kind: 'abandoned' }
   | { readonly kind: 'invalid'; readonly message: string };
 
-/** The drainer's write into the journal: no epoch fence (the votes were accepted under theirs). */
+/**
+ * The drainer's write into the journal, fenced like a commit: a part (the rows of one shard) is
+ * stored only by the holder of that shard's lease, at the epoch it holds it, checked in the same
+ * transaction (the lease row FOR SHARE). The rows keep the epoch they were accepted under. So a
+ * node that lost a shard cannot store its queued votes behind the new owner's back (whose bitmap
+ * would not know them); the new owner stores them, before it serves the shard, and counts them.
+ */
 export interface SpilledBatchStore {
-  /** Idempotent per batch id. Rejects when the store cannot be reached (the batch stays queued). */
-  storeSpilled(batch: SpilledBatch): Promise<SpilledStoreResult>;
+  /**
+   * Idempotent per (batch id, shard). `held`: the shards this node holds (others are left).
+   * Rejects when the store cannot be reached (the batch stays queued).
+   */
+  storeSpilled(batch: SpilledBatch, held: readonly HeldShard[]): Promise<SpilledStoreResult>;
 }
 
 export function isQueuedBatch(item: QueuedBatch | UndecodableMessage): item is QueuedBatch {

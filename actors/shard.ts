@@ -40,6 +40,7 @@
 //   BatchAbandoned         group committer               → Reply unavailable to waiters (maybe LeaseLost)
 //   BatchInDoubt           group committer               → Reply unavailable to waiters
 //   BatchQueued            group committer (spill queue confirmed) → Reply accepted to waiters
+//   QueuedVotesStored      spill drainer (a part stored under this lease) → as BatchCommitted; an earlier owner's rows counted if their bit is clear
 //   StoredVoteFound        shell (StoredVoteReader)      → Reply to lookup waiters
 //   StoredVoteLookupFailed shell (StoredVoteReader)      → Reply unavailable to lookup waiters
 //   TakeSnapshot           shell (snapshot timer)        → WriteSnapshot
@@ -124,6 +125,22 @@ export interface BatchCommitted {
   readonly conflictVoterNumbers: readonly number[];
 }
 
+/**
+ * Sender: the spill drainer, once it stored these rows of a queued batch under this shard's lease.
+ * Rows this shard queued itself resolve like BatchCommitted (matched by voteId). Rows queued by an
+ * earlier owner of the shard (this one took over after they were queued, and a drain before it
+ * served did not see them) are counted when their voter's bit is clear, as recovery would; a set
+ * bit means this owner took another vote of that voter meanwhile, which the key keeps out of the
+ * store (a conflict, counted and logged on the side whose row lost).
+ */
+export interface QueuedVotesStored {
+  readonly kind: 'QueuedVotesStored';
+  readonly batchId: number;
+  readonly rows: readonly JournalRow[];
+  /** Voters whose row was NOT written because a row with another vote was already stored for them. */
+  readonly conflictVoterNumbers: readonly number[];
+}
+
 /** Sender: group committer, when these rows are definitely NOT stored (rolled back or fenced). */
 export interface BatchAbandoned {
   readonly kind: 'BatchAbandoned';
@@ -197,6 +214,7 @@ export interface SetEpoch {
 export type ShardMsg =
   | CastVote
   | BatchCommitted
+  | QueuedVotesStored
   | BatchAbandoned
   | BatchInDoubt
   | BatchQueued
@@ -266,6 +284,8 @@ export interface ShardCounters {
   /** Resolutions for rows that are no longer pending here (duplicates, or an older incarnation). */
   staleResolutions: number;
   rowsReplayed: number;
+  /** Queued rows of an earlier owner, stored by this one's drainer while it served (QueuedVotesStored). */
+  rowsInherited: number;
 }
 
 export interface ShardConfig {
@@ -361,6 +381,7 @@ export function createShardState(init: {
       lookups: 0,
       staleResolutions: 0,
       rowsReplayed: 0,
+      rowsInherited: 0,
     },
     overloadedOutcome: Object.freeze({ kind: 'overloaded', retryAfterMs: config.retryAfterMs }),
   };
@@ -388,6 +409,9 @@ export function stepShard(state: ShardState, msg: ShardMsg): ShardEffect[] {
       break;
     case 'BatchCommitted':
       batchCommitted(state, msg, out);
+      break;
+    case 'QueuedVotesStored':
+      queuedVotesStored(state, msg, out);
       break;
     case 'BatchAbandoned':
       batchAbandoned(state, msg, out);
@@ -540,6 +564,20 @@ function batchCommitted(state: ShardState, msg: BatchCommitted, out: ShardEffect
     }
   }
   if (deltas !== null) out.push({ kind: 'TalliesCommitted', key: state.key, deltas, source: 'live' });
+}
+
+function queuedVotesStored(state: ShardState, msg: QueuedVotesStored, out: ShardEffect[]): void {
+  const conflicts = msg.conflictVoterNumbers.length === 0 ? null : new Set(msg.conflictVoterNumbers);
+  const inherited: JournalRow[] = [];
+  for (const row of msg.rows) {
+    const pending = state.pending.get(row.voterNumber);
+    if (pending === undefined && !(conflicts !== null && conflicts.has(row.voterNumber))) inherited.push(row);
+  }
+  // This shard's own queued votes: as a commit of their batch.
+  batchCommitted(state, { kind: 'BatchCommitted', batchId: msg.batchId, rows: msg.rows, conflictVoterNumbers: msg.conflictVoterNumbers }, out);
+  // A set bit without a pending vote: counted already (the same vote, recovered or drained before).
+  const counted = countStoredRows(state, inherited, 'live', out);
+  state.counters.rowsInherited += counted;
 }
 
 function batchAbandoned(state: ShardState, msg: BatchAbandoned, out: ShardEffect[]): void {
@@ -695,17 +733,29 @@ function restoreFromSnapshot(state: ShardState, msg: RestoreFromSnapshot, out: S
 }
 
 function replayStoredVotes(state: ShardState, msg: ReplayStoredVotes, out: ShardEffect[]): void {
+  // Bit already set: counted already (restored or replayed), or pending (its resolution counts it).
+  state.counters.rowsReplayed += countStoredRows(state, msg.rows, 'recovery', out);
+}
+
+/** Counts stored votes whose voter's bit is clear (setting it); returns how many it counted. */
+function countStoredRows(
+  state: ShardState,
+  rows: readonly { readonly voterNumber: number; readonly candidateIndex: number }[],
+  source: TallySource,
+  out: ShardEffect[],
+): number {
   let deltas: number[] | null = null;
-  for (const row of msg.rows) {
+  let counted = 0;
+  for (const row of rows) {
     assertOwnVoter(state, row.voterNumber);
     assert(Number.isInteger(row.candidateIndex) && row.candidateIndex >= 0 && row.candidateIndex < state.candidateCount, 'stored candidateIndex out of range');
-    // Bit already set: counted already (restored or replayed), or pending (its resolution counts it).
     if (!state.bitmap.set(Math.floor(row.voterNumber / state.shardCount))) continue;
     state.committedTallies[row.candidateIndex]!++;
     (deltas ??= new Array<number>(state.candidateCount).fill(0))[row.candidateIndex]!++;
-    state.counters.rowsReplayed++;
+    counted++;
   }
-  if (deltas !== null) out.push({ kind: 'TalliesCommitted', key: state.key, deltas, source: 'recovery' });
+  if (deltas !== null) out.push({ kind: 'TalliesCommitted', key: state.key, deltas, source });
+  return counted;
 }
 
 // ---------------------------------------------------------------------------------------------

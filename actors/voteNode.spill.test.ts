@@ -154,3 +154,96 @@ describe('vote node with a spill queue', () => {
     expect(storedVoters(adapters)).toEqual(voters);
   });
 });
+
+describe('the drainer respects lease epochs', () => {
+  function voteNodeOn(adapters: MemoryAdapters, journal: MemoryJournal, queue: MemorySpillQueue): VoteNode {
+    const node = createVoteNode({
+      journal, snapshots: adapters.snapshots, storedVotes: adapters.storedVotes, batchIds: adapters.batchIds, spill: { queue, store: journal }, config: spillConfig,
+    });
+    nodes.push(node);
+    return node;
+  }
+  const shardOf = (voter: number) => voter % shardCount;
+  const storedRowsOf = (adapters: MemoryAdapters, shards: readonly number[]) =>
+    adapters.store.rowsLog.filter((row) => row.electionId === electionId && shards.includes(row.shard));
+
+  it('a node that lost shards stores only the parts it still holds; the new owner stores the rest before serving; each vote stored and counted once', async () => {
+    const adapters = createMemoryAdapters();
+    const stalled = new StallingJournal(adapters.store);
+    const queue = new MemorySpillQueue();
+    const old = await openNode(adapters, stalled, queue);
+    const outcomes = await Promise.all(voters.map((voter) => cast(old, voter, voter % 3)));
+    expect(outcomes.every((outcome) => outcome.kind === 'accepted')).toBe(true);
+    expect(old.results(electionId)!.queuedVotes).toBe(voters.length);
+
+    // Shards 0 and 1 are taken over (epoch 2) while their votes sit in the queue; the old node
+    // still thinks it holds them at epoch 1. Then its database answers again.
+    adapters.store.setLeaseEpoch({ electionId, shard: 0 }, 2);
+    adapters.store.setLeaseEpoch({ electionId, shard: 1 }, 2);
+    stalled.open();
+    // The old node drains its own shards' parts only: the lease refuses the others.
+    await expect.poll(() => storedRowsOf(adapters, [2, 3]).length, eventually).toBe(voters.filter((v) => shardOf(v) >= 2).length);
+    await expect.poll(() => old.spillStats()!.partsFenced, eventually).toBeGreaterThan(0);
+    expect(storedRowsOf(adapters, [0, 1])).toEqual([]);
+    expect(old.results(electionId)!.total).toBe(voters.filter((v) => shardOf(v) >= 2).length);
+    // The batches stay queued for the new owner.
+    expect((await queue.depth()).batches).toBeGreaterThan(0);
+
+    // The new owner: its pre-serve drain stores the parts of shards 0 and 1, its recovery counts them.
+    const owner = voteNodeOn(adapters, adapters.journal, queue);
+    await owner.hostShards({ electionId, shardCount, candidateCount: 3, shards: [{ shard: 0, epoch: 2 }, { shard: 1, epoch: 2 }] });
+    const newOwnersVoters = voters.filter((v) => shardOf(v) < 2);
+    expect(owner.results(electionId)!.total).toBe(newOwnersVoters.length);
+    expect(storedRowsOf(adapters, [0, 1]).length).toBe(newOwnersVoters.length);
+    await expect.poll(async () => (await queue.depth()).batches, eventually).toBe(0);
+    // A queued voter of a taken-over shard cannot vote again on the new owner.
+    const index = voters.indexOf(newOwnersVoters[0]!);
+    const accepted = outcomes[index] as Extract<VoteOutcome, { kind: 'accepted' }>;
+    expect(await cast(owner, voters[index]!, (voters[index]! + 1) % 3)).toMatchObject({ kind: 'already_voted', voteId: accepted.voteId });
+    // Every vote stored once with its voteId; counted once across the two nodes (each counts its shards).
+    expect(storedVoters(adapters)).toEqual(voters);
+    for (const [i, voter] of voters.entries()) {
+      expect(adapters.store.readStoredVote(electionId, voter)?.voteId).toBe((outcomes[i] as Extract<VoteOutcome, { kind: 'accepted' }>).voteId);
+    }
+    const counted = [...old.shardTallies(electionId).filter((t) => t.shard >= 2), ...owner.shardTallies(electionId)]
+      .reduce((sum, t) => sum + t.counts.reduce((a, b) => a + b, 0), 0);
+    expect(counted).toBe(voters.length);
+    expect(old.spillStats()!.drainConflicts + owner.spillStats()!.drainConflicts).toBe(0);
+  });
+
+  it('a part the new owner could not see before serving (another drainer held it) is stored later under its lease, counted once, and loses to a newer vote of its voter', async () => {
+    const adapters = createMemoryAdapters();
+    const stalled = new StallingJournal(adapters.store);
+    const queue = new MemorySpillQueue();
+    const old = await openNode(adapters, stalled, queue);
+    const shardVoters = voters.filter((v) => shardOf(v) === 0).slice(0, 30);
+    const outcomes = await Promise.all(shardVoters.map((voter) => cast(old, voter, 0)));
+    expect(outcomes.every((outcome) => outcome.kind === 'accepted')).toBe(true);
+    await old.close();
+    nodes.splice(nodes.indexOf(old), 1);
+
+    // Another drainer has the batches received (hidden) while the new owner opens the shard.
+    const hiddenMs = 1_500;
+    const hidden = await queue.receive(100, hiddenMs);
+    expect(hidden.length).toBeGreaterThan(0);
+    adapters.store.setLeaseEpoch({ electionId, shard: 0 }, 2);
+    const owner = voteNodeOn(adapters, adapters.journal, queue);
+    await owner.hostShards({ electionId, shardCount, candidateCount: 3, shards: [{ shard: 0, epoch: 2 }] });
+    expect(owner.results(electionId)!.total).toBe(0);
+    // In that window one queued voter votes again, for another candidate: the owner cannot know.
+    const again = await cast(owner, shardVoters[0]!, 1);
+    expect(again.kind).toBe('accepted');
+
+    // The hidden batches come back; the owner stores them under its lease and counts them,
+    // except the voter whose newer vote is stored: the key keeps one, reported as a conflict.
+    await expect.poll(async () => (await queue.depth()).batches, eventually).toBe(0);
+    await expect.poll(() => owner.results(electionId)!.total, eventually).toBe(shardVoters.length);
+    expect(owner.spillStats()!.drainConflicts).toBe(1);
+    const stored = storedRowsOf(adapters, [0]);
+    expect(stored.length).toBe(shardVoters.length);
+    expect(new Set(stored.map((row) => row.voterNumber)).size).toBe(stored.length);
+    // The tally is what the store holds, per candidate: nothing counted twice.
+    const byCandidate = [0, 1, 2].map((c) => stored.filter((row) => row.candidateIndex === c).length);
+    expect(owner.results(electionId)!.tallies).toEqual(byCandidate);
+  });
+});

@@ -73,6 +73,42 @@ function expectAccepted(outcome: VoteOutcome): Extract<VoteOutcome, { kind: 'acc
 const eventually = { timeout: 60_000, interval: 2 };
 
 describe('vote node', () => {
+  it('a released shard leaves a short tail to the next owner (no final snapshot in the hand-off), and the next owner snapshots once it serves', async () => {
+    const adapters = createMemoryAdapters();
+    const written: { shard: number; epoch: number; node: string }[] = [];
+    const counting = (node: string): SnapshotStore => ({
+      writeSnapshot: async (snapshot) => {
+        written.push({ shard: snapshot.shard, epoch: snapshot.epoch, node });
+        await adapters.snapshots.writeSnapshot(snapshot);
+      },
+      readLatestSnapshot: (key) => adapters.snapshots.readLatestSnapshot(key),
+      readVotesAfter: (key, after, onRows) => adapters.snapshots.readVotesAfter(key, after, onRows),
+    });
+    const old = await openNode(adapters, { shardCount: 1, snapshots: counting('old'), config: { releaseSnapshotTailRowsMin: 5 } });
+    const accepted: string[] = [];
+    for (let voter = 0; voter < 3; voter++) accepted.push(expectAccepted(await castAndWait(old, voter, voter % 3)).voteId);
+    const shortTail = await old.releaseShard(electionId, 0);
+    expect(shortTail).toMatchObject({ backlogResolved: true, snapshotWritten: false, snapshotMs: 0 });
+    expect(written).toEqual([]);
+    expect(old.isServing(electionId, 0)).toBe(false);
+
+    // The next owner (epoch 2) replays the tail from the journal, serves, then writes a snapshot.
+    adapters.store.setLeaseEpoch({ electionId, shard: 0 }, 2);
+    const next = createVoteNode({ journal: adapters.journal, snapshots: counting('next'), storedVotes: adapters.storedVotes, batchIds: adapters.batchIds, config: { flushIntervalMs: 1, releaseSnapshotTailRowsMin: 5 } });
+    nodes.push(next);
+    await next.hostShards({ electionId, shardCount: 1, candidateCount: 3, shards: [{ shard: 0, epoch: 2 }] });
+    expect(next.results(electionId)?.total).toBe(3);
+    expect(expectAccepted(await castAndWait(next, 1, 1)).voteId).toBe(accepted[1]);
+    await expect.poll(() => written, eventually).toEqual([{ shard: 0, epoch: 2, node: 'next' }]);
+
+    // A tail longer than releaseSnapshotTailRowsMin is snapshotted by the old owner before it lets go.
+    for (let voter = 10; voter < 17; voter++) expectAccepted(await castAndWait(next, voter, voter % 3));
+    const longTail = await next.releaseShard(electionId, 0);
+    expect(longTail).toMatchObject({ backlogResolved: true, snapshotWritten: true });
+    expect(written.at(-1)).toEqual({ shard: 0, epoch: 2, node: 'next' });
+    expect(written).toHaveLength(2);
+  });
+
   it('answers accepted only after the commit, and counts only then', async () => {
     const adapters = createMemoryAdapters();
     const journal = new GatedJournal(adapters.store);

@@ -35,6 +35,7 @@ import {
   isQueuedBatch,
   shardKeyString,
   type BatchIdSource,
+  type HeldShard,
   type Journal,
   type JournalRow,
   type QueuedBatch,
@@ -67,6 +68,13 @@ export interface VoteNodeConfig extends CommitterConfig {
   readonly retryAfterMs: number;
   /** How often each changed shard writes a snapshot. */
   readonly snapshotIntervalMs: number;
+  /**
+   * A released shard (hand-off) writes a final snapshot only when more rows than this changed it
+   * since its last one: a shorter tail the next owner reads from the journal faster than this
+   * node would write the snapshot, and the snapshot's transaction would sit in the shard's pause.
+   * The next owner writes one as soon as it serves (a recovery that replayed rows snapshots).
+   */
+  readonly releaseSnapshotTailRowsMin: number;
   /** How often changed results are handed to onResultsChanged listeners. */
   readonly resultsPublishIntervalMs: number;
   /** close() waits this long for pending votes to resolve before giving up on them. */
@@ -91,6 +99,7 @@ export const voteNodeConfigDefault: VoteNodeConfig = {
   shardMailboxCastsMax: 20_000,
   retryAfterMs: 1_000,
   snapshotIntervalMs: 30_000,
+  releaseSnapshotTailRowsMin: 20_000,
   resultsPublishIntervalMs: 100,
   closeTimeoutMs: 10_000,
   batchIdTimeoutMs: 2_000,
@@ -174,6 +183,17 @@ export interface HostShardsRequest {
   readonly closed?: boolean;
 }
 
+/** How a shard's release went: where a hand-off's time goes (cluster/shardHost.ts logs it). */
+export interface ShardRelease {
+  /** Refusing new votes → every admitted vote resolved (committed, refused or given up). */
+  readonly backlogMs: number;
+  /** False: closeTimeoutMs passed first; late outcomes are ignored. */
+  readonly backlogResolved: boolean;
+  /** The final snapshot's write (0 when none was written). */
+  readonly snapshotMs: number;
+  readonly snapshotWritten: boolean;
+}
+
 /** Committed counts of one hosted shard, what its owner publishes to the other nodes. */
 export interface ShardTallies {
   readonly shard: number;
@@ -216,10 +236,17 @@ export interface SpillStats {
   readonly drainFailures: number;
   /** Drained voters found stored with another vote (never expected). */
   readonly drainConflicts: number;
+  /** Batches handed back to the queue with parts left for other owners (shards not held here). */
+  readonly batchesLeftForOwners: number;
+  /** Parts this node's view held but the lease refused (the shard was taken over meanwhile). */
+  readonly partsFenced: number;
 }
 
 export interface DrainReport {
+  /** Batches finished (acked): every part stored, or skipped. */
   readonly batches: number;
+  /** Parts (shards' rows) stored, finished batches or not. */
+  readonly parts: number;
   readonly rows: number;
 }
 
@@ -247,10 +274,10 @@ export interface VoteNode {
   hostShards(request: HostShardsRequest): Promise<readonly ShardRecovery[]>;
   /**
    * Stops serving one shard: new votes for it get unavailable(shard_moving), its pending votes
-   * resolve (up to closeTimeoutMs), a final snapshot is written unless its lease was lost, and the
-   * shard is dropped. Resolves false when it was not hosted.
+   * resolve (up to closeTimeoutMs), a final snapshot is written if the tail since the last one is
+   * long (releaseSnapshotTailRowsMin) and the lease was not lost, and the shard is dropped. Resolves undefined when it was not hosted.
    */
-  releaseShard(electionId: string, shard: number): Promise<boolean>;
+  releaseShard(electionId: string, shard: number): Promise<ShardRelease | undefined>;
   /** The hosted shards of an election and their committed counts. */
   shardTallies(electionId: string): ShardTallies[];
   /** Hosted and taking votes (not released, lease not lost). */
@@ -493,7 +520,7 @@ export function createVoteNode(deps: VoteNodeDeps): VoteNode {
 
   function changeMark(state: ShardState): number {
     // rowsQueued too: a vote entering the spill queue changes what results say is queued.
-    return state.counters.rowsCommitted + state.counters.conflicts + state.counters.rowsReplayed + state.counters.rowsQueued;
+    return state.counters.rowsCommitted + state.counters.conflicts + state.counters.rowsReplayed + state.counters.rowsQueued + state.counters.rowsInherited;
   }
 
   function requestSnapshot(cell: ShardCell, force: boolean): void {
@@ -605,43 +632,91 @@ export function createVoteNode(deps: VoteNodeDeps): VoteNode {
     deadLetters: 0,
     drainFailures: 0,
     drainConflicts: 0,
+    batchesLeftForOwners: 0,
+    partsFenced: 0,
   };
   let drainRound: Promise<DrainReport> | null = null;
+  /**
+   * Shards being opened here (hostShards), by key, with the epoch taken: their parts may be stored
+   * by the drain hostShards runs before recovering them (recovery then reads them from the store).
+   */
+  const openingEpochs = new Map<string, number>();
+  /** Receives per drain round at most: a queue full of others' batches must not keep it going. */
+  const drainReceivesPerRoundMax = 100;
 
-  /** Receives and stores until a receive finds nothing or a store fails. */
-  async function drainUntilEmpty(): Promise<DrainReport> {
-    let batches = 0;
-    let rows = 0;
-    for (;;) {
-      if (spill === undefined || stopped) return { batches, rows };
-      const items = await spill.queue.receive(10, config.drainLeaseMs);
-      if (items.length === 0) return { batches, rows };
-      // One at a time: one connection, so a drain never starves the commits beside it.
-      for (let i = 0; i < items.length; i++) {
-        const rowCount = await drainItem(items[i]!);
-        if (rowCount === null) {
-          // The store is failing: hand this and the rest back now, not when their leases end.
-          await Promise.all(items.slice(i).map((item) => spill.queue.release(item.receipt).catch(() => undefined)));
-          throw new Error('a spilled batch could not be stored; it stays queued');
-        }
-        batches++;
-        rows += rowCount;
+  /** The shards of `rows` this node holds now (serving, releasing or opening), with their epochs. */
+  function heldShardsOf(rows: readonly JournalRow[]): HeldShard[] {
+    const held = new Map<string, HeldShard>();
+    for (const row of rows) {
+      const key = shardKeyString(row);
+      if (held.has(key)) continue;
+      const cell = elections.get(row.electionId)?.shards[row.shard];
+      if (cell !== undefined && cell.ref !== null && !cell.state.leaseLost) held.set(key, { electionId: row.electionId, shard: row.shard, epoch: cell.state.epoch });
+      else {
+        const opening = openingEpochs.get(key);
+        if (opening !== undefined) held.set(key, { electionId: row.electionId, shard: row.shard, epoch: opening });
       }
     }
+    return [...held.values()];
   }
 
-  /** Rows handled, or null when the store failed (the batch stays queued, redelivered later). */
-  async function drainItem(item: Awaited<ReturnType<SpillQueue['receive']>>[number]): Promise<number | null> {
+  /**
+   * Receives and stores until a receive finds nothing, or nothing it had not seen this round (the
+   * batches left are others' to store), or a store fails.
+   */
+  async function drainUntilEmpty(): Promise<DrainReport> {
+    let batches = 0;
+    let parts = 0;
+    let rows = 0;
+    const leftThisRound = new Set<number>();
+    for (let receives = 0; receives < drainReceivesPerRoundMax; receives++) {
+      if (spill === undefined || stopped) break;
+      const items = await spill.queue.receive(10, config.drainLeaseMs);
+      if (items.length === 0) break;
+      let fresh = 0;
+      // One at a time: one connection, so a drain never starves the commits beside it.
+      for (let i = 0; i < items.length; i++) {
+        const item = items[i]!;
+        if (isQueuedBatch(item) && leftThisRound.has(item.batch.batchId)) {
+          await spill.queue.release(item.receipt).catch(() => undefined);
+          continue;
+        }
+        fresh++;
+        const drained = await drainItem(item);
+        if (drained === null) {
+          // The store is failing: hand this and the rest back now, not when their leases end.
+          await Promise.all(items.slice(i).map((rest) => spill.queue.release(rest.receipt).catch(() => undefined)));
+          throw new Error('a spilled batch could not be stored; it stays queued');
+        }
+        parts += drained.parts;
+        rows += drained.rows;
+        if (drained.finished) batches++;
+        else if (isQueuedBatch(item)) leftThisRound.add(item.batch.batchId);
+      }
+      if (fresh === 0) break;
+    }
+    return { batches, parts, rows };
+  }
+
+  /** What draining one item did; null when the store failed (the batch stays queued, redelivered later). */
+  async function drainItem(item: Awaited<ReturnType<SpillQueue['receive']>>[number]): Promise<{ finished: boolean; parts: number; rows: number } | null> {
     const queue = spill!.queue;
     if (!isQueuedBatch(item)) {
       spillCounters.deadLetters++;
       logger.error({ error: item.error, receiveCount: item.receiveCount }, 'undecodable spilled batch sent to the dead letters');
       await queue.deadLetter(item.receipt, `undecodable: ${item.error}`);
-      return 0;
+      return { finished: true, parts: 0, rows: 0 };
+    }
+    const held = heldShardsOf(item.batch.rows);
+    if (held.length === 0) {
+      // None of its shards is ours: back to the queue at once, for their owners.
+      spillCounters.batchesLeftForOwners++;
+      await queue.release(item.receipt);
+      return { finished: false, parts: 0, rows: 0 };
     }
     let result;
     try {
-      result = await spill!.store.storeSpilled(item.batch);
+      result = await spill!.store.storeSpilled(item.batch, held);
     } catch (error) {
       spillCounters.drainFailures++;
       logger.warn({ err: error, batchId: item.batch.batchId, receiveCount: item.receiveCount }, 'storing a spilled batch failed; it stays queued');
@@ -652,32 +727,46 @@ export function createVoteNode(deps: VoteNodeDeps): VoteNode {
         spillCounters.deadLetters++;
         logger.error({ batchId: item.batch.batchId, reason: result.message }, 'poison spilled batch sent to the dead letters');
         await queue.deadLetter(item.receipt, result.message);
-        return 0;
+        return { finished: true, parts: 0, rows: 0 };
       case 'abandoned':
         spillCounters.batchesSkippedAbandoned++;
         break;
       case 'already_stored':
         spillCounters.batchesAlreadyStored++;
-        deliverDrained(item, []);
+        // A queued vote of ours whose batch was committed after all: counted now.
+        deliverDrained(item, held, [], 'committed');
         break;
-      case 'stored':
-        spillCounters.batchesDrained++;
+      case 'stored': {
         spillCounters.rowsDrained += result.storedRows;
         spillCounters.drainConflicts += result.conflicts.length;
+        spillCounters.partsFenced += result.fencedShards.length;
         if (result.conflicts.length > 0) logger.error({ batchId: item.batch.batchId, conflicts: result.conflicts.length }, 'drained voters were stored with another vote');
-        deliverDrained(item, result.conflicts.map((c) => `${c.electionId.toLowerCase()}\u0000${c.voterNumber}`));
-        break;
+        if (result.fencedShards.length > 0) logger.warn({ batchId: item.batch.batchId, shards: result.fencedShards }, 'queued votes of shards whose lease moved on are left for their owner');
+        deliverDrained(item, result.storedShards, result.conflicts.map((c) => `${c.electionId.toLowerCase()}\u0000${c.voterNumber}`), 'stored');
+        const rowsStored = item.batch.rows.filter((r) => result.storedShards.some((k) => k.shard === r.shard && k.electionId === r.electionId)).length;
+        if (result.shardsLeft > 0) {
+          // Parts of shards other nodes hold now: back to the queue at once, for them.
+          spillCounters.batchesLeftForOwners++;
+          await queue.release(item.receipt);
+          return { finished: false, parts: result.storedShards.length, rows: rowsStored };
+        }
+        spillCounters.batchesDrained++;
+        await queue.ack(item.receipt);
+        return { finished: true, parts: result.storedShards.length, rows: rowsStored };
+      }
     }
     await queue.ack(item.receipt);
-    return item.batch.rows.length;
+    return { finished: true, parts: 0, rows: 0 };
   }
 
-  /** Counts drained rows in the shards held here; rows of shards not held are in the store for their recovery. */
-  function deliverDrained(item: QueuedBatch, conflictKeys: readonly string[]): void {
+  /** Tells the serving cells of `shards` that their rows of the batch are stored; opening ones recover them from the store. */
+  function deliverDrained(item: QueuedBatch, shards: readonly ShardKey[], conflictKeys: readonly string[], how: 'stored' | 'committed'): void {
     const conflicts = new Set(conflictKeys);
+    const wanted = new Set(shards.map((k) => shardKeyString(k)));
     const byShard = new Map<string, JournalRow[]>();
     for (const row of item.batch.rows) {
       const key = shardKeyString(row);
+      if (!wanted.has(key)) continue;
       let rows = byShard.get(key);
       if (rows === undefined) byShard.set(key, (rows = []));
       rows.push(row);
@@ -687,7 +776,8 @@ export function createVoteNode(deps: VoteNodeDeps): VoteNode {
       const cell = elections.get(first.electionId)?.shards[first.shard];
       if (cell === undefined) continue;
       const conflictVoterNumbers = rows.filter((r) => conflicts.has(`${r.electionId.toLowerCase()}\u0000${r.voterNumber}`)).map((r) => r.voterNumber);
-      send(cell, { kind: 'BatchCommitted', batchId: item.batch.batchId, rows, conflictVoterNumbers });
+      const batchId = item.batch.batchId;
+      send(cell, how === 'stored' ? { kind: 'QueuedVotesStored', batchId, rows, conflictVoterNumbers } : { kind: 'BatchCommitted', batchId, rows, conflictVoterNumbers });
     }
   }
 
@@ -700,16 +790,19 @@ export function createVoteNode(deps: VoteNodeDeps): VoteNode {
 
   async function drainSpillQueue(deadlineMs = Date.now() + 60_000): Promise<DrainReport> {
     let batches = 0;
+    let parts = 0;
     let rows = 0;
-    if (spill === undefined) return { batches, rows };
+    if (spill === undefined) return { batches, parts, rows };
     for (;;) {
-      // A round already running may hold batches leased: wait for it, then look again.
-      const round = startDrainRound();
+      // A round already running may have passed batches by before the caller's shards counted as
+      // held here: let it finish, then run one that started after the call.
+      if (drainRound !== null) await drainRound.catch(() => undefined);
       try {
-        const report = await round;
+        const report = await startDrainRound();
         batches += report.batches;
+        parts += report.parts;
         rows += report.rows;
-        if (report.batches === 0) return { batches, rows };
+        if (report.parts === 0 && report.batches === 0) return { batches, parts, rows };
       } catch (error) {
         if (Date.now() >= deadlineMs) throw error;
         await new Promise((resolve) => setTimeout(resolve, config.drainIntervalMs));
@@ -789,8 +882,14 @@ export function createVoteNode(deps: VoteNodeDeps): VoteNode {
     const keys = request.shards.map(({ shard }) => `${electionId}/${shard}`);
     for (const key of keys) opening.add(key);
     try {
-      // Queued votes are in no bitmap until stored: store them first, then recover from the store.
-      await drainSpillQueue();
+      // Queued votes are in no bitmap until stored: store them first (this node now holds these
+      // shards' leases, so their parts are its to store, whoever queued them), then recover.
+      for (const { shard, epoch } of request.shards) openingEpochs.set(shardKeyString({ electionId, shard }), epoch);
+      try {
+        await drainSpillQueue();
+      } finally {
+        for (const { shard } of request.shards) openingEpochs.delete(shardKeyString({ electionId, shard }));
+      }
       const recovered = await Promise.all(request.shards.map(({ shard, epoch, base }) => recoverShard(cellElection, { electionId, shard }, epoch, base)));
       for (const { state } of recovered) {
         const cell: ShardCell = {
@@ -816,6 +915,9 @@ export function createVoteNode(deps: VoteNodeDeps): VoteNode {
         );
         cellElection.shards[state.key.shard] = cell;
         if (cellElection.closed) send(cell, { kind: 'CloseElection' });
+        // The previous owner may have left its tail unsnapshotted (releaseSnapshotTailRowsMin):
+        // snapshot now, after serving, so the next recovery reads little.
+        if (state.counters.rowsReplayed > 0) requestSnapshot(cell, true);
       }
       logger.info(
         { electionId, shards: request.shards.map((s) => s.shard), committedVotes: cellElection.aggregate.results().total },
@@ -827,12 +929,13 @@ export function createVoteNode(deps: VoteNodeDeps): VoteNode {
     }
   }
 
-  async function releaseShard(electionId: string, shard: number): Promise<boolean> {
+  async function releaseShard(electionId: string, shard: number): Promise<ShardRelease | undefined> {
     const election = elections.get(electionId);
     const cell = election?.shards[shard];
-    if (election === undefined || cell === undefined || cell.releasing) return false;
+    if (election === undefined || cell === undefined || cell.releasing) return undefined;
     cell.releasing = true;
-    const deadlineMs = Date.now() + config.closeTimeoutMs;
+    const startedMs = Date.now();
+    const deadlineMs = startedMs + config.closeTimeoutMs;
     const idle = () => cell.inMailbox === 0 && shardBacklog(cell.state) === 0;
     const drained = await waitUntil(() => {
       if (idle()) return true;
@@ -840,8 +943,18 @@ export function createVoteNode(deps: VoteNodeDeps): VoteNode {
       return false;
     }, deadlineMs);
     if (!drained) logger.warn({ shard: cell.key, backlog: shardBacklog(cell.state) }, 'shard released before its backlog resolved; late outcomes are ignored');
-    if (!cell.state.leaseLost && cell.ref !== null) {
+    // Its queued votes are this node's to store while it holds the lease: stored now, the next
+    // owner recovers them (a file queue is drainable here only). Bounded: a database that does not
+    // answer leaves them queued for the next owner to store before it serves.
+    if (spill !== undefined && cell.state.queuedCount > 0 && !cell.state.leaseLost) {
+      await drainSpillQueue(deadlineMs).catch((error: unknown) => logger.warn({ err: error, shard: cell.key }, 'queued votes of a shard being released could not be stored; its next owner stores them'));
+    }
+    const drainedMs = Date.now();
+    let snapshotWritten = false;
+    const tailRows = changeMark(cell.state) - cell.snapshotMark;
+    if (!cell.state.leaseLost && cell.ref !== null && (cell.snapshotMark < 0 || tailRows > config.releaseSnapshotTailRowsMin)) {
       requestSnapshot(cell, false);
+      snapshotWritten = cell.snapshotInProgress;
       await waitUntil(() => !cell.snapshotInProgress, deadlineMs + 1_000);
     }
     if (cell.ref !== null) stop(cell.ref);
@@ -851,7 +964,7 @@ export function createVoteNode(deps: VoteNodeDeps): VoteNode {
       // Its queued votes are its next owner's to report (it drains them before serving).
       election.aggregate.setQueuedVotes(shard, 0);
     }
-    return true;
+    return { backlogMs: drainedMs - startedMs, backlogResolved: drained, snapshotMs: Date.now() - drainedMs, snapshotWritten };
   }
 
   function shardTallies(electionId: string): ShardTallies[] {

@@ -7,7 +7,11 @@
 // ever get 200. Writes bench/MOVES.md and bench/out/moves.json.
 //
 //   node --import tsx bench/moves.ts        (about 2-4 minutes on 2 cores)
-import { mkdir, writeFile } from 'node:fs/promises';
+//   BENCH_MOVES_BASELINE=<an earlier run's moves.json> node --import tsx bench/moves.ts
+//       also puts that run's figures beside this run's, phase by phase (A/B: run the other build
+//       first with BENCH_LIVEVOTE_DIST=<its dist> BENCH_BUILT_FROM=<its commit>, keep its json)
+import { execFileSync } from 'node:child_process';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -23,14 +27,62 @@ const workers = Number(process.env.BENCH_WORKERS ?? 12);
 const shardCount = 6;
 const log = (line: string) => process.stdout.write(`[moves] ${line}\n`);
 
+/** One move's timeline, from the nodes' log lines (cluster/coordinator.ts, cluster/shardHost.ts); ms. */
+interface MovePhases {
+  /** Map written by the coordinator → the old owner stops admitting (map event, view read, reconcile). */
+  mapToStopMs: number;
+  /** The old owner: every admitted vote resolved. */
+  backlogMs: number;
+  /** The old owner: its final snapshot (0: none on the critical path). */
+  snapshotMs: number;
+  /** The old owner: its lease release statement. */
+  leaseReleaseMs: number;
+  /** Lease released by the old owner → acquired by the new (noticing the release + the acquire). */
+  releaseToAcquiredMs: number;
+  /** The new owner: recovery (snapshot + tail read) until it serves. */
+  recoveryMs: number;
+  /** The new owner serves → its first vote admitted (votes held, routers asking again). */
+  servedToFirstVoteMs: number;
+}
+const phaseNames: readonly (keyof MovePhases)[] = ['mapToStopMs', 'backlogMs', 'snapshotMs', 'leaseReleaseMs', 'releaseToAcquiredMs', 'recoveryMs', 'servedToFirstVoteMs'];
+const phaseLabels: Record<keyof MovePhases, string> = {
+  mapToStopMs: 'map written → old owner stops admitting',
+  backlogMs: 'old owner: backlog resolved',
+  snapshotMs: 'old owner: final snapshot',
+  leaseReleaseMs: 'old owner: lease release',
+  releaseToAcquiredMs: 'lease released → new owner holds it',
+  recoveryMs: 'new owner: recovery (snapshot + tail)',
+  servedToFirstVoteMs: 'new owner serves → first vote admitted',
+};
+
+type LogLine = Record<string, unknown>;
+/** Every node process's JSON log lines with this message (killed processes' too). */
+function logLines(cluster: Awaited<ReturnType<typeof startBenchCluster>>, msg: string): LogLine[] {
+  const needle = `"msg":"${msg}"`;
+  const lines: LogLine[] = [];
+  for (const node of cluster.nodes.values()) {
+    for (const line of node.process.output().split('\n')) if (line.includes(needle)) lines.push(JSON.parse(line) as LogLine);
+  }
+  return lines;
+}
+
 interface Answers {
   ok: number;
   other: Map<string, number>;
   latencyMs: number[];
 }
 
+/** What the nodes run: this checkout (built now), or BENCH_LIVEVOTE_DIST's build of BENCH_BUILT_FROM. */
+function builtFrom(): string {
+  if (process.env.BENCH_LIVEVOTE_DIST) return `${process.env.BENCH_BUILT_FROM ?? 'an unnamed build'} (${process.env.BENCH_LIVEVOTE_DIST})`;
+  const commit = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: benchDir }).toString().trim();
+  const changed = execFileSync('git', ['status', '--porcelain', '--untracked-files=no'], { cwd: benchDir }).toString().trim();
+  return changed === '' ? commit : `${commit} with uncommitted changes`;
+}
+
 async function main(): Promise<number> {
   const startedMs = Date.now();
+  const build = builtFrom();
   // Failure detection is not what is measured here: on this saturated 2-core box a heartbeat can
   // be stored later than the 1.5 s default, and a false death would turn a move into a failover.
   const cluster = await startBenchCluster({ LIVEVOTE_AUTO_BALANCE: 'off', LIVEVOTE_DEAD_AFTER_MS: '5000' });
@@ -44,6 +96,31 @@ async function main(): Promise<number> {
     await waitFor(async () => (isSettled(await cluster.view(), nodeIds) ? true : undefined), 60_000, 'the map at rest');
     const voters: TestVoter[] = await createVoters(cluster.pool, 400_000, cluster.jwtSecret);
     log(`3 nodes, election of ${shardCount} shards, ${workers} concurrent voters through every node`);
+
+    /** The move of `shard` from `epoch` to `target`, read back from the nodes' log lines. */
+    const moveTimeline = async (electionId: string, shard: number, epoch: number, target: string): Promise<MovePhases | undefined> => {
+      const written = logLines(cluster, 'shard map written').filter((l) => (l.moves as string[] | undefined)?.includes(`${electionId}/${shard}→${target}`)).at(-1);
+      const released = logLines(cluster, 'shard released').find((l) => l.electionId === electionId && l.shard === shard && l.epoch === epoch);
+      const taken = logLines(cluster, 'shards taken over and served').find((l) => {
+        const at = l.electionId === electionId ? (l.shards as number[]).indexOf(shard) : -1;
+        return at >= 0 && (l.epochs as number[])[at]! > epoch;
+      });
+      if (!written || !released || !taken) return undefined;
+      const first = await cluster.pool.query<{ at_ms: string | null }>(
+        `SELECT (extract(epoch FROM min(accepted_at)) * 1000)::float8 AS at_ms FROM votes WHERE election_id = $1 AND shard = $2 AND epoch > $3`,
+        [electionId, shard, epoch],
+      );
+      const n = (v: unknown) => Number(v);
+      return {
+        mapToStopMs: n(released.stoppedAdmittingAtMs) - n(written.writtenAtMs),
+        backlogMs: n(released.backlogMs),
+        snapshotMs: n(released.snapshotMs),
+        leaseReleaseMs: n(released.leaseReleaseMs),
+        releaseToAcquiredMs: n(taken.acquiredAtMs) - n(released.releasedAtMs),
+        recoveryMs: n(taken.recoveryMs),
+        servedToFirstVoteMs: first.rows[0]?.at_ms == null ? NaN : n(first.rows[0].at_ms) - n(taken.servedAtMs),
+      };
+    };
 
     const answers: Answers = { ok: 0, other: new Map(), latencyMs: [] };
     let next = 0;
@@ -77,6 +154,7 @@ async function main(): Promise<number> {
 
     const pauses: number[] = [];
     const durations: number[] = [];
+    const phases: MovePhases[] = [];
     for (let i = 0; i < moveCount; i++) {
       const view = await cluster.view();
       const row = view.shards.find((s) => s.electionId === election.electionId && s.shard === i % shardCount)!;
@@ -98,6 +176,9 @@ async function main(): Promise<number> {
       );
       const pauseMs = gap.rows[0]?.pause_ms === null || gap.rows[0]?.pause_ms === undefined ? NaN : Number(gap.rows[0].pause_ms);
       pauses.push(pauseMs);
+      const timeline = await moveTimeline(election.electionId, row.shard, row.epoch, target);
+      if (timeline) phases.push(timeline);
+      else log(`move ${i + 1}: its timeline is not in the nodes' logs`);
       log(`move ${i + 1}/${moveCount}: shard ${row.shard} ${row.ownerNodeId} → ${target}: pause ${pauseMs.toFixed(1)} ms, operation ${(durations[i]!).toFixed(0)} ms`);
     }
 
@@ -115,10 +196,12 @@ async function main(): Promise<number> {
     const latency = percentiles(answers.latencyMs);
     const result = {
       generatedAt: new Date().toISOString(),
-      command: 'node --import tsx bench/moves.ts',
+      command: [...Object.entries(process.env).filter(([k]) => k.startsWith('BENCH_')).map(([k, v]) => `${k}='${v}'`), 'node --import tsx bench/moves.ts'].join(' '),
+      builtFrom: build,
       machine: { cores: os.availableParallelism(), node: process.version, loadAverageAtStart: os.loadavg().map((v) => Math.round(v * 100) / 100) },
       moves: moveCount,
       pauseMs: pause,
+      phasesMs: Object.fromEntries(phaseNames.map((name) => [name, percentiles(phases.map((p) => p[name]).filter((v) => Number.isFinite(v)))])),
       moveOperationMs: percentiles(durations),
       drainMs: Math.round(drainMs),
       answers: { ok: answers.ok, other: Object.fromEntries(answers.other), latencyMs: latency },
@@ -126,12 +209,14 @@ async function main(): Promise<number> {
       storedEqualsOk: stored === answers.ok,
       totalS: Math.round((Date.now() - startedMs) / 1000),
     };
+    const baselinePath = process.env.BENCH_MOVES_BASELINE;
+    const baseline = baselinePath ? (JSON.parse(await readFile(baselinePath, 'utf8')) as typeof result) : undefined;
     await mkdir(path.join(benchDir, 'out'), { recursive: true });
     await writeFile(path.join(benchDir, 'out', 'moves.json'), JSON.stringify(result, null, 2));
     const f = (v: number) => (Number.isFinite(v) ? v.toFixed(1) : '—');
     await writeFile(path.join(benchDir, 'MOVES.md'), `# Shard moves under load
 
-Written by \`${result.command}\` on ${result.generatedAt} (${result.machine.cores} cores, Node ${result.machine.node}, load average at start ${result.machine.loadAverageAtStart.join(' ')}); do not edit, rerun.
+Written by \`${result.command}\` on ${result.generatedAt}, livevote ${result.builtFrom} (${result.machine.cores} cores, Node ${result.machine.node}, load average at start ${result.machine.loadAverageAtStart.join(' ')}); do not edit, rerun.
 
 Three node processes of the compiled build (\`LIVEVOTE_DEAD_AFTER_MS=5000\`, so that a heartbeat stored late on this saturated box is not a false death), one embedded Postgres, an election of ${shardCount} shards, ${workers} concurrent voters sending fresh votes through every node; ${moveCount} moves of one shard each, one at a time, then a drain of node-3.
 
@@ -141,7 +226,28 @@ Three node processes of the compiled build (\`LIVEVOTE_DEAD_AFTER_MS=5000\`, so 
 | move operation (request → done in the map) | ${f(result.moveOperationMs.p50)} ms | ${f(result.moveOperationMs.p99)} ms | ${f(result.moveOperationMs.max)} ms |
 | answer time of every vote during the run | ${f(latency.p50)} ms | ${f(latency.p99)} ms | ${f(latency.max)} ms |
 
-Drain of node-3 (request → it owns nothing): ${result.drainMs} ms.
+Where a move's time goes (${phases.length} of ${moveCount} timelines, from the nodes' log lines \`shard map written\`, \`shard released\`, \`shards taken over and served\`; the pause runs from "old owner stops admitting" to "first vote admitted"):
+
+| phase | p50 | p99 | max |
+|---|---|---|---|
+${phaseNames.map((name) => {
+  const p = result.phasesMs[name]!;
+  return `| ${phaseLabels[name]} | ${f(p.p50)} ms | ${f(p.p99)} ms | ${f(p.max)} ms |`;
+}).join('\n')}
+
+${baseline === undefined ? '' : `Beside the baseline (\`${baselinePath}\`: livevote ${baseline.builtFrom}, ${baseline.generatedAt}, load average at start ${baseline.machine.loadAverageAtStart.join(' ')}; same command, same machine):
+
+| | baseline p50 | baseline p99 | this run p50 | this run p99 |
+|---|---|---|---|---|
+| pause per move | ${f(baseline.pauseMs.p50)} ms | ${f(baseline.pauseMs.p99)} ms | ${f(pause.p50)} ms | ${f(pause.p99)} ms |
+${phaseNames.map((name) => {
+  const b = baseline.phasesMs[name]!;
+  const p = result.phasesMs[name]!;
+  return `| ${phaseLabels[name]} | ${f(b.p50)} ms | ${f(b.p99)} ms | ${f(p.p50)} ms | ${f(p.p99)} ms |`;
+}).join('\n')}
+| move operation (request → done) | ${f(baseline.moveOperationMs.p50)} ms | ${f(baseline.moveOperationMs.p99)} ms | ${f(result.moveOperationMs.p50)} ms | ${f(result.moveOperationMs.p99)} ms |
+
+`}Drain of node-3 (request → it owns nothing): ${result.drainMs} ms.
 
 Answers: ${answers.ok} × 200${answers.other.size > 0 ? `, and ${[...answers.other].map(([k, v]) => `${v} × ${k}`).join(', ')}` : ', no other answer'}. Stored votes: ${stored} (${result.storedEqualsOk ? 'equal to the 200s' : 'NOT equal to the 200s'}).
 `);

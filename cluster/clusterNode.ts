@@ -170,6 +170,18 @@ export async function createClusterNode(deps: ClusterNodeDeps): Promise<ClusterN
     registers: [deps.metricsRegistry],
     collect() { this.reset(); this.inc(router?.retriedVotes ?? 0); },
   });
+  new Gauge({
+    name: 'livevote_route_held_votes',
+    help: 'Votes this node holds while it takes their shard over (a move, a drain, a failover), cast once it serves the shard',
+    registers: [deps.metricsRegistry],
+    collect() { this.set(router?.heldVotesNow ?? 0); },
+  });
+  new Counter({
+    name: 'livevote_route_held_votes_total',
+    help: 'Votes this node held while it took their shard over',
+    registers: [deps.metricsRegistry],
+    collect() { this.reset(); this.inc(router?.heldVotes ?? 0); },
+  });
   const clusterVersion = new Gauge({ name: 'livevote_cluster_map_version', help: 'Version of the membership and shard map this node has read', registers: [deps.metricsRegistry] });
 
   let membership: Membership;
@@ -191,6 +203,7 @@ export async function createClusterNode(deps: ClusterNodeDeps): Promise<ClusterN
     onEvent: (_from, event) => {
       if (event.t === 'tallies') results.applyTallies(event);
       else if (event.t === 'map') void membership.refreshView().catch(() => undefined);
+      else if (event.t === 'released') shardHost.holderReleased();
     },
   });
 
@@ -201,7 +214,14 @@ export async function createClusterNode(deps: ClusterNodeDeps): Promise<ClusterN
     election: deps.election,
     leaseTtlMs: settings.leaseTtlMs,
     log: deps.log.child({ component: 'shard-host' }),
-    onChange: () => shardsServed.set(shardHost.heldShards().length),
+    onChange: () => {
+      shardsServed.set(shardHost.heldShards().length);
+      router.shardsChanged();
+    },
+    onReleased: (toNodeId, released) => {
+      const peer = peers.find((p) => p.nodeId === toNodeId);
+      if (peer !== undefined) links.send(peer, { t: 'released', ...released });
+    },
     onLeasesLost: deps.onLeasesLost,
     mayTakeShards: () => membership !== undefined && membership.canServe(),
   });
@@ -212,6 +232,8 @@ export async function createClusterNode(deps: ClusterNodeDeps): Promise<ClusterN
     links,
     retryAfterMs,
     routeRetryMs: settings.routeRetryMs,
+    // A forwarded vote's sender waits forwardTimeoutMs: answer well before it gives up.
+    holdMs: Math.min(settings.routeRetryMs, Math.floor(settings.forwardTimeoutMs / 2)),
     shardCountOf: (electionId) => deps.election(electionId)?.shardCount,
     canServe: () => membership.canServe(),
     onRouted: (route, outcome) => routedTotal.inc({ route, outcome: outcome.kind }),

@@ -7,7 +7,8 @@
 // One round (every heartbeat of the coordinator):
 //   1. members silent for deadAfterMs → dead
 //   2. pending operations start: a move pins the shard to its target; a drain marks the node
-//      draining; a balance turns on rule 3 of the allocation until it proposes nothing
+//      draining; an undrain clears that (and fails the node's drain still running); a balance
+//      turns on rule 3 of the allocation until it proposes nothing
 //   3. the allocation's changes (and the moves), then the replica sets (placeReplicas), are
 //      written as one new map version
 //   4. running operations record their progress, and end done (or failed: its target died)
@@ -88,8 +89,11 @@ export function createCoordinator(options: CoordinatorOptions): { round(): Promi
       // 2. Start what operators asked for.
       const moves: ShardAssignment[] = [];
       let balanceAsked = false;
+      /** Operations this round already ended (an undrain ends its node's drain): no progress for them below. */
+      const ended = new Set<number>();
       for (const op of view.operations) {
         const request = op.request;
+        if (ended.has(op.operationId)) continue;
         if (request.kind === 'balance') {
           balanceAsked = true;
           if (op.status === 'pending') await update(op, { status: 'running' });
@@ -111,9 +115,23 @@ export function createCoordinator(options: CoordinatorOptions): { round(): Promi
           }
           await store.setDraining(nodeId, request.nodeId, true);
           await update(op, { status: 'running', shardsTotal: view.shards.filter((s) => s.ownerNodeId === request.nodeId).length });
+        } else if (request.kind === 'undrain') {
+          if (member(request.nodeId)?.status !== 'alive') {
+            await update(op, { status: 'failed', error: `node ${request.nodeId} is not alive` });
+            continue;
+          }
+          await store.setDraining(nodeId, request.nodeId, false);
+          for (const drain of view.operations) {
+            if (drain.request.kind !== 'drain' || drain.request.nodeId !== request.nodeId || ended.has(drain.operationId)) continue;
+            if (drain.operationId > op.operationId) continue; // asked after the undrain: it starts on its own
+            await update(drain, { status: 'failed', error: `ended by undrain (operation ${op.operationId}) before every shard had moved` });
+            ended.add(drain.operationId);
+          }
+          await update(op, { status: 'done' });
+          ended.add(op.operationId);
         }
       }
-      if (moves.length > 0 || view.operations.some((op) => op.request.kind === 'drain' && op.status === 'pending')) view = await store.readView();
+      if (moves.length > 0 || view.operations.some((op) => (op.request.kind === 'drain' || op.request.kind === 'undrain') && op.status === 'pending')) view = await store.readView();
 
       // 3. The map.
       const owners = new Map<string, string>();
@@ -142,13 +160,15 @@ export function createCoordinator(options: CoordinatorOptions): { round(): Promi
       if (assignments.length > 0) {
         const version = await store.assignShards(nodeId, assignments);
         if (version === null) return;
-        log.info({ version, assigned: assignments.length, moves: moves.length, handOffsUnderWay: underWay }, 'shard map written');
+        log.info({
+          version, assigned: assignments.length, moves: moves.map((m) => `${m.electionId}/${m.shard}→${m.ownerNodeId}`), handOffsUnderWay: underWay, writtenAtMs: Date.now(),
+        }, 'shard map written');
         options.onMapWritten?.(version, assignments);
       }
 
       // 4. Progress, as of this round's view (what was just written shows next round).
       for (const op of view.operations) {
-        if (op.status !== 'running') continue;
+        if (op.status !== 'running' || ended.has(op.operationId)) continue;
         const request = op.request;
         if (request.kind === 'move') {
           const row = view.shards.find((s) => s.electionId === request.electionId && s.shard === request.shard);

@@ -148,12 +148,14 @@ export interface ShardLeases {
 // or CLI) and records it in the store; the coordinator carries it out through the shard map, a
 // few hand-offs at a time (LIVEVOTE_MOVES_IN_FLIGHT_MAX), and records its progress.
 
-export type ClusterOperationKind = 'move' | 'drain' | 'balance';
+export type ClusterOperationKind = 'move' | 'drain' | 'undrain' | 'balance';
 export type ClusterOperationStatus = 'pending' | 'running' | 'done' | 'failed';
 
 export type ClusterOperationRequest =
   | { readonly kind: 'move'; readonly electionId: string; readonly shard: number; readonly toNodeId: string }
   | { readonly kind: 'drain'; readonly nodeId: string }
+  /** Ends a drain: the node receives shards again (balancing brings them back); a running drain of it fails. */
+  | { readonly kind: 'undrain'; readonly nodeId: string }
   | { readonly kind: 'balance' };
 
 export interface ClusterOperation {
@@ -171,7 +173,7 @@ export interface ClusterOperation {
 
 /** Refusals of a request, before anything is recorded: the API answers them 404/409. */
 export class ClusterOperationRefused extends Error {
-  constructor(readonly reason: 'node_not_found' | 'node_not_alive' | 'shard_not_found' | 'already_there', message: string) {
+  constructor(readonly reason: 'node_not_found' | 'node_not_alive' | 'node_not_draining' | 'shard_not_found' | 'already_there', message: string) {
     super(message);
     this.name = 'ClusterOperationRefused';
   }

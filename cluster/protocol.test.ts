@@ -38,6 +38,7 @@ const frame: fc.Arbitrary<LinkFrame> = fc.oneof(
     { t: 'tallies', electionId, shard, epoch, version, counts },
   ]),
   count.map((version): LinkFrame => [frameKind.event, { t: 'map', version }]),
+  fc.tuple(fc.integer({ min: 0, max: 1023 }), count).map(([shard, epoch]): LinkFrame => [frameKind.event, { t: 'released', electionId, shard, epoch }]),
 );
 
 describe('protocol codec', () => {
@@ -126,6 +127,11 @@ describe('protocol shape checks', () => {
     }
     expect(isLinkEvent({ t: 'map', version: 3 })).toBe(true);
     expect(isLinkEvent({ t: 'map', version: '3' })).toBe(false);
+    const released = { t: 'released', electionId, shard: 2, epoch: 7 };
+    expect(isLinkEvent(released)).toBe(true);
+    for (const bad of [{ shard: 1024 }, { shard: 0.5 }, { epoch: -1 }, { electionId: '' }]) {
+      expect(isLinkEvent({ ...released, ...bad }), JSON.stringify(bad)).toBe(false);
+    }
     expect(isLinkEvent([2, 3])).toBe(false);
   });
 

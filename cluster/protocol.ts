@@ -16,6 +16,9 @@
 //                       counts changed → every other node          (epoch, version) per shard
 //   map      event      the coordinator, after it changed the      none; receivers reload the shard
 //                       shard map → every other node               map now
+//   released event      a shard's old owner, right after it        none; the receiver takes the lease
+//                       released the lease in a hand-off → the     now rather than at its next look
+//                       new owner the map names                    (it still polls: this only hurries)
 //
 // Adding a kind: its interface below, its member in LinkRequest (+ LinkAnswerOf) or LinkEvent,
 // and its shape check in `requestKinds` or `eventKinds` (the compiler refuses a missing one).
@@ -92,6 +95,20 @@ export interface ShardMapChanged {
   readonly version: number;
 }
 
+/**
+ * Event. Sender: a shard's old owner, once it resolved the shard's backlog and released its lease
+ * (a move, a drain, a stop). Receiver: the node the sender's map names as the new owner, which
+ * acquires the lease at once instead of waiting for its next poll: the shard's pause is shorter.
+ * Only a hint: the lease in Postgres decides; a lost or stale one changes nothing.
+ */
+export interface ShardReleased {
+  readonly t: 'released';
+  readonly electionId: string;
+  readonly shard: number;
+  /** The lease epoch the sender held (the new owner's will be higher). */
+  readonly epoch: number;
+}
+
 /** Each request kind and the answer it gets. */
 export interface LinkAnswerOf {
   cast: OutcomeAnswer;
@@ -100,7 +117,7 @@ export type LinkRequest = CastRequest;
 export type LinkRequestKind = LinkRequest['t'];
 export type LinkAnswer = LinkAnswerOf[LinkRequestKind];
 export type AnswerTo<R extends LinkRequest> = LinkAnswerOf[R['t']];
-export type LinkEvent = TalliesChanged | ShardMapChanged;
+export type LinkEvent = TalliesChanged | ShardMapChanged | ShardReleased;
 export type LinkEventKind = LinkEvent['t'];
 
 /** Whether tallies `a` replace `b` for the same shard: the highest (epoch, version) wins. */
@@ -157,15 +174,18 @@ export const requestKinds: { readonly [K in LinkRequestKind]: { readonly request
   },
 };
 
+const isShard = (v: unknown) => typeof v === 'number' && Number.isInteger(v) && v >= 0 && v < shardCountMax;
+
 export const eventKinds: { readonly [K in LinkEventKind]: Shape } = {
   tallies: (m) =>
     isElectionId(m.electionId) &&
-    typeof m.shard === 'number' && Number.isInteger(m.shard) && m.shard >= 0 && m.shard < shardCountMax &&
+    isShard(m.shard) &&
     isCount(m.epoch) &&
     isCount(m.version) &&
     Array.isArray(m.counts) && m.counts.length <= candidateCountMax && m.counts.every(isCount) &&
     (m.queued === undefined || isCount(m.queued)),
   map: (m) => isCount(m.version),
+  released: (m) => isElectionId(m.electionId) && isShard(m.shard) && isCount(m.epoch),
 };
 
 export function isLinkRequest(value: unknown): value is LinkRequest {

@@ -11,12 +11,20 @@
 // A forwarded vote is never forwarded again: a node that receives a cast for a shard it does not
 // serve answers not_owner, and the sender retries.
 //
-// While a shard is between owners (a move, a drain, a failover) the answers above say "not
-// stored, ask again" (not_owner, shard_moving, forward_failed, node_fenced, fenced). The router
-// asks again itself, with the map of the moment, every few ms (2, 4, 8, 16, then every 20) for up to routeRetryMs: this is the
-// hand-off's buffer, bounded (routeRetriesMax votes waiting; past it, the 503 goes to the client).
-// Asking again is safe whatever the first attempt did: a vote is idempotent per voter (a stored
-// one answers its original voteId), and these outcomes all left nothing uncounted half-way.
+// While a shard is between owners (a move, a drain, a failover) two bounded buffers keep its votes:
+//
+//   - the node the map names as the new owner HOLDS the votes it gets for the shard (its own and
+//     forwarded ones) while it takes the shard over (lease, recovery), up to holdMs and
+//     heldVotesMax, and casts them the moment the shard is served (`shardsChanged`); a view that
+//     gives the shard to another node sends its own held votes there (forwarded ones get not_owner);
+//   - anywhere else, the answers that say "not stored, ask again" (not_owner, shard_moving,
+//     forward_failed, node_fenced, fenced) are asked again by the router itself, with the map of
+//     the moment: at once when a new view arrives or a shard starts being served here, else after
+//     2, 4, 8, 16, then every 20 ms, for up to routeRetryMs (routeRetriesMax votes waiting; past
+//     it, the 503 goes to the client).
+//
+// Holding and asking again are safe whatever the first attempt did: a vote is idempotent per voter
+// (a stored one answers its original voteId), and these outcomes all left nothing uncounted half-way.
 import type { VoteOutcome } from '../actors/shard.ts';
 import type { CastRequest as CastVote, VoteNode } from '../actors/voteNode.ts';
 import { isLinkFailure, type LinkFailure, type LinkPeer, type Links } from './links.ts';
@@ -34,6 +42,14 @@ export interface RouterOptions {
   readonly routeRetryMs: number;
   /** Votes waiting to be asked again, at most (the hand-off buffer's bound). */
   readonly routeRetriesMax?: number;
+  /**
+   * How long the node the map names as a shard's owner holds a vote while it takes the shard over;
+   * 0 answers not_owner at once. Keep it below the links' request timeout (a forwarded vote's sender
+   * stops waiting then). Default routeRetryMs.
+   */
+  readonly holdMs?: number;
+  /** Votes held at once, at most (past it: not_owner, and the sender asks again). */
+  readonly heldVotesMax?: number;
   /** Counted per vote: where it went and how it ended. */
   readonly onRouted?: (route: 'local' | 'forwarded' | 'received', outcome: VoteOutcome) => void;
 }
@@ -41,6 +57,23 @@ export interface RouterOptions {
 /** Outcomes that mean "not stored here, ask the shard's owner again": retried inside the cluster. */
 const retryableReasons: ReadonlySet<string> = new Set(['not_owner', 'shard_moving', 'forward_failed', 'node_fenced', 'fenced']);
 const routeRetriesMaxDefault = 20_000;
+const heldVotesMaxDefault = 20_000;
+/** How often held votes are checked against their deadline. */
+const holdSweepMs = 25;
+
+/** A vote held by the shard's next owner until it serves the shard. */
+interface HeldVote {
+  readonly vote: CastVote;
+  readonly reply: (outcome: VoteOutcome) => void;
+  readonly route: 'local' | 'received';
+  readonly deadlineMs: number;
+}
+
+/** A vote waiting to be asked again: its timer, and how to ask now instead. */
+interface RetryWaiter {
+  timer: NodeJS.Timeout | undefined;
+  readonly now: () => void;
+}
 
 export class Router {
   private readonly options: RouterOptions;
@@ -53,8 +86,15 @@ export class Router {
   private readonly forwardFailed: VoteOutcome;
   private readonly fenced: VoteOutcome;
   private retriesWaiting = 0;
+  private readonly retryWaiters = new Set<RetryWaiter>();
+  /** Held votes by shard key (holdMs, heldVotesMax). */
+  private readonly held = new Map<string, { electionId: string; shard: number; votes: HeldVote[] }>();
+  private heldNow = 0;
+  private holdSweep: NodeJS.Timeout | undefined;
   /** Votes asked again (one count per vote that waited), for /metrics. */
   retriedVotes = 0;
+  /** Votes held by this node while it took their shard over (one count per vote), for /metrics. */
+  heldVotes = 0;
 
   constructor(options: RouterOptions) {
     this.options = options;
@@ -76,6 +116,19 @@ export class Router {
     this.owners = owners;
     this.routable = new Map();
     this.peers = peers;
+    this.settleHeld();
+    this.wakeRetries();
+  }
+
+  /** Shards started or stopped being served here: cast the votes held for them, ask waiting ones again. */
+  shardsChanged(): void {
+    this.settleHeld();
+    this.wakeRetries();
+  }
+
+  /** Votes held now while their shard is taken over here. */
+  get heldVotesNow(): number {
+    return this.heldNow;
   }
 
   ownerOf(electionId: string, shard: number): string | undefined {
@@ -122,9 +175,71 @@ export class Router {
         this.retriedVotes++;
       }
       attempt++;
-      setTimeout(() => this.route(vote, onOutcome), Math.min(20, 2 ** attempt));
+      const waiter: RetryWaiter = {
+        timer: undefined,
+        now: () => {
+          clearTimeout(waiter.timer);
+          this.retryWaiters.delete(waiter);
+          this.route(vote, onOutcome);
+        },
+      };
+      waiter.timer = setTimeout(waiter.now, Math.min(20, 2 ** attempt));
+      this.retryWaiters.add(waiter);
     };
     this.route(vote, onOutcome);
+  }
+
+  /** Something changed (a view, a shard served): every waiting vote asks again now, not at its timer. */
+  private wakeRetries(): void {
+    if (this.retryWaiters.size === 0) return;
+    const waiters = [...this.retryWaiters];
+    for (const waiter of waiters) waiter.now();
+  }
+
+  /** The shard is ours by the map and taken over now: keep the vote until it is served (bounded). */
+  private hold(electionId: string, shard: number, vote: CastVote, reply: (outcome: VoteOutcome) => void, route: 'local' | 'received'): void {
+    const holdMs = this.options.holdMs ?? this.options.routeRetryMs;
+    if (holdMs <= 0 || this.heldNow >= (this.options.heldVotesMax ?? heldVotesMaxDefault)) return this.done(route, this.notOwner, reply);
+    const key = `${electionId}/${shard}`;
+    let entry = this.held.get(key);
+    if (entry === undefined) this.held.set(key, (entry = { electionId, shard, votes: [] }));
+    entry.votes.push({ vote, reply, route, deadlineMs: performance.now() + holdMs });
+    this.heldNow++;
+    this.heldVotes++;
+    if (this.holdSweep === undefined) {
+      this.holdSweep = setInterval(() => this.settleHeld(), holdSweepMs);
+      this.holdSweep.unref();
+    }
+  }
+
+  /**
+   * Held votes whose shard is served here now are cast; those whose shard the map gave to another
+   * node go there (ours) or back to their sender (forwarded: not_owner, it asks again); those past
+   * their deadline get not_owner.
+   */
+  private settleHeld(): void {
+    if (this.heldNow === 0) return;
+    const nowMs = performance.now();
+    for (const [key, entry] of [...this.held]) {
+      const ours = this.ownerOf(entry.electionId, entry.shard) === this.options.nodeId;
+      const served = ours && this.options.voteNode.isServing(entry.electionId, entry.shard);
+      const keep: HeldVote[] = [];
+      const go: HeldVote[] = [];
+      for (const held of entry.votes) (ours && !served && held.deadlineMs > nowMs ? keep : go).push(held);
+      if (go.length === 0) continue;
+      if (keep.length === 0) this.held.delete(key);
+      else entry.votes = keep;
+      this.heldNow -= go.length;
+      for (const held of go) {
+        if (served) this.castHere(held.vote, held.reply, held.route);
+        else if (!ours && held.route === 'local') this.route(held.vote, held.reply);
+        else this.done(held.route, this.notOwner, held.reply);
+      }
+    }
+    if (this.heldNow === 0 && this.holdSweep !== undefined) {
+      clearInterval(this.holdSweep);
+      this.holdSweep = undefined;
+    }
   }
 
   private route(vote: CastVote, reply: (outcome: VoteOutcome) => void): void {
@@ -136,8 +251,8 @@ export class Router {
     const shard = vote.voterNumber % shardCount;
     const owner = this.ownerOf(vote.electionId, shard);
     if (owner === this.options.nodeId) {
-      // Ours by the map, not served yet (the old owner is still handing it over): ask again.
-      if (!this.options.voteNode.isServing(vote.electionId, shard)) return this.done('local', this.notOwner, reply);
+      // Ours by the map, not served yet (the old owner is still handing it over): hold it.
+      if (!this.options.voteNode.isServing(vote.electionId, shard)) return this.hold(vote.electionId, shard, vote, reply, 'local');
       return this.castHere(vote, reply, 'local');
     }
     const peer = owner === undefined ? undefined : this.peers.get(owner);
@@ -153,9 +268,8 @@ export class Router {
     const shardCount = this.options.shardCountOf(message.electionId);
     if (shardCount !== undefined) {
       const shard = message.voterNumber % shardCount;
-      if (this.ownerOf(message.electionId, shard) !== this.options.nodeId || !this.options.voteNode.isServing(message.electionId, shard)) {
-        return this.done('received', this.notOwner, reply);
-      }
+      if (this.ownerOf(message.electionId, shard) !== this.options.nodeId) return this.done('received', this.notOwner, reply);
+      if (!this.options.voteNode.isServing(message.electionId, shard)) return this.hold(message.electionId, shard, message, reply, 'received');
     }
     this.castHere(message, reply, 'received');
   }

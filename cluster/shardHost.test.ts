@@ -42,3 +42,69 @@ describe('ShardHost', () => {
     await host.stop();
   });
 });
+
+describe('ShardHost hand-offs', () => {
+  const node = (nodeId: string) => ({ nodeId, az: 'a', url: `http://${nodeId}`, status: 'alive' as const, incarnation: 1, startedAtMs: 0, lastHeartbeatAtMs: 0, draining: false });
+  const viewOf = (owner: string, leaseNodeId: string | null): ClusterView => ({
+    version: 1, electionsVersion: 1, coordinatorNodeId: 'n1', readAtMs: 0, operations: [],
+    nodes: [node('n1'), node('n2')],
+    shards: [{ electionId, shard: 0, ownerNodeId: owner, mapVersion: 1, epoch: 6, leaseNodeId, leaseExpiresAtMs: leaseNodeId === null ? 0 : 60_000, pinned: false, replicaNodeIds: [] }],
+    elections: [{ electionId, shardCount: 1 }],
+  });
+  const fakeVoteNode = () => {
+    const hosted = new Set<number>();
+    return {
+      hostShards: vi.fn(async (r: { shards: readonly { shard: number }[] }) => { for (const s of r.shards) hosted.add(s.shard); }),
+      releaseShard: vi.fn(async (_e: string, shard: number) => (hosted.delete(shard) ? { backlogMs: 0, backlogResolved: true, snapshotMs: 0, snapshotWritten: false } : undefined)),
+      isServing: (_e: string, shard: number) => hosted.has(shard),
+    } as unknown as VoteNode;
+  };
+
+  it('the old owner releases the lease of a shard the map moved, then tells the new owner (released)', async () => {
+    const released: unknown[] = [];
+    const calls: string[] = [];
+    const host = new ShardHost({
+      nodeId: 'n1', voteNode: fakeVoteNode(), leaseTtlMs: 60_000, log: silent,
+      leases: {
+        acquire: async (_e, shards) => shards.map((shard) => ({ shard, epoch: 7 })),
+        renew: async (_e, leases) => leases,
+        release: async () => { calls.push('lease released'); },
+      },
+      election: () => ({ shardCount: 1, candidateCount: 2, status: 'open' }),
+      onReleased: (toNodeId, event) => { calls.push('told'); released.push({ toNodeId, ...event }); },
+    });
+    await host.apply(viewOf('n1', null));
+    expect(host.heldShards()).toEqual([{ electionId, shard: 0, epoch: 7 }]);
+    await host.apply(viewOf('n2', 'n1'));
+    expect(host.heldShards()).toEqual([]);
+    expect(calls).toEqual(['lease released', 'told']);
+    expect(released).toEqual([{ toNodeId: 'n2', electionId, shard: 0, epoch: 7 }]);
+    await host.stop();
+  });
+
+  it('the new owner waiting for a live holder takes the lease as soon as it hears the holder released it', async () => {
+    let holderReleased = false;
+    const attempts: number[] = [];
+    const host = new ShardHost({
+      nodeId: 'n2', voteNode: fakeVoteNode(), leaseTtlMs: 60_000, log: silent,
+      // A poll far longer than the test's patience: only the `released` hint can end the wait.
+      holderPollMs: 600_000,
+      leases: {
+        acquire: async (_e, shards, takeOver) => {
+          attempts.push(shards.length);
+          return takeOver === 'expired-or-own' && holderReleased ? shards.map((shard) => ({ shard, epoch: 8 })) : [];
+        },
+        renew: async (_e, leases) => leases,
+        release: async () => undefined,
+      },
+      election: () => ({ shardCount: 1, candidateCount: 2, status: 'open' }),
+    });
+    const applied = host.apply(viewOf('n2', 'n1'));
+    await expect.poll(() => attempts.filter((n) => n > 0).length, { timeout: 10_000 }).toBe(1);
+    holderReleased = true;
+    host.holderReleased();
+    await applied;
+    expect(host.heldShards()).toEqual([{ electionId, shard: 0, epoch: 8 }]);
+    await host.stop();
+  });
+});

@@ -3,13 +3,17 @@
 //
 //   map says mine, not hosted ──► take the lease (epoch + 1 fences every earlier writer)
 //                                 ──► recover (snapshot + tail) ──► serve
-//   hosted, map says another's ──► stop taking votes (503 shard_moving), resolve the backlog,
-//                                 final snapshot ──► release the lease (the new owner takes it)
+//   hosted, map says another's ──► stop taking votes (503 shard_moving), resolve the backlog
+//                                 ──► release the lease ──► `released` to the new owner, which
+//                                 takes it at once (no final snapshot on this path unless the
+//                                 tail since the last one is long: the new owner reads the tail)
 //   hosted, lease lost          ──► drop it (its writes are fenced); take it again if still mine
 //
 // The lease is taken with `any` when its holder is not a live member (dead, left, or an
 // earlier process of this node); otherwise only once the holder released it or it expired, so a
-// live old owner always finishes its backlog before the new owner recovers the shard.
+// live old owner always finishes its backlog before the new owner recovers the shard. While it
+// waits it looks again every holderPollMs, or at once when the holder says it released
+// (`holderReleased`, the link's `released` event): the shard's pause does not wait for a poll.
 import { shardKeyOf } from './allocation.ts';
 import type { ClusterView, HeldShardLease, ShardLeases } from './ports.ts';
 import type { VoteNode } from '../actors/voteNode.ts';
@@ -32,6 +36,10 @@ export interface ShardHostOptions {
   readonly onChange?: () => void;
   /** Leases found taken by another node at renewal (counted in livevote_leases_lost_total). */
   readonly onLeasesLost?: (count: number) => void;
+  /** A shard's lease was released in a hand-off to `toNodeId`: tell that node (protocol `released`). */
+  readonly onReleased?: (toNodeId: string, released: { electionId: string; shard: number; epoch: number }) => void;
+  /** While a live holder hands a shard over: how often to try its lease (default 50 ms; `released` cuts the wait). */
+  readonly holderPollMs?: number;
   /**
    * False while this node may not serve votes (self-fenced, or declared dead): a lease taken
    * then, on a view that may be stale, would only fence the shard's live owner.
@@ -44,12 +52,18 @@ export class ShardHost {
   /** Leases held, by election, shard → epoch. */
   private readonly held = new Map<string, Map<number, number>>();
   private latestView: ClusterView | undefined;
+  /** When the map first named this node for a shard it does not hold yet (hand-off timelines). */
+  private readonly wantedSinceMs = new Map<string, number>();
   private reconciling: Promise<void> | undefined;
   private again = false;
   private renewTimer: NodeJS.Timeout | undefined;
   private stopped = false;
   /** Declared dead: nothing is taken until resume() (the node rejoined with a fresh view). */
   private suspended = false;
+  /** Ends the wait between two looks at a holder's lease early. */
+  private wakeWaiter: (() => void) | undefined;
+  /** A `released` arrived since the last lease attempt began: look again without waiting. */
+  private releaseHeard = false;
 
   constructor(options: ShardHostOptions) {
     this.options = options;
@@ -95,6 +109,15 @@ export class ShardHost {
     return this.reconciling;
   }
 
+  /**
+   * The holder of a shard says it released the lease to this node (`released` event): look now.
+   * A hint only: without a reconcile waiting on a holder, the next view does the work.
+   */
+  holderReleased(): void {
+    this.releaseHeard = true;
+    this.wakeWaiter?.();
+  }
+
   /** Graceful stop: every hosted shard is drained and its lease released for the next owner. */
   async stop(): Promise<void> {
     this.stopped = true;
@@ -102,7 +125,9 @@ export class ShardHost {
     await this.reconciling?.catch(() => undefined);
     // All at once: each waits only for its own backlog and snapshot, and the new owners wait
     // for these releases (the router holds their votes meanwhile).
-    await Promise.all([...this.held].flatMap(([electionId, shards]) => [...shards.keys()].map((shard) => this.releaseOne(electionId, shard))));
+    const owners = new Map(this.latestView?.shards.map((row) => [shardKeyOf(row.electionId, row.shard), row.ownerNodeId]));
+    await Promise.all([...this.held].flatMap(([electionId, shards]) =>
+      [...shards.keys()].map((shard) => this.releaseOne(electionId, shard, { toNodeId: owners.get(shardKeyOf(electionId, shard)) }))));
   }
 
   /**
@@ -139,12 +164,14 @@ export class ShardHost {
       list.push(row);
     }
 
+    for (const key of this.wantedSinceMs.keys()) if (ownerByKey.get(key) !== nodeId) this.wantedSinceMs.delete(key);
+
     // Shards to give up: the map moved them, or their lease was lost (fenced).
     for (const [electionId, shards] of [...this.held]) {
       for (const shard of [...shards.keys()]) {
         const moved = ownerByKey.get(shardKeyOf(electionId, shard)) !== nodeId;
         const fenced = !voteNode.isServing(electionId, shard);
-        if (moved || fenced) await this.releaseOne(electionId, shard, { leaseLost: !moved && fenced });
+        if (moved || fenced) await this.releaseOne(electionId, shard, { leaseLost: !moved && fenced, toNodeId: ownerByKey.get(shardKeyOf(electionId, shard)) });
       }
     }
 
@@ -164,10 +191,14 @@ export class ShardHost {
           (alive.has(row.leaseNodeId) || leftNodes.has(row.leaseNodeId));
         (holderLive ? waitForHolder : takeAny).push(row.shard);
       }
+      for (const shard of wanted) if (!this.wantedSinceMs.has(shardKeyOf(electionId, shard.shard))) this.wantedSinceMs.set(shardKeyOf(electionId, shard.shard), Date.now());
+      const acquireStartedMs = Date.now();
+      this.releaseHeard = false;
       const acquired: HeldShardLease[] = [
         ...(await this.options.leases.acquire(electionId, takeAny, 'any')),
         ...(await this.options.leases.acquire(electionId, waitForHolder, 'expired-or-own')),
       ];
+      const acquiredAtMs = Date.now();
       if (acquired.length === 0) {
         if (waitForHolder.length > 0) this.again = true; // the old owner is draining: look again soon
         continue;
@@ -185,26 +216,56 @@ export class ShardHost {
         await this.options.leases.release(electionId, acquired).catch(() => undefined);
         throw error;
       }
+      // The new owner's half of a hand-off's timeline: since the map named this node (wantedSinceMs),
+      // the last lease attempt, recovery (snapshot + tail), serving.
+      const servedAtMs = Date.now();
+      const wantedSince = acquired.map((l) => this.wantedSinceMs.get(shardKeyOf(electionId, l.shard)) ?? acquireStartedMs);
+      for (const lease of acquired) this.wantedSinceMs.delete(shardKeyOf(electionId, lease.shard));
       this.options.log.info(
-        { electionId, shards: acquired.map((l) => l.shard), epochs: acquired.map((l) => l.epoch), recoveryMs: Date.now() - started },
+        {
+          electionId, shards: acquired.map((l) => l.shard), epochs: acquired.map((l) => l.epoch), wantedSinceMs: wantedSince,
+          acquireMs: acquiredAtMs - acquireStartedMs, acquiredAtMs, recoveryMs: servedAtMs - started, servedAtMs,
+        },
         'shards taken over and served',
       );
       this.options.onChange?.();
       if (waitForHolder.length > acquired.length - takeAny.length) this.again = true;
     }
-    // A live holder is draining the shard for us: look again soon (the pause of a move waits on it).
-    if (this.again) await new Promise((resolve) => setTimeout(resolve, 10));
+    // A live holder is draining the shard for us: look again after holderPollMs, or at once when
+    // it says it released (the pause of a move waits on this).
+    if (this.again && !this.releaseHeard) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(() => this.wakeWaiter?.(), this.options.holderPollMs ?? 50);
+        this.wakeWaiter = () => {
+          clearTimeout(timer);
+          this.wakeWaiter = undefined;
+          resolve();
+        };
+      });
+    }
   }
 
-  private async releaseOne(electionId: string, shard: number, options: { leaseLost?: boolean } = {}): Promise<void> {
+  private async releaseOne(electionId: string, shard: number, options: { leaseLost?: boolean; toNodeId?: string } = {}): Promise<void> {
     const shards = this.held.get(electionId);
     const epoch = shards?.get(shard);
     if (shards === undefined || epoch === undefined) return;
-    await this.options.voteNode.releaseShard(electionId, shard);
+    const stoppedAdmittingAtMs = Date.now();
+    const release = await this.options.voteNode.releaseShard(electionId, shard);
     shards.delete(shard);
     if (shards.size === 0) this.held.delete(electionId);
-    if (!options.leaseLost) await this.options.leases.release(electionId, [{ shard, epoch }]).catch(() => undefined);
-    this.options.log.info({ electionId, shard, epoch, leaseLost: options.leaseLost ?? false }, 'shard released');
+    const leaseReleaseStartedMs = Date.now();
+    let released = false;
+    if (!options.leaseLost) {
+      released = await this.options.leases.release(electionId, [{ shard, epoch }]).then(() => true, () => false);
+    }
+    const releasedAtMs = Date.now();
+    if (released && options.toNodeId !== undefined && options.toNodeId !== this.options.nodeId) this.options.onReleased?.(options.toNodeId, { electionId, shard, epoch });
+    // The old owner's half of a hand-off's timeline (bench/moves.ts joins it with the new owner's).
+    this.options.log.info({
+      electionId, shard, epoch, leaseLost: options.leaseLost ?? false, toNodeId: options.toNodeId,
+      stoppedAdmittingAtMs, backlogMs: release?.backlogMs, snapshotMs: release?.snapshotMs, snapshotWritten: release?.snapshotWritten,
+      leaseReleaseMs: releasedAtMs - leaseReleaseStartedMs, releasedAtMs,
+    }, 'shard released');
     this.options.onChange?.();
   }
 

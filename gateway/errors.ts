@@ -57,6 +57,7 @@ export const errorCatalog = {
   // Cluster operations (move, drain, balance)
   node_not_found: { status: 404, message: 'No such node in the cluster.' },
   node_not_alive: { status: 409, message: 'That node is not alive; shards can only move to a live node.' },
+  node_not_draining: { status: 409, message: 'That node is not draining; there is nothing to undrain.' },
   shard_not_found: { status: 404, message: 'No such shard in the shard map.' },
   shard_already_there: { status: 409, message: 'The shard is already owned by that node.' },
   operation_not_found: { status: 404, message: 'No such cluster operation.' },

@@ -26,8 +26,7 @@ beforeAll(async () => {
   // A short lease so a pause of twice the lease is short; a commit deadline as in production,
   // not the patient one of functional tests: a node without Postgres must answer, not wait.
   cluster = await startTestCluster({ LIVEVOTE_LEASE_TTL_MS: String(leaseTtlMs), LIVEVOTE_COMMIT_DEADLINE_MS: '5000' });
-  const databaseUrl = new URL(cluster.db.url);
-  proxy = new PostgresProxy({ host: databaseUrl.hostname, port: Number(databaseUrl.port || 5432) });
+  proxy = new PostgresProxy(cluster.db.url);
   await proxy.listen();
   await Promise.all([
     cluster.startNode('a', 'a'),

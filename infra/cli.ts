@@ -7,6 +7,7 @@
 //   npm run livevote -- cluster status
 //   npm run livevote -- cluster move <electionId> <shard> <nodeId> [--wait]
 //   npm run livevote -- cluster drain <nodeId> [--wait]
+//   npm run livevote -- cluster undrain <nodeId> [--wait]
 //   npm run livevote -- cluster balance [--wait]
 //   npm run livevote -- cluster operations [--limit N]
 //   npm run livevote -- <group> [command] --help
@@ -61,6 +62,12 @@ done (exit 0) or failed (exit 1); exit 2 when refused`,
     group: 'cluster', name: 'drain', synopsis: 'cluster drain <nodeId> [--wait]',
     help: `move every shard off a node, a few at a time; it then owns none
 and can stop. --wait and exit status as for move`,
+  },
+  {
+    group: 'cluster', name: 'undrain', synopsis: 'cluster undrain <nodeId> [--wait]',
+    help: `end a drain: the node receives shards again (balancing brings
+them back); a drain of it still running ends failed. --wait and
+exit status as for move`,
   },
   {
     group: 'cluster', name: 'balance', synopsis: 'cluster balance [--wait]',

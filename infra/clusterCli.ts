@@ -6,6 +6,7 @@
 //   npm run livevote -- cluster status                  members and shard map, from the database
 //   npm run livevote -- cluster move <electionId> <shard> <nodeId> [--wait]
 //   npm run livevote -- cluster drain <nodeId> [--wait]
+//   npm run livevote -- cluster undrain <nodeId> [--wait]
 //   npm run livevote -- cluster balance [--wait]      record an operation (the coordinator of the
 //                                                       running cluster carries it out); --wait
 //                                                       prints its progress until done or failed
@@ -100,7 +101,7 @@ export async function clusterStatus(pool: Parameters<typeof createPgClusterStore
   return formatClusterTable(await createPgClusterStore(pool).readView());
 }
 
-export const operationCommands = ['move', 'drain', 'balance', 'operations'] as const;
+export const operationCommands = ['move', 'drain', 'undrain', 'balance', 'operations'] as const;
 export type OperationCommandName = (typeof operationCommands)[number];
 
 export type OperationCommand =
@@ -112,7 +113,7 @@ const operationsListLimitMax = 200;
 const uuidPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const nodeIdPattern = /^[a-z0-9-]{1,40}$/;
 
-/** `move <electionId> <shard> <nodeId> [--wait]`, `drain <nodeId> [--wait]`, `balance [--wait]`, `operations [--limit N]`; throws a message for the usage line. */
+/** `move <electionId> <shard> <nodeId> [--wait]`, `drain <nodeId> [--wait]`, `undrain <nodeId> [--wait]`, `balance [--wait]`, `operations [--limit N]`; throws a message for the usage line. */
 export function parseOperationCommand(command: OperationCommandName, args: readonly string[]): OperationCommand {
   if (command === 'operations') {
     let limit = operationsListLimitDefault;
@@ -132,7 +133,7 @@ export function parseOperationCommand(command: OperationCommandName, args: reado
   const positional = args.filter((arg) => arg !== '--wait');
   const flag = positional.find((arg) => arg.startsWith('-'));
   if (flag !== undefined) throw new Error(`unknown argument: ${flag}`);
-  const expected = { move: ['electionId', 'shard', 'nodeId'], drain: ['nodeId'], balance: [] }[command];
+  const expected = { move: ['electionId', 'shard', 'nodeId'], drain: ['nodeId'], undrain: ['nodeId'], balance: [] }[command];
   if (positional.length !== expected.length) {
     throw new Error(`cluster ${command} takes ${expected.length === 0 ? 'no arguments' : expected.map((name) => `<${name}>`).join(' ')}, got ${positional.length === 0 ? 'none' : positional.join(' ')}`);
   }
@@ -141,7 +142,7 @@ export function parseOperationCommand(command: OperationCommandName, args: reado
     return value;
   };
   if (command === 'balance') return { kind: 'request', request: { kind: 'balance' }, wait };
-  if (command === 'drain') return { kind: 'request', request: { kind: 'drain', nodeId: nodeId(positional[0]!) }, wait };
+  if (command === 'drain' || command === 'undrain') return { kind: 'request', request: { kind: command, nodeId: nodeId(positional[0]!) }, wait };
   const [electionId, shardText, toNodeId] = positional as [string, string, string];
   if (!uuidPattern.test(electionId)) throw new Error(`electionId must be a UUID: ${electionId}`);
   const shard = Number(shardText);
@@ -152,6 +153,7 @@ export function parseOperationCommand(command: OperationCommandName, args: reado
 function describeRequest(request: ClusterOperationRequest): string {
   if (request.kind === 'move') return `move shard ${request.shard} of ${request.electionId} to ${request.toNodeId}`;
   if (request.kind === 'drain') return `drain ${request.nodeId}`;
+  if (request.kind === 'undrain') return `undrain ${request.nodeId}`;
   return 'balance';
 }
 
@@ -193,7 +195,7 @@ export interface OperationWaitOptions {
 export const operationWaitDefaults: OperationWaitOptions = { pollIntervalMs: 500, pendingHintAfterMs: 10_000 };
 
 /**
- * Runs `cluster move|drain|balance|operations` against the operations port; resolves with the
+ * Runs `cluster move|drain|undrain|balance|operations` against the operations port; resolves with the
  * exit status. With --wait it prints a line whenever the operation's progress changes, and ends
  * when it is done (0) or failed (1); it waits as long as the operation takes (Ctrl-C stops
  * waiting, not the operation).

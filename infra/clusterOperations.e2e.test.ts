@@ -144,6 +144,21 @@ describe('cluster operations on a real cluster', () => {
     expect(status.stdout).toMatch(/\nnode-b( \*)? +b +alive, draining +http\S+ +\d+ ms ago +0\n/);
   }, 300_000);
 
+  it('undrain (API, then CLI refusal): the node takes shards again at the next balance; a second undrain is refused 409 node_not_draining', async () => {
+    const undrain = await call(baseUrl, 'POST', '/api/v1/admin/cluster/nodes/node-b/undrain', { token });
+    expect([undrain.status, undrain.body.kind]).toEqual([202, 'undrain']);
+    await operationDone(undrain.body.operationId);
+    const view = await createPgClusterStore(cluster.db.pool).readView();
+    expect(view.nodes.find((n) => n.nodeId === 'node-b')!.draining).toBe(false);
+    const balance = await call(baseUrl, 'POST', '/api/v1/admin/cluster/balance', { token });
+    await operationDone(balance.body.operationId);
+    expect([...(await owners()).values()].filter((owner) => owner === 'node-b').length).toBe(shardCount / 2);
+    const again = await call(baseUrl, 'POST', '/api/v1/admin/cluster/nodes/node-b/undrain', { token });
+    expect([again.status, again.body.error?.code]).toEqual([409, 'node_not_draining']);
+    const refused = await cli(['cluster', 'undrain', 'node-b']);
+    expect([refused.status, refused.stderr]).toEqual([2, expect.stringMatching(/refused \(node_not_draining\)/)]);
+  }, 300_000);
+
   it('GET /api/v1/admin/cluster: votes/s per live node, from its own counters', async () => {
     const voters = await createVoters(cluster.db.pool, 300, cluster.jwtSecret);
     let sent = 0;

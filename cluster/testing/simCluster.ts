@@ -119,6 +119,10 @@ export class SimClusterState {
           if (row.ownerNodeId === request.toNodeId) throw new ClusterOperationRefused('already_there', `shard ${request.shard} of election ${request.electionId} is already on ${request.toNodeId}`);
         } else if (request.kind === 'drain') {
           if (nodeState(request.nodeId) !== 'alive') throw new ClusterOperationRefused('node_not_alive', `node ${request.nodeId} is not alive`);
+        } else if (request.kind === 'undrain') {
+          if (nodeState(request.nodeId) !== 'alive') throw new ClusterOperationRefused('node_not_alive', `node ${request.nodeId} is not alive`);
+          const drainOpen = this.operations.some((op) => op.request.kind === 'drain' && op.request.nodeId === request.nodeId && (op.status === 'pending' || op.status === 'running'));
+          if (!this.nodes.get(request.nodeId)!.draining && !drainOpen) throw new ClusterOperationRefused('node_not_draining', `node ${request.nodeId} is not draining`);
         }
         const operation: ClusterOperation = {
           operationId: this.operations.length + 1, request, status: 'pending', shardsTotal: 0, shardsMoved: 0, requestedAtMs: this.now(), finishedAtMs: null, error: null,

@@ -333,6 +333,8 @@ export class World {
       leaseTtlMs: timings.leaseTtlMs,
       log: silent,
       mayTakeShards: () => membership !== undefined && membership.canServe(),
+      onChange: () => router.shardsChanged(),
+      onReleased: (toNodeId, released) => this.sendReleased(process, toNodeId, released),
     });
     const world = this;
     const router = new Router({
@@ -544,12 +546,12 @@ export class World {
    * Cluster mode: an operator's request (issue 13) — move one shard to the `to`-th node, drain a
    * node, balance — recorded in the store as the API does; the coordinator carries it out.
    */
-  async operate(kind: 'move' | 'drain' | 'balance', election: number, shard: number, node: number): Promise<void> {
+  async operate(kind: 'move' | 'drain' | 'undrain' | 'balance', election: number, shard: number, node: number): Promise<void> {
     if (this.mode !== 'cluster' || this.elections.length === 0) return;
     const e = this.elections[election % this.elections.length]!;
     const nodeId = `n${node % this.config.nodeCount}`;
     const request =
-      kind === 'move' ? { kind, electionId: e.electionId, shard: shard % e.shardCount, toNodeId: nodeId } : kind === 'drain' ? { kind, nodeId } : { kind };
+      kind === 'move' ? { kind, electionId: e.electionId, shard: shard % e.shardCount, toNodeId: nodeId } : kind === 'drain' || kind === 'undrain' ? { kind, nodeId } : { kind };
     try {
       const op = await this.clusterState.store().requestOperation(request);
       this.note(`operator asks ${JSON.stringify(request)}: operation ${op.operationId}`);
@@ -674,6 +676,18 @@ export class World {
         to.cluster!.results.applyTallies(event);
       })();
     }
+  }
+
+  /** The `released` hint of a hand-off, to the new owner's live process (lost if either died). */
+  private sendReleased(from: SimProcess, toNodeId: string, released: { electionId: string; shard: number; epoch: number }): void {
+    const to = [...this.processes].reverse().find((p) => p.nodeId === toNodeId && p.status !== 'dead' && p.cluster !== null);
+    if (to === undefined) return;
+    void (async () => {
+      await this.ioOpen(from);
+      await this.work.schedule(`${from.id} tells ${to.id} it released ${released.electionId}/${released.shard} (epoch ${released.epoch})`);
+      if (isDead(from) || isDead(to) || to.isolated) return;
+      to.cluster!.shardHost.holderReleased();
+    })();
   }
 
   private sendMapChanged(from: SimProcess, to: SimProcess): void {

@@ -24,12 +24,15 @@ class MemoryOperations implements ClusterOperations {
 
   async request(request: ClusterOperationRequest): Promise<ClusterOperation> {
     if (this.failWith) throw this.failWith;
-    const nodeId = request.kind === 'move' ? request.toNodeId : request.kind === 'drain' ? request.nodeId : undefined;
+    const nodeId = request.kind === 'move' ? request.toNodeId : request.kind === 'drain' || request.kind === 'undrain' ? request.nodeId : undefined;
     if (request.kind === 'move' && (request.electionId !== electionId || !this.owners.has(request.shard))) {
       throw new ClusterOperationRefused('shard_not_found', `no shard ${request.shard} of election ${request.electionId}`);
     }
     if (nodeId !== undefined && !this.nodes.has(nodeId)) throw new ClusterOperationRefused('node_not_found', `no node ${nodeId}`);
     if (nodeId !== undefined && this.nodes.get(nodeId) !== 'alive') throw new ClusterOperationRefused('node_not_alive', `${nodeId} is not alive`);
+    if (request.kind === 'undrain' && !this.recorded.some((o) => o.request.kind === 'drain' && o.request.nodeId === request.nodeId)) {
+      throw new ClusterOperationRefused('node_not_draining', `${request.nodeId} is not draining`);
+    }
     if (request.kind === 'move' && this.owners.get(request.shard) === request.toNodeId) {
       throw new ClusterOperationRefused('already_there', `shard ${request.shard} is on ${request.toNodeId} already`);
     }
@@ -108,6 +111,8 @@ describe('cluster operations API', () => {
     expect((await send('GET', '/api/v1/admin/cluster/operations?limit=1')).body.operations.map((o: { kind: string }) => o.kind)).toEqual(['balance']);
     const one = await send('GET', '/api/v1/admin/cluster/operations/2');
     expect([one.status, one.body]).toEqual([200, drain.body]);
+    const undrain = await send('POST', '/api/v1/admin/cluster/nodes/node-a/undrain');
+    expect([undrain.status, undrain.body.kind, undrain.body.request]).toEqual([202, 'undrain', { kind: 'undrain', nodeId: 'node-a' }]);
   });
 
   it('answers each refusal with its own code, and records nothing', async () => {
@@ -120,6 +125,8 @@ describe('cluster operations API', () => {
       ['POST', movePath(0, otherElectionId), { toNodeId: 'node-b' }, 404, 'shard_not_found'],
       ['POST', '/api/v1/admin/cluster/nodes/node-z/drain', undefined, 404, 'node_not_found'],
       ['POST', '/api/v1/admin/cluster/nodes/node-c/drain', undefined, 409, 'node_not_alive'],
+      ['POST', '/api/v1/admin/cluster/nodes/node-z/undrain', undefined, 404, 'node_not_found'],
+      ['POST', '/api/v1/admin/cluster/nodes/node-b/undrain', undefined, 409, 'node_not_draining'],
       ['GET', '/api/v1/admin/cluster/operations/999', undefined, 404, 'operation_not_found'],
     ];
     for (const [method, path, body, status, code] of cases) {
@@ -188,6 +195,7 @@ describe('cluster operations API', () => {
     expect(move.responses['409']!.description).toContain('shard_already_there');
     expect(paths['/api/v1/admin/cluster/operations/{operationId}']!.get!.responses['404']!.description).toContain('operation_not_found');
     expect(paths['/api/v1/admin/cluster/nodes/{nodeId}/drain']!.post).toBeDefined();
+    expect(paths['/api/v1/admin/cluster/nodes/{nodeId}/undrain']!.post).toBeDefined();
     expect(paths['/api/v1/admin/cluster/balance']!.post).toBeDefined();
   });
 });

@@ -1,5 +1,5 @@
 // The cluster as an operator sees it (members and the shard map, fresh from the store), and the
-// operations an operator asks of it: move a shard, drain a node, balance. A request is recorded
+// operations an operator asks of it: move a shard, drain a node (and undo it), balance. A request is recorded
 // and answered 202 at once; the coordinator carries it out and its progress is read back with
 // GET …/operations/{operationId} (the ops page polls it, the CLI's --wait too).
 import { z } from 'zod';
@@ -55,13 +55,14 @@ export const operationsListLimitMax = 200;
 const requestSchema = z.discriminatedUnion('kind', [
   z.object({ kind: z.literal('move'), electionId: z.string(), shard: z.number().int(), toNodeId: z.string() }),
   z.object({ kind: z.literal('drain'), nodeId: z.string() }),
+  z.object({ kind: z.literal('undrain'), nodeId: z.string() }),
   z.object({ kind: z.literal('balance') }),
 ]);
 
 const operationSchema = z.object({
   operationId: z.number().int(),
-  kind: z.enum(['move', 'drain', 'balance']),
-  request: requestSchema.describe('What was asked: the shard and its target node (move), the node (drain), nothing more (balance).'),
+  kind: z.enum(['move', 'drain', 'undrain', 'balance']),
+  request: requestSchema.describe('What was asked: the shard and its target node (move), the node (drain, undrain), nothing more (balance).'),
   status: z.enum(['pending', 'running', 'done', 'failed']),
   shardsTotal: z.number().int().describe('Shards this operation moves, known once it runs.'),
   shardsMoved: z.number().int().describe('Of those, how many have arrived at their new owner.'),
@@ -89,6 +90,7 @@ export function operationJson(operation: ClusterOperation): OperationJson {
 const refusalCodes: Record<ClusterOperationRefused['reason'], ErrorCode> = {
   node_not_found: 'node_not_found',
   node_not_alive: 'node_not_alive',
+  node_not_draining: 'node_not_draining',
   shard_not_found: 'shard_not_found',
   already_there: 'shard_already_there',
 };
@@ -139,6 +141,16 @@ export function clusterOperationRoutes(deps: { operations: ClusterOperations }):
       errors: ['validation_failed', 'node_not_found', 'node_not_alive'],
       responses: accepted,
       handle: ({ params }) => requestOperation(operations, { kind: 'drain', nodeId: param(nodeIdSchema, params, 'nodeId') }),
+    }),
+    defineRoute({
+      method: 'POST',
+      path: '/api/v1/admin/cluster/nodes/{nodeId}/undrain',
+      summary: 'End a drain: the node receives shards again (balancing, automatic or asked for, brings them back); a drain of it still running ends failed (admin only)',
+      tag: 'cluster',
+      auth: ['admin'],
+      errors: ['validation_failed', 'node_not_found', 'node_not_alive', 'node_not_draining'],
+      responses: accepted,
+      handle: ({ params }) => requestOperation(operations, { kind: 'undrain', nodeId: param(nodeIdSchema, params, 'nodeId') }),
     }),
     defineRoute({
       method: 'POST',

@@ -318,7 +318,18 @@ export class PostgresProxy {
   private readonly upstreams = new Set<net.Socket>();
   port = 0;
 
-  constructor(private readonly target: { host: string; port: number }) {}
+  private readonly target: { host: string; port: number };
+
+  /**
+   * Proxies the server of `databaseUrl`. The embedded server's URLs name a socket directory
+   * (percent-encoded) as the host; it listens on 127.0.0.1 at the same port too, and the proxy
+   * uses that: over TCP, Postgres shows the proxied sessions' client ports (upstreamPorts()).
+   */
+  constructor(databaseUrl: string) {
+    const url = new URL(databaseUrl);
+    const host = decodeURIComponent(url.hostname);
+    this.target = { host: host.startsWith('/') ? '127.0.0.1' : host, port: Number(url.port || 5432) };
+  }
 
   async listen(): Promise<void> {
     const server = net.createServer((client) => {
