@@ -20,6 +20,7 @@ import { createLinks, mountLinkServer, type Links } from './links.ts';
 import { Membership } from './membership.ts';
 import type { ClusterOperations, ClusterStore, ClusterView, ShardLeases } from './ports.ts';
 import type { TalliesChanged } from './protocol.ts';
+import { Replication, type ReplicaLag } from './replication.ts';
 import { ClusterResults } from './results.ts';
 import { SpillGuard } from './spillGuard.ts';
 import { Router } from './router.ts';
@@ -91,6 +92,8 @@ export interface AdminClusterView {
   readonly shards: readonly {
     electionId: string; shard: number; ownerNodeId: string; epoch: number; leaseNodeId: string | null; mapVersion: number; pinned: boolean;
     replicaNodeIds: readonly string[];
+    /** Each replica's lag, as this node knows it (replication.ts ReplicaLag). */
+    replicas: readonly ReplicaLag[];
   }[];
 }
 
@@ -141,10 +144,13 @@ export async function createClusterNode(deps: ClusterNodeDeps): Promise<ClusterN
     registers: [deps.metricsRegistry],
     collect() { this.set(spillGuard.paused ? 1 : 0); },
   });
+  const snapshots = createPgSnapshotStore({ pool, nodeId });
+  let replication: Replication | undefined;
   const voteNode = createVoteNode({
     journal: deps.wrapJournal ? deps.wrapJournal(journal) : journal,
     spill: deps.spillQueue ? { queue: spillGuard.wrap(deps.spillQueue), store: journal } : undefined,
-    snapshots: createPgSnapshotStore({ pool, nodeId }),
+    snapshots,
+    onBatchCommitted: (batch) => replication?.streamer.onBatchCommitted(batch),
     storedVotes: createPgStoredVoteReader(pool),
     batchIds: await createPgBatchIdSource({ pool }),
     logger: deps.log.child({ component: 'vote-node' }),
@@ -214,8 +220,28 @@ export async function createClusterNode(deps: ClusterNodeDeps): Promise<ClusterN
       if (event.t === 'tallies') results.applyTallies(event);
       else if (event.t === 'map') void membership.refreshView().catch(() => undefined);
       else if (event.t === 'released') shardHost.holderReleased();
+      else if (event.t === 'replicate' || event.t === 'replicas') replication?.onEvent(_from, event);
     },
   });
+
+  const peerByNodeId = new Map<string, { nodeId: string; url: string }>();
+  if ((settings.replicas ?? 0) > 0) {
+    replication = new Replication({
+      nodeId,
+      snapshots,
+      dimensions: (electionId) => deps.election(electionId),
+      log: deps.log.child({ component: 'replication' }),
+      metricsRegistry: deps.metricsRegistry,
+      send: (to, event) => {
+        const peer = peerByNodeId.get(to);
+        if (peer !== undefined) links.send(peer, event);
+      },
+      peers: () => peers.map((p) => p.nodeId),
+      ownerVotes: (electionId, shard) => results.shardVotes(electionId, shard),
+      // A live replica's counts stand for the shard until its owner's are known (never both: one entry per shard).
+      onReplicaCounts: (r) => results.applyTallies({ t: 'tallies', electionId: r.electionId, shard: r.shard, epoch: r.epoch, version: 0, counts: r.counts }),
+    });
+  }
 
   const shardHost = new ShardHost({
     nodeId,
@@ -234,6 +260,8 @@ export async function createClusterNode(deps: ClusterNodeDeps): Promise<ClusterN
     },
     onLeasesLost: deps.onLeasesLost,
     mayTakeShards: () => membership !== undefined && membership.canServe(),
+    promotionBase: replication && ((electionId, shard, epoch) => replication!.promotionBase(electionId, shard, epoch)),
+    onRecovered: replication && ((recoveries) => replication!.recovered(recoveries)),
   });
 
   router = new Router({
@@ -263,6 +291,8 @@ export async function createClusterNode(deps: ClusterNodeDeps): Promise<ClusterN
     clusterVersion.set(view.version);
     spillGuard.applyView(view);
     peers = view.nodes.filter((n) => n.status === 'alive' && n.nodeId !== nodeId).map((n) => ({ nodeId: n.nodeId, url: n.url }));
+    peerByNodeId.clear();
+    for (const peer of peers) peerByNodeId.set(peer.nodeId, peer);
     for (const node of view.nodes) if (node.status !== 'alive') links.forget(node.nodeId);
     viewChain = viewChain.then(async () => {
       if (view.electionsVersion !== electionsVersionLoaded) {
@@ -270,6 +300,7 @@ export async function createClusterNode(deps: ClusterNodeDeps): Promise<ClusterN
         electionsVersionLoaded = view.electionsVersion;
       }
       router.applyView(view);
+      replication?.applyView(view);
       // Not awaited: a reconcile waiting for a holder's release must see the next views (the
       // shard host keeps only the latest), not block the chain that would hand them over.
       if (started) void shardHost.apply(view);
@@ -370,6 +401,7 @@ export async function createClusterNode(deps: ClusterNodeDeps): Promise<ClusterN
       started = true;
       shardHost.start();
       results.start();
+      replication?.start();
       await membership.start();
       await viewChain;
       const deadlineMs = Date.now() + readyWaitMs;
@@ -398,6 +430,7 @@ export async function createClusterNode(deps: ClusterNodeDeps): Promise<ClusterN
         shards: view.shards.map((s) => ({
           electionId: s.electionId, shard: s.shard, ownerNodeId: s.ownerNodeId, epoch: s.epoch, leaseNodeId: s.leaseNodeId, mapVersion: s.mapVersion,
           pinned: s.pinned, replicaNodeIds: s.replicaNodeIds,
+          replicas: replication?.lagOf(s.electionId, s.shard, s.replicaNodeIds) ?? [],
         })),
       };
     },
@@ -405,6 +438,7 @@ export async function createClusterNode(deps: ClusterNodeDeps): Promise<ClusterN
     async stop() {
       await handOff();
       if (started) results.stop();
+      replication?.stop();
       await links.close();
       await voteNode.close();
       await endPool(clusterPool);

@@ -19,6 +19,11 @@
 //   released event      a shard's old owner, right after it        none; the receiver takes the lease
 //                       released the lease in a hand-off → the     now rather than at its next look
 //                       new owner the map names                    (it still polls: this only hurries)
+//   replicate event     a shard's owner, after its batches are     none; a replica applies each
+//                       committed → each replica of those shards   shard's batch in seq order and
+//                       (several shards per event)                 catches up from Postgres on a gap
+//   replicas event      every node holding replicas, every         none; receivers list each
+//                       replicaReportIntervalMs → every other node replica's lag (admin view)
 //
 // Adding a kind: its interface below, its member in LinkRequest (+ LinkAnswerOf) or LinkEvent,
 // and its shape check in `requestKinds` or `eventKinds` (the compiler refuses a missing one).
@@ -89,6 +94,53 @@ export interface TalliesChanged {
   readonly queued?: number;
 }
 
+/**
+ * One shard's committed batch, streamed by its owner to the shard's replicas (cluster/replicas.ts
+ * says why the watermark makes a replica as good as a snapshot).
+ */
+export interface ReplicatedShardBatch {
+  readonly electionId: string;
+  readonly shard: number;
+  /** The owner's lease epoch; a newer one makes the replica catch up in full. */
+  readonly epoch: number;
+  /** 1, 2, 3… per (shard, epoch): a missing number is a batch the sender or the link dropped. */
+  readonly seq: number;
+  readonly batchId: number;
+  /** Every batch at or below it that touched the shard is in this batch, an earlier one, or was stored before the epoch began. */
+  readonly watermarkBatchId: number;
+  /** Stored votes of this batch and shard, as parallel arrays. */
+  readonly voterNumbers: readonly number[];
+  readonly candidateIndexes: readonly number[];
+}
+
+/** Event. Sender: a shard's owner, after commits; to each replica, the batches of the shards it replicates. */
+export interface ReplicateBatches {
+  readonly t: 'replicate';
+  readonly batches: readonly ReplicatedShardBatch[];
+}
+
+/** How far one replica on the sending node is (ReplicaReport). */
+export interface ReplicaShardReport {
+  readonly electionId: string;
+  readonly shard: number;
+  readonly epoch: number;
+  readonly phase: 'catching_up' | 'live';
+  /** Batches received but not applied yet (buffered during a catch-up). */
+  readonly batchesBehind: number;
+  /** Committed votes this replica holds. */
+  readonly votes: number;
+  /** Since the replica last applied a batch or a catch-up, by the sender's clock. */
+  readonly sinceAppliedMs: number;
+  /** Committed counts per candidate (a source of results while the owner's are unknown). */
+  readonly counts: readonly number[];
+}
+
+/** Event. Sender: every node holding replicas, periodically; to every other node. */
+export interface ReplicaReport {
+  readonly t: 'replicas';
+  readonly shards: readonly ReplicaShardReport[];
+}
+
 /** Event. Sender: the coordinator, after it changed the shard map. */
 export interface ShardMapChanged {
   readonly t: 'map';
@@ -117,7 +169,7 @@ export type LinkRequest = CastRequest;
 export type LinkRequestKind = LinkRequest['t'];
 export type LinkAnswer = LinkAnswerOf[LinkRequestKind];
 export type AnswerTo<R extends LinkRequest> = LinkAnswerOf[R['t']];
-export type LinkEvent = TalliesChanged | ShardMapChanged | ShardReleased;
+export type LinkEvent = TalliesChanged | ShardMapChanged | ShardReleased | ReplicateBatches | ReplicaReport;
 export type LinkEventKind = LinkEvent['t'];
 
 /** Whether tallies `a` replace `b` for the same shard: the highest (epoch, version) wins. */
@@ -186,7 +238,29 @@ export const eventKinds: { readonly [K in LinkEventKind]: Shape } = {
     (m.queued === undefined || isCount(m.queued)),
   map: (m) => isCount(m.version),
   released: (m) => isElectionId(m.electionId) && isShard(m.shard) && isCount(m.epoch),
+  replicate: (m) => Array.isArray(m.batches) && m.batches.length <= replicatedShardsPerEventMax && m.batches.every(isReplicatedShardBatch),
+  replicas: (m) => Array.isArray(m.shards) && m.shards.length <= replicaReportsPerEventMax && m.shards.every(isReplicaShardReport),
 };
+
+/** Bounds of the replication events (a sender splits larger ones). */
+export const replicatedShardsPerEventMax = 4096;
+export const replicatedRowsPerBatchMax = 100_000;
+export const replicaReportsPerEventMax = 65_536;
+
+function isReplicatedShardBatch(b: unknown): b is ReplicatedShardBatch {
+  if (!isObject(b)) return false;
+  const { voterNumbers, candidateIndexes } = b;
+  return isElectionId(b.electionId) && isShard(b.shard) && isCount(b.epoch) && isCount(b.seq) && isCount(b.batchId) && isCount(b.watermarkBatchId) &&
+    Array.isArray(voterNumbers) && Array.isArray(candidateIndexes) && voterNumbers.length === candidateIndexes.length &&
+    voterNumbers.length <= replicatedRowsPerBatchMax && voterNumbers.every(isCount) &&
+    candidateIndexes.every((c) => typeof c === 'number' && Number.isInteger(c) && c >= 0 && c < candidateCountMax);
+}
+
+function isReplicaShardReport(r: unknown): r is ReplicaShardReport {
+  return isObject(r) && isElectionId(r.electionId) && isShard(r.shard) && isCount(r.epoch) && (r.phase === 'catching_up' || r.phase === 'live') &&
+    isCount(r.batchesBehind) && isCount(r.votes) && isCount(r.sinceAppliedMs) &&
+    Array.isArray(r.counts) && r.counts.length <= candidateCountMax && r.counts.every(isCount);
+}
 
 export function isLinkRequest(value: unknown): value is LinkRequest {
   return isObject(value) && has(requestKinds, value.t) && requestKinds[value.t as LinkRequestKind].request(value);

@@ -111,6 +111,15 @@ export class ClusterResults {
     return entry.cached;
   }
 
+  /** One shard's committed votes as this node last heard them (from its owner, or a replica), with their epoch. */
+  shardVotes(electionId: string, shard: number): { epoch: number; votes: number } | undefined {
+    const entry = this.elections.get(electionId)?.shards.get(shard);
+    if (entry === undefined) return undefined;
+    let votes = 0;
+    for (const count of entry.counts) votes += count;
+    return { epoch: entry.epoch, votes };
+  }
+
   /** Committed votes per second over the window, cluster-wide (from the summed counts). */
   votesPerSecond(electionId: string, nowMs: number = Date.now()): number {
     const entry = this.elections.get(electionId);

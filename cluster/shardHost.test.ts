@@ -10,7 +10,7 @@ describe('ShardHost', () => {
   it('takes the shards the map gives it, and reports leases found taken at renewal', async () => {
     const hosted = new Set<number>();
     const voteNode = {
-      hostShards: vi.fn(async (r: { shards: readonly { shard: number }[] }) => { for (const s of r.shards) hosted.add(s.shard); }),
+      hostShards: vi.fn(async (r: { shards: readonly { shard: number }[] }) => { for (const s of r.shards) hosted.add(s.shard); return []; }),
       releaseShard: vi.fn(async (_e: string, shard: number) => hosted.delete(shard)),
       isServing: (_e: string, shard: number) => hosted.has(shard),
     } as unknown as VoteNode;

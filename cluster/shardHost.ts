@@ -16,7 +16,8 @@
 // (`holderReleased`, the link's `released` event): the shard's pause does not wait for a poll.
 import { shardKeyOf } from './allocation.ts';
 import type { ClusterView, HeldShardLease, ShardLeases } from './ports.ts';
-import type { VoteNode } from '../actors/voteNode.ts';
+import type { ShardRecovery, VoteNode } from '../actors/voteNode.ts';
+import type { PromotionBase } from './replication.ts';
 
 export interface HostedElectionInfo {
   readonly shardCount: number;
@@ -45,6 +46,10 @@ export interface ShardHostOptions {
    * then, on a view that may be stale, would only fence the shard's live owner.
    */
   readonly mayTakeShards?: () => boolean;
+  /** A warm replica's state to recover a shard from, once its lease is taken under `epoch` (replication.ts). */
+  readonly promotionBase?: (electionId: string, shard: number, epoch: number) => PromotionBase;
+  /** How each shard taken was recovered (warm from a replica, or cold), for metrics. */
+  readonly onRecovered?: (recoveries: readonly ShardRecovery[]) => void;
 }
 
 export class ShardHost {
@@ -207,9 +212,12 @@ export class ShardHost {
       if (!heldMap) this.held.set(electionId, (heldMap = new Map()));
       for (const lease of acquired) heldMap.set(lease.shard, lease.epoch);
       const started = Date.now();
+      const promotions = acquired.map((lease) => this.options.promotionBase?.(electionId, lease.shard, lease.epoch));
+      let recoveries: readonly ShardRecovery[];
       try {
-        await voteNode.hostShards({
-          electionId, shardCount: info.shardCount, candidateCount: info.candidateCount, shards: acquired, closed: info.status === 'closed',
+        recoveries = await voteNode.hostShards({
+          electionId, shardCount: info.shardCount, candidateCount: info.candidateCount, closed: info.status === 'closed',
+          shards: acquired.map((lease, i) => ({ ...lease, base: promotions[i]?.kind === 'warm' ? promotions[i].base : undefined })),
         });
       } catch (error) {
         for (const lease of acquired) heldMap.delete(lease.shard);
@@ -217,7 +225,8 @@ export class ShardHost {
         throw error;
       }
       // The new owner's half of a hand-off's timeline: since the map named this node (wantedSinceMs),
-      // the last lease attempt, recovery (snapshot + tail), serving.
+      // the last lease attempt, recovery (warm: this node's replica state + the votes after its
+      // watermark; cold: the latest snapshot + the votes after it), serving.
       const servedAtMs = Date.now();
       const wantedSince = acquired.map((l) => this.wantedSinceMs.get(shardKeyOf(electionId, l.shard)) ?? acquireStartedMs);
       for (const lease of acquired) this.wantedSinceMs.delete(shardKeyOf(electionId, lease.shard));
@@ -225,9 +234,15 @@ export class ShardHost {
         {
           electionId, shards: acquired.map((l) => l.shard), epochs: acquired.map((l) => l.epoch), wantedSinceMs: wantedSince,
           acquireMs: acquiredAtMs - acquireStartedMs, acquiredAtMs, recoveryMs: servedAtMs - started, servedAtMs,
+          recovery: recoveries.map((r, i) => ({
+            shard: r.shard, path: r.source === 'replica' ? 'warm' : 'cold', tailRows: r.tailRows, watermarkBatchId: r.watermarkBatchId,
+            ...(promotions[i]?.kind === 'cold' ? { coldBecause: promotions[i].reason } : {}),
+            ...(promotions[i]?.kind === 'warm' ? { replicaCaughtUp: promotions[i].caughtUp } : {}),
+          })),
         },
         'shards taken over and served',
       );
+      this.options.onRecovered?.(recoveries);
       this.options.onChange?.();
       if (waitForHolder.length > acquired.length - takeAny.length) this.again = true;
     }

@@ -23,6 +23,15 @@ const clusterSchema = z.object({
     electionId: z.string(), shard: z.number().int(), ownerNodeId: z.string(), epoch: z.number().int(),
     leaseNodeId: z.string().nullable(), mapVersion: z.number().int(), pinned: z.boolean(),
     replicaNodeIds: z.array(z.string()).describe('Warm replicas of the shard (LIVEVOTE_REPLICAS), in other AZs than the owner\'s when possible; a failover promotes one.'),
+    replicas: z.array(z.object({
+      nodeId: z.string(),
+      phase: z.enum(['live', 'catching_up', 'unknown']).describe('live: applying the owner\'s stream in order; catching_up: reading Postgres after a gap, a new owner epoch or a late start; unknown: no report from its node yet.'),
+      epoch: z.number().int().nullable().describe('The owner lease epoch the replica follows.'),
+      votesBehind: z.number().int().nullable().describe("The owner's committed votes of the shard as last published to the answering node (every 100 ms when they change) minus the votes the replica held at its last report (every 500 ms); null when either is unknown or their epochs differ."),
+      batchesBehind: z.number().int().nullable().describe('Batches the replica received but has not applied yet (buffered while it catches up).'),
+      sinceAppliedMs: z.number().int().nullable().describe('Milliseconds since the replica last applied a batch or a catch-up, by its clock, as of its report.'),
+      reportAgeMs: z.number().int().nullable().describe("Age of the replica's report at the answering node."),
+    })).describe("Each replica's lag."),
   })),
 });
 

@@ -1,0 +1,144 @@
+// Warm replicas (issue 12), with real node processes on one real Postgres: three nodes in three
+// AZs, LIVEVOTE_REPLICAS=1 (the default). Every shard has a replica in another AZ, listed with its
+// lag by GET /api/v1/admin/cluster. A kill -9 of an owner promotes its shards' replicas, which
+// restore their own state and read only the votes after its watermark: proven from the new
+// owner's log line ('shards taken over and served', path warm, tailRows), never from timing.
+// Then every node of one AZ is killed at once. After each: every acknowledged vote stored once,
+// nothing stored that was not sent, every live node's results equal count(*).
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { eventually, startTestCluster, type TestCluster } from './testing/clusterHarness.ts';
+import { callWithTimeout, ChaosElection, memberRows, saveNodeLogs, shardRows, summary, waitForBalancedMap } from './testing/chaos.ts';
+
+let cluster: TestCluster;
+let election: ChaosElection;
+const shardCount = 6;
+const azOf = new Map([['a1', 'a'], ['b1', 'b'], ['c1', 'c'], ['a2', 'a'], ['c2', 'c']]);
+
+interface AdminShard {
+  shard: number; electionId: string; ownerNodeId: string; epoch: number; replicaNodeIds: string[];
+  replicas: { nodeId: string; phase: string; epoch: number | null; votesBehind: number | null; batchesBehind: number | null; sinceAppliedMs: number | null }[];
+}
+
+async function adminShards(nodeId: string): Promise<AdminShard[]> {
+  const answer = await callWithTimeout(cluster.nodes.get(nodeId)!.baseUrl, 'GET', '/api/v1/admin/cluster', { token: await cluster.adminToken() });
+  if (answer.status !== 200) throw new Error(`admin cluster: ${answer.status} ${JSON.stringify(answer.body)}`);
+  return (answer.body.shards as AdminShard[]).filter((s) => s.electionId === election.electionId);
+}
+
+/** Every shard has one replica in another AZ than its owner's, live and caught up with the owner, as `via` sees it. */
+async function waitForLiveReplicas(via: string, liveNodes: readonly string[]): Promise<AdminShard[]> {
+  return eventually(async () => {
+    const shards = await adminShards(via);
+    if (shards.length !== shardCount) return undefined;
+    for (const s of shards) {
+      if (s.replicaNodeIds.length !== 1 || !liveNodes.includes(s.replicaNodeIds[0]!) || !liveNodes.includes(s.ownerNodeId)) return undefined;
+      if (azOf.get(s.replicaNodeIds[0]!) === azOf.get(s.ownerNodeId)) return undefined;
+      const lag = s.replicas[0];
+      if (lag === undefined || lag.phase !== 'live' || lag.votesBehind !== 0 || lag.batchesBehind !== 0 || lag.epoch !== s.epoch) return undefined;
+    }
+    return shards;
+  }, 60_000, `every shard with a live replica in another AZ, 0 votes behind (as ${via} sees it)`);
+}
+
+interface Recovery { shard: number; path: 'warm' | 'cold'; tailRows: number; coldBecause?: string }
+
+/** What `nodeId` logged about the shards of the election it took over since its log had `fromChars` characters. */
+function recoveriesLogged(nodeId: string, fromChars: number): Recovery[] {
+  const out: Recovery[] = [];
+  for (const line of cluster.nodes.get(nodeId)!.output().slice(fromChars).split('\n')) {
+    if (!line.includes('shards taken over and served')) continue;
+    const entry = JSON.parse(line) as { electionId: string; recovery: Recovery[] };
+    if (entry.electionId === election.electionId) out.push(...entry.recovery);
+  }
+  return out;
+}
+
+async function storedPerShard(): Promise<Map<number, number>> {
+  const rows = await cluster.db.pool.query<{ shard: number; n: string }>('SELECT shard, count(*) AS n FROM votes WHERE election_id = $1 GROUP BY shard', [election.electionId]);
+  return new Map(rows.rows.map((r) => [r.shard, Number(r.n)]));
+}
+
+/**
+ * Kills `victims` at once under load. Their shards must be owned, after, by the node that was
+ * their replica (in another AZ), recovered warm, reading fewer stored votes than the shard holds.
+ */
+async function killOwnersUnderLoad(victims: readonly string[], survivors: readonly string[], label: string): Promise<void> {
+  const before = await waitForLiveReplicas(survivors[0]!, [...victims, ...survivors]);
+  const load = election.startLoad(await election.voters(300));
+  await eventually(async () => (load.acknowledged >= 60 ? true : undefined), 90_000, 'load under way');
+  await election.reserveSpareVoters();
+  const moved = before.filter((s) => victims.includes(s.ownerNodeId));
+  expect(moved.length).toBeGreaterThan(0);
+  const replicaOf = new Map(moved.map((s) => [s.shard, s.replicaNodeIds[0]!]));
+  for (const [, replica] of replicaOf) expect(victims).not.toContain(replica); // each AZ's shards replicated outside it
+  const logFrom = new Map(survivors.map((id) => [id, cluster.nodes.get(id)!.output().length]));
+  const killedAt = Date.now();
+  for (const id of victims) cluster.nodes.get(id)!.child.kill('SIGKILL');
+  const times = await election.timeUntilAccepting(moved.map((s) => s.shard), killedAt);
+  console.log(summary(label, times.values()));
+  await load.done;
+  expect(load.failures).toEqual([]);
+  await Promise.all(victims.map((id) => cluster.nodes.get(id)!.exited()));
+
+  // Promotion: each moved shard is owned and leased by its former replica.
+  await eventually(async () => {
+    const members = await memberRows(cluster);
+    if (!victims.every((id) => members.get(id)?.status === 'dead')) return undefined;
+    const rows = await shardRows(cluster, election.electionId);
+    return moved.every((m) => { const r = rows.find((x) => x.shard === m.shard); return r?.ownerNodeId === replicaOf.get(m.shard) && r?.leaseNodeId === r?.ownerNodeId; }) ? true : undefined;
+  }, 60_000, `${victims.join(', ')} declared dead and each of their shards owned by its replica`);
+
+  // Warm: the new owner restored its replica state and read only the tail after its watermark.
+  const stored = await storedPerShard();
+  for (const m of moved) {
+    const owner = replicaOf.get(m.shard)!;
+    const logged = await eventually(async () => recoveriesLogged(owner, logFrom.get(owner)!).find((r) => r.shard === m.shard), 30_000, `${owner} logging how it took shard ${m.shard}`);
+    console.log(`[replicas] shard ${m.shard}: promoted on ${owner} (${azOf.get(owner)}), path ${logged.path}, ${logged.tailRows} tail rows of ${stored.get(m.shard) ?? 0} stored`);
+    expect(logged).toMatchObject({ shard: m.shard, path: 'warm' });
+    expect(logged.tailRows).toBeLessThan(stored.get(m.shard) ?? 0);
+  }
+
+  const { stored: storedTotal, acknowledged } = await election.expectConsistent();
+  expect(storedTotal).toBeGreaterThanOrEqual(acknowledged);
+}
+
+beforeAll(async () => {
+  cluster = await startTestCluster({ LIVEVOTE_REPLICAS: '1' });
+  await Promise.all(['a1', 'b1', 'c1'].map((id) => cluster.startNode(id, azOf.get(id)!)));
+  election = await ChaosElection.create(cluster, cluster.nodes.get('a1')!, shardCount);
+  await waitForBalancedMap(election, ['a1', 'b1', 'c1']);
+}, 240_000);
+afterAll(async () => {
+  if (cluster) await saveNodeLogs(cluster, path.join(os.tmpdir(), `livevote-chaos-replicas-${process.pid}`));
+  await cluster?.close();
+});
+
+describe('warm replicas, three nodes in three AZs', () => {
+  it('GET /admin/cluster lists each shard\'s replica, in another AZ, with its lag; caught up once votes stop', async () => {
+    const load = election.startLoad(await election.voters(150));
+    // While votes flow, every shard lists its replica with a phase and a lag (numbers or null, never missing).
+    const during = await eventually(async () => {
+      const shards = await adminShards('b1');
+      return shards.length === shardCount && shards.every((s) => s.replicas.length === 1 && s.replicas[0]!.phase !== 'unknown') ? shards : undefined;
+    }, 60_000, 'every replica reported');
+    for (const s of during) expect(Object.keys(s.replicas[0]!).sort()).toEqual(['batchesBehind', 'epoch', 'nodeId', 'phase', 'reportAgeMs', 'sinceAppliedMs', 'votesBehind']);
+    await load.done;
+    expect(load.failures).toEqual([]);
+    for (const via of ['a1', 'b1', 'c1']) await waitForLiveReplicas(via, ['a1', 'b1', 'c1']);
+    await election.expectConsistent();
+  }, 180_000);
+
+  it('kill -9 of an owner: its replicas in the other AZs are promoted and read only the tail; every acknowledged vote counted once', async () => {
+    await killOwnersUnderLoad(['c1'], ['a1', 'b1'], 'kill -9 of one owner, warm replicas (3 nodes → 2)');
+  }, 240_000);
+
+  it('kill -9 of every node of one AZ at once: their shards are promoted on the replicas in the other AZs', async () => {
+    await Promise.all([cluster.startNode('c2', 'c'), cluster.startNode('a2', 'a')]);
+    await waitForBalancedMap(election, ['a1', 'a2', 'b1', 'c2'], 90_000);
+    await killOwnersUnderLoad(['a1', 'a2'], ['b1', 'c2'], 'kill -9 of AZ a, both nodes at once, warm replicas (4 nodes → 2)');
+    // Replication goes on between the survivors.
+    await waitForLiveReplicas('b1', ['b1', 'c2']);
+  }, 300_000);
+});
