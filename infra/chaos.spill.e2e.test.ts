@@ -12,7 +12,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { createPool, endPool, type Pool } from '../persistence/db.ts';
-import { embeddedDatabaseUrl } from '../persistence/embeddedPostgres.ts';
+import { embeddedDatabaseUrl, startEmbeddedPostgres, type EmbeddedPostgresHandle } from '../persistence/embeddedPostgres.ts';
+import { silentLogger } from './logger.ts';
 import { call, functionalTestEnv } from './testing/appHarness.ts';
 import { killStartedProcesses, startLivevoteProcess, type LivevoteProcess } from './testing/processHarness.ts';
 import { createVoters, type TestVoter } from './testing/voters.ts';
@@ -25,13 +26,26 @@ const dirs: string[] = [];
 const pools: Pool[] = [];
 let frozen: number[] = [];
 
+/** Postgres servers this file started itself (the SIGKILL case), stopped at the end. */
+const ownServers: EmbeddedPostgresHandle[] = [];
+
 afterAll(async () => {
   // Never leave a private Postgres stopped, whatever failed.
   signal(frozen, 'SIGCONT');
+  await Promise.all(ownServers.map((server) => server.stop().catch(() => undefined)));
   killStartedProcesses();
   await Promise.all(pools.map((pool) => endPool(pool).catch(() => undefined)));
   for (const dir of dirs) await rm(dir, { recursive: true, force: true });
 });
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 function signal(pids: readonly number[], name: NodeJS.Signals): void {
   for (const pid of pids) {
@@ -73,11 +87,14 @@ interface Sent {
   answerMs: number;
   status: number;
   voteId?: string;
+  /** Why a 503 was not stored (error.details.reason: in_doubt, commit_failed, …). */
+  reason?: string;
 }
 
-async function startNode(dataDir: string): Promise<LivevoteProcess> {
+/** A node on the embedded Postgres of its data dir, or on `databaseUrl` (a server the test runs). */
+async function startNode(dataDir: string, databaseUrl?: string): Promise<LivevoteProcess> {
   return startLivevoteProcess({
-    DATABASE_URL: undefined, LIVEVOTE_TEST_SERVER_URL: undefined, LIVEVOTE_DATA_DIR: dataDir,
+    DATABASE_URL: databaseUrl, LIVEVOTE_TEST_SERVER_URL: undefined, LIVEVOTE_DATA_DIR: dataDir,
     LIVEVOTE_JWT_SECRET: jwtSecret, LIVEVOTE_ADMIN_EMAIL: admin.email, LIVEVOTE_ADMIN_PASSWORD: admin.password,
     LIVEVOTE_NODE_ID: 'chaos-spill-node', LIVEVOTE_COMMIT_DEADLINE_MS: String(deadlineMs), LIVEVOTE_SNAPSHOT_INTERVAL_MS: '500',
     // A node that cannot store its heartbeat fences itself after ¾ of LIVEVOTE_DEAD_AFTER_MS (its
@@ -117,8 +134,9 @@ async function voteLoad(
           signal: AbortSignal.timeout(60_000),
         });
         entry.status = response.status;
-        const body = (await response.json().catch(() => ({}))) as { voteId?: string };
+        const body = (await response.json().catch(() => ({}))) as { voteId?: string; error?: { code?: string; details?: { reason?: string } } };
         entry.voteId = body.voteId;
+        entry.reason = body.error?.details?.reason ?? body.error?.code;
       } catch {
         entry.status = -1; // no answer (the node was killed, or a hang the timeout caught)
       }
@@ -256,5 +274,80 @@ describe('chaos: Postgres frozen, then a node killed with batches in the queue',
     });
     expect(again.status).toBe(409);
     expect(again.body.voteId ?? again.body.error?.details?.voteId).toBe(queuedVoter.voteId);
+  });
+
+  it('Postgres killed with SIGKILL under load and restarted: acknowledged votes stored once, refused ones not counted, the node recovers without a restart', async (context) => {
+    // A throwaway Postgres of this test's own (never the shared one): the embedded server, in a
+    // temporary directory, on a port that stays the same across the restart so the node's URL does.
+    const pgDir = await mkdtemp(path.join(os.tmpdir(), 'lv-spill-pgkill-db-'));
+    dirs.push(pgDir);
+    const password = 'chaos-pgkill-password';
+    const startServer = (port?: number) => startEmbeddedPostgres({ dataDir: pgDir, password, log: silentLogger(), durable: true, port });
+    let server: EmbeddedPostgresHandle;
+    try {
+      server = await startServer();
+    } catch (error) {
+      console.warn(`SKIPPED: the Postgres killed by this test could not be started (${String(error)})`);
+      context.skip();
+      return;
+    }
+    ownServers.push(server);
+    const nodeDir = await mkdtemp(path.join(os.tmpdir(), 'lv-spill-pgkill-'));
+    dirs.push(nodeDir);
+    const node = await startNode(nodeDir, server.url);
+    const election = await openElection(node);
+    const pool = createPool(server.url, 3, 'chaos-pgkill');
+    pools.push(pool);
+    const voters = await createVoters(pool, 20_000, jwtSecret);
+    await endPool(pool);
+    pools.splice(pools.indexOf(pool), 1);
+
+    const sent: Sent[] = [];
+    let stop = false;
+    const load = voteLoad(node.baseUrl, election, voters, sent, () => stop);
+    await new Promise((resolve) => setTimeout(resolve, 1_500));
+    // Crash: the postmaster and every backend, at once, as a machine or container dying would.
+    const killed = await privatePostgresPids(pgDir);
+    const killedAtMs = Date.now();
+    signal(killed, 'SIGKILL');
+    while (killed.some(isAlive)) await new Promise((resolve) => setTimeout(resolve, 20));
+    await new Promise((resolve) => setTimeout(resolve, 5_000));
+    // Restarted on the same port: crash recovery replays its WAL; the node's pool reconnects.
+    ownServers.splice(ownServers.indexOf(server), 1);
+    server = await startServer(server.port);
+    ownServers.push(server);
+    const restartedAtMs = Date.now();
+    // Recovered without a restart of the node: votes sent after the database is back are stored.
+    await expect.poll(() => sent.filter((e) => e.startedAtMs > restartedAtMs && e.status === 200).length, { timeout: 120_000, interval: 200 }).toBeGreaterThan(100);
+    stop = true;
+    await load;
+    expect(node.child.exitCode).toBeNull();
+
+    const statuses = new Map<string, number>();
+    for (const entry of sent) {
+      const key = entry.status === 200 ? '200' : `${entry.status}:${entry.reason ?? '?'}`;
+      statuses.set(key, (statuses.get(key) ?? 0) + 1);
+    }
+    const whileDown = sent.filter((e) => e.startedAtMs >= killedAtMs && e.startedAtMs < restartedAtMs);
+    const times = whileDown.map((e) => e.answerMs);
+    console.log(`chaos pg kill: ${sent.length} votes sent, by status ${JSON.stringify(Object.fromEntries(statuses))}; while Postgres was down ${whileDown.length} votes, answer ms p50 ${percentile(times, 50)} p99 ${percentile(times, 99)} max ${Math.max(...times)} (deadline ${deadlineMs} + ${boundMs})`);
+    expect(whileDown.length).toBeGreaterThan(0);
+    // Every vote was answered, none hung.
+    expect(sent.every((entry) => entry.status > 0)).toBe(true);
+    expect(await metric(node.baseUrl, 'livevote_queued_votes_total')).toBeGreaterThan(0);
+
+    // Drained: the queue is empty and the results are complete.
+    await expect.poll(() => metric(node.baseUrl, 'livevote_spill_queue_batches'), { timeout: 120_000, interval: 200 }).toBe(0);
+    await expect.poll(async () => (await call(node.baseUrl, 'GET', `/api/v1/results/${election.electionId}`)).body.queuedVotes, { timeout: 120_000, interval: 200 }).toBe(0);
+    const checkPool = createPool(server.url, 2, 'chaos-pgkill-check');
+    pools.push(checkPool);
+    await checkStored(checkPool, node.baseUrl, election.electionId, sent);
+    // Refused votes are not counted: a 503 is stored only when it said its outcome was unknown
+    // (in_doubt: a retry gets its voteId); every other refusal is in no row.
+    const storedVoters = new Set((await checkPool.query<{ voter_number: number }>('SELECT voter_number FROM votes WHERE election_id = $1', [election.electionId])).rows.map((r) => Number(r.voter_number)));
+    const refused = sent.filter((e) => e.status !== 200);
+    const refusedStored = refused.filter((e) => storedVoters.has(e.voter.voterNumber));
+    for (const entry of refusedStored) expect(entry.reason, `voter ${entry.voter.voterNumber} answered ${entry.status} ${entry.reason} is stored`).toBe('in_doubt');
+    console.log(`chaos pg kill: ${refused.length} votes refused, ${refusedStored.length} of them (in_doubt) stored after all`);
   });
 });
