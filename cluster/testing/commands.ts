@@ -226,6 +226,7 @@ const clusterTimings: fc.Arbitrary<ClusterTimings> = fc
     movesInFlightMax: fc.integer({ min: 1, max: 2 }),
     autoBalance: fc.boolean(),
     routeRetryMs: fc.constantFrom(0, 300),
+    replicasPerShard: fc.constantFrom(1, 1, 1, 0, 2),
   })
   .map(({ heartbeatIntervalMs, beatsToDead, leaseSlackMs, ...rest }) => ({
     heartbeatIntervalMs,
@@ -255,7 +256,7 @@ export function worldConfigArbitrary(options: WorldShapeOptions): fc.Arbitrary<W
   }));
 }
 
-const faults: InjectedFault[] = ['commitLost', 'commitStoredButReportedFailed', 'commitCheckFails', 'lookupFails', 'snapshotWriteFails', 'forwardLost', 'forwardAnswerLost'];
+const faults: InjectedFault[] = ['commitLost', 'commitStoredButReportedFailed', 'commitCheckFails', 'lookupFails', 'snapshotWriteFails', 'forwardLost', 'forwardAnswerLost', 'replicateLost'];
 
 /** One arbitrary of every command, weighted: mostly votes and I/O completing, now and then a fault. */
 export const worldCommand: fc.Arbitrary<WorldCommand> = fc.oneof(

@@ -39,8 +39,9 @@ import { createCoordinator } from '../coordinator.ts';
 import type { LinkFailure } from '../links.ts';
 import { Membership } from '../membership.ts';
 import type { ClusterStore, ShardLeases } from '../ports.ts';
-import type { CastRequest, OutcomeAnswer, TalliesChanged } from '../protocol.ts';
+import type { CastRequest, OutcomeAnswer, ReplicaReport, ReplicateBatches, TalliesChanged } from '../protocol.ts';
 import { ClusterResults } from '../results.ts';
+import { Replication } from '../replication.ts';
 import { Router } from '../router.ts';
 import { ShardHost } from '../shardHost.ts';
 import { SimClusterState } from './simCluster.ts';
@@ -88,7 +89,12 @@ export type PlantedBug =
   /** The lease authority hands an election to a new owner under the same epochs. */
   | 'leaseGrantReusesEpoch'
   /** Cluster mode: owners' committed counts never reach the other nodes. */
-  | 'tallyEventsLost';
+  | 'tallyEventsLost'
+  /**
+   * Cluster mode: a replicated batch is lost between nodes and the stream numbers the next one as
+   * if nothing was missing, so the replica cannot see the gap (and a promotion misses the votes).
+   */
+  | 'replicationHidesGaps';
 
 export type InjectedFault =
   | 'commitLost'
@@ -98,6 +104,8 @@ export type InjectedFault =
   | 'snapshotWriteFails'
   /** Cluster mode: the next vote forwarded between nodes is lost on the way. */
   | 'forwardLost'
+  /** Cluster mode: the next batches streamed to a replica are lost on the way (a gap it must see). */
+  | 'replicateLost'
   /** Cluster mode: the owner handles the next forwarded vote, its answer is lost on the way back. */
   | 'forwardAnswerLost';
 
@@ -111,6 +119,8 @@ export interface ClusterTimings {
   readonly autoBalance: boolean;
   /** How long the router asks again for a vote whose shard is between owners. */
   readonly routeRetryMs: number;
+  /** Warm replicas per shard (LIVEVOTE_REPLICAS): streamed to, caught up, promoted. Cases recorded before replicas have none. */
+  readonly replicasPerShard?: number;
 }
 
 export interface ElectionSpec {
@@ -146,6 +156,8 @@ export interface SimClusterRoles {
   readonly shardHost: ShardHost;
   readonly router: Router;
   readonly results: ClusterResults;
+  /** Null with no replicas (as cluster/clusterNode.ts composes it then). */
+  readonly replication: Replication | null;
 }
 
 export interface SimProcess {
@@ -247,6 +259,10 @@ export class World {
 
   private readonly work: AsyncWork;
   private readonly faults: InjectedFault[] = [];
+  /** Planted bug `replicationHidesGaps`: batches seen and dropped per stream (sender > receiver / shard / epoch). */
+  private readonly hiddenReplicationGaps = new Map<string, { seen: number; dropped: number }>();
+  /** Shards taken over from this node's own replica state (warm), over the run. */
+  warmPromotions = 0;
   private journalStalled = false;
   private healJournal: (() => void) | null = null;
   private journalHealed: Promise<void> = Promise.resolve();
@@ -270,7 +286,7 @@ export class World {
   }
 
   private get timings(): ClusterTimings {
-    return this.config.cluster ?? { heartbeatIntervalMs: 50, deadAfterMs: 200, leaseTtlMs: 300, movesInFlightMax: 1, autoBalance: true, routeRetryMs: 0 };
+    return this.config.cluster ?? { heartbeatIntervalMs: 50, deadAfterMs: 200, leaseTtlMs: 300, movesInFlightMax: 1, autoBalance: true, routeRetryMs: 0, replicasPerShard: 1 };
   }
 
   // -------------------------------------------------------------------------------------------
@@ -307,6 +323,7 @@ export class World {
       config: this.config.node,
       now: this.clock.now,
       newVoteId: () => `${id}-v${++voteCounter}`,
+      onBatchCommitted: (batch) => process.cluster?.replication?.streamer.onBatchCommitted(batch),
     });
     (process as { node: VoteNode }).node = node;
     this.processes.push(process);
@@ -325,6 +342,19 @@ export class World {
       const election = this.elections.find((e) => e.electionId === electionId);
       return election === undefined ? undefined : { shardCount: election.shardCount, candidateCount: election.candidateCount, status: election.closed ? ('closed' as const) : ('open' as const) };
     };
+    // As cluster/clusterNode.ts: batches streamed to the replicas the map names, replica counts
+    // standing in the results until the owner's are known, promotions from the replica state.
+    const replication = (timings.replicasPerShard ?? 0) === 0 ? null : new Replication({
+      nodeId: process.nodeId,
+      snapshots: this.snapshotsFor(process),
+      dimensions: electionInfo,
+      log: silent,
+      send: (toNodeId, event) => this.sendReplication(process, toNodeId, event),
+      peers: () => [...new Set(this.processes.filter((p) => p.nodeId !== process.nodeId && p.status !== 'dead' && p.cluster !== null).map((p) => p.nodeId))],
+      ownerVotes: (electionId, shard) => results.shardVotes(electionId, shard),
+      onReplicaCounts: (r) => results.applyTallies({ t: 'tallies', electionId: r.electionId, shard: r.shard, epoch: r.epoch, version: 0, counts: r.counts }),
+      replicaReportIntervalMs: 100,
+    });
     const shardHost = new ShardHost({
       nodeId: process.nodeId,
       voteNode: process.node,
@@ -335,6 +365,11 @@ export class World {
       mayTakeShards: () => membership !== undefined && membership.canServe(),
       onChange: () => router.shardsChanged(),
       onReleased: (toNodeId, released) => this.sendReleased(process, toNodeId, released),
+      promotionBase: replication === null ? undefined : (electionId, shard, epoch) => replication.promotionBase(electionId, shard, epoch),
+      onRecovered: (recoveries) => {
+        replication?.recovered(recoveries);
+        for (const r of recoveries) if (r.source === 'replica') this.warmPromotions++;
+      },
     });
     const world = this;
     const router = new Router({
@@ -360,6 +395,7 @@ export class World {
       deadAfterMs: timings.deadAfterMs,
       movesInFlightMax: timings.movesInFlightMax,
       autoBalance: timings.autoBalance,
+      replicasPerShard: timings.replicasPerShard,
       log: silent,
       mayDeclareDeaths: () => membership.mayDeclareDeaths(),
       onMapWritten: () => {
@@ -386,6 +422,7 @@ export class World {
         // holder never took the other shards the map gave it).
         viewChain = viewChain.then(() => {
           router.applyView(view);
+          replication?.applyView(view);
           void shardHost.apply(view);
         });
       },
@@ -407,9 +444,10 @@ export class World {
         })().catch(() => undefined);
       },
     });
-    (process as { cluster: SimClusterRoles }).cluster = { membership, shardHost, router, results };
+    (process as { cluster: SimClusterRoles }).cluster = { membership, shardHost, router, results, replication };
     shardHost.start();
     results.start();
+    replication?.start();
     membership.start().catch((error: unknown) => this.anomalies.push(`${process.id} failed to join: ${String(error)}`));
   }
 
@@ -687,6 +725,35 @@ export class World {
       await this.work.schedule(`${from.id} tells ${to.id} it released ${released.electionId}/${released.shard} (epoch ${released.epoch})`);
       if (isDead(from) || isDead(to) || to.isolated) return;
       to.cluster!.shardHost.holderReleased();
+    })();
+  }
+
+  /**
+   * Replication between nodes: each event waits for the scheduler (so events reorder), is lost
+   * when either end died or is cut off, or to an injected `replicateLost`. With the planted bug
+   * `replicationHidesGaps` every second batch is lost and the later ones renumbered to hide it.
+   */
+  private sendReplication(from: SimProcess, toNodeId: string, event: ReplicateBatches | ReplicaReport): void {
+    const to = [...this.processes].reverse().find((p) => p.nodeId === toNodeId && p.status !== 'dead' && p.cluster !== null);
+    if (to === undefined) return;
+    let sent = event;
+    if (event.t === 'replicate' && this.config.plantedBug === 'replicationHidesGaps') {
+      const batches = [];
+      for (const batch of event.batches) {
+        const key = `${from.id}>${to.id}/${batch.electionId}/${batch.shard}/${batch.epoch}`;
+        const hidden = this.hiddenReplicationGaps.get(key) ?? { seen: 0, dropped: 0 };
+        this.hiddenReplicationGaps.set(key, hidden);
+        if (++hidden.seen % 2 === 0) hidden.dropped++;
+        else batches.push({ ...batch, seq: batch.seq - hidden.dropped });
+      }
+      sent = { t: 'replicate', batches };
+    }
+    void (async () => {
+      await this.ioOpen(from);
+      await this.work.schedule(`${from.id} sends ${to.id} ${sent.t === 'replicate' ? `${sent.batches.length} replicated batches` : 'its replicas\' report'}`);
+      if (isDead(from) || isDead(to) || to.isolated) return;
+      if (sent.t === 'replicate' && this.takeFault('replicateLost')) return;
+      to.cluster!.replication?.onEvent(from.nodeId, sent);
     })();
   }
 
