@@ -99,6 +99,22 @@ export function createCoordinator(options: CoordinatorOptions): { round(): Promi
           if (op.status === 'pending') await update(op, { status: 'running' });
           continue;
         }
+        if (op.status === 'running' && request.kind === 'move') {
+          // Started, but the map no longer names its target (its map write was lost with the
+          // coordinator lease, or a drain took the shard away): pin it again, or end it.
+          const row = view.shards.find((s) => s.electionId === request.electionId && s.shard === request.shard);
+          if (row === undefined) {
+            await update(op, { status: 'failed', error: 'the shard is no longer in the map' });
+            ended.add(op.operationId);
+          } else if (row.ownerNodeId !== request.toNodeId) {
+            if (isReceiver(request.toNodeId)) moves.push({ electionId: request.electionId, shard: request.shard, ownerNodeId: request.toNodeId, pinned: true });
+            else {
+              await update(op, { status: 'failed', error: `node ${request.toNodeId} is not alive, or is draining` });
+              ended.add(op.operationId);
+            }
+          }
+          continue;
+        }
         if (op.status !== 'pending') continue;
         if (request.kind === 'move') {
           const row = view.shards.find((s) => s.electionId === request.electionId && s.shard === request.shard);
@@ -182,6 +198,11 @@ export function createCoordinator(options: CoordinatorOptions): { round(): Promi
           const left = view.shards.filter((s) => s.ownerNodeId === request.nodeId || (s.leaseNodeId === request.nodeId && s.leaseExpiresAtMs > view.readAtMs)).length;
           const moved = Math.max(0, op.shardsTotal - left);
           if (left === 0) await update(op, { status: 'done', shardsMoved: op.shardsTotal });
+          // Every other node is draining too (or gone): its shards have nowhere to go; say so
+          // rather than run for good (an undrain, then a new drain, picks it up again).
+          else if (!view.nodes.some((n) => n.nodeId !== request.nodeId && isReceiver(n.nodeId))) {
+            await update(op, { status: 'failed', shardsMoved: moved, error: `no live node that is not draining can take the shards of ${request.nodeId}` });
+          }
           else if (moved !== op.shardsMoved) await update(op, { status: 'running', shardsMoved: moved });
         } else if (request.kind === 'balance') {
           if (allocated.length === 0 && underWay === 0) await update(op, { status: 'done' });
