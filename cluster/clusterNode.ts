@@ -150,7 +150,8 @@ export async function createClusterNode(deps: ClusterNodeDeps): Promise<ClusterN
     journal: deps.wrapJournal ? deps.wrapJournal(journal) : journal,
     spill: deps.spillQueue ? { queue: spillGuard.wrap(deps.spillQueue), store: journal } : undefined,
     snapshots,
-    onBatchCommitted: (batch) => replication?.streamer.onBatchCommitted(batch),
+    // Only with replication on: the hook costs a copy of each committed batch's rows.
+    onBatchCommitted: (settings.replicas ?? 0) > 0 ? (batch) => replication?.streamer.onBatchCommitted(batch) : undefined,
     storedVotes: createPgStoredVoteReader(pool),
     batchIds: await createPgBatchIdSource({ pool }),
     logger: deps.log.child({ component: 'vote-node' }),
