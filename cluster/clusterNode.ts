@@ -218,7 +218,10 @@ export async function createClusterNode(deps: ClusterNodeDeps): Promise<ClusterN
     log: deps.log.child({ component: 'links' }),
     onRequest: (_from, message, answer) => router.castForwarded(message, (outcome) => answer({ t: 'outcome', outcome })),
     onEvent: (_from, event) => {
-      if (event.t === 'tallies') results.applyTallies(event);
+      if (event.t === 'tallies') {
+        results.applyTallies(event);
+        replication?.replicas.ownerEpochSeen(event.electionId, event.shard, event.epoch);
+      }
       else if (event.t === 'map') void membership.refreshView().catch(() => undefined);
       else if (event.t === 'released') shardHost.holderReleased();
       else if (event.t === 'replicate' || event.t === 'replicas') replication?.onEvent(_from, event);
