@@ -278,7 +278,8 @@ async function main(): Promise<number> {
     const admin = await adminLogin(node1.baseUrl, cluster.adminEmail, cluster.adminPassword);
     const elections: BenchElection[] = [];
     const electionFor = async (title: string, nodeIds: readonly string[]) => {
-      const election = await createOpenElection(node1.baseUrl, admin, title, settings.candidates, settings.shardCount);
+      // node-1's latest process: the replication step restarts it (on another port).
+      const election = await createOpenElection(cluster.nodes.get('node-1')!.baseUrl, admin, title, settings.candidates, settings.shardCount);
       elections.push(election);
       await settle(cluster, nodeIds, election.electionId);
       return election;
