@@ -320,7 +320,7 @@ export async function writeClusterResults(r: ClusterResults, dir: string): Promi
   const lines: string[] = [];
   for (const t of r.throughput) lines.push(`${t.label}: ${t.votesPerS} votes/s, forwarded ${(t.forwardedShare * 100).toFixed(1)}%, count ${t.countOk ? 'ok' : 'FAILED'}`);
   if (cost?.split) lines.push(`forwarded vote: ${cost.split.forwardedUs} µs (sender ${cost.split.senderUs} + owner ${cost.split.ownerUs}) = ${cost.split.ratio}× a local vote (${cost.localUs} µs); target ≤ 1.2×`);
-  if (r.replication) lines.push(`replication: +${r.replication.cpuUsPerVoteAdded} µs/vote; votes behind p50 ${r.replication.lag.votesBehind.p50} p99 ${r.replication.lag.votesBehind.p99}; ${(r.replication.lag.liveShare * 100).toFixed(1)}% live`);
+  if (r.replication) lines.push(`replication: ${r.replication.cpuUsPerVoteAdded >= 0 ? "+" : ""}${r.replication.cpuUsPerVoteAdded} µs/vote; votes behind p50 ${r.replication.lag.votesBehind.p50} p99 ${r.replication.lag.votesBehind.p99}; ${(r.replication.lag.liveShare * 100).toFixed(1)}% live`);
   if (r.failover) lines.push(`failover: kill → first accepted vote per shard p50 ${r.failover.firstAcceptedMs.p50} ms, p99 ${r.failover.firstAcceptedMs.p99} ms, max ${r.failover.firstAcceptedMs.max} ms over ${r.failover.shardSamples} shards; all served p99 ${r.failover.allServedMs.p99} ms; counts ${r.failover.countOk ? 'ok' : 'FAILED'}`);
   const failed = !(r.throughput.every((t) => t.countOk) && (r.failover?.countOk ?? true) && (r.replication?.with.countOk ?? true));
   return { failed, lines };
