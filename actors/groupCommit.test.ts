@@ -258,6 +258,25 @@ describe('group committer: deadline and spill', () => {
     expect(isCommitterIdle(state)).toBe(true);
   });
 
+  it('a commit that fails before spillAfterMs (a crashed database) is spilled at once, not checked; unconfirmed, it is checked', () => {
+    const state = createCommitterState(spill);
+    const rows = [row(), row()];
+    append(state, rows, 0);
+    const batch = startedBatch(stepCommitter(state, { kind: 'BatchIdAssigned', batchId: 1, nowMs: 0 }));
+    const failed = stepCommitter(state, { kind: 'CommitFinished', batchId: 1, result: { kind: 'failed', message: 'ECONNREFUSED' }, nowMs: 3 });
+    expect(kinds(failed)).not.toContain('CheckCommit');
+    expect(spilled(failed)).toBe(batch);
+    expect(kinds(stepCommitter(state, { kind: 'SpillFinished', batchId: 1, confirmed: true, nowMs: 5 }))).toEqual(['Deliver:BatchQueued']);
+    expect(state.counters.batchesLeftToDrain).toBe(1);
+    expect(isCommitterIdle(state)).toBe(true);
+
+    // The queue down as well: the batch is settled by wasCommitted, as before.
+    append(state, [row()], 10);
+    stepCommitter(state, { kind: 'BatchIdAssigned', batchId: 2, nowMs: 10 });
+    stepCommitter(state, { kind: 'CommitFinished', batchId: 2, result: { kind: 'failed', message: 'ECONNREFUSED' }, nowMs: 12 });
+    expect(kinds(stepCommitter(state, { kind: 'SpillFinished', batchId: 2, confirmed: false, nowMs: 14 }))).toEqual(['CheckCommit']);
+  });
+
   it('a spill not confirmed leaves the batch to wasCommitted, and its votes are answered in doubt at the deadline', () => {
     const state = createCommitterState(spill);
     const rows = [row()];

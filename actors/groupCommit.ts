@@ -43,6 +43,10 @@
 //                                          │                 anything else → nothing (the drain stores it)
 //                                          └──not confirmed──► resolved only through wasCommitted
 //
+// A commit that fails (outcome unknown) is spilled at once when a queue is configured, rather
+// than checked: a database that failed it would not answer the check either, and the drain's
+// claim on the batch id settles the outcome as well. Only an unconfirmed spill goes to the check.
+//
 // Safety rules, each asserted: a batch whose check (wasCommitted) has started is never spilled,
 // and a batch with a spill in flight or confirmed is never checked, because wasCommitted marks
 // an uncommitted batch abandoned, and the drainer skips an abandoned batch: checking a queued
@@ -419,6 +423,17 @@ function commitFinished(state: CommitterState, batchId: number, result: JournalC
     }
     case 'failed':
       state.counters.commitsFailed++;
+      if (spillEnabled(state) && open.spill === 'none') {
+        // The outcome is unknown, and a database that failed the commit (crashed, failing over,
+        // refusing connections) would not answer a check either: the batch goes to the queue now
+        // rather than wait there for the deadline. Its drain settles the outcome as a check would:
+        // it claims the batch id, and finds the commit's row if the commit did land.
+        open.spill = 'sending';
+        open.heldResult = result;
+        countSpill(state, open);
+        out.push({ kind: 'SpillBatch', batch: open.batch });
+        break;
+      }
       open.phase = 'checking';
       out.push({ kind: 'CheckCommit', batchId });
       break;

@@ -185,7 +185,8 @@ describe('the drainer respects lease epochs', () => {
     await expect.poll(() => storedRowsOf(adapters, [2, 3]).length, eventually).toBe(voters.filter((v) => shardOf(v) >= 2).length);
     await expect.poll(() => old.spillStats()!.partsFenced, eventually).toBeGreaterThan(0);
     expect(storedRowsOf(adapters, [0, 1])).toEqual([]);
-    expect(old.results(electionId)!.total).toBe(voters.filter((v) => shardOf(v) >= 2).length);
+    // Its shards are told after the store: counted a moment later.
+    await expect.poll(() => old.results(electionId)!.total, eventually).toBe(voters.filter((v) => shardOf(v) >= 2).length);
     // The batches stay queued for the new owner.
     expect((await queue.depth()).batches).toBeGreaterThan(0);
 

@@ -1,6 +1,6 @@
 // Recovery: how long the real recovery path (VoteNode.openElection on the Postgres adapters:
 // latest snapshot per shard, then the stored votes after its watermark) takes to rebuild the
-// shards of an election holding 10M stored votes.
+// shards of an election holding RECOVERY_VOTES stored votes (npm run bench: 1M).
 //
 // Setup, in a throwaway database on the server of DATABASE_URL (dropped at the end): the votes
 // table (the product's migrations) filled with RECOVERY_VOTES rows by generate_series, voters
@@ -45,6 +45,10 @@ try {
   const epochArray = `'{${epochs.join(',')}}'::bigint[]`;
 
   const insertStarted = performance.now();
+  // Loaded without its two indexes, which are then built as the migrations define them: the same
+  // table, in a fraction of the time (a sorted index build instead of a million index inserts).
+  await pool.query('ALTER TABLE votes DROP CONSTRAINT votes_pkey');
+  await pool.query('DROP INDEX votes_recovery');
   for (let first = 0; first < votesTotal; first += insertChunkRows) {
     const last = Math.min(votesTotal, first + insertChunkRows) - 1;
     await pool.query(
@@ -55,6 +59,8 @@ try {
     );
     log(`${last + 1} rows inserted`);
   }
+  await pool.query('ALTER TABLE votes ADD CONSTRAINT votes_pkey PRIMARY KEY (election_id, voter_number)');
+  await pool.query('CREATE INDEX votes_recovery ON votes (election_id, shard, batch_id)');
   await pool.query('ANALYZE votes');
   const insertS = (performance.now() - insertStarted) / 1000;
 

@@ -29,6 +29,7 @@ import { summariseCpuProfile, type ProfileSummary } from './lib/cpuProfile.ts';
 import { runFanout, type FanoutResult } from './lib/fanout.ts';
 import {
   adminLogin,
+  buildLivevote,
   counterDelta,
   createOpenElection,
   livevoteCommand,
@@ -69,6 +70,8 @@ const settings = {
   profileActiveS: intFromEnv('BENCH_PROFILE_S', 8, 2, 600),
   voters: intFromEnv('BENCH_VOTERS', 300_000, 80_000, 5_000_000),
   recoveryVotes: intFromEnv('BENCH_RECOVERY_VOTES', 1_000_000, 1000, 100_000_000),
+  /** Commits per variant of bench/journalFeatures.ts (the cost of each part of the commit statement). */
+  featureCommits: intFromEnv('BENCH_FEATURE_COMMITS', 450, 30, 100_000),
   candidates: 4,
   shardCount: 8,
   baselinePoolMax: intFromEnv('BENCH_BASELINE_POOL_MAX', 32, 1, 200),
@@ -180,8 +183,9 @@ function cpuWindow(groups: CpuGroups, activeMs: number): { onStart: () => void; 
   };
 }
 
-// Bounded: the pairs, not waiting, are what keeps the load's drift out of the ratios.
-const quiet = createQuietWaiter(20_000, progress);
+// Bounded, and short: on a box shared all day waiting rarely finds it quiet (2026-12-01: 25 s of
+// waiting bought nothing); the pairs, not waiting, keep the load's drift out of the ratios.
+const quiet = createQuietWaiter(6_000, progress);
 const waitForQuiet = (label: string) => quiet.wait(label);
 
 interface WriteRunOptions {
@@ -301,6 +305,7 @@ async function main(): Promise<number> {
   let pool: Pool | undefined;
   try {
     // --- livevote (embedded) and the voters ------------------------------------------------
+    buildLivevote(progress);
     progress('starting livevote in embedded mode (DATABASE_URL unset, a fresh LIVEVOTE_DATA_DIR: embedded Postgres)');
     const lvStartMs = performance.now();
     let lv: LivevoteUnderTest = await startLivevote(livevoteEnv, dataDir);
@@ -484,6 +489,14 @@ async function main(): Promise<number> {
     const journal = JSON.parse(journalOut.trim().split('\n').pop()!) as Record<string, number>;
     progress(`journal: ${journal.rowsPerS} rows/s, commit p50 ${journal.commitLatencyMsP50} ms, p99 ${journal.commitLatencyMsP99} ms`);
 
+    // --- what each part of storing a vote costs Postgres (bench/journalFeatures.ts) ---------------
+    progress('journal features: the commit statement with and without the audit chain and the fence, the floor insert, the metadata COPY (bench/journalFeatures.ts)');
+    const featuresOut = await runNodeScript('bench/journalFeatures.ts', {
+      DATABASE_URL: serverUrl, LIVEVOTE_TEST_SERVER_URL: undefined, BENCH_BATCH_ROWS: '32', BENCH_COMMITS: String(settings.featureCommits), BENCH_ROUNDS: '3',
+    });
+    const journalFeatures = JSON.parse(/BENCH_JOURNAL_FEATURES_JSON (.*)/.exec(featuresOut)![1]!) as BenchResults['journalFeatures'];
+    progress(`journal features: ${journalFeatures.variants.map((v) => `${v.name} ${v.postgresUsPerVote} µs`).join(', ')}`);
+
     // --- recovery ------------------------------------------------------------------------------
     progress(`recovery: ${settings.recoveryVotes.toLocaleString('en')} stored votes, snapshot + tail through VoteNode.openElection (bench/recovery.ts)`);
     const recoveryOut = await runNodeScript('bench/recovery.ts', {
@@ -615,6 +628,7 @@ async function main(): Promise<number> {
       reads,
       fanout: { ...fanout, loadResult: undefined, load: fanoutLoad },
       journal,
+      journalFeatures: { ...journalFeatures, loadAverage: Math.round(os.loadavg()[0]! * 100) / 100 },
       recovery,
       memory,
       restart: { startS: restartS, elections: restartRecovery, exitCodes: [firstExit, secondExit] },

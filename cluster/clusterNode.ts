@@ -5,6 +5,7 @@
 import { createHash, createHmac } from 'node:crypto';
 import type { Registry } from 'prom-client';
 import { Counter, Gauge } from 'prom-client';
+import { HotCounter, type HotCounterSeries } from '../infra/hotMetrics.ts';
 import { createVoteNode, type VoteNode, type VoteNodeConfig } from '../actors/voteNode.ts';
 import type { Journal, SpillQueue } from '../actors/ports.ts';
 import { createPgBatchIdSource } from '../persistence/batchIds.ts';
@@ -157,12 +158,21 @@ export async function createClusterNode(deps: ClusterNodeDeps): Promise<ClusterN
   });
   const retryAfterMs = deps.voteNodeConfig.retryAfterMs ?? 1_000;
 
-  const routedTotal = new Counter({
+  // Counted on every vote: a hot-path counter (infra/hotMetrics.ts; prom-client's hashed the label
+  // set on every inc, ~1% of a vote's busy samples), its series kept per route and outcome kind.
+  const routedTotal = new HotCounter({
     name: 'livevote_votes_routed_total',
     help: 'Votes by route (local: owned here; forwarded: sent to the owner; received: forwarded here by a peer) and outcome',
     labelNames: ['route', 'outcome'] as const,
     registers: [deps.metricsRegistry],
   });
+  const routedSeries = { local: new Map<string, HotCounterSeries>(), forwarded: new Map<string, HotCounterSeries>(), received: new Map<string, HotCounterSeries>() };
+  const countRouted = (route: 'local' | 'forwarded' | 'received', kind: string): void => {
+    const byKind = routedSeries[route];
+    let series = byKind.get(kind);
+    if (series === undefined) byKind.set(kind, (series = routedTotal.labels({ route, outcome: kind })));
+    series.inc();
+  };
   const shardsServed = new Gauge({ name: 'livevote_shards_served', help: 'Shards this node serves', registers: [deps.metricsRegistry] });
   new Gauge({
     name: 'livevote_route_retries_waiting',
@@ -228,8 +238,9 @@ export async function createClusterNode(deps: ClusterNodeDeps): Promise<ClusterN
       },
       peers: () => peers.map((p) => p.nodeId),
       ownerVotes: (electionId, shard) => results.shardVotes(electionId, shard),
-      // A live replica's counts stand for the shard until its owner's are known (never both: one entry per shard).
-      onReplicaCounts: (r) => results.applyTallies({ t: 'tallies', electionId: r.electionId, shard: r.shard, epoch: r.epoch, version: 0, counts: r.counts }),
+      // A live replica's counts stand for the shard until its owner's are known (never both: one entry per
+      // shard; version -1 loses to any publication of the owner in the same epoch).
+      onReplicaCounts: (r) => results.applyTallies({ t: 'tallies', electionId: r.electionId, shard: r.shard, epoch: r.epoch, version: -1, counts: r.counts }),
     });
   }
 
@@ -264,7 +275,7 @@ export async function createClusterNode(deps: ClusterNodeDeps): Promise<ClusterN
     holdMs: Math.min(settings.routeRetryMs, Math.floor(settings.forwardTimeoutMs / 2)),
     shardCountOf: (electionId) => deps.election(electionId)?.shardCount,
     canServe: () => membership.canServe(),
-    onRouted: (route, outcome) => routedTotal.inc({ route, outcome: outcome.kind }),
+    onRouted: (route, outcome) => countRouted(route, outcome.kind),
   });
 
   results = new ClusterResults({

@@ -47,7 +47,7 @@ function handOffsUnderWay(view: ClusterView): number {
  * The owner changes plus every shard whose replica set changes as a result (or was short): each
  * written row carries its replicas, and a replica-only change keeps the row's owner and pin.
  */
-function withReplicas(view: ClusterView, ownerChanges: readonly ShardAssignment[], replicasPerShard: number): ShardAssignment[] {
+function withReplicas(view: ClusterView, ownerChanges: readonly ShardAssignment[], replicasPerShard: number, replicaMovesMax: number): ShardAssignment[] {
   const byKey = new Map(ownerChanges.map((a) => [shardKeyOf(a.electionId, a.shard), a]));
   const rows = view.shards.map((row) => ({
     electionId: row.electionId, shard: row.shard, pinned: row.pinned, replicaNodeIds: row.replicaNodeIds,
@@ -57,7 +57,7 @@ function withReplicas(view: ClusterView, ownerChanges: readonly ShardAssignment[
   for (const a of ownerChanges) {
     if (!known.has(shardKeyOf(a.electionId, a.shard))) rows.push({ electionId: a.electionId, shard: a.shard, pinned: a.pinned ?? false, replicaNodeIds: [], ownerNodeId: a.ownerNodeId });
   }
-  const placed = placeReplicas({ members: view.nodes, shards: rows, replicasPerShard });
+  const placed = placeReplicas({ members: view.nodes, shards: rows, replicasPerShard, movesMax: replicaMovesMax });
   const rowByKey = new Map(rows.map((r) => [shardKeyOf(r.electionId, r.shard), r]));
   const out = new Map(ownerChanges.map((a) => [shardKeyOf(a.electionId, a.shard), { ...a }] as [string, ShardAssignment]));
   for (const p of placed) {
@@ -97,6 +97,22 @@ export function createCoordinator(options: CoordinatorOptions): { round(): Promi
         if (request.kind === 'balance') {
           balanceAsked = true;
           if (op.status === 'pending') await update(op, { status: 'running' });
+          continue;
+        }
+        if (op.status === 'running' && request.kind === 'move') {
+          // Started, but the map no longer names its target (its map write was lost with the
+          // coordinator lease, or a drain took the shard away): pin it again, or end it.
+          const row = view.shards.find((s) => s.electionId === request.electionId && s.shard === request.shard);
+          if (row === undefined) {
+            await update(op, { status: 'failed', error: 'the shard is no longer in the map' });
+            ended.add(op.operationId);
+          } else if (row.ownerNodeId !== request.toNodeId) {
+            if (isReceiver(request.toNodeId)) moves.push({ electionId: request.electionId, shard: request.shard, ownerNodeId: request.toNodeId, pinned: true });
+            else {
+              await update(op, { status: 'failed', error: `node ${request.toNodeId} is not alive, or is draining` });
+              ended.add(op.operationId);
+            }
+          }
           continue;
         }
         if (op.status !== 'pending') continue;
@@ -156,7 +172,9 @@ export function createCoordinator(options: CoordinatorOptions): { round(): Promi
         rebalance: options.autoBalance || balanceAsked,
         replicas,
       });
-      const assignments = withReplicas(view, [...moves.filter((m) => !allocated.some((a) => a.electionId === m.electionId && a.shard === m.shard)), ...allocated], options.replicasPerShard ?? 0);
+      const assignments = withReplicas(view, [...moves.filter((m) => !allocated.some((a) => a.electionId === m.electionId && a.shard === m.shard)), ...allocated], options.replicasPerShard ?? 0,
+        // Replicas move only to balance, as shards do (a move costs the new replica a catch-up, no vote waits on it).
+        options.autoBalance || balanceAsked ? options.movesInFlightMax : 0);
       if (assignments.length > 0) {
         const version = await store.assignShards(nodeId, assignments);
         if (version === null) return;
@@ -182,6 +200,11 @@ export function createCoordinator(options: CoordinatorOptions): { round(): Promi
           const left = view.shards.filter((s) => s.ownerNodeId === request.nodeId || (s.leaseNodeId === request.nodeId && s.leaseExpiresAtMs > view.readAtMs)).length;
           const moved = Math.max(0, op.shardsTotal - left);
           if (left === 0) await update(op, { status: 'done', shardsMoved: op.shardsTotal });
+          // Every other node is draining too (or gone): its shards have nowhere to go; say so
+          // rather than run for good (an undrain, then a new drain, picks it up again).
+          else if (!view.nodes.some((n) => n.nodeId !== request.nodeId && isReceiver(n.nodeId))) {
+            await update(op, { status: 'failed', shardsMoved: moved, error: `no live node that is not draining can take the shards of ${request.nodeId}` });
+          }
           else if (moved !== op.shardsMoved) await update(op, { status: 'running', shardsMoved: moved });
         } else if (request.kind === 'balance') {
           if (allocated.length === 0 && underWay === 0) await update(op, { status: 'done' });

@@ -108,3 +108,46 @@ describe('ShardHost hand-offs', () => {
     await host.stop();
   });
 });
+
+describe('ShardHost: a release never races a renewal', () => {
+  it('a renewal round in flight when a shard is handed off finishes before its lease is released (else it would extend the released lease by a TTL)', async () => {
+    const hosted = new Set<number>();
+    const voteNode = {
+      hostShards: vi.fn(async (r: { shards: readonly { shard: number }[] }) => { for (const s of r.shards) hosted.add(s.shard); }),
+      releaseShard: vi.fn(async (_e: string, shard: number) => (hosted.delete(shard) ? { backlogMs: 0, backlogResolved: true, snapshotMs: 0, snapshotWritten: false } : undefined)),
+      isServing: (_e: string, shard: number) => hosted.has(shard),
+    } as unknown as VoteNode;
+    const events: string[] = [];
+    let openRenewal: (() => void) | undefined;
+    const host = new ShardHost({
+      nodeId: 'n1', voteNode, leaseTtlMs: 30, log: silent,
+      leases: {
+        acquire: async (_e, shards) => shards.map((shard) => ({ shard, epoch: 7 })),
+        renew: async (_e, leases) => {
+          events.push('renew asked');
+          await new Promise<void>((resolve) => { openRenewal = resolve; });
+          events.push('renewed');
+          return leases;
+        },
+        release: async () => { events.push('released'); },
+      },
+      election: () => ({ shardCount: 1, candidateCount: 2, status: 'open' }),
+    });
+    const node = (nodeId: string) => ({ nodeId, az: 'a', url: `http://${nodeId}`, status: 'alive' as const, incarnation: 1, startedAtMs: 0, lastHeartbeatAtMs: 0, draining: false });
+    const viewOf = (owner: string): ClusterView => ({
+      version: 1, electionsVersion: 1, coordinatorNodeId: 'n1', readAtMs: 0, operations: [], nodes: [node('n1'), node('n2')],
+      shards: [{ electionId, shard: 0, ownerNodeId: owner, mapVersion: 1, epoch: 6, leaseNodeId: null, leaseExpiresAtMs: 0, pinned: false, replicaNodeIds: [] }],
+      elections: [{ electionId, shardCount: 1 }],
+    });
+    await host.apply(viewOf('n1'));
+    host.start();
+    await expect.poll(() => openRenewal !== undefined, { timeout: 10_000 }).toBe(true);
+    const handedOff = host.apply(viewOf('n2'));
+    await expect.poll(() => (voteNode.releaseShard as ReturnType<typeof vi.fn>).mock.calls.length, { timeout: 10_000 }).toBe(1);
+    expect(events).toEqual(['renew asked']);
+    openRenewal!();
+    await handedOff;
+    expect(events.slice(0, 3)).toEqual(['renew asked', 'renewed', 'released']);
+    await host.stop();
+  });
+});

@@ -65,6 +65,8 @@ export class ShardHost {
   private stopped = false;
   /** Declared dead: nothing is taken until resume() (the node rejoined with a fresh view). */
   private suspended = false;
+  /** The renewal round under way, if any (a release waits for it: see releaseOne). */
+  private renewing: Promise<void> | undefined;
   /** Ends the wait between two looks at a holder's lease early. */
   private wakeWaiter: (() => void) | undefined;
   /** A `released` arrived since the last lease attempt began: look again without waiting. */
@@ -78,7 +80,8 @@ export class ShardHost {
     const renewEveryMs = Math.floor(this.options.leaseTtlMs / 3);
     const tick = () => {
       this.renewTimer = setTimeout(() => {
-        void this.renewAll().catch((error: unknown) => this.options.log.error({ err: error }, 'lease renewal round failed')).finally(() => {
+        this.renewing = this.renewAll().catch((error: unknown) => this.options.log.error({ err: error }, 'lease renewal round failed')).finally(() => {
+          this.renewing = undefined;
           if (!this.stopped) tick();
         });
       }, renewEveryMs);
@@ -271,6 +274,10 @@ export class ShardHost {
     const leaseReleaseStartedMs = Date.now();
     let released = false;
     if (!options.leaseLost) {
+      // A renewal round that started before the shard left `held` may still renew its lease:
+      // landing after the release, it would give the lease a whole TTL again, and the new owner
+      // would wait that long. It asked for this shard only if it started before: wait for it.
+      await this.renewing;
       released = await this.options.leases.release(electionId, [{ shard, epoch }]).then(() => true, () => false);
     }
     const releasedAtMs = Date.now();

@@ -164,6 +164,8 @@ describe('three nodes, three AZs, one Postgres', () => {
       startLivevoteProcess({
         DATABASE_URL: cluster.db.url, LIVEVOTE_JWT_SECRET: 'another-jwt-secret-entirely-0123456789-xyz', LIVEVOTE_NODE_ID: 'stranger',
         LIVEVOTE_DATA_DIR: path.join(os.tmpdir(), `lv-stranger-${process.pid}`), LIVEVOTE_DB_POOL_MAX: '2',
+        // Not the default file queue: that is refused in a live cluster before secrets are compared (cluster/spillGuard.ts).
+        LIVEVOTE_SPILL_QUEUE: 'off',
       }, 120_000),
     ).rejects.toThrow(/other secrets than the cluster/);
   }, 180_000);

@@ -172,7 +172,8 @@ export async function summariseCpuProfile(file: string, window?: { fromUs: numbe
     samples,
     idlePercent: Math.round((1000 * idleUs) / Math.max(1, windowUs)) / 10,
     selfTop: [...self].sort((a, b) => b[1].us - a[1].us).slice(0, top).map(([frame, v]) => share(frame, v.area, v.us, v.callers)),
-    areas: [...areas].sort((a, b) => b[1] - a[1]).slice(0, top).map(([area, us]) => share(area, area, us)),
+    // Every area, not only the top: the report sums them by feature.
+    areas: [...areas].sort((a, b) => b[1] - a[1]).map(([area, us]) => share(area, area, us)),
     inclusiveTop: [...inclusive].sort((a, b) => b[1].us - a[1].us).slice(0, top).map(([frame, v]) => share(frame, v.area, v.us)),
   };
 }

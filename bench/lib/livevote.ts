@@ -7,6 +7,8 @@
 // Adds what a benchmark needs around it: the embedded Postgres' URL, an admin session,
 // elections, and the vote counters from /metrics.
 import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { root, startLivevoteProcess, type LivevoteProcess } from '../../infra/testing/processHarness.ts';
@@ -28,10 +30,42 @@ export const fromSource = process.env.BENCH_FROM_SOURCE === '1';
 /** BENCH_LIVEVOTE_DIST=<dir>: a build made elsewhere (another commit's, to compare two), used as it is. */
 let built = process.env.BENCH_LIVEVOTE_DIST !== undefined;
 
-/** `node infra/build.mjs --out-dir bench/out/dist`, once per bench process (about 10 s). */
-export function buildLivevote(): void {
+/** What the production build is made of: a build of the same bytes is the same build. */
+const buildInputDirs = ['actors', 'cluster', 'gateway', 'infra', 'persistence'];
+const buildInputFiles = ['package.json', 'package-lock.json', 'tsconfig.json', 'tsconfig.build.json'];
+const buildHashFile = '.bench-build-inputs.sha256';
+
+/** SHA-256 over the path and bytes of every file the build reads (tests included: cheap, and never stale). */
+export function buildInputsHash(): string {
+  const hash = createHash('sha256');
+  const files: string[] = [...buildInputFiles];
+  const walk = (dir: string): void => {
+    for (const entry of readdirSync(path.join(root, dir), { withFileTypes: true })) {
+      const relative = path.join(dir, entry.name);
+      if (entry.isDirectory()) walk(relative);
+      else if (entry.isFile()) files.push(relative);
+    }
+  };
+  for (const dir of buildInputDirs) walk(dir);
+  for (const file of files.sort()) hash.update(`${file}\0`).update(readFileSync(path.join(root, file))).update('\0');
+  return hash.digest('hex');
+}
+
+/**
+ * `node infra/build.mjs --out-dir bench/out/dist`, once per bench process (10-50 s of tsc on this
+ * box), unless the build there was made from exactly the files there are now (the hash of every
+ * build input, written beside it): then it is that build, and rebuilding would only cost time.
+ */
+export function buildLivevote(log: (line: string) => void = () => undefined): void {
   if (built || fromSource) return;
-  execFileSync(process.execPath, [path.join(root, 'infra/build.mjs'), '--out-dir', benchBuildDir], { cwd: root, stdio: ['ignore', 'ignore', 'inherit'] });
+  const inputs = buildInputsHash();
+  const hashPath = path.join(benchBuildDir, buildHashFile);
+  if (existsSync(hashPath) && readFileSync(hashPath, 'utf8').trim() === inputs) {
+    log(`livevote build in ${path.relative(root, benchBuildDir)} is of these sources (build inputs sha256 ${inputs.slice(0, 12)}): not rebuilt`);
+  } else {
+    execFileSync(process.execPath, [path.join(root, 'infra/build.mjs'), '--out-dir', benchBuildDir], { cwd: root, stdio: ['ignore', 'ignore', 'inherit'] });
+    writeFileSync(hashPath, `${inputs}\n`);
+  }
   built = true;
 }
 

@@ -3,6 +3,7 @@
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { preservedClusterJson, preservedClusterSection, readFileOr, withClusterSection } from './clusterReport.ts';
+import { preservedMovesSection, withMovesSection } from './movesReport.ts';
 import type { FanoutResult } from './fanout.ts';
 import type { ProfileSummary } from './cpuProfile.ts';
 // PairReport, PairsReport: declared below.
@@ -69,6 +70,7 @@ export interface BenchSettings {
   readonly profileActiveS: number;
   readonly voters: number;
   readonly recoveryVotes: number;
+  readonly featureCommits: number;
   readonly candidates: number;
   readonly shardCount: number;
   readonly baselinePoolMax: number;
@@ -115,6 +117,14 @@ export interface BenchResults {
   readonly reads: WriteRunReport;
   readonly fanout: Omit<FanoutResult, 'loadResult'> & { readonly loadResult: undefined; readonly load: WriteRunReport };
   readonly journal: Record<string, number>;
+  /** bench/journalFeatures.ts on the embedded Postgres: Postgres CPU per vote of each variant of the commit statement. */
+  readonly journalFeatures: {
+    readonly batchRows: number;
+    readonly shardCount: number;
+    readonly commits: number;
+    readonly loadAverage: number;
+    readonly variants: readonly { readonly name: string; readonly postgresUsPerVote: number; readonly clientUsPerVote: number }[];
+  };
   readonly recovery: {
     readonly votesTotal: number;
     readonly shardCount: number;
@@ -254,6 +264,43 @@ function targets(r: BenchResults): Target[] {
     },
   ];
   return out;
+}
+
+/** Which vote-path feature a profile area (a project file or package, bench/lib/cpuProfile.ts) belongs to. */
+const featureOfArea: readonly (readonly [RegExp, string])[] = [
+  [/^gateway\/auth\//, 'token check (JWT HS256, claims)'],
+  [/^gateway\/abuse\/|^pkg ioredis$/, 'abuse controls (rate limits, fraud rules)'],
+  [/^gateway\/votes\/|^pkg zod$|^gateway\/elections\//, 'vote route: body check, election and candidate lookup, outcome → answer'],
+  [/^gateway\/http\.js$|^gateway\/uws|^gateway\/app\.js$/, 'HTTP layer (uWS request intake, reply write: the send syscalls)'],
+  [/^infra\/hotMetrics|^infra\/metrics|^pkg prom-client$/, 'metrics'],
+  [/^persistence\/voteMetadata|^persistence\/privacy|^gateway\/privacy\/|^pkg pg-copy-streams$/, 'request metadata (privacy recorder, COPY)'],
+  [/^actors\/(shard|bitmap|voteNode|election)\.js$|^pkg nact$/, 'shard actors (nact, bitmap, tallies)'],
+  [/^actors\/groupCommit|^persistence\/voteJournal|^persistence\/audit|^persistence\/batchIds|^persistence\/db\.js$|^pkg pg$|^pkg pg-protocol$|^pkg pg-pool$/, 'group commit and journal client (commit text, pg client)'],
+  [/^cluster\//, 'cluster (router, results publication, membership)'],
+  [/^\(garbage collector\)$/, 'garbage collection'],
+];
+
+function journalFeatureRows(r: BenchResults): string[] {
+  const us = (name: string) => r.journalFeatures.variants.find((v) => v.name === name)?.postgresUsPerVote ?? Number.NaN;
+  const all = us('journal');
+  return [
+    `| the commit statement livevote runs (fence, insert, audit chain, batch record, conflicts) | ${fmt(all, 1)} | — |`,
+    `| audit chain (per-shard digest, head upsert, record) | ${fmt(all - us('without audit'), 1)} | ${fmt(all, 1)} → ${fmt(us('without audit'), 1)} |`,
+    `| fence (lease rows FOR SHARE, epoch check) | ${fmt(all - us('without fence'), 1)} | ${fmt(all, 1)} → ${fmt(us('without fence'), 1)} |`,
+    `| the rest: the wider row, its second index, the batch record, the conflict answer (against the floor's insert) | ${fmt(us('without fence and audit') - us('floor insert'), 1)} | ${fmt(us('without fence and audit'), 1)} → ${fmt(us('floor insert'), 1)} (the floor's insert) |`,
+    `| request metadata (its COPY, once a second in livevote) | ${fmt(us('metadata'), 1)} | beside the commit |`,
+  ];
+}
+
+/** The profiled run's server CPU per vote, split by feature in proportion to the profile's busy samples. */
+function featureCostRows(r: BenchResults): { feature: string; percent: number; us: number }[] {
+  const serverUs = perAnswerUs(r.profiled, 'server') ?? 0;
+  const byFeature = new Map<string, number>();
+  for (const area of r.profile.areas) {
+    const feature = featureOfArea.find(([pattern]) => pattern.test(area.area))?.[1] ?? 'Node and V8 (sockets, timers, promises, builtins) not attributable to one feature';
+    byFeature.set(feature, (byFeature.get(feature) ?? 0) + area.percent);
+  }
+  return [...byFeature].sort((a, b) => b[1] - a[1]).map(([feature, percent]) => ({ feature, percent, us: (percent / 100) * serverUs }));
 }
 
 /** Runs during which other work on the machine used more than this (percent of one core) are flagged. */
@@ -551,6 +598,33 @@ graceful stops: ${r.restart.exitCodes.join(', ')}.
 Postgres: **${fmt(r.journal.rowsPerS ?? 0)} rows/s** with batches of ${fmt(r.journal.batchRows ?? 0)} rows and ${r.journal.inFlightMax} commits in flight, commit
 latency p50 ${r.journal.commitLatencyMsP50} ms, p99 ${r.journal.commitLatencyMsP99} ms.
 
+## Cost per feature
+
+What each part of a vote costs, every figure measured in this run (none estimated):
+
+**Postgres**, by switching each part of the commit statement off (\`bench/journalFeatures.ts\` on the embedded
+Postgres: ${fmt(r.journalFeatures.commits)} commits per variant of ${r.journalFeatures.batchRows} rows over ${r.journalFeatures.shardCount} shards, variants alternating in rounds, the
+backend's own CPU from \`/proc\`; load average ${r.journalFeatures.loadAverage}). A batch is ~${r.journalFeatures.batchRows} votes at ${r.settings.connections} connections; bigger batches cost less per vote.
+
+| part | Postgres µs per vote | what switching it off saves |
+|---|---|---|
+${journalFeatureRows(r).join('\n')}
+
+**Abuse controls**, by a knob run (livevote restarted with them on, against the median ${r.settings.connections}-connection pair's run with them off):
+${cpuPerAnswer(r.abuseOn)} µs of CPU per vote (server + Postgres) against ${cpuPerAnswer(r.livevote)}: the controls cost
+${fmt((perAnswerUs(r.abuseOn, 'server') ?? 0) - (perAnswerUs(r.livevote, 'server') ?? 0))} µs of server and ${fmt((perAnswerUs(r.abuseOn, 'postgres') ?? 0) - (perAnswerUs(r.livevote, 'postgres') ?? 0))} µs of Postgres CPU per vote here
+(two runs minutes apart, load average ${r.abuseOn.loadAverage ?? '?'} and ${r.livevote.loadAverage ?? '?'}: per-vote CPU moves with the machine's load, so read it with that).
+${fmt(r.abuseOn.okPerS)} votes/s against ${fmt(r.livevote.okPerS)}, p99 ${r.abuseOn.latencyMs.p99} ms against ${r.livevote.latencyMs.p99} ms.
+
+**The server's other features**, from the CPU profile below (the profiled run's ${fmt(perAnswerUs(r.profiled, 'server') ?? 0)} µs of server CPU per vote at
+${r.profiled.connections} connections, split in proportion to the busy samples of each feature's files; profiling adds its own cost).
+Switching these off in a knob run is not offered by the product: a vote path without its token check or its
+input checks would break invariants it must never break, even in a measurement build.
+
+| feature | % of busy samples | µs per vote |
+|---|---|---|
+${featureCostRows(r).map((x) => `| ${x.feature} | ${x.percent.toFixed(1)} | ${fmt(x.us, 1)} |`).join('\n')}
+
 ## CPU profile of the livevote hot path
 
 livevote restarted as \`${(r.livevoteConfig.command ?? 'node --import tsx infra/main.ts').replace(/^node /, 'node --cpu-prof ')}\` (same data dir and settings), then one ${r.profiled.activeS} s write run of ${r.profiled.connections} connections
@@ -619,10 +693,13 @@ export async function writeResults(r: BenchResults, dir: string): Promise<Verdic
   };
   // The cluster section is written by `npm run bench:cluster` (bench/cluster.ts): kept as it was.
   const clusterJson = await preservedClusterJson(dir);
-  const clusterSection = preservedClusterSection(await readFileOr(path.join(dir, 'RESULTS.md'), ''));
+  const previous = await readFileOr(path.join(dir, 'RESULTS.md'), '');
+  const clusterSection = preservedClusterSection(previous);
+  // The moves section is written by bench/moves.ts: kept as it was, like the cluster section.
+  const movesSection = preservedMovesSection(previous);
   await writeFile(path.join(dir, 'results.json'), `${JSON.stringify(clusterJson === undefined ? json : { ...json, cluster: clusterJson }, null, 2)}\n`);
   const markdown = renderMarkdown(r);
-  await writeFile(path.join(dir, 'RESULTS.md'), clusterSection === undefined ? markdown : withClusterSection(markdown, clusterSection));
+  await writeFile(path.join(dir, 'RESULTS.md'), withMovesSection(clusterSection === undefined ? markdown : withClusterSection(markdown, clusterSection), movesSection));
   const failed = !json.counts_ok;
   return {
     failed,

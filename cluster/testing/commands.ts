@@ -177,6 +177,23 @@ class Operate implements WorldCommand {
   toJSON = (): CommandData => ['Operate', this.kind, this.election, this.shard, this.node];
 }
 
+/** Cluster mode: a move, and the moment the map names the new owner, a kill of its target or of the old owner. */
+class MoveThenKill implements WorldCommand {
+  constructor(
+    readonly election: number,
+    readonly shard: number,
+    readonly node: number,
+    readonly victim: 'target' | 'owner',
+  ) {}
+  check = () => true;
+  async run(_model: Model, world: World) {
+    await world.moveThenKill(this.election, this.shard, this.node, this.victim);
+    await world.settle();
+  }
+  toString = () => `MoveThenKill(e${this.election}/${this.shard} → n${this.node}, kill the ${this.victim})`;
+  toJSON = (): CommandData => ['MoveThenKill', this.election, this.shard, this.node, this.victim];
+}
+
 class CloseElection implements WorldCommand {
   constructor(readonly election: number) {}
   check = () => true;
@@ -272,6 +289,7 @@ export const worldCommand: fc.Arbitrary<WorldCommand> = fc.oneof(
   { weight: 2, arbitrary: fc.nat(3).map((slot) => new LoseLeases(slot)) },
   { weight: 1, arbitrary: electionSpec.map((spec) => new OpenElection(spec)) },
   { weight: 1, arbitrary: fc.nat(5).map((e) => new CloseElection(e)) },
+  { weight: 1, arbitrary: fc.tuple(fc.nat(5), fc.nat(3), fc.nat(3), fc.constantFrom('target' as const, 'owner' as const)).map(([e, s, n, v]) => new MoveThenKill(e, s, n, v)) },
   { weight: 2, arbitrary: fc.tuple(fc.constantFrom('move' as const, 'move' as const, 'drain' as const, 'undrain' as const, 'balance' as const), fc.nat(5), fc.nat(3), fc.nat(3)).map(([k, e, s, n]) => new Operate(k, e, s, n)) },
 );
 
@@ -290,6 +308,7 @@ export function commandFromData(data: CommandData): WorldCommand {
     case 'LoseLeases': return new LoseLeases(n(0));
     case 'OpenElection': return new OpenElection({ shardCount: n(0), candidateCount: n(1) });
     case 'CloseElection': return new CloseElection(n(0));
+    case 'MoveThenKill': return new MoveThenKill(n(0), n(1), n(2), String(args[3]) as 'target' | 'owner');
     case 'Operate': return new Operate(String(args[0]) as 'move' | 'drain' | 'undrain' | 'balance', n(1), n(2), n(3));
     default: throw new Error(`unknown command ${name}`);
   }

@@ -13,6 +13,7 @@ import { recordCase, runRecordedCase, runWorldCase, worldCaseArbitrary, type Rec
 import {
   acknowledgedVotesStoredOnce,
   allProperties,
+  everyOperationEnds,
   everyRequestAnswered,
   noVoterCountedTwice,
   nothingAcknowledgedAfterLeaseLost,
@@ -132,6 +133,7 @@ const plantedBugCases: PlantedBugCase[] = [
   { bug: 'the snapshot reader loses the bitmap', caughtBy: everyRequestAnswered, plantedBug: 'snapshotReadLosesBitmap' },
   { bug: 'cluster: owners\' counts never reach the other nodes', caughtBy: talliesConvergeToStoredVotes, plantedBug: 'tallyEventsLost', mode: 'cluster' },
   { bug: 'cluster: a lease taken over keeps its epoch', caughtBy: oneWriterPerShardEpoch, plantedBug: 'leaseGrantReusesEpoch', mode: 'cluster' },
+  { bug: 'cluster: an operation\'s end as failed is never stored', caughtBy: everyOperationEnds, plantedBug: 'operationFailuresLost', mode: 'cluster' },
   // Generated cluster cases reach this about once in 300 (a promotion after two streamed batches): a written scenario.
   { bug: 'cluster: replication loses batches and hides the gaps (a promoted replica misses votes)', caughtBy: talliesConvergeToStoredVotes, plantedBug: 'replicationHidesGaps', mode: 'cluster', scenario: scenarios.replicationGapHidden },
   // Generated cluster cases reach this about once in 1,000: a written scenario (also kept in regressions.json without the bug).

@@ -128,6 +128,12 @@ export const everyRequestAnswered: Property = {
   },
 };
 
+/** Cluster: every operator's operation ends (done or failed), whatever died during it: none hangs. */
+export const everyOperationEnds: Property = {
+  name: 'every operation ends',
+  atEnd: (world) => world.openOperations(),
+};
+
 export const allProperties: readonly Property[] = [
   acknowledgedVotesStoredOnce,
   noVoterCountedTwice,
@@ -136,4 +142,5 @@ export const allProperties: readonly Property[] = [
   oneWriterPerShardEpoch,
   nothingAcknowledgedAfterLeaseLost,
   everyRequestAnswered,
+  everyOperationEnds,
 ];

@@ -90,6 +90,8 @@ export type PlantedBug =
   | 'leaseGrantReusesEpoch'
   /** Cluster mode: owners' committed counts never reach the other nodes. */
   | 'tallyEventsLost'
+  /** Cluster mode: the store drops an operation's update to failed (it stays running for good). */
+  | 'operationFailuresLost'
   /**
    * Cluster mode: a replicated batch is lost between nodes and the stream numbers the next one as
    * if nothing was missing, so the replica cannot see the gap (and a promotion misses the votes).
@@ -598,6 +600,48 @@ export class World {
     }
   }
 
+  /**
+   * Cluster mode: an operator moves a shard and, the moment the map names the new owner (the
+   * hand-off under way: the old owner draining, the new one waiting for the lease or recovering),
+   * one side of it is killed: the target, or the old owner. Gives up waiting for the map after a
+   * few heartbeats (the move may have been refused or overtaken) and kills nobody then.
+   */
+  async moveThenKill(election: number, shard: number, node: number, victim: 'target' | 'owner'): Promise<void> {
+    if (this.mode !== 'cluster' || this.elections.length === 0) return;
+    const e = this.elections[election % this.elections.length]!;
+    const key = shardKeyOf(e.electionId, shard % e.shardCount);
+    const from = this.clusterState.owners.get(key)?.ownerNodeId;
+    const to = `n${node % this.config.nodeCount}`;
+    if (from === undefined || from === to) return;
+    try {
+      const op = await this.clusterState.store().requestOperation({ kind: 'move', electionId: e.electionId, shard: shard % e.shardCount, toNodeId: to });
+      this.note(`operator moves ${key} ${from} → ${to} (operation ${op.operationId}), to kill the ${victim} mid-move`);
+    } catch (error) {
+      this.note(`operator moves ${key} ${from} → ${to}: refused (${(error as Error).message})`);
+      return;
+    }
+    const untilMs = this.nowMs + this.timings.heartbeatIntervalMs * 4;
+    for (;;) {
+      await this.settle();
+      if (this.clusterState.owners.get(key)?.ownerNodeId === to) break;
+      if (this.work.pending() > 0) {
+        await this.work.releaseOne();
+        continue;
+      }
+      const nextMs = this.clock.nextTimerAtMs();
+      if (nextMs === null || nextMs > untilMs) return;
+      await this.clock.advanceTo(nextMs);
+    }
+    const slot = Number((victim === 'target' ? to : from).slice(1));
+    this.note(`kill the ${victim} (n${slot}) of the move of ${key}, lease with ${this.clusterState.leases.get(key)?.owner ?? 'nobody'}`);
+    this.replace(slot, 'kill');
+  }
+
+  /** Operators' operations not ended yet (pending or running). */
+  openOperations(): string[] {
+    return this.clusterState.operations.filter((op) => op.status === 'pending' || op.status === 'running').map((op) => `operation ${op.operationId} ${JSON.stringify(op.request)} still ${op.status}`);
+  }
+
   // -------------------------------------------------------------------------------------------
   // Clients
 
@@ -842,6 +886,12 @@ export class World {
     if (this.mode === 'cluster') {
       // Results travel between nodes: give them a republish interval (500 ms) and its delivery;
       // whether they arrived is the properties' call, not a reason to fail here.
+      // Operations end within a few failure-detection rounds (a dead target fails its move; a
+      // killed node rejoins at twice deadAfterMs): whether they did is the properties' call.
+      // First, so that results are waited for on the cluster as the operations left it.
+      const operationsUntilMs = this.nowMs + this.timings.deadAfterMs * 10;
+      await this.runUntil(() => this.openOperations().length === 0 || this.nowMs >= operationsUntilMs, 'operations ended', this.timings.deadAfterMs * 20);
+      await this.runUntil(() => this.isQuiet(), 'quiescence', virtualMsMax);
       const untilMs = this.nowMs + 1_200;
       const converged = () => this.clusterResults().every((r) => r.tallies.join() === this.storedTallies(r.electionId).join());
       await this.runUntil(() => converged() || this.nowMs >= untilMs, 'results published', 5_000);
@@ -1002,6 +1052,7 @@ export class World {
       getOperation: (operationId) => call(`reads operation ${operationId}`, () => inner.getOperation(operationId)),
       updateOperation: (coordinatorNodeId, operationId, update) =>
         call(`updates operation ${operationId}: ${update.status}`, async () => {
+          if (update.status === 'failed' && this.config.plantedBug === 'operationFailuresLost') return true;
           const updated = await inner.updateOperation(coordinatorNodeId, operationId, update);
           if (updated) this.note(`${process.id} (coordinator) operation ${operationId} ${update.status}${update.error ? `: ${update.error}` : ''}`);
           return updated;

@@ -1,6 +1,6 @@
 // The ops page's script (served at /ops.js as an ES module; sign-in and session: /session.js).
 // Admins only. Every second it reads the cluster (members with votes/s, the shard map) and the
-// latest operations, and redraws them; move, drain and balance are POSTed to the operations API
+// latest operations, and redraws them; move, drain, undrain and balance are POSTed to the operations API
 // and their progress shows up in the operations table at the next poll.
 import { ApiFailure, call, startSession } from '/session.js';
 
@@ -38,6 +38,7 @@ function showActionError(error) {
 function describeRequest(request) {
   if (request.kind === 'move') return 'move shard ' + request.shard + ' of ' + (state.titles.get(request.electionId) || request.electionId) + ' to ' + request.toNodeId;
   if (request.kind === 'drain') return 'drain ' + request.nodeId;
+  if (request.kind === 'undrain') return 'undrain ' + request.nodeId;
   return 'balance';
 }
 
@@ -126,12 +127,24 @@ function renderNodes(cluster) {
         facts.appendChild(element('dd', className, value));
       }
       card.appendChild(facts);
-      const drain = element('button', 'drain secondary', 'Drain');
-      drain.type = 'button';
-      drain.dataset.node = node.nodeId;
-      drain.disabled = node.status !== 'alive' || node.draining === true;
-      drain.addEventListener('click', () => drainClicked(node.nodeId, drain));
-      card.appendChild(drain);
+      if (node.draining) {
+        // Undoing a drain takes nothing away from anyone: one click.
+        const undrain = element('button', 'undrain secondary', 'Undrain');
+        undrain.type = 'button';
+        undrain.disabled = node.status !== 'alive';
+        undrain.addEventListener('click', () => {
+          undrain.disabled = true;
+          requestOperation('/nodes/' + encodeURIComponent(node.nodeId) + '/undrain');
+        });
+        card.appendChild(undrain);
+      } else {
+        const drain = element('button', 'drain secondary', 'Drain');
+        drain.type = 'button';
+        drain.dataset.node = node.nodeId;
+        drain.disabled = node.status !== 'alive';
+        drain.addEventListener('click', () => drainClicked(node.nodeId, drain));
+        card.appendChild(drain);
+      }
       column.appendChild(card);
     }
     azs.appendChild(column);

@@ -157,8 +157,13 @@ describe.skipIf(!haveChromium)(`ops page in headless Chromium${haveChromium ? ''
     owners = await ownersInStore();
     expect([...owners.values()]).toEqual(Array.from({ length: shardCount }, () => 'node-a'));
     for (const shard of owners.keys()) expect(await page.getAttribute(`#shard-${electionId}-${shard}`, 'data-owner')).toBe('node-a');
-    // Newest first: drain, balance, move.
-    expect(await page.locator('#operations tr').evaluateAll((rows) => rows.map((row) => row.getAttribute('data-kind')))).toEqual(['drain', 'balance', 'move']);
+    // Undrain node-b: one click; the badge goes, the Drain button is back.
+    await page.click('#node-node-b button.undrain');
+    await untilOperationDone(page, 'undrain');
+    await page.waitForSelector('#node-node-b button.drain', { timeout: uiDeadlineMs });
+    expect(await page.locator('#node-node-b .badge.draining').count()).toBe(0);
+    // Newest first: undrain, drain, balance, move.
+    expect(await page.locator('#operations tr').evaluateAll((rows) => rows.map((row) => row.getAttribute('data-kind')))).toEqual(['undrain', 'drain', 'balance', 'move']);
     if (process.env.LIVEVOTE_SCREENSHOT) await page.screenshot({ path: process.env.LIVEVOTE_SCREENSHOT, fullPage: true });
 
     // Nothing failed but the refused move and the first visit's attempt to resume a session it did not have.

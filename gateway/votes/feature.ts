@@ -3,7 +3,7 @@
 // which sends each to the node that owns its shard, and results come from the cluster's
 // whole-election tallies (cluster/results.ts).
 import { Counter, type Registry } from 'prom-client';
-import { HotCounter } from '../../infra/hotMetrics.ts';
+import { HotCounter, type HotCounterSeries } from '../../infra/hotMetrics.ts';
 import type { VoteOutcome } from '../../actors/shard.ts';
 import type { VoteNode } from '../../actors/voteNode.ts';
 import type { ClusterNode } from '../../cluster/clusterNode.ts';
@@ -60,8 +60,12 @@ export function createVotePathFeature(deps: {
     registers: [deps.metricsRegistry],
   });
 
+  // One series per outcome kind, found without a labels object per vote.
+  const votesTotalByKind = new Map<string, HotCounterSeries>();
   const countReply = (reply: (outcome: VoteOutcome) => void) => (outcome: VoteOutcome) => {
-    votesTotal.labels({ outcome: outcome.kind }).inc();
+    let series = votesTotalByKind.get(outcome.kind);
+    if (series === undefined) votesTotalByKind.set(outcome.kind, (series = votesTotal.labels({ outcome: outcome.kind })));
+    series.inc();
     reply(outcome);
   };
 

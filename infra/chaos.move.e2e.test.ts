@@ -1,0 +1,98 @@
+// Chaos, a death in the middle of a move (issue 13): four node processes on one real Postgres,
+// votes sent through every live node, an operator moves a shard, and the moment the map names the
+// new owner one side of the hand-off is killed (SIGKILL):
+//
+//   - the target: the move ends failed (its target died), the shard goes to a survivor;
+//   - the old owner: its lease is never released, so the target waits until the old owner is
+//     declared dead and then takes the lease over (epoch + 1) — the move ends done, not hung on
+//     a lease nobody will release.
+//
+// Either way the operation ends (failed or done, never pending or running for good), every
+// acknowledged vote is stored once with its voteId, nothing is stored twice or for a voter never
+// sent, every live node's results equal count(*), and every shard takes votes again. Where the kill
+// landed in the hand-off (lease still with the old owner, or already with the target) is printed:
+// the race is real, not staged, so a run may also catch the move already finished.
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createPgClusterStore } from '../persistence/clusterStore.ts';
+import type { ClusterOperation, ClusterStore } from '../cluster/ports.ts';
+import { eventually, startTestCluster, type TestCluster } from './testing/clusterHarness.ts';
+import { ChaosElection, memberRows, saveNodeLogs, shardRows, waitForBalancedMap } from './testing/chaos.ts';
+
+let cluster: TestCluster;
+let store: ClusterStore;
+let election: ChaosElection;
+const shardCount = 8;
+const allShards = Array.from({ length: shardCount }, (_, shard) => shard);
+const nodeAzs: [string, string][] = [['a1', 'a'], ['b1', 'b'], ['c1', 'c'], ['a2', 'a']];
+
+beforeAll(async () => {
+  // The default failure detector: a killed node must be declared dead for the move to end.
+  cluster = await startTestCluster({ LIVEVOTE_AUTO_BALANCE: 'off' });
+  store = createPgClusterStore(cluster.db.pool);
+  await Promise.all(nodeAzs.map(([id, az]) => cluster.startNode(id, az)));
+  election = await ChaosElection.create(cluster, cluster.nodes.get('a1')!, shardCount);
+  await waitForBalancedMap(election, nodeAzs.map(([id]) => id));
+}, 240_000);
+afterAll(async () => {
+  if (cluster) await saveNodeLogs(cluster, path.join(os.tmpdir(), `livevote-chaos-move-${process.pid}`));
+  await cluster?.close();
+});
+
+/** Waits until the operation is no longer pending or running (bounded: a hung move fails the test). */
+async function operationEnded(operationId: number): Promise<ClusterOperation> {
+  return eventually(async () => {
+    const operation = await store.getOperation(operationId);
+    return operation !== undefined && (operation.status === 'done' || operation.status === 'failed') ? operation : undefined;
+  }, 90_000, `operation ${operationId} to end (done or failed)`);
+}
+
+/**
+ * Under load: moves a shard of `from` to `to`, kills `victim` as soon as the map names `to`, and
+ * checks what every scenario must end with. Returns the operation as it ended.
+ */
+async function moveAndKill(from: string, to: string, victim: string): Promise<ClusterOperation> {
+  const load = election.startLoad(await election.voters(300));
+  await eventually(async () => (load.acknowledged >= 60 ? true : undefined), 90_000, 'load under way');
+  await election.reserveSpareVoters();
+  const row = (await shardRows(cluster, election.electionId)).find((r) => r.ownerNodeId === from && r.leaseNodeId === from)!;
+  expect(row).toBeDefined();
+  const operation = await store.requestOperation({ kind: 'move', electionId: election.electionId, shard: row.shard, toNodeId: to });
+  const atKill = await eventually(async () => {
+    const now = (await shardRows(cluster, election.electionId)).find((r) => r.shard === row.shard)!;
+    return now.ownerNodeId === to ? now : undefined;
+  }, 60_000, `the map to name ${to} for shard ${row.shard}`, 5);
+  cluster.nodes.get(victim)!.child.kill('SIGKILL');
+  election.avoided.add(victim);
+  console.log(`[chaos] move of shard ${row.shard} ${from} → ${to}: ${victim} killed with the lease ${atKill.leaseNodeId === from ? `still with ${from}` : `with ${atKill.leaseNodeId ?? 'nobody'}`} (epoch ${atKill.epoch})`);
+
+  const ended = await operationEnded(operation.operationId);
+  console.log(`[chaos] the move ended ${ended.status}${ended.error ? `: ${ended.error}` : ''}`);
+  await cluster.nodes.get(victim)!.exited();
+  await eventually(async () => ((await memberRows(cluster)).get(victim)?.status === 'dead' ? true : undefined), 60_000, `${victim} declared dead`);
+  await eventually(async () => {
+    const rows = await shardRows(cluster, election.electionId);
+    return rows.length === shardCount && rows.every((r) => r.ownerNodeId !== victim && r.leaseNodeId === r.ownerNodeId) ? true : undefined;
+  }, 60_000, 'every shard owned and leased by a survivor');
+  await election.timeUntilAccepting(allShards, Date.now());
+  await load.done;
+  expect(load.failures).toEqual([]);
+  const { stored, acknowledged } = await election.expectConsistent();
+  expect(stored).toBeGreaterThanOrEqual(acknowledged);
+  return ended;
+}
+
+describe('a node killed in the middle of a move, under load', () => {
+  it('the target is killed: the move ends (failed, or done if it finished first), every acknowledged vote counted once', async () => {
+    const ended = await moveAndKill('a1', 'b1', 'b1');
+    if (ended.status === 'failed') expect(ended.error).toMatch(/b1 died during the move/);
+  }, 240_000);
+
+  it('the old owner is killed: the target takes the lease once it is declared dead, the move ends done, every acknowledged vote counted once', async () => {
+    const ended = await moveAndKill('c1', 'a2', 'c1');
+    expect(ended.status).toBe('done');
+    const row = (await shardRows(cluster, election.electionId)).find((r) => r.ownerNodeId === 'a2' && r.leaseNodeId === 'a2');
+    expect(row).toBeDefined();
+  }, 240_000);
+});
