@@ -147,6 +147,29 @@ describe('placeReplicas', () => {
     expect(placeReplicas({ members: withB, shards: rows, replicasPerShard: 2 })).toEqual([{ electionId: e1, shard: 0, replicaNodeIds: ['b1', 'a2'] }]);
   });
 
+  it('balances by replica count a few moves at a time when a member joins, keeping each replica outside its owner\'s AZ', () => {
+    const members = nodes(['a1', 'a'], ['b1', 'b'], ['c1', 'c'], ['c2', 'c']);
+    // c2 just joined: it owns nothing and holds no replica; b1 holds all four.
+    let rows = [row(0, 'a1', ['b1']), row(1, 'a1', ['b1']), row(2, 'c1', ['b1']), row(3, 'c1', ['b1']), row(4, 'b1', ['a1']), row(5, 'b1', ['c1'])];
+    const first = placeReplicas({ members, shards: rows, replicasPerShard: 1, movesMax: 1 });
+    expect(first).toHaveLength(1);
+    for (let i = 0; i < 10; i++) rows = after(rows, placeReplicas({ members, shards: rows, replicasPerShard: 1, movesMax: 1 }));
+    expect(placeReplicas({ members, shards: rows, replicasPerShard: 1, movesMax: 1 })).toEqual([]);
+    const load = new Map<string, number>();
+    for (const r of rows) load.set(r.replicaNodeIds[0]!, (load.get(r.replicaNodeIds[0]!) ?? 0) + 1);
+    expect(Math.max(...load.values()) - Math.min(...[...members].map((m) => load.get(m.nodeId) ?? 0))).toBeLessThanOrEqual(1);
+    const az = (n: string) => members.find((m) => m.nodeId === n)!.az;
+    for (const r of rows) expect(az(r.replicaNodeIds[0]!)).not.toBe(az(r.ownerNodeId));
+  });
+
+  it('balancing prefers moving a shard to a member that is its replica (a warm hand-off)', () => {
+    const members: Member[] = nodes(['a1', 'a'], ['b1', 'b']);
+    const owners = new Map([0, 1, 2, 3].map((s) => [shardKeyOf(e1, s), 'a1'] as const));
+    const replicas = new Map([[shardKeyOf(e1, 3), ['b1']]]);
+    const changes = allocateShards({ members, elections: [{ electionId: e1, shardCount: 4 }], owners, replicas, movesMax: 1 });
+    expect(changes).toEqual([{ electionId: e1, shard: 3, ownerNodeId: 'b1' }]);
+  });
+
   it('never the owner, never a draining or dead member; none when replication is off or nobody else lives', () => {
     const members: (Member & { draining?: boolean })[] = [
       { nodeId: 'a1', az: 'a', status: 'alive' }, { nodeId: 'b1', az: 'b', status: 'alive', draining: true }, { nodeId: 'c1', az: 'c', status: 'dead' },
@@ -186,6 +209,23 @@ describe('placeReplicas', () => {
             expect(outside).toBe(Math.min(wanted, others.filter((h) => h.az !== ownerAz).length));
           }
           expect(placeReplicas({ members, shards: placed, replicasPerShard: wanted })).toEqual([]);
+          // With balancing moves, repeated placement settles, and the rules above still hold.
+          let balanced = placed;
+          for (let round = 0; round < 50; round++) {
+            const changes = placeReplicas({ members, shards: balanced, replicasPerShard: wanted, movesMax: 2 });
+            if (changes.length === 0) break;
+            balanced = after(balanced, changes);
+          }
+          expect(placeReplicas({ members, shards: balanced, replicasPerShard: wanted, movesMax: 2 })).toEqual([]);
+          for (const r of balanced) {
+            const ownerAz = members.find((m) => m.nodeId === r.ownerNodeId)!.az;
+            const others = hosts.filter((h) => h.nodeId !== r.ownerNodeId);
+            expect(r.replicaNodeIds).toHaveLength(Math.min(wanted, others.length));
+            expect(new Set(r.replicaNodeIds).size).toBe(r.replicaNodeIds.length);
+            expect(r.replicaNodeIds).not.toContain(r.ownerNodeId);
+            const outside = r.replicaNodeIds.filter((n) => members.find((m) => m.nodeId === n)!.az !== ownerAz).length;
+            expect(outside).toBe(Math.min(wanted, others.filter((h) => h.az !== ownerAz).length));
+          }
         },
       ),
       { numRuns: 300 },

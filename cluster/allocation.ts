@@ -132,12 +132,14 @@ export function allocateShards(input: AllocationInput): ShardAssignment[] {
     if (most.total - least.total <= 1) break;
     const candidates = (owned.get(most.nodeId) ?? []).filter((c) => !input.pinned?.has(shardKeyOf(c.electionId, c.shard)));
     if (candidates.length === 0) break;
-    // The shard of the election the receiver holds least of: keeps each election spread.
+    // The shard of the election the receiver holds least of: keeps each election spread. Among
+    // those, one the receiver is a replica of: the hand-off is then warm.
+    const warmOn = (c: { electionId: string; shard: number }) => (input.replicas?.get(shardKeyOf(c.electionId, c.shard))?.includes(least.nodeId) ? 0 : 1);
     let pick = 0;
     for (let i = 1; i < candidates.length; i++) {
       const a = least.byElection.get(candidates[i]!.electionId) ?? 0;
       const b = least.byElection.get(candidates[pick]!.electionId) ?? 0;
-      if (a < b) pick = i;
+      if (a < b || (a === b && warmOn(candidates[i]!) < warmOn(candidates[pick]!))) pick = i;
     }
     const moved = candidates[pick];
     const list = owned.get(most.nodeId)!;
@@ -164,12 +166,19 @@ export function allocateShards(input: AllocationInput): ShardAssignment[] {
 //     Postgres and leaves the shard cold meanwhile); only missing slots are filled.
 //   - Filling picks, in order: a member whose AZ holds no replica of the shard yet, the member
 //     holding the fewest replicas, the one owning the fewest shards, the smaller node id.
+//   - Balancing, at most `movesMax` per call: while a member holds more than one replica above the
+//     least loaded, one of its replicas moves to it where the rules above allow (same side of the
+//     owner's AZ, an AZ not covered yet by the shard's other replicas). A joining member so
+//     receives replicas, and the owners a failover promotes are spread. The one-replica slack is
+//     the hysteresis: a balanced placement proposes nothing.
 
 export interface ReplicaPlacementInput {
   readonly members: readonly (Pick<MemberRecord, 'nodeId' | 'az' | 'status'> & { readonly draining?: boolean })[];
   /** Every shard of the map with its owner (as this round leaves it) and its current replicas. */
   readonly shards: readonly { readonly electionId: string; readonly shard: number; readonly ownerNodeId: string; readonly replicaNodeIds: readonly string[] }[];
   readonly replicasPerShard: number;
+  /** Replica moves made only to balance, per call (0: none). */
+  readonly movesMax?: number;
 }
 
 export interface ReplicaPlacement {
@@ -235,6 +244,38 @@ export function placeReplicas(input: ReplicaPlacementInput): ReplicaPlacement[] 
       replicas.push(pick.nodeId);
       replicaLoad.set(pick.nodeId, replicaLoad.get(pick.nodeId)! + 1);
     }
+  }
+
+  // Pass 3: balance, a few moves at a time: the most loaded pair (a member above another by more
+  // than one) that has a replica it may move.
+  const movableBetween = (from: string, to: string) => kept.find(({ row, ownerAz, replicas }) => {
+    const at = replicas.indexOf(from);
+    if (at < 0 || row.ownerNodeId === to || replicas.includes(to)) return false;
+    const toAz = azOf.get(to);
+    // Same side of the owner's AZ, and no second replica in one AZ where another could be used.
+    if ((azOf.get(from) === ownerAz) !== (toAz === ownerAz)) return false;
+    return azOf.get(from) === toAz || !replicas.some((n, i) => i !== at && azOf.get(n) === toAz);
+  });
+  for (let moves = 0; moves < (input.movesMax ?? 0); moves++) {
+    const byLoad = hosts.map((h) => h.nodeId).sort((a, b) => replicaLoad.get(a)! - replicaLoad.get(b)! || (a < b ? -1 : 1));
+    let done = false;
+    for (let i = byLoad.length - 1; i > 0 && !done; i--) {
+      const from = byLoad[i]!;
+      for (let j = 0; j < i && !done; j++) {
+        const to = byLoad[j]!;
+        if (replicaLoad.get(from)! - replicaLoad.get(to)! <= 1) break;
+        const movable = movableBetween(from, to);
+        if (movable === undefined) continue;
+        movable.replicas[movable.replicas.indexOf(from)] = to;
+        replicaLoad.set(from, replicaLoad.get(from)! - 1);
+        replicaLoad.set(to, replicaLoad.get(to)! + 1);
+        done = true;
+      }
+    }
+    if (!done) break;
+  }
+
+  for (const { row, replicas } of kept) {
     const before = row.replicaNodeIds;
     if (before.length !== replicas.length || before.some((n, i) => n !== replicas[i])) {
       changes.push({ electionId: row.electionId, shard: row.shard, replicaNodeIds: replicas });

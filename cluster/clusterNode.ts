@@ -238,8 +238,9 @@ export async function createClusterNode(deps: ClusterNodeDeps): Promise<ClusterN
       },
       peers: () => peers.map((p) => p.nodeId),
       ownerVotes: (electionId, shard) => results.shardVotes(electionId, shard),
-      // A live replica's counts stand for the shard until its owner's are known (never both: one entry per shard).
-      onReplicaCounts: (r) => results.applyTallies({ t: 'tallies', electionId: r.electionId, shard: r.shard, epoch: r.epoch, version: 0, counts: r.counts }),
+      // A live replica's counts stand for the shard until its owner's are known (never both: one entry per
+      // shard; version -1 loses to any publication of the owner in the same epoch).
+      onReplicaCounts: (r) => results.applyTallies({ t: 'tallies', electionId: r.electionId, shard: r.shard, epoch: r.epoch, version: -1, counts: r.counts }),
     });
   }
 

@@ -47,7 +47,7 @@ function handOffsUnderWay(view: ClusterView): number {
  * The owner changes plus every shard whose replica set changes as a result (or was short): each
  * written row carries its replicas, and a replica-only change keeps the row's owner and pin.
  */
-function withReplicas(view: ClusterView, ownerChanges: readonly ShardAssignment[], replicasPerShard: number): ShardAssignment[] {
+function withReplicas(view: ClusterView, ownerChanges: readonly ShardAssignment[], replicasPerShard: number, replicaMovesMax: number): ShardAssignment[] {
   const byKey = new Map(ownerChanges.map((a) => [shardKeyOf(a.electionId, a.shard), a]));
   const rows = view.shards.map((row) => ({
     electionId: row.electionId, shard: row.shard, pinned: row.pinned, replicaNodeIds: row.replicaNodeIds,
@@ -57,7 +57,7 @@ function withReplicas(view: ClusterView, ownerChanges: readonly ShardAssignment[
   for (const a of ownerChanges) {
     if (!known.has(shardKeyOf(a.electionId, a.shard))) rows.push({ electionId: a.electionId, shard: a.shard, pinned: a.pinned ?? false, replicaNodeIds: [], ownerNodeId: a.ownerNodeId });
   }
-  const placed = placeReplicas({ members: view.nodes, shards: rows, replicasPerShard });
+  const placed = placeReplicas({ members: view.nodes, shards: rows, replicasPerShard, movesMax: replicaMovesMax });
   const rowByKey = new Map(rows.map((r) => [shardKeyOf(r.electionId, r.shard), r]));
   const out = new Map(ownerChanges.map((a) => [shardKeyOf(a.electionId, a.shard), { ...a }] as [string, ShardAssignment]));
   for (const p of placed) {
@@ -172,7 +172,9 @@ export function createCoordinator(options: CoordinatorOptions): { round(): Promi
         rebalance: options.autoBalance || balanceAsked,
         replicas,
       });
-      const assignments = withReplicas(view, [...moves.filter((m) => !allocated.some((a) => a.electionId === m.electionId && a.shard === m.shard)), ...allocated], options.replicasPerShard ?? 0);
+      const assignments = withReplicas(view, [...moves.filter((m) => !allocated.some((a) => a.electionId === m.electionId && a.shard === m.shard)), ...allocated], options.replicasPerShard ?? 0,
+        // Replicas move only to balance, as shards do (a move costs the new replica a catch-up, no vote waits on it).
+        options.autoBalance || balanceAsked ? options.movesInFlightMax : 0);
       if (assignments.length > 0) {
         const version = await store.assignShards(nodeId, assignments);
         if (version === null) return;

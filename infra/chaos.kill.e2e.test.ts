@@ -3,8 +3,9 @@
 // one AZ at once; a second node killed right after the first one's shards were reassigned, while
 // they are still moving. After each: every acknowledged vote stored exactly once, nothing stored
 // that was not sent, every live node's results equal count(*), every shard takes votes again.
-// Failover today is cold (a survivor takes the lease, epoch + 1, and recovers the shard from
-// Postgres); the `[chaos]` log lines give kill → each moved shard accepting again, in ms.
+// With LIVEVOTE_REPLICAS=1 (the default) a moved shard goes to its replica, which recovers warm
+// (infra/chaos.replicas.e2e.test.ts checks that path); the `[chaos]` log lines give kill → each
+// moved shard accepting again, in ms.
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';

@@ -29,8 +29,9 @@ async function adminShards(nodeId: string): Promise<AdminShard[]> {
 
 /** Every shard has one replica in another AZ than its owner's, live and caught up with the owner, as `via` sees it. */
 async function waitForLiveReplicas(via: string, liveNodes: readonly string[]): Promise<AdminShard[]> {
+  let last: AdminShard[] = [];
   return eventually(async () => {
-    const shards = await adminShards(via);
+    const shards = (last = await adminShards(via));
     if (shards.length !== shardCount) return undefined;
     for (const s of shards) {
       if (s.replicaNodeIds.length !== 1 || !liveNodes.includes(s.replicaNodeIds[0]!) || !liveNodes.includes(s.ownerNodeId)) return undefined;
@@ -39,7 +40,9 @@ async function waitForLiveReplicas(via: string, liveNodes: readonly string[]): P
       if (lag === undefined || lag.phase !== 'live' || lag.votesBehind !== 0 || lag.batchesBehind !== 0 || lag.epoch !== s.epoch) return undefined;
     }
     return shards;
-  }, 60_000, `every shard with a live replica in another AZ, 0 votes behind (as ${via} sees it)`);
+  }, 60_000, `every shard with a live replica in another AZ, 0 votes behind (as ${via} sees it)`).catch((error: Error) => {
+    throw new Error(`${error.message}; last seen: ${JSON.stringify(last.map((s) => ({ shard: s.shard, owner: s.ownerNodeId, epoch: s.epoch, replicas: s.replicas })))}`);
+  });
 }
 
 interface Recovery { shard: number; path: 'warm' | 'cold'; tailRows: number; coldBecause?: string }
@@ -82,15 +85,16 @@ async function killOwnersUnderLoad(victims: readonly string[], survivors: readon
   expect(load.failures).toEqual([]);
   await Promise.all(victims.map((id) => cluster.nodes.get(id)!.exited()));
 
-  // Promotion: each moved shard is owned and leased by its former replica.
   await eventually(async () => {
     const members = await memberRows(cluster);
     if (!victims.every((id) => members.get(id)?.status === 'dead')) return undefined;
     const rows = await shardRows(cluster, election.electionId);
-    return moved.every((m) => { const r = rows.find((x) => x.shard === m.shard); return r?.ownerNodeId === replicaOf.get(m.shard) && r?.leaseNodeId === r?.ownerNodeId; }) ? true : undefined;
-  }, 60_000, `${victims.join(', ')} declared dead and each of their shards owned by its replica`);
+    return rows.length === shardCount && rows.every((r) => survivors.includes(r.ownerNodeId) && r.leaseNodeId === r.ownerNodeId) ? true : undefined;
+  }, 60_000, `${victims.join(', ')} declared dead and every shard owned and leased by a survivor`);
 
-  // Warm: the new owner restored its replica state and read only the tail after its watermark.
+  // Promotion, warm: each moved shard was taken over first by its former replica, which restored
+  // its replica state and read only the tail after its watermark. (Balancing may move a shard on
+  // afterwards, so this is read from the replica's log, not from the map.)
   const stored = await storedPerShard();
   for (const m of moved) {
     const owner = replicaOf.get(m.shard)!;
