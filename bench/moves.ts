@@ -19,6 +19,8 @@ import { createPgClusterStore } from '../persistence/clusterStore.ts';
 import { createVoters, type TestVoter } from '../infra/testing/voters.ts';
 import { startBenchCluster, waitFor, isSettled } from './lib/benchCluster.ts';
 import { percentiles } from './lib/fanout.ts';
+import { readFileOr } from './lib/clusterReport.ts';
+import { renderMovesSection, withMovesSection } from './lib/movesReport.ts';
 import { adminLogin, createOpenElection, type BenchElection } from './lib/livevote.ts';
 
 const benchDir = path.dirname(fileURLToPath(import.meta.url));
@@ -44,6 +46,9 @@ interface MovePhases {
   /** The new owner serves → its first vote admitted (votes held, routers asking again). */
   servedToFirstVoteMs: number;
 }
+
+/** How the new owner recovered the shard: from its replica's state (warm) or from Postgres (cold). */
+type RecoveryPath = 'warm' | 'cold' | 'unknown';
 const phaseNames: readonly (keyof MovePhases)[] = ['mapToStopMs', 'backlogMs', 'snapshotMs', 'leaseReleaseMs', 'releaseToAcquiredMs', 'recoveryMs', 'servedToFirstVoteMs'];
 const phaseLabels: Record<keyof MovePhases, string> = {
   mapToStopMs: 'map written → old owner stops admitting',
@@ -97,6 +102,7 @@ async function main(): Promise<number> {
     const voters: TestVoter[] = await createVoters(cluster.pool, 400_000, cluster.jwtSecret);
     log(`3 nodes, election of ${shardCount} shards, ${workers} concurrent voters through every node`);
 
+    let lastPath: RecoveryPath = 'unknown';
     /** The move of `shard` from `epoch` to `target`, read back from the nodes' log lines. */
     const moveTimeline = async (electionId: string, shard: number, epoch: number, target: string): Promise<MovePhases | undefined> => {
       const written = logLines(cluster, 'shard map written').filter((l) => (l.moves as string[] | undefined)?.includes(`${electionId}/${shard}→${target}`)).at(-1);
@@ -106,6 +112,9 @@ async function main(): Promise<number> {
         return at >= 0 && (l.epochs as number[])[at]! > epoch;
       });
       if (!written || !released || !taken) return undefined;
+      const at = (taken.shards as number[]).indexOf(shard);
+      const recovery = (taken.recovery as { path?: string }[] | undefined)?.[at]?.path;
+      lastPath = recovery === 'warm' || recovery === 'cold' ? recovery : 'unknown';
       const first = await cluster.pool.query<{ at_ms: string | null }>(
         `SELECT (extract(epoch FROM min(accepted_at)) * 1000)::float8 AS at_ms FROM votes WHERE election_id = $1 AND shard = $2 AND epoch > $3`,
         [electionId, shard, epoch],
@@ -149,12 +158,14 @@ async function main(): Promise<number> {
         else answers.other.set(`${status} ${code}`, (answers.other.get(`${status} ${code}`) ?? 0) + 1);
       }
     };
+    const loadStartedMs = performance.now();
     const load = Promise.all(Array.from({ length: workers }, (_, w) => worker(w)));
     await new Promise((resolve) => setTimeout(resolve, 3_000));
 
     const pauses: number[] = [];
     const durations: number[] = [];
     const phases: MovePhases[] = [];
+    const paths: RecoveryPath[] = [];
     for (let i = 0; i < moveCount; i++) {
       const view = await cluster.view();
       const row = view.shards.find((s) => s.electionId === election.electionId && s.shard === i % shardCount)!;
@@ -176,10 +187,12 @@ async function main(): Promise<number> {
       );
       const pauseMs = gap.rows[0]?.pause_ms === null || gap.rows[0]?.pause_ms === undefined ? NaN : Number(gap.rows[0].pause_ms);
       pauses.push(pauseMs);
+      lastPath = 'unknown';
       const timeline = await moveTimeline(election.electionId, row.shard, row.epoch, target);
+      paths.push(lastPath);
       if (timeline) phases.push(timeline);
       else log(`move ${i + 1}: its timeline is not in the nodes' logs`);
-      log(`move ${i + 1}/${moveCount}: shard ${row.shard} ${row.ownerNodeId} → ${target}: pause ${pauseMs.toFixed(1)} ms, operation ${(durations[i]!).toFixed(0)} ms`);
+      log(`move ${i + 1}/${moveCount}: shard ${row.shard} ${row.ownerNodeId} → ${target} (${lastPath}): pause ${pauseMs.toFixed(1)} ms, operation ${(durations[i]!).toFixed(0)} ms`);
     }
 
     const drainStartMs = performance.now();
@@ -189,18 +202,24 @@ async function main(): Promise<number> {
     log(`drain of node-3: ${drainMs.toFixed(0)} ms`);
     await new Promise((resolve) => setTimeout(resolve, 1_000));
     stop = true;
+    const loadS = (performance.now() - loadStartedMs) / 1000;
     await load;
 
     const stored = Number((await cluster.pool.query('SELECT count(*) AS n FROM votes WHERE election_id = $1', [election.electionId])).rows[0].n);
     const pause = percentiles(pauses.filter((p) => Number.isFinite(p)));
     const latency = percentiles(answers.latencyMs);
+    // The pause is read from admission times: it can be no shorter than the usual gap between two
+    // votes of one shard at this load, which a move-free run would show too.
+    const votesPerShardPerS = answers.ok / loadS / shardCount;
     const result = {
       generatedAt: new Date().toISOString(),
       command: [...Object.entries(process.env).filter(([k]) => k.startsWith('BENCH_')).map(([k, v]) => `${k}='${v}'`), 'node --import tsx bench/moves.ts'].join(' '),
       builtFrom: build,
       machine: { cores: os.availableParallelism(), node: process.version, loadAverageAtStart: os.loadavg().map((v) => Math.round(v * 100) / 100) },
       moves: moveCount,
+      votesPerShardPerS: Math.round(votesPerShardPerS * 10) / 10,
       pauseMs: pause,
+      pauseMsByRecovery: Object.fromEntries((['warm', 'cold'] as const).map((p) => [p, percentiles(pauses.filter((v, i) => paths[i] === p && Number.isFinite(v)))])),
       phasesMs: Object.fromEntries(phaseNames.map((name) => [name, percentiles(phases.map((p) => p[name]).filter((v) => Number.isFinite(v)))])),
       moveOperationMs: percentiles(durations),
       drainMs: Math.round(drainMs),
@@ -223,6 +242,10 @@ Three node processes of the compiled build (\`LIVEVOTE_DEAD_AFTER_MS=5000\`, so 
 | | p50 | p99 | max |
 |---|---|---|---|
 | pause per move (last vote admitted by the old owner → first by the new, from \`votes.accepted_at\`) | ${f(pause.p50)} ms | ${f(pause.p99)} ms | ${f(pause.max)} ms |
+${(['warm', 'cold'] as const).map((p) => {
+  const x = result.pauseMsByRecovery[p]!;
+  return `| … of the ${x.count} moves ${p === 'warm' ? 'to a node holding a replica of the shard (warm: its replica state + the tail)' : 'to a node without a replica (cold: snapshot + tail from Postgres)'} | ${f(x.p50)} ms | ${f(x.p99)} ms | ${f(x.max)} ms |`;
+}).join('\n')}
 | move operation (request → done in the map) | ${f(result.moveOperationMs.p50)} ms | ${f(result.moveOperationMs.p99)} ms | ${f(result.moveOperationMs.max)} ms |
 | answer time of every vote during the run | ${f(latency.p50)} ms | ${f(latency.p99)} ms | ${f(latency.max)} ms |
 
@@ -247,10 +270,22 @@ ${phaseNames.map((name) => {
 }).join('\n')}
 | move operation (request → done) | ${f(baseline.moveOperationMs.p50)} ms | ${f(baseline.moveOperationMs.p99)} ms | ${f(result.moveOperationMs.p50)} ms | ${f(result.moveOperationMs.p99)} ms |
 
-`}Drain of node-3 (request → it owns nothing): ${result.drainMs} ms.
+`}The load: ${result.votesPerShardPerS} votes per shard per second on average, so about ${f(1000 / result.votesPerShardPerS)} ms between two votes of one shard even without a move; the pause, read from admission times, includes that gap (it is the measurement's floor at this load).
+
+Drain of node-3 (request → it owns nothing): ${result.drainMs} ms.
 
 Answers: ${answers.ok} × 200${answers.other.size > 0 ? `, and ${[...answers.other].map(([k, v]) => `${v} × ${k}`).join(', ')}` : ', no other answer'}. Stored votes: ${stored} (${result.storedEqualsOk ? 'equal to the 200s' : 'NOT equal to the 200s'}).
 `);
+    const resultsFile = path.join(benchDir, 'RESULTS.md');
+    const summary = `Written by \`${result.command}\` on ${result.generatedAt}, livevote ${result.builtFrom} (load average at start ${result.machine.loadAverageAtStart.join(' ')}); the whole run, its phases and the command are in [MOVES.md](MOVES.md).
+
+| ${moveCount} moves of one shard under load (3 nodes, ${workers} voters) | p50 | p99 | max |
+|---|---|---|---|
+| pause per move (target p99 < 100 ms) | ${f(pause.p50)} ms | ${f(pause.p99)} ms | ${f(pause.max)} ms |
+${baseline === undefined ? '' : `| pause per move, baseline (livevote ${baseline.builtFrom}, run just before) | ${f(baseline.pauseMs.p50)} ms | ${f(baseline.pauseMs.p99)} ms | ${f(baseline.pauseMs.max)} ms |\n`}| move operation (request → done) | ${f(result.moveOperationMs.p50)} ms | ${f(result.moveOperationMs.p99)} ms | ${f(result.moveOperationMs.max)} ms |
+
+About ${f(1000 / result.votesPerShardPerS)} ms pass between two votes of one shard at this load, move or not: the pause includes that gap. Drain of a node: ${result.drainMs} ms. Answers: ${answers.ok} × 200${answers.other.size > 0 ? `, ${[...answers.other].map(([k, v]) => `${v} × ${k}`).join(', ')}` : ', nothing else'}; stored votes ${result.storedEqualsOk ? 'equal to' : '**not equal** to'} the 200s.`;
+    await writeFile(resultsFile, withMovesSection(await readFileOr(resultsFile, '# livevote benchmark results\n'), renderMovesSection(summary)));
     log(`pause p50 ${f(pause.p50)} p99 ${f(pause.p99)} max ${f(pause.max)} ms; answers ${answers.ok} ok, other ${JSON.stringify(result.answers.other)}; stored ${stored}; ${result.totalS} s`);
     return result.storedEqualsOk && answers.other.size === 0 ? 0 : 1;
   } finally {

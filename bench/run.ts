@@ -71,7 +71,7 @@ const settings = {
   voters: intFromEnv('BENCH_VOTERS', 300_000, 80_000, 5_000_000),
   recoveryVotes: intFromEnv('BENCH_RECOVERY_VOTES', 1_000_000, 1000, 100_000_000),
   /** Commits per variant of bench/journalFeatures.ts (the cost of each part of the commit statement). */
-  featureCommits: intFromEnv('BENCH_FEATURE_COMMITS', 600, 30, 100_000),
+  featureCommits: intFromEnv('BENCH_FEATURE_COMMITS', 450, 30, 100_000),
   candidates: 4,
   shardCount: 8,
   baselinePoolMax: intFromEnv('BENCH_BASELINE_POOL_MAX', 32, 1, 200),
@@ -183,8 +183,9 @@ function cpuWindow(groups: CpuGroups, activeMs: number): { onStart: () => void; 
   };
 }
 
-// Bounded: the pairs, not waiting, are what keeps the load's drift out of the ratios.
-const quiet = createQuietWaiter(20_000, progress);
+// Bounded, and short: on a box shared all day waiting rarely finds it quiet (2026-12-01: 25 s of
+// waiting bought nothing); the pairs, not waiting, keep the load's drift out of the ratios.
+const quiet = createQuietWaiter(6_000, progress);
 const waitForQuiet = (label: string) => quiet.wait(label);
 
 interface WriteRunOptions {

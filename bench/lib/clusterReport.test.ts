@@ -58,3 +58,16 @@ describe('the cost of a forwarded vote', () => {
     expect(forwardCost([run({ nodes: 2, targets: ['node-1', 'node-2'] })])).toBeUndefined();
   });
 });
+
+describe('the moves section of RESULTS.md', () => {
+  it('is appended once, replaced in place, and kept by a writer that has none', async () => {
+    const { preservedMovesSection, renderMovesSection, withMovesSection } = await import('./movesReport.ts');
+    const section = renderMovesSection('pause p99 1 ms');
+    const appended = withMovesSection('# results\n\nbody\n', section);
+    expect(preservedMovesSection(appended)).toBe(section);
+    const newer = renderMovesSection('pause p99 2 ms');
+    expect(withMovesSection(appended, newer)).toBe(`# results\n\nbody\n\n${newer}\n`);
+    expect(withMovesSection('# rewritten\n', preservedMovesSection(appended))).toBe(`# rewritten\n\n${section}\n`);
+    expect(withMovesSection('# rewritten\n', undefined)).toBe('# rewritten\n');
+  });
+});

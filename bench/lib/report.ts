@@ -3,6 +3,7 @@
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { preservedClusterJson, preservedClusterSection, readFileOr, withClusterSection } from './clusterReport.ts';
+import { preservedMovesSection, withMovesSection } from './movesReport.ts';
 import type { FanoutResult } from './fanout.ts';
 import type { ProfileSummary } from './cpuProfile.ts';
 // PairReport, PairsReport: declared below.
@@ -692,10 +693,13 @@ export async function writeResults(r: BenchResults, dir: string): Promise<Verdic
   };
   // The cluster section is written by `npm run bench:cluster` (bench/cluster.ts): kept as it was.
   const clusterJson = await preservedClusterJson(dir);
-  const clusterSection = preservedClusterSection(await readFileOr(path.join(dir, 'RESULTS.md'), ''));
+  const previous = await readFileOr(path.join(dir, 'RESULTS.md'), '');
+  const clusterSection = preservedClusterSection(previous);
+  // The moves section is written by bench/moves.ts: kept as it was, like the cluster section.
+  const movesSection = preservedMovesSection(previous);
   await writeFile(path.join(dir, 'results.json'), `${JSON.stringify(clusterJson === undefined ? json : { ...json, cluster: clusterJson }, null, 2)}\n`);
   const markdown = renderMarkdown(r);
-  await writeFile(path.join(dir, 'RESULTS.md'), clusterSection === undefined ? markdown : withClusterSection(markdown, clusterSection));
+  await writeFile(path.join(dir, 'RESULTS.md'), withMovesSection(clusterSection === undefined ? markdown : withClusterSection(markdown, clusterSection), movesSection));
   const failed = !json.counts_ok;
   return {
     failed,
