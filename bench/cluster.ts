@@ -8,10 +8,14 @@
 // process per node, the connections split between them) spreading the votes over every node's
 // port; the share of votes forwarded to their shard's owner, CPU per vote of every process. Then
 // one run with every vote sent to node-1 of two: node-2 then only serves forwarded votes, which
-// splits a forwarded vote's cost between its two sides. Failover: bench/failover.ts.
+// splits a forwarded vote's cost between its two sides. Those runs have no replicas
+// (LIVEVOTE_REPLICAS=0): forwarding is measured alone. Replication: the three nodes restarted one
+// by one with a replica per shard, the same run again, its CPU per vote against the run without,
+// and the replicas' lag sampled from the admin view meanwhile. Failover (bench/failover.ts) then
+// runs with replicas: a dead owner's shards are taken over warm.
 //
 //   npm run bench:cluster
-//   options (env): BENCH_CLUSTER_STEPS=throughput,failover  BENCH_CONNECTIONS (100)  BENCH_WRITE_S (8)
+//   options (env): BENCH_CLUSTER_STEPS=throughput,replication,failover  BENCH_CONNECTIONS (100)  BENCH_WRITE_S (8)
 //                  BENCH_KILLS (10)  BENCH_VOTERS (300000)
 import { execFileSync } from 'node:child_process';
 import os from 'node:os';
@@ -19,6 +23,7 @@ import path from 'node:path';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { createVoters, type TestVoter } from '../infra/testing/voters.ts';
 import { startBenchCluster, isSettled, routedCounters, waitFor, type BenchCluster, type BenchNode } from './lib/benchCluster.ts';
+import type { ReplicationResult, Stat } from './lib/clusterReport.ts';
 import { intFromEnv } from './lib/common.ts';
 import { adminLogin, counterDelta, createOpenElection, voteCounters, type BenchElection } from './lib/livevote.ts';
 import { cpuPercent, createQuietWaiter, processTree, repoRoot, sampleCpu, type CpuGroups, type CpuSample } from './lib/proc.ts';
@@ -27,7 +32,12 @@ import { voterLineWidth, writeVoterFile } from './lib/voterFile.ts';
 import { ensureWrk, runWrk, type WrkRun } from './lib/wrk.ts';
 import { measureFailover } from './failover.ts';
 
-const steps = new Set((process.env.BENCH_CLUSTER_STEPS ?? 'throughput,failover').split(','));
+const steps = new Set((process.env.BENCH_CLUSTER_STEPS ?? 'throughput,replication,failover').split(','));
+/** Replicas per shard in the replication step and the failover after it. */
+const replicas = 1;
+const withReplicas = { LIVEVOTE_REPLICAS: String(replicas) };
+/** Nodes started with withReplicas (a restart keeps its environment). */
+const replicatingNodes = new Set<string>();
 const settings = {
   connections: intFromEnv('BENCH_CONNECTIONS', 100, 10_000),
   activeS: intFromEnv('BENCH_WRITE_S', 8, 600),
@@ -193,11 +203,46 @@ async function spreadRun(
   };
 }
 
+interface AdminClusterView {
+  readonly shards: readonly { electionId: string; shard: number; replicas: readonly { phase: string; votesBehind: number | null }[] }[];
+}
+
+async function adminClusterView(cluster: BenchCluster, token: string): Promise<AdminClusterView> {
+  const response = await fetch(`${cluster.nodes.get('node-1')!.baseUrl}/api/v1/admin/cluster`, { headers: { authorization: `Bearer ${token}` } });
+  if (!response.ok) throw new Error(`GET /api/v1/admin/cluster answered ${response.status}: ${await response.text()}`);
+  return (await response.json()) as AdminClusterView;
+}
+
+/** Polls the admin view every 250 ms until stopped: every replica of the election's shards. */
+function sampleReplicaLag(cluster: BenchCluster, token: string, electionId: string) {
+  const lag = { samples: 0, entries: 0, live: 0, votesBehind: [] as number[] };
+  let running = true;
+  const loop = (async () => {
+    while (running) {
+      const view = await adminClusterView(cluster, token).catch(() => undefined);
+      if (view) {
+        lag.samples++;
+        for (const shard of view.shards) {
+          if (shard.electionId !== electionId) continue;
+          for (const replica of shard.replicas) {
+            lag.entries++;
+            if (replica.phase === 'live') lag.live++;
+            if (replica.votesBehind !== null) lag.votesBehind.push(replica.votesBehind);
+          }
+        }
+      }
+      await new Promise((resolve) => setTimeout(resolve, 250));
+    }
+  })();
+  return { stop: async () => { running = false; await loop; return lag; } };
+}
+
 async function main(): Promise<number> {
   log(`livevote cluster benchmark: ${os.availableParallelism()} cores, Node ${process.version}; steps: ${[...steps].join(', ')}`);
   const wrkVersionText = ensureWrk(log);
   log('embedded Postgres (started by the benchmark, so a killed node never takes it along), livevote built into bench/out/dist');
-  const cluster = await startBenchCluster();
+  // Forwarding is measured without replication; the replication step turns it on.
+  const cluster = await startBenchCluster({ LIVEVOTE_REPLICAS: '0' });
   for (const signal of ['SIGINT', 'SIGTERM'] as const) {
     process.once(signal, () => {
       log(`${signal}: stopping the nodes and Postgres the benchmark started`);
@@ -233,7 +278,8 @@ async function main(): Promise<number> {
     const admin = await adminLogin(node1.baseUrl, cluster.adminEmail, cluster.adminPassword);
     const elections: BenchElection[] = [];
     const electionFor = async (title: string, nodeIds: readonly string[]) => {
-      const election = await createOpenElection(node1.baseUrl, admin, title, settings.candidates, settings.shardCount);
+      // node-1's latest process: the replication step restarts it (on another port).
+      const election = await createOpenElection(cluster.nodes.get('node-1')!.baseUrl, admin, title, settings.candidates, settings.shardCount);
       elections.push(election);
       await settle(cluster, nodeIds, election.electionId);
       return election;
@@ -267,15 +313,75 @@ async function main(): Promise<number> {
       }
     }
 
+    if (steps.has('replication')) {
+      const nodeIds = ['node-1', 'node-2', 'node-3'];
+      for (const [i, nodeId] of nodeIds.entries()) if (!cluster.nodes.has(nodeId)) await cluster.startNode(nodeId, azs[i]!);
+      await settle(cluster, nodeIds);
+      const targets = () => cluster.liveNodes();
+      let without = results.throughput.find((t) => t.nodes === 3 && t.targets.length === 3);
+      if (!without) {
+        const warm = await electionFor('Cluster bench: warm-up, 3 nodes, no replicas', nodeIds);
+        await spreadRun(cluster, voterFile, 'warm-up', targets(), warm, settings.warmupS, false);
+        const election = await electionFor('Cluster bench: 3 nodes, no replicas', nodeIds);
+        await quiet.wait('3 nodes, no replicas');
+        without = (await spreadRun(cluster, voterFile, '3 nodes, no replicas', targets(), election, settings.activeS, true))!;
+      }
+      log(`replication: restarting the nodes one by one with LIVEVOTE_REPLICAS=${replicas}`);
+      for (const [i, nodeId] of nodeIds.entries()) {
+        await cluster.stopNode(nodeId);
+        await cluster.startNode(nodeId, azs[i]!, withReplicas);
+        replicatingNodes.add(nodeId);
+        await settle(cluster, nodeIds);
+      }
+      const token = await adminLogin(cluster.nodes.get('node-1')!.baseUrl, cluster.adminEmail, cluster.adminPassword);
+      const warm = await electionFor('Cluster bench: warm-up, 3 nodes, replicas', nodeIds);
+      await spreadRun(cluster, voterFile, 'warm-up', targets(), warm, settings.warmupS, false);
+      const election = await electionFor('Cluster bench: 3 nodes, replicas', nodeIds);
+      await waitFor(async () => {
+        const view = await adminClusterView(cluster, token);
+        const entries = view.shards.filter((s) => s.electionId === election.electionId).flatMap((s) => s.replicas);
+        return entries.length === settings.shardCount * replicas && entries.every((e) => e.phase === 'live') ? true : undefined;
+      }, 60_000, 'every replica of the election to report itself live', 250);
+      await quiet.wait('3 nodes, replicas');
+      const sampler = sampleReplicaLag(cluster, token, election.electionId);
+      const run = (await spreadRun(cluster, voterFile, `3 nodes, ${replicas} replica per shard`, targets(), election, settings.activeS, true))!;
+      const lag = await sampler.stop();
+      const perShardVotesPerS = Math.max(1, run.votesPerS / settings.shardCount);
+      const stat = (values: number[]): Stat => {
+        const sorted = [...values].sort((a, b) => a - b);
+        const at = (p: number) => (sorted.length === 0 ? Number.NaN : sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!);
+        return { p50: at(50), p99: at(99), max: sorted.length === 0 ? Number.NaN : sorted[sorted.length - 1]! };
+      };
+      results.replication = {
+        replicas,
+        without,
+        with: run,
+        cpuUsPerVoteAdded: run.cpuUsPerVote.nodesNet - without.cpuUsPerVote.nodesNet,
+        lag: {
+          samples: lag.samples,
+          replicaEntries: lag.entries,
+          liveShare: lag.entries === 0 ? 0 : lag.live / lag.entries,
+          votesBehind: stat(lag.votesBehind),
+          approxMsBehind: stat(lag.votesBehind.map((v) => Math.round((v / perShardVotesPerS) * 1000))),
+        },
+      } satisfies ReplicationResult;
+      log(`${run.label}: ${run.votesPerS} votes/s, CPU µs/vote nodes ${run.cpuUsPerVote.nodesNet} net (without replicas ${without.cpuUsPerVote.nodesNet}); lag votes behind p50 ${results.replication.lag.votesBehind.p50} p99 ${results.replication.lag.votesBehind.p99}; count ${run.countOk ? 'ok' : 'FAILED'}`);
+    }
+
     if (steps.has('failover')) {
       for (const [i, nodeId] of ['node-1', 'node-2', 'node-3'].entries()) {
-        if (!cluster.nodes.has(nodeId)) await cluster.startNode(nodeId, azs[i]!);
+        if (cluster.nodes.has(nodeId)) continue;
+        await cluster.startNode(nodeId, azs[i]!, withReplicas);
+        replicatingNodes.add(nodeId);
       }
       const nodeIds = ['node-1', 'node-2', 'node-3'];
       await settle(cluster, nodeIds);
       await electionFor('Cluster bench: failover', nodeIds);
       log(`failover: ${settings.kills} kills of an owner (kill -9), each restarted after; probes on every shard it owned, of all ${elections.length} elections`);
-      results.failover = await measureFailover({
+      const failoverReplicas = cluster.liveNodes().every((n) => replicatingNodes.has(n.nodeId)) ? replicas : 0;
+      results.failover = {
+        replicas: failoverReplicas,
+        ...(await measureFailover({
         cluster,
         elections,
         shardCount: settings.shardCount,
@@ -283,7 +389,8 @@ async function main(): Promise<number> {
         kills: settings.kills,
         settle: (ids) => settle(cluster, ids),
         log,
-      });
+      })),
+      };
     }
   } finally {
     results.totalS = Math.round((performance.now() - startedMs) / 1000);

@@ -7,7 +7,7 @@
 // Afterwards every acknowledged vote must be stored with its candidate, nothing stored that was
 // not sent, and every node's tallies must equal count(*). Run by bench/cluster.ts.
 import type { TestVoter } from '../infra/testing/voters.ts';
-import type { BenchCluster } from './lib/benchCluster.ts';
+import { recoveryCounters, type BenchCluster } from './lib/benchCluster.ts';
 import type { FailoverResult, KillResult } from './lib/clusterReport.ts';
 import type { BenchElection } from './lib/livevote.ts';
 
@@ -116,6 +116,7 @@ export async function measureFailover(options: FailoverOptions): Promise<Failove
     const owned = before.shards.filter((s) => s.ownerNodeId === victimId && electionById.has(s.electionId));
     const wasCoordinator = before.coordinatorNodeId === victimId;
     const az = cluster.nodes.get(victimId)!.az;
+    const recoveriesBefore = await Promise.all(survivors.map((n) => recoveryCounters(n.baseUrl)));
     const killedAtMs = await cluster.killNode(victimId);
 
     // The map as Postgres has it, while the probes run.
@@ -165,6 +166,12 @@ export async function measureFailover(options: FailoverOptions): Promise<Failove
     const perShard = await Promise.all(owned.map((s) => probe(s.electionId, s.shard)));
     watching = false;
     await watcher;
+    // How the survivors took the shards over: warm (from their own replica) or cold (snapshot + tail).
+    const recoveriesAfter = await Promise.all(survivors.map((n) => recoveryCounters(n.baseUrl)));
+    const recoveries = { warm: 0, cold: 0, warmTailRows: 0, coldTailRows: 0 };
+    for (const [i, after] of recoveriesAfter.entries()) {
+      for (const key of Object.keys(recoveries) as (keyof typeof recoveries)[]) recoveries[key] += after[key] - recoveriesBefore[i]![key];
+    }
     await sleep(500);
     loading = false;
     await Promise.all(workers);
@@ -184,9 +191,10 @@ export async function measureFailover(options: FailoverOptions): Promise<Failove
       probeAttempts,
       probeOutcomes,
       load,
+      recoveries,
     };
     kills.push(result);
-    log(`kill ${k + 1}/${options.kills}: ${victimId}${wasCoordinator ? ' (coordinator)' : ''}, ${owned.length} shards; declared dead ${result.declaredDeadMs} ms, reassigned ${result.reassignedMs} ms, first vote accepted on each shard ${Math.round(Math.min(...served))}–${Math.round(Math.max(...served))} ms (${owned.length - served.length} never); load ${load.ok} ok, ${load.unavailable} × 503, ${load.other} other`);
+    log(`kill ${k + 1}/${options.kills}: ${victimId}${wasCoordinator ? ' (coordinator)' : ''}, ${owned.length} shards; declared dead ${result.declaredDeadMs} ms, reassigned ${result.reassignedMs} ms, first vote accepted on each shard ${Math.round(Math.min(...served))}–${Math.round(Math.max(...served))} ms (${owned.length - served.length} never); load ${load.ok} ok, ${load.unavailable} × 503, ${load.other} other; taken over warm ${recoveries.warm} (tail ${recoveries.warmTailRows} rows), cold ${recoveries.cold} (tail ${recoveries.coldTailRows} rows)`);
     if (votersRanOut) {
       log('failover: the voters set aside ran out; stopping the kills here (raise BENCH_VOTERS)');
       break;

@@ -14,6 +14,8 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { createPool, endPool, type Pool } from '../persistence/db.ts';
 import { embeddedDatabaseUrl, startEmbeddedPostgres, type EmbeddedPostgresHandle } from '../persistence/embeddedPostgres.ts';
 import { silentLogger } from './logger.ts';
+import { ensureSqsSpillQueues } from '../persistence/sqsSpillQueue.ts';
+import { startLocalSqs } from './testing/localSqs.ts';
 import { call, functionalTestEnv } from './testing/appHarness.ts';
 import { killStartedProcesses, startLivevoteProcess, type LivevoteProcess } from './testing/processHarness.ts';
 import { createVoters, type TestVoter } from './testing/voters.ts';
@@ -92,7 +94,7 @@ interface Sent {
 }
 
 /** A node on the embedded Postgres of its data dir, or on `databaseUrl` (a server the test runs). */
-async function startNode(dataDir: string, databaseUrl?: string): Promise<LivevoteProcess> {
+async function startNode(dataDir: string, databaseUrl?: string, env: Record<string, string> = {}): Promise<LivevoteProcess> {
   return startLivevoteProcess({
     DATABASE_URL: databaseUrl, LIVEVOTE_TEST_SERVER_URL: undefined, LIVEVOTE_DATA_DIR: dataDir,
     LIVEVOTE_JWT_SECRET: jwtSecret, LIVEVOTE_ADMIN_EMAIL: admin.email, LIVEVOTE_ADMIN_PASSWORD: admin.password,
@@ -101,7 +103,7 @@ async function startNode(dataDir: string, databaseUrl?: string): Promise<Livevot
     // shards may be given to another node): it then refuses votes rather than spill them. A
     // deployment that rides out a 10 s stall of its database sets these above the stall.
     LIVEVOTE_DEAD_AFTER_MS: '20000', LIVEVOTE_LEASE_TTL_MS: '30000',
-    ...functionalTestEnv, LIVEVOTE_SPILL_QUEUE: 'file',
+    ...functionalTestEnv, LIVEVOTE_SPILL_QUEUE: 'file', ...env,
   });
 }
 
@@ -349,5 +351,95 @@ describe('chaos: Postgres frozen, then a node killed with batches in the queue',
     const refusedStored = refused.filter((e) => storedVoters.has(e.voter.voterNumber));
     for (const entry of refusedStored) expect(entry.reason, `voter ${entry.voter.voterNumber} answered ${entry.status} ${entry.reason} is stored`).toBe('in_doubt');
     console.log(`chaos pg kill: ${refused.length} votes refused, ${refusedStored.length} of them (in_doubt) stored after all`);
+  });
+
+  it('two nodes on SQS, Postgres frozen, a node killed with its votes in the queue: the survivor stores them before it serves those shards', async (context) => {
+    const sqs = await startLocalSqs();
+    if ('absent' in sqs) {
+      console.warn(`SKIPPED: ${sqs.absent}`);
+      context.skip();
+      return;
+    }
+    const pgDir = await mkdtemp(path.join(os.tmpdir(), 'lv-spill-sqs-db-'));
+    dirs.push(pgDir);
+    let server: EmbeddedPostgresHandle;
+    try {
+      server = await startEmbeddedPostgres({ dataDir: pgDir, password: 'chaos-sqs-password', log: silentLogger(), durable: true });
+    } catch (error) {
+      sqs.server.close();
+      console.warn(`SKIPPED: the Postgres frozen by this test could not be started (${String(error)})`);
+      context.skip();
+      return;
+    }
+    ownServers.push(server);
+    try {
+      const urls = await ensureSqsSpillQueues(sqs.client, `chaos-spill-${process.pid}`);
+      const nodeDir = await mkdtemp(path.join(os.tmpdir(), 'lv-spill-sqs-'));
+      dirs.push(nodeDir);
+      const env = (nodeId: string, az: string): Record<string, string> => ({
+        LIVEVOTE_NODE_ID: nodeId, LIVEVOTE_AZ: az,
+        LIVEVOTE_SPILL_QUEUE: 'sqs', LIVEVOTE_SQS_QUEUE_URL: urls.queueUrl, LIVEVOTE_SQS_DEAD_LETTER_QUEUE_URL: urls.deadLetterQueueUrl,
+        AWS_REGION: 'us-east-1', AWS_ENDPOINT_URL_SQS: String(sqs.client.endpoint), AWS_ACCESS_KEY_ID: 'test', AWS_SECRET_ACCESS_KEY: 'test',
+        // A failure detector that outlasts the 4 s freeze (a node fences itself after ¾ of it
+        // without a stored heartbeat) and still declares the killed node dead within the test.
+        LIVEVOTE_DEAD_AFTER_MS: '8000', LIVEVOTE_LEASE_TTL_MS: '6000',
+      });
+      const a = await startNode(nodeDir, server.url, env('sqs-a', 'a'));
+      const election = await openElection(a);
+      const b = await startNode(nodeDir, server.url, env('sqs-b', 'b'));
+      const token = (await call(a.baseUrl, 'POST', '/api/v1/auth/login', { body: admin })).body.accessToken as string;
+      // Both serve shards (a joining node gets some at once).
+      let shardsOfA: number[] = [];
+      const balancedBy = Date.now() + 60_000;
+      while (shardsOfA.length === 0 || shardsOfA.length === 4) {
+        expect(Date.now() < balancedBy, 'both nodes serve shards of the election').toBe(true);
+        await new Promise((resolve) => setTimeout(resolve, 200));
+        const view = (await call(b.baseUrl, 'GET', '/api/v1/admin/cluster', { token })).body as { shards: { electionId: string; shard: number; ownerNodeId: string }[] };
+        const mine = view.shards.filter((row) => row.electionId === election.electionId);
+        shardsOfA = mine.length === 4 ? mine.filter((row) => row.ownerNodeId === 'sqs-a').map((row) => row.shard) : [];
+      }
+      const pool = createPool(server.url, 3, 'chaos-sqs');
+      pools.push(pool);
+      const voters = await createVoters(pool, 20_000, jwtSecret);
+
+      // The load goes to the survivor; votes of a's shards are forwarded to a.
+      const sent: Sent[] = [];
+      let stop = false;
+      const load = voteLoad(b.baseUrl, election, voters, sent, () => stop);
+      await new Promise((resolve) => setTimeout(resolve, 1_500));
+      frozen = await privatePostgresPids(pgDir);
+      signal(frozen, 'SIGSTOP');
+      await expect.poll(() => metric(a.baseUrl, 'livevote_queued_votes_total'), { timeout: 60_000, interval: 100 }).toBeGreaterThan(20);
+      const killedAtMs = Date.now();
+      a.child.kill('SIGKILL');
+      await a.exited();
+      signal(frozen, 'SIGCONT');
+      frozen = [];
+      // b is declared the owner of a's shards, stores their queued parts, recovers, serves.
+      await new Promise((resolve) => setTimeout(resolve, 15_000));
+      stop = true;
+      await load;
+      const statuses = new Map<string, number>();
+      for (const entry of sent) {
+        const key = entry.status === 200 ? '200' : `${entry.status}:${entry.reason ?? '?'}`;
+        statuses.set(key, (statuses.get(key) ?? 0) + 1);
+      }
+      console.log(`chaos spill sqs: ${sent.length} votes sent, by status ${JSON.stringify(Object.fromEntries(statuses))}; a (shards ${shardsOfA.join(',')}) killed ${Date.now() - killedAtMs} ms before the end of the load`);
+
+      await expect.poll(() => metric(b.baseUrl, 'livevote_spill_queue_batches'), { timeout: 120_000, interval: 250 }).toBe(0);
+      await expect.poll(async () => (await call(b.baseUrl, 'GET', `/api/v1/results/${election.electionId}`)).body.queuedVotes, { timeout: 120_000, interval: 250 }).toBe(0);
+      await checkStored(pool, b.baseUrl, election.electionId, sent);
+      // A voter of a's shards answered from the queue (slowly: during the freeze) cannot vote again on b.
+      const queuedVoter = sent.find((entry) => entry.status === 200 && entry.answerMs >= 900 && shardsOfA.includes(entry.voter.voterNumber % 4));
+      expect(queuedVoter, 'no vote of the killed node\'s shards was answered from the queue').toBeDefined();
+      const again = await call(b.baseUrl, 'POST', '/api/v1/votes', {
+        token: queuedVoter!.voter.token,
+        body: { electionId: election.electionId, candidateId: election.candidateIds[(queuedVoter!.candidate + 1) % 3], userId: queuedVoter!.voter.userId },
+      });
+      expect(again.status).toBe(409);
+      expect(again.body.voteId ?? again.body.error?.details?.voteId).toBe(queuedVoter!.voteId);
+    } finally {
+      sqs.server.close();
+    }
   });
 });

@@ -39,8 +39,10 @@ export interface BenchCluster {
   /** The latest process of each node id. */
   readonly nodes: Map<string, BenchNode>;
   liveNodes(): BenchNode[];
-  /** Starts (or restarts) a node; resolves once it listens. */
-  startNode(nodeId: string, az: string): Promise<BenchNode>;
+  /** Starts (or restarts) a node, with `env` over the common environment (default: its last one); resolves once it listens. */
+  startNode(nodeId: string, az: string, env?: Record<string, string>): Promise<BenchNode>;
+  /** SIGTERM (the node hands its shards off first), then waits for the exit. */
+  stopNode(nodeId: string): Promise<void>;
   /** SIGKILL, then waits for the exit. Returns the time of the kill (performance.now()). */
   killNode(nodeId: string): Promise<number>;
   view(): Promise<ClusterView>;
@@ -98,6 +100,8 @@ export async function startBenchCluster(extraEnv: Record<string, string | undefi
   // However the bench process ends (an uncaught error too), no node it started outlives it.
   process.on('exit', killAll);
   const databaseUrl = postgres.url;
+  /** Each node's environment overrides, kept for its restarts. */
+  const overridesByNode = new Map<string, Record<string, string>>();
   const ownPool = pool;
   // Patient: the bench reads the map while the box is saturated; the nodes keep their 1 s limit.
   const store = createPgClusterStore(ownPool, { statementTimeoutMs: 10_000 });
@@ -112,13 +116,20 @@ export async function startBenchCluster(extraEnv: Record<string, string | undefi
     shownEnv: Object.entries(shown).filter(([, v]) => v !== undefined).map(([k, v]) => `${k}=${v}`),
     nodes,
     liveNodes: () => [...nodes.values()].filter(isLive),
-    async startNode(nodeId, az) {
+    async startNode(nodeId, az, overrides = overridesByNode.get(nodeId) ?? {}) {
+      overridesByNode.set(nodeId, overrides);
       // Its spill queue: <data dir>/spill/<node id> by default, so a restarted node finds its own again.
-      const env = { ...baseEnv, DATABASE_URL: databaseUrl, LIVEVOTE_NODE_ID: nodeId, LIVEVOTE_AZ: az };
+      const env = { ...baseEnv, ...overrides, DATABASE_URL: databaseUrl, LIVEVOTE_NODE_ID: nodeId, LIVEVOTE_AZ: az };
       const started = await startLivevoteProcess(env, 120_000, [], { command: livevoteCommand([]) });
       const node: BenchNode = { nodeId, az, process: started, baseUrl: started.baseUrl, port: started.port, pid: started.child.pid! };
       nodes.set(nodeId, node);
       return node;
+    },
+    async stopNode(nodeId) {
+      const node = nodes.get(nodeId);
+      if (!node || !isLive(node)) return;
+      node.process.child.kill('SIGTERM');
+      await node.process.exited();
     },
     async killNode(nodeId) {
       const node = nodes.get(nodeId);
@@ -161,6 +172,18 @@ export function isSettled(view: ClusterView, nodeIds: readonly string[]): boolea
 }
 
 /** livevote_votes_routed_total by route (local | forwarded | received), summed over outcomes, and by route:outcome. */
+/** livevote_shard_recoveries_total by path (warm: from the node's own replica; cold: snapshot + tail). */
+export async function recoveryCounters(baseUrl: string): Promise<{ warm: number; cold: number; warmTailRows: number; coldTailRows: number }> {
+  const text = await (await fetch(`${baseUrl}/metrics`)).text();
+  const value = (name: string, path: string) => Number(new RegExp(`^${name}\\{path="${path}"\\} (\\S+)$`, 'm').exec(text)?.[1] ?? 0);
+  return {
+    warm: value('livevote_shard_recoveries_total', 'warm'),
+    cold: value('livevote_shard_recoveries_total', 'cold'),
+    warmTailRows: value('livevote_shard_recovery_tail_rows_total', 'warm'),
+    coldTailRows: value('livevote_shard_recovery_tail_rows_total', 'cold'),
+  };
+}
+
 export async function routedCounters(baseUrl: string): Promise<Record<string, number>> {
   const text = await (await fetch(`${baseUrl}/metrics`)).text();
   const out: Record<string, number> = {};

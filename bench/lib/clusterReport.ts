@@ -58,6 +58,28 @@ export interface KillResult {
   readonly probeAttempts: number;
   readonly probeOutcomes: Record<string, number>;
   readonly load: { readonly ok: number; readonly unavailable: number; readonly other: number };
+  /** Shards the survivors took over from their own replica (warm) or from snapshot + tail (cold), with the tail rows each read. */
+  readonly recoveries?: { readonly warm: number; readonly cold: number; readonly warmTailRows: number; readonly coldTailRows: number };
+}
+
+/** The same 3 nodes measured without replicas and with them (bench/cluster.ts, step `replication`). */
+export interface ReplicationResult {
+  readonly replicas: number;
+  readonly without: ThroughputRun;
+  readonly with: ThroughputRun;
+  /** Node CPU per vote (net of idle) with replicas less without. */
+  readonly cpuUsPerVoteAdded: number;
+  /** Samples of GET /api/v1/admin/cluster on node-1 during the run with replicas, every replica of every shard. */
+  readonly lag: {
+    readonly samples: number;
+    readonly replicaEntries: number;
+    /** Share of replica entries whose replica reported itself live (applying the stream, not catching up). */
+    readonly liveShare: number;
+    /** The owner's published votes less the replica's at its last report (reports every 500 ms, counts every 100 ms). */
+    readonly votesBehind: Stat;
+    /** votesBehind over the shard's share of the run's votes/s: about how far behind in time. */
+    readonly approxMsBehind: Stat;
+  };
 }
 
 export interface Stat {
@@ -67,6 +89,8 @@ export interface Stat {
 }
 
 export interface FailoverResult {
+  /** LIVEVOTE_REPLICAS of the nodes during the kills (0: every takeover cold). */
+  readonly replicas?: number;
   readonly kills: readonly KillResult[];
   readonly probeIntervalMs: number;
   readonly shardSamples: number;
@@ -92,6 +116,7 @@ export interface ClusterResults {
   readonly nodeEnv: readonly string[];
   readonly throughput: ThroughputRun[];
   failover?: FailoverResult;
+  replication?: ReplicationResult;
   totalS: number;
 }
 
@@ -184,11 +209,35 @@ export function renderClusterSection(r: ClusterResults): string {
     }
     lines.push('');
   }
+  const rep = r.replication;
+  if (rep) {
+    lines.push(`### Replication: cost and lag (LIVEVOTE_REPLICAS=${rep.replicas})`, '');
+    lines.push(
+      `The same three nodes, votes spread over all of them as above: first without replicas (LIVEVOTE_REPLICAS=0), then restarted one by one`,
+      `(SIGTERM, hand-off) with ${rep.replicas} replica per shard in another AZ. Every committed batch is streamed to the shard's replica over the links.`,
+      '',
+      '| run | votes/s | p99 ms (worst wrk) | CPU µs/vote: nodes (net of idle) | Postgres | stored vs 200s |',
+      '|---|---|---|---|---|---|',
+    );
+    for (const run of [rep.without, rep.with]) {
+      lines.push(`| ${run.label} | ${fmt(run.votesPerS)} | ${run.latencyMsP99Max} | ${run.cpuUsPerVote.nodes} (${run.cpuUsPerVote.nodesNet}) | ${run.cpuUsPerVote.postgres} | ${run.countOk ? `${fmt(run.stored)} = ${fmt(run.ok)}${run.stored > run.ok ? ' + 503s stored' : ''}` : `**FAILED**: ${run.countProblems.join('; ')}`} |`);
+    }
+    const l = rep.lag;
+    lines.push(
+      '',
+      `- **Cost of replication**: ${rep.cpuUsPerVoteAdded >= 0 ? '+' : ''}${rep.cpuUsPerVoteAdded} µs of node CPU per vote (net of idle) against the run without replicas, on the same box minutes apart (run-to-run noise ±10-20%).`,
+      `- **Lag under that load** (${l.samples} samples of \`GET /api/v1/admin/cluster\` on node-1, ${fmt(l.replicaEntries)} replica entries): ${(l.liveShare * 100).toFixed(1)}% live (applying the stream); votes behind p50 ${l.votesBehind.p50}, p99 ${l.votesBehind.p99}, max ${l.votesBehind.max}; ` +
+        `about ${l.approxMsBehind.p50} / ${l.approxMsBehind.p99} / ${l.approxMsBehind.max} ms behind at the shard's rate. The figure is an upper bound: it compares the owner's counts as published (every 100 ms) with the replica's as reported (every 500 ms).`,
+      '',
+      `Commands: \`${rep.without.commands[0]}\` (+${rep.without.commands.length - 1} alike), the same for the run with replicas.`,
+      '',
+    );
+  }
   const f = r.failover;
   if (f) {
     lines.push('### Failover: kill -9 of an owner under load', '');
     lines.push(
-      `Three nodes in AZs a, b, c; a steady load (${8} workers, ≤ 1 vote each per 8 ms) through the two that stay up; \`kill -9\` of one owner,`,
+      `Three nodes in AZs a, b, c, ${f.replicas ? `${f.replicas} warm replica per shard in another AZ (LIVEVOTE_REPLICAS=${f.replicas})` : 'no replicas (every takeover cold: snapshot + tail from Postgres)'}; a steady load (${8} workers, ≤ 1 vote each per 8 ms) through the two that stay up; \`kill -9\` of one owner,`,
       `${f.kills.length} times (node-1, node-2, node-3 in turn, each restarted and the map at rest before the next kill). For every shard the killed node`,
       `owned, of every election, probes with fresh voters of that shard go through the survivors every ${f.probeIntervalMs} ms (503 → the next voter)`,
       `until one is accepted; kill → that answer is the shard's failover time. ${f.shardSamples} shard failovers measured.`,
@@ -203,12 +252,13 @@ export function renderClusterSection(r: ClusterResults): string {
       `Votes: ${fmt(f.acknowledged)} acknowledged (load and probes), every one stored with its candidate: ${f.countOk ? 'yes' : `**NO**: ${f.countProblems.join('; ')}`}; ` +
         `${fmt(f.storedUnacknowledged)} stored that were not acknowledged (${Object.entries(f.storedUnacknowledgedAnswers).map(([k, v]) => `${v} × ${k}`).join(', ') || 'none'}; allowed when the owner died between its commit and its answer: never a false \`accepted\`, and a retry gets the original); tallies on every node = count(*): ${f.countOk ? 'yes' : 'see above'}.`,
       '',
-      '| kill | node | coordinator | shards | declared dead ms | reassigned ms | first accepted ms (min–max) | all served ms | load: ok / 503 / other |',
-      '|---|---|---|---|---|---|---|---|---|',
+      '| kill | node | coordinator | shards | declared dead ms | reassigned ms | first accepted ms (min–max) | all served ms | taken over warm / cold (tail rows read) | load: ok / 503 / other |',
+      '|---|---|---|---|---|---|---|---|---|---|',
     );
     for (const k of f.kills) {
       const served = k.perShardMs.filter((ms): ms is number => ms !== null);
-      lines.push(`| ${k.kill} | ${k.victim} (${k.az}) | ${k.victimWasCoordinator ? 'yes' : ''} | ${k.shardsOwned} | ${k.declaredDeadMs ?? '–'} | ${k.reassignedMs ?? '–'} | ${served.length > 0 ? `${Math.min(...served)}–${Math.max(...served)}` : '–'} | ${k.allServedMs ?? '**not all**'} | ${k.load.ok} / ${k.load.unavailable} / ${k.load.other} |`);
+      const taken = k.recoveries ? `${k.recoveries.warm} / ${k.recoveries.cold} (${fmt(k.recoveries.warmTailRows)} / ${fmt(k.recoveries.coldTailRows)})` : '–';
+      lines.push(`| ${k.kill} | ${k.victim} (${k.az}) | ${k.victimWasCoordinator ? 'yes' : ''} | ${k.shardsOwned} | ${k.declaredDeadMs ?? '–'} | ${k.reassignedMs ?? '–'} | ${served.length > 0 ? `${Math.min(...served)}–${Math.max(...served)}` : '–'} | ${k.allServedMs ?? '**not all**'} | ${taken} | ${k.load.ok} / ${k.load.unavailable} / ${k.load.other} |`);
     }
     lines.push('');
   }
@@ -260,6 +310,8 @@ export async function writeClusterResults(r: ClusterResults, dir: string): Promi
     forwarded_vote_cpu_ratio: cost?.split?.ratio ?? null,
     failover_first_accepted_ms: r.failover?.firstAcceptedMs ?? null,
     failover_all_served_ms: r.failover?.allServedMs ?? null,
+    replication_cpu_us_per_vote_added: r.replication?.cpuUsPerVoteAdded ?? null,
+    replication_votes_behind: r.replication?.lag.votesBehind ?? null,
     counts_ok: r.throughput.every((t) => t.countOk) && (r.failover?.countOk ?? true),
     forward_cost: cost ?? null,
     details: r,
@@ -268,7 +320,8 @@ export async function writeClusterResults(r: ClusterResults, dir: string): Promi
   const lines: string[] = [];
   for (const t of r.throughput) lines.push(`${t.label}: ${t.votesPerS} votes/s, forwarded ${(t.forwardedShare * 100).toFixed(1)}%, count ${t.countOk ? 'ok' : 'FAILED'}`);
   if (cost?.split) lines.push(`forwarded vote: ${cost.split.forwardedUs} µs (sender ${cost.split.senderUs} + owner ${cost.split.ownerUs}) = ${cost.split.ratio}× a local vote (${cost.localUs} µs); target ≤ 1.2×`);
+  if (r.replication) lines.push(`replication: ${r.replication.cpuUsPerVoteAdded >= 0 ? "+" : ""}${r.replication.cpuUsPerVoteAdded} µs/vote; votes behind p50 ${r.replication.lag.votesBehind.p50} p99 ${r.replication.lag.votesBehind.p99}; ${(r.replication.lag.liveShare * 100).toFixed(1)}% live`);
   if (r.failover) lines.push(`failover: kill → first accepted vote per shard p50 ${r.failover.firstAcceptedMs.p50} ms, p99 ${r.failover.firstAcceptedMs.p99} ms, max ${r.failover.firstAcceptedMs.max} ms over ${r.failover.shardSamples} shards; all served p99 ${r.failover.allServedMs.p99} ms; counts ${r.failover.countOk ? 'ok' : 'FAILED'}`);
-  const failed = !(r.throughput.every((t) => t.countOk) && (r.failover?.countOk ?? true));
+  const failed = !(r.throughput.every((t) => t.countOk) && (r.failover?.countOk ?? true) && (r.replication?.with.countOk ?? true));
   return { failed, lines };
 }

@@ -66,6 +66,10 @@ function render(results) {
   if (results.type !== 'results' || results.electionId !== state.electionId) return;
   $('title').textContent = results.title + (results.status === 'closed' ? ' — final' : '');
   $('total').textContent = results.totalVotes.toLocaleString();
+  // Votes accepted while the database was slow wait in the spill queue: durable, not counted yet.
+  const queued = results.queuedVotes ?? 0;
+  $('queued').classList.toggle('hidden', queued === 0);
+  $('queued').textContent = queued === 0 ? '' : '+ ' + queued.toLocaleString() + ' accepted votes queued, not counted yet: the tally is incomplete';
   const bars = $('bars');
   const top = Math.max(1, ...results.candidates.map((c) => c.votes));
   for (const candidate of results.candidates) {
