@@ -2,7 +2,8 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { createMemoryAdapters, MemoryJournal, type MemoryAdapters } from './memoryAdapters.ts';
 import type { JournalBatch, JournalCommitResult, SnapshotStore } from './ports.ts';
 import type { VoteOutcome } from './shard.ts';
-import { createUuidV7Generator, createVoteNode, type VoteNode, type VoteNodeConfig } from './voteNode.ts';
+import { PagedBitmap } from './bitmap.ts';
+import { createUuidV7Generator, createVoteNode, type CommittedShardBatch, type VoteNode, type VoteNodeConfig } from './voteNode.ts';
 
 /** A journal whose commits wait until the test releases them. */
 class GatedJournal extends MemoryJournal {
@@ -291,5 +292,40 @@ describe('vote ids', () => {
     expect(b > a).toBe(true);
     const many = new Set(Array.from({ length: 5000 }, next));
     expect(many.size).toBe(5000);
+  });
+});
+
+describe('VoteNode replication hooks', () => {
+  it('onBatchCommitted reports each shard\'s stored rows with a watermark; a node recovering from that as a base reads only the votes after it', async () => {
+    const adapters = createMemoryAdapters();
+    for (let shard = 0; shard < 2; shard++) adapters.store.setLeaseEpoch({ electionId, shard }, 1);
+    const reported: CommittedShardBatch[] = [];
+    const owner = createVoteNode({
+      journal: adapters.journal, snapshots: adapters.snapshots, storedVotes: adapters.storedVotes, batchIds: adapters.batchIds,
+      config: { flushIntervalMs: 1, resultsPublishIntervalMs: 5 }, onBatchCommitted: (batch) => reported.push(batch),
+    });
+    nodes.push(owner);
+    await owner.hostShards({ electionId, shardCount: 2, candidateCount: 3, shards: [{ shard: 0, epoch: 1 }, { shard: 1, epoch: 1 }] });
+    for (let voter = 0; voter < 6; voter++) expect((await castAndWait(owner, voter, voter % 3)).kind).toBe('accepted');
+    const shard0 = reported.filter((b) => b.key.shard === 0);
+    expect(shard0.flatMap((b) => b.voterNumbers).sort()).toEqual([0, 2, 4]);
+    expect(shard0.every((b) => b.epoch === 1 && b.watermarkBatchId < b.batchId + 1000)).toBe(true);
+    // A replica's state, built from the reports alone (as cluster/replicas.ts does), as a base.
+    const last = shard0[shard0.length - 1]!;
+    const bitmap = new PagedBitmap();
+    const tallies = [0, 0, 0];
+    for (const b of shard0) b.voterNumbers.forEach((v, i) => { if (bitmap.set(Math.floor(v / 2))) tallies[b.candidateIndexes[i]!]!++; });
+    const base = { electionId, shard: 0, epoch: 1, watermarkBatchId: last.watermarkBatchId, tallies, voterSlots: bitmap.voterSlots(), bitmap: bitmap.exportBytes(), takenAtMs: 0 };
+    // One more vote the replica never heard of.
+    expect((await castAndWait(owner, 8, 2)).kind).toBe('accepted');
+    await owner.close();
+    adapters.store.setLeaseEpoch({ electionId, shard: 0 }, 2);
+    const promoted = createVoteNode({ journal: adapters.journal, snapshots: adapters.snapshots, storedVotes: adapters.storedVotes, batchIds: adapters.batchIds });
+    nodes.push(promoted);
+    const recoveries = await promoted.hostShards({ electionId, shardCount: 2, candidateCount: 3, shards: [{ shard: 0, epoch: 2, base }] });
+    expect(recoveries).toEqual([{ shard: 0, source: 'replica', watermarkBatchId: last.watermarkBatchId, tailRows: expect.any(Number) }]);
+    expect(recoveries[0]!.tailRows).toBeGreaterThanOrEqual(1); // the vote of voter 8 at least
+    expect(recoveries[0]!.tailRows).toBeLessThan(4);
+    expect(promoted.shardTallies(electionId)[0]!.counts).toEqual([1, 1, 2]); // voters 0, 2→c2, 4→c1, 8→c2
   });
 });

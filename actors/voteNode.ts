@@ -328,6 +328,12 @@ interface ShardCell {
   snapshotInProgress: boolean;
   /** Counters at the last snapshot; equal means nothing committed since. */
   snapshotMark: number;
+  /**
+   * The safe watermark streamed to replicas, recomputed at most every replicaWatermarkRefreshMs:
+   * it walks every pending vote, and an older value stays true (only more conservative).
+   */
+  replicaWatermarkBatchId: number;
+  replicaWatermarkAtMs: number;
 }
 
 interface ElectionCell {
@@ -345,6 +351,9 @@ const invalidVoterOutcome: VoteOutcome = Object.freeze({ kind: 'invalid_vote', r
 const invalidCandidateOutcome: VoteOutcome = Object.freeze({ kind: 'invalid_vote', reason: 'candidate_index_invalid' });
 
 const silentLogger: VoteNodeLogger = { info() {}, warn() {}, error() {} };
+
+/** How stale the watermark streamed to replicas may be (see ShardCell.replicaWatermarkBatchId). */
+const replicaWatermarkRefreshMs = 50;
 
 export function createVoteNode(deps: VoteNodeDeps): VoteNode {
   const config: VoteNodeConfig = { ...voteNodeConfigDefault, ...deps.config };
@@ -470,10 +479,14 @@ export function createVoteNode(deps: VoteNodeDeps): VoteNode {
       candidateIndexes.push(row.candidateIndex);
     }
     if (voterNumbers.length === 0) return;
+    const nowMs = now();
+    if (nowMs - cell.replicaWatermarkAtMs >= replicaWatermarkRefreshMs) {
+      cell.replicaWatermarkBatchId = safeWatermarkBatchId(cell.state, batchIds.lastAssigned());
+      cell.replicaWatermarkAtMs = nowMs;
+    }
     try {
       deps.onBatchCommitted!({
-        key: cell.key, epoch: cell.state.epoch, batchId: msg.batchId, voterNumbers, candidateIndexes,
-        watermarkBatchId: safeWatermarkBatchId(cell.state, batchIds.lastAssigned()),
+        key: cell.key, epoch: cell.state.epoch, batchId: msg.batchId, voterNumbers, candidateIndexes, watermarkBatchId: cell.replicaWatermarkBatchId,
       });
     } catch (error) {
       logger.error({ err: error, shard: cell.key }, 'onBatchCommitted listener threw');
@@ -903,6 +916,8 @@ export function createVoteNode(deps: VoteNodeDeps): VoteNode {
           inMailbox: 0,
           snapshotInProgress: false,
           snapshotMark: changeMark(state),
+          replicaWatermarkBatchId: 0,
+          replicaWatermarkAtMs: -Infinity,
         };
         cell.ref = spawn(
           system,

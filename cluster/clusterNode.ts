@@ -150,7 +150,8 @@ export async function createClusterNode(deps: ClusterNodeDeps): Promise<ClusterN
     journal: deps.wrapJournal ? deps.wrapJournal(journal) : journal,
     spill: deps.spillQueue ? { queue: spillGuard.wrap(deps.spillQueue), store: journal } : undefined,
     snapshots,
-    onBatchCommitted: (batch) => replication?.streamer.onBatchCommitted(batch),
+    // Only with replication on: the hook costs a copy of each committed batch's rows.
+    onBatchCommitted: (settings.replicas ?? 0) > 0 ? (batch) => replication?.streamer.onBatchCommitted(batch) : undefined,
     storedVotes: createPgStoredVoteReader(pool),
     batchIds: await createPgBatchIdSource({ pool }),
     logger: deps.log.child({ component: 'vote-node' }),
@@ -217,7 +218,10 @@ export async function createClusterNode(deps: ClusterNodeDeps): Promise<ClusterN
     log: deps.log.child({ component: 'links' }),
     onRequest: (_from, message, answer) => router.castForwarded(message, (outcome) => answer({ t: 'outcome', outcome })),
     onEvent: (_from, event) => {
-      if (event.t === 'tallies') results.applyTallies(event);
+      if (event.t === 'tallies') {
+        results.applyTallies(event);
+        replication?.replicas.ownerEpochSeen(event.electionId, event.shard, event.epoch);
+      }
       else if (event.t === 'map') void membership.refreshView().catch(() => undefined);
       else if (event.t === 'released') shardHost.holderReleased();
       else if (event.t === 'replicate' || event.t === 'replicas') replication?.onEvent(_from, event);

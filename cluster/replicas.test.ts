@@ -122,6 +122,8 @@ describe('replica apply', () => {
     store.add(b);
     const effects = stepReplica(state, { kind: 'BatchReceived', batch: b, nowMs: 0 });
     expect(effects).toEqual([{ kind: 'StartCatchUp', catchUpId: 2, full: true, afterBatchId: 0 }]);
+    // Until that catch-up loads there is nothing a promotion may restore: the old base's watermark would skip batch 20.
+    expect(replicaSnapshot(state, 0)).toBeNull();
     catchUp(state, effects, store);
     expect(state.epoch).toBe(2);
     expect(replicaVotes(state)).toBe(3);

@@ -60,7 +60,7 @@ export interface ReplicaShardState {
   /** Epoch of the owner being followed. */
   epoch: number;
   phase: ReplicaPhase;
-  /** Null until the first full catch-up loads: nothing to restore from yet. */
+  /** Null until a full catch-up of the current epoch loads: nothing a promotion may restore from yet. */
   base: ReplicaBase | null;
   /** Next seq to apply (live). */
   nextSeq: number;
@@ -163,6 +163,7 @@ export function stepReplica(state: ReplicaShardState, msg: ReplicaMsg): ReplicaE
       // Nothing of this epoch seen: whatever the owner sent before the read is in it; a later
       // batch that is not seq 1 shows as a gap and is caught up then.
       state.epoch = msg.epoch;
+      state.base = null; // its watermark belongs to the old epoch: not a base a promotion may use
       state.highestSeq = 0;
       state.buffer = [];
       state.bufferedRows = 0;
@@ -206,8 +207,10 @@ function batchReceived(state: ReplicaShardState, batch: ReplicaBatch, nowMs: num
     return [];
   }
   if (batch.epoch > state.epoch) {
-    // A new owner: nothing of the old epoch's watermark carries over.
+    // A new owner: nothing of the old epoch's watermark carries over, so neither does the base
+    // (a promotion meanwhile recovers cold rather than trust it).
     state.epoch = batch.epoch;
+    state.base = null;
     state.highestSeq = batch.seq;
     state.buffer = [batch];
     state.bufferedRows = batch.voterNumbers.length;

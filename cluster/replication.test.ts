@@ -123,3 +123,23 @@ describe('ReplicaSet', () => {
     expect(set.report()).toEqual([]);
   });
 });
+
+describe('ReplicaSet priming', () => {
+  it('an owner\'s tallies under a newer epoch make an idle shard\'s replica catch up', async () => {
+    const reads: number[] = [];
+    const set = new ReplicaSet({
+      nodeId: 'n2',
+      snapshots: { readLatestSnapshot: async () => null, readVotesAfter: async (_key, after) => { reads.push(after); } },
+      dimensions: () => ({ shardCount: 4, candidateCount: 2 }), log: { info() {}, warn() {} }, bufferRowsMax: 10, catchUpsInFlightMax: 1, catchUpRetryMs: 10,
+    });
+    // The map names n2 replica, but the owner does not hold the lease yet: nothing to follow.
+    set.applyView({ ...view([{ shard: 1, ownerNodeId: 'n1', replicaNodeIds: ['n2'] }]), readAtMs: 10 });
+    expect(set.report()).toEqual([expect.objectContaining({ shard: 1, epoch: 0, phase: 'catching_up' })]);
+    set.ownerEpochSeen(electionId, 1, 3);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(set.report()).toEqual([expect.objectContaining({ shard: 1, epoch: 3, phase: 'live' })]);
+    expect(reads).toEqual([0]);
+    set.ownerEpochSeen(electionId, 1, 2); // an older owner's late publication: nothing
+    expect(reads).toEqual([0]);
+  });
+});

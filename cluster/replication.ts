@@ -189,6 +189,15 @@ export class ReplicaSet {
   }
 
   /**
+   * The owner published the shard's counts under this epoch (a `tallies` event, at least every
+   * second): an idle shard's replica catches up now rather than at the owner's first batch.
+   */
+  ownerEpochSeen(electionId: string, shard: number, epoch: number): void {
+    const state = this.shards.get(shardKeyOf(electionId, shard));
+    if (state !== undefined && epoch > state.epoch) this.step(state, { kind: 'OwnerEpochSeen', epoch });
+  }
+
+  /**
    * For the shard host, after it took the lease under `epoch`: this node's replica state as a
    * snapshot, when it followed the owner of epoch - 1 (no other owner came between). The state
    * leaves the set either way: the shard is served here now.

@@ -179,8 +179,13 @@ function renderShards(cluster) {
       cell.title = 'epoch ' + shard.epoch + (shard.pinned ? ' · pinned by an operator' : '') + ' · click to move it';
       cell.appendChild(element('div', 'n', '#' + shard.shard + (shard.pinned ? ' 📌' : '')));
       cell.appendChild(element('div', 'owner', shard.ownerNodeId));
-      // Replicas in other AZs, once the cluster keeps them (the view lists them when it does).
-      if (Array.isArray(shard.replicaNodeIds) && shard.replicaNodeIds.length > 0) cell.appendChild(element('div', 'replicas', '+ ' + shard.replicaNodeIds.join(', ')));
+      // Replicas in other AZs, with their lag in the tooltip (phase, votes behind the owner).
+      if (Array.isArray(shard.replicaNodeIds) && shard.replicaNodeIds.length > 0) {
+        cell.appendChild(element('div', 'replicas', '+ ' + shard.replicaNodeIds.join(', ')));
+        for (const r of shard.replicas || []) {
+          cell.title += ' · replica ' + r.nodeId + ': ' + r.phase + (r.votesBehind === null ? '' : ', ' + r.votesBehind + ' votes behind');
+        }
+      }
       if (shard.leaseNodeId !== null && shard.leaseNodeId !== shard.ownerNodeId) cell.appendChild(element('div', 'moving', 'from ' + shard.leaseNodeId));
       cell.addEventListener('click', () => selectShard(electionId, shard.shard));
       grid.appendChild(cell);
