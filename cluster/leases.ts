@@ -17,7 +17,6 @@
 import type { Pool } from '../persistence/db.ts';
 import {
   acquireLeases,
-  handOverLease,
   leaseTtlMsMax,
   leaseTtlMsMin,
   releaseLeases,
@@ -218,7 +217,5 @@ export function createPgShardLeases(pool: Pool, options: { nodeId: string; lease
       if (leases.length === 0) return;
       await releaseLeases(pool, { electionId, nodeId, leases });
     },
-    handOver: (electionId, lease, toNodeId) =>
-      handOverLease(pool, { electionId, shard: lease.shard, fromNodeId: nodeId, epoch: lease.epoch, toNodeId, leaseTtlMs }),
   };
 }
