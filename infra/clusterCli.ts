@@ -250,7 +250,10 @@ export async function runOperationCommand(
   return operation.status === 'done' ? exitOperationDone : exitOperationFailed;
 }
 
-const mainScript = path.join(path.dirname(fileURLToPath(import.meta.url)), 'main.ts');
+// The node entry point beside this file, with this file's extension: main.ts when run through tsx,
+// main.js in the production build (dist/ has no .ts files: a fixed main.ts started no node there).
+const thisFile = fileURLToPath(import.meta.url);
+const mainScript = path.join(path.dirname(thisFile), `main${path.extname(thisFile)}`);
 
 /**
  * Starts the nodes and resolves when they have all stopped (after SIGINT/SIGTERM, or each on its

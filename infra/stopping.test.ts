@@ -5,8 +5,10 @@
 // - Ctrl-C in a terminal: SIGINT to the whole process group. Postgres must not get it too (it
 //   would end the node's sessions under it, logged as stack traces), the node stops it in order.
 // - The production build (`npm run build`, `node dist/infra/main.js`): starts without npm and
-//   without compiling TypeScript, finds its migrations and dashboard page, stops on SIGTERM.
+//   without compiling TypeScript, finds its migrations and dashboard page, stops on SIGTERM. Its
+//   cluster launcher (`node dist/infra/cli.js cluster`) starts its nodes from the build too.
 import { execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
@@ -63,6 +65,32 @@ async function expectAllGone(started: LivevoteProcess, pgPid: number): Promise<v
   expect(started.output()).not.toContain('administrator command');
 }
 
+/** `npm run build` into a dir of its own, made once for the tests that need it. */
+async function productionBuild(): Promise<string> {
+  if (buildDir !== undefined) return buildDir;
+  // Inside the repository (node_modules is found from it), so a second test run beside this one
+  // never sees a half-written build.
+  await mkdir(path.join(root, 'tmp'), { recursive: true });
+  const dir = await mkdtemp(path.join(root, 'tmp', 'build-'));
+  buildDir = dir;
+  await new Promise<void>((resolve, reject) => {
+    execFile(process.execPath, [path.join(root, 'infra/build.mjs'), '--out-dir', dir], { cwd: root, timeout: 600_000 }, (error, _stdout, stderr) => {
+      if (error) reject(new Error(`build failed: ${stderr}`)); else resolve();
+    });
+  });
+  return dir;
+}
+
+/** A port nothing listens on now (the launcher maps PORT=0 to 8080, so it needs a real one). */
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer().once('error', reject).listen(0, '127.0.0.1', () => {
+      const port = (server.address() as net.AddressInfo).port;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
 describe('stopping livevote', () => {
   it('npm start: SIGTERM to the npm process stops node and its embedded Postgres', async () => {
     const started = await startLivevoteProcess(embeddedEnv(), undefined, [], { command: ['npm', 'start', '--silent'], detached: true });
@@ -89,15 +117,7 @@ describe('stopping livevote', () => {
   }, 600_000);
 
   it('the production build runs as plain JavaScript without npm and stops on SIGTERM', async () => {
-    // A build dir of its own inside the repository (node_modules is found from it), so a second
-    // test run beside this one never sees a half-written build.
-    await mkdir(path.join(root, 'tmp'), { recursive: true });
-    buildDir = await mkdtemp(path.join(root, 'tmp', 'build-'));
-    await new Promise<void>((resolve, reject) => {
-      execFile(process.execPath, [path.join(root, 'infra/build.mjs'), '--out-dir', buildDir!], { cwd: root, timeout: 600_000 }, (error, _stdout, stderr) => {
-        if (error) reject(new Error(`build failed: ${stderr}`)); else resolve();
-      });
-    });
+    const buildDir = await productionBuild();
     const started = await startLivevoteProcess(embeddedEnv(), undefined, [], { command: [process.execPath, path.join(buildDir, 'infra/main.js')] });
     const pgPid = postmasterPid(started);
     expect((await call(started.baseUrl, 'GET', '/readyz')).body.status).toBe('ready');
@@ -109,5 +129,22 @@ describe('stopping livevote', () => {
     started.child.kill('SIGTERM');
     expect(await started.exited()).toBe(0);
     await expectAllGone(started, pgPid);
+  }, 900_000);
+
+  it("the production build's cluster launcher starts its nodes from the build and stops them on SIGTERM", async () => {
+    const buildDir = await productionBuild();
+    const port = await freePort();
+    const started = await startLivevoteProcess({ ...embeddedEnv(), PORT: String(port) }, undefined, [], {
+      command: [process.execPath, path.join(buildDir, 'infra/cli.js'), 'cluster', '--nodes', '1', '--azs', 'a'],
+    });
+    expect(started.port).toBe(port);
+    expect((await call(started.baseUrl, 'GET', '/readyz')).body.status).toBe('ready');
+    expect(started.output()).toMatch(/node-1\s+az a\s+http:\/\/127\.0\.0\.1:\d+\s+pid \d+/);
+    started.child.kill('SIGTERM');
+    expect(await started.exited()).toBe(0);
+    await expect.poll(() => portAnswers(port), { timeout: generousMs, interval: 100 }).toBe(false);
+    // The launcher stops the embedded Postgres it started last; a stopped server leaves no pid file.
+    expect(existsSync(path.join(dataDir, 'postgres', 'postmaster.pid'))).toBe(false);
+    expect(warnings(started.output())).toEqual([]);
   }, 900_000);
 });
