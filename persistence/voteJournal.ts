@@ -324,18 +324,20 @@ export class PgJournal implements Journal, SpilledBatchStore {
               return row.outcome === 'abandoned' ? { kind: 'abandoned' } : { kind: 'already_stored' };
             }
           }
-          // The fence: our leases, locked until COMMIT, so a takeover waits for this transaction.
-          const leases = candidates.length === 0 ? [] : (await client.query<{ election_id: string; shard: number; epoch: string; owner_node: string }>({
+          // The fence (our leases, locked until COMMIT, so a takeover waits for this transaction)
+          // and the parts stored before, in one round trip.
+          const fence = await client.query<{ leases: { election_id: string; shard: number; epoch: number; owner_node: string }[]; drained: { election_id: string; shard: number }[] }>({
             name: 'livevote_drain_fence',
-            text: `SELECT l.election_id, l.shard, l.epoch, l.owner_node FROM shard_leases l
-                    WHERE (l.election_id, l.shard) IN (SELECT * FROM unnest($1::uuid[], $2::integer[]))
-                    ORDER BY l.election_id, l.shard FOR SHARE`,
-            values: [candidates.map((k) => k.key.electionId), candidates.map((k) => k.key.shard)],
-          })).rows;
-          const drained = await client.query<{ election_id: string; shard: number }>({
-            name: 'livevote_drain_parts', text: 'SELECT election_id, shard FROM spill_drained_shards WHERE batch_id = $1', values: [batch.batchId],
+            text: `WITH locked AS MATERIALIZED (
+                     SELECT l.election_id, l.shard, l.epoch, l.owner_node FROM shard_leases l
+                      WHERE (l.election_id, l.shard) IN (SELECT * FROM unnest($1::uuid[], $2::integer[]))
+                      ORDER BY l.election_id, l.shard FOR SHARE)
+                   SELECT coalesce((SELECT json_agg(json_build_object('election_id', election_id, 'shard', shard, 'epoch', epoch, 'owner_node', owner_node)) FROM locked), '[]') AS leases,
+                          coalesce((SELECT json_agg(json_build_object('election_id', election_id, 'shard', shard)) FROM spill_drained_shards WHERE batch_id = $3), '[]') AS drained`,
+            values: [candidates.map((k) => k.key.electionId), candidates.map((k) => k.key.shard), batch.batchId],
           });
-          const drainedKeys = new Set(drained.rows.map((r) => shardKeyString({ electionId: r.election_id, shard: r.shard })));
+          const leases = fence.rows[0]?.leases ?? [];
+          const drainedKeys = new Set((fence.rows[0]?.drained ?? []).map((r) => shardKeyString({ electionId: r.election_id, shard: r.shard })));
           const leaseByKey = new Map(leases.map((l) => [shardKeyString({ electionId: l.election_id, shard: l.shard }), l]));
           const storing: FenceKey[] = [];
           const fenced: ShardKey[] = [];
@@ -353,24 +355,13 @@ export class PgJournal implements Journal, SpilledBatchStore {
           }
           const storingKeys = new Set(storing.map((k) => lowerKey(k.key)));
           const rows = batch.rows.filter((r) => storingKeys.has(lowerKey(r)));
+          const rowsByKey = new Map<string, number>();
+          for (const r of rows) rowsByKey.set(lowerKey(r), (rowsByKey.get(lowerKey(r)) ?? 0) + 1);
           const answer = await client.query<{ stored_rows: number; conflict_positions: number[] }>({
             name: 'livevote_drain_store',
             text: drainStoreText,
-            values: drainColumns({ batchId: batch.batchId, rows }),
-          });
-          const result = answer.rows[0];
-          if (result === undefined) throw new Error('the drain statement returned no row');
-          const rowsByKey = new Map<string, number>();
-          for (const r of rows) rowsByKey.set(lowerKey(r), (rowsByKey.get(lowerKey(r)) ?? 0) + 1);
-          await client.query({
-            name: 'livevote_drain_record_parts',
-            text: `WITH parts AS (
-                     INSERT INTO spill_drained_shards (batch_id, election_id, shard, epoch, node_id, row_count)
-                     SELECT $1, * FROM unnest($2::uuid[], $3::integer[], $4::bigint[], $5::text[], $6::integer[])
-                     RETURNING 1)
-                   UPDATE vote_batches SET shards_to_drain = shards_to_drain - (SELECT count(*) FROM parts) WHERE batch_id = $1`,
             values: [
-              batch.batchId,
+              ...drainColumns({ batchId: batch.batchId, rows }),
               storing.map((k) => k.key.electionId),
               storing.map((k) => k.key.shard),
               storing.map((k) => heldEpochs.get(lowerKey(k.key))),
@@ -378,6 +369,8 @@ export class PgJournal implements Journal, SpilledBatchStore {
               storing.map((k) => rowsByKey.get(lowerKey(k.key)) ?? 0),
             ],
           });
+          const result = answer.rows[0];
+          if (result === undefined) throw new Error('the drain statement returned no row');
           await client.query('COMMIT');
           const conflicts: JournalConflict[] = result.conflict_positions.map((p) => {
             const row = rows[p - 1]!;
@@ -479,7 +472,8 @@ export class PgJournal implements Journal, SpilledBatchStore {
   }
 }
 
-// $1 batch id, $2..$8 the rows as columns. Conflicts are voters stored with another vote id:
+// $1 batch id, $2..$8 the rows as columns, $9..$13 the parts stored (election, shard, epoch, node,
+// rows): recorded in spill_drained_shards in the same statement. Conflicts are voters stored with another vote id:
 // a row stored before with the same vote id (the original commit of this very batch) is no conflict.
 const drainStoreText = `
   WITH input AS (
@@ -492,9 +486,14 @@ const drainStoreText = `
          ON CONFLICT (election_id, voter_number) DO NOTHING
          RETURNING election_id, shard, epoch, voter_number, candidate_index, vote_id, accepted_at),
        ${auditAppendCtes('stored', '$1::bigint')},
+       parts AS (
+         INSERT INTO spill_drained_shards (batch_id, election_id, shard, epoch, node_id, row_count)
+         SELECT $1, * FROM unnest($9::uuid[], $10::integer[], $11::bigint[], $12::text[], $13::integer[])
+         RETURNING 1),
        counted AS (
          UPDATE vote_batches SET row_count = row_count + (SELECT count(*) FROM stored),
-                                 conflict_count = conflict_count + cardinality($3::bigint[]) - (SELECT count(*) FROM stored)
+                                 conflict_count = conflict_count + cardinality($3::bigint[]) - (SELECT count(*) FROM stored),
+                                 shards_to_drain = shards_to_drain - (SELECT count(*) FROM parts)
           WHERE batch_id = $1 RETURNING 1)
   SELECT (SELECT count(*) FROM stored)::integer AS stored_rows,
          (SELECT coalesce(array_agg(i.position), '{}') FROM input i JOIN votes v
