@@ -35,8 +35,9 @@ export function parseLaunchOptions(args: readonly string[]): LaunchOptions {
   let nodes = 3;
   let azs = ['a', 'b', 'c'];
   for (let i = 0; i < args.length; i++) {
-    const flag = args[i];
+    const flag = args[i]!;
     const value = args[i + 1];
+    if ((flag === '--nodes' || flag === '--azs') && value === undefined) throw new Error(`${flag} needs a value`);
     if (flag === '--nodes' && value !== undefined) {
       nodes = Number(value);
       if (!(Number.isInteger(nodes) && nodes >= 1 && nodes <= nodesMax)) throw new Error(`--nodes must be 1..${nodesMax}, got ${value}`);
@@ -45,6 +46,9 @@ export function parseLaunchOptions(args: readonly string[]): LaunchOptions {
       azs = value.split(',').map((az) => az.trim()).filter((az) => az !== '');
       if (azs.length === 0 || azs.some((az) => !/^[a-z0-9-]{1,40}$/.test(az))) throw new Error(`--azs must be a comma-separated list of a-z, 0-9, -: ${value}`);
       i++;
+    } else if (i === 0 && !flag.startsWith('-')) {
+      // `cluster stauts`: a mistyped command, not an argument of the launcher.
+      throw new Error(`unknown command: cluster ${flag} (cluster takes status, ${operationCommands.join(', ')}, or --nodes N --azs a,b,c)`);
     } else {
       throw new Error(`unknown argument: ${flag}`);
     }
@@ -119,6 +123,7 @@ export function parseOperationCommand(command: OperationCommandName, args: reado
     let limit = operationsListLimitDefault;
     for (let i = 0; i < args.length; i++) {
       const value = args[i + 1];
+      if (args[i] === '--limit' && value === undefined) throw new Error('--limit needs a value');
       if (args[i] === '--limit' && value !== undefined) {
         limit = Number(value);
         if (!(/^\d+$/.test(value) && limit >= 1 && limit <= operationsListLimitMax)) throw new Error(`--limit must be 1..${operationsListLimitMax}, got ${value}`);

@@ -1,7 +1,9 @@
 // `npm run livevote -- cluster --nodes 2` as a user runs it: every node it starts must come up and
 // serve, with the defaults. The launcher gives all its nodes one data dir, and what in it belongs
 // to one node (the spill queue, persistence/fileSpillQueue.ts) must not be shared: each node holds
-// a spill queue of its own.
+// a spill queue of its own. And it stops as `npm start` does: SIGTERM to the npm process (a
+// process manager, `kill <pid>`) stops the launcher and every node, none left running orphaned
+// (npm signals its child, a shell that did not pass it on until the script said `exec`).
 import { spawn } from 'node:child_process';
 import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import net from 'node:net';
@@ -9,6 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, expect, it } from 'vitest';
 import { createTestDatabase, type TestDatabase } from '../persistence/testDatabase.ts';
+import { eventually } from './testing/clusterHarness.ts';
 import { root } from './testing/processHarness.ts';
 
 let db: TestDatabase | undefined;
@@ -31,11 +34,20 @@ async function freePortPair(): Promise<number> {
   throw new Error('no two consecutive free ports');
 }
 
-it('starts every node of a local cluster, and each one serves', async () => {
+const isRunning = (pid: number): boolean => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+};
+
+it('starts every node of a local cluster, each one serves, and SIGTERM to npm stops them all', async () => {
   db = await createTestDatabase();
   dataDir = await mkdtemp(path.join(os.tmpdir(), 'lv-launcher-'));
   const port = await freePortPair();
-  const launcher = spawn(process.execPath, ['--import', 'tsx', path.join(root, 'infra/cli.ts'), 'cluster', '--nodes', '2', '--azs', 'a,b'], {
+  const launcher = spawn('npm', ['run', '--silent', 'livevote', '--', 'cluster', '--nodes', '2', '--azs', 'a,b'], {
     cwd: root,
     env: {
       ...process.env, DATABASE_URL: db.url, PORT: String(port), HOST: '127.0.0.1', LIVEVOTE_DATA_DIR: dataDir, LIVEVOTE_DB_POOL_MAX: '3',
@@ -68,6 +80,10 @@ it('starts every node of a local cluster, and each one serves', async () => {
     const lockFiles = (await readdir(dataDir, { recursive: true })).filter((f) => path.basename(f) === 'owner.pid');
     const lockOwners = (await Promise.all(lockFiles.map(async (f) => Number(await readFile(path.join(dataDir!, f), 'utf8'))))).sort();
     expect(lockOwners).toEqual(nodePids);
+
+    launcher.kill('SIGTERM');
+    await eventually(async () => (nodePids.some(isRunning) ? undefined : true), 120_000, 'every node stopped');
+    expect(await exited).toBe(0);
   } finally {
     // The launcher and its nodes are one process group: SIGTERM stops them all, as Ctrl-C does.
     try { process.kill(-launcher.pid!, 'SIGTERM'); } catch { /* already gone */ }

@@ -4,7 +4,7 @@
 // operation. The same commands against the real store and a running cluster: gateway/cluster/ops.e2e.test.ts.
 import { describe, expect, it } from 'vitest';
 import { ClusterOperationRefused, type ClusterOperation, type ClusterOperationRequest, type ClusterOperations } from '../cluster/ports.ts';
-import { formatOperationsTable, parseOperationCommand, runOperationCommand } from './clusterCli.ts';
+import { formatOperationsTable, parseLaunchOptions, parseOperationCommand, runOperationCommand } from './clusterCli.ts';
 
 const electionId = '7f0c1d2e-3a4b-4c5d-8e6f-0123456789ab';
 
@@ -49,6 +49,22 @@ async function run(port: ClusterOperations, args: string[]): Promise<{ status: n
   return { status, out, err };
 }
 
+describe('livevote cluster --nodes N --azs a,b,c', () => {
+  it('parses the launcher options and names what is wrong, a mistyped command as a command', () => {
+    expect(parseLaunchOptions([])).toEqual({ nodes: 3, azs: ['a', 'b', 'c'] });
+    expect(parseLaunchOptions(['--nodes', '2', '--azs', 'x,y'])).toEqual({ nodes: 2, azs: ['x', 'y'] });
+    const bad: [string[], RegExp][] = [
+      [['--nodes', '3', '--azs'], /^--azs needs a value$/],
+      [['--nodes'], /^--nodes needs a value$/],
+      [['--nodes', '0'], /--nodes must be 1\.\.32, got 0/],
+      [['--azs', 'A,b'], /--azs must be a comma-separated list/],
+      [['stauts'], /^unknown command: cluster stauts \(cluster takes status, move, drain, undrain, balance, operations, or --nodes N --azs a,b,c\)$/],
+      [['--nodes', '3', 'extra'], /^unknown argument: extra$/],
+    ];
+    for (const [args, message] of bad) expect(() => parseLaunchOptions(args), args.join(' ')).toThrow(message);
+  });
+});
+
 describe('livevote cluster move|drain|balance|operations', () => {
   it('parses each command and refuses bad arguments with a message', () => {
     expect(parseOperationCommand('move', [electionId.toUpperCase(), '3', 'node-2', '--wait'])).toEqual({
@@ -71,7 +87,7 @@ describe('livevote cluster move|drain|balance|operations', () => {
       ['drain', ['node-1', '--now'], /unknown argument: --now/],
       ['balance', ['node-1'], /takes no arguments/],
       ['operations', ['--limit', '0'], /--limit must be 1..200/],
-      ['operations', ['--limit'], /unknown argument: --limit/],
+      ['operations', ['--limit'], /--limit needs a value/],
     ];
     for (const [command, args, message] of bad) expect(() => parseOperationCommand(command, args), args.join(' ')).toThrow(message);
   });

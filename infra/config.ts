@@ -66,7 +66,8 @@ const decimalFromEnv = (min: number, max: number) =>
     .transform(Number)
     .pipe(z.number().min(min).max(max));
 
-const envSchema = z.object({
+/** Every variable livevote reads, with its default (exported for the test that keeps the README's tables true). */
+export const envSchema = z.object({
   PORT: intFromEnv(0, 65535).default(8080),
   HOST: z.string().min(1).default('127.0.0.1'),
   DATABASE_URL: z

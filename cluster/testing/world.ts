@@ -354,7 +354,7 @@ export class World {
       send: (toNodeId, event) => this.sendReplication(process, toNodeId, event),
       peers: () => [...new Set(this.processes.filter((p) => p.nodeId !== process.nodeId && p.status !== 'dead' && p.cluster !== null).map((p) => p.nodeId))],
       ownerVotes: (electionId, shard) => results.shardVotes(electionId, shard),
-      onReplicaCounts: (r) => results.applyTallies({ t: 'tallies', electionId: r.electionId, shard: r.shard, epoch: r.epoch, version: 0, counts: r.counts }),
+      onReplicaCounts: (r) => results.applyTallies({ t: 'tallies', electionId: r.electionId, shard: r.shard, epoch: r.epoch, version: -1, counts: r.counts }),
       replicaReportIntervalMs: 100,
     });
     const shardHost = new ShardHost({
