@@ -12,11 +12,12 @@
 // (LIVEVOTE_REPLICAS=0): forwarding is measured alone. Replication: the three nodes restarted one
 // by one with a replica per shard, the same run again, its CPU per vote against the run without,
 // and the replicas' lag sampled from the admin view meanwhile. Failover (bench/failover.ts) then
-// runs with replicas: a dead owner's shards are taken over warm.
+// runs with replicas: a dead owner's shards are taken over warm. AZ failover: three more nodes
+// (two per AZ), then both nodes of one AZ killed at once, each AZ in turn.
 //
 //   npm run bench:cluster
-//   options (env): BENCH_CLUSTER_STEPS=throughput,replication,failover  BENCH_CONNECTIONS (100)  BENCH_WRITE_S (8)
-//                  BENCH_KILLS (10)  BENCH_VOTERS (300000)
+//   options (env): BENCH_CLUSTER_STEPS=throughput,replication,failover,azfailover  BENCH_CONNECTIONS (100)  BENCH_WRITE_S (8)
+//                  BENCH_KILLS (10)  BENCH_AZ_KILLS (3)  BENCH_VOTERS (300000)
 import { execFileSync } from 'node:child_process';
 import os from 'node:os';
 import path from 'node:path';
@@ -32,7 +33,7 @@ import { voterLineWidth, writeVoterFile } from './lib/voterFile.ts';
 import { ensureWrk, runWrk, type WrkRun } from './lib/wrk.ts';
 import { measureFailover } from './failover.ts';
 
-const steps = new Set((process.env.BENCH_CLUSTER_STEPS ?? 'throughput,replication,failover').split(','));
+const steps = new Set((process.env.BENCH_CLUSTER_STEPS ?? 'throughput,replication,failover,azfailover').split(','));
 /** Replicas per shard in the replication step and the failover after it. */
 const replicas = 1;
 const withReplicas = { LIVEVOTE_REPLICAS: String(replicas) };
@@ -44,6 +45,7 @@ const settings = {
   warmupS: 2,
   drainS: 3,
   kills: intFromEnv('BENCH_KILLS', 10, 1000),
+  azKills: intFromEnv('BENCH_AZ_KILLS', 3, 1000),
   voters: intFromEnv('BENCH_VOTERS', 300_000, 5_000_000),
   /** Divisible by 1, 2 and 3 nodes: every node owns as many shards in every run. */
   shardCount: 12,
@@ -270,6 +272,7 @@ async function main(): Promise<number> {
   try {
     log(`registering ${settings.voters} voters in bulk and minting their tokens`);
     const voters: TestVoter[] = await createVoters(cluster.pool, settings.voters, cluster.jwtSecret);
+    const failoverVotersSplit = wrkLines + Math.floor((settings.voters - wrkLines) * 0.6);
     await writeVoterFile(voterFile, voters.slice(0, wrkLines));
     await cluster.pool.query('CHECKPOINT');
 
@@ -385,11 +388,41 @@ async function main(): Promise<number> {
         cluster,
         elections,
         shardCount: settings.shardCount,
-        voters: voters.slice(wrkLines),
+        // The single kills and the AZ kills each have fresh voters of their own.
+        voters: voters.slice(wrkLines, failoverVotersSplit),
         kills: settings.kills,
         settle: (ids) => settle(cluster, ids),
         log,
       })),
+      };
+    }
+
+    if (steps.has('azfailover')) {
+      // Two nodes per AZ: node-1 and node-4 in a, node-2 and node-5 in b, node-3 and node-6 in c.
+      const nodeIds = ['node-1', 'node-2', 'node-3', 'node-4', 'node-5', 'node-6'];
+      for (const [i, nodeId] of nodeIds.entries()) {
+        if (cluster.nodes.has(nodeId) && replicatingNodes.has(nodeId)) continue;
+        if (cluster.nodes.has(nodeId)) await cluster.stopNode(nodeId);
+        await cluster.startNode(nodeId, azs[i % azs.length]!, withReplicas);
+        replicatingNodes.add(nodeId);
+      }
+      await settle(cluster, nodeIds);
+      await electionFor('Cluster bench: AZ failover', nodeIds);
+      const groups = azs.map((az) => nodeIds.filter((_, i) => azs[i % azs.length] === az));
+      log(`AZ failover: ${settings.azKills} kills of every node of one AZ at once (${groups.map((g) => g.join('+')).join(', ')} in turn)`);
+      results.azFailover = {
+        replicas,
+        ...(await measureFailover({
+          cluster,
+          elections,
+          shardCount: settings.shardCount,
+          voters: voters.slice(failoverVotersSplit),
+          kills: settings.azKills,
+          nodeIds,
+          victimGroups: groups,
+          settle: (ids) => settle(cluster, ids),
+          log,
+        })),
       };
     }
   } finally {

@@ -19,6 +19,10 @@ export interface FailoverOptions {
   readonly voters: readonly TestVoter[];
   readonly shardCount: number;
   readonly kills: number;
+  /** The cluster's nodes (default node-1..3); every one is running before each kill. */
+  readonly nodeIds?: readonly string[];
+  /** Who dies at each kill, in turn (default: each node alone); a group dies at once (a whole AZ). */
+  readonly victimGroups?: readonly (readonly string[])[];
   readonly settle: (nodeIds: readonly string[]) => Promise<void>;
   readonly log: (line: string) => void;
 }
@@ -85,12 +89,14 @@ export async function measureFailover(options: FailoverOptions): Promise<Failove
   };
   const loadElection = elections[elections.length - 1]!;
   const kills: KillResult[] = [];
-  const nodeIds = ['node-1', 'node-2', 'node-3'];
+  const nodeIds = options.nodeIds ?? ['node-1', 'node-2', 'node-3'];
+  const victimGroups = options.victimGroups ?? nodeIds.map((id) => [id]);
   let votersRanOut = false;
 
   for (let k = 0; k < options.kills; k++) {
-    const victimId = nodeIds[k % nodeIds.length]!;
-    const survivors = cluster.liveNodes().filter((n) => n.nodeId !== victimId);
+    const victims = victimGroups[k % victimGroups.length]!;
+    const victimId = victims.join('+');
+    const survivors = cluster.liveNodes().filter((n) => !victims.includes(n.nodeId));
     const survivorUrls = survivors.map((n) => n.baseUrl);
 
     // Steady load through the survivors, on the last election, every shard in turn.
@@ -113,11 +119,13 @@ export async function measureFailover(options: FailoverOptions): Promise<Failove
     await sleep(1000);
 
     const before = await cluster.view();
-    const owned = before.shards.filter((s) => s.ownerNodeId === victimId && electionById.has(s.electionId));
-    const wasCoordinator = before.coordinatorNodeId === victimId;
-    const az = cluster.nodes.get(victimId)!.az;
+    const owned = before.shards.filter((s) => victims.includes(s.ownerNodeId) && electionById.has(s.electionId));
+    const wasCoordinator = before.coordinatorNodeId !== null && victims.includes(before.coordinatorNodeId);
+    const azOf = new Map(victims.map((id) => [id, cluster.nodes.get(id)!.az]));
+    const az = [...new Set(azOf.values())].join('+');
     const recoveriesBefore = await Promise.all(survivors.map((n) => recoveryCounters(n.baseUrl)));
-    const killedAtMs = await cluster.killNode(victimId);
+    // All of a group at once: the kills are sent together, the time is the first one's.
+    const killedAtMs = Math.min(...(await Promise.all(victims.map((id) => cluster.killNode(id)))));
 
     // The map as Postgres has it, while the probes run.
     let declaredDeadMs: number | undefined;
@@ -131,8 +139,8 @@ export async function measureFailover(options: FailoverOptions): Promise<Failove
           await sleep(50);
           continue;
         }
-        if (declaredDeadMs === undefined && view.nodes.find((n) => n.nodeId === victimId)?.status !== 'alive') declaredDeadMs = at;
-        if (view.shards.every((s) => s.ownerNodeId !== victimId)) reassignedMs = at;
+        if (declaredDeadMs === undefined && victims.every((id) => view.nodes.find((n) => n.nodeId === id)?.status !== 'alive')) declaredDeadMs = at;
+        if (view.shards.every((s) => !victims.includes(s.ownerNodeId))) reassignedMs = at;
         await sleep(50);
       }
     })();
@@ -201,7 +209,7 @@ export async function measureFailover(options: FailoverOptions): Promise<Failove
     }
 
     // Back to three, and the map at rest, before the next kill.
-    await cluster.startNode(victimId, az);
+    for (const id of victims) await cluster.startNode(id, azOf.get(id)!);
     await options.settle(nodeIds);
     await sleep(1000);
   }

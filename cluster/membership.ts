@@ -180,7 +180,7 @@ export class Membership {
     }
     if (startMs - this.lastStoredBeatStartMs > heartbeatGapMs(this.options.heartbeatIntervalMs, this.options.deadAfterMs)) {
       this.deathsHeldUntilMs = this.now() + this.options.deadAfterMs;
-      this.options.log.warn(
+      this.options.log.info(
         { gapMs: Math.round(startMs - this.lastStoredBeatStartMs), deadAfterMs: this.options.deadAfterMs },
         'heartbeats resumed after a gap: no member is declared dead until the others have had time to beat again',
       );

@@ -116,6 +116,8 @@ export interface ClusterResults {
   readonly nodeEnv: readonly string[];
   readonly throughput: ThroughputRun[];
   failover?: FailoverResult;
+  /** Every node of one AZ killed at once (two nodes per AZ). */
+  azFailover?: FailoverResult;
   replication?: ReplicationResult;
   totalS: number;
 }
@@ -233,37 +235,53 @@ export function renderClusterSection(r: ClusterResults): string {
       '',
     );
   }
-  const f = r.failover;
-  if (f) {
+  const replicasText = (f: FailoverResult) =>
+    f.replicas ? `${f.replicas} warm replica per shard in another AZ (LIVEVOTE_REPLICAS=${f.replicas})` : 'no replicas (every takeover cold: snapshot + tail from Postgres)';
+  if (r.failover) {
+    const f = r.failover;
     lines.push('### Failover: kill -9 of an owner under load', '');
-    lines.push(
-      `Three nodes in AZs a, b, c, ${f.replicas ? `${f.replicas} warm replica per shard in another AZ (LIVEVOTE_REPLICAS=${f.replicas})` : 'no replicas (every takeover cold: snapshot + tail from Postgres)'}; a steady load (${8} workers, ≤ 1 vote each per 8 ms) through the two that stay up; \`kill -9\` of one owner,`,
+    renderFailover(lines, f, [
+      `Three nodes in AZs a, b, c, ${replicasText(f)}; a steady load (${8} workers, ≤ 1 vote each per 8 ms) through the two that stay up; \`kill -9\` of one owner,`,
       `${f.kills.length} times (node-1, node-2, node-3 in turn, each restarted and the map at rest before the next kill). For every shard the killed node`,
       `owned, of every election, probes with fresh voters of that shard go through the survivors every ${f.probeIntervalMs} ms (503 → the next voter)`,
       `until one is accepted; kill → that answer is the shard's failover time. ${f.shardSamples} shard failovers measured.`,
-      '',
-      '| figure | p50 | p99 | max | target |',
-      '|---|---|---|---|---|',
-      `| kill → first accepted vote, per shard | ${f.firstAcceptedMs.p50} ms | **${f.firstAcceptedMs.p99} ms** | ${f.firstAcceptedMs.max} ms | p99 < 3,000 ms: ${f.firstAcceptedMs.p99 < 3000 ? 'met' : '**missed**'} |`,
-      `| kill → every shard of the node served | ${f.allServedMs.p50} ms | ${f.allServedMs.p99} ms | ${f.allServedMs.max} ms | |`,
-      `| kill → node declared dead (map in Postgres) | ${f.declaredDeadMs.p50} ms | ${f.declaredDeadMs.p99} ms | ${f.declaredDeadMs.max} ms | |`,
-      `| kill → its shards reassigned (map in Postgres) | ${f.reassignedMs.p50} ms | ${f.reassignedMs.p99} ms | ${f.reassignedMs.max} ms | |`,
-      '',
-      `Votes: ${fmt(f.acknowledged)} acknowledged (load and probes), every one stored with its candidate: ${f.countOk ? 'yes' : `**NO**: ${f.countProblems.join('; ')}`}; ` +
-        `${fmt(f.storedUnacknowledged)} stored that were not acknowledged (${Object.entries(f.storedUnacknowledgedAnswers).map(([k, v]) => `${v} × ${k}`).join(', ') || 'none'}; allowed when the owner died between its commit and its answer: never a false \`accepted\`, and a retry gets the original); tallies on every node = count(*): ${f.countOk ? 'yes' : 'see above'}.`,
-      '',
-      '| kill | node | coordinator | shards | declared dead ms | reassigned ms | first accepted ms (min–max) | all served ms | taken over warm / cold (tail rows read) | load: ok / 503 / other |',
-      '|---|---|---|---|---|---|---|---|---|---|',
-    );
-    for (const k of f.kills) {
-      const served = k.perShardMs.filter((ms): ms is number => ms !== null);
-      const taken = k.recoveries ? `${k.recoveries.warm} / ${k.recoveries.cold} (${fmt(k.recoveries.warmTailRows)} / ${fmt(k.recoveries.coldTailRows)})` : '–';
-      lines.push(`| ${k.kill} | ${k.victim} (${k.az}) | ${k.victimWasCoordinator ? 'yes' : ''} | ${k.shardsOwned} | ${k.declaredDeadMs ?? '–'} | ${k.reassignedMs ?? '–'} | ${served.length > 0 ? `${Math.min(...served)}–${Math.max(...served)}` : '–'} | ${k.allServedMs ?? '**not all**'} | ${taken} | ${k.load.ok} / ${k.load.unavailable} / ${k.load.other} |`);
-    }
-    lines.push('');
+    ]);
+  }
+  if (r.azFailover) {
+    const f = r.azFailover;
+    lines.push('### Failover: kill -9 of every node of one AZ at once', '');
+    renderFailover(lines, f, [
+      `Six nodes, two in each of AZs a, b, c, ${replicasText(f)}; the same load and probes as above through the four that stay up; \`kill -9\` of both`,
+      `nodes of one AZ at once, ${f.kills.length} times (a, b, c in turn, restarted and the map at rest before the next). ${f.shardSamples} shard failovers measured.`,
+    ]);
   }
   lines.push(endMarker);
   return lines.join('\n');
+}
+
+function renderFailover(lines: string[], f: FailoverResult, intro: readonly string[]): void {
+  lines.push(
+    ...intro,
+    '',
+    '| figure | p50 | p99 | max | target |',
+    '|---|---|---|---|---|',
+    `| kill → first accepted vote, per shard | ${f.firstAcceptedMs.p50} ms | **${f.firstAcceptedMs.p99} ms** | ${f.firstAcceptedMs.max} ms | p99 < 3,000 ms: ${f.firstAcceptedMs.p99 < 3000 ? 'met' : '**missed**'} |`,
+    `| kill → every shard of the killed nodes served | ${f.allServedMs.p50} ms | ${f.allServedMs.p99} ms | ${f.allServedMs.max} ms | |`,
+    `| kill → declared dead (map in Postgres) | ${f.declaredDeadMs.p50} ms | ${f.declaredDeadMs.p99} ms | ${f.declaredDeadMs.max} ms | |`,
+    `| kill → their shards reassigned (map in Postgres) | ${f.reassignedMs.p50} ms | ${f.reassignedMs.p99} ms | ${f.reassignedMs.max} ms | |`,
+    '',
+    `Votes: ${fmt(f.acknowledged)} acknowledged (load and probes), every one stored with its candidate: ${f.countOk ? 'yes' : `**NO**: ${f.countProblems.join('; ')}`}; ` +
+      `${fmt(f.storedUnacknowledged)} stored that were not acknowledged (${Object.entries(f.storedUnacknowledgedAnswers).map(([k, v]) => `${v} × ${k}`).join(', ') || 'none'}; allowed when the owner died between its commit and its answer: never a false \`accepted\`, and a retry gets the original); tallies on every node = count(*): ${f.countOk ? 'yes' : 'see above'}.`,
+    '',
+    '| kill | node | coordinator | shards | declared dead ms | reassigned ms | first accepted ms (min–max) | all served ms | taken over warm / cold (tail rows read) | load: ok / 503 / other |',
+    '|---|---|---|---|---|---|---|---|---|---|',
+  );
+  for (const k of f.kills) {
+    const served = k.perShardMs.filter((ms): ms is number => ms !== null);
+    const taken = k.recoveries ? `${k.recoveries.warm} / ${k.recoveries.cold} (${fmt(k.recoveries.warmTailRows)} / ${fmt(k.recoveries.coldTailRows)})` : '–';
+    lines.push(`| ${k.kill} | ${k.victim} (${k.az}) | ${k.victimWasCoordinator ? 'yes' : ''} | ${k.shardsOwned} | ${k.declaredDeadMs ?? '–'} | ${k.reassignedMs ?? '–'} | ${served.length > 0 ? `${Math.min(...served)}–${Math.max(...served)}` : '–'} | ${k.allServedMs ?? '**not all**'} | ${taken} | ${k.load.ok} / ${k.load.unavailable} / ${k.load.other} |`);
+  }
+  lines.push('');
 }
 
 /** The cluster section of an existing RESULTS.md, markers included, or undefined. */
@@ -310,9 +328,10 @@ export async function writeClusterResults(r: ClusterResults, dir: string): Promi
     forwarded_vote_cpu_ratio: cost?.split?.ratio ?? null,
     failover_first_accepted_ms: r.failover?.firstAcceptedMs ?? null,
     failover_all_served_ms: r.failover?.allServedMs ?? null,
+    az_failover_first_accepted_ms: r.azFailover?.firstAcceptedMs ?? null,
     replication_cpu_us_per_vote_added: r.replication?.cpuUsPerVoteAdded ?? null,
     replication_votes_behind: r.replication?.lag.votesBehind ?? null,
-    counts_ok: r.throughput.every((t) => t.countOk) && (r.failover?.countOk ?? true),
+    counts_ok: r.throughput.every((t) => t.countOk) && (r.failover?.countOk ?? true) && (r.azFailover?.countOk ?? true),
     forward_cost: cost ?? null,
     details: r,
   };
@@ -322,6 +341,7 @@ export async function writeClusterResults(r: ClusterResults, dir: string): Promi
   if (cost?.split) lines.push(`forwarded vote: ${cost.split.forwardedUs} µs (sender ${cost.split.senderUs} + owner ${cost.split.ownerUs}) = ${cost.split.ratio}× a local vote (${cost.localUs} µs); target ≤ 1.2×`);
   if (r.replication) lines.push(`replication: ${r.replication.cpuUsPerVoteAdded >= 0 ? "+" : ""}${r.replication.cpuUsPerVoteAdded} µs/vote; votes behind p50 ${r.replication.lag.votesBehind.p50} p99 ${r.replication.lag.votesBehind.p99}; ${(r.replication.lag.liveShare * 100).toFixed(1)}% live`);
   if (r.failover) lines.push(`failover: kill → first accepted vote per shard p50 ${r.failover.firstAcceptedMs.p50} ms, p99 ${r.failover.firstAcceptedMs.p99} ms, max ${r.failover.firstAcceptedMs.max} ms over ${r.failover.shardSamples} shards; all served p99 ${r.failover.allServedMs.p99} ms; counts ${r.failover.countOk ? 'ok' : 'FAILED'}`);
-  const failed = !(r.throughput.every((t) => t.countOk) && (r.failover?.countOk ?? true) && (r.replication?.with.countOk ?? true));
+  if (r.azFailover) lines.push(`AZ failover: kill → first accepted vote per shard p50 ${r.azFailover.firstAcceptedMs.p50} ms, p99 ${r.azFailover.firstAcceptedMs.p99} ms, max ${r.azFailover.firstAcceptedMs.max} ms over ${r.azFailover.shardSamples} shards; counts ${r.azFailover.countOk ? 'ok' : 'FAILED'}`);
+  const failed = !(r.throughput.every((t) => t.countOk) && (r.failover?.countOk ?? true) && (r.azFailover?.countOk ?? true) && (r.replication?.with.countOk ?? true));
   return { failed, lines };
 }
