@@ -183,8 +183,12 @@ export class ShardHost {
       }
     }
 
-    // Shards to take.
+    // Shards to take: the leases election by election (short transactions on the cluster's own
+    // small pool, which the heartbeat shares), then every election's recovery at once (the vote
+    // path's pool): a failover of many elections' shards costs the slowest recovery, not their sum.
     if (this.options.mayTakeShards !== undefined && !this.options.mayTakeShards()) return;
+    this.releaseHeard = false;
+    const taken: { electionId: string; info: HostedElectionInfo; acquired: HeldShardLease[]; acquireStartedMs: number; acquiredAtMs: number }[] = [];
     for (const [electionId, rows] of mine) {
       const info = this.options.election(electionId);
       if (info === undefined || info.status === 'draft') continue;
@@ -201,54 +205,20 @@ export class ShardHost {
       }
       for (const shard of wanted) if (!this.wantedSinceMs.has(shardKeyOf(electionId, shard.shard))) this.wantedSinceMs.set(shardKeyOf(electionId, shard.shard), Date.now());
       const acquireStartedMs = Date.now();
-      this.releaseHeard = false;
       const acquired: HeldShardLease[] = [
         ...(await this.options.leases.acquire(electionId, takeAny, 'any')),
         ...(await this.options.leases.acquire(electionId, waitForHolder, 'expired-or-own')),
       ];
-      const acquiredAtMs = Date.now();
-      if (acquired.length === 0) {
-        if (waitForHolder.length > 0) this.again = true; // the old owner is draining: look again soon
-        continue;
-      }
+      if (waitForHolder.length > acquired.length - takeAny.length) this.again = true; // the old owner is draining: look again soon
+      if (acquired.length === 0) continue;
       let heldMap = this.held.get(electionId);
       if (!heldMap) this.held.set(electionId, (heldMap = new Map()));
       for (const lease of acquired) heldMap.set(lease.shard, lease.epoch);
-      const started = Date.now();
-      const promotions = acquired.map((lease) => this.options.promotionBase?.(electionId, lease.shard, lease.epoch));
-      let recoveries: readonly ShardRecovery[];
-      try {
-        recoveries = await voteNode.hostShards({
-          electionId, shardCount: info.shardCount, candidateCount: info.candidateCount, closed: info.status === 'closed',
-          shards: acquired.map((lease, i) => ({ ...lease, base: promotions[i]?.kind === 'warm' ? promotions[i].base : undefined })),
-        });
-      } catch (error) {
-        for (const lease of acquired) heldMap.delete(lease.shard);
-        await this.options.leases.release(electionId, acquired).catch(() => undefined);
-        throw error;
-      }
-      // The new owner's half of a hand-off's timeline: since the map named this node (wantedSinceMs),
-      // the last lease attempt, recovery (warm: this node's replica state + the votes after its
-      // watermark; cold: the latest snapshot + the votes after it), serving.
-      const servedAtMs = Date.now();
-      const wantedSince = acquired.map((l) => this.wantedSinceMs.get(shardKeyOf(electionId, l.shard)) ?? acquireStartedMs);
-      for (const lease of acquired) this.wantedSinceMs.delete(shardKeyOf(electionId, lease.shard));
-      this.options.log.info(
-        {
-          electionId, shards: acquired.map((l) => l.shard), epochs: acquired.map((l) => l.epoch), wantedSinceMs: wantedSince,
-          acquireMs: acquiredAtMs - acquireStartedMs, acquiredAtMs, recoveryMs: servedAtMs - started, servedAtMs,
-          recovery: recoveries.map((r, i) => ({
-            shard: r.shard, path: r.source === 'replica' ? 'warm' : 'cold', tailRows: r.tailRows, watermarkBatchId: r.watermarkBatchId,
-            ...(promotions[i]?.kind === 'cold' ? { coldBecause: promotions[i].reason } : {}),
-            ...(promotions[i]?.kind === 'warm' ? { replicaCaughtUp: promotions[i].caughtUp } : {}),
-          })),
-        },
-        'shards taken over and served',
-      );
-      this.options.onRecovered?.(recoveries);
-      this.options.onChange?.();
-      if (waitForHolder.length > acquired.length - takeAny.length) this.again = true;
+      taken.push({ electionId, info, acquired, acquireStartedMs, acquiredAtMs: Date.now() });
     }
+    const outcomes = await Promise.allSettled(taken.map((t) => this.serveTaken(t.electionId, t.info, t.acquired, t.acquireStartedMs, t.acquiredAtMs)));
+    const failed = outcomes.find((o): o is PromiseRejectedResult => o.status === 'rejected');
+    if (failed !== undefined) throw failed.reason;
     // A live holder is draining the shard for us: look again after holderPollMs, or at once when
     // it says it released (the pause of a move waits on this).
     if (this.again && !this.releaseHeard) {
@@ -261,6 +231,46 @@ export class ShardHost {
         };
       });
     }
+  }
+
+  /** Recovers and serves shards whose leases this node just took; on failure gives the leases back. */
+  private async serveTaken(electionId: string, info: HostedElectionInfo, acquired: readonly HeldShardLease[], acquireStartedMs: number, acquiredAtMs: number): Promise<void> {
+    const { voteNode } = this.options;
+    const started = Date.now();
+    const promotions = acquired.map((lease) => this.options.promotionBase?.(electionId, lease.shard, lease.epoch));
+    let recoveries: readonly ShardRecovery[];
+    try {
+      recoveries = await voteNode.hostShards({
+        electionId, shardCount: info.shardCount, candidateCount: info.candidateCount, closed: info.status === 'closed',
+        shards: acquired.map((lease, i) => ({ ...lease, base: promotions[i]?.kind === 'warm' ? promotions[i].base : undefined })),
+      });
+    } catch (error) {
+      const heldMap = this.held.get(electionId);
+      for (const lease of acquired) heldMap?.delete(lease.shard);
+      if (heldMap?.size === 0) this.held.delete(electionId);
+      await this.options.leases.release(electionId, acquired).catch(() => undefined);
+      throw error;
+    }
+    // The new owner's half of a hand-off's timeline: since the map named this node (wantedSinceMs),
+    // the last lease attempt, recovery (warm: this node's replica state + the votes after its
+    // watermark; cold: the latest snapshot + the votes after it), serving.
+    const servedAtMs = Date.now();
+    const wantedSince = acquired.map((l) => this.wantedSinceMs.get(shardKeyOf(electionId, l.shard)) ?? acquireStartedMs);
+    for (const lease of acquired) this.wantedSinceMs.delete(shardKeyOf(electionId, lease.shard));
+    this.options.log.info(
+      {
+        electionId, shards: acquired.map((l) => l.shard), epochs: acquired.map((l) => l.epoch), wantedSinceMs: wantedSince,
+        acquireMs: acquiredAtMs - acquireStartedMs, acquiredAtMs, recoveryMs: servedAtMs - started, servedAtMs,
+        recovery: recoveries.map((r, i) => ({
+          shard: r.shard, path: r.source === 'replica' ? 'warm' : 'cold', tailRows: r.tailRows, watermarkBatchId: r.watermarkBatchId,
+          ...(promotions[i]?.kind === 'cold' ? { coldBecause: promotions[i].reason } : {}),
+          ...(promotions[i]?.kind === 'warm' ? { replicaCaughtUp: promotions[i].caughtUp } : {}),
+        })),
+      },
+      'shards taken over and served',
+    );
+    this.options.onRecovered?.(recoveries);
+    this.options.onChange?.();
   }
 
   private async releaseOne(electionId: string, shard: number, options: { leaseLost?: boolean; toNodeId?: string } = {}): Promise<void> {
