@@ -197,6 +197,12 @@ export function createCoordinator(options: CoordinatorOptions): { round(): Promi
             await update(op, { status: 'failed', error: `node ${request.nodeId} stopped before it was drained` });
             continue;
           }
+          // A node that joins again (a new process with its id) starts undrained: the map gives it
+          // shards again, and this drain would wait for good (found by the property harness).
+          if (!member(request.nodeId)?.draining) {
+            await update(op, { status: 'failed', error: `node ${request.nodeId} restarted before it was drained; drain it again` });
+            continue;
+          }
           const left = view.shards.filter((s) => s.ownerNodeId === request.nodeId || (s.leaseNodeId === request.nodeId && s.leaseExpiresAtMs > view.readAtMs)).length;
           const moved = Math.max(0, op.shardsTotal - left);
           if (left === 0) await update(op, { status: 'done', shardsMoved: op.shardsTotal });

@@ -68,7 +68,7 @@ async function assertWorlds(shape: WorldShape, parameters: fc.Parameters<[WorldC
   const commandsReplayPath = /replayPath="([^"]*)"/.exec(String(counterexample?.commands))?.[1] ?? '';
   throw new Error(
     `${fc.defaultReportMessage(details)}\n\n${String(details.errorInstance)}\n\n` +
-      `Replay: npm run test:properties -- --world '${shape.world}' --seed ${details.seed} --path '${details.counterexamplePath}' --replay-path '${commandsReplayPath}'\n` +
+      `Replay: npm run test:properties -- --world '${shape.world}' --seed=${details.seed} --path='${details.counterexamplePath}' --replay-path='${commandsReplayPath}'\n` +
       `Keep it (replayed on every run): add to "cases" in cluster/testing/regressions.json:\n${JSON.stringify(keep)}`,
   );
 }
