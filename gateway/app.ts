@@ -200,7 +200,10 @@ export async function buildApp(deps: AppDeps): Promise<LivevoteApp> {
         });
       });
     },
-    async close(drainTimeoutMs = 10_000) {
+    // A vote a router holds for a shard between owners waits up to routeRetryMs plus one forward:
+    // the drain outlasts that, or the process would exit with it unanswered (its client sees the
+    // connection closed; the rolling-restart test did, with LIVEVOTE_ROUTE_RETRY_MS 20000).
+    async close(drainTimeoutMs = Math.max(10_000, config.cluster.routeRetryMs + config.cluster.forwardTimeoutMs + 1_000)) {
       // First the shards leave, while this node still answers: a vote sent here meanwhile is
       // routed to the shard's new owner (load balancers see /readyz 503 and stop sending).
       handingOff = true;
