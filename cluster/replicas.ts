@@ -32,17 +32,10 @@
 // other owner came between.
 import { PagedBitmap } from '../actors/bitmap.ts';
 import type { ShardKey, ShardSnapshot } from '../actors/ports.ts';
+import type { ReplicatedShardBatch } from './protocol.ts';
 
-/** One shard's batch in a `replicate` event (protocol.ts ReplicatedShardBatch, minus the election). */
-export interface ReplicaBatch {
-  readonly epoch: number;
-  /** 1, 2, 3… per (shard, epoch) on the owner; a missing number is a dropped batch. */
-  readonly seq: number;
-  readonly batchId: number;
-  readonly watermarkBatchId: number;
-  readonly voterNumbers: readonly number[];
-  readonly candidateIndexes: readonly number[];
-}
+/** One shard's batch in a `replicate` event, as the replica's state sees it (its key is the state's). */
+export type ReplicaBatch = Omit<ReplicatedShardBatch, 'electionId' | 'shard'>;
 
 /** What a catch-up read brings back. `full`: a new base; `incremental`: applied already (applyStoredRows). */
 export interface ReplicaBase {
