@@ -269,6 +269,7 @@ export async function createClusterNode(deps: ClusterNodeDeps): Promise<ClusterN
     onRecovered: replication && ((recoveries) => replication!.recovered(recoveries)),
   });
 
+  let viewReadForRetryAtMs = -Infinity;
   router = new Router({
     nodeId,
     voteNode,
@@ -280,6 +281,14 @@ export async function createClusterNode(deps: ClusterNodeDeps): Promise<ClusterN
     shardCountOf: (electionId) => deps.election(electionId)?.shardCount,
     canServe: () => membership.canServe(),
     onRouted: (route, outcome) => countRouted(route, outcome.kind),
+    // A node that left (stopping, still draining its requests) gets no map events and beats no
+    // more: the votes it still routes would retry a stale map until routeRetryMs. Read it again.
+    onRetrying: () => {
+      const nowMs = performance.now();
+      if (nowMs - viewReadForRetryAtMs < settings.heartbeatIntervalMs) return;
+      viewReadForRetryAtMs = nowMs;
+      void membership.refreshView().catch(() => undefined);
+    },
   });
 
   results = new ClusterResults({

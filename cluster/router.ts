@@ -52,6 +52,8 @@ export interface RouterOptions {
   readonly heldVotesMax?: number;
   /** Counted per vote: where it went and how it ended. */
   readonly onRouted?: (route: 'local' | 'forwarded' | 'received', outcome: VoteOutcome) => void;
+  /** A vote is asked again: the view this node routes by may be stale (read it again, throttled). */
+  readonly onRetrying?: () => void;
 }
 
 /** Outcomes that mean "not stored here, ask the shard's owner again": retried inside the cluster. */
@@ -175,6 +177,7 @@ export class Router {
         this.retriedVotes++;
       }
       attempt++;
+      this.options.onRetrying?.();
       const waiter: RetryWaiter = {
         timer: undefined,
         now: () => {

@@ -146,6 +146,7 @@ export async function buildApp(deps: AppDeps): Promise<LivevoteApp> {
     authenticate: (header) => auth.authenticate(header),
     clientAddress: abuse.controls.clientAddress,
     isAccepting: () => accepting,
+    closingConnections: () => handingOff,
   });
 
   let openApiJson = '';
@@ -206,9 +207,11 @@ export async function buildApp(deps: AppDeps): Promise<LivevoteApp> {
     async close(drainTimeoutMs = Math.max(10_000, config.cluster.routeRetryMs + config.cluster.forwardTimeoutMs + 1_000)) {
       // First the shards leave, while this node still answers: a vote sent here meanwhile is
       // routed to the shard's new owner (load balancers see /readyz 503 and stop sending).
+      // From here every answer closes its connection (closingConnections), and requests still
+      // arriving on open ones are served (routed to the shards' new owners) until the drain ends:
+      // a client that sent one just before the stop gets its answer, not 503.
       handingOff = true;
       await cluster.handOff();
-      accepting = false;
       if (listenSocket) {
         uws.us_listen_socket_close(listenSocket);
         listenSocket = undefined;
@@ -217,6 +220,7 @@ export async function buildApp(deps: AppDeps): Promise<LivevoteApp> {
         router.drained().then(() => true),
         new Promise<boolean>((resolve) => setTimeout(() => resolve(false), drainTimeoutMs).unref()),
       ]);
+      accepting = false;
       if (!drained) deps.log.warn({ inFlight: router.inFlightCount() }, 'requests still in flight after the drain timeout');
       for (const feature of [...features].reverse()) await feature.stop();
       await spillQueue?.close();

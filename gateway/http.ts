@@ -115,6 +115,12 @@ export interface HttpDeps {
   };
   /** False while starting or draining: every route but health answers 503 not_ready. */
   readonly isAccepting: () => boolean;
+  /**
+   * True while the node hands off and drains before it stops: requests are still served, and each
+   * answer closes its connection, so a keep-alive client sends its next request elsewhere instead
+   * of to a node about to refuse it (or to exit under it).
+   */
+  readonly closingConnections?: () => boolean;
 }
 
 /** What uWS was told to serve: the OpenAPI test checks every entry is documented. */
@@ -251,7 +257,7 @@ export class HttpRouter {
       // Any string can arrive as a method: only known ones become metric labels.
       const requested = req.getMethod().toUpperCase();
       const method = knownMethods.has(requested) ? requested : 'OTHER';
-      const state: ResponseState = { aborted: false, done: false, head: method === 'HEAD', closeConnection: false };
+      const state: ResponseState = { aborted: false, done: false, head: method === 'HEAD', closeConnection: this.deps.closingConnections?.() ?? false };
       this.inFlight++;
       res.onAborted(() => {
         state.aborted = true;
@@ -283,7 +289,7 @@ export class HttpRouter {
     head: boolean,
   ): void {
     const started = performance.now();
-    const state: ResponseState = { aborted: false, done: false, head, closeConnection: false };
+    const state: ResponseState = { aborted: false, done: false, head, closeConnection: this.deps.closingConnections?.() ?? false };
     this.inFlight++;
     res.onAborted(() => {
       state.aborted = true;
