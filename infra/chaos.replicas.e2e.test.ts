@@ -45,15 +45,15 @@ async function waitForLiveReplicas(via: string, liveNodes: readonly string[]): P
   });
 }
 
-interface Recovery { shard: number; path: 'warm' | 'cold'; tailRows: number; coldBecause?: string }
+interface Recovery { shard: number; path: 'warm' | 'cold'; tailRows: number; coldBecause?: string; atMs: number }
 
 /** What `nodeId` logged about the shards of the election it took over since its log had `fromChars` characters. */
 function recoveriesLogged(nodeId: string, fromChars: number): Recovery[] {
   const out: Recovery[] = [];
   for (const line of cluster.nodes.get(nodeId)!.output().slice(fromChars).split('\n')) {
     if (!line.includes('shards taken over and served')) continue;
-    const entry = JSON.parse(line) as { electionId: string; recovery: Recovery[] };
-    if (entry.electionId === election.electionId) out.push(...entry.recovery);
+    const entry = JSON.parse(line) as { electionId: string; servedAtMs: number; recovery: Recovery[] };
+    if (entry.electionId === election.electionId) out.push(...entry.recovery.map((r) => ({ ...r, atMs: entry.servedAtMs })));
   }
   return out;
 }
@@ -92,13 +92,17 @@ async function killOwnersUnderLoad(victims: readonly string[], survivors: readon
     return rows.length === shardCount && rows.every((r) => survivors.includes(r.ownerNodeId) && r.leaseNodeId === r.ownerNodeId) ? true : undefined;
   }, 60_000, `${victims.join(', ')} declared dead and every shard owned and leased by a survivor`);
 
-  // Promotion, warm: each moved shard was taken over first by its former replica, which restored
-  // its replica state and read only the tail after its watermark. (Balancing may move a shard on
-  // afterwards, so this is read from the replica's log, not from the map.)
+  // Promotion, warm: each moved shard was taken over first by a replica of it, which restored
+  // its replica state and read only the tail after its watermark. Read from the survivors' logs,
+  // not from the map (balancing may move a shard on afterwards), and from whichever survivor took
+  // it: replica balancing may have moved its replica to another survivor while the load got under
+  // way (seen: shard 2's replica moved from b1 to c2, which took it over warm).
   const stored = await storedPerShard();
   for (const m of moved) {
-    const owner = replicaOf.get(m.shard)!;
-    const logged = await eventually(async () => recoveriesLogged(owner, logFrom.get(owner)!).find((r) => r.shard === m.shard), 30_000, `${owner} logging how it took shard ${m.shard}`);
+    const { owner, logged } = await eventually(async () => {
+      const taken = survivors.flatMap((id) => recoveriesLogged(id, logFrom.get(id)!).filter((r) => r.shard === m.shard).map((r) => ({ owner: id, logged: r })));
+      return taken.sort((x, y) => x.logged.atMs - y.logged.atMs)[0]; // the first takeover (a balance may move it on later, cold)
+    }, 30_000, `a survivor logging how it took shard ${m.shard}`);
     console.log(`[replicas] shard ${m.shard}: promoted on ${owner} (${azOf.get(owner)}), path ${logged.path}, ${logged.tailRows} tail rows of ${stored.get(m.shard) ?? 0} stored`);
     expect(logged).toMatchObject({ shard: m.shard, path: 'warm' });
     expect(logged.tailRows).toBeLessThan(stored.get(m.shard) ?? 0);
