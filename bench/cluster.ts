@@ -24,11 +24,10 @@ import path from 'node:path';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { createVoters, type TestVoter } from '../infra/testing/voters.ts';
 import { startBenchCluster, isSettled, routedCounters, waitFor, type BenchCluster, type BenchNode } from './lib/benchCluster.ts';
-import type { ReplicationResult, Stat } from './lib/clusterReport.ts';
 import { intFromEnv } from './lib/common.ts';
 import { adminLogin, counterDelta, createOpenElection, voteCounters, type BenchElection } from './lib/livevote.ts';
 import { cpuPercent, createQuietWaiter, processTree, repoRoot, sampleCpu, type CpuGroups, type CpuSample } from './lib/proc.ts';
-import { writeClusterResults, type ClusterResults, type ThroughputRun } from './lib/clusterReport.ts';
+import { statOf, writeClusterResults, type ClusterResults, type ReplicationResult, type ThroughputRun } from './lib/clusterReport.ts';
 import { voterLineWidth, writeVoterFile } from './lib/voterFile.ts';
 import { ensureWrk, runWrk, type WrkRun } from './lib/wrk.ts';
 import { measureFailover } from './failover.ts';
@@ -350,11 +349,6 @@ async function main(): Promise<number> {
       const run = (await spreadRun(cluster, voterFile, `3 nodes, ${replicas} replica per shard`, targets(), election, settings.activeS, true))!;
       const lag = await sampler.stop();
       const perShardVotesPerS = Math.max(1, run.votesPerS / settings.shardCount);
-      const stat = (values: number[]): Stat => {
-        const sorted = [...values].sort((a, b) => a - b);
-        const at = (p: number) => (sorted.length === 0 ? Number.NaN : sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!);
-        return { p50: at(50), p99: at(99), max: sorted.length === 0 ? Number.NaN : sorted[sorted.length - 1]! };
-      };
       results.replication = {
         replicas,
         without,
@@ -364,8 +358,8 @@ async function main(): Promise<number> {
           samples: lag.samples,
           replicaEntries: lag.entries,
           liveShare: lag.entries === 0 ? 0 : lag.live / lag.entries,
-          votesBehind: stat(lag.votesBehind),
-          approxMsBehind: stat(lag.votesBehind.map((v) => Math.round((v / perShardVotesPerS) * 1000))),
+          votesBehind: statOf(lag.votesBehind),
+          approxMsBehind: statOf(lag.votesBehind.map((v) => Math.round((v / perShardVotesPerS) * 1000))),
         },
       } satisfies ReplicationResult;
       log(`${run.label}: ${run.votesPerS} votes/s, CPU µs/vote nodes ${run.cpuUsPerVote.nodesNet} net (without replicas ${without.cpuUsPerVote.nodesNet}); lag votes behind p50 ${results.replication.lag.votesBehind.p50} p99 ${results.replication.lag.votesBehind.p99}; count ${run.countOk ? 'ok' : 'FAILED'}`);

@@ -8,7 +8,7 @@
 // not sent, and every node's tallies must equal count(*). Run by bench/cluster.ts.
 import type { TestVoter } from '../infra/testing/voters.ts';
 import { recoveryCounters, type BenchCluster } from './lib/benchCluster.ts';
-import type { FailoverResult, KillResult } from './lib/clusterReport.ts';
+import { statOf, type FailoverResult, type KillResult } from './lib/clusterReport.ts';
 import type { BenchElection } from './lib/livevote.ts';
 
 export interface FailoverOptions {
@@ -63,11 +63,6 @@ async function cast(baseUrl: string, voter: TestVoter, election: BenchElection):
     // Refused or cut: whether the vote was stored, only the database can tell.
     return { status: 0, code: 'network' };
   }
-}
-
-function percentile(sorted: readonly number[], p: number): number {
-  if (sorted.length === 0) return Number.NaN;
-  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
 }
 
 export async function measureFailover(options: FailoverOptions): Promise<FailoverResult> {
@@ -265,15 +260,14 @@ export async function measureFailover(options: FailoverOptions): Promise<Failove
   const allServed = kills.map((k) => k.allServedMs).filter((ms): ms is number => ms !== null).sort((a, b) => a - b);
   const declared = kills.map((k) => k.declaredDeadMs).filter((ms): ms is number => ms !== null).sort((a, b) => a - b);
   const reassigned = kills.map((k) => k.reassignedMs).filter((ms): ms is number => ms !== null).sort((a, b) => a - b);
-  const stat = (values: readonly number[]) => ({ p50: percentile(values, 50), p99: percentile(values, 99), max: values.length > 0 ? values[values.length - 1]! : Number.NaN });
   return {
     kills,
     probeIntervalMs,
     shardSamples: samples.length,
-    firstAcceptedMs: stat(samples),
-    allServedMs: stat(allServed),
-    declaredDeadMs: stat(declared),
-    reassignedMs: stat(reassigned),
+    firstAcceptedMs: statOf(samples),
+    allServedMs: statOf(allServed),
+    declaredDeadMs: statOf(declared),
+    reassignedMs: statOf(reassigned),
     acknowledged: acknowledgedTotal,
     stored: storedTotal,
     storedUnacknowledged,

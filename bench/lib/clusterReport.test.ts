@@ -1,7 +1,7 @@
 // The cluster section of RESULTS.md survives `npm run bench`, and the cost of a forwarded vote is
 // derived from the runs as bench/README.md says.
 import { describe, expect, it } from 'vitest';
-import { forwardCost, preservedClusterSection, withClusterSection, type ThroughputRun } from './clusterReport.ts';
+import { forwardCost, preservedClusterSection, statOf, withClusterSection, type ThroughputRun } from './clusterReport.ts';
 
 const section = '<!-- cluster-bench:begin (written by npm run bench:cluster; npm run bench keeps it) -->\n## Cluster\n$& 12 µs\n<!-- cluster-bench:end -->';
 
@@ -69,5 +69,13 @@ describe('the moves section of RESULTS.md', () => {
     expect(withMovesSection(appended, newer)).toBe(`# results\n\nbody\n\n${newer}\n`);
     expect(withMovesSection('# rewritten\n', preservedMovesSection(appended))).toBe(`# rewritten\n\n${section}\n`);
     expect(withMovesSection('# rewritten\n', undefined)).toBe('# rewritten\n');
+  });
+});
+
+describe('statOf', () => {
+  it('gives nearest-rank p50 and p99 and the max, in any order, and NaN for none', () => {
+    expect(statOf([30, 10, 20])).toEqual({ p50: 20, p99: 30, max: 30 });
+    expect(statOf(Array.from({ length: 200 }, (_, i) => 200 - i))).toEqual({ p50: 100, p99: 198, max: 200 });
+    expect(statOf([])).toEqual({ p50: Number.NaN, p99: Number.NaN, max: Number.NaN });
   });
 });

@@ -88,6 +88,13 @@ export interface Stat {
   readonly max: number;
 }
 
+/** p50, p99 (nearest rank) and max of `values`, in any order; NaN for none. */
+export function statOf(values: readonly number[]): Stat {
+  const sorted = [...values].sort((a, b) => a - b);
+  const at = (p: number) => (sorted.length === 0 ? Number.NaN : sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!);
+  return { p50: at(50), p99: at(99), max: sorted.length === 0 ? Number.NaN : sorted[sorted.length - 1]! };
+}
+
 export interface FailoverResult {
   /** LIVEVOTE_REPLICAS of the nodes during the kills (0: every takeover cold). */
   readonly replicas?: number;
