@@ -1021,15 +1021,18 @@ export class World {
   // -------------------------------------------------------------------------------------------
   // Cluster store and shard leases of one process: through the scheduler, waiting while cut off
 
+  /** One call of `process` to the cluster's store: waits while it is cut off, then for the scheduler; a dead process's never returns. */
+  private async throughScheduler<T>(process: SimProcess, label: string, op: () => Promise<T>): Promise<T> {
+    if (isDead(process)) return never;
+    await this.ioOpen(process);
+    await this.work.schedule(`${process.id} ${label}`);
+    if (isDead(process)) return never;
+    return op();
+  }
+
   private clusterStoreFor(process: SimProcess): ClusterStore {
     const inner = this.clusterState.store();
-    const call = async <T>(label: string, op: () => Promise<T>): Promise<T> => {
-      if (isDead(process)) return never;
-      await this.ioOpen(process);
-      await this.work.schedule(`${process.id} ${label}`);
-      if (isDead(process)) return never;
-      return op();
-    };
+    const call = <T>(label: string, op: () => Promise<T>): Promise<T> => this.throughScheduler(process, label, op);
     return {
       join: (request) => call('joins', () => inner.join(request)),
       heartbeat: (nodeId, incarnation, options) => call('heartbeat', () => inner.heartbeat(nodeId, incarnation, options)),
@@ -1071,13 +1074,7 @@ export class World {
       },
       this.config.plantedBug === 'leaseGrantReusesEpoch',
     );
-    const call = async <T>(label: string, op: () => Promise<T>): Promise<T> => {
-      if (isDead(process)) return never;
-      await this.ioOpen(process);
-      await this.work.schedule(`${process.id} ${label}`);
-      if (isDead(process)) return never;
-      return op();
-    };
+    const call = <T>(label: string, op: () => Promise<T>): Promise<T> => this.throughScheduler(process, label, op);
     return {
       acquire: (electionId, shards, takeOver) =>
         call(`acquires leases ${electionId}/[${shards}] (${takeOver})`, async () => {
