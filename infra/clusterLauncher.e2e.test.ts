@@ -22,10 +22,14 @@ afterAll(async () => {
   if (dataDir) await rm(dataDir, { recursive: true, force: true });
 });
 
-/** Two consecutive free ports (the launcher puts its nodes on PORT, PORT+1). */
+/**
+ * Two consecutive free ports (the launcher puts its nodes on PORT, PORT+1), below Linux's
+ * ephemeral range (32768 up): a port there may be taken as the local end of another test's
+ * outgoing connection between this probe and the launcher's listen (seen in CI: "in use").
+ */
 async function freePortPair(): Promise<number> {
   for (let attempt = 0; attempt < 50; attempt++) {
-    const base = 20_000 + Math.floor(Math.random() * 30_000);
+    const base = 20_000 + Math.floor(Math.random() * 12_000);
     const free = await Promise.all([base, base + 1].map((port) => new Promise<boolean>((resolve) => {
       const server = net.createServer().once('error', () => resolve(false)).listen(port, '127.0.0.1', () => server.close(() => resolve(true)));
     })));
