@@ -216,10 +216,21 @@ export async function buildApp(deps: AppDeps): Promise<LivevoteApp> {
         uws.us_listen_socket_close(listenSocket);
         listenSocket = undefined;
       }
-      const drained = await Promise.race([
-        router.drained().then(() => true),
-        new Promise<boolean>((resolve) => setTimeout(() => resolve(false), drainTimeoutMs).unref()),
-      ]);
+      // Drained means nothing in flight and nothing new for quietMs: a request a client sent just
+      // before the stop, on a connection still open, is served rather than refused 503.
+      const quietMs = 250;
+      const deadlineMs = Date.now() + drainTimeoutMs;
+      let drained = false;
+      while (!drained && Date.now() < deadlineMs) {
+        drained = await Promise.race([
+          router.drained().then(() => true),
+          new Promise<boolean>((resolve) => setTimeout(() => resolve(false), deadlineMs - Date.now()).unref()),
+        ]);
+        if (drained && router.msSinceLastRequest() < quietMs) {
+          drained = false;
+          await new Promise((resolve) => setTimeout(resolve, quietMs - router.msSinceLastRequest()));
+        }
+      }
       accepting = false;
       if (!drained) deps.log.warn({ inFlight: router.inFlightCount() }, 'requests still in flight after the drain timeout');
       for (const feature of [...features].reverse()) await feature.stop();

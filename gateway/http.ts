@@ -194,6 +194,8 @@ interface ResponseState {
 export class HttpRouter {
   readonly served: ServedRoute[] = [];
   private inFlight = 0;
+  /** performance.now() when the latest routed request started (the stop waits for a quiet moment). */
+  private lastRequestStartedMs = -Infinity;
   private drainWaiters: (() => void)[] = [];
   /** By route, method and status. */
   private readonly metricChildren = new Map<string, Map<string, Map<number, { count: { inc(): void }; duration: { observe(value: number): void } }>>>();
@@ -209,6 +211,11 @@ export class HttpRouter {
     private readonly deps: HttpDeps,
   ) {
     this.debugLogging = deps.log.isLevelEnabled('debug');
+  }
+
+  /** Since the latest routed request started, in ms. */
+  msSinceLastRequest(): number {
+    return performance.now() - this.lastRequestStartedMs;
   }
 
   /** Requests started and not yet answered (or aborted). */
@@ -289,6 +296,7 @@ export class HttpRouter {
     head: boolean,
   ): void {
     const started = performance.now();
+    this.lastRequestStartedMs = started;
     const state: ResponseState = { aborted: false, done: false, head, closeConnection: this.deps.closingConnections?.() ?? false };
     this.inFlight++;
     res.onAborted(() => {
