@@ -41,8 +41,8 @@ export interface BenchCluster {
   liveNodes(): BenchNode[];
   /** Starts (or restarts) a node, with `env` over the common environment (default: its last one); resolves once it listens. */
   startNode(nodeId: string, az: string, env?: Record<string, string>): Promise<BenchNode>;
-  /** SIGTERM (the node hands its shards off first), then waits for the exit. */
-  stopNode(nodeId: string): Promise<void>;
+  /** SIGTERM (the node hands its shards off first), then waits for the exit; resolves its exit code (or signal), undefined if it was not running. */
+  stopNode(nodeId: string): Promise<number | string | undefined>;
   /** SIGKILL, then waits for the exit. Returns the time of the kill (performance.now()). */
   killNode(nodeId: string): Promise<number>;
   view(): Promise<ClusterView>;
@@ -127,9 +127,9 @@ export async function startBenchCluster(extraEnv: Record<string, string | undefi
     },
     async stopNode(nodeId) {
       const node = nodes.get(nodeId);
-      if (!node || !isLive(node)) return;
+      if (!node || !isLive(node)) return undefined;
       node.process.child.kill('SIGTERM');
-      await node.process.exited();
+      return node.process.exited();
     },
     async killNode(nodeId) {
       const node = nodes.get(nodeId);
