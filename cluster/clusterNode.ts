@@ -223,7 +223,7 @@ export async function createClusterNode(deps: ClusterNodeDeps): Promise<ClusterN
         replication?.replicas.ownerEpochSeen(event.electionId, event.shard, event.epoch);
       }
       else if (event.t === 'map') void membership.refreshView().catch(() => undefined);
-      else if (event.t === 'released') shardHost.holderReleased();
+      else if (event.t === 'released') shardHost.holderReleased(event);
       else if (event.t === 'replicate' || event.t === 'replicas') replication?.onEvent(_from, event);
     },
   });

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { acquireLeases, readLeases, releaseLeases, renewLeases } from '../persistence/leases.ts';
+import { acquireLeases, handOverLease, readLeases, releaseLeases, renewLeases } from '../persistence/leases.ts';
 import { createTestDatabase, type TestDatabase } from '../persistence/testDatabase.ts';
 import { acquireShardLeases, LeasesUnavailableError, ShardLeaseKeeper } from './leases.ts';
 
@@ -124,3 +124,18 @@ describe('ShardLeaseKeeper', () => {
   });
 });
 
+
+describe('handOverLease', () => {
+  it('gives the holder\'s lease to the next owner under epoch + 1 in one statement; a stale holder changes nothing', async () => {
+    await acquireLeases(db.pool, { electionId, shards: [0], nodeId: 'node-a', leaseTtlMs: 60_000, takeOver: 'expired-or-own' });
+    expect(await handOverLease(db.pool, { electionId, shard: 0, fromNodeId: 'node-a', epoch: 1, toNodeId: 'node-b', leaseTtlMs: 60_000 })).toBe(2);
+    const [lease] = await readLeases(db.pool, electionId);
+    expect([lease!.epoch, lease!.ownerNode, lease!.expiresAtMs - lease!.renewedAtMs]).toEqual([2, 'node-b', 60_000]);
+    // The old holder again (a second hand-off, or a renewal under its epoch): refused, nothing moves.
+    expect(await handOverLease(db.pool, { electionId, shard: 0, fromNodeId: 'node-a', epoch: 1, toNodeId: 'node-c', leaseTtlMs: 60_000 })).toBe(null);
+    expect(await renewLeases(db.pool, { electionId, nodeId: 'node-a', leases: [{ shard: 0, epoch: 1 }], leaseTtlMs: 60_000 })).toEqual([]);
+    // The new owner holds it as if it had acquired it: it renews and releases it under epoch 2.
+    expect((await renewLeases(db.pool, { electionId, nodeId: 'node-b', leases: [{ shard: 0, epoch: 2 }], leaseTtlMs: 60_000 })).map((l) => l.epoch)).toEqual([2]);
+    expect(await releaseLeases(db.pool, { electionId, nodeId: 'node-b', leases: [{ shard: 0, epoch: 2 }] })).toEqual([0]);
+  });
+});

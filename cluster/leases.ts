@@ -17,6 +17,7 @@
 import type { Pool } from '../persistence/db.ts';
 import {
   acquireLeases,
+  handOverLease,
   leaseTtlMsMax,
   leaseTtlMsMin,
   releaseLeases,
@@ -217,5 +218,7 @@ export function createPgShardLeases(pool: Pool, options: { nodeId: string; lease
       if (leases.length === 0) return;
       await releaseLeases(pool, { electionId, nodeId, leases });
     },
+    handOver: (electionId, lease, toNodeId) =>
+      handOverLease(pool, { electionId, shard: lease.shard, fromNodeId: nodeId, epoch: lease.epoch, toNodeId, leaseTtlMs }),
   };
 }

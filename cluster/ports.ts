@@ -141,6 +141,11 @@ export interface ShardLeases {
   /** The leases still held after renewing; a missing one was taken by another node. */
   renew(electionId: string, leases: readonly HeldShardLease[]): Promise<readonly HeldShardLease[]>;
   release(electionId: string, leases: readonly HeldShardLease[]): Promise<void>;
+  /**
+   * Gives a held lease to `toNodeId` under epoch + 1 (a hand-off without the next owner's own
+   * acquisition); resolves the new epoch, or null when it was not held under `lease.epoch`.
+   */
+  handOver(electionId: string, lease: HeldShardLease, toNodeId: string): Promise<number | null>;
 }
 
 // ---------------------------------------------------------------------------------------------

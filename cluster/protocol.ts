@@ -16,9 +16,9 @@
 //                       counts changed → every other node          (epoch, version) per shard
 //   map      event      the coordinator, after it changed the      none; receivers reload the shard
 //                       shard map → every other node               map now
-//   released event      a shard's old owner, right after it        none; the receiver takes the lease
-//                       released the lease in a hand-off → the     now rather than at its next look
-//                       new owner the map names                    (it still polls: this only hurries)
+//   released event      a shard's old owner, right after it        none; the receiver serves under the
+//                       handed the lease over (or released it) in  granted epoch (or takes the lease
+//                       a hand-off → the new owner the map names   now rather than at its next look)
 //   replicate event     a shard's owner, after its batches are     none; a replica applies each
 //                       committed → each replica of those shards   shard's batch in seq order and
 //                       (several shards per event)                 catches up from Postgres on a gap
@@ -159,6 +159,13 @@ export interface ShardReleased {
   readonly shard: number;
   /** The lease epoch the sender held (the new owner's will be higher). */
   readonly epoch: number;
+  /**
+   * Set when the sender handed the lease to the receiver (epoch + 1) rather than releasing it: the
+   * receiver serves under this epoch without an acquisition of its own, if its map names it.
+   */
+  readonly grantedEpoch?: number;
+  /** The map version the sender acted on: a receiver whose map is newer and names another node gives a grant back. */
+  readonly mapVersion?: number;
 }
 
 /** Each request kind and the answer it gets. */
@@ -237,7 +244,8 @@ export const eventKinds: { readonly [K in LinkEventKind]: Shape } = {
     Array.isArray(m.counts) && m.counts.length <= candidateCountMax && m.counts.every(isCount) &&
     (m.queued === undefined || isCount(m.queued)),
   map: (m) => isCount(m.version),
-  released: (m) => isElectionId(m.electionId) && isShard(m.shard) && isCount(m.epoch),
+  released: (m) => isElectionId(m.electionId) && isShard(m.shard) && isCount(m.epoch) &&
+    (m.grantedEpoch === undefined || isCount(m.grantedEpoch)) && (m.mapVersion === undefined || isCount(m.mapVersion)),
   replicate: (m) => Array.isArray(m.batches) && m.batches.length <= replicatedShardsPerEventMax && m.batches.every(isReplicatedShardBatch),
   replicas: (m) => Array.isArray(m.shards) && m.shards.length <= replicaReportsPerEventMax && m.shards.every(isReplicaShardReport),
 };

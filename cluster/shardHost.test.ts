@@ -18,6 +18,7 @@ describe('ShardHost', () => {
       acquire: async (_e, shards) => shards.map((shard) => ({ shard, epoch: 7 })),
       renew: async () => [], // every lease was taken by another node
       release: async () => undefined,
+      handOver: async () => null,
     };
     const lost: number[] = [];
     const host = new ShardHost({
@@ -69,6 +70,7 @@ describe('ShardHost hand-offs', () => {
         acquire: async (_e, shards) => shards.map((shard) => ({ shard, epoch: 7 })),
         renew: async (_e, leases) => leases,
         release: async () => { calls.push('lease released'); },
+        handOver: async () => null,
       },
       election: () => ({ shardCount: 1, candidateCount: 2, status: 'open' }),
       onReleased: (toNodeId, event) => { calls.push('told'); released.push({ toNodeId, ...event }); },
@@ -96,6 +98,7 @@ describe('ShardHost hand-offs', () => {
         },
         renew: async (_e, leases) => leases,
         release: async () => undefined,
+        handOver: async () => null,
       },
       election: () => ({ shardCount: 1, candidateCount: 2, status: 'open' }),
     });
@@ -130,6 +133,7 @@ describe('ShardHost: a release never races a renewal', () => {
           return leases;
         },
         release: async () => { events.push('released'); },
+        handOver: async () => null,
       },
       election: () => ({ shardCount: 1, candidateCount: 2, status: 'open' }),
     });
@@ -149,5 +153,86 @@ describe('ShardHost: a release never races a renewal', () => {
     await handedOff;
     expect(events.slice(0, 3)).toEqual(['renew asked', 'renewed', 'released']);
     await host.stop();
+  });
+});
+
+describe('ShardHost: leases handed over', () => {
+  const node = (nodeId: string) => ({ nodeId, az: 'a', url: `http://${nodeId}`, status: 'alive' as const, incarnation: 1, startedAtMs: 0, lastHeartbeatAtMs: 0, draining: false });
+  const viewOf = (owner: string, version = 1): ClusterView => ({
+    version, electionsVersion: 1, coordinatorNodeId: 'n1', readAtMs: 0, operations: [], nodes: [node('n1'), node('n2'), node('n3')],
+    shards: [{ electionId, shard: 0, ownerNodeId: owner, mapVersion: version, epoch: 6, leaseNodeId: 'n1', leaseExpiresAtMs: 60_000, pinned: false, replicaNodeIds: [] }],
+    elections: [{ electionId, shardCount: 1 }],
+  });
+  const fakeVoteNode = () => {
+    const hosted = new Map<number, number>();
+    return {
+      hosted,
+      voteNode: {
+        hostShards: vi.fn(async (r: { shards: readonly { shard: number; epoch: number }[] }) => { for (const s of r.shards) hosted.set(s.shard, s.epoch); return []; }),
+        releaseShard: vi.fn(async (_e: string, shard: number) => (hosted.delete(shard) ? { backlogMs: 0, backlogResolved: true, snapshotMs: 0, snapshotWritten: false } : undefined)),
+        isServing: (_e: string, shard: number) => hosted.has(shard),
+      } as unknown as VoteNode,
+    };
+  };
+
+  it('the old owner hands the lease to the node the map names (no release), and says under which epoch', async () => {
+    const calls: string[] = [];
+    const notices: unknown[] = [];
+    const { voteNode } = fakeVoteNode();
+    const host = new ShardHost({
+      nodeId: 'n1', voteNode, leaseTtlMs: 60_000, log: silent,
+      leases: {
+        acquire: async (_e, shards) => shards.map((shard) => ({ shard, epoch: 7 })),
+        renew: async (_e, leases) => leases,
+        release: async () => { calls.push('released'); },
+        handOver: async (_e, lease, to) => { calls.push(`handed ${lease.shard}@${lease.epoch} to ${to}`); return lease.epoch + 1; },
+      },
+      election: () => ({ shardCount: 1, candidateCount: 2, status: 'open' }),
+      onReleased: (toNodeId, notice) => notices.push({ toNodeId, ...notice }),
+    });
+    await host.apply({ ...viewOf('n1'), shards: [{ ...viewOf('n1').shards[0]!, leaseNodeId: null, leaseExpiresAtMs: 0 }] });
+    await host.apply(viewOf('n2', 2));
+    expect(calls).toEqual(['handed 0@7 to n2']);
+    expect(notices).toEqual([{ toNodeId: 'n2', electionId, shard: 0, epoch: 7, grantedEpoch: 8, mapVersion: 2 }]);
+    await host.stop();
+  });
+
+  it('the new owner serves under a handed lease without acquiring it; one the newer map gives to another node is given back', async () => {
+    const acquireCalls: number[][] = [];
+    const releases: string[] = [];
+    const { voteNode, hosted } = fakeVoteNode();
+    const host = new ShardHost({
+      nodeId: 'n2', voteNode, leaseTtlMs: 60_000, log: silent,
+      // A poll far longer than the test's patience: only the notice can end the wait.
+      holderPollMs: 600_000,
+      leases: {
+        acquire: async (_e, shards) => { acquireCalls.push([...shards]); return []; },
+        renew: async (_e, leases) => leases,
+        release: async (_e, leases) => { releases.push(leases.map((l) => `${l.shard}@${l.epoch}`).join()); },
+        handOver: async () => null,
+      },
+      election: () => ({ shardCount: 1, candidateCount: 2, status: 'open' }),
+    });
+    const applied = host.apply(viewOf('n2'));
+    await expect.poll(() => acquireCalls.length, { timeout: 10_000 }).toBeGreaterThan(0);
+    const acquiredBefore = acquireCalls.length;
+    host.holderReleased({ electionId, shard: 0, epoch: 7, grantedEpoch: 8, mapVersion: 1 });
+    await applied;
+    expect(hosted.get(0)).toBe(8);
+    expect(host.heldShards()).toEqual([{ electionId, shard: 0, epoch: 8 }]);
+    expect(acquireCalls.slice(acquiredBefore).every((shards) => shards.length === 0)).toBe(true);
+    await host.stop();
+
+    // Another node, whose newer map (version 3) names n3: the grant (of map version 2) goes back.
+    const other = new ShardHost({
+      nodeId: 'n2', voteNode: fakeVoteNode().voteNode, leaseTtlMs: 60_000, log: silent,
+      leases: { acquire: async () => [], renew: async (_e, leases) => leases, release: async (_e, leases) => { releases.push(leases.map((l) => `${l.shard}@${l.epoch}`).join()); }, handOver: async () => null },
+      election: () => ({ shardCount: 1, candidateCount: 2, status: 'open' }),
+    });
+    other.holderReleased({ electionId, shard: 0, epoch: 8, grantedEpoch: 9, mapVersion: 2 });
+    await other.apply(viewOf('n3', 3));
+    expect(releases).toContain('0@9');
+    expect(other.heldShards()).toEqual([]);
+    await other.stop();
   });
 });

@@ -4,9 +4,12 @@
 //   map says mine, not hosted ──► take the lease (epoch + 1 fences every earlier writer)
 //                                 ──► recover (snapshot + tail) ──► serve
 //   hosted, map says another's ──► stop taking votes (503 shard_moving), resolve the backlog
-//                                 ──► release the lease ──► `released` to the new owner, which
-//                                 takes it at once (no final snapshot on this path unless the
-//                                 tail since the last one is long: the new owner reads the tail)
+//                                 ──► hand the lease to the node the map names (one statement:
+//                                 owner and epoch + 1) ──► `released` with that epoch: the new
+//                                 owner serves under it with no lease transaction of its own
+//                                 (no final snapshot on this path unless the tail since the last
+//                                 one is long: the new owner reads the tail). If the hand-over
+//                                 fails, the lease is released and the new owner acquires it
 //   hosted, lease lost          ──► drop it (its writes are fenced); take it again if still mine
 //
 // The lease is taken with `any` when its holder is not a live member (dead, left, or an
@@ -14,6 +17,9 @@
 // live old owner always finishes its backlog before the new owner recovers the shard. While it
 // waits it looks again every holderPollMs, or at once when the holder says it released
 // (`holderReleased`, the link's `released` event): the shard's pause does not wait for a poll.
+// A handed lease the new owner will not use (a newer map names another node, or it could not
+// serve within a third of the TTL, so the lease may be near expiry) is released at once; a lost
+// `released` costs only time: the view shows the lease as this node's, which it then acquires.
 import { shardKeyOf } from './allocation.ts';
 import type { ClusterView, HeldShardLease, ShardLeases } from './ports.ts';
 import type { ShardRecovery, VoteNode } from '../actors/voteNode.ts';
@@ -23,6 +29,18 @@ export interface HostedElectionInfo {
   readonly shardCount: number;
   readonly candidateCount: number;
   readonly status: 'draft' | 'open' | 'closed';
+}
+
+/** What an old owner tells the new one when it let a shard go (protocol `released`). */
+export interface HandOffNotice {
+  readonly electionId: string;
+  readonly shard: number;
+  /** The epoch the old owner held. */
+  readonly epoch: number;
+  /** The lease was handed to the receiver under this epoch (no acquisition of its own needed). */
+  readonly grantedEpoch?: number;
+  /** The map version the old owner acted on. */
+  readonly mapVersion?: number;
 }
 
 export interface ShardHostOptions {
@@ -38,7 +56,7 @@ export interface ShardHostOptions {
   /** Leases found taken by another node at renewal (counted in livevote_leases_lost_total). */
   readonly onLeasesLost?: (count: number) => void;
   /** A shard's lease was released in a hand-off to `toNodeId`: tell that node (protocol `released`). */
-  readonly onReleased?: (toNodeId: string, released: { electionId: string; shard: number; epoch: number }) => void;
+  readonly onReleased?: (toNodeId: string, released: HandOffNotice) => void;
   /** While a live holder hands a shard over: how often to try its lease (default 50 ms; `released` cuts the wait). */
   readonly holderPollMs?: number;
   /**
@@ -71,6 +89,11 @@ export class ShardHost {
   private wakeWaiter: (() => void) | undefined;
   /** A `released` arrived since the last lease attempt began: look again without waiting. */
   private releaseHeard = false;
+  /**
+   * Leases handed to this node by an old owner, by shard key, until a reconcile serves the shard
+   * under them (or gives them back: the map names another node). At most one per shard.
+   */
+  private readonly grants = new Map<string, { electionId: string; shard: number; epoch: number; mapVersion: number; atMs: number }>();
 
   constructor(options: ShardHostOptions) {
     this.options = options;
@@ -121,7 +144,16 @@ export class ShardHost {
    * The holder of a shard says it released the lease to this node (`released` event): look now.
    * A hint only: without a reconcile waiting on a holder, the next view does the work.
    */
-  holderReleased(): void {
+  holderReleased(notice?: HandOffNotice): void {
+    if (notice?.grantedEpoch !== undefined) {
+      const key = shardKeyOf(notice.electionId, notice.shard);
+      const earlier = this.grants.get(key);
+      if (earlier === undefined || earlier.epoch < notice.grantedEpoch) {
+        this.grants.set(key, { electionId: notice.electionId, shard: notice.shard, epoch: notice.grantedEpoch, mapVersion: notice.mapVersion ?? 0, atMs: Date.now() });
+      }
+      // Not waiting on a holder (this node's view may not name it yet): the next view uses it.
+      if (this.wakeWaiter === undefined && this.reconciling === undefined && this.latestView !== undefined) void this.apply(this.latestView);
+    }
     this.releaseHeard = true;
     this.wakeWaiter?.();
   }
@@ -174,6 +206,18 @@ export class ShardHost {
 
     for (const key of this.wantedSinceMs.keys()) if (ownerByKey.get(key) !== nodeId) this.wantedSinceMs.delete(key);
 
+    // Handed leases this node will not use: a newer map names another node, or it waited too long
+    // (past a third of the TTL the lease may be near expiry; an acquisition is the safe way then).
+    for (const [key, grant] of [...this.grants]) {
+      const givenAway = ownerByKey.get(key) !== nodeId && view.version > grant.mapVersion;
+      const stale = Date.now() - grant.atMs > this.options.leaseTtlMs / 3;
+      if (!givenAway && !stale) continue;
+      this.grants.delete(key);
+      if (this.held.get(grant.electionId)?.has(grant.shard)) continue;
+      // Given back at once, so that the node the map names does not wait out the TTL.
+      await this.options.leases.release(grant.electionId, [{ shard: grant.shard, epoch: grant.epoch }]).catch(() => undefined);
+    }
+
     // Shards to give up: the map moved them, or their lease was lost (fenced).
     for (const [electionId, shards] of [...this.held]) {
       for (const shard of [...shards.keys()]) {
@@ -205,11 +249,25 @@ export class ShardHost {
       }
       for (const shard of wanted) if (!this.wantedSinceMs.has(shardKeyOf(electionId, shard.shard))) this.wantedSinceMs.set(shardKeyOf(electionId, shard.shard), Date.now());
       const acquireStartedMs = Date.now();
+      // Leases the old owner handed over: served under the granted epoch, no acquisition.
+      const granted: HeldShardLease[] = [];
+      for (const list of [takeAny, waitForHolder]) {
+        for (let i = list.length - 1; i >= 0; i--) {
+          const grant = this.grants.get(shardKeyOf(electionId, list[i]!));
+          if (grant === undefined) continue;
+          this.grants.delete(shardKeyOf(electionId, list[i]!));
+          granted.push({ shard: grant.shard, epoch: grant.epoch });
+          list.splice(i, 1);
+        }
+      }
       const acquired: HeldShardLease[] = [
+        ...granted,
         ...(await this.options.leases.acquire(electionId, takeAny, 'any')),
-        ...(await this.options.leases.acquire(electionId, waitForHolder, 'expired-or-own')),
       ];
-      if (waitForHolder.length > acquired.length - takeAny.length) this.again = true; // the old owner is draining: look again soon
+      const fromHolder = await this.options.leases.acquire(electionId, waitForHolder, 'expired-or-own');
+      if (waitForHolder.length > fromHolder.length) this.again = true; // the old owner is draining: look again soon
+      acquired.push(...fromHolder);
+      for (const lease of acquired) this.grants.delete(shardKeyOf(electionId, lease.shard));
       if (acquired.length === 0) continue;
       let heldMap = this.held.get(electionId);
       if (!heldMap) this.held.set(electionId, (heldMap = new Map()));
@@ -283,20 +341,27 @@ export class ShardHost {
     if (shards.size === 0) this.held.delete(electionId);
     const leaseReleaseStartedMs = Date.now();
     let released = false;
+    let grantedEpoch: number | null = null;
+    const toNodeId = options.toNodeId !== undefined && options.toNodeId !== this.options.nodeId ? options.toNodeId : undefined;
     if (!options.leaseLost) {
       // A renewal round that started before the shard left `held` may still renew its lease:
       // landing after the release, it would give the lease a whole TTL again, and the new owner
       // would wait that long. It asked for this shard only if it started before: wait for it.
       await this.renewing;
-      released = await this.options.leases.release(electionId, [{ shard, epoch }]).then(() => true, () => false);
+      // To the node the map names: handed over (epoch + 1, its own from now), so that it serves
+      // without a transaction of its own; otherwise (or if that fails) released for anyone.
+      if (toNodeId !== undefined) grantedEpoch = await this.options.leases.handOver(electionId, { shard, epoch }, toNodeId).catch(() => null);
+      released = grantedEpoch !== null || (await this.options.leases.release(electionId, [{ shard, epoch }]).then(() => true, () => false));
     }
     const releasedAtMs = Date.now();
-    if (released && options.toNodeId !== undefined && options.toNodeId !== this.options.nodeId) this.options.onReleased?.(options.toNodeId, { electionId, shard, epoch });
+    if (released && toNodeId !== undefined) {
+      this.options.onReleased?.(toNodeId, { electionId, shard, epoch, ...(grantedEpoch === null ? {} : { grantedEpoch, mapVersion: this.latestView?.version ?? 0 }) });
+    }
     // The old owner's half of a hand-off's timeline (bench/moves.ts joins it with the new owner's).
     this.options.log.info({
       electionId, shard, epoch, leaseLost: options.leaseLost ?? false, toNodeId: options.toNodeId,
       stoppedAdmittingAtMs, backlogMs: release?.backlogMs, snapshotMs: release?.snapshotMs, snapshotWritten: release?.snapshotWritten,
-      leaseReleaseMs: releasedAtMs - leaseReleaseStartedMs, releasedAtMs,
+      leaseReleaseMs: releasedAtMs - leaseReleaseStartedMs, releasedAtMs, handedOverEpoch: grantedEpoch ?? undefined,
     }, 'shard released');
     this.options.onChange?.();
   }

@@ -231,6 +231,34 @@ export async function releaseLeases(
   });
 }
 
+/**
+ * A hand-off in one statement: the holder gives its lease of one shard to the next owner, epoch + 1
+ * (which fences anything the holder still has in flight, as any acquisition does), so the next
+ * owner needs no transaction of its own before it recovers the shard. Returns the next owner's
+ * epoch, or null when the holder no longer held the lease under `epoch` (nothing changed).
+ * One autocommitted UPDATE (one round trip, on the shard's pause): it locks one row only, so it
+ * cannot deadlock with the acquisitions' ordered locks, and it waits at most as long as a lease
+ * transaction may hold that row (leaseIdleInTransactionMs between its statements).
+ */
+export async function handOverLease(
+  pool: Pool,
+  request: { electionId: string; shard: number; fromNodeId: string; epoch: number; toNodeId: string; leaseTtlMs: number },
+): Promise<number | null> {
+  assertElectionId(request.electionId);
+  assertTtl(request.leaseTtlMs);
+  assertNodeId(request.fromNodeId);
+  assertNodeId(request.toNodeId);
+  const [shard] = sortedShards([request.shard]);
+  const handed = await pool.query<{ epoch: number }>(
+    `UPDATE shard_leases SET epoch = epoch + 1, owner_node = $5, acquired_at = now(), renewed_at = now(),
+            expires_at = now() + $6 * interval '1 millisecond'
+      WHERE election_id = $1 AND shard = $2 AND owner_node = $3 AND epoch = $4
+      RETURNING epoch`,
+    [request.electionId, shard, request.fromNodeId, request.epoch, request.toNodeId, request.leaseTtlMs],
+  );
+  return handed.rows[0]?.epoch ?? null;
+}
+
 /** Every lease of the election, by shard. */
 export async function readLeases(pool: Pool, electionId: string): Promise<LeaseRecord[]> {
   assertElectionId(electionId);

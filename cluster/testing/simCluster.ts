@@ -193,7 +193,14 @@ export class SimClusterState {
    * store, where the journal checks it); renewing and releasing need the epoch unchanged.
    * `onGranted` records each grant for the properties; `reuseEpoch` is a planted bug.
    */
-  leasesFor(nodeId: string, leaseTtlMs: number, onGranted: (key: ShardKey, epoch: number) => void, reuseEpoch = false): ShardLeases {
+  leasesFor(
+    nodeId: string,
+    leaseTtlMs: number,
+    onGranted: (key: ShardKey, epoch: number) => void,
+    reuseEpoch = false,
+    /** A lease given to another node by a hand-off (the world records the grant for that node's process). */
+    onHandedOver?: (key: ShardKey, epoch: number, toNodeId: string) => void,
+  ): ShardLeases {
     return {
       acquire: async (electionId, shards, takeOver) => {
         const acquired: HeldShardLease[] = [];
@@ -228,6 +235,17 @@ export class SimClusterState {
           const row = this.leases.get(shardKeyString(key));
           if (row?.owner === nodeId && this.voteStore.leaseEpoch(key) === lease.epoch) row.expiresAtMs = this.now();
         }
+      },
+      handOver: async (electionId, lease, toNodeId) => {
+        const key = { electionId, shard: lease.shard };
+        const keyString = shardKeyString(key);
+        const row = this.leases.get(keyString);
+        if (row?.owner !== nodeId || this.voteStore.leaseEpoch(key) !== lease.epoch) return null;
+        const epoch = reuseEpoch ? lease.epoch : lease.epoch + 1;
+        this.voteStore.setLeaseEpoch(key, epoch);
+        this.leases.set(keyString, { owner: toNodeId, expiresAtMs: this.now() + leaseTtlMs });
+        onHandedOver?.(key, epoch, toNodeId);
+        return epoch;
       },
     };
   }

@@ -43,7 +43,7 @@ import type { CastRequest, OutcomeAnswer, ReplicaReport, ReplicateBatches, Talli
 import { ClusterResults } from '../results.ts';
 import { Replication } from '../replication.ts';
 import { Router } from '../router.ts';
-import { ShardHost } from '../shardHost.ts';
+import { ShardHost, type HandOffNotice } from '../shardHost.ts';
 import { SimClusterState } from './simCluster.ts';
 import { VirtualClock } from './virtualClock.ts';
 
@@ -761,14 +761,14 @@ export class World {
   }
 
   /** The `released` hint of a hand-off, to the new owner's live process (lost if either died). */
-  private sendReleased(from: SimProcess, toNodeId: string, released: { electionId: string; shard: number; epoch: number }): void {
+  private sendReleased(from: SimProcess, toNodeId: string, released: HandOffNotice): void {
     const to = [...this.processes].reverse().find((p) => p.nodeId === toNodeId && p.status !== 'dead' && p.cluster !== null);
     if (to === undefined) return;
     void (async () => {
       await this.ioOpen(from);
-      await this.work.schedule(`${from.id} tells ${to.id} it released ${released.electionId}/${released.shard} (epoch ${released.epoch})`);
+      await this.work.schedule(`${from.id} tells ${to.id} it ${released.grantedEpoch === undefined ? 'released' : `handed it`} ${released.electionId}/${released.shard} (epoch ${released.grantedEpoch ?? released.epoch})`);
       if (isDead(from) || isDead(to) || to.isolated) return;
-      to.cluster!.shardHost.holderReleased();
+      to.cluster!.shardHost.holderReleased(released);
     })();
   }
 
@@ -1073,6 +1073,11 @@ export class World {
         this.note(`${process.id} takes the lease of ${shardKeyString(key)} at epoch ${epoch}`);
       },
       this.config.plantedBug === 'leaseGrantReusesEpoch',
+      (key, epoch, toNodeId) => {
+        const to = [...this.processes].reverse().find((p) => p.nodeId === toNodeId && p.status !== 'dead');
+        this.leaseGrants.push({ key: shardKeyString(key), epoch, processId: to?.id ?? `${toNodeId} (no process)` });
+        this.note(`${process.id} hands the lease of ${shardKeyString(key)} to ${to?.id ?? toNodeId} at epoch ${epoch}`);
+      },
     );
     const call = <T>(label: string, op: () => Promise<T>): Promise<T> => this.throughScheduler(process, label, op);
     return {
@@ -1084,6 +1089,7 @@ export class World {
         }),
       renew: (electionId, leases) => call(`renews leases ${electionId}`, () => inner.renew(electionId, leases)),
       release: (electionId, leases) => call(`releases leases ${electionId}/[${leases.map((l) => l.shard)}]`, () => inner.release(electionId, leases)),
+      handOver: (electionId, lease, toNodeId) => call(`hands the lease of ${electionId}/${lease.shard} to ${toNodeId}`, () => inner.handOver(electionId, lease, toNodeId)),
     };
   }
 
