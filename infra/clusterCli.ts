@@ -298,7 +298,8 @@ export async function launchCluster(
         // unless told otherwise (README, LIVEVOTE_SPILL_FILE_IN_CLUSTER).
         LIVEVOTE_SPILL_FILE_IN_CLUSTER: env.LIVEVOTE_SPILL_FILE_IN_CLUSTER ?? 'allow',
       },
-      stdio: ['ignore', 'inherit', 'inherit'],
+      // The IPC channel is how a node learns the launcher is gone, even by kill -9 (main.ts).
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     });
     const exited = new Promise<number>((resolve) => {
       child.on('exit', (code, signal) => {

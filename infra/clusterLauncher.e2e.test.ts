@@ -3,8 +3,10 @@
 // to one node (the spill queue, persistence/fileSpillQueue.ts) must not be shared: each node holds
 // a spill queue of its own. And it stops as `npm start` does: SIGTERM to the npm process (a
 // process manager, `kill <pid>`) stops the launcher and every node, none left running orphaned
-// (npm signals its child, a shell that did not pass it on until the script said `exec`).
-import { spawn } from 'node:child_process';
+// (npm signals its child, a shell that did not pass it on until the script said `exec`). A
+// launcher killed with SIGKILL cannot stop anyone: its nodes notice that its IPC channel closed
+// and stop by themselves.
+import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
@@ -14,12 +16,12 @@ import { createTestDatabase, type TestDatabase } from '../persistence/testDataba
 import { eventually } from './testing/clusterHarness.ts';
 import { root } from './testing/processHarness.ts';
 
-let db: TestDatabase | undefined;
-let dataDir: string | undefined;
+const dbs: TestDatabase[] = [];
+const dataDirs: string[] = [];
 
 afterAll(async () => {
-  await db?.drop();
-  if (dataDir) await rm(dataDir, { recursive: true, force: true });
+  for (const db of dbs) await db.drop();
+  for (const dir of dataDirs) await rm(dir, { recursive: true, force: true });
 });
 
 /**
@@ -47,9 +49,22 @@ const isRunning = (pid: number): boolean => {
   }
 };
 
-it('starts every node of a local cluster, each one serves, and SIGTERM to npm stops them all', async () => {
-  db = await createTestDatabase();
-  dataDir = await mkdtemp(path.join(os.tmpdir(), 'lv-launcher-'));
+interface StartedCluster {
+  readonly launcher: ChildProcess;
+  readonly exited: Promise<number | string>;
+  readonly nodePids: number[];
+  readonly dataDir: string;
+  output(): string;
+  /** Whatever is left of the launcher's process group is stopped (SIGTERM, then SIGKILL). */
+  cleanUp(): Promise<void>;
+}
+
+/** `npm run livevote -- cluster --nodes 2`, until both nodes answer /readyz 200. */
+async function startCluster(): Promise<StartedCluster> {
+  const db = await createTestDatabase();
+  dbs.push(db);
+  const dataDir = await mkdtemp(path.join(os.tmpdir(), 'lv-launcher-'));
+  dataDirs.push(dataDir);
   const port = await freePortPair();
   const launcher = spawn('npm', ['run', '--silent', 'livevote', '--', 'cluster', '--nodes', '2', '--azs', 'a,b'], {
     cwd: root,
@@ -64,6 +79,21 @@ it('starts every node of a local cluster, each one serves, and SIGTERM to npm st
   launcher.stdout!.on('data', (chunk: Buffer) => { output += chunk.toString(); });
   launcher.stderr!.on('data', (chunk: Buffer) => { output += chunk.toString(); });
   const exited = new Promise<number | string>((resolve) => launcher.on('exit', (code, signal) => resolve(code ?? signal ?? 'unknown')));
+  const nodePids = () => [...output.matchAll(/node-\d+\s+az \S+\s+\S+\s+pid (\d+)/g)].map((m) => Number(m[1])).sort();
+  const cleanUp = async () => {
+    // The launcher and its nodes are one process group: SIGTERM stops them all, as Ctrl-C does.
+    for (const pid of [launcher.pid!, ...nodePids()]) {
+      try { process.kill(pid === launcher.pid ? -pid : pid, 'SIGTERM'); } catch { /* already gone */ }
+    }
+    const timer = setTimeout(() => {
+      for (const pid of [launcher.pid!, ...nodePids()]) {
+        try { process.kill(pid === launcher.pid ? -pid : pid, 'SIGKILL'); } catch { /* gone */ }
+      }
+    }, 30_000);
+    await exited;
+    await eventually(async () => (nodePids().some(isRunning) ? undefined : true), 60_000, 'every node gone');
+    clearTimeout(timer);
+  };
   try {
     const deadline = Date.now() + 150_000;
     const ready = new Set<number>();
@@ -78,21 +108,42 @@ it('starts every node of a local cluster, each one serves, and SIGTERM to npm st
     }
     expect(output).not.toMatch(/exited/);
     expect([...ready].sort()).toEqual([port, port + 1]);
-    const nodePids = [...output.matchAll(/node-\d+\s+az \S+\s+\S+\s+pid (\d+)/g)].map((m) => Number(m[1])).sort();
-    expect(nodePids).toHaveLength(2);
-    // The pid in each spill queue's lock file (owner.pid): every node must own one.
-    const lockFiles = (await readdir(dataDir, { recursive: true })).filter((f) => path.basename(f) === 'owner.pid');
-    const lockOwners = (await Promise.all(lockFiles.map(async (f) => Number(await readFile(path.join(dataDir!, f), 'utf8'))))).sort();
-    expect(lockOwners).toEqual(nodePids);
+    expect(nodePids()).toHaveLength(2);
+  } catch (error) {
+    await cleanUp();
+    throw error;
+  }
+  return { launcher, exited, nodePids: nodePids(), dataDir, output: () => output, cleanUp };
+}
 
-    launcher.kill('SIGTERM');
-    await eventually(async () => (nodePids.some(isRunning) ? undefined : true), 120_000, 'every node stopped');
-    expect(await exited).toBe(0);
+it('starts every node of a local cluster, each one serves, and SIGTERM to npm stops them all', async () => {
+  const cluster = await startCluster();
+  try {
+    // The pid in each spill queue's lock file (owner.pid): every node must own one.
+    const lockFiles = (await readdir(cluster.dataDir, { recursive: true })).filter((f) => path.basename(f) === 'owner.pid');
+    const lockOwners = (await Promise.all(lockFiles.map(async (f) => Number(await readFile(path.join(cluster.dataDir, f), 'utf8'))))).sort();
+    expect(lockOwners).toEqual(cluster.nodePids);
+
+    cluster.launcher.kill('SIGTERM');
+    await eventually(async () => (cluster.nodePids.some(isRunning) ? undefined : true), 120_000, 'every node stopped');
+    expect(await cluster.exited).toBe(0);
   } finally {
-    // The launcher and its nodes are one process group: SIGTERM stops them all, as Ctrl-C does.
-    try { process.kill(-launcher.pid!, 'SIGTERM'); } catch { /* already gone */ }
-    const timer = setTimeout(() => { try { process.kill(-launcher.pid!, 'SIGKILL'); } catch { /* gone */ } }, 30_000);
-    await exited;
-    clearTimeout(timer);
+    await cluster.cleanUp();
+  }
+}, 240_000);
+
+it('a launcher killed with SIGKILL leaves no node running: each stops by itself when its IPC channel closes', async () => {
+  const cluster = await startCluster();
+  try {
+    // npm execs nothing itself: the launcher is the node process that is the nodes' parent.
+    const parentOf = async (pid: number) => Number((await readFile(`/proc/${pid}/stat`, 'utf8')).replace(/^.*\) /s, '').split(' ')[1]);
+    const launcherPids = new Set(await Promise.all(cluster.nodePids.map(parentOf)));
+    expect(launcherPids.size).toBe(1);
+    const [launcherPid] = [...launcherPids];
+    process.kill(launcherPid!, 'SIGKILL');
+    await eventually(async () => (cluster.nodePids.some(isRunning) ? undefined : true), 120_000, 'every node stopped by itself');
+    expect(cluster.output()).not.toMatch(/"level":50/);
+  } finally {
+    await cluster.cleanUp();
   }
 }, 240_000);

@@ -1,4 +1,7 @@
 // `npm start`: one livevote node until SIGTERM/SIGINT, then a graceful shutdown and exit 0.
+// Started by the cluster launcher (infra/clusterCli.ts), a node also stops so when the launcher's
+// IPC channel closes: the launcher is gone, however it ended (kill -9 included), and a node left
+// running would be an orphan nobody stops.
 import { ConfigError, loadConfig } from './config.ts';
 import { createLogger } from './logger.ts';
 import { startNode } from './node.ts';
@@ -17,7 +20,7 @@ async function main(): Promise<void> {
   const log = createLogger(config.logLevel);
   const node = await startNode(config, log);
   let signalled = false;
-  const shutdown = (signal: NodeJS.Signals) => {
+  const shutdown = (signal: NodeJS.Signals | 'launcher gone') => {
     if (signalled) return;
     signalled = true;
     log.info({ signal }, 'shutting down: no new requests, finishing the ones in flight');
@@ -34,6 +37,11 @@ async function main(): Promise<void> {
   };
   process.on('SIGTERM', shutdown);
   process.on('SIGINT', shutdown);
+  if (process.channel !== undefined) {
+    // The channel alone must not keep a stopped node alive.
+    process.channel.unref();
+    process.on('disconnect', () => shutdown('launcher gone'));
+  }
 }
 
 main().catch((error: unknown) => {

@@ -2,11 +2,13 @@
 // a first start prints the generated admin password once; SIGTERM shuts down cleanly (exit 0);
 // a restart keeps the data and does not print the password again.
 import { mkdtemp, rm } from 'node:fs/promises';
+import { createServer, type AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { call } from './testing/appHarness.ts';
 import { killStartedProcesses, startLivevoteProcess } from './testing/processHarness.ts';
+import { createTestDatabase } from '../persistence/testDatabase.ts';
 
 const dirs: string[] = [];
 afterAll(async () => {
@@ -73,6 +75,26 @@ describe('livevote process in embedded mode', () => {
       expect(await second.exited()).toBe(0);
     }
   }, 600_000);
+
+  it('a port already in use: exits non-zero naming the address, with nothing else logged on the way out', async () => {
+    const db = await createTestDatabase({ migrate: false, poolMax: 1 });
+    const occupier = createServer();
+    await new Promise<void>((resolve) => occupier.listen(0, '127.0.0.1', resolve));
+    try {
+      const busyPort = (occupier.address() as AddressInfo).port;
+      const dataDir = await mkdtemp(path.join(os.tmpdir(), 'lv-port-in-use-'));
+      dirs.push(dataDir);
+      const started = startLivevoteProcess({ DATABASE_URL: db.url, LIVEVOTE_TEST_SERVER_URL: undefined, LIVEVOTE_DATA_DIR: dataDir, PORT: String(busyPort) });
+      const failure = await started.then(() => 'listened', (error: Error) => error.message);
+      expect(failure).toMatch(new RegExp(`exited \\(1\\) before listening[\\s\\S]*could not listen on 127\\.0\\.0\\.1:${busyPort}`));
+      // The features were stopped before their pool ended: no warning from a timer that outlived it.
+      expect(failure).not.toContain('Cannot use a pool after calling end on the pool');
+      expect(failure.split('\n').filter((line) => line.startsWith('{') && /"level":(40|50)/.test(line))).toEqual([]);
+    } finally {
+      occupier.close();
+      await db.drop();
+    }
+  }, 180_000);
 
   it('refuses to start with a bad configuration, naming the variable', async () => {
     await expect(startLivevoteProcess({ PORT: 'eighty' })).rejects.toThrow(/PORT: must be a whole number/);

@@ -30,10 +30,11 @@ export async function startNode(config: Config, log: Logger): Promise<RunningNod
     if (isServerShutdownError(error)) log.info({ code: (error as { code?: string }).code }, 'Postgres closed an idle connection (it is shutting down); the pool reconnects when needed');
     else log.warn({ err: error }, 'idle database connection failed; the pool replaces it');
   });
+  let app: LivevoteApp | undefined;
   try {
     const applied = await migrate(pool);
     if (applied.length > 0) log.info({ versions: applied }, 'migrations applied');
-    const app = await buildApp({ config, secrets, pool, log, metrics: createMetrics({ defaultMetrics: true }) });
+    app = await buildApp({ config, secrets, pool, log, metrics: createMetrics({ defaultMetrics: true }) });
     const port = await app.listen(config.host, config.port);
     log.info({ host: config.host, port, database: embedded ? 'embedded' : 'external' }, 'livevote is listening');
     if (generatedAdminPassword) {
@@ -44,6 +45,7 @@ export async function startNode(config: Config, log: Logger): Promise<RunningNod
       );
     }
     let stopping: Promise<void> | undefined;
+    const built = app;
     return {
       app,
       port,
@@ -51,7 +53,7 @@ export async function startNode(config: Config, log: Logger): Promise<RunningNod
       databaseUrl,
       stop() {
         stopping ??= (async () => {
-          await app.close();
+          await built.close();
           await endPool(pool);
           await embedded?.stop();
         })();
@@ -59,6 +61,9 @@ export async function startNode(config: Config, log: Logger): Promise<RunningNod
       },
     };
   } catch (error) {
+    // The app's features (timers, the cluster's rounds) use the pool: stopped first, or they
+    // log "Cannot use a pool after calling end on the pool" on their way out.
+    await app?.close().catch(() => undefined);
     await endPool(pool).catch(() => undefined);
     await embedded?.stop().catch(() => undefined);
     throw error;

@@ -15,7 +15,7 @@ import { createPgClusterStore } from '../../persistence/clusterStore.ts';
 import { createPool, endPool, type Pool } from '../../persistence/db.ts';
 import { startEmbeddedPostgres, type EmbeddedPostgresHandle } from '../../persistence/embeddedPostgres.ts';
 import { migrate } from '../../persistence/migrate.ts';
-import { buildLivevote, livevoteCommand } from './livevote.ts';
+import { buildLivevote, fetchMetricsText, livevoteCommand, metricSamples } from './livevote.ts';
 
 export interface BenchNode {
   readonly nodeId: string;
@@ -171,11 +171,10 @@ export function isSettled(view: ClusterView, nodeIds: readonly string[]): boolea
   return view.shards.length === expectedShards && Math.max(...counts) - Math.min(...counts) <= 1;
 }
 
-/** livevote_votes_routed_total by route (local | forwarded | received), summed over outcomes, and by route:outcome. */
 /** livevote_shard_recoveries_total by path (warm: from the node's own replica; cold: snapshot + tail). */
 export async function recoveryCounters(baseUrl: string): Promise<{ warm: number; cold: number; warmTailRows: number; coldTailRows: number }> {
-  const text = await (await fetch(`${baseUrl}/metrics`)).text();
-  const value = (name: string, path: string) => Number(new RegExp(`^${name}\\{path="${path}"\\} (\\S+)$`, 'm').exec(text)?.[1] ?? 0);
+  const text = await fetchMetricsText(baseUrl);
+  const value = (name: string, path: string) => metricSamples(text, name).find((s) => s.labels.path === path)?.value ?? 0;
   return {
     warm: value('livevote_shard_recoveries_total', 'warm'),
     cold: value('livevote_shard_recoveries_total', 'cold'),
@@ -184,15 +183,14 @@ export async function recoveryCounters(baseUrl: string): Promise<{ warm: number;
   };
 }
 
+/** livevote_votes_routed_total by route (local | forwarded | received), summed over outcomes, and by route:outcome. */
 export async function routedCounters(baseUrl: string): Promise<Record<string, number>> {
-  const text = await (await fetch(`${baseUrl}/metrics`)).text();
   const out: Record<string, number> = {};
-  for (const match of text.matchAll(/^livevote_votes_routed_total\{([^}]*)\} (\d+(?:\.\d+)?(?:e\+\d+)?)$/gm)) {
-    const route = /route="([^"]+)"/.exec(match[1]!)?.[1];
-    const outcome = /outcome="([^"]+)"/.exec(match[1]!)?.[1];
+  for (const { labels, value } of metricSamples(await fetchMetricsText(baseUrl), 'livevote_votes_routed_total')) {
+    const { route, outcome } = labels;
     if (!route || !outcome) continue;
-    out[route] = (out[route] ?? 0) + Number(match[2]);
-    out[`${route}:${outcome}`] = Number(match[2]);
+    out[route] = (out[route] ?? 0) + value;
+    out[`${route}:${outcome}`] = value;
   }
   return out;
 }

@@ -162,22 +162,37 @@ export interface VoteCounters {
 }
 
 export async function voteCounters(baseUrl: string): Promise<VoteCounters> {
-  const text = await (await fetch(`${baseUrl}/metrics`)).text();
-  const outcomes: Record<string, number> = {};
-  const rejectedAtGateway: Record<string, number> = {};
-  const voteHttpStatus: Record<string, number> = {};
+  const text = await fetchMetricsText(baseUrl);
+  const by = (name: string, label: string, keep: (labels: Record<string, string>) => boolean = () => true) =>
+    Object.fromEntries(metricSamples(text, name).filter((s) => keep(s.labels) && s.labels[label] !== undefined).map((s) => [s.labels[label]!, s.value]));
+  return {
+    outcomes: by('livevote_votes_total', 'outcome'),
+    rejectedAtGateway: by('livevote_votes_rejected_at_gateway_total', 'code'),
+    voteHttpStatus: by('livevote_http_requests_total', 'status', (l) => l.method === 'POST' && l.route === '/api/v1/votes'),
+  };
+}
+
+export async function fetchMetricsText(baseUrl: string): Promise<string> {
+  return (await fetch(`${baseUrl}/metrics`)).text();
+}
+
+/** One sample of a metric in the Prometheus text format: its labels and its value. */
+export interface MetricSample {
+  readonly labels: Readonly<Record<string, string>>;
+  readonly value: number;
+}
+
+/** Every sample of the metric `name` (exactly that name: no _bucket/_sum suffixes) in `text`. */
+export function metricSamples(text: string, name: string): MetricSample[] {
+  const samples: MetricSample[] = [];
   for (const line of text.split('\n')) {
-    if (line.startsWith('livevote_http_requests_total{') && line.includes('method="POST"') && line.includes('route="/api/v1/votes"')) {
-      const status = /status="(\d+)"/.exec(line)?.[1];
-      const value = /\} (\d+(?:\.\d+)?)$/.exec(line)?.[1];
-      if (status && value) voteHttpStatus[status] = Number(value);
-    }
-    const outcome = /^livevote_votes_total\{outcome="([^"]+)"\} (\d+(?:\.\d+)?)/.exec(line);
-    if (outcome) outcomes[outcome[1]!] = Number(outcome[2]);
-    const rejected = /^livevote_votes_rejected_at_gateway_total\{code="([^"]+)"\} (\d+(?:\.\d+)?)/.exec(line);
-    if (rejected) rejectedAtGateway[rejected[1]!] = Number(rejected[2]);
+    if (!line.startsWith(name) || (line[name.length] !== '{' && line[name.length] !== ' ')) continue;
+    const labelsEnd = line[name.length] === '{' ? line.lastIndexOf('}') : name.length - 1;
+    const labels: Record<string, string> = {};
+    for (const m of line.slice(name.length + 1, Math.max(name.length + 1, labelsEnd)).matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)) labels[m[1]!] = m[2]!;
+    samples.push({ labels, value: Number(line.slice(labelsEnd + 1).trim().split(' ')[0]) });
   }
-  return { outcomes, rejectedAtGateway, voteHttpStatus };
+  return samples;
 }
 
 /** a − b per key. */

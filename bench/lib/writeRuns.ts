@@ -8,7 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { createVoters } from '../../infra/testing/voters.ts';
 import { createPool } from '../../persistence/db.ts';
-import { adminLogin, createOpenElection, startLivevote, stopLivevote, type LivevoteUnderTest } from './livevote.ts';
+import { adminLogin, createOpenElection, fetchMetricsText, metricSamples, startLivevote, stopLivevote, type LivevoteUnderTest } from './livevote.ts';
 import { cpuPercent, processTree, sampleCpu, type CpuSample } from './proc.ts';
 import { voterLineWidth, writeVoterFile } from './voterFile.ts';
 import { ensureWrk, runWrk } from './wrk.ts';
@@ -95,10 +95,11 @@ export async function measureWriteRuns(options: WriteRunOptions): Promise<WriteR
         },
       });
       const l = run.result.latencyUs;
-      const metrics = await (await fetch(`${current.baseUrl}/metrics`)).text();
-      const sample = (series: string) => Number(new RegExp(`^${series.replace(/[{}]/g, '\\$&')} ([0-9.e+-]+)$`, 'm').exec(metrics)?.[1] ?? Number.NaN);
+      const metrics = await fetchMetricsText(current.baseUrl);
+      const sample = (name: string, outcome?: string) =>
+        metricSamples(metrics, name).find((s) => s.labels.outcome === outcome)?.value ?? Number.NaN;
       const gauge = (name: string) => sample(name) * 1000;
-      const commitCount = sample('livevote_commit_duration_seconds_count{outcome="committed"}');
+      const commitCount = sample('livevote_commit_duration_seconds_count', 'committed');
       runs.push({
         env,
         votesPerS: Math.round(run.okCount / (run.result.activeMs / 1000)),
@@ -107,7 +108,7 @@ export async function measureWriteRuns(options: WriteRunOptions): Promise<WriteR
         non2xx: run.result.non2xx,
         commits: {
           count: commitCount,
-          meanMs: Math.round((sample('livevote_commit_duration_seconds_sum{outcome="committed"}') / commitCount) * 1e6) / 1000,
+          meanMs: Math.round((sample('livevote_commit_duration_seconds_sum', 'committed') / commitCount) * 1e6) / 1000,
           meanRows: Math.round(sample('livevote_commit_batch_rows_sum') / sample('livevote_commit_batch_rows_count')),
         },
         eventLoopDelayMs: {

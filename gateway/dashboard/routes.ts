@@ -7,10 +7,19 @@
 import { readFileSync } from 'node:fs';
 import { defineRoute, type RouteDefinition } from '../http.ts';
 
-const page = readFileSync(new URL('./index.html', import.meta.url));
+/** A page with the shared sign-in (signin.html) in place of its marker. */
+function withSignIn(file: string): Buffer {
+  const html = readFileSync(new URL(file, import.meta.url), 'utf8');
+  const marker = '  <!-- sign-in: signin.html, put here by routes.ts -->\n';
+  if (!html.includes(marker)) throw new Error(`${file} has no sign-in marker`);
+  const signIn = readFileSync(new URL('./signin.html', import.meta.url), 'utf8').replace(/^<!--.*-->\n/, '');
+  return Buffer.from(html.replace(marker, signIn));
+}
+
+const page = withSignIn('./index.html');
 const script = readFileSync(new URL('./dashboard.js', import.meta.url));
 const sessionScript = readFileSync(new URL('./session.js', import.meta.url));
-const opsPage = readFileSync(new URL('./ops.html', import.meta.url));
+const opsPage = withSignIn('./ops.html');
 const opsScript = readFileSync(new URL('./ops.js', import.meta.url));
 const icon = readFileSync(new URL('./favicon.svg', import.meta.url));
 
