@@ -2,7 +2,8 @@
 // text, handler), registered here with the habits the uWS examples teach:
 // - everything needed from `req` is read synchronously, before any await (req is stack memory);
 // - onAborted is attached before any await, and nothing is written to an aborted response;
-// - every write after an await is corked;
+// - every write after an await is corked, and the answers settled in one turn of the event loop
+//   go out together at its end (see writeSettledReplies);
 // - onData chunks are copied unless consumed synchronously (they point into uWS's buffer);
 // - large bodies go out with tryEnd/onWritable so backpressure is honoured;
 // - every callback uWS calls is guarded: an exception escaping one would end the process, so
@@ -205,6 +206,19 @@ export class HttpRouter {
   private readonly debugLogging: boolean;
   /** By error code (the catalog's, so few): when the next 5xx line may be logged, and how many were not. */
   private readonly serverErrorLogs = new Map<string, { nextAtMs: number; notLogged: number }>();
+  /**
+   * Answers whose handler promise settled this turn, written together by writeSettledReplies.
+   * Bounded by the requests in flight: each holds at most one entry, once.
+   */
+  private settledReplies: (() => void)[] = [];
+  private settledRepliesScheduled = false;
+  private readonly writeSettledReplies = (): void => {
+    this.settledRepliesScheduled = false;
+    const replies = this.settledReplies;
+    this.settledReplies = [];
+    // Each entry is sendReply, which never throws (it is guarded).
+    for (let i = 0; i < replies.length; i++) replies[i]!();
+  };
 
   constructor(
     private readonly app: TemplatedApp,
@@ -445,8 +459,19 @@ export class HttpRouter {
     }
     if (result instanceof Promise) {
       // sendReply and sendError never throw (they are guarded), so no rejection is left unhandled.
+      // A committed batch settles its votes' promises shard by shard, each in a turn of its own
+      // (the shards are actors); written as they settle, the batch's answers went out in as many
+      // bursts, each waking the clients' side again. Collected and written at the end of the turn,
+      // they go out in one: 5-12% more votes/s and ~5 µs less server CPU per vote in five
+      // alternating pairs (bench/README.md). An answer waits for that at most one turn.
       result.then(
-        (reply) => this.sendReply(res, state, reply, route.path, method, started, requestId),
+        (reply) => {
+          this.settledReplies.push(() => this.sendReply(res, state, reply, route.path, method, started, requestId));
+          if (!this.settledRepliesScheduled) {
+            this.settledRepliesScheduled = true;
+            setImmediate(this.writeSettledReplies);
+          }
+        },
         (error: unknown) => this.sendError(res, state, error, route.path, method, started, requestId),
       );
     } else {
