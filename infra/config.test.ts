@@ -30,6 +30,21 @@ describe('loadConfig', () => {
     }
   });
 
+  it('reports a check of two variables beside an invalid one, in the same error, and none that names the invalid one', () => {
+    try {
+      loadConfig({ PORT: 'eighty', LIVEVOTE_DEAD_AFTER_MS: '1000', LIVEVOTE_HEARTBEAT_INTERVAL_MS: '800', LIVEVOTE_SPILL_QUEUE: 'sqs', LIVEVOTE_SQS_QUEUE_URL: 'not a url' });
+      expect.unreachable();
+    } catch (error) {
+      expect(error).toBeInstanceOf(ConfigError);
+      const problems = (error as ConfigError).problems;
+      expect(problems.some((p) => p.startsWith('PORT:'))).toBe(true);
+      expect(problems.some((p) => p.startsWith('LIVEVOTE_SQS_QUEUE_URL:'))).toBe(true);
+      expect(problems).toContain('LIVEVOTE_DEAD_AFTER_MS: must be at least twice LIVEVOTE_HEARTBEAT_INTERVAL_MS');
+      // The SQS pair's check names the invalid URL: only its own error is reported.
+      expect(problems.filter((p) => p.includes('required when LIVEVOTE_SPILL_QUEUE is sqs'))).toEqual([]);
+    }
+  });
+
   it('refuses a port that is not a number', () => {
     expect(() => loadConfig({ PORT: '80a' })).toThrow(/PORT: must be a whole number/);
   });

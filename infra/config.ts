@@ -274,13 +274,8 @@ function withoutEmpty(env: NodeJS.ProcessEnv): Record<string, string> {
   return out;
 }
 
-export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
-  const parsed = envSchema.safeParse(withoutEmpty(env));
-  if (!parsed.success) {
-    throw new ConfigError(parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`));
-  }
-  const e = parsed.data;
-  // Checks that involve two variables: reported like the others, naming both.
+/** Checks that involve two variables: reported like the others, naming both. */
+function crossCheckProblems(e: z.infer<typeof envSchema>): string[] {
   const problems: string[] = [];
   if (e.LIVEVOTE_CAPTCHA_PROVIDER !== 'altcha' && !e.LIVEVOTE_CAPTCHA_SECRET) {
     problems.push(`LIVEVOTE_CAPTCHA_SECRET: required when LIVEVOTE_CAPTCHA_PROVIDER is ${e.LIVEVOTE_CAPTCHA_PROVIDER}`);
@@ -295,7 +290,24 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if (e.LIVEVOTE_DEAD_AFTER_MS < 2 * e.LIVEVOTE_HEARTBEAT_INTERVAL_MS) {
     problems.push('LIVEVOTE_DEAD_AFTER_MS: must be at least twice LIVEVOTE_HEARTBEAT_INTERVAL_MS');
   }
+  return problems;
+}
+
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const raw = withoutEmpty(env);
+  const parsed = envSchema.safeParse(raw);
+  if (!parsed.success) {
+    const invalid = new Set(parsed.error.issues.map((i) => String(i.path[0])));
+    // The two-variable checks too, in the same error, on the values that did parse (the invalid
+    // ones left out, as if unset), minus any that names an invalid variable: one round of fixes.
+    const rest = envSchema.safeParse(Object.fromEntries(Object.entries(raw).filter(([key]) => !invalid.has(key))));
+    const crossProblems = rest.success ? crossCheckProblems(rest.data).filter((p) => ![...invalid].some((name) => p.includes(name))) : [];
+    throw new ConfigError([...parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`), ...crossProblems]);
+  }
+  const e = parsed.data;
+  const problems = crossCheckProblems(e);
   if (problems.length > 0) throw new ConfigError(problems);
+  const spillAfterMs = e.LIVEVOTE_SPILL_AFTER_MS ?? Math.floor(e.LIVEVOTE_COMMIT_DEADLINE_MS / 2);
   const dataDir = path.resolve(e.LIVEVOTE_DATA_DIR);
   return {
     port: e.PORT,
