@@ -389,6 +389,9 @@ export async function createClusterNode(deps: ClusterNodeDeps): Promise<ClusterN
         self: { nodeId, az: deps.az, url: advertiseUrl, secretsFingerprint: secretsFingerprint(deps.secrets) },
         heartbeatIntervalMs: settings.heartbeatIntervalMs,
         deadAfterMs: settings.deadAfterMs,
+        // A Postgres that answers slowly at start (e.g. just restarted after a crash) delays the
+        // start rather than failing it: the CI run saw a join's COMMIT take over the 1 s timeout.
+        joinRetryForMs: 60_000,
         log,
         onView,
         onCoordinator: () => coordinator.round(),

@@ -6,7 +6,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { MemoryVoteStore } from '../actors/memoryAdapters.ts';
 import { createCoordinator } from './coordinator.ts';
 import { Membership } from './membership.ts';
-import type { ClusterStore } from './ports.ts';
+import { SecretsMismatchError, type ClusterStore } from './ports.ts';
 import { SimClusterState } from './testing/simCluster.ts';
 
 const heartbeatIntervalMs = 250;
@@ -94,5 +94,47 @@ describe('Membership: death verdicts', () => {
     c.members[1]!.beating = false;
     await c.step(Math.ceil(deadAfterMs / heartbeatIntervalMs) + 2);
     expect(['n1', 'n2', 'n3'].map(c.statusOf)).toEqual(['alive', 'dead', 'alive']);
+  });
+});
+
+describe('joining at start', () => {
+  function joinOnly(failures: Error[]) {
+    const state = new SimClusterState(() => 0, new MemoryVoteStore(), () => []);
+    const inner = state.store();
+    let joins = 0;
+    const store = new Proxy(inner, {
+      get: (target, key: keyof ClusterStore) => {
+        const method = target[key] as (...args: unknown[]) => Promise<unknown>;
+        if (key !== 'join') return method.bind(target);
+        return (...args: unknown[]) => {
+          joins++;
+          const failure = failures.shift();
+          return failure ? Promise.reject(failure) : method.apply(target, args);
+        };
+      },
+    });
+    const membership = (joinRetryForMs?: number) => new Membership({
+      store, self: { nodeId: 'n1', az: 'a', url: 'http://n1', secretsFingerprint: 'f' }, heartbeatIntervalMs, deadAfterMs, log: silent,
+      onView: () => undefined, onCoordinator: async () => undefined, onDeclaredDead: () => undefined, joinRetryForMs,
+    });
+    return { membership, joins: () => joins };
+  }
+
+  it('tries a failed join again (a Postgres slow at start), and serves once one is stored', async () => {
+    const c = joinOnly([new Error('Query read timeout'), new Error('Connection terminated')]);
+    const m = c.membership(60_000);
+    await m.start();
+    expect(c.joins()).toBe(3);
+    expect(m.canServe()).toBe(true);
+    await m.stop();
+  });
+
+  it('gives up at once on other secrets, and after one attempt without joinRetryForMs', async () => {
+    const secrets = joinOnly([new SecretsMismatchError('n1')]);
+    await expect(secrets.membership(60_000).start()).rejects.toBeInstanceOf(SecretsMismatchError);
+    expect(secrets.joins()).toBe(1);
+    const once = joinOnly([new Error('Query read timeout')]);
+    await expect(once.membership().start()).rejects.toThrow('Query read timeout');
+    expect(once.joins()).toBe(1);
   });
 });

@@ -20,7 +20,7 @@
 // starved or paused), every other member was silent for the same reason: as coordinator this node
 // declares nobody dead until deadAfterMs after its heartbeats resumed, so a database outage
 // longer than deadAfterMs does not end with every member but one declared dead.
-import type { ClusterStore, ClusterView, HeartbeatResult, JoinRequest } from './ports.ts';
+import { SecretsMismatchError, type ClusterStore, type ClusterView, type HeartbeatResult, type JoinRequest } from './ports.ts';
 
 export interface MembershipOptions {
   readonly store: ClusterStore;
@@ -38,6 +38,11 @@ export interface MembershipOptions {
   readonly onDeclaredDead: () => void;
   /** Monotonic clock in ms; injectable for the simulation. */
   readonly now?: () => number;
+  /**
+   * How long start() tries again a join that failed for another reason than the secrets (a
+   * Postgres slow to answer, or still recovering from a crash); 0 or unset: one attempt.
+   */
+  readonly joinRetryForMs?: number;
 }
 
 /** A gap this long between two stored heartbeats of this node means the database (or this process) stalled. */
@@ -81,10 +86,22 @@ export class Membership {
 
   /** Joins (throws SecretsMismatchError), records a first heartbeat and reads the view. */
   async start(): Promise<void> {
-    const startMs = this.now();
-    const { incarnation } = await this.options.store.join(this.options.self);
-    this.incarnation = incarnation;
-    this.lastStoredBeatStartMs = startMs;
+    const deadlineMs = this.now() + (this.options.joinRetryForMs ?? 0);
+    for (let attempt = 1; ; attempt++) {
+      const startMs = this.now();
+      try {
+        // A join whose answer was lost may have been stored: the next one is a new incarnation,
+        // as a restart would be, and the earlier one is never heard from.
+        const { incarnation } = await this.options.store.join(this.options.self);
+        this.incarnation = incarnation;
+        this.lastStoredBeatStartMs = startMs;
+        break;
+      } catch (error) {
+        if (error instanceof SecretsMismatchError || this.stopped || this.now() >= deadlineMs) throw error;
+        this.options.log.warn({ err: error, attempt }, 'joining the cluster failed; trying again');
+        await new Promise((resolve) => setTimeout(resolve, Math.min(2_000, 200 * attempt)));
+      }
+    }
     await this.beat();
     this.schedule();
   }
