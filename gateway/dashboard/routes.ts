@@ -7,13 +7,15 @@
 import { readFileSync } from 'node:fs';
 import { defineRoute, type RouteDefinition } from '../http.ts';
 
-/** A page with the shared sign-in (signin.html) in place of its marker. */
+/** The sign-in both pages share, without its first line (a comment about the file itself). */
+const signIn = readFileSync(new URL('./signin.html', import.meta.url), 'utf8').replace(/^<!--.*-->\n/, '');
+const signInMarker = '  <!-- sign-in: signin.html, put here by routes.ts -->\n';
+
+/** A page with the shared sign-in in place of its marker. */
 function withSignIn(file: string): Buffer {
   const html = readFileSync(new URL(file, import.meta.url), 'utf8');
-  const marker = '  <!-- sign-in: signin.html, put here by routes.ts -->\n';
-  if (!html.includes(marker)) throw new Error(`${file} has no sign-in marker`);
-  const signIn = readFileSync(new URL('./signin.html', import.meta.url), 'utf8').replace(/^<!--.*-->\n/, '');
-  return Buffer.from(html.replace(marker, signIn));
+  if (!html.includes(signInMarker)) throw new Error(`${file} has no sign-in marker`);
+  return Buffer.from(html.replace(signInMarker, signIn));
 }
 
 const page = withSignIn('./index.html');
