@@ -80,16 +80,16 @@ async function startCluster(): Promise<StartedCluster> {
   launcher.stderr!.on('data', (chunk: Buffer) => { output += chunk.toString(); });
   const exited = new Promise<number | string>((resolve) => launcher.on('exit', (code, signal) => resolve(code ?? signal ?? 'unknown')));
   const nodePids = () => [...output.matchAll(/node-\d+\s+az \S+\s+\S+\s+pid (\d+)/g)].map((m) => Number(m[1])).sort();
-  const cleanUp = async () => {
-    // The launcher and its nodes are one process group: SIGTERM stops them all, as Ctrl-C does.
-    for (const pid of [launcher.pid!, ...nodePids()]) {
-      try { process.kill(pid === launcher.pid ? -pid : pid, 'SIGTERM'); } catch { /* already gone */ }
+  // The launcher's process group (-pid: npm and the launcher; SIGTERM stops them all, as Ctrl-C
+  // does) and each node by its own pid (a node outlives the group's leader when it is killed).
+  const signalAll = (signal: NodeJS.Signals) => {
+    for (const pid of [-launcher.pid!, ...nodePids()]) {
+      try { process.kill(pid, signal); } catch { /* already gone */ }
     }
-    const timer = setTimeout(() => {
-      for (const pid of [launcher.pid!, ...nodePids()]) {
-        try { process.kill(pid === launcher.pid ? -pid : pid, 'SIGKILL'); } catch { /* gone */ }
-      }
-    }, 30_000);
+  };
+  const cleanUp = async () => {
+    signalAll('SIGTERM');
+    const timer = setTimeout(() => signalAll('SIGKILL'), 30_000);
     await exited;
     await eventually(async () => (nodePids().some(isRunning) ? undefined : true), 60_000, 'every node gone');
     clearTimeout(timer);
