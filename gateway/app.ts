@@ -56,9 +56,25 @@ export interface LivevoteApp {
   readonly privacy: PrivacyFeature;
   /** Binds and starts accepting; resolves with the port actually bound (PORT=0 picks one). */
   listen(host: string, port: number): Promise<number>;
-  /** Stop accepting, close the listen socket, let in-flight requests finish, stop features. */
-  close(drainTimeoutMs?: number): Promise<void>;
+  /** Hand the shards off, close the listen socket, serve until drained, stop accepting, stop features. */
+  close(options?: AppCloseOptions): Promise<void>;
 }
+
+export interface AppCloseOptions {
+  /** Longest wait, after the hand-off, for the drain; default: outlasts the two waits below. */
+  readonly drainTimeoutMs?: number;
+  /**
+   * Wait until the connections earlier answers left open have been closed for idleness (default:
+   * LIVEVOTE_STOP_AWAITS_IDLE_CONNECTIONS). Tests that stop a node nothing will call again turn it off.
+   */
+  readonly awaitIdleConnections?: boolean;
+}
+
+/**
+ * Measured with uWS 20.30: an idle HTTP connection is closed 8.4-12.0 s after its last activity
+ * (a 10 s timeout on a 4 s timer); with a margin.
+ */
+export const idleConnectionsClosedAfterMs = 12_500;
 
 const packageVersion = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
@@ -203,8 +219,11 @@ export async function buildApp(deps: AppDeps): Promise<LivevoteApp> {
     },
     // A vote a router holds for a shard between owners waits up to routeRetryMs plus one forward:
     // the drain outlasts that, or the process would exit with it unanswered (its client sees the
-    // connection closed; the rolling-restart test did, with LIVEVOTE_ROUTE_RETRY_MS 20000).
-    async close(drainTimeoutMs = Math.max(10_000, config.cluster.routeRetryMs + config.cluster.forwardTimeoutMs + 1_000)) {
+    // connection closed; the rolling-restart test did, with LIVEVOTE_ROUTE_RETRY_MS 20000). It
+    // also outlasts the wait for idle keep-alive connections to close (idleConnectionsClosedAfterMs).
+    async close(options: AppCloseOptions = {}) {
+      const drainTimeoutMs = options.drainTimeoutMs ?? Math.max(idleConnectionsClosedAfterMs + 2_000, config.cluster.routeRetryMs + config.cluster.forwardTimeoutMs + 1_000);
+      const awaitIdleConnections = options.awaitIdleConnections ?? config.stopAwaitsIdleConnections;
       // First the shards leave, while this node still answers: a vote sent here meanwhile is
       // routed to the shard's new owner (load balancers see /readyz 503 and stop sending).
       // From here every answer closes its connection (closingConnections), and requests still
@@ -216,8 +235,12 @@ export async function buildApp(deps: AppDeps): Promise<LivevoteApp> {
         uws.us_listen_socket_close(listenSocket);
         listenSocket = undefined;
       }
-      // Drained means nothing in flight and nothing new for quietMs: a request a client sent just
-      // before the stop, on a connection still open, is served rather than refused 503.
+      // Drained means nothing in flight, nothing new for quietMs, and no connection left open by an
+      // earlier answer: a keep-alive connection idle since before the hand-off can still carry a
+      // request (a client that picked this node just before the stop, its bytes late on a busy
+      // machine), and it would be refused 503 not_ready once this node stops accepting. uWS closes
+      // such a connection once it has been idle for its timeout, and no answer from here on leaves
+      // one open, so the wait ends; with no answer kept alive lately there is nothing to wait for.
       const quietMs = 250;
       const deadlineMs = Date.now() + drainTimeoutMs;
       let drained = false;
@@ -226,13 +249,18 @@ export async function buildApp(deps: AppDeps): Promise<LivevoteApp> {
           router.drained().then(() => true),
           new Promise<boolean>((resolve) => setTimeout(() => resolve(false), deadlineMs - Date.now()).unref()),
         ]);
-        if (drained && router.msSinceLastRequest() < quietMs) {
+        const waitMs = Math.max(
+          quietMs - router.msSinceLastRequest(),
+          awaitIdleConnections ? idleConnectionsClosedAfterMs - router.msSinceLastKeepAliveAnswer() : 0,
+        );
+        if (drained && waitMs > 0) {
           drained = false;
-          await new Promise((resolve) => setTimeout(resolve, quietMs - router.msSinceLastRequest()));
+          await new Promise((resolve) => setTimeout(resolve, Math.min(waitMs, Math.max(0, deadlineMs - Date.now()))));
         }
       }
       accepting = false;
-      if (!drained) deps.log.warn({ inFlight: router.inFlightCount() }, 'requests still in flight after the drain timeout');
+      if (!drained && router.inFlightCount() > 0) deps.log.warn({ inFlight: router.inFlightCount() }, 'requests still in flight after the drain timeout');
+      else if (!drained) deps.log.warn({ drainTimeoutMs }, 'a keep-alive connection may still be open after the drain timeout; a request on it is answered 503 not_ready');
       for (const feature of [...features].reverse()) await feature.stop();
       await spillQueue?.close();
     },

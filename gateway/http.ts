@@ -197,6 +197,11 @@ export class HttpRouter {
   private inFlight = 0;
   /** performance.now() when the latest routed request started (the stop waits for a quiet moment). */
   private lastRequestStartedMs = -Infinity;
+  /**
+   * performance.now() when the latest answer that left its connection open was written: the stop
+   * waits until uWS has closed such connections for idleness (idleConnectionsClosedAfterMs).
+   */
+  private lastKeepAliveAnswerMs = -Infinity;
   private drainWaiters: (() => void)[] = [];
   /** By route, method and status. */
   private readonly metricChildren = new Map<string, Map<string, Map<number, { count: { inc(): void }; duration: { observe(value: number): void } }>>>();
@@ -230,6 +235,11 @@ export class HttpRouter {
   /** Since the latest routed request started, in ms. */
   msSinceLastRequest(): number {
     return performance.now() - this.lastRequestStartedMs;
+  }
+
+  /** Since the latest answer that left its connection open, in ms. */
+  msSinceLastKeepAliveAnswer(): number {
+    return performance.now() - this.lastKeepAliveAnswerMs;
   }
 
   /** Requests started and not yet answered (or aborted). */
@@ -594,6 +604,8 @@ export class HttpRouter {
       this.finish(state);
       return;
     }
+    // Asked again at the answer: a request that started before the stop is answered after it.
+    if (!state.closeConnection && this.deps.closingConnections?.()) state.closeConnection = true;
     res.cork(() => {
       res.writeStatus(statusLine(status));
       res.writeHeader('content-type', contentType);
@@ -613,6 +625,8 @@ export class HttpRouter {
         res.end(body, state.closeConnection);
         this.finish(state);
       } else {
+        // tryEnd cannot close the connection: it stays open after this answer.
+        state.closeConnection = false;
         this.streamLarge(res, state, typeof body === 'string' ? Buffer.from(body) : body);
       }
     });
@@ -650,6 +664,7 @@ export class HttpRouter {
     if (state.done) return;
     state.done = true;
     this.inFlight--;
+    if (!state.aborted && !state.closeConnection) this.lastKeepAliveAnswerMs = performance.now();
     if (this.inFlight === 0 && this.drainWaiters.length > 0) {
       const waiters = this.drainWaiters;
       this.drainWaiters = [];

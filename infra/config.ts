@@ -93,6 +93,7 @@ export const envSchema = z.object({
   LIVEVOTE_FORWARD_IN_FLIGHT_MAX: intFromEnv(1, 1_000_000).default(10_000),
   LIVEVOTE_LEASE_TTL_MS: intFromEnv(1000, 600_000).default(6000),
   LIVEVOTE_AUTO_BALANCE: z.enum(['on', 'off']).default('on'),
+  LIVEVOTE_STOP_AWAITS_IDLE_CONNECTIONS: z.enum(['on', 'off']).default('on'),
   LIVEVOTE_REPLICAS: intFromEnv(0, 4).default(1),
   LIVEVOTE_ROUTE_RETRY_MS: intFromEnv(0, 60_000).default(3000),
   LIVEVOTE_FLUSH_INTERVAL_MS: intFromEnv(1, 1000).default(4),
@@ -166,6 +167,8 @@ export interface Config {
   readonly pendingVotesMax: number;
   readonly snapshotIntervalMs: number;
   readonly dbPoolMax: number;
+  /** The stop serves until keep-alive connections left open by earlier answers are closed (gateway/app.ts). */
+  readonly stopAwaitsIdleConnections: boolean;
   readonly cluster: {
     /** How peers reach this node; default http://HOST:PORT (127.0.0.1 when HOST is a wildcard). */
     readonly advertiseUrl: string | undefined;
@@ -338,6 +341,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     pendingVotesMax: e.LIVEVOTE_PENDING_VOTES_MAX,
     snapshotIntervalMs: e.LIVEVOTE_SNAPSHOT_INTERVAL_MS,
     dbPoolMax: e.LIVEVOTE_DB_POOL_MAX,
+    stopAwaitsIdleConnections: e.LIVEVOTE_STOP_AWAITS_IDLE_CONNECTIONS === 'on',
     cluster: {
       advertiseUrl: e.LIVEVOTE_ADVERTISE_URL,
       heartbeatIntervalMs: e.LIVEVOTE_HEARTBEAT_INTERVAL_MS,

@@ -35,7 +35,7 @@ beforeAll(async () => {
   exported = new Set([...text.matchAll(/^# TYPE (\S+) /gm)].map((m) => m[1]!));
 });
 afterAll(async () => {
-  await app?.close(2_000);
+  await app?.close({ drainTimeoutMs: 2_000, awaitIdleConnections: false });
   await db?.drop();
 });
 

@@ -77,7 +77,10 @@ export function livevoteCommand(nodeArgs: readonly string[]): [string, ...string
 }
 
 export async function startLivevote(env: Record<string, string | undefined>, dataDir: string, nodeArgs: readonly string[] = []): Promise<LivevoteUnderTest> {
-  const fullEnv = { ...env, DATABASE_URL: undefined, LIVEVOTE_DATA_DIR: dataDir };
+  // Each stop here follows a load run whose clients have closed their connections: a stop that
+  // waited for idle keep-alive connections would wait 12.5 s for none (bench/moves.ts, which
+  // measures stops, keeps the default).
+  const fullEnv = { LIVEVOTE_STOP_AWAITS_IDLE_CONNECTIONS: 'off', ...env, DATABASE_URL: undefined, LIVEVOTE_DATA_DIR: dataDir };
   buildLivevote();
   const started = await startLivevoteProcess(fullEnv, 120_000, nodeArgs, { command: livevoteCommand(nodeArgs) });
   const pgPort = /"port":(\d+)[^\n]*embedded Postgres started/.exec(started.output())?.[1];

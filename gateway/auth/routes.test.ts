@@ -32,7 +32,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  await app?.close();
+  await app?.close({ awaitIdleConnections: false });
   await db?.drop();
 });
 

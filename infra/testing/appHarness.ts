@@ -78,7 +78,7 @@ export async function startAppHarness(env: Record<string, string> = {}): Promise
       app, db, port, secrets, config,
       baseUrl: `http://127.0.0.1:${port}`,
       async close() {
-        await app.close(2_000);
+        await app.close({ drainTimeoutMs: 2_000, awaitIdleConnections: false });
         await db.drop();
         rmSync(spillDir, { recursive: true, force: true });
       },
