@@ -1,13 +1,20 @@
 // One node's part of the cluster, composed: membership (heartbeat, view, self-fence), the
 // coordinator (when this node holds its lease), the shard host (the shard actors this node
-// serves, on its vote node), the router (where each vote goes), the links to the other nodes and
-// the whole-election results. The gateway talks to `router` and `results` only.
+// serves, on its vote node), the router (where each vote goes), the links to the other nodes, the
+// replication to the shards' replicas and the whole-election results. The gateway talks to
+// `router` and `results` only.
+//
+// Two parts: `composeClusterRoles` wires the roles to each other, once, over ports (the cluster
+// store, the shard leases, the vote node, the links, a clock, a log); `createClusterNode` builds
+// the production ports (Postgres adapters, the links, metrics) and calls it. The simulation
+// (cluster/testing/world.ts) calls `composeClusterRoles` with simulated ports, so the wiring the
+// property tests check is the wiring that runs in production.
 import { createHash, createHmac } from 'node:crypto';
 import type { Registry } from 'prom-client';
 import { Counter, Gauge } from 'prom-client';
 import { HotCounter, type HotCounterSeries } from '../infra/hotMetrics.ts';
-import { createVoteNode, type VoteNode, type VoteNodeConfig } from '../actors/voteNode.ts';
-import type { Journal, SpillQueue } from '../actors/ports.ts';
+import { createVoteNode, type ShardRecovery, type VoteNode, type VoteNodeConfig } from '../actors/voteNode.ts';
+import type { Journal, SnapshotStore, SpillQueue } from '../actors/ports.ts';
 import { createPgBatchIdSource } from '../persistence/batchIds.ts';
 import { createPgClusterStore } from '../persistence/clusterStore.ts';
 import { createPool, endPool, poolUrl, type Pool } from '../persistence/db.ts';
@@ -19,11 +26,11 @@ import { createPgShardLeases } from './leases.ts';
 import { createLinks, mountLinkServer, type Links } from './links.ts';
 import { Membership } from './membership.ts';
 import type { ClusterOperations, ClusterStore, ClusterView, ShardLeases } from './ports.ts';
-import type { TalliesChanged } from './protocol.ts';
+import type { LinkAnswer, LinkEvent, LinkRequest, TalliesChanged } from './protocol.ts';
 import { Replication, type ReplicaLag } from './replication.ts';
 import { ClusterResults } from './results.ts';
 import { SpillGuard } from './spillGuard.ts';
-import { Router } from './router.ts';
+import { Router, type RouterOptions } from './router.ts';
 import { ShardHost, type HostedElectionInfo } from './shardHost.ts';
 import type { TemplatedApp } from '../gateway/uws.ts';
 
@@ -121,6 +128,295 @@ export interface ClusterNode {
   stop(): Promise<void>;
 }
 
+// ---------------------------------------------------------------------------------------------
+// The composition: every role wired to the others, over ports
+
+/** What the composition reads from the settings; the simulation runs faster intervals. */
+export interface ClusterRoleSettings extends Omit<ClusterSettings, 'forwardInFlightMax'> {
+  /** The retry hint of the router's own refusals (the vote node's retryAfterMs). */
+  readonly retryAfterMs: number;
+  /** Unset: each role's default. */
+  readonly viewRefreshMs?: number;
+  readonly publishIntervalMs?: number;
+  readonly republishIntervalMs?: number;
+  readonly replicaReportIntervalMs?: number;
+}
+
+/** Where the composition reports what metrics count (production: prom-client; the simulation: its trace). */
+export interface ClusterRoleHooks {
+  readonly onViewRead?: (version: number) => void;
+  readonly onShardsServed?: (count: number) => void;
+  readonly onRouted?: RouterOptions['onRouted'];
+  readonly onLeasesLost?: (count: number) => void;
+  readonly onRecovered?: (recoveries: readonly ShardRecovery[]) => void;
+  /** Replication's counters. */
+  readonly metricsRegistry?: Registry;
+}
+
+export interface ClusterRolePorts {
+  readonly nodeId: string;
+  readonly az: string;
+  /** secretsFingerprint(secrets): a node with other secrets is refused at join. */
+  readonly secretsFingerprint: string;
+  readonly settings: ClusterRoleSettings;
+  readonly store: ClusterStore;
+  readonly leases: ShardLeases;
+  readonly voteNode: VoteNode;
+  /** Where a promoted replica reads its base and the votes after it. */
+  readonly snapshots: Pick<SnapshotStore, 'readLatestSnapshot' | 'readVotesAfter'>;
+  /** To the other nodes: forwarded votes, one-way events (tallies, map, released, replication), a peer gone. */
+  readonly links: Pick<Links, 'request' | 'send' | 'forget'>;
+  /** Built by the caller, which wraps the vote node's spill queue with it; the views reach it here. */
+  readonly spillGuard: SpillGuard;
+  /** The elections this node has loaded. */
+  readonly election: (electionId: string) => HostedElectionInfo | undefined;
+  readonly electionIds: () => Iterable<string>;
+  /** Elections changed somewhere in the cluster: reload them. */
+  readonly reloadElections: () => Promise<void>;
+  /** Monotonic milliseconds. */
+  readonly now: () => number;
+  /** The node's logger; each role logs through a child of it. */
+  readonly log: ClusterLog;
+  readonly hooks?: ClusterRoleHooks;
+}
+
+export interface ClusterRoles {
+  readonly shardHost: ShardHost;
+  readonly router: Router;
+  readonly results: ClusterResults;
+  /** Null without replicas (settings.replicas 0). */
+  readonly replication: Replication | null;
+  /** Built by start (it needs the advertised URL); undefined before. */
+  readonly membership: Membership | undefined;
+  /** start was called (the shards are taken as the views come). */
+  readonly started: boolean;
+  /** A peer's request, from the links. */
+  onLinkRequest(fromNodeId: string, message: LinkRequest, answer: (answer: LinkAnswer) => void): void;
+  /** A peer's one-way event, from the links. */
+  onLinkEvent(fromNodeId: string, event: LinkEvent): void;
+  /** Join with the URL peers reach this node at; resolves once the first view has been applied. */
+  start(advertiseUrl: string): Promise<void>;
+  /** Leave the cluster and hand every shard to its new owner; routing goes on. */
+  handOff(): Promise<void>;
+  /** Hand off (if not done yet), stop publishing and replicating. The links and the vote node are the caller's. */
+  stop(): Promise<void>;
+}
+
+/** A failed join is tried again this long: a Postgres that answers slowly at start delays the start rather than failing it. */
+const joinRetryForMs = 60_000;
+
+export function composeClusterRoles(ports: ClusterRolePorts): ClusterRoles {
+  const { nodeId, settings, store, voteNode, links, spillGuard } = ports;
+  const log = ports.log.child({ component: 'cluster', nodeId });
+  const hooks = ports.hooks ?? {};
+  let membership: Membership | undefined;
+  let started = false;
+  let handingOff: Promise<void> | undefined;
+  let electionsVersionLoaded = -1;
+  let peers: { nodeId: string; url: string }[] = [];
+  const peerByNodeId = new Map<string, { nodeId: string; url: string }>();
+
+  spillGuard.onPausedChange = (paused, pausedFor) => {
+    if (paused) log.error({ peers: pausedFor }, 'spilling paused: this node\'s spill queue is a file only it can drain, and peers are alive; a batch Postgres does not store in time is answered 503 (LIVEVOTE_SPILL_FILE_IN_CLUSTER)');
+    else log.warn({}, 'spilling resumed: no peer is alive');
+  };
+
+  const replication = (settings.replicas ?? 0) === 0 ? null : new Replication({
+    nodeId,
+    snapshots: ports.snapshots,
+    dimensions: ports.election,
+    log: ports.log.child({ component: 'replication' }),
+    metricsRegistry: hooks.metricsRegistry,
+    send: (to, event) => {
+      const peer = peerByNodeId.get(to);
+      if (peer !== undefined) links.send(peer, event);
+    },
+    peers: () => peers.map((p) => p.nodeId),
+    ownerVotes: (electionId, shard) => results.shardVotes(electionId, shard),
+    // A live replica's counts stand for the shard until its owner's are known (never both: one entry per
+    // shard; version -1 loses to any publication of the owner in the same epoch).
+    onReplicaCounts: (r) => results.applyTallies({ t: 'tallies', electionId: r.electionId, shard: r.shard, epoch: r.epoch, version: -1, counts: r.counts }),
+    replicaReportIntervalMs: settings.replicaReportIntervalMs,
+  });
+
+  const shardHost: ShardHost = new ShardHost({
+    nodeId,
+    voteNode,
+    leases: ports.leases,
+    election: ports.election,
+    leaseTtlMs: settings.leaseTtlMs,
+    log: ports.log.child({ component: 'shard-host' }),
+    onChange: () => {
+      hooks.onShardsServed?.(shardHost.heldShards().length);
+      router.shardsChanged();
+    },
+    onReleased: (toNodeId, released) => {
+      const peer = peerByNodeId.get(toNodeId);
+      if (peer !== undefined) links.send(peer, { t: 'released', ...released });
+    },
+    onLeasesLost: hooks.onLeasesLost,
+    mayTakeShards: () => membership !== undefined && membership.canServe(),
+    promotionBase: replication === null ? undefined : (electionId, shard, epoch) => replication.promotionBase(electionId, shard, epoch),
+    onRecovered: (recoveries) => {
+      replication?.recovered(recoveries);
+      hooks.onRecovered?.(recoveries);
+    },
+  });
+
+  let viewReadForRetryAtMs = -Infinity;
+  const router: Router = new Router({
+    nodeId,
+    voteNode,
+    links,
+    retryAfterMs: settings.retryAfterMs,
+    routeRetryMs: settings.routeRetryMs,
+    // A forwarded vote's sender waits forwardTimeoutMs: answer well before it gives up.
+    holdMs: Math.min(settings.routeRetryMs, Math.floor(settings.forwardTimeoutMs / 2)),
+    shardCountOf: (electionId) => ports.election(electionId)?.shardCount,
+    canServe: () => membership !== undefined && membership.canServe(),
+    onRouted: hooks.onRouted,
+    // A node that left (stopping, still draining its requests) gets no map events and beats no
+    // more: the votes it still routes would retry a stale map until routeRetryMs. Read it again.
+    onRetrying: () => {
+      const nowMs = ports.now();
+      if (nowMs - viewReadForRetryAtMs < settings.heartbeatIntervalMs) return;
+      viewReadForRetryAtMs = nowMs;
+      void membership?.refreshView().catch(() => undefined);
+    },
+  });
+
+  const results: ClusterResults = new ClusterResults({
+    voteNode,
+    dimensions: ports.election,
+    electionIds: ports.electionIds,
+    broadcast: (event: TalliesChanged) => {
+      for (const peer of peers) links.send(peer, event);
+    },
+    publishIntervalMs: settings.publishIntervalMs,
+    republishIntervalMs: settings.republishIntervalMs,
+  });
+
+  let viewChain: Promise<void> = Promise.resolve();
+  const onView = (view: ClusterView) => {
+    hooks.onViewRead?.(view.version);
+    spillGuard.applyView(view);
+    peers = view.nodes.filter((n) => n.status === 'alive' && n.nodeId !== nodeId).map((n) => ({ nodeId: n.nodeId, url: n.url }));
+    peerByNodeId.clear();
+    for (const peer of peers) peerByNodeId.set(peer.nodeId, peer);
+    for (const node of view.nodes) if (node.status !== 'alive') links.forget(node.nodeId);
+    viewChain = viewChain.then(async () => {
+      if (view.electionsVersion !== electionsVersionLoaded) {
+        await ports.reloadElections();
+        electionsVersionLoaded = view.electionsVersion;
+      }
+      router.applyView(view);
+      replication?.applyView(view);
+      // Not awaited: a reconcile waiting for a holder's release must see the next views (the
+      // shard host keeps only the latest), not block the chain that would hand them over (the
+      // property harness found a node retrying a stale view for good while it was awaited).
+      if (started) void shardHost.apply(view);
+    }).catch((error: unknown) => log.warn({ err: error }, 'applying the cluster view failed; the next one retries'));
+  };
+
+  const coordinator = createCoordinator({
+    store,
+    nodeId,
+    deadAfterMs: settings.deadAfterMs,
+    movesInFlightMax: settings.movesInFlightMax,
+    autoBalance: settings.autoBalance,
+    replicasPerShard: settings.replicas ?? 0,
+    log,
+    mayDeclareDeaths: () => membership !== undefined && membership.mayDeclareDeaths(),
+    onMapWritten: (version) => {
+      for (const peer of peers) links.send(peer, { t: 'map', version });
+      void membership?.refreshView().catch(() => undefined);
+    },
+  });
+
+  const onDeclaredDead = () => {
+    void (async () => {
+      await shardHost.dropAll();
+      log.warn({}, 'every shard dropped after being declared dead; joining again as a new incarnation');
+      // Until it succeeds: a node that gave up here would stay out of the cluster for good.
+      for (;;) {
+        try {
+          await membership!.rejoin();
+          break;
+        } catch (error) {
+          log.error({ err: error }, 'rejoining the cluster failed; retrying');
+          await new Promise((resolve) => setTimeout(resolve, settings.deadAfterMs));
+        }
+      }
+      shardHost.resume();
+    })().catch((error: unknown) => log.error({ err: error }, 'rejoining the cluster failed'));
+  };
+
+  const handOff = (): Promise<void> => {
+    handingOff ??= (async () => {
+      if (!started) return;
+      await membership!.stop({ leave: true }).catch((error: unknown) => log.warn({ err: error }, 'leaving the cluster failed; the others will declare this node dead'));
+      await shardHost.stop();
+      log.info({}, 'left the cluster; every shard handed off');
+    })();
+    return handingOff;
+  };
+
+  return {
+    shardHost,
+    router,
+    results,
+    replication,
+    get membership() {
+      return membership;
+    },
+    get started() {
+      return started;
+    },
+    onLinkRequest: (_fromNodeId, message, answer) => router.castForwarded(message, (outcome) => answer({ t: 'outcome', outcome })),
+    onLinkEvent: (fromNodeId, event) => {
+      if (event.t === 'tallies') {
+        results.applyTallies(event);
+        replication?.replicas.ownerEpochSeen(event.electionId, event.shard, event.epoch);
+      }
+      else if (event.t === 'map') void membership?.refreshView().catch(() => undefined);
+      else if (event.t === 'released') shardHost.holderReleased(event);
+      else if (event.t === 'replicate' || event.t === 'replicas') replication?.onEvent(fromNodeId, event);
+    },
+    async start(advertiseUrl) {
+      membership = new Membership({
+        store,
+        self: { nodeId, az: ports.az, url: advertiseUrl, secretsFingerprint: ports.secretsFingerprint },
+        heartbeatIntervalMs: settings.heartbeatIntervalMs,
+        deadAfterMs: settings.deadAfterMs,
+        viewRefreshMs: settings.viewRefreshMs,
+        joinRetryForMs,
+        log,
+        now: ports.now,
+        onView,
+        onCoordinator: () => coordinator.round(),
+        onDeclaredDead,
+      });
+      // A file spill queue and live peers: refused before this node is a member (spillGuard.ts).
+      if (spillGuard.active) spillGuard.checkBeforeJoin(await store.readView());
+      started = true;
+      shardHost.start();
+      results.start();
+      replication?.start();
+      await membership.start();
+      await viewChain;
+    },
+    handOff,
+    async stop() {
+      await handOff();
+      if (started) results.stop();
+      replication?.stop();
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// The production shell: Postgres adapters, links, metrics
+
 const readyWaitMs = 10_000;
 
 export async function createClusterNode(deps: ClusterNodeDeps): Promise<ClusterNode> {
@@ -134,10 +430,6 @@ export async function createClusterNode(deps: ClusterNodeDeps): Promise<ClusterN
   const spillGuard = new SpillGuard({
     nodeId, queueKind: deps.spillQueue ? (deps.spillQueueKind ?? 'sqs') : 'off', fileInCluster: deps.spillFileInCluster ?? 'refuse', deadAfterMs: settings.deadAfterMs,
   });
-  spillGuard.onPausedChange = (paused, peers) => {
-    if (paused) log.error({ peers }, 'spilling paused: this node\'s spill queue is a file only it can drain, and peers are alive; a batch Postgres does not store in time is answered 503 (LIVEVOTE_SPILL_FILE_IN_CLUSTER)');
-    else log.warn({}, 'spilling resumed: no peer is alive');
-  };
   new Gauge({
     name: 'livevote_spill_queue_paused',
     help: '1 while this node refuses to spill because its queue is a file and other members are alive (LIVEVOTE_SPILL_FILE_IN_CLUSTER)',
@@ -145,19 +437,18 @@ export async function createClusterNode(deps: ClusterNodeDeps): Promise<ClusterN
     collect() { this.set(spillGuard.paused ? 1 : 0); },
   });
   const snapshots = createPgSnapshotStore({ pool, nodeId });
-  let replication: Replication | undefined;
+  let roles: ClusterRoles | undefined;
   const voteNode = createVoteNode({
     journal: deps.wrapJournal ? deps.wrapJournal(journal) : journal,
     spill: deps.spillQueue ? { queue: spillGuard.wrap(deps.spillQueue), store: journal } : undefined,
     snapshots,
     // Only with replication on: the hook costs a copy of each committed batch's rows.
-    onBatchCommitted: (settings.replicas ?? 0) > 0 ? (batch) => replication?.streamer.onBatchCommitted(batch) : undefined,
+    onBatchCommitted: (settings.replicas ?? 0) > 0 ? (batch) => roles?.replication?.streamer.onBatchCommitted(batch) : undefined,
     storedVotes: createPgStoredVoteReader(pool),
     batchIds: await createPgBatchIdSource({ pool }),
     logger: deps.log.child({ component: 'vote-node' }),
     config: deps.voteNodeConfig,
   });
-  const retryAfterMs = deps.voteNodeConfig.retryAfterMs ?? 1_000;
 
   // Counted on every vote: a hot-path counter (infra/hotMetrics.ts; prom-client's hashed the label
   // set on every inc, ~1% of a vote's busy samples), its series kept per route and outcome kind.
@@ -179,35 +470,27 @@ export async function createClusterNode(deps: ClusterNodeDeps): Promise<ClusterN
     name: 'livevote_route_retries_waiting',
     help: 'Votes waiting inside the cluster for their shard to settle on an owner (a move, a drain, a failover)',
     registers: [deps.metricsRegistry],
-    collect() { this.set(router?.retriesWaitingNow ?? 0); },
+    collect() { this.set(roles?.router.retriesWaitingNow ?? 0); },
   });
   new Counter({
     name: 'livevote_route_retried_votes_total',
     help: 'Votes the router asked again because their shard was between owners',
     registers: [deps.metricsRegistry],
-    collect() { this.reset(); this.inc(router?.retriedVotes ?? 0); },
+    collect() { this.reset(); this.inc(roles?.router.retriedVotes ?? 0); },
   });
   new Gauge({
     name: 'livevote_route_held_votes',
     help: 'Votes this node holds while it takes their shard over (a move, a drain, a failover), cast once it serves the shard',
     registers: [deps.metricsRegistry],
-    collect() { this.set(router?.heldVotesNow ?? 0); },
+    collect() { this.set(roles?.router.heldVotesNow ?? 0); },
   });
   new Counter({
     name: 'livevote_route_held_votes_total',
     help: 'Votes this node held while it took their shard over',
     registers: [deps.metricsRegistry],
-    collect() { this.reset(); this.inc(router?.heldVotes ?? 0); },
+    collect() { this.reset(); this.inc(roles?.router.heldVotes ?? 0); },
   });
   const clusterVersion = new Gauge({ name: 'livevote_cluster_map_version', help: 'Version of the membership and shard map this node has read', registers: [deps.metricsRegistry] });
-
-  let membership: Membership;
-  let router: Router;
-  let results: ClusterResults;
-  let started = false;
-  let handingOff: Promise<void> | undefined;
-  let electionsVersionLoaded = -1;
-  let peers: { nodeId: string; url: string }[] = [];
 
   const links = createLinks({
     nodeId,
@@ -216,135 +499,36 @@ export async function createClusterNode(deps: ClusterNodeDeps): Promise<ClusterN
     inFlightMaxPerPeer: settings.forwardInFlightMax,
     metricsRegistry: deps.metricsRegistry,
     log: deps.log.child({ component: 'links' }),
-    onRequest: (_from, message, answer) => router.castForwarded(message, (outcome) => answer({ t: 'outcome', outcome })),
-    onEvent: (_from, event) => {
-      if (event.t === 'tallies') {
-        results.applyTallies(event);
-        replication?.replicas.ownerEpochSeen(event.electionId, event.shard, event.epoch);
-      }
-      else if (event.t === 'map') void membership.refreshView().catch(() => undefined);
-      else if (event.t === 'released') shardHost.holderReleased(event);
-      else if (event.t === 'replicate' || event.t === 'replicas') replication?.onEvent(_from, event);
-    },
+    onRequest: (fromNodeId, message, answer) => roles!.onLinkRequest(fromNodeId, message, answer),
+    onEvent: (fromNodeId, event) => roles!.onLinkEvent(fromNodeId, event),
   });
 
-  const peerByNodeId = new Map<string, { nodeId: string; url: string }>();
-  if ((settings.replicas ?? 0) > 0) {
-    replication = new Replication({
-      nodeId,
-      snapshots,
-      dimensions: (electionId) => deps.election(electionId),
-      log: deps.log.child({ component: 'replication' }),
-      metricsRegistry: deps.metricsRegistry,
-      send: (to, event) => {
-        const peer = peerByNodeId.get(to);
-        if (peer !== undefined) links.send(peer, event);
-      },
-      peers: () => peers.map((p) => p.nodeId),
-      ownerVotes: (electionId, shard) => results.shardVotes(electionId, shard),
-      // A live replica's counts stand for the shard until its owner's are known (never both: one entry per
-      // shard; version -1 loses to any publication of the owner in the same epoch).
-      onReplicaCounts: (r) => results.applyTallies({ t: 'tallies', electionId: r.electionId, shard: r.shard, epoch: r.epoch, version: -1, counts: r.counts }),
-    });
-  }
-
-  const shardHost = new ShardHost({
+  const composed = composeClusterRoles({
     nodeId,
-    voteNode,
-    leases: deps.leases ?? createPgShardLeases(clusterPool, { nodeId, leaseTtlMs: settings.leaseTtlMs }),
-    election: deps.election,
-    leaseTtlMs: settings.leaseTtlMs,
-    log: deps.log.child({ component: 'shard-host' }),
-    onChange: () => {
-      shardsServed.set(shardHost.heldShards().length);
-      router.shardsChanged();
-    },
-    onReleased: (toNodeId, released) => {
-      const peer = peers.find((p) => p.nodeId === toNodeId);
-      if (peer !== undefined) links.send(peer, { t: 'released', ...released });
-    },
-    onLeasesLost: deps.onLeasesLost,
-    mayTakeShards: () => membership !== undefined && membership.canServe(),
-    promotionBase: replication && ((electionId, shard, epoch) => replication!.promotionBase(electionId, shard, epoch)),
-    onRecovered: replication && ((recoveries) => replication!.recovered(recoveries)),
-  });
-
-  let viewReadForRetryAtMs = -Infinity;
-  router = new Router({
-    nodeId,
-    voteNode,
-    links,
-    retryAfterMs,
-    routeRetryMs: settings.routeRetryMs,
-    // A forwarded vote's sender waits forwardTimeoutMs: answer well before it gives up.
-    holdMs: Math.min(settings.routeRetryMs, Math.floor(settings.forwardTimeoutMs / 2)),
-    shardCountOf: (electionId) => deps.election(electionId)?.shardCount,
-    canServe: () => membership.canServe(),
-    onRouted: (route, outcome) => countRouted(route, outcome.kind),
-    // A node that left (stopping, still draining its requests) gets no map events and beats no
-    // more: the votes it still routes would retry a stale map until routeRetryMs. Read it again.
-    onRetrying: () => {
-      const nowMs = performance.now();
-      if (nowMs - viewReadForRetryAtMs < settings.heartbeatIntervalMs) return;
-      viewReadForRetryAtMs = nowMs;
-      void membership.refreshView().catch(() => undefined);
-    },
-  });
-
-  results = new ClusterResults({
-    voteNode,
-    dimensions: (electionId) => deps.election(electionId),
-    electionIds: deps.electionIds,
-    broadcast: (event: TalliesChanged) => {
-      for (const peer of peers) links.send(peer, event);
-    },
-  });
-
-  let viewChain: Promise<void> = Promise.resolve();
-  const onView = (view: ClusterView) => {
-    clusterVersion.set(view.version);
-    spillGuard.applyView(view);
-    peers = view.nodes.filter((n) => n.status === 'alive' && n.nodeId !== nodeId).map((n) => ({ nodeId: n.nodeId, url: n.url }));
-    peerByNodeId.clear();
-    for (const peer of peers) peerByNodeId.set(peer.nodeId, peer);
-    for (const node of view.nodes) if (node.status !== 'alive') links.forget(node.nodeId);
-    viewChain = viewChain.then(async () => {
-      if (view.electionsVersion !== electionsVersionLoaded) {
-        await deps.reloadElections();
-        electionsVersionLoaded = view.electionsVersion;
-      }
-      router.applyView(view);
-      replication?.applyView(view);
-      // Not awaited: a reconcile waiting for a holder's release must see the next views (the
-      // shard host keeps only the latest), not block the chain that would hand them over.
-      if (started) void shardHost.apply(view);
-    }).catch((error: unknown) => log.warn({ err: error }, 'applying the cluster view failed; the next one retries'));
-  };
-
-  const coordinator = createCoordinator({
+    az: deps.az,
+    secretsFingerprint: secretsFingerprint(deps.secrets),
+    settings: { ...settings, retryAfterMs: deps.voteNodeConfig.retryAfterMs ?? 1_000 },
     store,
-    nodeId,
-    deadAfterMs: settings.deadAfterMs,
-    movesInFlightMax: settings.movesInFlightMax,
-    autoBalance: settings.autoBalance,
-    replicasPerShard: settings.replicas ?? 0,
-    log,
-    mayDeclareDeaths: () => membership.mayDeclareDeaths(),
-    onMapWritten: (version) => {
-      for (const peer of peers) links.send(peer, { t: 'map', version });
-      void membership.refreshView().catch(() => undefined);
+    leases: deps.leases ?? createPgShardLeases(clusterPool, { nodeId, leaseTtlMs: settings.leaseTtlMs }),
+    voteNode,
+    snapshots,
+    links,
+    spillGuard,
+    election: deps.election,
+    electionIds: deps.electionIds,
+    reloadElections: deps.reloadElections,
+    now: () => performance.now(),
+    log: deps.log,
+    hooks: {
+      onViewRead: (version) => clusterVersion.set(version),
+      onShardsServed: (count) => shardsServed.set(count),
+      onRouted: (route, outcome) => countRouted(route, outcome.kind),
+      onLeasesLost: deps.onLeasesLost,
+      metricsRegistry: deps.metricsRegistry,
     },
   });
-
-  const handOff = (): Promise<void> => {
-    handingOff ??= (async () => {
-      if (!started) return;
-      await membership.stop({ leave: true }).catch((error: unknown) => log.warn({ err: error }, 'leaving the cluster failed; the others will declare this node dead'));
-      await shardHost.stop();
-      log.info({}, 'left the cluster; every shard handed off');
-    })();
-    return handingOff;
-  };
+  roles = composed;
+  const { router, results, shardHost, replication } = composed;
 
   const waitUntil = async (condition: () => boolean, deadlineMs: number) => {
     while (!condition() && Date.now() < deadlineMs) await new Promise((resolve) => setTimeout(resolve, 20));
@@ -364,14 +548,11 @@ export async function createClusterNode(deps: ClusterNodeDeps): Promise<ClusterN
   return {
     nodeId,
     voteNode,
-    get router() {
-      return router;
-    },
-    get results() {
-      return results;
-    },
+    router,
+    results,
     get membership() {
-      return membership;
+      // Before start there is none, as before the split: the gateway reads it only once started.
+      return composed.membership as Membership;
     },
     shardHost,
     links,
@@ -384,43 +565,7 @@ export async function createClusterNode(deps: ClusterNodeDeps): Promise<ClusterN
       mountLinkServer(app, links);
     },
     async start(advertiseUrl) {
-      membership = new Membership({
-        store,
-        self: { nodeId, az: deps.az, url: advertiseUrl, secretsFingerprint: secretsFingerprint(deps.secrets) },
-        heartbeatIntervalMs: settings.heartbeatIntervalMs,
-        deadAfterMs: settings.deadAfterMs,
-        // A Postgres that answers slowly at start (e.g. just restarted after a crash) delays the
-        // start rather than failing it: the CI run saw a join's COMMIT take over the 1 s timeout.
-        joinRetryForMs: 60_000,
-        log,
-        onView,
-        onCoordinator: () => coordinator.round(),
-        onDeclaredDead: () => {
-          void (async () => {
-            await shardHost.dropAll();
-            log.warn({}, 'every shard dropped after being declared dead; joining again as a new incarnation');
-            // Until it succeeds: a node that gave up here would stay out of the cluster for good.
-            for (;;) {
-              try {
-                await membership.rejoin();
-                break;
-              } catch (error) {
-                log.error({ err: error }, 'rejoining the cluster failed; retrying');
-                await new Promise((resolve) => setTimeout(resolve, settings.deadAfterMs));
-              }
-            }
-            shardHost.resume();
-          })().catch((error: unknown) => log.error({ err: error }, 'rejoining the cluster failed'));
-        },
-      });
-      // A file spill queue and live peers: refused before this node is a member (spillGuard.ts).
-      spillGuard.checkBeforeJoin(await store.readView());
-      started = true;
-      shardHost.start();
-      results.start();
-      replication?.start();
-      await membership.start();
-      await viewChain;
+      await composed.start(advertiseUrl);
       const deadlineMs = Date.now() + readyWaitMs;
       const electionIds = [...deps.electionIds()];
       const allReady = await waitUntil(() => electionIds.every(ready), deadlineMs);
@@ -428,8 +573,8 @@ export async function createClusterNode(deps: ClusterNodeDeps): Promise<ClusterN
       log.info({ url: advertiseUrl, az: deps.az, shards: shardHost.heldShards().length }, 'joined the cluster');
     },
     async electionChanged(electionId) {
-      if (!started) return;
-      await membership.beatNow().catch(() => undefined);
+      if (!composed.started) return;
+      await composed.membership?.beatNow().catch(() => undefined);
       await waitUntil(() => ready(electionId), Date.now() + readyWaitMs);
     },
     async adminView() {
@@ -451,11 +596,9 @@ export async function createClusterNode(deps: ClusterNodeDeps): Promise<ClusterN
         })),
       };
     },
-    handOff,
+    handOff: () => composed.handOff(),
     async stop() {
-      await handOff();
-      if (started) results.stop();
-      replication?.stop();
+      await composed.stop();
       await links.close();
       await voteNode.close();
       await endPool(clusterPool);
