@@ -35,15 +35,11 @@ import {
 import type { VoteOutcome } from '../../actors/shard.ts';
 import { createVoteNode, type VoteNode, type VoteNodeConfig } from '../../actors/voteNode.ts';
 import { shardKeyOf } from '../allocation.ts';
-import { createCoordinator } from '../coordinator.ts';
-import type { LinkFailure } from '../links.ts';
-import { Membership } from '../membership.ts';
+import { composeClusterRoles, type ClusterLog, type ClusterRoles } from '../clusterNode.ts';
+import type { LinkFailure, Links } from '../links.ts';
 import type { ClusterStore, ShardLeases } from '../ports.ts';
-import type { CastRequest, OutcomeAnswer, ReplicaReport, ReplicateBatches, TalliesChanged } from '../protocol.ts';
-import { ClusterResults } from '../results.ts';
-import { Replication } from '../replication.ts';
-import { Router } from '../router.ts';
-import { ShardHost, type HandOffNotice } from '../shardHost.ts';
+import type { CastRequest, LinkEvent, OutcomeAnswer, ReplicateBatches } from '../protocol.ts';
+import { SpillGuard } from '../spillGuard.ts';
 import { SimClusterState } from './simCluster.ts';
 import { VirtualClock } from './virtualClock.ts';
 
@@ -152,16 +148,6 @@ export interface WorldConfig {
 
 export type ProcessStatus = 'live' | 'zombie' | 'dead';
 
-/** The cluster roles of a process (cluster mode). */
-export interface SimClusterRoles {
-  readonly membership: Membership;
-  readonly shardHost: ShardHost;
-  readonly router: Router;
-  readonly results: ClusterResults;
-  /** Null with no replicas (as cluster/clusterNode.ts composes it then). */
-  readonly replication: Replication | null;
-}
-
 export interface SimProcess {
   /** `n<slot>.<incarnation>`: stable across replays. */
   readonly id: string;
@@ -169,7 +155,8 @@ export interface SimProcess {
   readonly nodeId: string;
   readonly slot: number;
   readonly node: VoteNode;
-  readonly cluster: SimClusterRoles | null;
+  /** Cluster mode: the roles production composes (cluster/clusterNode.ts composeClusterRoles). */
+  readonly cluster: ClusterRoles | null;
   status: ProcessStatus;
   /** Cut off from the store and the other nodes: its I/O waits until healed. */
   isolated: boolean;
@@ -271,7 +258,7 @@ export class World {
   private isolationHealed: Promise<void> = Promise.resolve();
   private healIsolation: (() => void) | null = null;
   private incarnations: number[] = [];
-  private readonly inFlightForwards = new Set<{ readonly toNodeId: string; readonly fail: (failed: LinkFailure['failed']) => void }>();
+  private readonly inFlightForwards = new Set<{ readonly from: SimProcess; readonly toNodeId: string; readonly fail: (failed: LinkFailure['failed']) => void }>();
   private nextRequestId = 1;
   private installed = false;
 
@@ -334,123 +321,69 @@ export class World {
     return process;
   }
 
-  /** Cluster mode: membership, coordinator, shard host, router and results, as cluster/clusterNode.ts composes them. */
+  /**
+   * Cluster mode: the node's cluster roles, composed by production's own composeClusterRoles
+   * (cluster/clusterNode.ts) over this process's simulated ports; only the timings differ.
+   */
   private startClusterRoles(process: SimProcess): void {
     const timings = this.timings;
-    const silent = { info() {}, warn() {}, error() {} };
-    const store = this.clusterStoreFor(process);
-    const shardLeases = this.shardLeasesFor(process);
     const electionInfo = (electionId: string) => {
       const election = this.elections.find((e) => e.electionId === electionId);
       return election === undefined ? undefined : { shardCount: election.shardCount, candidateCount: election.candidateCount, status: election.closed ? ('closed' as const) : ('open' as const) };
     };
-    // As cluster/clusterNode.ts: batches streamed to the replicas the map names, replica counts
-    // standing in the results until the owner's are known, promotions from the replica state.
-    const replication = (timings.replicasPerShard ?? 0) === 0 ? null : new Replication({
+    const roles = composeClusterRoles({
       nodeId: process.nodeId,
+      az: `az-${process.slot % 3}`,
+      secretsFingerprint: 'sim',
+      settings: {
+        heartbeatIntervalMs: timings.heartbeatIntervalMs,
+        deadAfterMs: timings.deadAfterMs,
+        leaseTtlMs: timings.leaseTtlMs,
+        movesInFlightMax: timings.movesInFlightMax,
+        autoBalance: timings.autoBalance,
+        routeRetryMs: timings.routeRetryMs,
+        replicas: timings.replicasPerShard,
+        forwardTimeoutMs,
+        retryAfterMs: this.config.node.retryAfterMs ?? 1_000,
+        // Faster than production's, so that a run of a few virtual seconds sees several of each.
+        viewRefreshMs: 500,
+        publishIntervalMs: 50,
+        republishIntervalMs: 500,
+        replicaReportIntervalMs: 100,
+      },
+      store: this.clusterStoreFor(process),
+      leases: this.shardLeasesFor(process),
+      voteNode: process.node,
       snapshots: this.snapshotsFor(process),
-      dimensions: electionInfo,
-      log: silent,
-      send: (toNodeId, event) => this.sendReplication(process, toNodeId, event),
-      peers: () => [...new Set(this.processes.filter((p) => p.nodeId !== process.nodeId && p.status !== 'dead' && p.cluster !== null).map((p) => p.nodeId))],
-      ownerVotes: (electionId, shard) => results.shardVotes(electionId, shard),
-      onReplicaCounts: (r) => results.applyTallies({ t: 'tallies', electionId: r.electionId, shard: r.shard, epoch: r.epoch, version: -1, counts: r.counts }),
-      replicaReportIntervalMs: 100,
-    });
-    const shardHost = new ShardHost({
-      nodeId: process.nodeId,
-      voteNode: process.node,
-      leases: shardLeases,
+      links: this.linksFor(process),
+      // No spill queue in the simulation: the guard sees every view and never pauses.
+      spillGuard: new SpillGuard({ nodeId: process.nodeId, queueKind: 'off', fileInCluster: 'refuse', deadAfterMs: timings.deadAfterMs }),
       election: electionInfo,
-      leaseTtlMs: timings.leaseTtlMs,
-      log: silent,
-      mayTakeShards: () => membership !== undefined && membership.canServe(),
-      onChange: () => router.shardsChanged(),
-      onReleased: (toNodeId, released) => this.sendReleased(process, toNodeId, released),
-      promotionBase: replication === null ? undefined : (electionId, shard, epoch) => replication.promotionBase(electionId, shard, epoch),
-      onRecovered: (recoveries) => {
-        replication?.recovered(recoveries);
-        for (const r of recoveries) if (r.source === 'replica') this.warmPromotions++;
-      },
-    });
-    const world = this;
-    const router = new Router({
-      nodeId: process.nodeId,
-      voteNode: process.node,
-      links: { request: (peer, message, onAnswer) => world.forward(process, peer.nodeId, message, onAnswer) },
-      shardCountOf: (electionId) => electionInfo(electionId)?.shardCount,
-      canServe: () => membership.canServe(),
-      retryAfterMs: 100,
-      routeRetryMs: timings.routeRetryMs,
-    });
-    const results = new ClusterResults({
-      voteNode: process.node,
-      dimensions: electionInfo,
       electionIds: () => this.elections.map((e) => e.electionId),
-      broadcast: (event) => this.broadcastTallies(process, event),
-      publishIntervalMs: 50,
-      republishIntervalMs: 500,
-    });
-    const coordinator = createCoordinator({
-      store,
-      nodeId: process.nodeId,
-      deadAfterMs: timings.deadAfterMs,
-      movesInFlightMax: timings.movesInFlightMax,
-      autoBalance: timings.autoBalance,
-      replicasPerShard: timings.replicasPerShard,
-      log: silent,
-      mayDeclareDeaths: () => membership.mayDeclareDeaths(),
-      onMapWritten: () => {
-        for (const peer of this.processes) if (peer !== process && peer.status !== 'dead' && peer.cluster !== null) this.sendMapChanged(process, peer);
-        void membership.refreshView().catch(() => undefined);
-      },
-    });
-    let viewChain: Promise<void> = Promise.resolve();
-    // eslint-disable-next-line prefer-const -- read by closures above before it is assigned
-    let membership: Membership;
-    membership = new Membership({
-      store,
-      self: { nodeId: process.nodeId, az: `az-${process.slot % 3}`, url: `sim://${process.nodeId}`, secretsFingerprint: 'sim' },
-      heartbeatIntervalMs: timings.heartbeatIntervalMs,
-      deadAfterMs: timings.deadAfterMs,
-      viewRefreshMs: 500,
-      log: silent,
+      // The world tells every vote node of a closed election itself (closeElection).
+      reloadElections: async () => {},
       now: this.clock.now,
-      onView: (view) => {
-        // Not awaited: ShardHost.apply takes the latest view into a reconcile already running.
-        // Awaiting it in a chain (as cluster/clusterNode.ts does) starves a reconcile that waits
-        // for a lease holder: it retries the stale view forever and never sees the new map
-        // (found by this harness: a node waiting for a shard the map since gave back to its
-        // holder never took the other shards the map gave it).
-        viewChain = viewChain.then(() => {
-          router.applyView(view);
-          replication?.applyView(view);
-          void shardHost.apply(view);
-        });
-      },
-      onCoordinator: () => coordinator.round(),
-      onDeclaredDead: () => {
-        void (async () => {
-          this.note(`${process.id} finds itself declared dead: drops its shards, joins again`);
-          await shardHost.dropAll();
-          // As cluster/clusterNode.ts: rejoin until it succeeds, then take shards again.
-          for (;;) {
-            try {
-              await membership.rejoin();
-              break;
-            } catch {
-              await new Promise((resolve) => setTimeout(resolve, timings.deadAfterMs));
-            }
-          }
-          shardHost.resume();
-        })().catch(() => undefined);
+      log: this.logFor(process),
+      hooks: {
+        onRecovered: (recoveries) => {
+          for (const r of recoveries) if (r.source === 'replica') this.warmPromotions++;
+        },
       },
     });
-    (process as { cluster: SimClusterRoles }).cluster = { membership, shardHost, router, results, replication };
-    shardHost.start();
-    results.start();
-    replication?.start();
-    membership.start().catch((error: unknown) => this.anomalies.push(`${process.id} failed to join: ${String(error)}`));
+    (process as { cluster: ClusterRoles }).cluster = roles;
+    roles.start(`sim://${process.nodeId}`).catch((error: unknown) => this.anomalies.push(`${process.id} failed to join: ${String(error)}`));
+  }
+
+  /** What the roles log at warn and error goes to the trace; the rest is dropped. */
+  private logFor(process: SimProcess): ClusterLog {
+    const log: ClusterLog = {
+      debug() {},
+      info() {},
+      warn: (_fields, message) => this.note(`${process.id} warns: ${message}`),
+      error: (_fields, message) => this.note(`${process.id} logs an error: ${message}`),
+      child: () => log,
+    };
+    return log;
   }
 
   /** The live process serving a slot now. */
@@ -708,6 +641,18 @@ export class World {
     return undefined;
   }
 
+  /** The links of one process, as cluster/links.ts offers them to the roles. */
+  private linksFor(process: SimProcess): Pick<Links, 'request' | 'send' | 'forget'> {
+    return {
+      request: (peer, message, onAnswer) => this.forward(process, peer.nodeId, message, onAnswer),
+      send: (peer, event) => this.sendEvent(process, peer.nodeId, event),
+      // As links.forget: the requests in flight to that peer fail at once.
+      forget: (nodeId) => {
+        for (const entry of [...this.inFlightForwards]) if (entry.from === process && entry.toNodeId === nodeId) entry.fail('disconnected');
+      },
+    };
+  }
+
   /**
    * A vote forwarded over the link, as cluster/links.ts promises: `onAnswer` runs exactly once,
    * with the owner's answer, or a failure when the message or its answer is lost, the peer is
@@ -724,7 +669,7 @@ export class World {
     };
     const fail = (failed: LinkFailure['failed']) => answerOnce({ failed });
     const timer = setTimeout(() => fail('timeout'), forwardTimeoutMs);
-    const entry = { toNodeId, fail };
+    const entry = { from, toNodeId, fail };
     this.inFlightForwards.add(entry);
     void (async () => {
       await this.ioOpen(from);
@@ -732,12 +677,12 @@ export class World {
       const to = this.liveProcessOf(toNodeId);
       if (to === undefined || to.cluster === null) return fail('unreachable');
       if (to.isolated || this.takeFault('forwardLost')) return; // lost: the timeout answers
-      to.cluster.router.castForwarded(message, (outcome) => {
+      to.cluster.onLinkRequest(from.nodeId, message, (answer) => {
         void (async () => {
           await this.ioOpen(to);
-          await this.work.schedule(`${to.id} answers ${from.id} for ${message.electionId}/voter ${message.voterNumber}: ${outcome.kind}`);
+          await this.work.schedule(`${to.id} answers ${from.id} for ${message.electionId}/voter ${message.voterNumber}: ${answer.outcome.kind}`);
           if (isDead(to) || this.takeFault('forwardAnswerLost')) return;
-          answerOnce({ t: 'outcome', outcome });
+          answerOnce(answer);
         })();
       });
     })();
@@ -748,66 +693,47 @@ export class World {
     for (const entry of [...this.inFlightForwards]) if (entry.toNodeId === process.nodeId) entry.fail('disconnected');
   }
 
-  private broadcastTallies(from: SimProcess, event: TalliesChanged): void {
-    for (const to of this.processes) {
-      if (to === from || to.status === 'dead' || to.cluster === null) continue;
-      void (async () => {
-        await this.ioOpen(from);
-        await this.work.schedule(`${from.id} tells ${to.id} ${event.electionId}/${event.shard} counts [${event.counts}]`);
-        if (isDead(from) || isDead(to) || to.isolated || this.config.plantedBug === 'tallyEventsLost') return;
-        to.cluster!.results.applyTallies(event);
-      })();
-    }
-  }
-
-  /** The `released` hint of a hand-off, to the new owner's live process (lost if either died). */
-  private sendReleased(from: SimProcess, toNodeId: string, released: HandOffNotice): void {
-    const to = [...this.processes].reverse().find((p) => p.nodeId === toNodeId && p.status !== 'dead' && p.cluster !== null);
-    if (to === undefined) return;
-    void (async () => {
-      await this.ioOpen(from);
-      await this.work.schedule(`${from.id} tells ${to.id} it ${released.grantedEpoch === undefined ? 'released' : `handed it`} ${released.electionId}/${released.shard} (epoch ${released.grantedEpoch ?? released.epoch})`);
-      if (isDead(from) || isDead(to) || to.isolated) return;
-      to.cluster!.shardHost.holderReleased(released);
-    })();
-  }
-
   /**
-   * Replication between nodes: each event waits for the scheduler (so events reorder), is lost
-   * when either end died or is cut off, or to an injected `replicateLost`. With the planted bug
-   * `replicationHidesGaps` every second batch is lost and the later ones renumbered to hide it.
+   * A one-way event over the link to the node's live process: it waits for the scheduler (so
+   * events reorder), and is lost when either end died or is cut off, or to a fault or planted bug.
    */
-  private sendReplication(from: SimProcess, toNodeId: string, event: ReplicateBatches | ReplicaReport): void {
-    const to = [...this.processes].reverse().find((p) => p.nodeId === toNodeId && p.status !== 'dead' && p.cluster !== null);
-    if (to === undefined) return;
+  private sendEvent(from: SimProcess, toNodeId: string, event: LinkEvent): void {
+    const to = this.liveProcessOf(toNodeId);
+    if (to === undefined || to.cluster === null) return;
     let sent = event;
-    if (event.t === 'replicate' && this.config.plantedBug === 'replicationHidesGaps') {
-      const batches = [];
-      for (const batch of event.batches) {
-        const key = `${from.id}>${to.id}/${batch.electionId}/${batch.shard}/${batch.epoch}`;
-        const hidden = this.hiddenReplicationGaps.get(key) ?? { seen: 0, dropped: 0 };
-        this.hiddenReplicationGaps.set(key, hidden);
-        if (++hidden.seen % 2 === 0) hidden.dropped++;
-        else batches.push({ ...batch, seq: batch.seq - hidden.dropped });
-      }
-      sent = { t: 'replicate', batches };
+    let label: string;
+    let lost = () => false;
+    if (event.t === 'tallies') {
+      label = `tells ${to.id} ${event.electionId}/${event.shard} counts [${event.counts}]`;
+      lost = () => this.config.plantedBug === 'tallyEventsLost';
+    } else if (event.t === 'released') {
+      label = `tells ${to.id} it ${event.grantedEpoch === undefined ? 'released' : `handed it`} ${event.electionId}/${event.shard} (epoch ${event.grantedEpoch ?? event.epoch})`;
+    } else if (event.t === 'map') {
+      label = `tells ${to.id} the map changed`;
+    } else {
+      sent = event.t === 'replicate' && this.config.plantedBug === 'replicationHidesGaps' ? this.hideReplicationGaps(from, to, event) : event;
+      label = `sends ${to.id} ${sent.t === 'replicate' ? `${sent.batches.length} replicated batches` : 'its replicas\' report'}`;
+      lost = () => sent.t === 'replicate' && this.takeFault('replicateLost');
     }
     void (async () => {
       await this.ioOpen(from);
-      await this.work.schedule(`${from.id} sends ${to.id} ${sent.t === 'replicate' ? `${sent.batches.length} replicated batches` : 'its replicas\' report'}`);
-      if (isDead(from) || isDead(to) || to.isolated) return;
-      if (sent.t === 'replicate' && this.takeFault('replicateLost')) return;
-      to.cluster!.replication?.onEvent(from.nodeId, sent);
+      await this.work.schedule(`${from.id} ${label}`);
+      if (isDead(from) || isDead(to) || to.isolated || lost()) return;
+      to.cluster!.onLinkEvent(from.nodeId, sent);
     })();
   }
 
-  private sendMapChanged(from: SimProcess, to: SimProcess): void {
-    void (async () => {
-      await this.ioOpen(from);
-      await this.work.schedule(`${from.id} tells ${to.id} the map changed`);
-      if (isDead(from) || isDead(to) || to.isolated) return;
-      await to.cluster!.membership.refreshView().catch(() => undefined);
-    })();
+  /** Planted bug `replicationHidesGaps`: every second batch of a stream is lost, the later ones renumbered to hide it. */
+  private hideReplicationGaps(from: SimProcess, to: SimProcess, event: ReplicateBatches): ReplicateBatches {
+    const batches = [];
+    for (const batch of event.batches) {
+      const key = `${from.id}>${to.id}/${batch.electionId}/${batch.shard}/${batch.epoch}`;
+      const hidden = this.hiddenReplicationGaps.get(key) ?? { seen: 0, dropped: 0 };
+      this.hiddenReplicationGaps.set(key, hidden);
+      if (++hidden.seen % 2 === 0) hidden.dropped++;
+      else batches.push({ ...batch, seq: batch.seq - hidden.dropped });
+    }
+    return { t: 'replicate', batches };
   }
 
   // -------------------------------------------------------------------------------------------
