@@ -8,7 +8,9 @@
 //
 //   DATABASE_URL=postgres://postgres@127.0.0.1:5432/test node --import tsx bench/journalFeatures.ts
 //   options (env): BENCH_BATCH_ROWS (32: a batch at 100 connections), BENCH_COMMITS (1200 per
-//   variant), BENCH_ROUNDS (6), BENCH_SHARDS (8)
+//   variant), BENCH_ROUNDS (6), BENCH_SHARDS (8), BENCH_COMMITS_IN_FLIGHT (1: one commit at a time;
+//   2 is what a vote node runs, LIVEVOTE_COMMITS_IN_FLIGHT_MAX, so its commits of one shard wait
+//   for each other on the audit chain head as they do in production)
 //
 // Runs in a throwaway database created on the server of DATABASE_URL (dropped at the end).
 import { randomUUID } from 'node:crypto';
@@ -26,6 +28,7 @@ const batchRows = intFromEnv('BENCH_BATCH_ROWS', 32, 10_000);
 const commitsPerVariant = intFromEnv('BENCH_COMMITS', 1200, 1_000_000);
 const rounds = intFromEnv('BENCH_ROUNDS', 6, 100);
 const shardCount = intFromEnv('BENCH_SHARDS', 8, 1024);
+const commitsInFlight = intFromEnv('BENCH_COMMITS_IN_FLIGHT', 1, 16);
 const nodeId = 'bench-node';
 const clockTicksPerS = 100;
 
@@ -35,8 +38,14 @@ function cpuTicks(pid: number): number {
   return Number(fields[11]) + Number(fields[12]);
 }
 
-async function backendPid(pool: Pool): Promise<number> {
-  return (await pool.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;
+/** The backends of every connection of the pool, opened now (all checked out at once). */
+async function backendPids(pool: Pool, connections: number): Promise<number[]> {
+  const clients = await Promise.all(Array.from({ length: connections }, () => pool.connect()));
+  try {
+    return await Promise.all(clients.map(async (client) => (await client.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid));
+  } finally {
+    for (const client of clients) client.release();
+  }
 }
 
 interface Variant {
@@ -45,7 +54,10 @@ interface Variant {
   /** Stores one batch of rows. */
   commit(rows: readonly JournalRow[]): Promise<void>;
   pool: Pool;
-  pid: number;
+  /** One per connection: BENCH_COMMITS_IN_FLIGHT of them, the metadata COPY's one. */
+  pids: number[];
+  /** Commits of this variant issued at once. */
+  inFlight: number;
   ticks: number;
   clientUs: number;
   commits: number;
@@ -61,22 +73,22 @@ try {
   const candidateIds = Array.from({ length: 4 }, () => randomUUID());
 
   const journalVariant = async (name: string, what: string, parts: CommitStatementParts | undefined): Promise<Variant> => {
-    const pool = createPool(db.url, 1, 'bench-journal-features');
+    const pool = createPool(db.url, commitsInFlight, 'bench-journal-features');
     pools.push(pool);
     const journal = createPgJournal({ pool, nodeId, measuredVariant: parts ? { name: `bench_commit_${name.replace(/\W+/g, '_')}`, parts } : undefined });
     return {
-      name, what, pool, pid: await backendPid(pool), ticks: 0, clientUs: 0, commits: 0,
+      name, what, pool, pids: await backendPids(pool, commitsInFlight), inFlight: commitsInFlight, ticks: 0, clientUs: 0, commits: 0,
       async commit(rows) {
         const result = await journal.commit({ batchId: await batchIds.next(), rows });
         if (result.kind !== 'committed' || result.conflicts.length > 0) throw new Error(`${name}: ${JSON.stringify(result).slice(0, 200)}`);
       },
     };
   };
-  const floorPool = createPool(db.url, 1, 'bench-journal-features');
+  const floorPool = createPool(db.url, commitsInFlight, 'bench-journal-features');
   pools.push(floorPool);
   const floorVariant: Variant = {
     name: 'floor insert', what: "the durable floor's statement: INSERT … FROM unnest into (election, user, candidate) uuids",
-    pool: floorPool, pid: await backendPid(floorPool), ticks: 0, clientUs: 0, commits: 0,
+    pool: floorPool, pids: await backendPids(floorPool, commitsInFlight), inFlight: commitsInFlight, ticks: 0, clientUs: 0, commits: 0,
     async commit(rows) {
       await floorPool.query({
         name: 'floor_insert_batch',
@@ -90,7 +102,7 @@ try {
   const recorder = createVoteMetadataRecorder({ pool: metadataPool, ipHashKey: 'bench-ip-hash-key', bufferRowsMax: 10_000_000 });
   const metadataVariant: Variant = {
     name: 'metadata', what: 'request metadata of the same votes (one COPY per second in livevote; here one per 32 batches)',
-    pool: metadataPool, pid: await backendPid(metadataPool), ticks: 0, clientUs: 0, commits: 0,
+    pool: metadataPool, pids: await backendPids(metadataPool, 1), inFlight: 1, ticks: 0, clientUs: 0, commits: 0,
     async commit(rows) {
       const atMs = Date.now();
       for (const row of rows) {
@@ -120,6 +132,8 @@ try {
       return { electionId, shard, epoch: epochs[shard]!, voterNumber: (voterNumber * 7919) % 100_000_000, candidateIndex: voterNumber % 4, voteId: randomUUID(), acceptedAtMs };
     });
 
+  const variantTicks = (variant: Variant) => variant.pids.reduce((sum, pid) => sum + cpuTicks(pid), 0);
+
   // Warm-up: every statement prepared, caches filled.
   for (const variant of variants) for (let i = 0; i < 64; i++) await variant.commit(makeBatch());
   await recorder.flush();
@@ -128,26 +142,29 @@ try {
   for (let round = 0; round < rounds; round++) {
     for (const variant of variants) {
       const batches = Array.from({ length: perRound }, makeBatch);
-      const ticks0 = cpuTicks(variant.pid);
+      const ticks0 = variantTicks(variant);
       const cpu0 = process.cpuUsage();
-      for (const rows of batches) await variant.commit(rows);
+      let next = 0;
+      await Promise.all(Array.from({ length: variant.inFlight }, async () => {
+        while (next < batches.length) await variant.commit(batches[next++]!);
+      }));
       if (variant === metadataVariant) await recorder.flush();
       const cpu = process.cpuUsage(cpu0);
       variant.clientUs += cpu.user + cpu.system;
-      variant.ticks += cpuTicks(variant.pid) - ticks0;
+      variant.ticks += variantTicks(variant) - ticks0;
       variant.commits += perRound;
     }
   }
 
   const usPerRow = (v: Variant) => (v.ticks * (1e6 / clockTicksPerS)) / (v.commits * batchRows);
   const journal = variants[0]!;
-  process.stdout.write(`Postgres backend CPU per stored vote, batches of ${batchRows} rows over ${shardCount} shards, ${journal.commits} batches per variant in ${rounds} alternating rounds\n\n`);
+  process.stdout.write(`Postgres backend CPU per stored vote, batches of ${batchRows} rows over ${shardCount} shards, ${journal.commits} batches per variant in ${rounds} alternating rounds, ${commitsInFlight} in flight\n\n`);
   process.stdout.write('| variant | what | Postgres µs per vote | against the journal | client µs per vote |\n|---|---|---|---|---|\n');
   for (const v of variants) {
     const diff = usPerRow(v) - usPerRow(journal);
     process.stdout.write(`| ${v.name} | ${v.what} | ${usPerRow(v).toFixed(1)} | ${v === journal ? '—' : `${diff >= 0 ? '+' : ''}${diff.toFixed(1)}`} | ${(v.clientUs / (v.commits * batchRows)).toFixed(1)} |\n`);
   }
-  process.stdout.write(`BENCH_JOURNAL_FEATURES_JSON ${JSON.stringify({ batchRows, shardCount, commits: journal.commits, variants: variants.map((v) => ({ name: v.name, postgresUsPerVote: Number(usPerRow(v).toFixed(2)), clientUsPerVote: Number((v.clientUs / (v.commits * batchRows)).toFixed(2)) })) })}\n`);
+  process.stdout.write(`BENCH_JOURNAL_FEATURES_JSON ${JSON.stringify({ batchRows, shardCount, commitsInFlight, commits: journal.commits, variants: variants.map((v) => ({ name: v.name, postgresUsPerVote: Number(usPerRow(v).toFixed(2)), clientUsPerVote: Number((v.clientUs / (v.commits * batchRows)).toFixed(2)) })) })}\n`);
   await recorder.stop();
 } finally {
   for (const pool of pools) await pool.end().catch(() => undefined);
