@@ -25,8 +25,8 @@
 // insert (a second descent of the index) and log each row's insert as speculative, then confirmed.
 // Voters already stored are rare on the journal's path (the shard's bitmap answers duplicates
 // before they reach it; a conflict means a redelivery or a recovery race), so the plain statement
-// pays ~2 µs less Postgres CPU per vote (bench/README.md, "Fourth look") and a batch with a
-// conflict pays a second round trip.
+// pays ~2-4 µs less Postgres CPU per vote (bench/README.md, "Fourth look"), and a batch with a
+// conflict pays a second round trip (and an ERROR line in the server's log).
 //
 // Why FOR SHARE: a takeover bumps the epoch with an UPDATE, which waits for every commit holding
 // the row FOR SHARE, and every commit that starts after it sees the new epoch (READ COMMITTED
