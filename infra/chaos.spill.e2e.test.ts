@@ -159,6 +159,29 @@ async function metric(baseUrl: string, name: string): Promise<number> {
   return line === undefined ? Number.NaN : Number(line.slice(line.lastIndexOf(' ') + 1));
 }
 
+/**
+ * Waits until `node` has queued more than `votesMin` votes. When it does not in time, the error
+ * says why it could not be told from the assertion alone: the answers so far by status and reason,
+ * the node's spill, commit, batch id and fence metrics, and the end of its log. (Twice, with two
+ * suites on the machine, a node queued 4-12 votes in 60 s: not reproduced since.)
+ */
+async function untilQueued(node: LivevoteProcess, votesMin: number, sent: readonly Sent[]): Promise<void> {
+  try {
+    await expect.poll(() => metric(node.baseUrl, 'livevote_queued_votes_total'), { timeout: 60_000, interval: 100 }).toBeGreaterThan(votesMin);
+  } catch (error) {
+    const byStatus: Record<string, number> = {};
+    for (const entry of sent) {
+      const key = entry.reason === undefined ? String(entry.status) : `${entry.status}:${entry.reason}`;
+      byStatus[key] = (byStatus[key] ?? 0) + 1;
+    }
+    const metrics = await fetch(`${node.baseUrl}/metrics`, { signal: AbortSignal.timeout(10_000) }).then((r) => r.text(), (e: unknown) => `unreadable: ${String(e)}`);
+    const related = metrics.split('\n').filter((line) => !line.startsWith('#') && !line.includes('_bucket{') && /spill|queued|commit|batch|fenc|pending/.test(line));
+    throw new Error(
+      `${String(error)}\nanswers by status: ${JSON.stringify(byStatus)}\nmetrics:\n${related.join('\n')}\nlog (end):\n${node.output().slice(-4000)}`,
+    );
+  }
+}
+
 /** Every acknowledged vote stored once with its voteId, nothing stored that was not sent, results = count(*). */
 async function checkStored(pool: Pool, baseUrl: string, electionId: string, sent: readonly Sent[]): Promise<void> {
   const stored = await pool.query<{ voter_number: number; vote_id: string; candidate_index: number }>(
@@ -248,7 +271,7 @@ describe('chaos: Postgres frozen, then a node killed with batches in the queue',
     frozen = await privatePostgresPids(dataDir);
     signal(frozen, 'SIGSTOP');
     // Batches spill and are acknowledged from the queue; then the node dies with them queued.
-    await expect.poll(() => metric(first.baseUrl, 'livevote_queued_votes_total'), { timeout: 60_000, interval: 100 }).toBeGreaterThan(50);
+    await untilQueued(first, 50, sent);
     first.child.kill('SIGKILL');
     await first.exited();
     stop = true;
@@ -409,7 +432,7 @@ describe('chaos: Postgres frozen, then a node killed with batches in the queue',
       await new Promise((resolve) => setTimeout(resolve, 1_500));
       frozen = await privatePostgresPids(pgDir);
       signal(frozen, 'SIGSTOP');
-      await expect.poll(() => metric(a.baseUrl, 'livevote_queued_votes_total'), { timeout: 60_000, interval: 100 }).toBeGreaterThan(20);
+      await untilQueued(a, 20, sent);
       const killedAtMs = Date.now();
       a.child.kill('SIGKILL');
       await a.exited();
