@@ -162,8 +162,9 @@ async function metric(baseUrl: string, name: string): Promise<number> {
 /**
  * Waits until `node` has queued more than `votesMin` votes. When it does not in time, the error
  * says why it could not be told from the assertion alone: the answers so far by status and reason,
- * the node's spill, commit, batch id and fence metrics, and the end of its log. (Twice, with two
- * suites on the machine, a node queued 4-12 votes in 60 s: not reproduced since.)
+ * the node's spill, commit, batch id and fence metrics, and the end of its log. (With two suites on
+ * the machine a node queued 4-12 votes in 60 s: ~900 fast commits before the freeze had used up its
+ * block of batch ids, so nothing more could spill; the next block is now reserved ahead.)
  */
 async function untilQueued(node: LivevoteProcess, votesMin: number, sent: readonly Sent[]): Promise<void> {
   try {
