@@ -288,7 +288,7 @@ export class HttpRouter {
       // Any string can arrive as a method: only known ones become metric labels.
       const requested = req.getMethod().toUpperCase();
       const method = knownMethods.has(requested) ? requested : 'OTHER';
-      const state: ResponseState = { aborted: false, done: false, head: method === 'HEAD', closeConnection: this.deps.closingConnections?.() ?? false };
+      const state: ResponseState = { aborted: false, done: false, head: method === 'HEAD', closeConnection: false };
       this.inFlight++;
       res.onAborted(() => {
         state.aborted = true;
@@ -321,7 +321,7 @@ export class HttpRouter {
   ): void {
     const started = performance.now();
     this.lastRequestStartedMs = started;
-    const state: ResponseState = { aborted: false, done: false, head, closeConnection: this.deps.closingConnections?.() ?? false };
+    const state: ResponseState = { aborted: false, done: false, head, closeConnection: false };
     this.inFlight++;
     res.onAborted(() => {
       state.aborted = true;
@@ -604,7 +604,7 @@ export class HttpRouter {
       this.finish(state);
       return;
     }
-    // Asked again at the answer: a request that started before the stop is answered after it.
+    // Asked at the answer, not at the request: a request that started before the stop is answered after it.
     if (!state.closeConnection && this.deps.closingConnections?.()) state.closeConnection = true;
     res.cork(() => {
       res.writeStatus(statusLine(status));
