@@ -18,7 +18,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createPgClusterStore } from '../persistence/clusterStore.ts';
 import type { ClusterOperation, ClusterStore } from '../cluster/ports.ts';
 import { eventually, startTestCluster, type TestCluster } from './testing/clusterHarness.ts';
-import { ChaosElection, memberRows, saveNodeLogs, shardRows, waitForBalancedMap } from './testing/chaos.ts';
+import { ChaosElection, memberRows, saveNodeLogs, shardRows, waitForBalancedMap, type ShardRow } from './testing/chaos.ts';
 
 let cluster: TestCluster;
 let store: ClusterStore;
@@ -52,12 +52,13 @@ async function operationEnded(operationId: number): Promise<ClusterOperation> {
  * Under load: moves a shard of `from` to `to`, kills `victim` as soon as the map names `to`, and
  * checks what every scenario must end with. Returns the operation as it ended.
  */
-async function moveAndKill(from: string, to: string, victim: string): Promise<ClusterOperation> {
+async function moveAndKill(from: string, to: string, victim: string): Promise<MoveEnd> {
   const load = election.startLoad(await election.voters(300));
   await eventually(async () => (load.acknowledged >= 60 ? true : undefined), 90_000, 'load under way');
   await election.reserveSpareVoters();
   const row = (await shardRows(cluster, election.electionId)).find((r) => r.ownerNodeId === from && r.leaseNodeId === from)!;
   expect(row).toBeDefined();
+  const targetIncarnation = (await memberRows(cluster)).get(to)!.incarnation;
   const operation = await store.requestOperation({ kind: 'move', electionId: election.electionId, shard: row.shard, toNodeId: to });
   const atKill = await eventually(async () => {
     const now = (await shardRows(cluster, election.electionId)).find((r) => r.shard === row.shard)!;
@@ -80,19 +81,42 @@ async function moveAndKill(from: string, to: string, victim: string): Promise<Cl
   expect(load.failures).toEqual([]);
   const { stored, acknowledged } = await election.expectConsistent();
   expect(stored).toBeGreaterThanOrEqual(acknowledged);
-  return ended;
+  const members = await memberRows(cluster);
+  const shardNow = (await shardRows(cluster, election.electionId)).find((r) => r.shard === row.shard)!;
+  // A live target that was never declared dead keeps what it took: nothing else moves a shard
+  // here (auto-balance is off). One declared dead meanwhile (a process starved past deadAfterMs,
+  // as two suites at load average 20 can do) rejoins as a new incarnation that owns nothing.
+  // A crash of the target is neither: its process has exited and its row says dead, same incarnation.
+  const target = members.get(to)!;
+  const targetRejoined = target.incarnation > targetIncarnation && target.status === 'alive';
+  console.log(`[chaos] at the end: shard ${row.shard} owned by ${shardNow.ownerNodeId}, leased by ${shardNow.leaseNodeId} (epoch ${shardNow.epoch}); ` +
+    `members ${JSON.stringify(Object.fromEntries(members))}${targetRejoined ? `; ${to} was declared dead meanwhile and rejoined` : ''}`);
+  const survivors = nodeAzs.map(([id]) => id).filter((id) => !election.avoided.has(id));
+  for (const id of survivors) expect({ id, exitCode: cluster.nodes.get(id)!.child.exitCode, signal: cluster.nodes.get(id)!.child.signalCode }).toEqual({ id, exitCode: null, signal: null });
+  return { operation: ended, atKill, shardNow, targetRejoined };
+}
+
+interface MoveEnd {
+  readonly operation: ClusterOperation;
+  /** The moved shard's map row and lease when the victim was killed, and after everything settled. */
+  readonly atKill: ShardRow;
+  readonly shardNow: ShardRow;
+  /** The target was declared dead after the move's request and is back as a new incarnation. */
+  readonly targetRejoined: boolean;
 }
 
 describe('a node killed in the middle of a move, under load', () => {
   it('the target is killed: the move ends (failed, or done if it finished first), every acknowledged vote counted once', async () => {
-    const ended = await moveAndKill('a1', 'b1', 'b1');
-    if (ended.status === 'failed') expect(ended.error).toMatch(/b1 died during the move/);
+    const { operation } = await moveAndKill('a1', 'b1', 'b1');
+    if (operation.status === 'failed') expect(operation.error).toMatch(/b1 died during the move/);
   }, 240_000);
 
   it('the old owner is killed: the target takes the lease once it is declared dead, the move ends done, every acknowledged vote counted once', async () => {
-    const ended = await moveAndKill('c1', 'a2', 'c1');
-    expect(ended.status).toBe('done');
-    const row = (await shardRows(cluster, election.electionId)).find((r) => r.ownerNodeId === 'a2' && r.leaseNodeId === 'a2');
-    expect(row).toBeDefined();
+    const { operation, atKill, shardNow, targetRejoined } = await moveAndKill('c1', 'a2', 'c1');
+    // Done means the coordinator saw the map and the lease both name a2 (cluster/coordinator.ts).
+    expect(operation.status).toBe('done');
+    // Taken from c1 means a new epoch; already a2's at the kill, at least that one.
+    expect(shardNow.epoch).toBeGreaterThanOrEqual(atKill.leaseNodeId === 'a2' ? atKill.epoch : atKill.epoch + 1);
+    if (!targetRejoined) expect(shardNow).toMatchObject({ ownerNodeId: 'a2', leaseNodeId: 'a2' });
   }, 240_000);
 });
