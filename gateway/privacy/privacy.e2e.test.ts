@@ -82,7 +82,7 @@ async function vote(viewer: Viewer, electionId: string, candidateId: string): Pr
   const response = await call(h.baseUrl, 'POST', '/api/v1/votes', {
     token: viewer.accessToken, headers: { 'user-agent': browserUa }, body: { electionId, candidateId, userId: viewer.userId },
   });
-  expect(response.status).toBe(200);
+  expect(response.status, `vote answered ${JSON.stringify(response.body)}`).toBe(200);
   asTheRoutesWill(() => privacy.metadata.record({ electionId, voterNumber: viewer.voterNumber, clientIp: '127.0.0.1', networkKey: '127.0.0.0/24', userAgent: browserUa, atMs: Date.now() }));
   return response.body.voteId as string;
 }
