@@ -7,7 +7,7 @@
 //
 // Only the test's own Postgres is stopped: its postmaster's pid comes from the postmaster.pid in
 // this test's temporary data dir. The machine's shared Postgres is never touched.
-import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -17,6 +17,7 @@ import { silentLogger } from './logger.ts';
 import { ensureSqsSpillQueues } from '../persistence/sqsSpillQueue.ts';
 import { startLocalSqs } from './testing/localSqs.ts';
 import { call, functionalTestEnv } from './testing/appHarness.ts';
+import { embeddedPostgresPids, stopEmbeddedPostgres } from './testing/postmasters.ts';
 import { killStartedProcesses, startLivevoteProcess, type LivevoteProcess } from './testing/processHarness.ts';
 import { createVoters, type TestVoter } from './testing/voters.ts';
 
@@ -26,16 +27,16 @@ const deadlineMs = 2_000;
 const boundMs = 250;
 const dirs: string[] = [];
 const pools: Pool[] = [];
-let frozen: number[] = [];
 
 /** Postgres servers this file started itself (the SIGKILL case), stopped at the end. */
 const ownServers: EmbeddedPostgresHandle[] = [];
 
 afterAll(async () => {
-  // Never leave a private Postgres stopped, whatever failed.
-  signal(frozen, 'SIGCONT');
+  // Never leave a private Postgres running or stopped, whatever failed: the nodes are killed, and
+  // the server of every data dir this file made (a node's, or its own) is continued and stopped.
+  await killStartedProcesses();
+  await stopEmbeddedPostgres(dirs);
   await Promise.all(ownServers.map((server) => server.stop().catch(() => undefined)));
-  killStartedProcesses();
   await Promise.all(pools.map((pool) => endPool(pool).catch(() => undefined)));
   for (const dir of dirs) await rm(dir, { recursive: true, force: true });
 });
@@ -61,17 +62,9 @@ function signal(pids: readonly number[], name: NodeJS.Signals): void {
 
 /** The postmaster of the private server in `dataDir` and every process it forked. */
 async function privatePostgresPids(dataDir: string): Promise<number[]> {
-  const postmaster = Number((await readFile(path.join(dataDir, 'postgres', 'postmaster.pid'), 'utf8')).split('\n')[0]);
-  expect(Number.isInteger(postmaster) && postmaster > 1).toBe(true);
-  const children: number[] = [];
-  for (const entry of await readdir('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    const stat = await readFile(`/proc/${entry}/stat`, 'utf8').catch(() => '');
-    // pid (comm) state ppid …: comm may hold spaces, so read after the last ')'.
-    const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-    if (ppid === postmaster) children.push(Number(entry));
-  }
-  return [postmaster, ...children];
+  const pids = await embeddedPostgresPids(dataDir);
+  expect(pids.length, `a postmaster runs in ${dataDir}`).toBeGreaterThan(0);
+  return pids;
 }
 
 async function privatePool(dataDir: string): Promise<Pool> {
@@ -215,7 +208,7 @@ describe('chaos: Postgres frozen, then a node killed with batches in the queue',
     let stop = false;
     const load = voteLoad(node.baseUrl, election, voters, sent, () => stop);
     await new Promise((resolve) => setTimeout(resolve, 1_500));
-    frozen = await privatePostgresPids(dataDir);
+    const frozen = await privatePostgresPids(dataDir);
     const freezeStartMs = Date.now();
     signal(frozen, 'SIGSTOP');
     // While votes wait in the queue the results say so: answered, durable, not counted yet.
@@ -231,7 +224,6 @@ describe('chaos: Postgres frozen, then a node killed with batches in the queue',
     await queuedWatch;
     signal(frozen, 'SIGCONT');
     const freezeEndMs = Date.now();
-    frozen = [];
     await new Promise((resolve) => setTimeout(resolve, 3_000));
     stop = true;
     await load;
@@ -269,7 +261,7 @@ describe('chaos: Postgres frozen, then a node killed with batches in the queue',
     let stop = false;
     const load = voteLoad(first.baseUrl, election, voters, sent, () => stop);
     await new Promise((resolve) => setTimeout(resolve, 1_000));
-    frozen = await privatePostgresPids(dataDir);
+    const frozen = await privatePostgresPids(dataDir);
     signal(frozen, 'SIGSTOP');
     // Batches spill and are acknowledged from the queue; then the node dies with them queued.
     await untilQueued(first, 50, sent);
@@ -278,7 +270,6 @@ describe('chaos: Postgres frozen, then a node killed with batches in the queue',
     stop = true;
     await load;
     signal(frozen, 'SIGCONT');
-    frozen = [];
     const acknowledged = sent.filter((entry) => entry.status === 200).length;
     console.log(`chaos spill kill: ${sent.length} votes sent, ${acknowledged} acknowledged before the SIGKILL`);
 
@@ -431,14 +422,13 @@ describe('chaos: Postgres frozen, then a node killed with batches in the queue',
       let stop = false;
       const load = voteLoad(b.baseUrl, election, voters, sent, () => stop);
       await new Promise((resolve) => setTimeout(resolve, 1_500));
-      frozen = await privatePostgresPids(pgDir);
+      const frozen = await privatePostgresPids(pgDir);
       signal(frozen, 'SIGSTOP');
       await untilQueued(a, 20, sent);
       const killedAtMs = Date.now();
       a.child.kill('SIGKILL');
       await a.exited();
       signal(frozen, 'SIGCONT');
-      frozen = [];
       // b is declared the owner of a's shards, stores their queued parts, recovers, serves.
       await new Promise((resolve) => setTimeout(resolve, 15_000));
       stop = true;

@@ -204,7 +204,7 @@ describe('livevote audit verify on the embedded Postgres', () => {
     dataDir = await mkdtemp(path.join(os.tmpdir(), 'lv-cli-'));
   });
   afterAll(async () => {
-    killStartedProcesses();
+    await killStartedProcesses();
     await rm(dataDir, { recursive: true, force: true });
   });
 

@@ -21,7 +21,7 @@ beforeAll(async () => {
   dataDir = await mkdtemp(path.join(os.tmpdir(), 'lv-kill-'));
 });
 afterAll(async () => {
-  killStartedProcesses();
+  await killStartedProcesses();
   await db.drop();
   await rm(dataDir, { recursive: true, force: true });
 });

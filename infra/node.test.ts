@@ -12,7 +12,7 @@ import { createTestDatabase } from '../persistence/testDatabase.ts';
 
 const dirs: string[] = [];
 afterAll(async () => {
-  killStartedProcesses();
+  await killStartedProcesses();
   for (const dir of dirs) await rm(dir, { recursive: true, force: true }); });
 
 describe('livevote process in embedded mode', () => {

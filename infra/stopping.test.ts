@@ -25,11 +25,9 @@ let buildDir: string | undefined;
 beforeAll(async () => {
   dataDir = await mkdtemp(path.join(os.tmpdir(), 'lv-stopping-'));
 });
-const postmasterPids: number[] = [];
 afterAll(async () => {
-  killStartedProcesses();
-  // A test that failed half-way may leave a Postgres whose node was killed: fast shutdown.
-  for (const pid of postmasterPids) if (isProcessAlive(pid)) process.kill(pid, 'SIGINT');
+  // Also stops a Postgres whose node a test that failed half-way killed.
+  await killStartedProcesses();
   await rm(dataDir, { recursive: true, force: true });
   if (buildDir) await rm(buildDir, { recursive: true, force: true });
 });
@@ -40,7 +38,6 @@ const embeddedEnv = () => ({ DATABASE_URL: undefined, LIVEVOTE_TEST_SERVER_URL: 
 function postmasterPid(started: LivevoteProcess): number {
   const match = /"pid":(\d+)[^\n]*embedded Postgres started/.exec(started.output());
   expect(match, 'the start log names the embedded Postgres pid').not.toBeNull();
-  postmasterPids.push(Number(match![1]));
   return Number(match![1]);
 }
 

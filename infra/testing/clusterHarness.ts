@@ -62,7 +62,7 @@ export async function startTestCluster(env: Record<string, string> = {}): Promis
       return token;
     },
     async close() {
-      killStartedProcesses();
+      await killStartedProcesses();
       await db.drop();
       await rm(dataDir, { recursive: true, force: true });
     },

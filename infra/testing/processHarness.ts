@@ -4,15 +4,22 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { stopEmbeddedPostgres } from './postmasters.ts';
 
 export const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 
 const started = new Set<ChildProcess>();
 /** Started detached: each leads a process group of its own (`npm start`'s node is in npm's). */
 const groupLeaders = new Set<ChildProcess>();
+/** The LIVEVOTE_DATA_DIR of each, where a node without DATABASE_URL runs its embedded Postgres. */
+const dataDirs = new Set<string>();
 
-/** For afterAll: a test that failed half-way must not leave a livevote running. */
-export function killStartedProcesses(): void {
+/**
+ * For afterAll: a test that failed half-way must leave no livevote running, nor the embedded
+ * Postgres of one (a postmaster outlives its node's SIGKILL, and a test may have frozen it):
+ * the nodes are killed, then their data dirs' servers stopped; resolves once they are gone.
+ */
+export async function killStartedProcesses(): Promise<void> {
   for (const child of started) {
     if (groupLeaders.has(child) && child.pid !== undefined) {
       // The leader may be gone while others in its group live on: signal the group.
@@ -23,6 +30,9 @@ export function killStartedProcesses(): void {
   }
   started.clear();
   groupLeaders.clear();
+  const dirs = [...dataDirs];
+  dataDirs.clear();
+  await stopEmbeddedPostgres(dirs);
 }
 
 export interface LaunchOptions {
@@ -61,6 +71,7 @@ export async function startLivevoteProcess(
     if (value !== undefined) childEnv[key] = value;
   }
   const [program, ...args] = launch.command ?? [process.execPath, ...nodeArgs, '--import', 'tsx', path.join(root, 'infra/main.ts')];
+  if (childEnv.LIVEVOTE_DATA_DIR !== undefined) dataDirs.add(path.resolve(root, childEnv.LIVEVOTE_DATA_DIR));
   const child = spawn(program, args, { cwd: root, env: childEnv, stdio: ['ignore', 'pipe', 'pipe'], detached: launch.detached ?? false });
   started.add(child);
   if (launch.detached) groupLeaders.add(child);
