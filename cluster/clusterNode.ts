@@ -44,7 +44,11 @@ export interface ClusterSettings {
   readonly autoBalance: boolean;
   /** How long the router keeps retrying a vote whose shard is between owners. */
   readonly routeRetryMs: number;
-  /** Warm replicas per shard (LIVEVOTE_REPLICAS); unset or 0: none. */
+  /**
+   * Warm replicas per shard (LIVEVOTE_REPLICAS), placed while this node is the coordinator;
+   * unset or 0: none. Whatever it is, the node follows the replicas the map gives it and streams
+   * to its own shards' replicas: the map says who replicates what, placed with the coordinator's value.
+   */
   readonly replicas?: number;
 }
 
@@ -184,8 +188,8 @@ export interface ClusterRoles {
   readonly shardHost: ShardHost;
   readonly router: Router;
   readonly results: ClusterResults;
-  /** Null without replicas (settings.replicas 0). */
-  readonly replication: Replication | null;
+  /** Both sides, whatever settings.replicas: the map names the replicas (placed by the coordinator's value). */
+  readonly replication: Replication;
   /** Built by start (it needs the advertised URL); undefined before. */
   readonly membership: Membership | undefined;
   /** start was called (the shards are taken as the views come). */
@@ -221,7 +225,11 @@ export function composeClusterRoles(ports: ClusterRolePorts): ClusterRoles {
     else log.warn({}, 'spilling resumed: no peer is alive');
   };
 
-  const replication = (settings.replicas ?? 0) === 0 ? null : new Replication({
+  // Built whatever settings.replicas says: that value is what this node places as coordinator,
+  // while the replicas it follows and streams to are the map's, placed by whichever node
+  // coordinates (a node with 0 among nodes with 1, as in a rolling change of the value, follows
+  // the shards it is given; it followed none before, and their failover went cold).
+  const replication = new Replication({
     nodeId,
     snapshots: ports.snapshots,
     dimensions: ports.election,
@@ -256,9 +264,9 @@ export function composeClusterRoles(ports: ClusterRolePorts): ClusterRoles {
     },
     onLeasesLost: hooks.onLeasesLost,
     mayTakeShards: () => membership !== undefined && membership.canServe(),
-    promotionBase: replication === null ? undefined : (electionId, shard, epoch) => replication.promotionBase(electionId, shard, epoch),
+    promotionBase: (electionId, shard, epoch) => replication.promotionBase(electionId, shard, epoch),
     onRecovered: (recoveries) => {
-      replication?.recovered(recoveries);
+      replication.recovered(recoveries);
       hooks.onRecovered?.(recoveries);
     },
   });
@@ -310,7 +318,7 @@ export function composeClusterRoles(ports: ClusterRolePorts): ClusterRoles {
         electionsVersionLoaded = view.electionsVersion;
       }
       router.applyView(view);
-      replication?.applyView(view);
+      replication.applyView(view);
       // Not awaited: a reconcile waiting for a holder's release must see the next views (the
       // shard host keeps only the latest), not block the chain that would hand them over (the
       // property harness found a node retrying a stale view for good while it was awaited).
@@ -376,11 +384,11 @@ export function composeClusterRoles(ports: ClusterRolePorts): ClusterRoles {
     onLinkEvent: (fromNodeId, event) => {
       if (event.t === 'tallies') {
         results.applyTallies(event);
-        replication?.replicas.ownerEpochSeen(event.electionId, event.shard, event.epoch);
+        replication.replicas.ownerEpochSeen(event.electionId, event.shard, event.epoch);
       }
       else if (event.t === 'map') void membership?.refreshView().catch(() => undefined);
       else if (event.t === 'released') shardHost.holderReleased(event);
-      else if (event.t === 'replicate' || event.t === 'replicas') replication?.onEvent(fromNodeId, event);
+      else if (event.t === 'replicate' || event.t === 'replicas') replication.onEvent(fromNodeId, event);
     },
     async start(advertiseUrl) {
       membership = new Membership({
@@ -401,7 +409,7 @@ export function composeClusterRoles(ports: ClusterRolePorts): ClusterRoles {
       started = true;
       shardHost.start();
       results.start();
-      replication?.start();
+      replication.start();
       await membership.start();
       await viewChain;
     },
@@ -409,7 +417,7 @@ export function composeClusterRoles(ports: ClusterRolePorts): ClusterRoles {
     async stop() {
       await handOff();
       if (started) results.stop();
-      replication?.stop();
+      replication.stop();
     },
   };
 }
@@ -442,8 +450,9 @@ export async function createClusterNode(deps: ClusterNodeDeps): Promise<ClusterN
     journal: deps.wrapJournal ? deps.wrapJournal(journal) : journal,
     spill: deps.spillQueue ? { queue: spillGuard.wrap(deps.spillQueue), store: journal } : undefined,
     snapshots,
-    // Only with replication on: the hook costs a copy of each committed batch's rows.
-    onBatchCommitted: (settings.replicas ?? 0) > 0 ? (batch) => roles?.replication?.streamer.onBatchCommitted(batch) : undefined,
+    // Whatever settings.replicas: the shards' replicas are the map's (a copy of each committed
+    // batch's rows, streamed when the map names replicas of its shard, only numbered otherwise).
+    onBatchCommitted: (batch) => roles?.replication.streamer.onBatchCommitted(batch),
     storedVotes: createPgStoredVoteReader(pool),
     batchIds: await createPgBatchIdSource({ pool }),
     logger: deps.log.child({ component: 'vote-node' }),
@@ -592,7 +601,7 @@ export async function createClusterNode(deps: ClusterNodeDeps): Promise<ClusterN
         shards: view.shards.map((s) => ({
           electionId: s.electionId, shard: s.shard, ownerNodeId: s.ownerNodeId, epoch: s.epoch, leaseNodeId: s.leaseNodeId, mapVersion: s.mapVersion,
           pinned: s.pinned, replicaNodeIds: s.replicaNodeIds,
-          replicas: replication?.lagOf(s.electionId, s.shard, s.replicaNodeIds) ?? [],
+          replicas: replication.lagOf(s.electionId, s.shard, s.replicaNodeIds),
         })),
       };
     },

@@ -312,7 +312,7 @@ export class World {
       config: this.config.node,
       now: this.clock.now,
       newVoteId: () => `${id}-v${++voteCounter}`,
-      onBatchCommitted: (batch) => process.cluster?.replication?.streamer.onBatchCommitted(batch),
+      onBatchCommitted: (batch) => process.cluster?.replication.streamer.onBatchCommitted(batch),
     });
     (process as { node: VoteNode }).node = node;
     this.processes.push(process);
