@@ -6,13 +6,11 @@
 // never touched) must stop accepting votes for its shards within a bounded time, answering 503
 // with a catalogued code, while its shards move and the other nodes keep accepting; healed, it
 // rejoins.
-import os from 'node:os';
-import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { errorCatalog } from '../gateway/errors.ts';
 import { eventually, startTestCluster, type TestCluster } from './testing/clusterHarness.ts';
 import {
-  ChaosElection, memberRows, PostgresProxy, saveNodeLogs, shardRows, summary, waitForBalancedMap, type Answer,
+  ChaosElection, keepNodeLogsOnFailure, memberRows, PostgresProxy, shardRows, summary, waitForBalancedMap, type Answer,
 } from './testing/chaos.ts';
 import type { TestVoter } from './testing/voters.ts';
 
@@ -37,9 +35,9 @@ beforeAll(async () => {
   election = await ChaosElection.create(cluster, cluster.nodes.get('a')!, shardCount);
   await waitForBalancedMap(election, ['a', 'b', 'c']);
 }, 240_000);
+keepNodeLogsOnFailure('chaos-fence', () => cluster);
 afterAll(async () => {
   for (const node of cluster?.nodes.values() ?? []) node.child.kill('SIGCONT');
-  if (cluster) await saveNodeLogs(cluster, path.join(os.tmpdir(), `livevote-chaos-fence-${process.pid}`));
   await proxy?.close();
   await cluster?.close();
 }, 60_000);

@@ -6,11 +6,9 @@
 // With LIVEVOTE_REPLICAS=1 (the default) a moved shard goes to its replica, which recovers warm
 // (infra/chaos.replicas.e2e.test.ts checks that path); the `[chaos]` log lines give kill → each
 // moved shard accepting again, in ms.
-import os from 'node:os';
-import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { eventually, startTestCluster, type TestCluster } from './testing/clusterHarness.ts';
-import { ChaosElection, memberRows, saveNodeLogs, shardRows, summary, waitForBalancedMap } from './testing/chaos.ts';
+import { ChaosElection, keepNodeLogsOnFailure, memberRows, shardRows, summary, waitForBalancedMap } from './testing/chaos.ts';
 
 let cluster: TestCluster;
 let election: ChaosElection;
@@ -24,8 +22,8 @@ beforeAll(async () => {
   election = await ChaosElection.create(cluster, cluster.nodes.get('a1')!, shardCount);
   await waitForBalancedMap(election, nodeAzs.map(([id]) => id));
 }, 240_000);
+keepNodeLogsOnFailure('chaos-kill', () => cluster);
 afterAll(async () => {
-  if (cluster) await saveNodeLogs(cluster, path.join(os.tmpdir(), `livevote-chaos-kill-${process.pid}`));
   await cluster?.close();
 });
 

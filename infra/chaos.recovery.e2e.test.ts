@@ -5,11 +5,9 @@
 // second owner stored, whatever batch ids each process drew. Batch ids come in blocks, one
 // block per process (persistence/batchIds.ts): here the second owner's block is below the first
 // owner's, as it is whenever the second owner started first.
-import os from 'node:os';
-import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { eventually, startTestCluster, type TestCluster } from './testing/clusterHarness.ts';
-import { ChaosElection, saveNodeLogs, shardRows, waitForBalancedMap } from './testing/chaos.ts';
+import { ChaosElection, keepNodeLogsOnFailure, shardRows, waitForBalancedMap } from './testing/chaos.ts';
 
 const shardCount = 4;
 let cluster: TestCluster;
@@ -23,8 +21,8 @@ beforeAll(async () => {
   election = await ChaosElection.create(cluster, cluster.nodes.get('p')!, shardCount);
   await waitForBalancedMap(election, ['p', 'q']);
 }, 240_000);
+keepNodeLogsOnFailure('chaos-recovery', () => cluster);
 afterAll(async () => {
-  if (cluster) await saveNodeLogs(cluster, path.join(os.tmpdir(), `livevote-chaos-recovery-${process.pid}`));
   await cluster?.close();
 });
 

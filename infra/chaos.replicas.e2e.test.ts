@@ -5,11 +5,9 @@
 // owner's log line ('shards taken over and served', path warm, tailRows), never from timing.
 // Then every node of one AZ is killed at once. After each: every acknowledged vote stored once,
 // nothing stored that was not sent, every live node's results equal count(*).
-import os from 'node:os';
-import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { eventually, startTestCluster, type TestCluster } from './testing/clusterHarness.ts';
-import { callWithTimeout, ChaosElection, memberRows, saveNodeLogs, shardRows, summary, waitForBalancedMap } from './testing/chaos.ts';
+import { callWithTimeout, ChaosElection, keepNodeLogsOnFailure, memberRows, shardRows, summary, waitForBalancedMap } from './testing/chaos.ts';
 
 let cluster: TestCluster;
 let election: ChaosElection;
@@ -118,8 +116,8 @@ beforeAll(async () => {
   election = await ChaosElection.create(cluster, cluster.nodes.get('a1')!, shardCount);
   await waitForBalancedMap(election, ['a1', 'b1', 'c1']);
 }, 240_000);
+keepNodeLogsOnFailure('chaos-replicas', () => cluster);
 afterAll(async () => {
-  if (cluster) await saveNodeLogs(cluster, path.join(os.tmpdir(), `livevote-chaos-replicas-${process.pid}`));
   await cluster?.close();
 });
 

@@ -3,6 +3,7 @@
 // node; a fourth node joining receives shards; a node killed with SIGKILL under load loses no
 // acknowledged vote and its shards take votes again through the others; a node with other
 // secrets refuses to join.
+import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -160,13 +161,19 @@ describe('three nodes, three AZs, one Postgres', () => {
   }, 300_000);
 
   it('a node whose secrets differ from the cluster refuses to start, saying so', async () => {
-    await expect(
-      startLivevoteProcess({
-        DATABASE_URL: cluster.db.url, LIVEVOTE_JWT_SECRET: 'another-jwt-secret-entirely-0123456789-xyz', LIVEVOTE_NODE_ID: 'stranger',
-        LIVEVOTE_DATA_DIR: path.join(os.tmpdir(), `lv-stranger-${process.pid}`), LIVEVOTE_DB_POOL_MAX: '2',
-        // Not the default file queue: that is refused in a live cluster before secrets are compared (cluster/spillGuard.ts).
-        LIVEVOTE_SPILL_QUEUE: 'off',
-      }, 120_000),
-    ).rejects.toThrow(/other secrets than the cluster/);
+    // Its own data dir: it writes its secrets there before it is refused.
+    const dataDir = await mkdtemp(path.join(os.tmpdir(), 'lv-stranger-'));
+    try {
+      await expect(
+        startLivevoteProcess({
+          DATABASE_URL: cluster.db.url, LIVEVOTE_JWT_SECRET: 'another-jwt-secret-entirely-0123456789-xyz', LIVEVOTE_NODE_ID: 'stranger',
+          LIVEVOTE_DATA_DIR: dataDir, LIVEVOTE_DB_POOL_MAX: '2',
+          // Not the default file queue: that is refused in a live cluster before secrets are compared (cluster/spillGuard.ts).
+          LIVEVOTE_SPILL_QUEUE: 'off',
+        }, 120_000),
+      ).rejects.toThrow(/other secrets than the cluster/);
+    } finally {
+      await rm(dataDir, { recursive: true, force: true });
+    }
   }, 180_000);
 });

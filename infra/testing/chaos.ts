@@ -3,9 +3,11 @@
 // fault, the checks every scenario ends with (each acknowledged vote stored once, nothing stored
 // that was not sent, every node's results equal to count(*)), and a TCP proxy between one node
 // and Postgres that a test can cut. The shared Postgres itself is never stopped or paused.
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, writeFile } from 'node:fs/promises';
 import net from 'node:net';
+import os from 'node:os';
 import path from 'node:path';
+import { afterAll, afterEach } from 'vitest';
 import type { TestCluster } from './clusterHarness.ts';
 import { eventually } from './clusterHarness.ts';
 import type { LivevoteProcess } from './processHarness.ts';
@@ -248,6 +250,40 @@ export class ChaosElection {
 export async function saveNodeLogs(cluster: TestCluster, dir: string): Promise<void> {
   await mkdir(dir, { recursive: true });
   for (const [id, node] of cluster.nodes) await writeFile(path.join(dir, `${id}.log`), node.output());
+}
+
+/**
+ * For a chaos file, called at its top: every node's log kept when one of its tests (or its
+ * beforeAll) fails, in a new `$TMPDIR/livevote-<name>-*` directory whose path is added to the
+ * failure's message; a run that passes writes nothing. The logs are saved when a test fails, as
+ * that test left them, and again at the end of the file (with what followed).
+ */
+export function keepNodeLogsOnFailure(name: string, cluster: () => TestCluster | undefined): void {
+  let dir: string | undefined;
+  const save = async (): Promise<string | undefined> => {
+    const current = cluster();
+    if (current === undefined) return undefined;
+    dir ??= await mkdtemp(path.join(os.tmpdir(), `livevote-${name}-`));
+    await saveNodeLogs(current, dir);
+    return dir;
+  };
+  const say = (errors: { message: string }[] | undefined, kept: string) => {
+    const line = `node logs kept in ${kept}`;
+    if (errors?.[0] !== undefined && !errors[0].message.includes(line)) errors[0].message += `\n${line}`;
+    console.error(line);
+  };
+  afterEach(async ({ task }) => {
+    if (task.result?.state !== 'fail') return;
+    const kept = await save();
+    if (kept !== undefined) say(task.result.errors, kept);
+  });
+  afterAll(async ({}, suite) => {
+    // A failed beforeAll fails the file's suite, and its tests never run.
+    const beforeAllFailed = suite.result?.state === 'fail';
+    if (dir === undefined && !beforeAllFailed) return;
+    const kept = await save();
+    if (kept !== undefined && beforeAllFailed) say(suite.result?.errors, kept);
+  });
 }
 
 export interface VoteLoad {
