@@ -12,13 +12,11 @@
 // sent, every live node's results equal count(*), and every shard takes votes again. Where the kill
 // landed in the hand-off (lease still with the old owner, or already with the target) is printed:
 // the race is real, not staged, so a run may also catch the move already finished.
-import os from 'node:os';
-import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createPgClusterStore } from '../persistence/clusterStore.ts';
 import type { ClusterOperation, ClusterStore } from '../cluster/ports.ts';
 import { eventually, startTestCluster, type TestCluster } from './testing/clusterHarness.ts';
-import { ChaosElection, memberRows, saveNodeLogs, shardRows, waitForBalancedMap, type ShardRow } from './testing/chaos.ts';
+import { ChaosElection, keepNodeLogsOnFailure, memberRows, shardRows, waitForBalancedMap, type ShardRow } from './testing/chaos.ts';
 
 let cluster: TestCluster;
 let store: ClusterStore;
@@ -35,8 +33,8 @@ beforeAll(async () => {
   election = await ChaosElection.create(cluster, cluster.nodes.get('a1')!, shardCount);
   await waitForBalancedMap(election, nodeAzs.map(([id]) => id));
 }, 240_000);
+keepNodeLogsOnFailure('chaos-move', () => cluster);
 afterAll(async () => {
-  if (cluster) await saveNodeLogs(cluster, path.join(os.tmpdir(), `livevote-chaos-move-${process.pid}`));
   await cluster?.close();
 });
 
