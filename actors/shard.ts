@@ -401,8 +401,11 @@ export function slotOf(state: ShardState, voterNumber: number): number {
 // ---------------------------------------------------------------------------------------------
 // Step
 
-export function stepShard(state: ShardState, msg: ShardMsg): ShardEffect[] {
-  const out: ShardEffect[] = [];
+/**
+ * Steps the shard and returns its effects: appended to `out` when given (the shell steps a run of
+ * casts into one array instead of allocating one per vote), else to a new array.
+ */
+export function stepShard(state: ShardState, msg: ShardMsg, out: ShardEffect[] = []): ShardEffect[] {
   switch (msg.kind) {
     case 'CastVote':
       castVote(state, msg, out);

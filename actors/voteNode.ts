@@ -409,7 +409,7 @@ export function createVoteNode(deps: VoteNodeDeps): VoteNode {
   function handleShardMsg(cell: ShardCell, msg: ShardActorMsg): void {
     cell.inMailbox--;
     if (msg.kind !== 'CastVotes') {
-      const appended = stepShardMsg(cell, msg, null);
+      const appended = stepShardMsg(cell, msg, null, []);
       if (appended !== null) runCommitter({ kind: 'RowsAppended', rows: appended, nowMs: now() });
       return;
     }
@@ -418,19 +418,25 @@ export function createVoteNode(deps: VoteNodeDeps): VoteNode {
     cell.queuedCasts -= casts.length;
     castsInTransit -= casts.length;
     let appended: AppendedRow[] | null = null;
+    // One effects array for the whole run (a vote's step has one effect, and an array of its own
+    // was most of what the step allocated).
+    const effects: ShardEffect[] = [];
     try {
-      for (let i = 0; i < casts.length; i++) appended = stepShardMsg(cell, casts[i]!, appended);
+      for (let i = 0; i < casts.length; i++) appended = stepShardMsg(cell, casts[i]!, appended, effects);
     } finally {
       // One hand-over for the whole run; also the rows of the casts before one that threw.
       if (appended !== null) runCommitter({ kind: 'RowsAppended', rows: appended, nowMs: now() });
     }
   }
 
-  /** Steps the shard and carries out the effects; rows for the journal are added to `appended`. */
-  function stepShardMsg(cell: ShardCell, msg: ShardMsg, appended: AppendedRow[] | null): AppendedRow[] | null {
-    let effects: ShardEffect[];
+  /**
+   * Steps the shard and carries out the effects it appends to `effects` (those already there are
+   * done); rows for the journal are added to `appended`.
+   */
+  function stepShardMsg(cell: ShardCell, msg: ShardMsg, appended: AppendedRow[] | null, effects: ShardEffect[]): AppendedRow[] | null {
+    const from = effects.length;
     try {
-      effects = stepShard(cell.state, msg);
+      stepShard(cell.state, msg, effects);
     } catch (error) {
       // An invariant broke: the shard state can no longer be trusted. nact stops the actor;
       // its waiters get node_stopping on close, and a restart recovers it exactly from the store.
@@ -440,7 +446,8 @@ export function createVoteNode(deps: VoteNodeDeps): VoteNode {
       cell.openCasts = null;
       throw error;
     }
-    for (const effect of effects) {
+    for (let i = from; i < effects.length; i++) {
+      const effect = effects[i]!;
       switch (effect.kind) {
         case 'Reply':
           cell.election.aggregate.recordOutcome(effect.outcome);
