@@ -567,18 +567,28 @@ function retryOrAbandon(state: CommitterState, entries: readonly BufferedRow[], 
 }
 
 function deliverPerShard(entries: readonly BufferedRow[], makeMsg: (rows: JournalRow[]) => ShardResolution, out: CommitterEffect[]): void {
-  const byShard = new Map<string, { key: ShardKey; rows: JournalRow[] }>();
+  // By election, then by shard number: no key string per row (a batch is one or a few elections).
+  const byElection = new Map<string, ({ key: ShardKey; rows: JournalRow[] } | undefined)[]>();
+  const groups: { key: ShardKey; rows: JournalRow[] }[] = [];
+  let electionId: string | undefined;
+  let byShard: ({ key: ShardKey; rows: JournalRow[] } | undefined)[] = [];
   for (const entry of entries) {
     const row = entry.row;
-    const keyString = shardKeyString(row);
-    let group = byShard.get(keyString);
+    if (row.electionId !== electionId) {
+      electionId = row.electionId;
+      const known = byElection.get(electionId);
+      if (known === undefined) byElection.set(electionId, (byShard = []));
+      else byShard = known;
+    }
+    let group = byShard[row.shard];
     if (group === undefined) {
       group = { key: { electionId: row.electionId, shard: row.shard }, rows: [] };
-      byShard.set(keyString, group);
+      byShard[row.shard] = group;
+      groups.push(group);
     }
     group.rows.push(row);
   }
-  for (const group of byShard.values()) out.push({ kind: 'DeliverToShard', key: group.key, msg: makeMsg(group.rows) });
+  for (const group of groups) out.push({ kind: 'DeliverToShard', key: group.key, msg: makeMsg(group.rows) });
 }
 
 /** Starts whatever is due, then makes sure a timer is armed for the next thing that will be. */
