@@ -126,7 +126,7 @@ await voteNode.openElection({ electionId, shardCount, candidateCount: candidateI
 // The router, every shard owned here, counting routed votes as cluster/clusterNode.ts does.
 const metricsRegistry = new Registry();
 const routedTotal = new HotCounter({ name: 'bench_votes_routed_total', help: 'routed', labelNames: ['route', 'outcome'] as const, registers: [metricsRegistry] });
-const routedSeries = new Map<string, HotCounterSeries>();
+const routedSeries = { local: new Map<string, HotCounterSeries>(), forwarded: new Map<string, HotCounterSeries>(), received: new Map<string, HotCounterSeries>() };
 const router = new Router({
   nodeId,
   voteNode,
@@ -137,9 +137,9 @@ const router = new Router({
   routeRetryMs: 3000,
   holdMs: 1500,
   onRouted: (route, outcome) => {
-    const key = `${route}/${outcome.kind}`;
-    let series = routedSeries.get(key);
-    if (series === undefined) routedSeries.set(key, (series = routedTotal.labels({ route, outcome: outcome.kind })));
+    const byKind = routedSeries[route];
+    let series = byKind.get(outcome.kind);
+    if (series === undefined) byKind.set(outcome.kind, (series = routedTotal.labels({ route, outcome: outcome.kind })));
     series.inc();
   },
 });
