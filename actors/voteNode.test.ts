@@ -3,7 +3,7 @@ import { createMemoryAdapters, MemoryJournal, type MemoryAdapters } from './memo
 import type { JournalBatch, JournalCommitResult, SnapshotStore } from './ports.ts';
 import type { VoteOutcome } from './shard.ts';
 import { PagedBitmap } from './bitmap.ts';
-import { createUuidV7Generator, createVoteNode, type CommittedShardBatch, type VoteNode, type VoteNodeConfig } from './voteNode.ts';
+import { createUuidV7Generator, createVoteNode, ReplyCallbacks, type CommittedShardBatch, type VoteNode, type VoteNodeConfig } from './voteNode.ts';
 
 /** A journal whose commits wait until the test releases them. */
 class GatedJournal extends MemoryJournal {
@@ -294,6 +294,30 @@ describe('vote ids', () => {
     expect(many.size).toBe(5000);
   });
 });
+
+describe('reply callbacks', () => {
+  it('finds each callback once by its id, also when its slot is held by an older one, and never another id\'s', () => {
+    const callbacks = new ReplyCallbacks(4);
+    const got: string[] = [];
+    const callback = (name: string) => () => got.push(name);
+    for (const id of [1, 2, 3, 5, 9]) callbacks.set(id, callback(`#${id}`)); // 5 and 9 share slot 1 with 1
+    expect(callbacks.size).toBe(5);
+    expect(callbacks.requestIds().sort((a, b) => a - b)).toEqual([1, 2, 3, 5, 9]);
+    callbacks.take(9)?.(unknownOutcome);
+    callbacks.take(1)?.(unknownOutcome);
+    expect(callbacks.take(1)).toBeUndefined(); // answered already
+    callbacks.set(13, callback('#13')); // slot 1 free again
+    expect(callbacks.take(9)).toBeUndefined();
+    callbacks.take(5)?.(unknownOutcome);
+    callbacks.take(13)?.(unknownOutcome);
+    expect(callbacks.take(17)).toBeUndefined(); // never set; its slot last held 13
+    expect(got).toEqual(['#9', '#1', '#5', '#13']);
+    expect(callbacks.size).toBe(2);
+    expect(callbacks.requestIds().sort((a, b) => a - b)).toEqual([2, 3]);
+  });
+});
+
+const unknownOutcome = { kind: 'unknown_election' } as const;
 
 describe('VoteNode replication hooks', () => {
   it('onBatchCommitted reports each shard\'s stored rows with a watermark; a node recovering from that as a base reads only the votes after it', async () => {

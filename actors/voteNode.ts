@@ -8,7 +8,7 @@
 //   no mailbox, and every rows-appended goes straight into the current buffer.
 // - nact mailboxes are unbounded, so admission is decided here, synchronously, before a vote is
 //   dispatched: per-shard queued casts, and the committer's buffer bound (`canAdmit`).
-// - Replies are callbacks held in one Map keyed by request id: no promise per vote, and the
+// - Replies are callbacks held by request id (ReplyCallbacks): no promise per vote, and the
 //   only allocations on the hot path are the message, the row and the pending entry.
 // - Casts to one shard that follow each other go to its actor as ONE message (CastVotes): nact
 //   runs each message in a setImmediate of its own with a fresh context, so the actor's cost is
@@ -47,6 +47,7 @@ import {
   type StoredVoteReader,
 } from './ports.ts';
 import {
+  assert,
   createShardState,
   safeWatermarkBatchId,
   shardBacklog,
@@ -372,7 +373,7 @@ export function createVoteNode(deps: VoteNodeDeps): VoteNode {
   const system = start();
   const elections = new Map<string, ElectionCell>();
   const opening = new Set<string>();
-  const replies = new Map<number, (outcome: VoteOutcome) => void>();
+  const replies = new ReplyCallbacks();
   const listeners = new Set<(results: ElectionResults) => void>();
   const committer: CommitterState = createCommitterState(config);
   let nextRequestId = 1;
@@ -501,9 +502,8 @@ export function createVoteNode(deps: VoteNodeDeps): VoteNode {
   }
 
   function deliverReply(requestId: number, outcome: VoteOutcome): void {
-    const reply = replies.get(requestId);
+    const reply = replies.take(requestId);
     if (reply === undefined) return; // answered already (close gave up on it)
-    replies.delete(requestId);
     try {
       reply(outcome);
     } catch (error) {
@@ -1171,7 +1171,7 @@ export function createVoteNode(deps: VoteNodeDeps): VoteNode {
     stopped = true;
     if (committerTimer !== null) clearTimeout(committerTimer);
     // Whoever still waits (in doubt, lookups, a store that never answered) must hear something.
-    for (const requestId of [...replies.keys()]) deliverReply(requestId, stoppingOutcome);
+    for (const requestId of replies.requestIds()) deliverReply(requestId, stoppingOutcome);
     for (const cell of allShards()) cell.ref = null;
     stop(system);
   }
@@ -1183,6 +1183,70 @@ export function createVoteNode(deps: VoteNodeDeps): VoteNode {
   return {
     openElection, hostShards, releaseShard, shardTallies, isServing, closeElection, cast, results, onResultsChanged, stats, drainSpillQueue, spillStats, close,
   };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reply callbacks
+
+/** Slots of the ring (a power of two): more than the votes a node has waiting at once, normally. */
+const replySlotsDefault = 4096;
+
+/**
+ * The reply callbacks of the votes waiting for their outcome, by request id. Ids only grow, so a
+ * ring of slots indexed by the id's low bits holds nearly all of them: a Map taking one insert and
+ * one delete per vote rebuilt its table every few hundred votes (~50-100 B of garbage per vote,
+ * bench/castPath.ts). An id whose slot is still held by an older vote (one waiting long: a lookup,
+ * a batch in doubt) goes to an overflow Map. A slot remembers its id, so an outcome for an id
+ * answered already, or for an older id of the same slot, finds nothing.
+ */
+export class ReplyCallbacks {
+  private readonly ids: Float64Array;
+  private readonly callbacks: (((outcome: VoteOutcome) => void) | undefined)[];
+  private readonly overflow = new Map<number, (outcome: VoteOutcome) => void>();
+  private readonly mask: number;
+  /** Callbacks held now. */
+  size = 0;
+
+  constructor(slots = replySlotsDefault) {
+    assert(Number.isInteger(slots) && slots >= 1 && (slots & (slots - 1)) === 0, 'reply slots must be a power of two');
+    this.ids = new Float64Array(slots).fill(-1);
+    this.callbacks = new Array<undefined>(slots).fill(undefined);
+    this.mask = slots - 1;
+  }
+
+  /** `requestId`: a non-negative safe integer never used before. */
+  set(requestId: number, callback: (outcome: VoteOutcome) => void): void {
+    const slot = requestId & this.mask;
+    if (this.callbacks[slot] === undefined) {
+      this.ids[slot] = requestId;
+      this.callbacks[slot] = callback;
+    } else {
+      this.overflow.set(requestId, callback);
+    }
+    this.size++;
+  }
+
+  /** The callback of `requestId`, removed; undefined when it was taken already (or never set). */
+  take(requestId: number): ((outcome: VoteOutcome) => void) | undefined {
+    const slot = requestId & this.mask;
+    let callback: ((outcome: VoteOutcome) => void) | undefined;
+    if (this.ids[slot] === requestId) {
+      callback = this.callbacks[slot];
+      this.callbacks[slot] = undefined;
+    } else {
+      callback = this.overflow.get(requestId);
+      if (callback !== undefined) this.overflow.delete(requestId);
+    }
+    if (callback !== undefined) this.size--;
+    return callback;
+  }
+
+  /** The ids of every callback held now. */
+  requestIds(): number[] {
+    const ids: number[] = [...this.overflow.keys()];
+    for (let slot = 0; slot < this.callbacks.length; slot++) if (this.callbacks[slot] !== undefined) ids.push(this.ids[slot]!);
+    return ids;
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
