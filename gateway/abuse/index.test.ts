@@ -148,7 +148,8 @@ describe('createAbuseControls with Postgres: replay store and cluster-wide fraud
   afterAll(async () => { await db?.drop(); });
 
   it('sums two nodes\' fraud hits and refuses a CAPTCHA replayed on the other node', async () => {
-    const config = loadConfig({ LIVEVOTE_CAPTCHA_REPLAY_STORE: 'postgres', LIVEVOTE_CAPTCHA_DIFFICULTY: '1000', LIVEVOTE_FRAUD_STATS_FLUSH_MS: '100', LIVEVOTE_FRAUD_AUTOMATION_UA: 'reject' }).abuse;
+    // No timer flush during the test (a busy machine can take 100 ms between two lines): stop() flushes.
+    const config = loadConfig({ LIVEVOTE_CAPTCHA_REPLAY_STORE: 'postgres', LIVEVOTE_CAPTCHA_DIFFICULTY: '1000', LIVEVOTE_FRAUD_STATS_FLUSH_MS: '3600000', LIVEVOTE_FRAUD_AUTOMATION_UA: 'reject' }).abuse;
     const nodeA = createAbuseControls({ config, captchaHmacKey, pool: db.pool });
     const nodeB = createAbuseControls({ config, captchaHmacKey, pool: db.pool });
     await nodeA.start();
@@ -174,6 +175,37 @@ describe('createAbuseControls with Postgres: replay store and cluster-wide fraud
       await nodeA.stop();
       await nodeB.stop();
     }
+  });
+
+  it('counts the hits of a flush that is under way when the statistics are read', async () => {
+    const config = loadConfig({ LIVEVOTE_FRAUD_STATS_FLUSH_MS: '3600000', LIVEVOTE_FRAUD_AUTOMATION_UA: 'reject' }).abuse;
+    // The flush's INSERT waits at this gate: its hits have left memory and are not in Postgres yet.
+    let openGate!: () => void;
+    const gate = new Promise<void>((resolve) => { openGate = resolve; });
+    let flushWaiting = false;
+    const pool = new Proxy(db.pool, {
+      get(target, name, receiver) {
+        if (name !== 'query') return Reflect.get(target, name, receiver);
+        return async (text: string, values?: unknown[]) => {
+          if (text.includes('INSERT INTO fraud_rule_hits')) {
+            flushWaiting = true;
+            await gate;
+          }
+          return target.query(text, values);
+        };
+      },
+    });
+    const node = createAbuseControls({ config, captchaHmacKey, pool });
+    await node.start();
+    const electionId = randomUUID();
+    node.fraud.evaluateVote({ electionId, candidate: 1, networkKey: 'n', userAgent: 'curl/8.0' }, Date.now());
+    const stopped = node.stop();
+    await new Promise<void>((resolve) => { const poll = () => (flushWaiting ? resolve() : setTimeout(poll, 5)); poll(); });
+    const read = node.fraudStatsFor(electionId);
+    openGate();
+    expect(await read).toEqual({ automation_user_agent: { flagged: 0, rejected: 1 } });
+    await stopped;
+    expect(await node.fraudStatsFor(electionId)).toEqual({ automation_user_agent: { flagged: 0, rejected: 1 } });
   });
 });
 

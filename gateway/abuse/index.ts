@@ -166,6 +166,9 @@ function throttledWarn(log: Logger | undefined, message: string, intervalMs = 10
   };
 }
 
+/** Reads of the fraud statistics before one that no flush overlapped is given up on (its counts may then be late). */
+const fraudStatsReadAttemptsMax = 5;
+
 export function createAbuseControls(deps: AbuseControlsDeps): AbuseControls {
   const { config, log } = deps;
   const keyPrefix = deps.redisKeyPrefix ?? 'livevote:';
@@ -305,12 +308,15 @@ export function createAbuseControls(deps: AbuseControlsDeps): AbuseControls {
   let flushTimer: NodeJS.Timeout | undefined;
   let purgeTimer: NodeJS.Timeout | undefined;
   let flushing: Promise<void> | undefined;
+  /** Flushes started so far: a read of the statistics that saw this change fell between two places. */
+  let flushesStarted = 0;
 
   const flushStats = async (): Promise<void> => {
     if (!deps.pool || flushing) return flushing;
     const deltas = stats.takeDeltas();
     if (deltas.length === 0) return;
     const pool = deps.pool;
+    flushesStarted++;
     flushing = addFraudRuleHits(pool, deltas)
       .catch((error: unknown) => {
         // Kept for the next flush: counts are late, never lost while the process lives.
@@ -341,6 +347,16 @@ export function createAbuseControls(deps: AbuseControlsDeps): AbuseControls {
     fraud,
     async fraudStatsFor(electionId) {
       if (!deps.pool) return stats.forElection(electionId);
+      // Stored + pending, read with no flush in between: a flush takes its hits out of pending
+      // before Postgres has them, so a read across one would miss them. Flushes are fraudStatsFlushMs
+      // apart and a read takes one query, so a few attempts suffice; past them, counts may be late.
+      let rows: Awaited<ReturnType<typeof fraudRuleHitsFor>>;
+      for (let attempt = 1; ; attempt++) {
+        await flushing;
+        const flushesBefore = flushesStarted;
+        rows = await fraudRuleHitsFor(deps.pool, electionId);
+        if (flushesStarted === flushesBefore || attempt >= fraudStatsReadAttemptsMax) break;
+      }
       const counts: FraudRuleCounts = {};
       const add = (rule: string, action: 'flag' | 'reject', hits: number) => {
         if (!(fraudRuleNames as readonly string[]).includes(rule)) return;
@@ -348,7 +364,7 @@ export function createAbuseControls(deps: AbuseControlsDeps): AbuseControls {
         if (action === 'reject') entry.rejected += hits;
         else entry.flagged += hits;
       };
-      for (const row of await fraudRuleHitsFor(deps.pool, electionId)) add(row.rule, row.action, row.hits);
+      for (const row of rows) add(row.rule, row.action, row.hits);
       for (const delta of stats.pendingFor(electionId)) add(delta.rule, delta.action, delta.hits);
       return counts;
     },
