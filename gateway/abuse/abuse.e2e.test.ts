@@ -199,7 +199,9 @@ async function voteAll(
 const statusesOf = (answers: readonly { status: number; body: any }[]) => {
   const counts: Record<string, number> = {};
   for (const a of answers) {
-    const key = a.status === 200 ? '200' : `${a.status} ${a.body?.error?.code}`;
+    // A 5xx says where the vote went wrong (cluster/router.ts, actors/shard.ts reasons).
+    const reason = a.status >= 500 ? a.body?.error?.details?.reason : undefined;
+    const key = a.status === 200 ? '200' : `${a.status} ${a.body?.error?.code}${reason === undefined ? '' : ` (${reason})`}`;
     counts[key] = (counts[key] ?? 0) + 1;
   }
   return counts;
