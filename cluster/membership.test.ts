@@ -138,3 +138,56 @@ describe('joining at start', () => {
     expect(once.joins()).toBe(1);
   });
 });
+
+describe('Membership: the heartbeat does not wait for the coordinator round', () => {
+  beforeEach(() => { vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] }); });
+  afterEach(() => { vi.useRealTimers(); });
+
+  it('goes on beating (and serving) while a coordinator round is held up, and runs one more round after it', async () => {
+    let nowMs = 0;
+    const state = new SimClusterState(() => nowMs, new MemoryVoteStore(), () => []);
+    const inner = state.store();
+    let heartbeats = 0;
+    const store = new Proxy(inner, {
+      get: (target, key: keyof ClusterStore) => {
+        const method = target[key] as (...args: unknown[]) => Promise<unknown>;
+        return (...args: unknown[]) => {
+          if (key === 'heartbeat') heartbeats++;
+          return method.apply(target, args);
+        };
+      },
+    });
+    // A round held up as one waiting on a busy database is, for longer than deadAfterMs.
+    let release: (() => void) | undefined;
+    let rounds = 0;
+    const membership = new Membership({
+      store, self: { nodeId: 'n1', az: 'a', url: 'http://n1', secretsFingerprint: 'f' }, heartbeatIntervalMs, deadAfterMs, log: silent, now: () => nowMs,
+      onView: () => undefined,
+      onCoordinator: () => {
+        rounds++;
+        return rounds === 1 ? Promise.resolve() : new Promise<void>((resolve) => { release = resolve; });
+      },
+      onDeclaredDead: () => undefined,
+    });
+    await membership.start();
+    expect(membership.isCoordinator).toBe(true);
+    const intervals = Math.ceil((2 * deadAfterMs) / heartbeatIntervalMs);
+    for (let i = 0; i < intervals; i++) {
+      nowMs += heartbeatIntervalMs;
+      await vi.advanceTimersByTimeAsync(heartbeatIntervalMs);
+    }
+    expect(release).toBeDefined();
+    expect(rounds).toBe(2);
+    // Every interval stored its heartbeat although the round never ended: the node is not silent.
+    expect(heartbeats).toBe(1 + intervals);
+    expect(membership.canServe()).toBe(true);
+    expect(state.nodes.get('n1')?.status).toBe('alive');
+    // Asked for again while held up: one more round once it ends, not one per heartbeat.
+    release!();
+    nowMs += heartbeatIntervalMs;
+    await vi.advanceTimersByTimeAsync(heartbeatIntervalMs);
+    expect(rounds).toBe(3);
+    release!();
+    await membership.stop();
+  });
+});

@@ -9,7 +9,9 @@
 //
 // Every heartbeatIntervalMs one short transaction records the heartbeat (the database's clock),
 // takes or renews the coordinator lease, and returns the versions of the map and of the elections;
-// a changed version (or every viewRefreshMs anyway) reloads the view. Another node declares this
+// a changed version (or every viewRefreshMs anyway) reloads the view, and the coordinator lease's
+// holder runs a coordinator round. That follow-up runs after the heartbeat, never two at once, and
+// the next heartbeat does not wait for it: a slow round must not read as silence. Another node declares this
 // one dead only after deadAfterMs of silence as the DATABASE saw it; this node stops serving after
 // selfFenceAfterMs (< deadAfterMs) since the start of its last heartbeat that was stored, as ITS
 // clock sees it. The start is earlier than the stored time, so the node fences itself before
@@ -67,7 +69,12 @@ export class Membership {
   private versionSeen = -1;
   private electionsVersionSeen = -1;
   private timer: NodeJS.Timeout | undefined;
-  private running: Promise<void> | undefined;
+  /** The heartbeat in flight: true once stored with this incarnation alive. */
+  private beating: Promise<boolean> | undefined;
+  /** The view read and coordinator round that follow heartbeats, one at a time. */
+  private followingUp: Promise<void> | undefined;
+  private followUpAgain = false;
+  private lastBeat: HeartbeatResult | undefined;
   private stopped = false;
   private declaredDead = false;
   /** Left on purpose: others wait for this node's leases, so it may finish its backlog. */
@@ -102,7 +109,7 @@ export class Membership {
         await new Promise((resolve) => setTimeout(resolve, Math.min(2_000, 200 * attempt)));
       }
     }
-    await this.beat();
+    await this.beatNow();
     this.schedule();
   }
 
@@ -137,7 +144,7 @@ export class Membership {
   async stop(options: { leave?: boolean } = {}): Promise<void> {
     this.stopped = true;
     if (this.timer !== undefined) clearTimeout(this.timer);
-    await this.running?.catch(() => undefined);
+    await this.idle();
     if (options.leave && this.incarnation > 0 && !this.declaredDead) {
       this.leaving = true;
       await this.options.store.leave(this.options.self.nodeId, this.incarnation);
@@ -147,32 +154,71 @@ export class Membership {
   /** After being declared dead (and dropping every shard): join again as a new incarnation. */
   async rejoin(): Promise<void> {
     if (this.stopped) return;
-    await this.running?.catch(() => undefined);
+    await this.idle();
     this.declaredDead = false;
     this.versionSeen = -1;
     await this.start();
   }
 
-  /** One heartbeat round now (what the timer runs; tests call it to avoid waiting). */
-  beatNow(): Promise<void> {
-    this.running ??= this.beat().finally(() => {
-      this.running = undefined;
+  /** A heartbeat now, then the view read and coordinator round it calls for (tests call it to avoid waiting). */
+  async beatNow(): Promise<void> {
+    if (await this.heartbeatOnce()) await this.followUp();
+  }
+
+  /** Resolves once no heartbeat and no follow-up is in flight. */
+  private async idle(): Promise<void> {
+    while (this.beating !== undefined || this.followingUp !== undefined) {
+      await this.beating?.catch(() => undefined);
+      await this.followingUp?.catch(() => undefined);
+    }
+  }
+
+  private heartbeatOnce(): Promise<boolean> {
+    this.beating ??= this.heartbeat().finally(() => {
+      this.beating = undefined;
     });
-    return this.running;
+    return this.beating;
+  }
+
+  /**
+   * Runs the view read and coordinator round after the latest heartbeat; asked again while one
+   * runs, it runs once more after it (never two at once).
+   */
+  private followUp(): Promise<void> {
+    this.followUpAgain = true;
+    this.followingUp ??= (async () => {
+      try {
+        while (this.followUpAgain && !this.stopped && !this.declaredDead) {
+          this.followUpAgain = false;
+          await this.afterHeartbeat();
+        }
+      } finally {
+        this.followingUp = undefined;
+      }
+    })();
+    return this.followingUp;
   }
 
   private schedule(): void {
     if (this.stopped || this.declaredDead) return;
     this.timer = setTimeout(() => {
+      // The next heartbeat waits for this one only, not for its view read or coordinator round:
+      // a round slowed by a busy database must not read as this node's silence (the others would
+      // declare it dead, and it would fence itself, while it is working).
       // A round that failed anyway must neither stop the heartbeat nor end the process (unhandled rejection).
-      this.beatNow()
-        .catch((error: unknown) => this.options.log.warn({ err: error }, 'heartbeat round failed; retrying'))
+      const warn = (error: unknown) => this.options.log.warn({ err: error }, 'heartbeat round failed; retrying');
+      this.heartbeatOnce()
+        .then((stored) => {
+          if (stored) this.followUp().catch(warn);
+        })
+        .catch(warn)
         .finally(() => this.schedule());
     }, this.options.heartbeatIntervalMs);
     this.timer.unref();
   }
 
-  private async beat(): Promise<void> {
+  /** Stores one heartbeat; true when it was stored and this incarnation is still alive. */
+  private async heartbeat(): Promise<boolean> {
     const startMs = this.now();
     let result: HeartbeatResult;
     try {
@@ -184,7 +230,7 @@ export class Membership {
       this.coordinator = false;
       if (!this.canServe()) this.options.log.warn({ err: error }, 'heartbeat failed and the self-fence is up: this node takes no votes until one succeeds');
       else this.options.log.warn({ err: error }, 'heartbeat failed; retrying');
-      return;
+      return false;
     }
     if (!result.alive) {
       this.coordinator = false;
@@ -193,7 +239,7 @@ export class Membership {
         this.options.log.error({ nodeId: this.options.self.nodeId, incarnation: this.incarnation }, 'this node was declared dead by the cluster (or replaced by a newer process with its id)');
         this.options.onDeclaredDead();
       }
-      return;
+      return false;
     }
     if (startMs - this.lastStoredBeatStartMs > heartbeatGapMs(this.options.heartbeatIntervalMs, this.options.deadAfterMs)) {
       this.deathsHeldUntilMs = this.now() + this.options.deadAfterMs;
@@ -204,6 +250,14 @@ export class Membership {
     }
     this.lastStoredBeatStartMs = startMs;
     this.coordinator = result.coordinator;
+    this.lastBeat = result;
+    return true;
+  }
+
+  /** The view read (a version moved, or the periodic refresh) and, as coordinator, a round. */
+  private async afterHeartbeat(): Promise<void> {
+    const result = this.lastBeat;
+    if (result === undefined) return;
     const refreshMs = this.options.viewRefreshMs ?? 2_000;
     if (result.version !== this.versionSeen || result.electionsVersion !== this.electionsVersionSeen || this.now() - this.lastViewReadMs >= refreshMs) {
       try {
@@ -213,7 +267,8 @@ export class Membership {
         this.options.log.warn({ err: error }, 'reading the cluster view failed; retrying at the next heartbeat');
       }
     }
-    if (result.coordinator) {
+    // The latest heartbeat's word, not this round's first: the lease may have moved meanwhile.
+    if (this.coordinator) {
       try {
         await this.options.onCoordinator();
       } catch (error) {
