@@ -342,28 +342,58 @@ export function worldCaseArbitrary(options: WorldShapeOptions & { commandsMax: n
 export interface RecordedCase {
   readonly config: WorldConfig;
   readonly commands: readonly CommandData[];
-  readonly releases: readonly string[];
+  readonly releases: readonly RecordedRelease[];
 }
+
+/**
+ * One release: its label, or, when older work with the same label was pending then, the label
+ * and how many of those the scheduler passed over. Labels are not unique (two forwards of one
+ * voter, two replicas' reports of one node, each with its own payload): by label alone a replay
+ * releases the oldest of them, another piece of work than the recorded run did.
+ */
+export type RecordedRelease = string | readonly [label: string, olderAlikePending: number];
 
 export function recordCase(worldCase: WorldCase): RecordedCase {
   const ran = [...worldCase.commands].filter((c) => (c as unknown as { hasRan?: boolean }).hasRan !== false);
   return {
     config: worldCase.config,
     commands: ran.map((c) => ((c as unknown as { cmd?: WorldCommand }).cmd ?? (c as WorldCommand)).toJSON()),
-    releases: worldCase.scheduler.report().filter((task) => task.status === 'resolved').map((task) => task.label),
+    releases: releasesOf(worldCase.scheduler.report()),
   };
 }
 
-/** Releases work in the recorded order of labels; unknown or missing labels fall back to the oldest pending work. */
-export function replayedWork(releases: readonly string[]): AsyncWork {
+/**
+ * The released tasks in order, each with how many older tasks of its label were pending when it
+ * went: task ids follow the order of scheduling, and a task older than a pending one was
+ * scheduled by then, so it was pending unless already released.
+ */
+export function releasesOf(report: readonly { readonly taskId: number; readonly label: string; readonly status: string }[]): RecordedRelease[] {
+  const releasedIds = new Set<number>();
+  return report
+    .filter((task) => task.status === 'resolved')
+    .map((task) => {
+      const olderAlikePending = report.filter((other) => other.label === task.label && other.taskId < task.taskId && !releasedIds.has(other.taskId)).length;
+      releasedIds.add(task.taskId);
+      return olderAlikePending === 0 ? task.label : ([task.label, olderAlikePending] as const);
+    });
+}
+
+/**
+ * Releases work in the recorded order: the pending work of the recorded label, passing over as
+ * many older ones of that label as the recorded run did; unknown or missing labels fall back to
+ * the oldest pending work.
+ */
+export function replayedWork(releases: readonly RecordedRelease[]): AsyncWork {
   const pending: { label: string; release: () => void }[] = [];
   let cursor = 0;
   return {
     schedule: (label) => new Promise<void>((resolve) => pending.push({ label, release: resolve })),
     pending: () => pending.length,
     async releaseOne() {
-      const wanted = releases[cursor++];
-      const index = Math.max(0, pending.findIndex((task) => task.label === wanted));
+      const recorded = releases[cursor++];
+      const [wanted, olderAlikePending] = typeof recorded === 'string' || recorded === undefined ? [recorded, 0] : recorded;
+      const alike = pending.flatMap((task, index) => (task.label === wanted ? [index] : []));
+      const index = alike.length === 0 ? 0 : alike[Math.min(olderAlikePending, alike.length - 1)]!;
       pending.splice(index, 1)[0]?.release();
       await Promise.resolve();
     },
@@ -381,18 +411,23 @@ export class PropertyViolation extends Error {
   }
 }
 
+/** `onTrace`: given the run's trace at its end, failed or not (to compare a replay with its recording). */
+export interface RunOptions {
+  readonly onTrace?: (trace: readonly string[]) => void;
+}
+
 /** Runs one generated case. */
-export function runWorldCase(worldCase: WorldCase, properties: readonly Property[]): Promise<void> {
-  return runWorld(worldCase.config, worldCase.commands, asyncWorkOf(worldCase.scheduler), properties);
+export function runWorldCase(worldCase: WorldCase, properties: readonly Property[], options: RunOptions = {}): Promise<void> {
+  return runWorld(worldCase.config, worldCase.commands, asyncWorkOf(worldCase.scheduler), properties, options);
 }
 
 /** Runs one recorded case (regressions.json). */
-export function runRecordedCase(recorded: RecordedCase, properties: readonly Property[]): Promise<void> {
-  return runWorld(recorded.config, recorded.commands.map(commandFromData), replayedWork(recorded.releases), properties);
+export function runRecordedCase(recorded: RecordedCase, properties: readonly Property[], options: RunOptions = {}): Promise<void> {
+  return runWorld(recorded.config, recorded.commands.map(commandFromData), replayedWork(recorded.releases), properties, options);
 }
 
 /** Commands (checking `afterStep` after each), quiesce, recovery by a fresh process, `atEnd`. */
-async function runWorld(config: WorldConfig, commands: Iterable<fc.AsyncCommand<Model, World>>, work: AsyncWork, properties: readonly Property[]): Promise<void> {
+async function runWorld(config: WorldConfig, commands: Iterable<fc.AsyncCommand<Model, World>>, work: AsyncWork, properties: readonly Property[], options: RunOptions): Promise<void> {
   const world = new World(config, work);
   const check = (phase: 'afterStep' | 'atEnd', recovered: Parameters<NonNullable<Property['atEnd']>>[1] = []) => {
     const violations = properties.flatMap((p) => (p[phase]?.(world, recovered) ?? []).map((v) => `[${p.name}] ${v}`));
@@ -419,5 +454,6 @@ async function runWorld(config: WorldConfig, commands: Iterable<fc.AsyncCommand<
     check('atEnd', recovered);
   } finally {
     world.dispose();
+    options.onTrace?.(world.trace);
   }
 }
