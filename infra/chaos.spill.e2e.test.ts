@@ -368,7 +368,11 @@ describe('chaos: Postgres frozen, then a node killed with batches in the queue',
     console.log(`chaos pg kill: ${refused.length} votes refused, ${refusedStored.length} of them (in_doubt) stored after all`);
   });
 
+  // Its own deadlines (balance 60 s, queued 60 s, two drains 120 s each) add up past the default
+  // 180 s, which two suites at load 24 reached before the load began: the phases are logged.
   it('two nodes on SQS, Postgres frozen, a node killed with its votes in the queue: the survivor stores them before it serves those shards', async (context) => {
+    const startedMs = Date.now();
+    const phase = (what: string) => console.log(`[chaos spill sqs] ${what} after ${Date.now() - startedMs} ms`);
     const sqs = await startLocalSqs();
     if ('absent' in sqs) {
       console.warn(`SKIPPED: ${sqs.absent}`);
@@ -387,6 +391,7 @@ describe('chaos: Postgres frozen, then a node killed with batches in the queue',
       return;
     }
     ownServers.push(server);
+    phase('SQS and the Postgres to freeze started');
     try {
       const urls = await ensureSqsSpillQueues(sqs.client, `chaos-spill-${process.pid}`);
       const nodeDir = await mkdtemp(path.join(os.tmpdir(), 'lv-spill-sqs-'));
@@ -402,6 +407,7 @@ describe('chaos: Postgres frozen, then a node killed with batches in the queue',
       const a = await startNode(nodeDir, server.url, env('sqs-a', 'a'));
       const election = await openElection(a);
       const b = await startNode(nodeDir, server.url, env('sqs-b', 'b'));
+      phase('both nodes started');
       const token = (await call(a.baseUrl, 'POST', '/api/v1/auth/login', { body: admin })).body.accessToken as string;
       // Both serve shards (a joining node gets some at once).
       let shardsOfA: number[] = [];
@@ -416,6 +422,7 @@ describe('chaos: Postgres frozen, then a node killed with batches in the queue',
       const pool = createPool(server.url, 3, 'chaos-sqs');
       pools.push(pool);
       const voters = await createVoters(pool, 20_000, jwtSecret);
+      phase('both nodes serve shards; voters created');
 
       // The load goes to the survivor; votes of a's shards are forwarded to a.
       const sent: Sent[] = [];
@@ -425,6 +432,7 @@ describe('chaos: Postgres frozen, then a node killed with batches in the queue',
       const frozen = await privatePostgresPids(pgDir);
       signal(frozen, 'SIGSTOP');
       await untilQueued(a, 20, sent);
+      phase('votes queued during the freeze');
       const killedAtMs = Date.now();
       a.child.kill('SIGKILL');
       await a.exited();
@@ -455,5 +463,5 @@ describe('chaos: Postgres frozen, then a node killed with batches in the queue',
     } finally {
       sqs.server.close();
     }
-  });
+  }, 480_000);
 });
