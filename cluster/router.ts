@@ -160,36 +160,59 @@ export class Router {
   /** A vote from this node's gateway. `reply` is called exactly once. */
   cast(vote: CastVote, reply: (outcome: VoteOutcome) => void): void {
     if (this.options.routeRetryMs <= 0) return this.route(vote, reply);
-    const startedMs = performance.now();
-    let attempt = 0;
-    const onOutcome = (outcome: VoteOutcome): void => {
-      if (
-        outcome.kind !== 'unavailable' ||
-        !retryableReasons.has(outcome.reason) ||
-        performance.now() - startedMs >= this.options.routeRetryMs ||
-        (attempt === 0 && this.retriesWaiting >= (this.options.routeRetriesMax ?? routeRetriesMaxDefault))
-      ) {
-        if (attempt > 0) this.retriesWaiting--;
-        return reply(outcome);
-      }
-      if (attempt === 0) {
-        this.retriesWaiting++;
-        this.retriedVotes++;
-      }
-      attempt++;
-      this.options.onRetrying?.();
-      const waiter: RetryWaiter = {
-        timer: undefined,
-        now: () => {
-          clearTimeout(waiter.timer);
-          this.retryWaiters.delete(waiter);
-          this.route(vote, onOutcome);
-        },
-      };
-      waiter.timer = setTimeout(waiter.now, Math.min(20, 2 ** attempt));
-      this.retryWaiters.add(waiter);
+    this.attempt(vote, reply, performance.now(), 0);
+  }
+
+  /**
+   * One try of a gateway's vote (attempt 0 is the first). A vote whose shard is served here, the
+   * common case, costs one closure, which counts the route and settles the attempt: the retry
+   * state (counters, timer, waiter) is made only for a vote that is asked again.
+   */
+  private attempt(vote: CastVote, reply: (outcome: VoteOutcome) => void, startedMs: number, attempt: number): void {
+    if (this.servedHere(vote)) {
+      this.options.voteNode.cast(vote, (outcome) => {
+        this.options.onRouted?.('local', outcome);
+        this.settleAttempt(vote, reply, startedMs, attempt, outcome);
+      });
+      return;
+    }
+    this.route(vote, (outcome) => this.settleAttempt(vote, reply, startedMs, attempt, outcome));
+  }
+
+  /** The attempt's outcome goes to the client, or the vote waits to be asked again (see the top of the file). */
+  private settleAttempt(vote: CastVote, reply: (outcome: VoteOutcome) => void, startedMs: number, attempt: number, outcome: VoteOutcome): void {
+    if (
+      outcome.kind !== 'unavailable' ||
+      !retryableReasons.has(outcome.reason) ||
+      performance.now() - startedMs >= this.options.routeRetryMs ||
+      (attempt === 0 && this.retriesWaiting >= (this.options.routeRetriesMax ?? routeRetriesMaxDefault))
+    ) {
+      if (attempt > 0) this.retriesWaiting--;
+      return reply(outcome);
+    }
+    if (attempt === 0) {
+      this.retriesWaiting++;
+      this.retriedVotes++;
+    }
+    this.options.onRetrying?.();
+    const waiter: RetryWaiter = {
+      timer: undefined,
+      now: () => {
+        clearTimeout(waiter.timer);
+        this.retryWaiters.delete(waiter);
+        this.attempt(vote, reply, startedMs, attempt + 1);
+      },
     };
-    this.route(vote, onOutcome);
+    waiter.timer = setTimeout(waiter.now, Math.min(20, 2 ** (attempt + 1)));
+    this.retryWaiters.add(waiter);
+  }
+
+  /** The vote's shard is this node's by the map, served here, and the node is not fenced: `route` would cast it here. */
+  private servedHere(vote: CastVote): boolean {
+    const shardCount = this.options.shardCountOf(vote.electionId);
+    if (shardCount === undefined || !Number.isSafeInteger(vote.voterNumber) || vote.voterNumber < 0) return false;
+    const shard = vote.voterNumber % shardCount;
+    return this.ownerOf(vote.electionId, shard) === this.options.nodeId && this.options.voteNode.isServing(vote.electionId, shard) && this.options.canServe();
   }
 
   /** Something changed (a view, a shard served): every waiting vote asks again now, not at its timer. */
