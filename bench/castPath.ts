@@ -25,7 +25,7 @@
 // Entry points, each adding a layer to the one below:
 //   node     voteNode.cast with a reply callback (shard actor, committer, reply delivery)
 //   router   Router.cast (the gateway's caster in every mode), with the routed-votes counter
-//   gateway  HttpRouter + the vote route: body parse and check, registry, the route's promise,
+//   gateway  HttpRouter + the vote route: body parse and check, registry, the route's answer (answerLater, ctx.answer),
 //            answers written together at the end of the turn (writeSettledReplies), HTTP metrics;
 //            authentication is a stand-in (the token check is not the cast path)
 //

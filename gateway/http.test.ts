@@ -1,10 +1,14 @@
 // The HTTP layer on its own: a uWS app with two routes, driven over real sockets.
+import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { uws, type us_listen_socket } from './uws.ts';
 import { ApiError } from './errors.ts';
-import { defineRoute, HttpRouter, type Principal } from './http.ts';
+import { answerLater, defineRoute, HttpRouter, type Principal } from './http.ts';
+import { ElectionRegistry } from './elections/registry.ts';
+import { voteRoutes } from './votes/routes.ts';
 import { createMetrics } from '../infra/metrics.ts';
+import type { VoteOutcome } from '../actors/shard.ts';
 import pino from 'pino';
 import { Writable } from 'node:stream';
 import { hasResponses, parseHttpResponses, rawExchange, rawRequest, type RawResponse } from '../infra/testing/rawHttp.ts';
@@ -249,14 +253,22 @@ describe('HttpRouter at the edge of HTTP', () => {
 });
 
 describe('the last-resort guard', () => {
-  it('answers 500 internal_error, logs and counts whatever a handler lets escape, and keeps serving', async () => {
+  it('answers 500 internal_error, logs and counts whatever a handler lets escape (now or when it answers later), and keeps serving', async () => {
+    const electionId = randomUUID();
+    const candidateId = randomUUID();
+    const registry = new ElectionRegistry();
+    await registry.publish({
+      electionId, title: 'guard', status: 'open', shardCount: 1, captchaPolicy: 'off', createdAt: new Date(), openedAt: new Date(), closedAt: null,
+      candidates: [{ candidateId, candidateIndex: 0, name: 'c0' }],
+    });
     const { default: pino } = await import('pino');
     const lines: string[] = [];
     const log = pino({ level: 'error' }, { write: (line: string) => { lines.push(line); } });
     const guardedMetrics = createMetrics({ defaultMetrics: false });
     const app = uws.App();
+    const voter: Principal = { ...viewer, userId: randomUUID() };
     const router = new HttpRouter(app, {
-      log, metrics: guardedMetrics, authenticate: () => viewer,
+      log, metrics: guardedMetrics, authenticate: () => voter,
       // A bug outside any handler's try: the address resolver throws on one header value.
       clientAddress: {
         honoursForwardedFor: true,
@@ -274,6 +286,34 @@ describe('the last-resort guard', () => {
         method: 'GET', path: '/bigint', tag: 'test', auth: 'public', summary: 'unserialisable', responses: { 200: { description: 'never' } },
         handle: async () => { await new Promise((r) => setTimeout(r, 1)); return { json: { n: 1n } }; },
       }),
+      // Answered later through ctx.answer / ctx.fail (answerLater), from a timer as a shard's reply comes.
+      defineRoute({
+        method: 'GET', path: '/later-bigint', tag: 'test', auth: 'public', summary: 'unserialisable, later', responses: { 200: { description: 'never' } },
+        handle: (ctx) => { setTimeout(() => ctx.answer({ json: { n: 1n } }), 1); return answerLater; },
+      }),
+      defineRoute({
+        method: 'GET', path: '/later-shed', tag: 'test', auth: 'public', summary: 'overloaded, later', responses: { 200: { description: 'never' } },
+        handle: (ctx) => { setTimeout(() => ctx.fail(new ApiError('overloaded')), 1); return answerLater; },
+      }),
+      defineRoute({
+        method: 'GET', path: '/later-twice', tag: 'test', auth: 'public', summary: 'answers, then fails', responses: { 200: { description: 'ok' } },
+        handle: (ctx) => {
+          setTimeout(() => {
+            ctx.answer({ json: { ok: true } });
+            ctx.answer({ json: { ok: false } });
+            ctx.fail(new Error('after the answer'));
+          }, 1);
+          return answerLater;
+        },
+      }),
+      // The vote route, its answer's own work throwing (the privacy recorder, in the shard's reply callback).
+      ...voteRoutes({
+        registry,
+        caster: { cast: (_vote, reply) => setTimeout(() => reply({ kind: 'accepted', voteId: randomUUID(), acceptedAtMs: Date.now() } as VoteOutcome), 1) },
+        isServing: () => true,
+        onAccepted: () => { throw new TypeError('recorder bug'); },
+        status: { voteInElection: () => Promise.reject(new Error('unused')), votesOfUser: () => Promise.reject(new Error('unused')) },
+      }).slice(0, 1),
     ];
     for (const route of routes) router.register(route);
     router.registerFallback(routes);
@@ -282,11 +322,22 @@ describe('the last-resort guard', () => {
     try {
       await expectError(await fetch(`${guardedBase}/ok`, { headers: { 'x-forwarded-for': 'explode' } }), 500, 'internal_error');
       await expectError(await fetch(`${guardedBase}/bigint`), 500, 'internal_error');
+      await expectError(await fetch(`${guardedBase}/later-bigint`), 500, 'internal_error');
+      await expectError(await fetch(`${guardedBase}/later-shed`), 503, 'overloaded');
+      const twice = await fetch(`${guardedBase}/later-twice`);
+      expect([twice.status, await twice.json()]).toEqual([200, { ok: true }]);
+      const vote = { electionId, candidateId, userId: voter.userId };
+      await expectError(await fetch(`${guardedBase}/api/v1/votes`, { method: 'POST', body: JSON.stringify(vote), headers: { 'content-type': 'application/json' } }), 500, 'internal_error');
       expect((await fetch(`${guardedBase}/ok`)).status).toBe(200);
       const text = await guardedMetrics.registry.metrics();
       expect(text).toMatch(/livevote_http_handler_errors_total\{route="\/ok"\} 1\n/);
       expect(text).toMatch(/livevote_http_handler_errors_total\{route="\/bigint"\} 1\n/);
-      expect(lines.map((l) => JSON.parse(l).route)).toEqual(expect.arrayContaining(['/ok', '/bigint']));
+      expect(text).toMatch(/livevote_http_handler_errors_total\{route="\/later-bigint"\} 1\n/);
+      // The error after the answer is a route bug: logged and counted, the first answer stands.
+      expect(text).toMatch(/livevote_http_handler_errors_total\{route="\/later-twice"\} 1\n/);
+      expect(text).toMatch(/livevote_http_handler_errors_total\{route="\/api\/v1\/votes"\} 1\n/);
+      expect(text).not.toMatch(/livevote_http_handler_errors_total\{route="\/later-shed"\}/);
+      expect(lines.map((l) => JSON.parse(l).route)).toEqual(expect.arrayContaining(['/ok', '/bigint', '/later-bigint', '/later-twice', '/api/v1/votes']));
     } finally {
       uws.us_listen_socket_close(listen);
     }

@@ -51,7 +51,26 @@ export interface RequestContext<Body, Query> {
   /** The request headers the route asked for in `readHeaders` ('' when absent), by lower-case name. */
   readonly headers: Readonly<Record<string, string>>;
   readonly log: Logger;
+  /**
+   * For a handler that returned `answerLater`: the request's answer, written with the others
+   * settled in this turn (see queueReply). The first call of `answer` or `fail` settles the
+   * request; neither throws.
+   */
+  answer(reply: Reply): void;
+  /**
+   * For a handler that returned `answerLater`: answer with an error, as the catalog says (an
+   * ApiError) or 500 internal_error, logged and counted (anything else). Called after the request
+   * was settled, it only logs and counts the error: a route bug, not a second answer.
+   */
+  fail(error: unknown): void;
 }
+
+/**
+ * What a handler returns when it answers later through `ctx.answer` / `ctx.fail` instead of a
+ * promise: the vote route, whose answer comes from the shard's reply callback, spares a promise,
+ * its settling closures and a microtask per vote (bench/README.md, "Sixth look").
+ */
+export const answerLater: unique symbol = Symbol('answerLater');
 
 export interface Reply {
   readonly status?: number;
@@ -92,7 +111,12 @@ export interface RouteDefinition<Body = unknown, Query = unknown> {
   /** Error codes this route can answer besides the generic ones; listed in the OpenAPI doc. */
   readonly errors?: readonly ErrorCode[];
   readonly responses: Readonly<Record<number, ResponseDoc>>;
-  readonly handle: (ctx: RequestContext<Body, Query>) => Reply | Promise<Reply>;
+  /**
+   * A reply, a promise of one, or `answerLater` and then one call of `ctx.answer` or `ctx.fail`.
+   * Whatever it throws (or its promise rejects with, or it passes to `fail`) is answered as the
+   * error catalog says, or 500 internal_error.
+   */
+  readonly handle: (ctx: RequestContext<Body, Query>) => Reply | Promise<Reply> | typeof answerLater;
 }
 
 // Helps TypeScript infer Body/Query from the schemas while storing routes in one array.
@@ -212,18 +236,26 @@ export class HttpRouter {
   /** By error code (the catalog's, so few): when the next 5xx line may be logged, and how many were not. */
   private readonly serverErrorLogs = new Map<string, { nextAtMs: number; notLogged: number }>();
   /**
-   * Answers whose handler promise settled this turn, written together by writeSettledReplies.
-   * Bounded by the requests in flight: each holds at most one entry, once.
+   * Requests answered later (a promise or ctx.answer) this turn, written together by
+   * writeSettledReplies. Bounded by the requests in flight: each is settled once.
    */
-  private settledReplies: (() => void)[] = [];
+  private settledReplies: Exchange[] = [];
   private settledRepliesScheduled = false;
   private readonly writeSettledReplies = (): void => {
     this.settledRepliesScheduled = false;
-    const replies = this.settledReplies;
+    const settled = this.settledReplies;
     this.settledReplies = [];
-    // Each entry is sendReply, which never throws (it is guarded).
-    for (let i = 0; i < replies.length; i++) replies[i]!();
+    // sendReply never throws (it is guarded).
+    for (let i = 0; i < settled.length; i++) {
+      const x = settled[i]!;
+      this.sendReply(x.res, x.state, x.reply!, x.route.path, x.metricMethod, x.started, x.requestId);
+    }
   };
+
+  /** What Exchange.fail reports a route's late error with. */
+  get reportDeps(): Pick<HttpDeps, 'log' | 'metrics'> {
+    return this.deps;
+  }
 
   constructor(
     private readonly app: TemplatedApp,
@@ -397,13 +429,10 @@ export class HttpRouter {
       return;
     }
 
-    const ctx: { -readonly [K in keyof RequestContext<unknown, unknown>]: RequestContext<unknown, unknown>[K] } = {
-      method: route.method, path, params, query, body: undefined, principal, requestId, clientIp, networkKey, userAgent, headers,
-      log: this.deps.log,
-    };
+    const ctx = new Exchange(this, route, res, state, started, method, path, params, query, principal, requestId, clientIp, networkKey, userAgent, headers, this.deps.log);
 
     if (!route.body) {
-      this.runHandler(route, ctx, res, state, started, requestId);
+      this.runHandler(route, ctx);
       return;
     }
 
@@ -444,48 +473,46 @@ export class HttpRouter {
       }
       // Guarded: uWS calls this callback, so an exception here would end the process.
       try {
-        this.runHandler(route, ctx, res, state, started, requestId);
+        this.runHandler(route, ctx);
       } catch (error) {
         this.unhandled(res, state, error, route.path, method, started, requestId);
       }
     });
   }
 
-  private runHandler(
-    route: RouteDefinition<unknown, unknown>,
-    ctx: RequestContext<unknown, unknown>,
-    res: HttpResponse,
-    state: ResponseState,
-    started: number,
-    requestId: string,
-  ): void {
-    const method = state.head ? 'HEAD' : route.method;
-    let result: Reply | Promise<Reply>;
+  private runHandler(route: RouteDefinition<unknown, unknown>, ctx: Exchange): void {
+    let result: Reply | Promise<Reply> | typeof answerLater;
     try {
       result = route.handle(ctx);
     } catch (error) {
-      this.sendError(res, state, error, route.path, method, started, requestId);
+      ctx.fail(error);
       return;
     }
+    if (result === answerLater) return;
     if (result instanceof Promise) {
-      // sendReply and sendError never throw (they are guarded), so no rejection is left unhandled.
-      // A committed batch settles its votes' promises shard by shard, each in a turn of its own
-      // (the shards are actors); written as they settle, the batch's answers went out in as many
-      // bursts, each waking the clients' side again. Collected and written at the end of the turn,
-      // they go out in one: 5-12% more votes/s and ~5 µs less server CPU per vote in five
-      // alternating pairs (bench/README.md). An answer waits for that at most one turn.
-      result.then(
-        (reply) => {
-          this.settledReplies.push(() => this.sendReply(res, state, reply, route.path, method, started, requestId));
-          if (!this.settledRepliesScheduled) {
-            this.settledRepliesScheduled = true;
-            setImmediate(this.writeSettledReplies);
-          }
-        },
-        (error: unknown) => this.sendError(res, state, error, route.path, method, started, requestId),
-      );
+      // answer and fail never throw, so no rejection is left unhandled.
+      result.then((reply) => ctx.answer(reply), (error: unknown) => ctx.fail(error));
+    } else if (!ctx.settled) {
+      ctx.settled = true;
+      this.sendReply(ctx.res, ctx.state, result, route.path, ctx.metricMethod, ctx.started, ctx.requestId);
     } else {
-      this.sendReply(res, state, result, route.path, method, started, requestId);
+      ctx.fail(new Error('handler returned a reply after answering through ctx.answer or ctx.fail'));
+    }
+  }
+
+  /**
+   * A reply settled after its handler returned, written at the end of the turn. A committed batch
+   * settles its votes shard by shard, each in a turn of its own (the shards are actors); written as
+   * they settle, the batch's answers went out in as many bursts, each waking the clients' side
+   * again. Collected and written at the end of the turn, they go out in one: 5-12% more votes/s
+   * and ~5 µs less server CPU per vote in five alternating pairs (bench/README.md). An answer waits
+   * for that at most one turn.
+   */
+  queueReply(exchange: Exchange): void {
+    this.settledReplies.push(exchange);
+    if (!this.settledRepliesScheduled) {
+      this.settledRepliesScheduled = true;
+      setImmediate(this.writeSettledReplies);
     }
   }
 
@@ -690,6 +717,62 @@ export class HttpRouter {
     }
     child.count.inc();
     child.duration.observe((performance.now() - started) / 1000);
+  }
+}
+
+/**
+ * One request on its way through a route: the handler's context, and what answering it takes
+ * (one object per request; `answer` and `fail` are methods, not closures made per request).
+ */
+class Exchange implements RequestContext<unknown, unknown> {
+  body: unknown = undefined;
+  /** Answered (or failed): later calls of answer/fail do not answer again. */
+  settled = false;
+  /** The answer waiting in queueReply for the end of the turn. */
+  reply: Reply | undefined = undefined;
+
+  constructor(
+    private readonly router: HttpRouter,
+    readonly route: RouteDefinition<unknown, unknown>,
+    readonly res: HttpResponse,
+    readonly state: ResponseState,
+    readonly started: number,
+    /** The method as metrics and logs label it (HEAD for a HEAD request). */
+    readonly metricMethod: string,
+    readonly path: string,
+    readonly params: Readonly<Record<string, string>>,
+    readonly query: unknown,
+    readonly principal: Principal | undefined,
+    readonly requestId: string,
+    readonly clientIp: string,
+    readonly networkKey: string,
+    readonly userAgent: string,
+    readonly headers: Readonly<Record<string, string>>,
+    readonly log: Logger,
+  ) {}
+
+  get method(): HttpMethod {
+    return this.route.method;
+  }
+
+  answer(reply: Reply): void {
+    if (this.settled) return;
+    this.settled = true;
+    this.reply = reply;
+    this.router.queueReply(this);
+  }
+
+  fail(error: unknown): void {
+    if (this.settled) {
+      try {
+        reportHandlerError(this.router.reportDeps, this.route.path, error, this.requestId);
+      } catch {
+        // A logger that throws must not escape into the caller (a shard's reply callback).
+      }
+      return;
+    }
+    this.settled = true;
+    this.router.sendError(this.res, this.state, error, this.route.path, this.metricMethod, this.started, this.requestId);
   }
 }
 

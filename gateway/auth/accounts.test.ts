@@ -3,7 +3,7 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ApiError } from '../errors.ts';
-import type { Principal } from '../http.ts';
+import type { Principal, Reply } from '../http.ts';
 import { silentLogger } from '../../infra/logger.ts';
 import type { Secrets } from '../../infra/secrets.ts';
 import { createTestDatabase, type TestDatabase } from '../../persistence/testDatabase.ts';
@@ -248,7 +248,7 @@ describe('the feature', () => {
     try {
       const login = feature.routes.find((r) => r.path === '/api/v1/auth/login');
       const logout = feature.routes.find((r) => r.path === '/api/v1/auth/logout');
-      const reply = await login?.handle({ body: { email: secrets.adminEmail, password: secrets.adminPassword }, headers: {} } as never);
+      const reply = (await login?.handle({ body: { email: secrets.adminEmail, password: secrets.adminPassword }, headers: {} } as never)) as Reply | undefined;
       const pair = reply?.json as TokenPair;
       const principal = feature.authenticate(`Bearer ${pair.accessToken}`) as VerifiedPrincipal;
       expect(principal).toMatchObject({ role: 'admin', expiresAtS: Math.floor(start / 1000) + 900 });

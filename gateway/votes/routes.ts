@@ -1,7 +1,7 @@
 // POST /api/v1/votes (the hot path) and the vote status read.
 import { z } from 'zod';
 import { ApiError } from '../errors.ts';
-import { defineRoute, type Principal, type RouteDefinition, type Reply } from '../http.ts';
+import { answerLater, defineRoute, type Principal, type Reply, type RequestContext, type RouteDefinition } from '../http.ts';
 import type { ElectionRegistry } from '../elections/registry.ts';
 import type { VoteOutcome } from '../../actors/shard.ts';
 import { uuidPattern } from '../../persistence/db.ts';
@@ -211,24 +211,26 @@ export function voteRoutes(deps: {
 }): RouteDefinition<unknown, unknown>[] {
   const { registry, caster, status } = deps;
 
-  const cast = (vote: CastRequest): Promise<Reply> =>
-    new Promise<Reply>((resolve, reject) => {
-      caster.cast({ electionId: vote.electionId, voterNumber: vote.voter.voterNumber, candidateIndex: vote.candidateIndex }, (outcome) => {
-        try {
-          if (outcome.kind === 'accepted') {
-            deps.onAccepted?.({
-              electionId: vote.electionId, voterNumber: vote.voter.voterNumber, clientIp: vote.clientIp, networkKey: vote.networkKey, userAgent: vote.userAgent, atMs: Date.now(),
-            });
-          }
-          resolve(voteOutcomeReply(outcome));
-        } catch (error) {
-          reject(error);
+  /** Answered through ctx.answer/ctx.fail from the shard's reply (answerLater: no promise per vote). */
+  const cast = (ctx: RequestContext<unknown, unknown>, vote: CastRequest): void => {
+    caster.cast({ electionId: vote.electionId, voterNumber: vote.voter.voterNumber, candidateIndex: vote.candidateIndex }, (outcome) => {
+      // Everything here is caught: this runs inside the vote node's reply delivery, and whatever
+      // it throws must end as the request's answer (fail), not in the vote node.
+      try {
+        if (outcome.kind === 'accepted') {
+          deps.onAccepted?.({
+            electionId: vote.electionId, voterNumber: vote.voter.voterNumber, clientIp: vote.clientIp, networkKey: vote.networkKey, userAgent: vote.userAgent, atMs: Date.now(),
+          });
         }
-      });
+        ctx.answer(voteOutcomeReply(outcome));
+      } catch (error) {
+        ctx.fail(error);
+      }
     });
+  };
 
   /** A guard that must wait, or whose only objection is a used CAPTCHA solution (see VoteGuardVerdict). */
-  const afterGuard = async (vote: CastRequest, guarded: VoteGuardVerdict | Promise<VoteGuardVerdict>): Promise<Reply> => {
+  const afterGuard = async (ctx: RequestContext<unknown, unknown>, vote: CastRequest, guarded: VoteGuardVerdict | Promise<VoteGuardVerdict>): Promise<void> => {
     try {
       if ((await guarded) === 'captcha_already_used') {
         // Read-only: the stored vote answers, nothing is cast.
@@ -237,13 +239,14 @@ export function voteRoutes(deps: {
         deps.onAccepted?.({
           electionId: vote.electionId, voterNumber: vote.voter.voterNumber, clientIp: vote.clientIp, networkKey: vote.networkKey, userAgent: vote.userAgent, atMs: Date.now(),
         });
-        return { json: { voteId: stored.value.voteId, status: 'accepted', acceptedAt: new Date(stored.value.acceptedAtMs).toISOString() } };
+        ctx.answer({ json: { voteId: stored.value.voteId, status: 'accepted', acceptedAt: new Date(stored.value.acceptedAtMs).toISOString() } });
+        return;
       }
     } catch (error) {
       if (error instanceof ApiError) deps.onRejected?.(vote.electionId, error.code);
       throw error;
     }
-    return cast(vote);
+    cast(ctx, vote);
   };
 
   return [
@@ -258,9 +261,10 @@ export function voteRoutes(deps: {
         'overloaded', 'vote_not_stored', 'shard_unavailable', 'rate_limited', 'captcha_required', 'captcha_invalid', 'captcha_unavailable', 'fraud_rejected',
       ],
       responses: { 200: { description: 'Accepted and durable (or the original acceptance, on a retry)', schema: acceptedSchema } },
-      // Not an async function: a vote that needs no await (no guard waiting on Redis or a CAPTCHA
-      // provider) costs one promise, resolved from the shard's reply, and one hop to the answer.
-      handle: ({ body, principal, clientIp, networkKey, userAgent }) => {
+      // Not an async function, and no promise: a vote that needs no await (no guard waiting on
+      // Redis or a CAPTCHA provider) is answered from the shard's reply through ctx.answer.
+      handle: (ctx) => {
+        const { body, principal, clientIp, networkKey, userAgent } = ctx;
         const viewer = principal!;
         const election = registry.get(body.electionId);
         if (!election || election.status === 'draft') throw new ApiError('election_not_found');
@@ -282,8 +286,13 @@ export function voteRoutes(deps: {
           throw error;
         }
         const vote: CastRequest = { electionId: body.electionId, candidateId: body.candidateId, candidateIndex, voter: viewer, clientIp, networkKey, userAgent };
-        if (guarded instanceof Promise || guarded === 'captcha_already_used') return afterGuard(vote, guarded);
-        return cast(vote);
+        if (guarded instanceof Promise || guarded === 'captcha_already_used') {
+          // fail never throws: no rejection is left unhandled.
+          afterGuard(ctx, vote, guarded).catch((error: unknown) => ctx.fail(error));
+        } else {
+          cast(ctx, vote);
+        }
+        return answerLater;
       },
     }),
     defineRoute({
