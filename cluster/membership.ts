@@ -186,17 +186,23 @@ export class Membership {
    */
   private followUp(): Promise<void> {
     this.followUpAgain = true;
-    this.followingUp ??= (async () => {
-      try {
-        while (this.followUpAgain && !this.stopped && !this.declaredDead) {
-          this.followUpAgain = false;
-          await this.afterHeartbeat();
-        }
-      } finally {
-        this.followingUp = undefined;
-      }
-    })();
-    return this.followingUp;
+    if (this.followingUp !== undefined) return this.followingUp;
+    const running = this.runFollowUps();
+    this.followingUp = running;
+    // Cleared after it is stored, never before: a run that has nothing to do ends at once, and a
+    // settled promise left behind would make idle() wait on it forever.
+    const clear = () => {
+      if (this.followingUp === running) this.followingUp = undefined;
+    };
+    running.then(clear, clear);
+    return running;
+  }
+
+  private async runFollowUps(): Promise<void> {
+    while (this.followUpAgain && !this.stopped && !this.declaredDead) {
+      this.followUpAgain = false;
+      await this.afterHeartbeat();
+    }
   }
 
   private schedule(): void {
