@@ -100,7 +100,6 @@ export async function buildApp(deps: AppDeps): Promise<LivevoteApp> {
   addRevokedSessions = (sessions) => auth.addRevokedSessions(sessions);
   const elections = createElectionsFeature({ pool: deps.pool, log: deps.log });
   const votePathMetrics = createVotePathMetrics(metrics.registry);
-  let reloadingFromCluster = false;
   const { config } = deps;
   // Where batches go when Postgres does not store them within the deadline (README, "the deadline").
   const spillQueue = await openSpillQueue(config.spill);
@@ -127,24 +126,18 @@ export async function buildApp(deps: AppDeps): Promise<LivevoteApp> {
       return election && { shardCount: election.shardCount, candidateCount: election.candidates.length, status: election.status };
     },
     electionIds: () => elections.registry.all().map((e) => e.electionId),
-    reloadElections: async () => {
-      reloadingFromCluster = true;
-      try {
-        await elections.reload();
-      } finally {
-        reloadingFromCluster = false;
-      }
-    },
+    reloadElections: () => elections.reload(),
     wrapJournal: (journal) => votePathMetrics.timed(journal),
     onLeasesLost: (count) => votePathMetrics.leasesLostTotal.inc(count),
     spillQueue,
     spillQueueKind: config.spill.kind,
     spillFileInCluster: config.spill.fileInCluster,
   });
-  elections.registry.onChange(async (election) => {
+  elections.registry.onChange(async (election, _previousStatus, origin) => {
     if (election.status === 'closed') cluster.voteNode.closeElection(election.electionId);
-    // A change made here is answered once its shards can take votes somewhere in the cluster.
-    if (!reloadingFromCluster) await cluster.electionChanged(election.electionId);
+    // A change made here is answered once its shards can take votes somewhere in the cluster. Told
+    // per change, not by a flag around the reload: an open published while a reload runs waits too.
+    if (origin === 'this_node') await cluster.electionChanged(election.electionId);
   });
   const votePath = createVotePathFeature({
     uwsApp: app, pool: deps.pool, log: deps.log, cluster, votePathMetrics,

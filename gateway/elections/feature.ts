@@ -16,11 +16,11 @@ export function createElectionsFeature(deps: { pool: Pool; log: Logger }): Elect
   return {
     registry,
     async reload() {
-      for (const election of await listElections(deps.pool)) await registry.publish(election);
+      for (const election of await listElections(deps.pool)) await registry.publish(election, 'store');
     },
     routes: electionRoutes({ pool: deps.pool, registry }),
     async start() {
-      for (const election of await listElections(deps.pool)) await registry.publish(election);
+      for (const election of await listElections(deps.pool)) await registry.publish(election, 'store');
       deps.log.info({ elections: registry.all().length }, 'elections loaded');
     },
     async stop() {},

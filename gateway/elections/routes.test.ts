@@ -60,6 +60,69 @@ describe('elections', () => {
     expect(created.body.shardCount).toBe(8);
   });
 
+  it('answers an open stored while a read of every election is under way only once its shards take votes, and the late read undoes nothing', async () => {
+    // A node reads every election again when its view says one changed (the create below does).
+    // Held up here, as a busy database holds it, that read is taken before the open is stored and
+    // lands after the open's route published it. Before the fix the open was answered at once
+    // (a read was under way), then that read put the election back to draft (404 for votes), or
+    // the shards were still being taken over (503 not_ready; shard_unavailable once held votes
+    // outwaited routeRetryMs): the likely cause of the 503s the abuse and privacy e2e tests saw
+    // right after an open at load 13-20, which create an election and open it at once.
+    const pool = h.db.pool as unknown as { query: (...args: unknown[]) => Promise<unknown> };
+    const query = pool.query;
+    let holding = true;
+    let release!: () => void;
+    const released = new Promise<void>((resolve) => {
+      release = () => {
+        holding = false;
+        resolve();
+      };
+    });
+    let readHeld!: () => void;
+    const aReadHeld = new Promise<void>((resolve) => { readHeld = resolve; });
+    let openingId: string | undefined;
+    pool.query = function (this: unknown, ...args: unknown[]) {
+      const text = typeof args[0] === 'string' ? args[0] : (args[0] as { text?: string } | undefined)?.text;
+      const answer = query.apply(this, args);
+      // listElections: every election, newest first.
+      if (holding && text?.includes('ORDER BY e.created_at DESC')) {
+        readHeld();
+        return answer.then(async (rows) => {
+          await released;
+          return rows;
+        });
+      }
+      // The open's record read back after its UPDATE: the route publishes it next, the held read after that.
+      if (openingId !== undefined && text?.includes('WHERE e.election_id = $1') && (args[1] as unknown[] | undefined)?.[0] === openingId) {
+        return answer.then((rows) => {
+          setTimeout(release, 50);
+          return rows;
+        });
+      }
+      return answer;
+    };
+    try {
+      const created = await create({ title: 'Opened during a reload', candidates: [{ name: 'A' }, { name: 'B' }], shardCount: 4 });
+      expect(created.status).toBe(201);
+      const id = created.body.electionId as string;
+      await Promise.race([aReadHeld, new Promise((_, reject) => setTimeout(() => reject(new Error('no read of every election within 60 s of the create')), 60_000))]);
+      openingId = id;
+      const opened = await call(h.baseUrl, 'POST', `/api/v1/admin/elections/${id}/open`, { token: admin });
+      expect([opened.status, opened.body.status]).toEqual([200, 'open']);
+      const served = Array.from({ length: 4 }, (_, shard) => h.app.cluster.voteNode.isServing(id, shard));
+      expect(served, 'every shard served here when the open is answered').toEqual([true, true, true, true]);
+      await released;
+      const candidateId = created.body.candidates[0].candidateId as string;
+      const voters = await createVoters(h.db.pool, 8, h.secrets.jwtSecret);
+      const answers = await Promise.all(voters.map((v) => call(h.baseUrl, 'POST', '/api/v1/votes', { token: v.token, body: { electionId: id, candidateId, userId: v.userId } })));
+      expect(answers.map((a) => (a.status === 200 ? 200 : `${a.status} ${JSON.stringify(a.body)}`))).toEqual(voters.map(() => 200));
+      expect((await call(h.baseUrl, 'GET', `/api/v1/elections/${id}`)).body.status).toBe('open');
+    } finally {
+      release();
+      pool.query = query;
+    }
+  });
+
   it('refuses bad bodies with validation_failed and creates nothing', async () => {
     const before = await electionCount();
     const cases: unknown[] = [
