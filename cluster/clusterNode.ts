@@ -584,7 +584,15 @@ export async function createClusterNode(deps: ClusterNodeDeps): Promise<ClusterN
     async electionChanged(electionId) {
       if (!composed.started) return;
       await composed.membership?.beatNow().catch(() => undefined);
-      await waitUntil(() => ready(electionId), Date.now() + readyWaitMs);
+      if (await waitUntil(() => ready(electionId), Date.now() + readyWaitMs)) return;
+      // The change is answered anyway: say why votes for it may be refused for a while.
+      const shardCount = deps.election(electionId)?.shardCount ?? 0;
+      const notServedHere = Array.from({ length: shardCount }, (_, shard) => shard)
+        .filter((shard) => router.ownerOf(electionId, shard) === nodeId && !voteNode.isServing(electionId, shard));
+      log.warn(
+        { electionId, waitedMs: readyWaitMs, routable: router.isRoutable(electionId), notServedHere },
+        'election change answered before its shards could take votes; votes get 503 (not_ready, or shard_unavailable once held past LIVEVOTE_ROUTE_RETRY_MS) until they can',
+      );
     },
     async adminView() {
       const view = await store.readView();
