@@ -320,6 +320,22 @@ export async function memberRows(cluster: TestCluster): Promise<Map<string, { st
   return new Map(rows.rows.map((r) => [r.node_id, { status: r.status, incarnation: Number(r.incarnation), az: r.az }]));
 }
 
+/**
+ * The members as they are now (status and incarnation) against `before`, naming every node whose
+ * incarnation rose since: declared dead while its process was alive (a heartbeat starved past
+ * LIVEVOTE_DEAD_AFTER_MS) and back as a new incarnation that owns nothing. A test that killed a
+ * node tells the kill's deaths from such false ones by this (a killed process never rejoins).
+ */
+export async function membersSince(cluster: TestCluster, before: ReadonlyMap<string, { incarnation: number }>): Promise<{ falseDeaths: string[]; said: string }> {
+  const now = await memberRows(cluster);
+  const falseDeaths = [...now].filter(([id, m]) => m.incarnation > (before.get(id)?.incarnation ?? m.incarnation)).map(([id]) => id);
+  const members = [...now].sort(([x], [y]) => x.localeCompare(y)).map(([id, m]) => `${id} ${m.status} incarnation ${before.get(id)?.incarnation ?? '-'} → ${m.incarnation}`);
+  const verdict = falseDeaths.length === 0
+    ? 'no false death (no incarnation rose)'
+    : `FALSE DEATH of ${falseDeaths.join(', ')}: declared dead while alive and rejoined as a new incarnation`;
+  return { falseDeaths, said: `members: ${members.join('; ')}; ${verdict}` };
+}
+
 /** Waits until the map gives the election `shardCount` shards, spread over exactly these nodes. */
 export async function waitForBalancedMap(election: ChaosElection, nodeIds: readonly string[], timeoutMs = 60_000): Promise<ShardRow[]> {
   const perNode = Math.floor(election.shardCount / nodeIds.length);
