@@ -24,7 +24,7 @@ import { createPgJournal } from '../persistence/voteJournal.ts';
 import { createCoordinator } from './coordinator.ts';
 import { createPgShardLeases } from './leases.ts';
 import { createLinks, mountLinkServer, type Links } from './links.ts';
-import { Membership } from './membership.ts';
+import { clusterStatementTimeoutMs, Membership } from './membership.ts';
 import type { ClusterOperations, ClusterStore, ClusterView, ShardLeases } from './ports.ts';
 import type { LinkAnswer, LinkEvent, LinkRequest, TalliesChanged } from './protocol.ts';
 import { Replication, type ReplicaLag } from './replication.ts';
@@ -433,7 +433,7 @@ export async function createClusterNode(deps: ClusterNodeDeps): Promise<ClusterN
   // Heartbeats and leases on connections of their own: a vote path that saturates the main pool
   // must not delay a heartbeat into the self-fence.
   const clusterPool = createPool(poolUrl(pool), 3, 'livevote-cluster', (error) => log.warn({ err: error }, 'idle cluster connection failed; the pool replaces it'));
-  const store = deps.store ?? createPgClusterStore(clusterPool);
+  const store = deps.store ?? createPgClusterStore(clusterPool, { statementTimeoutMs: clusterStatementTimeoutMs(settings.heartbeatIntervalMs, settings.deadAfterMs) });
   const journal = createPgJournal({ pool, nodeId });
   const spillGuard = new SpillGuard({
     nodeId, queueKind: deps.spillQueue ? (deps.spillQueueKind ?? 'sqs') : 'off', fileInCluster: deps.spillFileInCluster ?? 'refuse', deadAfterMs: settings.deadAfterMs,

@@ -5,7 +5,7 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { MemoryVoteStore } from '../actors/memoryAdapters.ts';
 import { createCoordinator } from './coordinator.ts';
-import { Membership } from './membership.ts';
+import { clusterStatementTimeoutMs, Membership, selfFenceAfterMs } from './membership.ts';
 import { SecretsMismatchError, type ClusterStore } from './ports.ts';
 import { SimClusterState } from './testing/simCluster.ts';
 
@@ -219,5 +219,19 @@ describe('Membership: stopping', () => {
     }
     turns = 100_000;
     expect(outcome).toBe('stopped');
+  });
+});
+
+describe('cluster statement timeout', () => {
+  it('is 1 s for the default detector and a third of the self-fence window for slower ones', () => {
+    expect(clusterStatementTimeoutMs(250, 1_500)).toBe(1_000);
+    expect(clusterStatementTimeoutMs(250, 3_000)).toBe(1_000);
+    expect(selfFenceAfterMs(250, 12_000)).toBe(9_000);
+    expect(clusterStatementTimeoutMs(250, 12_000)).toBe(3_000);
+    expect(clusterStatementTimeoutMs(250, 15_000)).toBe(3_750);
+    // Past the 1 s floor, three attempts fit before the node fences itself.
+    for (const deadAfterMs of [4_000, 12_000, 60_000]) {
+      expect(3 * clusterStatementTimeoutMs(250, deadAfterMs)).toBeLessThanOrEqual(selfFenceAfterMs(250, deadAfterMs));
+    }
   });
 });

@@ -57,6 +57,17 @@ export function selfFenceAfterMs(heartbeatIntervalMs: number, deadAfterMs: numbe
   return Math.max(heartbeatIntervalMs, Math.min(deadAfterMs - heartbeatIntervalMs, Math.floor(deadAfterMs * 0.75)));
 }
 
+/**
+ * How long one cluster statement (heartbeat, view read, coordinator round, lease) may take before
+ * the node gives up on it and its connection. At least 1 s, the value tuned for the default 1.5 s
+ * detector; with a slower detector, a third of the self-fence window, so a heartbeat that a busy
+ * box only delays is stored late instead of thrown away (a reconnect then adds to the gap), while
+ * three attempts still fit before the node fences itself.
+ */
+export function clusterStatementTimeoutMs(heartbeatIntervalMs: number, deadAfterMs: number): number {
+  return Math.max(1_000, Math.floor(selfFenceAfterMs(heartbeatIntervalMs, deadAfterMs) / 3));
+}
+
 export class Membership {
   private readonly options: MembershipOptions;
   private readonly now: () => number;
