@@ -117,7 +117,7 @@ const voteNode = createVoteNode({
   snapshots: memory.snapshots,
   storedVotes: memory.storedVotes,
   batchIds: memory.batchIds,
-  config: { flushIntervalMs: 2, batchRowsMax: 4000, commitsInFlightMax: 2, commitDeadlineMs: 2000, retryAfterMs },
+  config: { flushIntervalMs: 4, batchRowsMax: 4000, commitsInFlightMax: 2, commitDeadlineMs: 2000, retryAfterMs },
 });
 const epochs = Array.from({ length: shardCount }, () => 1);
 for (let shard = 0; shard < shardCount; shard++) memory.store.setLeaseEpoch({ electionId, shard }, 1);

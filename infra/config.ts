@@ -96,7 +96,7 @@ export const envSchema = z.object({
   LIVEVOTE_STOP_AWAITS_IDLE_CONNECTIONS: z.enum(['on', 'off']).default('on'),
   LIVEVOTE_REPLICAS: intFromEnv(0, 4).default(1),
   LIVEVOTE_ROUTE_RETRY_MS: intFromEnv(0, 60_000).default(3000),
-  LIVEVOTE_FLUSH_INTERVAL_MS: intFromEnv(1, 1000).default(2),
+  LIVEVOTE_FLUSH_INTERVAL_MS: intFromEnv(1, 1000).default(4),
   LIVEVOTE_BATCH_ROWS_MAX: intFromEnv(1, 100_000).default(4000),
   LIVEVOTE_COMMITS_IN_FLIGHT_MAX: intFromEnv(1, 16).default(2),
   LIVEVOTE_COMMIT_DEADLINE_MS: intFromEnv(10, 60_000).default(2000),

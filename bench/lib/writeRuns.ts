@@ -41,7 +41,7 @@ export interface WriteRunOptions {
 }
 
 export function describeConfig(env: Record<string, string>): string {
-  return Object.keys(env).length === 0 ? 'defaults (flush 2 ms, 2 in flight)' : Object.entries(env).map(([k, v]) => `${k}=${v}`).join(' ');
+  return Object.keys(env).length === 0 ? 'defaults (flush 4 ms, 2 in flight)' : Object.entries(env).map(([k, v]) => `${k}=${v}`).join(' ');
 }
 
 export async function measureWriteRuns(options: WriteRunOptions): Promise<WriteRun[]> {
