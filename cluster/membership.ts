@@ -58,8 +58,8 @@ export function selfFenceAfterMs(heartbeatIntervalMs: number, deadAfterMs: numbe
 }
 
 /**
- * How long one cluster statement (heartbeat, view read, coordinator round, lease) may take before
- * the node gives up on it and its connection. At least 1 s, the value tuned for the default 1.5 s
+ * How long one statement of the cluster store (join, heartbeat, view read, a coordinator round's)
+ * may take before the node gives up on it and its connection (leases have timeouts of their own). At least 1 s, the value tuned for the default 1.5 s
  * detector; with a slower detector, a third of the self-fence window, so a heartbeat that a busy
  * box only delays is stored late instead of thrown away (a reconnect then adds to the gap), while
  * three attempts still fit before the node fences itself.
