@@ -136,7 +136,7 @@ beforeAll(async () => {
   // ~20) every node's heartbeats had gaps of 0.8-1.4 s, and a live survivor declared dead at 1.5 s
   // rejoined and took its shards by another path than the warm promotion proven here. Beside
   // CPU hogs (load average 23-25) gaps reached 5.8-6.0 s (heartbeats timing out at the cluster
-  // statements' 1 s and reconnecting). 12 s (the self-fence after 9 s) is twice that and still
+  // statements' timeout, then a fixed 1 s, and reconnecting). 12 s (the self-fence after 9 s) is twice that and still
   // declares the killed nodes dead well within the waits below. The lease TTL above it, so a live
   // holder's leases outlast any silence short of its death (a dead one's are taken at once
   // whatever the TTL: the failover does not wait for it).
