@@ -236,3 +236,68 @@ describe('ShardHost: leases handed over', () => {
     await other.stop();
   });
 });
+
+describe('ShardHost: a failed round is tried again without waiting for the next view', () => {
+  const view: ClusterView = {
+    version: 1, electionsVersion: 1, coordinatorNodeId: 'n1', readAtMs: 0, operations: [],
+    nodes: [{ nodeId: 'n1', az: 'a', url: 'http://n1', status: 'alive', incarnation: 1, startedAtMs: 0, lastHeartbeatAtMs: 0, draining: false }],
+    shards: [{ electionId, shard: 0, ownerNodeId: 'n1', mapVersion: 1, epoch: 6, leaseNodeId: null, leaseExpiresAtMs: 0, pinned: false, replicaNodeIds: [] }],
+    elections: [{ electionId, shardCount: 1 }],
+  };
+  const voteNode = () => {
+    const hosted = new Set<number>();
+    return {
+      hostShards: vi.fn(async (r: { shards: readonly { shard: number }[] }) => { for (const s of r.shards) hosted.add(s.shard); return []; }),
+      releaseShard: vi.fn(async (_e: string, shard: number) => hosted.delete(shard)),
+      isServing: (_e: string, shard: number) => hosted.has(shard),
+    } as unknown as VoteNode;
+  };
+
+  it('a lease statement that failed (a timeout, say) is retried with backoff on the same view until it succeeds', async () => {
+    const attemptsAtMs: number[] = [];
+    const host = new ShardHost({
+      nodeId: 'n1', voteNode: voteNode(), leaseTtlMs: 60_000, log: silent, reconcileRetryMs: 20, reconcileRetryMaxMs: 80,
+      leases: {
+        acquire: async (_e, shards) => {
+          if (shards.length === 0) return [];
+          attemptsAtMs.push(performance.now());
+          if (attemptsAtMs.length <= 3) throw new Error('Query read timeout');
+          return shards.map((shard) => ({ shard, epoch: 7 }));
+        },
+        renew: async (_e, leases) => leases,
+        release: async () => undefined,
+        handOver: async () => null,
+      },
+      election: () => ({ shardCount: 1, candidateCount: 2, status: 'open' }),
+    });
+    await host.apply(view); // fails; no other view ever arrives
+    expect(host.heldShards()).toEqual([]);
+    await expect.poll(() => host.heldShards(), { timeout: 10_000 }).toEqual([{ electionId, shard: 0, epoch: 7 }]);
+    expect(attemptsAtMs).toHaveLength(4);
+    // Backoff: each wait at least the configured delay, doubling (20, 40, 80 ms): a lower bound only.
+    const waits = attemptsAtMs.slice(1).map((atMs, i) => atMs - attemptsAtMs[i]!);
+    expect(waits[0]).toBeGreaterThanOrEqual(19);
+    expect(waits[1]).toBeGreaterThanOrEqual(39);
+    expect(waits[2]).toBeGreaterThanOrEqual(79);
+    await host.stop();
+  });
+
+  it('no retry after stop', async () => {
+    let attempts = 0;
+    const host = new ShardHost({
+      nodeId: 'n1', voteNode: voteNode(), leaseTtlMs: 60_000, log: silent, reconcileRetryMs: 10,
+      leases: {
+        acquire: async () => { attempts++; throw new Error('Query read timeout'); },
+        renew: async (_e, leases) => leases,
+        release: async () => undefined,
+        handOver: async () => null,
+      },
+      election: () => ({ shardCount: 1, candidateCount: 2, status: 'open' }),
+    });
+    await host.apply(view);
+    await host.stop();
+    const attemptsAtStop = attempts;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(attempts).toBe(attemptsAtStop);
+  });
+});

@@ -64,6 +64,14 @@ export interface ShardHostOptions {
    * then, on a view that may be stale, would only fence the shard's live owner.
    */
   readonly mayTakeShards?: () => boolean;
+  /**
+   * After a reconcile round fails (a lease statement timed out, a recovery read failed), the
+   * latest view is tried again this long after, doubling per failure in a row up to
+   * reconcileRetryMaxMs (defaults 100 ms and 1 s). Without it the next try waited for the next
+   * view read (up to viewRefreshMs, 2 s), which alone breaks a 3 s failover.
+   */
+  readonly reconcileRetryMs?: number;
+  readonly reconcileRetryMaxMs?: number;
   /** A warm replica's state to recover a shard from, once its lease is taken under `epoch` (replication.ts). */
   readonly promotionBase?: (electionId: string, shard: number, epoch: number) => PromotionBase;
   /** How each shard taken was recovered (warm from a replica, or cold), for metrics. */
@@ -80,6 +88,10 @@ export class ShardHost {
   private reconciling: Promise<void> | undefined;
   private again = false;
   private renewTimer: NodeJS.Timeout | undefined;
+  /** The retry of a failed reconcile round, while one is due. */
+  private retryTimer: NodeJS.Timeout | undefined;
+  /** Reconcile rounds failed in a row (the retry's backoff). */
+  private roundsFailed = 0;
   private stopped = false;
   /** Declared dead: nothing is taken until resume() (the node rejoined with a fresh view). */
   private suspended = false;
@@ -125,19 +137,41 @@ export class ShardHost {
       this.again = true;
       return this.reconciling;
     }
+    if (this.retryTimer !== undefined) {
+      clearTimeout(this.retryTimer);
+      this.retryTimer = undefined;
+    }
     this.reconciling = (async () => {
+      let failed = false;
       do {
         this.again = false;
         try {
           await this.reconcile(this.latestView!);
+          failed = false;
         } catch (error) {
-          this.options.log.warn({ err: error }, 'shard reconcile failed; retrying with the next view');
+          failed = true;
+          this.options.log.warn({ err: error, roundsFailed: this.roundsFailed + 1 }, 'shard reconcile failed; retrying shortly with the latest view');
         }
       } while (this.again && !this.stopped && !this.suspended);
+      this.roundsFailed = failed ? this.roundsFailed + 1 : 0;
+      if (failed) this.scheduleRetry();
     })().finally(() => {
       this.reconciling = undefined;
     });
     return this.reconciling;
+  }
+
+  /** Tries the latest view again after a failed round; a view arriving meanwhile supersedes it. */
+  private scheduleRetry(): void {
+    if (this.stopped || this.suspended || this.retryTimer !== undefined) return;
+    const firstMs = this.options.reconcileRetryMs ?? 100;
+    const maxMs = this.options.reconcileRetryMaxMs ?? 1_000;
+    const delayMs = Math.min(maxMs, firstMs * 2 ** Math.min(this.roundsFailed - 1, 20));
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = undefined;
+      if (!this.stopped && !this.suspended && this.latestView !== undefined) void this.apply(this.latestView);
+    }, delayMs);
+    this.retryTimer.unref();
   }
 
   /**
@@ -162,6 +196,7 @@ export class ShardHost {
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.renewTimer !== undefined) clearTimeout(this.renewTimer);
+    if (this.retryTimer !== undefined) clearTimeout(this.retryTimer);
     await this.reconciling?.catch(() => undefined);
     // All at once: each waits only for its own backlog and snapshot, and the new owners wait
     // for these releases (the router holds their votes meanwhile).
