@@ -2,15 +2,18 @@ import pino from 'pino';
 
 export type Logger = pino.Logger;
 
-/** JSON logs to stdout. Secrets never reach a log line: redact the fields that could carry them. */
+/** Secrets never reach a log line: the fields that could carry them are redacted. */
+export const redactedLogFields: pino.LoggerOptions['redact'] = {
+  paths: ['password', '*.password', 'token', '*.token', 'authorization', '*.authorization', 'refreshToken', '*.refreshToken'],
+  censor: '[redacted]',
+};
+
+/** JSON logs to stdout. */
 export function createLogger(level: string, bindings: Record<string, unknown> = {}): Logger {
   return pino({
     level,
     base: { service: 'livevote', ...bindings },
-    redact: {
-      paths: ['password', '*.password', 'token', '*.token', 'authorization', '*.authorization', 'refreshToken', '*.refreshToken'],
-      censor: '[redacted]',
-    },
+    redact: redactedLogFields,
     timestamp: pino.stdTimeFunctions.isoTime,
   });
 }

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { buildApp, type LivevoteApp } from '../../gateway/app.ts';
 import { createTestDatabase, type TestDatabase } from '../../persistence/testDatabase.ts';
 import { loadConfig, type Config } from '../config.ts';
-import { silentLogger } from '../logger.ts';
+import { recordingLogger } from './failureLogs.ts';
 import type { Secrets } from '../secrets.ts';
 
 export const testAdmin = { email: 'admin@test.livevote', password: 'admin password for tests' };
@@ -71,8 +71,10 @@ export async function startAppHarness(env: Record<string, string> = {}): Promise
     LOG_LEVEL: 'silent', ...patientTestEnv, ...functionalTestEnv, LIVEVOTE_SPILL_QUEUE: 'file', LIVEVOTE_SPILL_DIR: spillDir, ...env,
   });
   const secrets = testSecrets();
+  // Warnings are kept and printed only for a test that fails (infra/testing/failureLogs.ts).
+  const logs = recordingLogger(`app ${db.name}`);
   try {
-    const app = await buildApp({ config, secrets, pool: db.pool, log: silentLogger() });
+    const app = await buildApp({ config, secrets, pool: db.pool, log: logs.log });
     const port = await app.listen('127.0.0.1', 0);
     return {
       app, db, port, secrets, config,
@@ -81,9 +83,11 @@ export async function startAppHarness(env: Record<string, string> = {}): Promise
         await app.close({ drainTimeoutMs: 2_000, awaitIdleConnections: false });
         await db.drop();
         rmSync(spillDir, { recursive: true, force: true });
+        logs.forget();
       },
     };
   } catch (error) {
+    logs.forget();
     await db.drop();
     throw error;
   }
