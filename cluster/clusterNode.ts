@@ -13,13 +13,14 @@ import { createHash, createHmac } from 'node:crypto';
 import type { Registry } from 'prom-client';
 import { Counter, Gauge } from 'prom-client';
 import { HotCounter, type HotCounterSeries } from '../infra/hotMetrics.ts';
-import { createVoteNode, type ShardRecovery, type VoteNode, type VoteNodeConfig } from '../actors/voteNode.ts';
+import { createVoteNode, voteNodeConfigDefault, type ShardRecovery, type VoteNode, type VoteNodeConfig } from '../actors/voteNode.ts';
 import type { Journal, SnapshotStore, SpillQueue } from '../actors/ports.ts';
 import { createPgBatchIdSource } from '../persistence/batchIds.ts';
 import { createPgClusterStore } from '../persistence/clusterStore.ts';
 import { createPool, endPool, poolUrl, type Pool } from '../persistence/db.ts';
 import { createPgSnapshotStore } from '../persistence/snapshots.ts';
 import { createPgStoredVoteReader } from '../persistence/storedVotes.ts';
+import { createWorkerJournal } from '../persistence/journalWorker.ts';
 import { createPgJournal } from '../persistence/voteJournal.ts';
 import { createCoordinator } from './coordinator.ts';
 import { createPgShardLeases } from './leases.ts';
@@ -75,6 +76,8 @@ export interface ClusterNodeDeps {
   /** Elections changed somewhere in the cluster: reload them. */
   readonly reloadElections: () => Promise<void>;
   readonly wrapJournal?: (journal: Journal) => Journal;
+  /** `worker`: commits and their checks run on a thread of their own (persistence/journalWorker.ts). Default `main`. */
+  readonly journalThread?: 'worker' | 'main';
   readonly onLeasesLost?: (count: number) => void;
   /** Where batches go when Postgres does not store them in time (voteNodeConfig.spillAfterMs then set). */
   readonly spillQueue?: SpillQueue | null;
@@ -434,7 +437,17 @@ export async function createClusterNode(deps: ClusterNodeDeps): Promise<ClusterN
   // must not delay a heartbeat into the self-fence.
   const clusterPool = createPool(poolUrl(pool), 3, 'livevote-cluster', (error) => log.warn({ err: error }, 'idle cluster connection failed; the pool replaces it'));
   const store = deps.store ?? createPgClusterStore(clusterPool, { statementTimeoutMs: clusterStatementTimeoutMs(settings.heartbeatIntervalMs, settings.deadAfterMs) });
-  const journal = createPgJournal({ pool, nodeId });
+  // The drainer's writes stay on this thread; commits and checks go to the worker when there is one.
+  const pgJournal = createPgJournal({ pool, nodeId });
+  const journalWorker = deps.journalThread === 'worker'
+    ? await createWorkerJournal({
+      url: poolUrl(pool),
+      journal: { nodeId },
+      callsInFlightMax: deps.voteNodeConfig.commitsInFlightMax ?? voteNodeConfigDefault.commitsInFlightMax,
+      log: log.child({ component: 'journal-worker' }),
+    })
+    : undefined;
+  const journal: Journal = journalWorker ?? pgJournal;
   const spillGuard = new SpillGuard({
     nodeId, queueKind: deps.spillQueue ? (deps.spillQueueKind ?? 'sqs') : 'off', fileInCluster: deps.spillFileInCluster ?? 'refuse', deadAfterMs: settings.deadAfterMs,
   });
@@ -448,7 +461,7 @@ export async function createClusterNode(deps: ClusterNodeDeps): Promise<ClusterN
   let roles: ClusterRoles | undefined;
   const voteNode = createVoteNode({
     journal: deps.wrapJournal ? deps.wrapJournal(journal) : journal,
-    spill: deps.spillQueue ? { queue: spillGuard.wrap(deps.spillQueue), store: journal } : undefined,
+    spill: deps.spillQueue ? { queue: spillGuard.wrap(deps.spillQueue), store: pgJournal } : undefined,
     snapshots,
     // Whatever settings.replicas: the shards' replicas are the map's (a copy of each committed
     // batch's rows, streamed when the map names replicas of its shard, only numbered otherwise).
@@ -617,7 +630,11 @@ export async function createClusterNode(deps: ClusterNodeDeps): Promise<ClusterN
     async stop() {
       await composed.stop();
       await links.close();
-      await voteNode.close();
+      try {
+        await voteNode.close();
+      } finally {
+        await journalWorker?.close();
+      }
       await endPool(clusterPool);
     },
   };

@@ -128,6 +128,7 @@ export async function buildApp(deps: AppDeps): Promise<LivevoteApp> {
     electionIds: () => elections.registry.all().map((e) => e.electionId),
     reloadElections: () => elections.reload(),
     wrapJournal: (journal) => votePathMetrics.timed(journal),
+    journalThread: config.journalThread,
     onLeasesLost: (count) => votePathMetrics.leasesLostTotal.inc(count),
     spillQueue,
     spillQueueKind: config.spill.kind,

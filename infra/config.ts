@@ -100,6 +100,7 @@ export const envSchema = z.object({
   LIVEVOTE_BATCH_ROWS_MAX: intFromEnv(1, 100_000).default(4000),
   LIVEVOTE_COMMITS_IN_FLIGHT_MAX: intFromEnv(1, 16).default(2),
   LIVEVOTE_COMMIT_DEADLINE_MS: intFromEnv(10, 60_000).default(2000),
+  LIVEVOTE_JOURNAL_THREAD: z.enum(['worker', 'main']).default('main'),
   LIVEVOTE_SPILL_QUEUE: z.enum(['file', 'sqs', 'off']).default('file'),
   LIVEVOTE_SPILL_AFTER_MS: intFromEnv(1, 60_000).optional(),
   LIVEVOTE_SPILL_DIR: z.string().min(1).optional(),
@@ -162,6 +163,8 @@ export interface Config {
   readonly batchRowsMax: number;
   readonly commitsInFlightMax: number;
   readonly commitDeadlineMs: number;
+  /** Where the group commit's Postgres client work runs (persistence/journalWorker.ts). */
+  readonly journalThread: 'worker' | 'main';
   /** Where batches go when Postgres does not store them in time (persistence/spillQueues.ts). */
   readonly spill: SpillConfig;
   readonly pendingVotesMax: number;
@@ -327,6 +330,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     batchRowsMax: e.LIVEVOTE_BATCH_ROWS_MAX,
     commitsInFlightMax: e.LIVEVOTE_COMMITS_IN_FLIGHT_MAX,
     commitDeadlineMs: e.LIVEVOTE_COMMIT_DEADLINE_MS,
+    journalThread: e.LIVEVOTE_JOURNAL_THREAD,
     spill: {
       kind: e.LIVEVOTE_SPILL_QUEUE,
       afterMs: spillAfterMs,
