@@ -447,6 +447,7 @@ export async function createClusterNode(deps: ClusterNodeDeps): Promise<ClusterN
       log: log.child({ component: 'journal-worker' }),
     })
     : undefined;
+  if (journalWorker !== undefined) log.info({ callsInFlightMax: deps.voteNodeConfig.commitsInFlightMax ?? voteNodeConfigDefault.commitsInFlightMax }, 'journal commits run on a worker thread');
   const journal: Journal = journalWorker ?? pgJournal;
   const spillGuard = new SpillGuard({
     nodeId, queueKind: deps.spillQueue ? (deps.spillQueueKind ?? 'sqs') : 'off', fileInCluster: deps.spillFileInCluster ?? 'refuse', deadAfterMs: settings.deadAfterMs,

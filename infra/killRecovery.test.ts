@@ -34,8 +34,11 @@ interface Sent {
 }
 
 describe('kill -9 mid-stream', () => {
-  it('loses no acknowledged vote and counts nothing twice', async () => {
+  // Both places the journal's commits can run (LIVEVOTE_JOURNAL_THREAD): on the event loop, or
+  // on a worker thread that the SIGKILL takes down with the process.
+  it.each(['main', 'worker'] as const)('loses no acknowledged vote and counts nothing twice (commits on the %s thread)', async (journalThread) => {
     const env = {
+      LIVEVOTE_JOURNAL_THREAD: journalThread,
       DATABASE_URL: db.url, LIVEVOTE_DATA_DIR: dataDir, LIVEVOTE_JWT_SECRET: jwtSecret,
       LIVEVOTE_ADMIN_EMAIL: admin.email, LIVEVOTE_ADMIN_PASSWORD: admin.password,
       // The restart is the same node: it takes its shards back at once instead of waiting for the
@@ -47,6 +50,7 @@ describe('kill -9 mid-stream', () => {
       ...functionalTestEnv,
     };
     const first = await startLivevoteProcess(env);
+    expect(first.output().includes('journal commits run on a worker thread')).toBe(journalThread === 'worker');
     const adminToken = (await call(first.baseUrl, 'POST', '/api/v1/auth/login', { body: admin })).body.accessToken;
     const created = await call(first.baseUrl, 'POST', '/api/v1/admin/elections', {
       token: adminToken, body: { title: 'Kill', candidates: [{ name: 'A' }, { name: 'B' }, { name: 'C' }], shardCount: 4 },
