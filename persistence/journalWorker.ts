@@ -168,6 +168,7 @@ export class WorkerJournal implements Journal {
   private lastStartedAtMs = 0;
   private restartTimer: NodeJS.Timeout | undefined;
   private closing = false;
+  private closed: Promise<void> | undefined;
   /** Workers started so far, the first included. */
   private started = 0;
 
@@ -278,7 +279,12 @@ export class WorkerJournal implements Journal {
    * Refuses new calls, lets the calls in flight finish (each is bounded), then ends the worker's
    * pool and the worker. Idempotent.
    */
-  async close(): Promise<void> {
+  close(): Promise<void> {
+    this.closed ??= this.closeOnce();
+    return this.closed;
+  }
+
+  private async closeOnce(): Promise<void> {
     this.closing = true;
     clearTimeout(this.restartTimer);
     await Promise.all([...this.pending.values()].map((call) => call.settled));
