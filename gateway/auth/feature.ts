@@ -7,7 +7,7 @@ import type { Secrets } from '../../infra/secrets.ts';
 import type { Pool } from '../../persistence/db.ts';
 import type { RevokedSessionRecord } from '../../persistence/users.ts';
 import { Accounts } from './accounts.ts';
-import { createAccessTokenVerifier } from './jwt.ts';
+import { createAuthorizationVerifier, type AuthorizationVerification } from './authorization.ts';
 import { SessionRevocations, type RevocationOptions } from './revocations.ts';
 import { authRoutes, type AccountEventHook, type VerifiedPrincipal } from './routes.ts';
 import type { ScryptParams } from './passwords.ts';
@@ -17,6 +17,12 @@ export interface AuthFeature {
   readonly routes: readonly RouteDefinition<unknown, unknown>[];
   /** Verifies 'Bearer <jwt>' (throws ApiError unauthenticated/invalid_token/token_expired/unsupported_token_algorithm/session_revoked); hot path: no I/O. */
   authenticate(authorizationHeader: string): Principal;
+  /**
+   * `authenticate`'s second half, for a header verified elsewhere (the request checks worker,
+   * gateway/requestChecks.ts): the refusal as its ApiError, or the principal unless its session is
+   * revoked (the revoked sessions live on this thread).
+   */
+  admit(verification: AuthorizationVerification): Principal;
   /** Sessions revoked elsewhere in this process (an erasure): refused at once on this node. */
   addRevokedSessions(sessions: readonly RevokedSessionRecord[]): void;
   /** Bootstraps the configured admin, loads revoked sessions, starts the revocation poller. */
@@ -38,33 +44,29 @@ export interface AuthFeatureDeps {
   onAccountEvent?: AccountEventHook;
 }
 
-const bearerPrefix = 'bearer ';
-
 export function createAuthFeature(deps: AuthFeatureDeps): AuthFeature {
   const nowMs = deps.nowMs ?? Date.now;
   const log = deps.log.child({ component: 'auth' });
   const revocations = new SessionRevocations(deps.pool, log, nowMs, deps.revocationOptions);
   const accounts = new Accounts({ pool: deps.pool, secrets: deps.secrets, log, nowMs, revocations, scryptParams: deps.scryptParams });
-  const verify = createAccessTokenVerifier(deps.secrets.jwtSecret, () => Math.floor(nowMs() / 1000));
+  const verify = createAuthorizationVerifier(deps.secrets.jwtSecret, () => Math.floor(nowMs() / 1000));
   let started = false;
+
+  const admit = (verification: AuthorizationVerification): VerifiedPrincipal => {
+    if (!verification.ok) throw new ApiError(verification.refusal);
+    const claims = verification.claims;
+    if (revocations.isRevoked(claims.sid)) throw new ApiError('session_revoked');
+    return { userId: claims.sub, voterNumber: claims.vn, role: claims.role, sessionId: claims.sid, expiresAtS: claims.exp };
+  };
 
   return {
     routes: authRoutes({ accounts, guard: deps.guard, onAccountEvent: deps.onAccountEvent }),
 
     authenticate(authorizationHeader: string): VerifiedPrincipal {
-      // RFC 7235: the scheme is case-insensitive ('Bearer ' first: it is what clients send).
-      if (
-        authorizationHeader.length <= bearerPrefix.length ||
-        (!authorizationHeader.startsWith('Bearer ') && authorizationHeader.slice(0, bearerPrefix.length).toLowerCase() !== bearerPrefix)
-      ) {
-        throw new ApiError('unauthenticated');
-      }
-      const verification = verify(authorizationHeader.slice(bearerPrefix.length).trim());
-      if (!verification.ok) throw new ApiError(verification.refusal);
-      const claims = verification.claims;
-      if (revocations.isRevoked(claims.sid)) throw new ApiError('session_revoked');
-      return { userId: claims.sub, voterNumber: claims.vn, role: claims.role, sessionId: claims.sid, expiresAtS: claims.exp };
+      return admit(verify(authorizationHeader));
     },
+
+    admit,
 
     addRevokedSessions(sessions) {
       for (const session of sessions) revocations.add(session);
