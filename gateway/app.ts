@@ -4,6 +4,7 @@
 import { readFileSync } from 'node:fs';
 import { uws, type TemplatedApp, type us_listen_socket } from './uws.ts';
 import { HttpRouter, reportHandlerError, type RouteDefinition } from './http.ts';
+import { RequestChecks } from './requestChecks.ts';
 import { buildOpenApiDocument, type ExtraPathDoc } from './openapi.ts';
 import { operationsRoutes } from './operations.ts';
 import { createAuthFeature } from './auth/feature.ts';
@@ -150,10 +151,15 @@ export async function buildApp(deps: AppDeps): Promise<LivevoteApp> {
   cluster.mount(app);
   const features: Feature[] = [abuse, auth, privacy, elections, votePath];
 
+  // The vote route's token and body checks, on a worker thread (LIVEVOTE_VOTE_CHECKS_THREAD).
+  const requestChecks = config.voteChecksThread === 'worker'
+    ? new RequestChecks({ jwtSecret: deps.secrets.jwtSecret, log: deps.log, metricsRegistry: metrics.registry })
+    : undefined;
   const router = new HttpRouter(app, {
     log: deps.log,
     metrics,
     authenticate: (header) => auth.authenticate(header),
+    checksOffThread: requestChecks && { checks: requestChecks, admit: (verification) => auth.admit(verification) },
     clientAddress: abuse.controls.clientAddress,
     isAccepting: () => accepting,
     closingConnections: () => handingOff,
@@ -257,6 +263,7 @@ export async function buildApp(deps: AppDeps): Promise<LivevoteApp> {
       else if (!drained) deps.log.warn({ drainTimeoutMs }, 'a keep-alive connection may still be open after the drain timeout; a request on it is answered 503 not_ready');
       for (const feature of [...features].reverse()) await feature.stop();
       await spillQueue?.close();
+      await requestChecks?.close();
     },
   };
 }

@@ -13,6 +13,8 @@ import { randomUUID } from 'node:crypto';
 import type { z } from 'zod';
 import type { HttpRequest, HttpResponse, TemplatedApp } from './uws.ts';
 import { ApiError, errorBody, type ErrorCode } from './errors.ts';
+import { offThreadBodyChecks, type CheckedRequest, type OffThreadBodyCheck, type RequestChecks } from './requestChecks.ts';
+import type { AuthorizationVerification } from './auth/authorization.ts';
 import type { Logger } from '../infra/logger.ts';
 import type { Metrics } from '../infra/metrics.ts';
 
@@ -102,6 +104,13 @@ export interface RouteDefinition<Body = unknown, Query = unknown> {
    * schema's result: gateway/votes/routes.test.ts checks the vote body's against zod.
    */
   readonly bodyFastPath?: (json: unknown) => Body | undefined;
+  /**
+   * The token's verification and the body's JSON.parse and fast path run off the main thread, in
+   * the request checks worker (gateway/requestChecks.ts), when the router has one: names the
+   * worker's body check, which must be this route's `bodyFastPath`. Such a route authenticates
+   * once its body is in (no query schema, not public).
+   */
+  readonly checksOffThread?: OffThreadBodyCheck;
   readonly query?: z.ZodType<Query>;
   /** Lower-case names of further request headers the handler reads (cookie, …); only routes that ask pay for them. */
   readonly readHeaders?: readonly string[];
@@ -130,6 +139,15 @@ export interface HttpDeps {
   readonly log: Logger;
   readonly metrics: Metrics;
   readonly authenticate: (authorizationHeader: string) => Principal;
+  /**
+   * For routes with `checksOffThread`: the worker that checks their tokens and bodies, and
+   * `authenticate`'s second half for a header verified there (revoked sessions live on this
+   * thread). Without it those routes check on this thread, as every other route does.
+   */
+  readonly checksOffThread?: {
+    readonly checks: Pick<RequestChecks, 'check'>;
+    admit(verification: AuthorizationVerification): Principal;
+  };
   /**
    * The client's address: the socket's, or from X-Forwarded-For when the connection comes from a
    * trusted proxy (gateway/abuse/clientAddress.ts). The header is read only when honoured.
@@ -286,6 +304,12 @@ export class HttpRouter {
   }
 
   register(route: RouteDefinition<unknown, unknown>): void {
+    if (
+      route.checksOffThread !== undefined &&
+      (offThreadBodyChecks[route.checksOffThread] !== route.bodyFastPath || !route.body || route.query || route.auth === 'public')
+    ) {
+      throw new Error(`${route.method} ${route.path}: checksOffThread needs a body whose bodyFastPath is the worker's check, no query schema, and authentication`);
+    }
     const paramNames = [...route.path.matchAll(/\{(\w+)\}/g)].map((m) => m[1] as string);
     const uwsPath = route.path.replace(/\{(\w+)\}/g, ':$1');
     const handler = (res: HttpResponse, req: HttpRequest) => this.serve(route, paramNames, res, req, false);
@@ -416,13 +440,16 @@ export class HttpRouter {
       return;
     }
 
+    const bodyBytesMax = route.bodyBytesMax ?? defaultBodyBytesMax;
+    // A route whose checks run off this thread authenticates once its body is in, the token checked
+    // with the body; unless the request is refused before its body is read (415, 413 by its
+    // Content-Length): that comes after authentication, on every route, so it is authenticated here.
+    const authenticateWithBody = route.checksOffThread !== undefined && this.deps.checksOffThread !== undefined &&
+      !isUnsupportedMediaType(contentType) && !exceedsBodyBytesMax(contentLength, bodyBytesMax);
     let principal: Principal | undefined;
     let query: unknown;
     try {
-      if (route.auth !== 'public') {
-        principal = this.deps.authenticate(authorization);
-        if (Array.isArray(route.auth) && !route.auth.includes(principal.role)) throw new ApiError('forbidden');
-      }
+      if (route.auth !== 'public' && !authenticateWithBody) principal = this.authenticate(route, authorization);
       query = route.query ? parseWith(route.query, Object.fromEntries(new URLSearchParams(rawQuery)), 'query') : noQuery;
     } catch (error) {
       this.sendError(res, state, error, route.path, method, started, requestId);
@@ -436,16 +463,14 @@ export class HttpRouter {
       return;
     }
 
-    const bodyBytesMax = route.bodyBytesMax ?? defaultBodyBytesMax;
-    if (contentType !== '' && !contentType.toLowerCase().startsWith('application/json')) {
+    if (isUnsupportedMediaType(contentType)) {
       this.sendError(res, state, new ApiError('unsupported_media_type'), route.path, method, started, requestId);
       return;
     }
-    if (contentLength !== '' && Number(contentLength) > bodyBytesMax) {
+    if (exceedsBodyBytesMax(contentLength, bodyBytesMax)) {
       this.sendError(res, state, new ApiError('payload_too_large', `The body may be at most ${bodyBytesMax} bytes.`), route.path, method, started, requestId);
       return;
     }
-    const bodySchema = route.body;
     // Only a body that comes in several chunks needs them kept (a vote comes in one).
     let chunks: Buffer[] | undefined;
     let received = 0;
@@ -453,7 +478,9 @@ export class HttpRouter {
       if (state.done) return;
       received += chunk.byteLength;
       if (received > bodyBytesMax) {
-        this.sendError(res, state, new ApiError('payload_too_large', `The body may be at most ${bodyBytesMax} bytes.`), route.path, method, started, requestId);
+        const tooLarge = new ApiError('payload_too_large', `The body may be at most ${bodyBytesMax} bytes.`);
+        // Refused before its body is read, so after its authentication (see authenticateWithBody).
+        this.sendError(res, state, authenticateWithBody ? (this.authenticationError(route, authorization) ?? tooLarge) : tooLarge, route.path, method, started, requestId);
         return;
       }
       // Not the last chunk: copy, uWS reuses the memory. The last one is consumed synchronously.
@@ -463,21 +490,72 @@ export class HttpRouter {
       }
       const last = Buffer.from(chunk);
       const whole = chunks === undefined ? last : Buffer.concat([...chunks, last]);
+      if (authenticateWithBody) {
+        // Kept past this callback, so copied (`last` is a view of uWS's memory). ctx.checked
+        // follows, now or once the worker has answered (continueChecked).
+        ctx.bodyBytes = chunks === undefined ? Buffer.from(last) : whole;
+        this.deps.checksOffThread!.checks.check(authorization, ctx.bodyBytes, route.checksOffThread!, ctx);
+        return;
+      }
       try {
-        const json = whole.length === 0 && route.emptyBodyAs !== undefined ? route.emptyBodyAs : parseJson(whole);
-        const fast = route.bodyFastPath === undefined ? undefined : route.bodyFastPath(json);
-        ctx.body = fast !== undefined ? fast : parseWith(bodySchema, json, 'body');
+        ctx.body = parseBody(route, whole);
       } catch (error) {
         this.sendError(res, state, error, route.path, method, started, requestId);
         return;
       }
-      // Guarded: uWS calls this callback, so an exception here would end the process.
-      try {
-        this.runHandler(route, ctx);
-      } catch (error) {
-        this.unhandled(res, state, error, route.path, method, started, requestId);
-      }
+      this.runChecked(ctx);
     });
+  }
+
+  /** `deps.authenticate` and the route's roles; throws the ApiError to answer. */
+  private authenticate(route: RouteDefinition<unknown, unknown>, authorization: string): Principal {
+    return permitted(route, this.deps.authenticate(authorization));
+  }
+
+  /** What authenticating would refuse the request with, or undefined. */
+  private authenticationError(route: RouteDefinition<unknown, unknown>, authorization: string): unknown {
+    try {
+      this.authenticate(route, authorization);
+      return undefined;
+    } catch (error) {
+      return error;
+    }
+  }
+
+  /**
+   * A request of a `checksOffThread` route, its token and body checked (in the worker, or here):
+   * what the synchronous path does with them, in its order (authentication, roles, body).
+   */
+  continueChecked(ctx: Exchange, checked: CheckedRequest): void {
+    const bytes = ctx.bodyBytes!;
+    ctx.bodyBytes = undefined;
+    // Aborted while the worker had it: nothing is written to it, and its handler does not run.
+    if (ctx.state.done) return;
+    const route = ctx.route;
+    try {
+      ctx.principal = permitted(route, this.deps.checksOffThread!.admit(checked.authorization));
+      ctx.body = checked.body !== undefined ? checked.body : parseBody(route, bytes);
+    } catch (error) {
+      this.sendError(ctx.res, ctx.state, error, route.path, ctx.metricMethod, ctx.started, ctx.requestId);
+      return;
+    }
+    this.runChecked(ctx);
+  }
+
+  /** The request's checks threw (a bug): answered 500, logged and counted, like any exception. */
+  checkFailed(ctx: Exchange, error: unknown): void {
+    ctx.bodyBytes = undefined;
+    this.unhandled(ctx.res, ctx.state, error, ctx.route.path, ctx.metricMethod, ctx.started, ctx.requestId);
+  }
+
+  /** Runs the handler of a request past its checks. */
+  private runChecked(ctx: Exchange): void {
+    // Guarded: uWS (or the worker's answer) calls this, so an exception here would end the process.
+    try {
+      this.runHandler(ctx.route, ctx);
+    } catch (error) {
+      this.unhandled(ctx.res, ctx.state, error, ctx.route.path, ctx.metricMethod, ctx.started, ctx.requestId);
+    }
   }
 
   private runHandler(route: RouteDefinition<unknown, unknown>, ctx: Exchange): void {
@@ -730,6 +808,8 @@ class Exchange implements RequestContext<unknown, unknown> {
   settled = false;
   /** The answer waiting in queueReply for the end of the turn. */
   reply: Reply | undefined = undefined;
+  /** A `checksOffThread` route's body while its checks run; its principal is set once they are done. */
+  bodyBytes: Buffer | undefined = undefined;
 
   constructor(
     private readonly router: HttpRouter,
@@ -742,7 +822,7 @@ class Exchange implements RequestContext<unknown, unknown> {
     readonly path: string,
     readonly params: Readonly<Record<string, string>>,
     readonly query: unknown,
-    readonly principal: Principal | undefined,
+    public principal: Principal | undefined,
     readonly requestId: string,
     readonly clientIp: string,
     readonly networkKey: string,
@@ -760,6 +840,15 @@ class Exchange implements RequestContext<unknown, unknown> {
     this.settled = true;
     this.reply = reply;
     this.router.queueReply(this);
+  }
+
+  /** CheckedRequestWaiter (gateway/requestChecks.ts): this request's token and body are checked. */
+  checked(result: CheckedRequest): void {
+    this.router.continueChecked(this, result);
+  }
+
+  checkFailed(error: unknown): void {
+    this.router.checkFailed(this, error);
   }
 
   fail(error: unknown): void {
@@ -786,6 +875,27 @@ function readHeaders(req: HttpRequest, names: readonly string[]): Record<string,
   const headers: Record<string, string> = {};
   for (const name of names) headers[name] = req.getHeader(name);
   return headers;
+}
+
+/** The principal, if the route lets its role in; else throws 403 forbidden. */
+function permitted(route: RouteDefinition<unknown, unknown>, principal: Principal): Principal {
+  if (Array.isArray(route.auth) && !route.auth.includes(principal.role)) throw new ApiError('forbidden');
+  return principal;
+}
+
+function isUnsupportedMediaType(contentType: string): boolean {
+  return contentType !== '' && !contentType.toLowerCase().startsWith('application/json');
+}
+
+function exceedsBodyBytesMax(contentLength: string, bodyBytesMax: number): boolean {
+  return contentLength !== '' && Number(contentLength) > bodyBytesMax;
+}
+
+/** The body as the route takes it: JSON, then its fast path, else its schema (whose issues are the error). */
+function parseBody(route: RouteDefinition<unknown, unknown>, whole: Buffer): unknown {
+  const json = whole.length === 0 && route.emptyBodyAs !== undefined ? route.emptyBodyAs : parseJson(whole);
+  const fast = route.bodyFastPath === undefined ? undefined : route.bodyFastPath(json);
+  return fast !== undefined ? fast : parseWith(route.body!, json, 'body');
 }
 
 function parseJson(bytes: Buffer): unknown {

@@ -1,9 +1,10 @@
 // `npm run build`: livevote as plain JavaScript for production, `node dist/infra/main.js` (and
 // `node dist/infra/cli.js`), so nothing compiles TypeScript at start-up and no npm sits between
 // the process manager and node. tsc compiles what infra/main.ts and infra/cli.ts import, and the
-// journal worker thread's entry, which nothing imports (tsconfig.build.json), rewriting the `.ts`
-// in relative imports to `.js`; the files the code reads next to itself at run time (the browser
-// pages' files, the SQL migrations) are copied beside it.
+// worker threads' entries, which nothing imports (persistence/journalWorkerThread.ts,
+// gateway/requestChecks.worker.ts; tsconfig.build.json), rewriting the `.ts` in relative imports
+// to `.js`; the files the code reads next to itself at run time (the browser pages' files, the
+// SQL migrations) are copied beside it.
 //
 //   node infra/build.mjs [--out-dir <dir>]   (default dist/; a dir inside the repository, so
 //                                             node_modules is found from it)

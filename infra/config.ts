@@ -110,6 +110,7 @@ export const envSchema = z.object({
   LIVEVOTE_PENDING_VOTES_MAX: intFromEnv(1, 1_000_000).default(20_000),
   LIVEVOTE_SNAPSHOT_INTERVAL_MS: intFromEnv(100, 3_600_000).default(10_000),
   LIVEVOTE_DB_POOL_MAX: intFromEnv(2, 200).default(10),
+  LIVEVOTE_VOTE_CHECKS_THREAD: z.enum(['worker', 'main']).default('main'),
   LIVEVOTE_CAPTCHA_REGISTER_POLICY: z.enum(['off', 'always', 'on_risk']).default('off'),
   // Abuse controls (gateway/abuse). Defaults and their reasons live next to the code that uses them.
   REDIS_URL: z.string().regex(/^rediss?:\/\//, 'must be a redis:// or rediss:// URL').optional(),
@@ -170,6 +171,8 @@ export interface Config {
   readonly pendingVotesMax: number;
   readonly snapshotIntervalMs: number;
   readonly dbPoolMax: number;
+  /** Where a vote's token and body are checked: a worker thread (gateway/requestChecks.ts) or the main thread. */
+  readonly voteChecksThread: 'worker' | 'main';
   /** The stop serves until keep-alive connections left open by earlier answers are closed (gateway/app.ts). */
   readonly stopAwaitsIdleConnections: boolean;
   readonly cluster: {
@@ -345,6 +348,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     pendingVotesMax: e.LIVEVOTE_PENDING_VOTES_MAX,
     snapshotIntervalMs: e.LIVEVOTE_SNAPSHOT_INTERVAL_MS,
     dbPoolMax: e.LIVEVOTE_DB_POOL_MAX,
+    voteChecksThread: e.LIVEVOTE_VOTE_CHECKS_THREAD,
     stopAwaitsIdleConnections: e.LIVEVOTE_STOP_AWAITS_IDLE_CONNECTIONS === 'on',
     cluster: {
       advertiseUrl: e.LIVEVOTE_ADVERTISE_URL,

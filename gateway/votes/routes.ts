@@ -223,6 +223,7 @@ export function voteRoutes(deps: {
       summary: 'Cast a vote. Answered only once the vote is durable. A retry of the same vote gets the same voteId.',
       body: voteBody,
       bodyFastPath: checkVoteBody,
+      checksOffThread: 'vote',
       bodyBytesMax: voteBodyBytesMax,
       errors: [
         'user_mismatch', 'election_not_found', 'election_not_open', 'candidate_not_found', 'already_voted',
