@@ -1,6 +1,8 @@
 // One livevote write run, for working on the hot path: the write step of `npm run bench`
 // (every request a new voter) at BENCH_CONNECTIONS (default 400) for BENCH_WRITE_S (default 8),
-// printing votes/s, latency and CPU per vote of livevote, Postgres and wrk. Writes no files.
+// printing votes/s, latency and CPU per vote of livevote, Postgres and wrk, and of livevote's main
+// thread alone (`livevoteMainThread`, part of `livevote`: the event loop, without V8's compiler
+// and GC threads or a worker). Writes no files.
 // LIVEVOTE_* variables pass through to livevote; BENCH_PROFILE_DIR=dir writes a CPU profile of
 // the livevote process there; BENCH_NODE_ARGS adds node flags (e.g. "--max-semi-space-size=64");
 // BENCH_ABUSE_ON=1 runs with the vote rate limits and fraud rules at their defaults, each voter

@@ -149,6 +149,19 @@ export interface CpuGroups {
 export interface CpuSample {
   readonly atMs: number;
   readonly cpuS: Record<string, number>;
+  /** Names in cpuS that are a thread of a group's process: already counted in that group. */
+  readonly threads: readonly string[];
+}
+
+/** A process's main thread (its thread id is the pid): the event loop of a Node process. */
+export function mainThreadCpuS(pid: number): number {
+  try {
+    const text = readFileSync(`/proc/${pid}/task/${pid}/stat`, 'utf8');
+    const fields = text.slice(text.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / clockTicksPerS;
+  } catch {
+    return 0;
+  }
 }
 
 /** Busy CPU seconds of the whole machine (all cores) since boot, from /proc/stat. */
@@ -159,8 +172,11 @@ function machineBusyS(): number {
   return (user + nice + system + irq + softirq + steal) / clockTicksPerS;
 }
 
-/** Samples each group's CPU seconds, plus `machine` (every process on the box, ours included). */
-export function sampleCpu(groups: CpuGroups): CpuSample {
+/**
+ * Samples each group's CPU seconds, plus `machine` (every process on the box, ours included), and
+ * each of `threads` (a thread's CPU seconds, e.g. a process's main thread: part of its group).
+ */
+export function sampleCpu(groups: CpuGroups, threads: Readonly<Record<string, () => number>> = {}): CpuSample {
   const stats = new Map(allStats().map((s) => [s.pid, s]));
   const cpuS: Record<string, number> = { machine: machineBusyS() };
   for (const [name, pids] of Object.entries(groups)) {
@@ -168,7 +184,8 @@ export function sampleCpu(groups: CpuGroups): CpuSample {
     for (const pid of pids()) total += stats.get(pid)?.cpuS ?? 0;
     cpuS[name] = total;
   }
-  return { atMs: performance.now(), cpuS };
+  for (const [name, read] of Object.entries(threads)) cpuS[name] = read();
+  return { atMs: performance.now(), cpuS, threads: Object.keys(threads) };
 }
 
 /**
@@ -182,7 +199,7 @@ export function cpuPercent(before: CpuSample, after: CpuSample): Record<string, 
   for (const name of Object.keys(after.cpuS)) {
     const used = (after.cpuS[name] ?? 0) - (before.cpuS[name] ?? 0);
     out[name] = Math.round((100 * used) / wallS);
-    if (name !== 'machine') ours += used;
+    if (name !== 'machine' && !after.threads.includes(name)) ours += used;
   }
   out.other = Math.max(0, Math.round((100 * ((after.cpuS.machine ?? 0) - (before.cpuS.machine ?? 0) - ours)) / wallS));
   return out;
