@@ -11,11 +11,12 @@
 // requests wait for it, and for a batch the worker did not answer (it died, or took longer than
 // answerTimeoutMs and was ended). A worker that stops is restarted, at most once a
 // restartDelayMinMs, the delay doubling while new ones stop before they are ready.
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
 import { Counter, type Registry } from 'prom-client';
 import { createAuthorizationVerifier, type AuthorizationVerification, type AuthorizationVerifier } from './auth/authorization.ts';
 import { checkVoteBody } from './votes/voteBody.ts';
 import type { Logger } from '../infra/logger.ts';
+import { moduleBeside, startModuleWorker } from '../infra/workerThreads.ts';
 
 /**
  * The body checks a worker can run, by name: a route's `checksOffThread` names one, and it must be
@@ -106,19 +107,7 @@ interface SentBatch {
 }
 
 /** Beside this module: the .ts source under tsx and vitest, the compiled .js in dist/. */
-const runsFromSource = import.meta.url.endsWith('.ts');
-const defaultWorkerUrl = new URL(`./requestChecks.worker.${runsFromSource ? 'ts' : 'js'}`, import.meta.url);
-
-/**
- * A worker thread for a .ts entry: its module loader does not take tsx's hooks from the parent
- * (Node 20), so it loads the entry through tsx's API. A compiled entry is started as it is.
- */
-function startWorker(url: URL, workerData: unknown): Worker {
-  if (!url.pathname.endsWith('.ts')) return new Worker(url, { workerData, name: 'livevote-request-checks' });
-  const tsxApi = import.meta.resolve('tsx/esm/api');
-  const bootstrap = `import(${JSON.stringify(tsxApi)}).then((tsx) => tsx.tsImport(${JSON.stringify(url.href)}, ${JSON.stringify(import.meta.url)}))`;
-  return new Worker(bootstrap, { eval: true, workerData, name: 'livevote-request-checks' });
-}
+const defaultWorkerUrl = moduleBeside(import.meta.url, 'requestChecks.worker');
 
 export class RequestChecks {
   private readonly jwtSecret: string;
@@ -260,7 +249,7 @@ export class RequestChecks {
     if (this.closed) return;
     let worker: Worker;
     try {
-      worker = startWorker(this.workerUrl, { jwtSecret: this.jwtSecret });
+      worker = startModuleWorker(this.workerUrl, { workerData: { jwtSecret: this.jwtSecret }, name: 'livevote-request-checks' });
     } catch (error) {
       this.log.error({ err: error }, 'could not start the request checks worker; requests are checked on the main thread');
       this.scheduleRestart();

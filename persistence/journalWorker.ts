@@ -17,7 +17,8 @@
 // (transferred, not copied), the vote ids joined into one string, the distinct election ids. On
 // this machine that costs the main thread ~3.8 µs for a 40-row batch, against ~17.8 µs to post
 // the array of row objects (structured clone walks every object and property).
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
+import { moduleBeside, startModuleWorker } from '../infra/workerThreads.ts';
 import type { Journal, JournalBatch, JournalCommitResult, JournalRow } from '../actors/ports.ts';
 import { journalCheckTimeoutMsDefault, journalStatementTimeoutMsDefault, type PgJournalOptions } from './voteJournal.ts';
 
@@ -158,7 +159,7 @@ type PendingCall =
 export class WorkerJournal implements Journal {
   private readonly options: WorkerJournalOptions;
   /** The worker's code: its file from the build, a loader of the .ts file from the sources. */
-  private readonly entry: URL | string;
+  private readonly entry: URL;
   private readonly commitAnswerMs: number;
   private readonly checkAnswerMs: number;
   private readonly restartIntervalMs: number;
@@ -177,16 +178,8 @@ export class WorkerJournal implements Journal {
       throw new Error(`callsInFlightMax must be a positive integer, got ${options.callsInFlightMax}`);
     }
     this.options = options;
-    // From the build (dist/) the worker is the compiled .js beside this one. From the sources (tsx,
-    // vitest) it is a .ts file, and on Node 20 a worker does not get the loader hooks `--import tsx`
-    // registers (not even when its execArgv has the flag): it registers tsx itself, then loads it.
-    if (import.meta.url.endsWith('.ts')) {
-      const tsxApi = import.meta.resolve('tsx/esm/api');
-      const source = new URL('./journalWorkerThread.ts', import.meta.url).href;
-      this.entry = `import(${JSON.stringify(tsxApi)}).then(({ register }) => { register(); return import(${JSON.stringify(source)}); })`;
-    } else {
-      this.entry = new URL('./journalWorkerThread.js', import.meta.url);
-    }
+    // The compiled .js beside this one, or the .ts source under tsx and vitest (infra/workerThreads.ts).
+    this.entry = moduleBeside(import.meta.url, 'journalWorkerThread');
     const grace = options.answerGraceMs ?? journalWorkerAnswerGraceMsDefault;
     const statementTimeoutMs = options.journal.statementTimeoutMs ?? journalStatementTimeoutMsDefault;
     // PgJournal's own client-side bounds (its defaults, mirrored), plus the grace.
@@ -324,7 +317,7 @@ export class WorkerJournal implements Journal {
       applicationName: this.options.applicationName ?? 'livevote-journal',
       journal: this.options.journal,
     };
-    const worker = new Worker(this.entry, { workerData: data, eval: typeof this.entry === 'string', name: 'livevote-journal' });
+    const worker = startModuleWorker(this.entry, { workerData: data, name: 'livevote-journal' });
     // The node's stop ends it (close()); it must never be what keeps a process alive.
     worker.unref();
     this.worker = worker;
