@@ -439,15 +439,11 @@ export async function createClusterNode(deps: ClusterNodeDeps): Promise<ClusterN
   const store = deps.store ?? createPgClusterStore(clusterPool, { statementTimeoutMs: clusterStatementTimeoutMs(settings.heartbeatIntervalMs, settings.deadAfterMs) });
   // The drainer's writes stay on this thread; commits and checks go to the worker when there is one.
   const pgJournal = createPgJournal({ pool, nodeId });
+  const callsInFlightMax = deps.voteNodeConfig.commitsInFlightMax ?? voteNodeConfigDefault.commitsInFlightMax;
   const journalWorker = deps.journalThread === 'worker'
-    ? await createWorkerJournal({
-      url: poolUrl(pool),
-      journal: { nodeId },
-      callsInFlightMax: deps.voteNodeConfig.commitsInFlightMax ?? voteNodeConfigDefault.commitsInFlightMax,
-      log: log.child({ component: 'journal-worker' }),
-    })
+    ? await createWorkerJournal({ url: poolUrl(pool), journal: { nodeId }, callsInFlightMax, log: log.child({ component: 'journal-worker' }) })
     : undefined;
-  if (journalWorker !== undefined) log.info({ callsInFlightMax: deps.voteNodeConfig.commitsInFlightMax ?? voteNodeConfigDefault.commitsInFlightMax }, 'journal commits run on a worker thread');
+  if (journalWorker !== undefined) log.info({ callsInFlightMax }, 'journal commits run on a worker thread');
   const journal: Journal = journalWorker ?? pgJournal;
   const spillGuard = new SpillGuard({
     nodeId, queueKind: deps.spillQueue ? (deps.spillQueueKind ?? 'sqs') : 'off', fileInCluster: deps.spillFileInCluster ?? 'refuse', deadAfterMs: settings.deadAfterMs,

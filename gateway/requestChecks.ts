@@ -1,7 +1,8 @@
 // The pure per-request CPU of the vote path, off the main thread: the access token's verification
 // (HMAC, payload decode, claims) and the body's JSON.parse and fast check were ~20% of the main
-// thread's samples at 400 connections (bench/README.md), and the main thread is livevote's limit
-// while the box's other core idles. Routes with `checksOffThread` (gateway/http.ts) hand their
+// thread's samples at 400 connections (bench/README.md), and where cores are to spare the main
+// thread can be a node's limit (on the 2-core bench box it is not: bench/README.md, "Eighth look";
+// so `main` is the default). Routes with `checksOffThread` (gateway/http.ts) hand their
 // requests here once the body is in; those whose bodies came in during one turn of the event loop
 // go to the worker (gateway/requestChecks.worker.ts) in one message at its end, and come back in one.
 // What needs the main thread's state stays there: revoked sessions, roles, abuse guards, routing.

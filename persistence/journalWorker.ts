@@ -1,8 +1,9 @@
 // The vote journal's commit path on a thread of its own (LIVEVOTE_JOURNAL_THREAD=worker).
 //
-// Why: the node's one event loop is its throughput limit, and a commit's Postgres client work
-// (the commit text built from the batch's rows, the socket writes and reads, the answer parsed)
-// was ~12% of that loop's CPU (~8 µs a vote, a perf profile in bench/README.md). Here the main
+// Why: a commit's Postgres client work (the commit text built from the batch's rows, the socket
+// writes and reads, the answer parsed) was ~12% of the event loop's CPU (~8 µs a vote, a perf
+// profile in bench/README.md), and where cores are to spare the event loop can be a node's limit
+// (on the 2-core bench box it is not: bench/README.md, "Eighth look"; so `main` is the default). Here the main
 // thread only packs the batch into one message and reads the outcome back; PgJournal itself runs
 // unchanged in a worker thread (journalWorkerThread.ts), on a small pool of its own to the same
 // database. The drainer's writes (storeSpilled) stay on the main thread's PgJournal.
@@ -20,7 +21,7 @@
 import type { Worker } from 'node:worker_threads';
 import { moduleBeside, startModuleWorker } from '../infra/workerThreads.ts';
 import type { Journal, JournalBatch, JournalCommitResult, JournalRow } from '../actors/ports.ts';
-import { journalCheckTimeoutMsDefault, journalStatementTimeoutMsDefault, type PgJournalOptions } from './voteJournal.ts';
+import { journalClientBoundsMs, type PgJournalOptions } from './voteJournal.ts';
 
 /** PgJournal's settings, less what the worker makes itself (its pool). */
 export type WorkerPgJournalOptions = Omit<PgJournalOptions, 'pool' | 'measuredVariant'>;
@@ -181,10 +182,10 @@ export class WorkerJournal implements Journal {
     // The compiled .js beside this one, or the .ts source under tsx and vitest (infra/workerThreads.ts).
     this.entry = moduleBeside(import.meta.url, 'journalWorkerThread');
     const grace = options.answerGraceMs ?? journalWorkerAnswerGraceMsDefault;
-    const statementTimeoutMs = options.journal.statementTimeoutMs ?? journalStatementTimeoutMsDefault;
-    // PgJournal's own client-side bounds (its defaults, mirrored), plus the grace.
-    this.commitAnswerMs = (options.journal.commitTimeoutMs ?? statementTimeoutMs + 2_000) + grace;
-    this.checkAnswerMs = (options.journal.checkTimeoutMs ?? journalCheckTimeoutMsDefault) + grace;
+    // PgJournal's own client-side bounds, plus the grace.
+    const bounds = journalClientBoundsMs(options.journal);
+    this.commitAnswerMs = bounds.commitMs + grace;
+    this.checkAnswerMs = bounds.checkMs + grace;
     this.restartIntervalMs = options.restartIntervalMs ?? journalWorkerRestartIntervalMsDefault;
   }
 

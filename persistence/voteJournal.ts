@@ -177,6 +177,18 @@ interface FenceKey {
   mixedEpochs: boolean;
 }
 
+/**
+ * The client-side bounds of a commit and of a check (connection wait included): what PgJournal
+ * waits at most, and what a caller on another thread must wait at least (journalWorker.ts).
+ */
+export function journalClientBoundsMs(options: Pick<PgJournalOptions, 'statementTimeoutMs' | 'commitTimeoutMs' | 'checkTimeoutMs'>): { commitMs: number; checkMs: number } {
+  const statementTimeoutMs = options.statementTimeoutMs ?? journalStatementTimeoutMsDefault;
+  return {
+    commitMs: options.commitTimeoutMs ?? statementTimeoutMs + 2_000,
+    checkMs: options.checkTimeoutMs ?? journalCheckTimeoutMsDefault,
+  };
+}
+
 export class PgJournal implements Journal, SpilledBatchStore {
   private readonly pool: Pool;
   private readonly nodeId: string;
@@ -203,8 +215,7 @@ export class PgJournal implements Journal, SpilledBatchStore {
     if (options.nodeId.length === 0) throw new Error('nodeId must not be empty');
     this.pool = options.pool;
     this.nodeId = options.nodeId;
-    this.commitTimeoutMs = options.commitTimeoutMs ?? statementTimeoutMs + 2_000;
-    this.checkTimeoutMs = options.checkTimeoutMs ?? journalCheckTimeoutMsDefault;
+    ({ commitMs: this.commitTimeoutMs, checkMs: this.checkTimeoutMs } = journalClientBoundsMs(options));
     this.drainTimeoutMs = options.drainTimeoutMs ?? journalDrainTimeoutMsDefault;
     for (const [name, value] of Object.entries({ commitTimeoutMs: this.commitTimeoutMs, checkTimeoutMs: this.checkTimeoutMs, drainTimeoutMs: this.drainTimeoutMs })) {
       if (!(Number.isInteger(value) && value >= 1)) throw new Error(`${name} must be a positive integer, got ${value}`);
