@@ -1,5 +1,6 @@
 // The journal on its worker thread (journalWorker.ts): the journal contract on a real Postgres,
-// then what a worker that dies, one that is restarting, a call beyond the bound and a stop do.
+// then what a worker that dies, one that stops answering, one that is restarting, a call beyond the
+// bound and a stop do.
 import { randomUUID } from 'node:crypto';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -9,6 +10,7 @@ import { createPgBatchIdSource, type PgBatchIdSource } from './batchIds.ts';
 import { pgJournalContractSubject, setLeaseEpoch } from './journalContractSubject.ts';
 import { createWorkerJournal, decodeCommit, encodeCommit, type JournalWorkerLog, type WorkerJournal, type WorkerJournalOptions } from './journalWorker.ts';
 import { createTestDatabase, type TestDatabase } from './testDatabase.ts';
+import { moduleBeside } from '../infra/workerThreads.ts';
 import { createPgJournal } from './voteJournal.ts';
 
 const nodeId = 'worker-journal-node';
@@ -143,6 +145,33 @@ describe('the journal on a worker thread', () => {
       expect(await journal.commit(next.batch)).toEqual({ kind: 'committed', conflicts: [] });
       expect(await journal.wasCommitted(next.batch.batchId)).toBe(true);
       expect(await storedRows(next.key.electionId)).toBe(5);
+    } finally {
+      await journal.close();
+    }
+  });
+
+  it('a worker that stops answering: the call fails after the bound plus the grace, the worker is terminated and another started', async () => {
+    // The stand-in says ready and never answers, as a worker stuck in a loop would.
+    const journal = await createWorkerJournal(workerOptions('lv-journal-silent', {
+      journal: { nodeId, statementTimeoutMs: 100, checkTimeoutMs: 100 },
+      answerGraceMs: 50,
+      restartIntervalMs: 100,
+      workerUrl: moduleBeside(import.meta.url, 'journalWorker.faultyWorker'),
+    }));
+    try {
+      const { batch } = await shardWithBatch(3);
+      const warningsBefore = warnings.length;
+      // PgJournal's own bound is the statement timeout plus 2 s; the main thread waits the grace longer.
+      expect(await journal.commit(batch)).toEqual({ kind: 'failed', message: 'no answer from the journal worker within 2150 ms' });
+      expect(journal.callsInFlight).toBe(0);
+      await waitFor('the stuck worker to be replaced', () => journal.workersStarted === 2 && journal.currentWorker !== undefined);
+      expect(warnings.slice(warningsBefore).map((w) => w.msg)).toEqual([
+        'the journal worker did not answer in time; terminating it',
+        'the journal worker exited; starting another',
+      ]);
+      // A check is bounded the same way (its own bound plus the grace), and rejects.
+      await expect(journal.wasCommitted(batch.batchId)).rejects.toThrow('no answer from the journal worker within 150 ms');
+      await waitFor('the next stuck worker to be replaced', () => journal.workersStarted === 3 && journal.currentWorker !== undefined);
     } finally {
       await journal.close();
     }

@@ -48,6 +48,8 @@ export interface WorkerJournalOptions {
   readonly answerGraceMs?: number;
   /** The first worker must have loaded and answered ready within this, or creation fails. */
   readonly startTimeoutMs?: number;
+  /** Tests: another worker entry (journalWorker.faultyWorker.ts, one that never answers). */
+  readonly workerUrl?: URL;
 }
 
 export const journalWorkerRestartIntervalMsDefault = 1_000;
@@ -180,7 +182,7 @@ export class WorkerJournal implements Journal {
     }
     this.options = options;
     // The compiled .js beside this one, or the .ts source under tsx and vitest (infra/workerThreads.ts).
-    this.entry = moduleBeside(import.meta.url, 'journalWorkerThread');
+    this.entry = options.workerUrl ?? moduleBeside(import.meta.url, 'journalWorkerThread');
     const grace = options.answerGraceMs ?? journalWorkerAnswerGraceMsDefault;
     // PgJournal's own client-side bounds, plus the grace.
     const bounds = journalClientBoundsMs(options.journal);
