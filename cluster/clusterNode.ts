@@ -21,7 +21,7 @@ import { createPool, endPool, poolUrl, type Pool } from '../persistence/db.ts';
 import { createPgSnapshotStore } from '../persistence/snapshots.ts';
 import { createPgStoredVoteReader } from '../persistence/storedVotes.ts';
 import { createWorkerJournal } from '../persistence/journalWorker.ts';
-import { createPgJournal } from '../persistence/voteJournal.ts';
+import { createPgJournal, type PgJournalOptions } from '../persistence/voteJournal.ts';
 import { createCoordinator } from './coordinator.ts';
 import { createPgShardLeases } from './leases.ts';
 import { createLinks, mountLinkServer, type Links } from './links.ts';
@@ -78,6 +78,11 @@ export interface ClusterNodeDeps {
   readonly wrapJournal?: (journal: Journal) => Journal;
   /** `worker`: commits and their checks run on a thread of their own (persistence/journalWorker.ts). Default `main`. */
   readonly journalThread?: 'worker' | 'main';
+  /**
+   * Measurement only (LIVEVOTE_MEASURE_WITHOUT audit_chain / fence): the commit statement without
+   * some of its parts. Main-thread journal only (the config refuses it with the worker).
+   */
+  readonly measuredJournalVariant?: PgJournalOptions['measuredVariant'];
   readonly onLeasesLost?: (count: number) => void;
   /** Where batches go when Postgres does not store them in time (voteNodeConfig.spillAfterMs then set). */
   readonly spillQueue?: SpillQueue | null;
@@ -438,7 +443,8 @@ export async function createClusterNode(deps: ClusterNodeDeps): Promise<ClusterN
   const clusterPool = createPool(poolUrl(pool), 3, 'livevote-cluster', (error) => log.warn({ err: error }, 'idle cluster connection failed; the pool replaces it'));
   const store = deps.store ?? createPgClusterStore(clusterPool, { statementTimeoutMs: clusterStatementTimeoutMs(settings.heartbeatIntervalMs, settings.deadAfterMs) });
   // The drainer's writes stay on this thread; commits and checks go to the worker when there is one.
-  const pgJournal = createPgJournal({ pool, nodeId });
+  if (deps.measuredJournalVariant !== undefined && deps.journalThread === 'worker') throw new Error('a measured journal variant runs on the main thread only');
+  const pgJournal = createPgJournal({ pool, nodeId, measuredVariant: deps.measuredJournalVariant });
   const callsInFlightMax = deps.voteNodeConfig.commitsInFlightMax ?? voteNodeConfigDefault.commitsInFlightMax;
   const journalWorker = deps.journalThread === 'worker'
     ? await createWorkerJournal({ url: poolUrl(pool), journal: { nodeId }, callsInFlightMax, log: log.child({ component: 'journal-worker' }) })

@@ -3,7 +3,7 @@
 // an app built here in-process; infra/node.ts only adds the database, listen and shutdown.
 import { readFileSync } from 'node:fs';
 import { uws, type TemplatedApp, type us_listen_socket } from './uws.ts';
-import { HttpRouter, reportHandlerError, type RouteDefinition } from './http.ts';
+import { HttpRouter, UncountedHttpRouter, reportHandlerError, type RouteDefinition } from './http.ts';
 import { RequestChecks } from './requestChecks.ts';
 import { buildOpenApiDocument, type ExtraPathDoc } from './openapi.ts';
 import { operationsRoutes } from './operations.ts';
@@ -24,6 +24,7 @@ import type { Config } from '../infra/config.ts';
 import type { Secrets } from '../infra/secrets.ts';
 import type { Logger } from '../infra/logger.ts';
 import { createMetrics, type Metrics } from '../infra/metrics.ts';
+import { Gauge } from 'prom-client';
 import type { Pool } from '../persistence/db.ts';
 import type { RevokedSessionRecord } from '../persistence/users.ts';
 
@@ -86,6 +87,18 @@ export async function buildApp(deps: AppDeps): Promise<LivevoteApp> {
   let handingOff = false;
   let listenSocket: us_listen_socket | undefined;
 
+  // Measurement only (LIVEVOTE_MEASURE_WITHOUT, bench/features.ts): each switch is decided here,
+  // once, by choosing what the app is composed of; unset, every part below is the product's own.
+  const off = deps.config.measureWithout;
+  if (off.size > 0) {
+    deps.log.warn({ measureWithout: [...off] }, `MEASUREMENT ONLY: LIVEVOTE_MEASURE_WITHOUT switches off ${[...off].join(', ')} on every vote; this node must never serve a real election`);
+  }
+  new Gauge({
+    name: 'livevote_measurement_features_off',
+    help: 'Parts of the vote path switched off for a measurement (LIVEVOTE_MEASURE_WITHOUT); anything but 0 means this node is not fit for a real election',
+    registers: [metrics.registry],
+  }).set(off.size);
+
   const identity = resolveNodeIdentity(deps.config);
   const abuse = createAbuseFeature({ config: deps.config, secrets: deps.secrets, pool: deps.pool, log: deps.log, metricsRegistry: metrics.registry });
   // Before auth: auth's register/login record metadata into it, and it revokes sessions through auth.
@@ -95,7 +108,7 @@ export async function buildApp(deps: AppDeps): Promise<LivevoteApp> {
     onSessionsRevoked: (sessions) => addRevokedSessions(sessions),
   });
   const auth = createAuthFeature({
-    pool: deps.pool, secrets: deps.secrets, log: deps.log, guard: abuse.auth,
+    pool: deps.pool, secrets: deps.secrets, log: deps.log, guard: abuse.auth, tokenChecks: !off.has('token_check'),
     onAccountEvent: (event, meta) => (event === 'register' ? privacy.metadata.recordRegistration(meta) : privacy.metadata.recordLogin(meta)),
   });
   addRevokedSessions = (sessions) => auth.addRevokedSessions(sessions);
@@ -130,6 +143,9 @@ export async function buildApp(deps: AppDeps): Promise<LivevoteApp> {
     reloadElections: () => elections.reload(),
     wrapJournal: (journal) => votePathMetrics.timed(journal),
     journalThread: config.journalThread,
+    measuredJournalVariant: off.has('audit_chain') || off.has('fence')
+      ? { name: `livevote_journal_commit_without_${[...off].filter((f) => f === 'audit_chain' || f === 'fence').sort().join('_')}`, parts: { fence: !off.has('fence'), audit: !off.has('audit_chain') } }
+      : undefined,
     onLeasesLost: (count) => votePathMetrics.leasesLostTotal.inc(count),
     spillQueue,
     spillQueueKind: config.spill.kind,
@@ -145,7 +161,9 @@ export async function buildApp(deps: AppDeps): Promise<LivevoteApp> {
     uwsApp: app, pool: deps.pool, log: deps.log, cluster, votePathMetrics,
     registry: elections.registry, authenticate: (header) => auth.authenticate(header), metricsRegistry: metrics.registry,
     guard: (vote) => abuse.guardVote(vote), fraudCounts: (electionId) => abuse.fraudCounts(electionId),
-    onVoteAccepted: (meta) => privacy.metadata.record(meta),
+    onVoteAccepted: off.has('metadata') ? undefined : (meta) => privacy.metadata.record(meta),
+    countVotes: !off.has('metrics'),
+    bodyChecks: !off.has('body_checks'),
     onUnhandledError: (error) => reportHandlerError({ log: deps.log, metrics }, streamPath, error),
   });
   cluster.mount(app);
@@ -155,7 +173,7 @@ export async function buildApp(deps: AppDeps): Promise<LivevoteApp> {
   const requestChecks = config.voteChecksThread === 'worker'
     ? new RequestChecks({ jwtSecret: deps.secrets.jwtSecret, log: deps.log, metricsRegistry: metrics.registry })
     : undefined;
-  const router = new HttpRouter(app, {
+  const router = new (off.has('metrics') ? UncountedHttpRouter : HttpRouter)(app, {
     log: deps.log,
     metrics,
     authenticate: (header) => auth.authenticate(header),

@@ -250,7 +250,7 @@ export class HttpRouter {
   /** Request ids: unique per process start, cheap (no random bytes per request). */
   private readonly requestIdPrefix = randomUUID().slice(0, 8);
   private requestCounter = 0;
-  private readonly debugLogging: boolean;
+  protected readonly debugLogging: boolean;
   /** By error code (the catalog's, so few): when the next 5xx line may be logged, and how many were not. */
   private readonly serverErrorLogs = new Map<string, { nextAtMs: number; notLogged: number }>();
   /**
@@ -277,7 +277,7 @@ export class HttpRouter {
 
   constructor(
     private readonly app: TemplatedApp,
-    private readonly deps: HttpDeps,
+    protected readonly deps: HttpDeps,
   ) {
     this.debugLogging = deps.log.isLevelEnabled('debug');
   }
@@ -777,7 +777,7 @@ export class HttpRouter {
     }
   }
 
-  private observe(method: string, route: string, status: number, started: number, requestId: string | undefined): void {
+  protected observe(method: string, route: string, status: number, started: number, requestId: string | undefined): void {
     // One access-log line per request at debug level: off by default (at tens of thousands of
     // requests a second the log would cost more than the requests), on with LOG_LEVEL=debug.
     if (this.debugLogging) this.deps.log.debug({ requestId, method, route, status, durationMs: performance.now() - started }, 'request');
@@ -795,6 +795,18 @@ export class HttpRouter {
     }
     child.count.inc();
     child.duration.observe((performance.now() - started) / 1000);
+  }
+}
+
+/**
+ * Measurement only (LIVEVOTE_MEASURE_WITHOUT metrics): a router that counts no request in
+ * livevote_http_requests_total and livevote_http_request_duration_seconds, so a knob run sees what
+ * the per-request metrics cost. A class of its own, chosen when the app is composed, so the
+ * product's router has no flag to test per request.
+ */
+export class UncountedHttpRouter extends HttpRouter {
+  protected override observe(method: string, route: string, status: number, started: number, requestId: string | undefined): void {
+    if (this.debugLogging) this.deps.log.debug({ requestId, method, route, status, durationMs: performance.now() - started }, 'request');
   }
 }
 

@@ -15,6 +15,31 @@ describe('loadConfig', () => {
     expect(config.logLevel).toBe('info');
   });
 
+  it('switches nothing off for measurement unless LIVEVOTE_MEASURE_WITHOUT names it', () => {
+    expect([...loadConfig({}).measureWithout]).toEqual([]);
+    expect([...loadConfig({ DATABASE_URL: 'postgres://db/livevote' }).measureWithout]).toEqual([]);
+    expect([...loadConfig({ LIVEVOTE_MEASURE_WITHOUT: 'audit_chain, fence,metadata,metrics,token_check,body_checks,fence' }).measureWithout])
+      .toEqual(['audit_chain', 'fence', 'metadata', 'metrics', 'token_check', 'body_checks']);
+  });
+
+  it('refuses LIVEVOTE_MEASURE_WITHOUT with an unknown name, with DATABASE_URL, or with a worker thread that would keep the work', () => {
+    const problemsOf = (env: Record<string, string>) => {
+      try {
+        loadConfig(env);
+      } catch (error) {
+        expect(error).toBeInstanceOf(ConfigError);
+        return (error as ConfigError).problems.join('\n');
+      }
+      return expect.unreachable();
+    };
+    expect(problemsOf({ LIVEVOTE_MEASURE_WITHOUT: 'metadata,jwt' })).toMatch(/LIVEVOTE_MEASURE_WITHOUT: unknown feature "jwt"; known: audit_chain, fence/);
+    expect(problemsOf({ LIVEVOTE_MEASURE_WITHOUT: 'metrics', DATABASE_URL: 'postgres://db/livevote' })).toMatch(/LIVEVOTE_MEASURE_WITHOUT: measurement only, refused with DATABASE_URL set/);
+    expect(problemsOf({ LIVEVOTE_MEASURE_WITHOUT: 'fence', LIVEVOTE_JOURNAL_THREAD: 'worker' })).toMatch(/not with LIVEVOTE_JOURNAL_THREAD=worker/);
+    expect(problemsOf({ LIVEVOTE_MEASURE_WITHOUT: 'body_checks', LIVEVOTE_VOTE_CHECKS_THREAD: 'worker' })).toMatch(/not with LIVEVOTE_VOTE_CHECKS_THREAD=worker/);
+    // The switches that do not touch a worker's path go with either thread.
+    expect([...loadConfig({ LIVEVOTE_MEASURE_WITHOUT: 'metadata', LIVEVOTE_JOURNAL_THREAD: 'worker', LIVEVOTE_VOTE_CHECKS_THREAD: 'worker' }).measureWithout]).toEqual(['metadata']);
+  });
+
   it('treats empty values as unset', () => {
     expect(loadConfig({ PORT: '', DATABASE_URL: '' }).port).toBe(8080);
   });

@@ -59,6 +59,23 @@ const velocitySpec = z.string().transform((text, ctx): VelocityRuleSetting => {
 
 const commaList = z.string().transform((text) => text.split(',').map((part) => part.trim()).filter((part) => part !== ''));
 
+/**
+ * Measurement only (LIVEVOTE_MEASURE_WITHOUT, bench/features.ts): parts of a vote's work a knob
+ * run switches off to measure what each costs. Never for a show: without them votes are not
+ * authenticated, checked, fenced, audited or counted. Each is one decision where the app is composed.
+ */
+export const measuredFeatures = ['audit_chain', 'fence', 'metadata', 'metrics', 'token_check', 'body_checks'] as const;
+export type MeasuredFeature = (typeof measuredFeatures)[number];
+
+const measuredFeatureList = commaList.transform((names, ctx): MeasuredFeature[] => {
+  const unknown = names.filter((name) => !(measuredFeatures as readonly string[]).includes(name));
+  if (unknown.length > 0) {
+    ctx.addIssue({ code: 'custom', message: `unknown feature ${unknown.map((n) => `"${n}"`).join(', ')}; known: ${measuredFeatures.join(', ')}` });
+    return z.NEVER;
+  }
+  return [...new Set(names as MeasuredFeature[])];
+});
+
 const decimalFromEnv = (min: number, max: number) =>
   z
     .string()
@@ -146,6 +163,8 @@ export const envSchema = z.object({
   // Privacy (PRIVACY.md): how long hashed request metadata is kept, and its write buffer.
   LIVEVOTE_METADATA_RETENTION_DAYS: intFromEnv(1, 3650).default(30),
   LIVEVOTE_METADATA_BUFFER_ROWS_MAX: intFromEnv(1000, 10_000_000).default(100_000),
+  // Measurement only (bench/features.ts): parts of the vote's work switched off, embedded Postgres only.
+  LIVEVOTE_MEASURE_WITHOUT: measuredFeatureList.default([]),
 });
 
 export interface Config {
@@ -198,6 +217,12 @@ export interface Config {
   readonly registerCaptchaPolicy: 'off' | 'always' | 'on_risk';
   readonly abuse: AbuseConfig;
   readonly privacy: PrivacyConfig;
+  /**
+   * Measurement only (LIVEVOTE_MEASURE_WITHOUT): the parts of a vote's work switched off for a
+   * knob run (bench/features.ts). Empty in every real deployment; the config refuses it unless
+   * the node runs its own embedded Postgres.
+   */
+  readonly measureWithout: ReadonlySet<MeasuredFeature>;
 }
 
 /** Settings of the privacy controls (persistence/voteMetadata.ts, persistence/privacy.ts). */
@@ -299,6 +324,30 @@ function crossCheckProblems(e: z.infer<typeof envSchema>): string[] {
   if (e.LIVEVOTE_DEAD_AFTER_MS < 2 * e.LIVEVOTE_HEARTBEAT_INTERVAL_MS) {
     problems.push('LIVEVOTE_DEAD_AFTER_MS: must be at least twice LIVEVOTE_HEARTBEAT_INTERVAL_MS');
   }
+  problems.push(...measureWithoutProblems(e));
+  return problems;
+}
+
+/**
+ * LIVEVOTE_MEASURE_WITHOUT turns off what a show relies on (authentication, the fence, the audit
+ * chain): only a node on its own embedded Postgres (how the bench runs livevote) may take it, so
+ * a production node, which always names its database, cannot be started with it by accident.
+ * The switches are made where the main thread composes the app: the worker threads' paths do not
+ * have them, and a combination that would silently keep the work is refused instead.
+ */
+function measureWithoutProblems(e: z.infer<typeof envSchema>): string[] {
+  const off = new Set(e.LIVEVOTE_MEASURE_WITHOUT);
+  if (off.size === 0) return [];
+  const problems: string[] = [];
+  if (e.DATABASE_URL !== undefined) {
+    problems.push('LIVEVOTE_MEASURE_WITHOUT: measurement only, refused with DATABASE_URL set (it switches off parts of every vote\'s checks and storage; only a node on its own embedded Postgres, as the bench runs one, may take it)');
+  }
+  if (e.LIVEVOTE_JOURNAL_THREAD === 'worker' && (off.has('audit_chain') || off.has('fence'))) {
+    problems.push('LIVEVOTE_MEASURE_WITHOUT: audit_chain and fence are switched on the main thread\'s journal; not with LIVEVOTE_JOURNAL_THREAD=worker');
+  }
+  if (e.LIVEVOTE_VOTE_CHECKS_THREAD === 'worker' && (off.has('token_check') || off.has('body_checks'))) {
+    problems.push('LIVEVOTE_MEASURE_WITHOUT: token_check and body_checks are switched on the main thread; not with LIVEVOTE_VOTE_CHECKS_THREAD=worker');
+  }
   return problems;
 }
 
@@ -399,5 +448,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       metadataRetentionDays: e.LIVEVOTE_METADATA_RETENTION_DAYS,
       metadataBufferRowsMax: e.LIVEVOTE_METADATA_BUFFER_ROWS_MAX,
     },
+    measureWithout: new Set(e.LIVEVOTE_MEASURE_WITHOUT),
   };
 }

@@ -7,7 +7,7 @@ import type { Secrets } from '../../infra/secrets.ts';
 import type { Pool } from '../../persistence/db.ts';
 import type { RevokedSessionRecord } from '../../persistence/users.ts';
 import { Accounts } from './accounts.ts';
-import { createAuthorizationVerifier, type AuthorizationVerification } from './authorization.ts';
+import { createAuthorizationVerifier, createUncheckedAuthorizationDecoder, type AuthorizationVerification } from './authorization.ts';
 import { SessionRevocations, type RevocationOptions } from './revocations.ts';
 import { authRoutes, type AccountEventHook, type VerifiedPrincipal } from './routes.ts';
 import type { ScryptParams } from './passwords.ts';
@@ -42,6 +42,11 @@ export interface AuthFeatureDeps {
   guard?: AuthGuard;
   /** Registrations and logins, for the privacy feature's request-metadata recorder. */
   onAccountEvent?: AccountEventHook;
+  /**
+   * Measurement only (LIVEVOTE_MEASURE_WITHOUT token_check): false decodes access tokens without
+   * checking their signature or claims (revoked sessions are still refused). Default true.
+   */
+  tokenChecks?: boolean;
 }
 
 export function createAuthFeature(deps: AuthFeatureDeps): AuthFeature {
@@ -49,7 +54,9 @@ export function createAuthFeature(deps: AuthFeatureDeps): AuthFeature {
   const log = deps.log.child({ component: 'auth' });
   const revocations = new SessionRevocations(deps.pool, log, nowMs, deps.revocationOptions);
   const accounts = new Accounts({ pool: deps.pool, secrets: deps.secrets, log, nowMs, revocations, scryptParams: deps.scryptParams });
-  const verify = createAuthorizationVerifier(deps.secrets.jwtSecret, () => Math.floor(nowMs() / 1000));
+  const verify = deps.tokenChecks === false
+    ? createUncheckedAuthorizationDecoder()
+    : createAuthorizationVerifier(deps.secrets.jwtSecret, () => Math.floor(nowMs() / 1000));
   let started = false;
 
   const admit = (verification: AuthorizationVerification): VerifiedPrincipal => {

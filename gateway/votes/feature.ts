@@ -39,6 +39,10 @@ export function createVotePathFeature(deps: {
   guard?: VoteGuard;
   fraudCounts?: FraudCounts;
   onVoteAccepted?: Parameters<typeof voteRoutes>[0]['onAccepted'];
+  /** Measurement only (LIVEVOTE_MEASURE_WITHOUT metrics): false leaves livevote_votes_total uncounted. Default true. */
+  countVotes?: boolean;
+  /** Measurement only (LIVEVOTE_MEASURE_WITHOUT body_checks): see voteRoutes. Default true. */
+  bodyChecks?: boolean;
   /** An exception caught by the results stream's last-resort guard. */
   onUnhandledError?: (error: unknown) => void;
 }): VotePathFeature {
@@ -62,12 +66,14 @@ export function createVotePathFeature(deps: {
 
   // One series per outcome kind, found without a labels object per vote.
   const votesTotalByKind = new Map<string, HotCounterSeries>();
-  const countReply = (reply: (outcome: VoteOutcome) => void) => (outcome: VoteOutcome) => {
-    let series = votesTotalByKind.get(outcome.kind);
-    if (series === undefined) votesTotalByKind.set(outcome.kind, (series = votesTotal.labels({ outcome: outcome.kind })));
-    series.inc();
-    reply(outcome);
-  };
+  const countReply = deps.countVotes === false
+    ? (reply: (outcome: VoteOutcome) => void) => reply
+    : (reply: (outcome: VoteOutcome) => void) => (outcome: VoteOutcome) => {
+      let series = votesTotalByKind.get(outcome.kind);
+      if (series === undefined) votesTotalByKind.set(outcome.kind, (series = votesTotal.labels({ outcome: outcome.kind })));
+      series.inc();
+      reply(outcome);
+    };
 
   const source = {
     results: (electionId: string) => (registry.get(electionId)?.status === 'draft' ? undefined : cluster.results.results(electionId)),
@@ -92,6 +98,7 @@ export function createVotePathFeature(deps: {
       isServing: (electionId) => cluster.router.isRoutable(electionId),
       guard: deps.guard,
       onAccepted: deps.onVoteAccepted,
+      bodyChecks: deps.bodyChecks,
       onRejected: (electionId, code) => {
         votesRejectedTotal.inc({ code });
         let byCode = rejections.get(electionId);
