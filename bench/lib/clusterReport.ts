@@ -315,8 +315,13 @@ export async function readFileOr(file: string, fallback: string): Promise<string
 
 /** The `cluster` key of an existing results.json, or undefined. */
 export async function preservedClusterJson(dir: string): Promise<unknown> {
+  return preservedResultsKey(dir, 'cluster');
+}
+
+/** One key of an existing results.json (a section another script writes), or undefined. */
+export async function preservedResultsKey(dir: string, key: string): Promise<unknown> {
   try {
-    return (JSON.parse(await readFile(path.join(dir, 'results.json'), 'utf8')) as { cluster?: unknown }).cluster;
+    return (JSON.parse(await readFile(path.join(dir, 'results.json'), 'utf8')) as Record<string, unknown>)[key];
   } catch {
     return undefined;
   }

@@ -4,6 +4,7 @@ import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { preservedClusterJson, preservedClusterSection, readFileOr, withClusterSection } from './clusterReport.ts';
 import { preservedMovesSection, withMovesSection } from './movesReport.ts';
+import { featuresSection as knobRunsSection, preservedFeaturesJson } from './featuresReport.ts';
 import type { FanoutResult } from './fanout.ts';
 import type { ProfileSummary } from './cpuProfile.ts';
 // PairReport, PairsReport: declared below.
@@ -616,10 +617,11 @@ ${fmt((perAnswerUs(r.abuseOn, 'server') ?? 0) - (perAnswerUs(r.livevote, 'server
 (two runs minutes apart, load average ${r.abuseOn.loadAverage ?? '?'} and ${r.livevote.loadAverage ?? '?'}: per-vote CPU moves with the machine's load, so read it with that).
 ${fmt(r.abuseOn.okPerS)} votes/s against ${fmt(r.livevote.okPerS)}, p99 ${r.abuseOn.latencyMs.p99} ms against ${r.livevote.latencyMs.p99} ms.
 
-**The server's other features**, from the CPU profile below (the profiled run's ${fmt(perAnswerUs(r.profiled, 'server') ?? 0)} µs of server CPU per vote at
-${r.profiled.connections} connections, split in proportion to the busy samples of each feature's files; profiling adds its own cost).
-Switching these off in a knob run is not offered by the product: a vote path without its token check or its
-input checks would break invariants it must never break, even in a measurement build.
+**The server's features by knob runs** (each switched off with the measurement-only \`LIVEVOTE_MEASURE_WITHOUT\`,
+in pairs of write runs): the section "Cost per feature, by knob runs", written by \`npm run bench:features\` (not part of
+this run: it takes ~12 minutes). Where the profile below puts each feature's files, for comparison (the profiled run's
+${fmt(perAnswerUs(r.profiled, 'server') ?? 0)} µs of server CPU per vote at ${r.profiled.connections} connections, split in proportion to the busy samples of each feature's
+files; profiling adds its own cost; a share of samples is not what switching a feature off saves):
 
 | feature | % of busy samples | µs per vote |
 |---|---|---|
@@ -697,9 +699,17 @@ export async function writeResults(r: BenchResults, dir: string): Promise<Verdic
   const clusterSection = preservedClusterSection(previous);
   // The moves section is written by bench/moves.ts: kept as it was, like the cluster section.
   const movesSection = preservedMovesSection(previous);
-  await writeFile(path.join(dir, 'results.json'), `${JSON.stringify(clusterJson === undefined ? json : { ...json, cluster: clusterJson }, null, 2)}\n`);
+  // The per-feature knob runs are written by `npm run bench:features` (bench/features.ts): kept too.
+  const featuresJson = await preservedFeaturesJson(dir);
+  const featuresSection = knobRunsSection.preserved(previous);
+  await writeFile(path.join(dir, 'results.json'), `${JSON.stringify({
+    ...json,
+    ...(clusterJson === undefined ? {} : { cluster: clusterJson }),
+    ...(featuresJson === undefined ? {} : { features: featuresJson }),
+  }, null, 2)}\n`);
   const markdown = renderMarkdown(r);
-  await writeFile(path.join(dir, 'RESULTS.md'), withMovesSection(clusterSection === undefined ? markdown : withClusterSection(markdown, clusterSection), movesSection));
+  const withCluster = clusterSection === undefined ? markdown : withClusterSection(markdown, clusterSection);
+  await writeFile(path.join(dir, 'RESULTS.md'), knobRunsSection.replaced(withMovesSection(withCluster, movesSection), featuresSection));
   const failed = !json.counts_ok;
   return {
     failed,

@@ -20,6 +20,8 @@ export interface WriteRun {
   /** Percent of one core per process group over the measured window. */
   readonly cpuPercent: Record<string, number>;
   readonly non2xx: number;
+  /** The machine's 1-minute load average when the measured wrk started. */
+  readonly loadAverageAtStart: number;
   /** livevote's own event-loop delay over its life (prom-client's default metrics), in ms. */
   readonly eventLoopDelayMs: { p50: number; p99: number; max: number };
   /** Group commits over livevote's life (its /metrics): mean duration and rows per batch. */
@@ -33,6 +35,8 @@ export interface WriteRunOptions {
   readonly voterCount: number;
   /** Called before each measured run (e.g. to wait for a quiet machine). */
   readonly beforeRun?: (env: Record<string, string>) => Promise<void>;
+  /** Called with each run once it is measured (progress). */
+  readonly afterRun?: (run: WriteRun) => void;
   /** Node flags for the livevote process (e.g. --cpu-prof). */
   readonly nodeArgs?: readonly string[];
   /** Each voter from an address of its own, in X-Forwarded-For (votes.lua); pair with LIVEVOTE_TRUSTED_PROXIES=127.0.0.1. */
@@ -108,6 +112,7 @@ export async function measureWriteRuns(options: WriteRunOptions): Promise<WriteR
         latencyMs: { p50: l.p50 / 1000, p90: l.p90 / 1000, p99: l.p99 / 1000, mean: Math.round(l.mean) / 1000 },
         cpuPercent: first && last ? cpuPercent(first, last) : {},
         non2xx: run.result.non2xx,
+        loadAverageAtStart: run.loadAverageAtStart,
         commits: {
           count: commitCount,
           meanMs: Math.round((sample('livevote_commit_duration_seconds_sum', 'committed') / commitCount) * 1e6) / 1000,
@@ -119,6 +124,7 @@ export async function measureWriteRuns(options: WriteRunOptions): Promise<WriteR
           max: gauge('livevote_nodejs_eventloop_lag_max_seconds'),
         },
       });
+      options.afterRun?.(runs.at(-1)!);
       await stopLivevote(current);
       lv = undefined;
     }
