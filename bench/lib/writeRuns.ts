@@ -32,6 +32,10 @@ export interface WriteRunOptions {
   readonly configs: readonly Record<string, string>[];
   readonly connections: number;
   readonly activeS: number;
+  /** wrk's run before the measured one, on an election of its own (default 4 s). */
+  readonly warmUpS?: number;
+  /** wrk's time after the measured window for the answers still in flight (default 3 s). */
+  readonly drainS?: number;
   readonly voterCount: number;
   /** Called before each measured run (e.g. to wait for a quiet machine). */
   readonly beforeRun?: (env: Record<string, string>) => Promise<void>;
@@ -82,7 +86,8 @@ export async function measureWriteRuns(options: WriteRunOptions): Promise<WriteR
       const args = (electionId: string, candidateIds: readonly string[], ms: number) =>
         [voterFile, String(voterLineWidth), '0', String(voterCount), electionId, candidateIds.join(','), String(ms), '0', `127.0.0.1:${current.port}`, options.forwardedFor ? '1' : '0'];
       const warm = await createOpenElection(current.baseUrl, admin, 'Writes: warm-up', 4, 8);
-      await runWrk({ url: `${current.baseUrl}/api/v1/votes`, connections, durationS: 4, script: 'votes.lua', scriptArgs: args(warm.electionId, warm.candidateIds, 2000) });
+      const warmUpS = options.warmUpS ?? 4;
+      await runWrk({ url: `${current.baseUrl}/api/v1/votes`, connections, durationS: warmUpS, script: 'votes.lua', scriptArgs: args(warm.electionId, warm.candidateIds, (warmUpS / 2) * 1000) });
       const election = await createOpenElection(current.baseUrl, admin, 'Writes', 4, 8);
       await options.beforeRun?.(env);
       const postmaster = await current.postmasterPid();
@@ -91,7 +96,7 @@ export async function measureWriteRuns(options: WriteRunOptions): Promise<WriteR
       let last: CpuSample | undefined;
       const groups = { livevote: () => [current.process.child.pid!], postgres: () => processTree(postmaster), wrk: () => (wrkPid ? [wrkPid] : []) };
       const run = await runWrk({
-        url: `${current.baseUrl}/api/v1/votes`, connections, durationS: activeS + 3, script: 'votes.lua', scriptArgs: args(election.electionId, election.candidateIds, activeS * 1000),
+        url: `${current.baseUrl}/api/v1/votes`, connections, durationS: activeS + (options.drainS ?? 3), script: 'votes.lua', scriptArgs: args(election.electionId, election.candidateIds, activeS * 1000),
         onStart: (child) => {
           wrkPid = child.pid ?? 0;
           // The event loop's own share: livevote's process CPU also counts V8's and libuv's threads.
