@@ -129,6 +129,31 @@ describe('vote node', () => {
     expect(node.results(electionId)).toMatchObject({ tallies: [0, 0, 1], total: 1, perShard: [0, 1, 0, 0] });
   });
 
+  it('messages sent to a shard before its actor starts are handled as one actor message, in order: casts, and a batch outcome that arrives meanwhile', async () => {
+    const adapters = createMemoryAdapters();
+    const journal = new GatedJournal(adapters.store);
+    // No snapshot timer: a TakeSnapshot would be one more message.
+    const node = await openNode(adapters, { journal, config: { snapshotIntervalMs: 3_600_000 } });
+    const before = node.stats(electionId)!.actors;
+    const handled = () => {
+      const now = node.stats(electionId)!.actors;
+      return { runs: now.runs - before.runs, messages: now.messages - before.messages };
+    };
+    const outcomes: VoteOutcome[] = [];
+    // Five voters of shard 0 (4 shards) in one turn: one run.
+    for (const voterNumber of [0, 4, 8, 12, 16]) node.cast({ electionId, voterNumber, candidateIndex: 1 }, (o) => outcomes.push(o));
+    await expect.poll(() => journal.heldCount, eventually).toBe(1);
+    expect(handled()).toEqual({ runs: 1, messages: 5 });
+    // A sixth cast, then the first batch's outcome, both before the actor's next turn: the outcome
+    // joins the cast's run (it was its own actor message, handled a turn later, before runs).
+    node.cast({ electionId, voterNumber: 20, candidateIndex: 1 }, (o) => outcomes.push(o));
+    journal.open();
+    await expect.poll(() => outcomes.length, eventually).toBe(6);
+    for (const outcome of outcomes) expectAccepted(outcome);
+    // The first run, the cast with the first outcome, the outcome of the sixth vote's own batch.
+    expect(handled()).toEqual({ runs: 3, messages: 8 });
+  });
+
   it('an identical retry gets the original voteId; another candidate gets already_voted', async () => {
     const adapters = createMemoryAdapters();
     const node = await openNode(adapters);

@@ -10,11 +10,14 @@
 //   dispatched: per-shard queued casts, and the committer's buffer bound (`canAdmit`).
 // - Replies are callbacks held by request id (ReplyCallbacks): no promise per vote, and the
 //   only allocations on the hot path are the message, the row and the pending entry.
-// - Casts to one shard that follow each other go to its actor as ONE message (CastVotes): nact
-//   runs each message in a setImmediate of its own with a fresh context, so the actor's cost is
-//   paid once per such run of casts, not once per vote. A cast joins the run dispatched last to
-//   its shard only while no other message was dispatched to that shard after it, and only
-//   until the actor starts on it: the shard sees every message in the order it was sent.
+// - Messages to one shard go to its actor in runs: ONE nact message (ShardRun) holds every message
+//   sent to that shard until the actor starts on it, casts and batch outcomes alike. nact runs
+//   each message in a setImmediate of its own with a fresh context, and an actor that finishes
+//   one starts the next only in the next turn of the event loop; so the actor's cost is paid once
+//   per run, not once per message, and a batch's outcome sent while casts wait for the actor is
+//   handled in the same turn as they are, not a turn later. A run is in the order of sending, and
+//   a message joins only the run dispatched last: the shard sees every message in the order it
+//   was sent.
 
 import { randomFillSync } from 'node:crypto';
 import { dispatch, spawn, start, stop, type Ref } from 'nact';
@@ -266,6 +269,15 @@ export interface ElectionStats {
   readonly outcomes: Record<string, number>;
   readonly shards: readonly ShardStats[];
   readonly committer: CommitterStats;
+  /** Node-wide: what the shards' actors have handled, every shard of every election. */
+  readonly actors: ShardActorStats;
+}
+
+export interface ShardActorStats {
+  /** Actor messages (runs: what was sent to a shard until its actor started on it). */
+  readonly runs: number;
+  /** Shard messages in those runs (casts, batch outcomes, snapshots, …). */
+  readonly messages: number;
 }
 
 export interface VoteNode {
@@ -305,26 +317,24 @@ export interface VoteNode {
   close(): Promise<void>;
 }
 
-/** Consecutive casts to one shard, handled in one actor turn, in order. */
-interface CastVotes {
-  readonly kind: 'CastVotes';
-  readonly casts: CastVote[];
+/** What a shard's actor receives: the messages sent to the shard since the last run started, in order. */
+interface ShardRun {
+  readonly msgs: ShardMsg[];
+  /** How many of msgs are casts (counted out of the admission bounds when the run starts). */
+  casts: number;
 }
-
-/** What a shard's actor receives: the shard's own messages, and runs of casts. */
-type ShardActorMsg = ShardMsg | CastVotes;
 
 interface ShardCell {
   readonly key: ShardKey;
   readonly state: ShardState;
   readonly election: ElectionCell;
-  ref: Ref<ShardActorMsg> | null;
-  /** The casts of the CastVotes message dispatched last, while a cast may still join it. */
-  openCasts: CastVote[] | null;
+  ref: Ref<ShardRun> | null;
+  /** The run dispatched last, while messages may still join it (until the actor starts on it). */
+  openRun: ShardRun | null;
   /** releaseShard was called: votes are refused, the shard goes once its backlog is resolved. */
   releasing: boolean;
   queuedCasts: number;
-  /** Messages dispatched to the actor and not yet handled. */
+  /** Runs dispatched to the actor and not yet handled. */
   inMailbox: number;
   snapshotInProgress: boolean;
   /** Counters at the last snapshot; equal means nothing committed since. */
@@ -379,6 +389,7 @@ export function createVoteNode(deps: VoteNodeDeps): VoteNode {
   let nextRequestId = 1;
   let actorCounter = 0;
   let castsInTransit = 0;
+  const actorStats = { runs: 0, messages: 0 };
   let committerTimer: NodeJS.Timeout | null = null;
   /** The batch id request being waited for; a late answer to an earlier, timed-out one is dropped. */
   let batchIdRequest = 0;
@@ -390,42 +401,49 @@ export function createVoteNode(deps: VoteNodeDeps): VoteNode {
 
   function send(cell: ShardCell, msg: ShardMsg): void {
     if (cell.ref === null) return;
-    // A cast after this message must not overtake it: the next cast starts a new run.
-    cell.openCasts = null;
-    cell.inMailbox++;
-    dispatch(cell.ref, msg);
-  }
-
-  function sendCast(cell: ShardCell, msg: CastVote): void {
-    if (cell.openCasts !== null) {
-      cell.openCasts.push(msg);
+    const open = cell.openRun;
+    if (open !== null) {
+      open.msgs.push(msg);
+      if (msg.kind === 'CastVote') open.casts++;
       return;
     }
-    const casts = [msg];
-    cell.openCasts = casts;
+    const run: ShardRun = { msgs: [msg], casts: msg.kind === 'CastVote' ? 1 : 0 };
+    cell.openRun = run;
     cell.inMailbox++;
-    dispatch(cell.ref!, { kind: 'CastVotes', casts });
+    dispatch(cell.ref, run);
   }
 
-  function handleShardMsg(cell: ShardCell, msg: ShardActorMsg): void {
+  function handleShardRun(cell: ShardCell, run: ShardRun): void {
     cell.inMailbox--;
-    if (msg.kind !== 'CastVotes') {
-      const appended = stepShardMsg(cell, msg, null, []);
-      if (appended !== null) runCommitter({ kind: 'RowsAppended', rows: appended, nowMs: now() });
-      return;
-    }
-    const casts = msg.casts;
-    if (cell.openCasts === casts) cell.openCasts = null;
-    cell.queuedCasts -= casts.length;
-    castsInTransit -= casts.length;
-    let appended: AppendedRow[] | null = null;
-    // One effects array for the whole run (a vote's step has one effect, and an array of its own
+    if (cell.openRun === run) cell.openRun = null;
+    actorStats.runs++;
+    actorStats.messages += run.msgs.length;
+    cell.queuedCasts -= run.casts;
+    castsInTransit -= run.casts;
+    const msgs = run.msgs;
+    // The rows the casts append go to the committer in one hand-over per stretch of casts; and one
+    // effects array serves such a stretch (a vote's step has one effect, and an array of its own
     // was most of what the step allocated).
+    let appended: AppendedRow[] | null = null;
     const effects: ShardEffect[] = [];
     try {
-      for (let i = 0; i < casts.length; i++) appended = stepShardMsg(cell, casts[i]!, appended, effects);
+      for (let i = 0; i < msgs.length; i++) {
+        const msg = msgs[i]!;
+        if (msg.kind === 'CastVote') {
+          appended = stepShardMsg(cell, msg, appended, effects);
+          continue;
+        }
+        // Any other message finds the committer as it would have as a message of its own: the
+        // rows appended before it handed over first.
+        if (appended !== null) {
+          runCommitter({ kind: 'RowsAppended', rows: appended, nowMs: now() });
+          appended = null;
+        }
+        const own = stepShardMsg(cell, msg, null, []);
+        if (own !== null) runCommitter({ kind: 'RowsAppended', rows: own, nowMs: now() });
+      }
     } finally {
-      // One hand-over for the whole run; also the rows of the casts before one that threw.
+      // Also the rows of the casts before one that threw.
       if (appended !== null) runCommitter({ kind: 'RowsAppended', rows: appended, nowMs: now() });
     }
   }
@@ -444,7 +462,7 @@ export function createVoteNode(deps: VoteNodeDeps): VoteNode {
       logger.error({ err: error, shard: cell.key, msgKind: msg.kind }, 'shard invariant violated; shard stopped');
       cell.ref = null;
       cell.inMailbox = 0;
-      cell.openCasts = null;
+      cell.openRun = null;
       throw error;
     }
     for (let i = from; i < effects.length; i++) {
@@ -917,7 +935,7 @@ export function createVoteNode(deps: VoteNodeDeps): VoteNode {
           state,
           election: cellElection,
           ref: null,
-          openCasts: null,
+          openRun: null,
           releasing: false,
           queuedCasts: 0,
           inMailbox: 0,
@@ -928,8 +946,8 @@ export function createVoteNode(deps: VoteNodeDeps): VoteNode {
         };
         cell.ref = spawn(
           system,
-          (actorCell: ShardCell, msg: ShardActorMsg) => {
-            handleShardMsg(actorCell, msg);
+          (actorCell: ShardCell, run: ShardRun) => {
+            handleShardRun(actorCell, run);
             return actorCell;
           },
           `shard-${++actorCounter}-${state.key.shard}`,
@@ -1078,7 +1096,7 @@ export function createVoteNode(deps: VoteNodeDeps): VoteNode {
     replies.set(requestId, reply);
     cell.queuedCasts++;
     castsInTransit++;
-    sendCast(cell, {
+    send(cell, {
       kind: 'CastVote',
       requestId,
       voterNumber,
@@ -1124,6 +1142,7 @@ export function createVoteNode(deps: VoteNodeDeps): VoteNode {
         batchesInDoubt: committer.inDoubt.size,
         counters: { ...committer.counters },
       },
+      actors: { ...actorStats },
     };
   }
 

@@ -26,6 +26,8 @@ export interface WriteRun {
   readonly eventLoopDelayMs: { p50: number; p99: number; max: number };
   /** Group commits over livevote's life (its /metrics): mean duration and rows per batch. */
   readonly commits: { count: number; meanMs: number; meanRows: number };
+  /** Shard actor messages (runs) and shard messages per vote stored, over livevote's life (its /metrics). */
+  readonly actors: { runsPerVote: number; messagesPerRun: number };
 }
 
 export interface WriteRunOptions {
@@ -122,6 +124,10 @@ export async function measureWriteRuns(options: WriteRunOptions): Promise<WriteR
           count: commitCount,
           meanMs: Math.round((sample('livevote_commit_duration_seconds_sum', 'committed') / commitCount) * 1e6) / 1000,
           meanRows: Math.round(sample('livevote_commit_batch_rows_sum') / sample('livevote_commit_batch_rows_count')),
+        },
+        actors: {
+          runsPerVote: Math.round((sample('livevote_shard_actor_runs_total') / sample('livevote_commit_batch_rows_sum')) * 1000) / 1000,
+          messagesPerRun: Math.round((sample('livevote_shard_actor_messages_total') / sample('livevote_shard_actor_runs_total')) * 100) / 100,
         },
         eventLoopDelayMs: {
           p50: gauge('livevote_nodejs_eventloop_lag_p50_seconds'),

@@ -37,15 +37,15 @@ export function createVotePathMetrics(registry: Registry): VotePathMetrics {
   });
   let sources: Parameters<VotePathMetrics['watch']>[0] | undefined;
   let spillQueue: SpillQueue | null = null;
-  const committerStats = () => {
-    if (!sources) return undefined;
-    // The committer is node-wide; any election's stats carry it.
-    for (const electionId of sources.electionIds()) {
+  // The committer and the actors' counts are node-wide; any election's stats carry them.
+  const nodeWideStats = () => {
+    if (sources) for (const electionId of sources.electionIds()) {
       const stats = sources.voteNode.stats(electionId);
-      if (stats) return stats.committer;
+      if (stats) return stats;
     }
     return undefined;
   };
+  const committerStats = () => nodeWideStats()?.committer;
   new Gauge({
     name: 'livevote_committer_buffered_rows',
     help: 'Votes waiting in the group-commit buffer',
@@ -98,6 +98,8 @@ export function createVotePathMetrics(registry: Registry): VotePathMetrics {
   mirrored('livevote_drained_votes_total', 'Votes the drainer stored from the spill queue into Postgres', () => sources?.voteNode.spillStats()?.rowsDrained);
   mirrored('livevote_drain_failures_total', 'Attempts to store a spilled batch that failed (the batch stays queued)', () => sources?.voteNode.spillStats()?.drainFailures);
   mirrored('livevote_spill_dead_letters_total', 'Spilled batches this node moved to the dead letters (poison: they can never be stored)', () => sources?.voteNode.spillStats()?.deadLetters);
+  mirrored('livevote_shard_actor_runs_total', 'Messages the shard actors handled (each a run of what was sent to one shard until its actor started on it)', () => nodeWideStats()?.actors.runs);
+  mirrored('livevote_shard_actor_messages_total', 'Shard messages in those runs (casts, batch outcomes, snapshots)', () => nodeWideStats()?.actors.messages);
   const queueDepth = async () => {
     const queue = spillQueue;
     if (!queue) return null;
