@@ -10,6 +10,7 @@
 // suite's limit.
 //
 //   npm run bench:features
+//   npm run bench:features -- --rerender   (the section again from the runs kept in results.json, after a change of its rendering; no runs)
 //   options (env): BENCH_PAIRS (3)  BENCH_WRITE_S (5: measured seconds per run)  BENCH_CONNECTIONS (100)
 //                  BENCH_FEATURES (a |-separated subset of the rows below, by their LIVEVOTE_MEASURE_WITHOUT value)
 import { execFileSync } from 'node:child_process';
@@ -17,9 +18,19 @@ import os from 'node:os';
 import path from 'node:path';
 import { measuredFeatures } from '../infra/config.ts';
 import { intFromEnv } from './lib/common.ts';
-import { featureCost, renderFeaturesSection, writeFeaturesResults, type FeaturePair, type FeatureUnderTest } from './lib/featuresReport.ts';
+import { featureCost, preservedFeaturesJson, renderFeaturesSection, writeFeaturesResults, type FeaturePair, type FeaturesResults, type FeatureUnderTest } from './lib/featuresReport.ts';
 import { createQuietWaiter, repoRoot } from './lib/proc.ts';
 import { measureWriteRuns, type WriteRun } from './lib/writeRuns.ts';
+
+if (process.argv.includes('--rerender')) {
+  // The runs as they were measured; only what is derived from them (costs, the section) is redone.
+  const kept = (await preservedFeaturesJson(path.join(repoRoot, 'bench')) as { details?: FeaturesResults } | undefined)?.details;
+  if (kept === undefined) throw new Error('bench/results.json has no features key to render again');
+  const costs = kept.pairs.map((f, i) => featureCost({ without: f.without, what: kept.costs[i]!.what }, f.pairs));
+  await writeFeaturesResults({ ...kept, costs }, path.join(repoRoot, 'bench'));
+  process.stdout.write(`${renderFeaturesSection({ ...kept, costs })}\n`);
+  process.exit(0);
+}
 
 const pairsPerFeature = intFromEnv('BENCH_PAIRS', 3, 20);
 const activeS = intFromEnv('BENCH_WRITE_S', 5, 120);

@@ -39,7 +39,7 @@ describe('the cost of a feature from its knob runs', () => {
       elapsedS: 700, loadAverage: { min: 0.5, max: 1.5 }, costs: [cost], pairs: [{ without: 'metrics', pairs }],
     };
     const section = renderFeaturesSection(results);
-    expect(section).toContain('| `metrics`: metrics | **4.0** (-60.0 … 10.0) | 10.0 | **2.0** (-30.0 … 10.0) | 10.0 |');
+    expect(section).toContain('| `metrics`: metrics | **4.0** (-60.0 … 10.0) | **10.0** (4.0 … 10.0) | **2.0** (-30.0 … 10.0) | **10.0** (2.0 … 10.0) |');
     const appended = featuresSection.replaced('# results\n\nbody\n', section);
     expect(featuresSection.preserved(appended)).toBe(section);
     // What report.ts does with a freshly rendered file: the section carried over as it was.
