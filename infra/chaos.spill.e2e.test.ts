@@ -403,6 +403,11 @@ describe('chaos: Postgres frozen, then a node killed with batches in the queue',
         // A failure detector that outlasts the 4 s freeze (a node fences itself after ¾ of it
         // without a stored heartbeat) and still declares the killed node dead within the test.
         LIVEVOTE_DEAD_AFTER_MS: '8000', LIVEVOTE_LEASE_TTL_MS: '6000',
+        // A batch goes to the queue 1 s after its oldest vote arrived, not the default 5 s (half the
+        // commit deadline): the node fences itself 6 s into the freeze, and with the default only
+        // the votes of the freeze's first second could be queued by then. Under two suites that
+        // second held 1-8 votes (one full run queued 1); this leaves five seconds of them.
+        LIVEVOTE_SPILL_AFTER_MS: '1000',
       });
       const a = await startNode(nodeDir, server.url, env('sqs-a', 'a'));
       const election = await openElection(a);
