@@ -114,8 +114,10 @@ const results = {
   costs: features.map((f) => featureCost(f, pairsOf(f))),
   pairs: features.map((f) => ({ without: f.without, pairs: pairsOf(f) })),
 };
-const nonOk = runs.filter((r) => r.non2xx > 0).length;
-if (nonOk > 0) log(`${nonOk} runs had non-2xx answers (see results.json details)`);
+// Every vote of a run must be answered 200 (new voters, nothing refused); a run with other answers
+// measured something else (a refusal costs less than a vote), so nothing is written.
+const refused = runs.flatMap((r, i) => (r.non2xx > 0 ? [`run ${i + 1} (${schedule[i]!.feature.without} ${schedule[i]!.side}): ${r.non2xx} non-2xx`] : []));
+if (refused.length > 0) throw new Error(`${refused.length} runs had answers other than 200, nothing written:\n${refused.join('\n')}`);
 await writeFeaturesResults(results, path.join(repoRoot, 'bench'));
 process.stdout.write(`${renderFeaturesSection(results)}\n`);
 log('wrote the "Cost per feature, by knob runs" section of bench/RESULTS.md and the features key of bench/results.json');

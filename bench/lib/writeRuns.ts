@@ -6,7 +6,8 @@ import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import os from 'node:os';
 import path from 'node:path';
-import { createVoters } from '../../infra/testing/voters.ts';
+import { createVoters, remintAccessTokens, type TestVoter } from '../../infra/testing/voters.ts';
+import { accessTokenTtlS } from '../../gateway/auth/jwt.ts';
 import { createPool } from '../../persistence/db.ts';
 import { adminLogin, createOpenElection, fetchMetricsText, metricSamples, startLivevote, stopLivevote, type LivevoteUnderTest } from './livevote.ts';
 import { cpuPercent, mainThreadCpuS, processTree, sampleCpu, type CpuSample } from './proc.ts';
@@ -74,6 +75,8 @@ export async function measureWriteRuns(options: WriteRunOptions): Promise<WriteR
   await chmod(workDir, 0o711);
   const voterFile = path.join(workDir, 'voters.txt');
   const runs: WriteRun[] = [];
+  let voters: TestVoter[] = [];
+  let tokensMintedAtMs = 0;
   let lv: LivevoteUnderTest | undefined;
   try {
     for (const env of options.configs) {
@@ -81,8 +84,16 @@ export async function measureWriteRuns(options: WriteRunOptions): Promise<WriteR
       const current = lv;
       if (runs.length === 0) {
         const pool = createPool(current.databaseUrl, 4, 'livevote-bench');
-        await writeVoterFile(voterFile, await createVoters(pool, voterCount, jwtSecret));
+        voters = await createVoters(pool, voterCount, jwtSecret);
+        tokensMintedAtMs = Date.now();
+        await writeVoterFile(voterFile, voters);
         await pool.end();
+      } else if (Date.now() - tokensMintedAtMs > (accessTokenTtlS * 1000) / 2) {
+        // Runs of a long series (bench:features: ~20 minutes at 6 pairs) outlive the tokens,
+        // which would then be refused 401 and leave nothing to measure.
+        voters = remintAccessTokens(voters, jwtSecret);
+        tokensMintedAtMs = Date.now();
+        await writeVoterFile(voterFile, voters);
       }
       const admin = await adminLogin(current.baseUrl, baseEnv.LIVEVOTE_ADMIN_EMAIL, adminPassword);
       const args = (electionId: string, candidateIds: readonly string[], ms: number) =>

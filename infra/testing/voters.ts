@@ -35,3 +35,12 @@ export async function createVoters(pool: Pool, count: number, jwtSecret: string,
   }
   return voters;
 }
+
+/** The same voters with tokens minted now: an access token lives accessTokenTtlS, a long benchmark longer. */
+export function remintAccessTokens(voters: readonly TestVoter[], jwtSecret: string): TestVoter[] {
+  const nowS = Math.floor(Date.now() / 1000);
+  return voters.map((voter) => ({
+    ...voter,
+    token: signAccessToken({ sub: voter.userId, vn: voter.voterNumber, role: 'viewer', sid: randomUUID() }, jwtSecret, nowS),
+  }));
+}
