@@ -29,7 +29,7 @@ export async function createVoters(pool: Pool, count: number, jwtSecret: string,
       voters.push({
         userId: row.user_id,
         voterNumber: row.voter_number,
-        token: signAccessToken({ sub: row.user_id, vn: row.voter_number, role: 'viewer', sid: randomUUID() }, jwtSecret, nowS),
+        token: viewerToken(row.user_id, row.voter_number, jwtSecret, nowS),
       });
     }
   }
@@ -39,8 +39,10 @@ export async function createVoters(pool: Pool, count: number, jwtSecret: string,
 /** The same voters with tokens minted now: an access token lives accessTokenTtlS, a long benchmark longer. */
 export function remintAccessTokens(voters: readonly TestVoter[], jwtSecret: string): TestVoter[] {
   const nowS = Math.floor(Date.now() / 1000);
-  return voters.map((voter) => ({
-    ...voter,
-    token: signAccessToken({ sub: voter.userId, vn: voter.voterNumber, role: 'viewer', sid: randomUUID() }, jwtSecret, nowS),
-  }));
+  return voters.map((voter) => ({ ...voter, token: viewerToken(voter.userId, voter.voterNumber, jwtSecret, nowS) }));
+}
+
+/** A viewer's access token, of a session of its own, issued at nowS. */
+function viewerToken(userId: string, voterNumber: number, jwtSecret: string, nowS: number): string {
+  return signAccessToken({ sub: userId, vn: voterNumber, role: 'viewer', sid: randomUUID() }, jwtSecret, nowS);
 }
