@@ -8,7 +8,7 @@ import type { JournalBatch, JournalCommitResult, ShardKey } from '../actors/port
 import { journalContract } from '../actors/journalContract.ts';
 import { createPgBatchIdSource, type PgBatchIdSource } from './batchIds.ts';
 import { pgJournalContractSubject, setLeaseEpoch } from './journalContractSubject.ts';
-import { createWorkerJournal, decodeCommit, encodeCommit, type JournalWorkerLog, type WorkerJournal, type WorkerJournalOptions } from './journalWorker.ts';
+import { createWorkerJournal, decodeCommit, encodeCommit, WorkerJournal, type JournalWorkerLog, type WorkerJournalOptions } from './journalWorker.ts';
 import { createTestDatabase, type TestDatabase } from './testDatabase.ts';
 import { moduleBeside } from '../infra/workerThreads.ts';
 import { createPgJournal } from './voteJournal.ts';
@@ -115,7 +115,8 @@ describe('the journal on a worker thread', () => {
 
   it('a worker that dies mid-commit: the commit resolves failed, the batch is settled by wasCommitted, the next worker commits', async () => {
     const applicationName = 'lv-journal-crash';
-    const journal = await createWorkerJournal(workerOptions(applicationName, { restartIntervalMs: 100 }));
+    // A start from the sources took over 10 s (the default bound) at load ~34: a bound for that.
+    const journal = await createWorkerJournal(workerOptions(applicationName, { restartIntervalMs: 100, startTimeoutMs: 120_000 }));
     try {
       const { key, batch } = await shardWithBatch(20);
       const lease = await holdLease(key);
@@ -150,12 +151,83 @@ describe('the journal on a worker thread', () => {
     }
   });
 
+  it('a restarted worker gets no call until it is ready: a call fails at once meanwhile, however long the start, and the check answers once it is', async () => {
+    // The stand-in loads the real worker when told: a start longer than a check's bound (2 s + 1 s),
+    // as one took 2.6-6.5 s at load ~13. Before, a check sent to the starting worker timed out and
+    // terminated it, and so on with every restart: beside a second suite no check answered in 60 s.
+    const journal = new WorkerJournal(workerOptions('lv-journal-slow-start', {
+      restartIntervalMs: 100,
+      startTimeoutMs: 120_000,
+      workerUrl: moduleBeside(import.meta.url, 'journalWorker.slowStartWorker'),
+    }));
+    const load = () => journal.currentWorker!.postMessage({ t: 'load' });
+    const starting = journal.start();
+    load();
+    await starting;
+    try {
+      const { batch } = await shardWithBatch(4);
+      expect(await journal.commit(batch)).toEqual({ kind: 'committed', conflicts: [] });
+      const warningsBefore = warnings.length;
+      await journal.currentWorker!.terminate();
+      await waitFor('another worker', () => journal.workersStarted === 2 && journal.currentWorker !== undefined);
+      await expect(journal.wasCommitted(batch.batchId)).rejects.toThrow(/restarting/);
+      const next = await shardWithBatch(2);
+      expect(await journal.commit(next.batch)).toEqual({ kind: 'failed', message: `batch ${next.batch.batchId}: the journal worker is restarting` });
+      expect(journal.callsInFlight).toBe(0);
+      expect(journal.isWorkerReady()).toBe(false);
+
+      load();
+      await waitFor('the worker to be ready', () => journal.isWorkerReady());
+      // (A check the worker's Postgres client gave up on, on a busy machine, is asked again.)
+      let stored: boolean | undefined;
+      await waitFor('the check to answer', async () => {
+        stored = await journal.wasCommitted(batch.batchId).catch(() => undefined);
+        return stored !== undefined;
+      });
+      expect(stored).toBe(true);
+      expect(await journal.commit(next.batch)).toEqual({ kind: 'committed', conflicts: [] });
+      // The worker that was starting answered: none was terminated for its start.
+      expect(journal.workersStarted).toBe(2);
+      expect(warnings.slice(warningsBefore).map((w) => w.msg)).toEqual(['the journal worker exited; starting another']);
+    } finally {
+      await journal.close();
+    }
+  });
+
+  it('a restarted worker not ready within startTimeoutMs is terminated and another started', async () => {
+    // The bound is the first start's too, which must be ready within it on a busy machine (a start
+    // from the sources took over 10 s at load ~33 beside two chaos suites).
+    const startTimeoutMs = 30_000;
+    const journal = new WorkerJournal(workerOptions('lv-journal-never-ready', {
+      restartIntervalMs: 100,
+      startTimeoutMs,
+      workerUrl: moduleBeside(import.meta.url, 'journalWorker.slowStartWorker'),
+    }));
+    const starting = journal.start();
+    journal.currentWorker!.postMessage({ t: 'load' });
+    await starting;
+    try {
+      const warningsBefore = warnings.length;
+      await journal.currentWorker!.terminate();
+      await waitFor('a third worker', () => journal.workersStarted === 3, startTimeoutMs + 60_000);
+      expect(warnings.slice(warningsBefore).map((w) => w.msg)).toEqual([
+        'the journal worker exited; starting another',
+        'the journal worker did not start in time; terminating it',
+        'the journal worker exited; starting another',
+      ]);
+    } finally {
+      await journal.close();
+    }
+  });
+
   it('a worker that stops answering: the call fails after the bound plus the grace, the worker is terminated and another started', async () => {
     // The stand-in says ready and never answers, as a worker stuck in a loop would.
     const journal = await createWorkerJournal(workerOptions('lv-journal-silent', {
       journal: { nodeId, statementTimeoutMs: 100, checkTimeoutMs: 100 },
       answerGraceMs: 50,
       restartIntervalMs: 100,
+      // A restarted worker must be ready within this, or it is terminated too (slow starts under load).
+      startTimeoutMs: 120_000,
       workerUrl: moduleBeside(import.meta.url, 'journalWorker.faultyWorker'),
     }));
     try {
@@ -164,14 +236,14 @@ describe('the journal on a worker thread', () => {
       // PgJournal's own bound is the statement timeout plus 2 s; the main thread waits the grace longer.
       expect(await journal.commit(batch)).toEqual({ kind: 'failed', message: 'no answer from the journal worker within 2150 ms' });
       expect(journal.callsInFlight).toBe(0);
-      await waitFor('the stuck worker to be replaced', () => journal.workersStarted === 2 && journal.currentWorker !== undefined);
+      await waitFor('the stuck worker to be replaced', () => journal.workersStarted === 2 && journal.isWorkerReady());
       expect(warnings.slice(warningsBefore).map((w) => w.msg)).toEqual([
         'the journal worker did not answer in time; terminating it',
         'the journal worker exited; starting another',
       ]);
       // A check is bounded the same way (its own bound plus the grace), and rejects.
       await expect(journal.wasCommitted(batch.batchId)).rejects.toThrow('no answer from the journal worker within 150 ms');
-      await waitFor('the next stuck worker to be replaced', () => journal.workersStarted === 3 && journal.currentWorker !== undefined);
+      await waitFor('the next stuck worker to be replaced', () => journal.workersStarted === 3 && journal.isWorkerReady());
     } finally {
       await journal.close();
     }

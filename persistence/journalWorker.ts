@@ -12,7 +12,12 @@
 // PgJournal's own bound plus `answerGraceMs`; wasCommitted() rejects when no answer comes. A
 // worker that dies (or stops answering: it is then terminated) fails every call in flight —
 // `failed` commits, rejected checks, which the group committer settles through wasCommitted — and
-// is started again, at most once per `restartIntervalMs`; until then calls fail at once.
+// is started again, at most once per `restartIntervalMs`; until the new one has loaded and said
+// it is ready, calls fail at once. A call goes only to a ready worker, so its bound times the
+// worker's answer, never its start: a start on a busy machine (2.6-6.5 s at load ~13 on the 2-core
+// box, from the sources) can outlast a check's bound (3 s), and a check sent to a starting worker
+// would terminate it, again with every restart, so that no check ever answered. A restarted worker
+// that is not ready within `startTimeoutMs` is terminated and started again.
 //
 // The batch travels columnar (journalWorkerMessages below): one Float64Array of the numbers
 // (transferred, not copied), the vote ids joined into one string, the distinct election ids. On
@@ -46,7 +51,10 @@ export interface WorkerJournalOptions {
   readonly restartIntervalMs?: number;
   /** How much longer than PgJournal's own bound the main thread waits before it gives up on the worker. */
   readonly answerGraceMs?: number;
-  /** The first worker must have loaded and answered ready within this, or creation fails. */
+  /**
+   * The first worker must have loaded and answered ready within this, or creation fails; a
+   * restarted one, or it is terminated and another started.
+   */
   readonly startTimeoutMs?: number;
   /** Tests: another worker entry (journalWorker.faultyWorker.ts, one that never answers). */
   readonly workerUrl?: URL;
@@ -166,11 +174,16 @@ export class WorkerJournal implements Journal {
   private readonly commitAnswerMs: number;
   private readonly checkAnswerMs: number;
   private readonly restartIntervalMs: number;
+  private readonly startTimeoutMs: number;
   private readonly pending = new Map<number, PendingCall>();
   private nextCallId = 1;
   private worker: Worker | undefined;
+  /** `worker` has said it is ready: calls go to it. Until then they fail at once (restarting). */
+  private workerReady = false;
   private lastStartedAtMs = 0;
   private restartTimer: NodeJS.Timeout | undefined;
+  /** A restarted worker's bound for saying ready (startTimeoutMs). */
+  private readyTimer: NodeJS.Timeout | undefined;
   private closing = false;
   private closed: Promise<void> | undefined;
   /** Workers started so far, the first included. */
@@ -189,6 +202,7 @@ export class WorkerJournal implements Journal {
     this.commitAnswerMs = bounds.commitMs + grace;
     this.checkAnswerMs = bounds.checkMs + grace;
     this.restartIntervalMs = options.restartIntervalMs ?? journalWorkerRestartIntervalMsDefault;
+    this.startTimeoutMs = options.startTimeoutMs ?? startTimeoutMsDefault;
   }
 
   /** Starts the first worker; resolves once it has loaded, rejects if it cannot. */
@@ -197,8 +211,8 @@ export class WorkerJournal implements Journal {
     await new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => {
         cleanup();
-        reject(new Error(`the journal worker did not start within ${this.options.startTimeoutMs ?? startTimeoutMsDefault} ms`));
-      }, this.options.startTimeoutMs ?? startTimeoutMsDefault);
+        reject(new Error(`the journal worker did not start within ${this.startTimeoutMs} ms`));
+      }, this.startTimeoutMs);
       const onMessage = (message: FromJournalWorker) => {
         if (message.t !== 'ready') return;
         cleanup();
@@ -237,9 +251,14 @@ export class WorkerJournal implements Journal {
     return this.started;
   }
 
-  /** The running worker, if any: tests terminate it to see what a crash does. */
+  /** The running worker, if any, ready or still starting: tests terminate it to see what a crash does. */
   get currentWorker(): Worker | undefined {
     return this.worker;
+  }
+
+  /** A worker runs and has said it is ready: calls go to it (else they fail at once). */
+  isWorkerReady(): boolean {
+    return this.worker !== undefined && this.workerReady;
   }
 
   commit(batch: JournalBatch): Promise<JournalCommitResult> {
@@ -283,6 +302,7 @@ export class WorkerJournal implements Journal {
   private async closeOnce(): Promise<void> {
     this.closing = true;
     clearTimeout(this.restartTimer);
+    clearTimeout(this.readyTimer);
     await Promise.all([...this.pending.values()].map((call) => call.settled));
     const worker = this.worker;
     if (worker === undefined) return;
@@ -308,7 +328,7 @@ export class WorkerJournal implements Journal {
 
   private refusal(): string | undefined {
     if (this.closing) return 'the journal is closed';
-    if (this.worker === undefined) return 'the journal worker is restarting';
+    if (this.worker === undefined || !this.workerReady) return 'the journal worker is restarting';
     if (this.pending.size >= this.options.callsInFlightMax) return `${this.pending.size} journal calls in flight already (callsInFlightMax)`;
     return undefined;
   }
@@ -324,15 +344,16 @@ export class WorkerJournal implements Journal {
     // The node's stop ends it (close()); it must never be what keeps a process alive.
     worker.unref();
     this.worker = worker;
+    this.workerReady = false;
     this.lastStartedAtMs = Date.now();
     this.started++;
-    worker.on('message', (message: FromJournalWorker) => this.onMessage(message));
+    worker.on('message', (message: FromJournalWorker) => this.onMessage(worker, message));
     worker.on('error', (error) => this.options.log.warn({ err: error }, 'the journal worker failed'));
     worker.on('exit', (code) => this.onExit(worker, code));
     return worker;
   }
 
-  private onMessage(message: FromJournalWorker): void {
+  private onMessage(worker: Worker, message: FromJournalWorker): void {
     switch (message.t) {
       case 'committed': {
         const call = this.take(message.callId);
@@ -353,6 +374,11 @@ export class WorkerJournal implements Journal {
         this.options.log.warn({ err: message.error }, message.message);
         return;
       case 'ready':
+        if (worker === this.worker) {
+          this.workerReady = true;
+          clearTimeout(this.readyTimer);
+        }
+        return;
       case 'closed':
         return;
     }
@@ -384,6 +410,8 @@ export class WorkerJournal implements Journal {
   private onExit(worker: Worker, code: number): void {
     if (worker !== this.worker) return; // closed, or replaced already
     this.worker = undefined;
+    this.workerReady = false;
+    clearTimeout(this.readyTimer);
     const calls = [...this.pending.keys()].map((callId) => this.take(callId)!);
     for (const call of calls) failCall(call, `the journal worker exited (code ${code})`);
     if (this.closing) return;
@@ -391,8 +419,19 @@ export class WorkerJournal implements Journal {
     this.options.log.warn({ code, callsFailed: calls.length, restartInMs: delayMs, restarts: this.started }, 'the journal worker exited; starting another');
     this.restartTimer = setTimeout(() => {
       this.restartTimer = undefined;
-      if (!this.closing) this.spawn();
+      if (!this.closing) this.restart();
     }, delayMs);
+  }
+
+  /** Another worker, terminated (and so started again) if it has not said ready within startTimeoutMs. */
+  private restart(): void {
+    const worker = this.spawn();
+    this.readyTimer = setTimeout(() => {
+      this.readyTimer = undefined;
+      if (worker !== this.worker || this.workerReady || this.closing) return;
+      this.options.log.warn({ startTimeoutMs: this.startTimeoutMs }, 'the journal worker did not start in time; terminating it');
+      void worker.terminate();
+    }, this.startTimeoutMs);
   }
 }
 
