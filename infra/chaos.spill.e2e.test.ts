@@ -17,7 +17,7 @@ import { silentLogger } from './logger.ts';
 import { ensureSqsSpillQueues } from '../persistence/sqsSpillQueue.ts';
 import { startLocalSqs } from './testing/localSqs.ts';
 import { call, functionalTestEnv } from './testing/appHarness.ts';
-import { embeddedPostgresPids, stopEmbeddedPostgres } from './testing/postmasters.ts';
+import { embeddedPostgresPids, freezeEmbeddedPostgres, stopEmbeddedPostgres } from './testing/postmasters.ts';
 import { killStartedProcesses, startLivevoteProcess, type LivevoteProcess } from './testing/processHarness.ts';
 import { createVoters, type TestVoter } from './testing/voters.ts';
 
@@ -63,6 +63,13 @@ function signal(pids: readonly number[], name: NodeJS.Signals): void {
 /** The postmaster of the private server in `dataDir` and every process it forked. */
 async function privatePostgresPids(dataDir: string): Promise<number[]> {
   const pids = await embeddedPostgresPids(dataDir);
+  expect(pids.length, `a postmaster runs in ${dataDir}`).toBeGreaterThan(0);
+  return pids;
+}
+
+/** Freezes the private server in `dataDir`, postmaster first (testing/postmasters.ts); its pids, for SIGCONT. */
+async function freezePrivatePostgres(dataDir: string): Promise<number[]> {
+  const pids = await freezeEmbeddedPostgres(dataDir);
   expect(pids.length, `a postmaster runs in ${dataDir}`).toBeGreaterThan(0);
   return pids;
 }
@@ -208,9 +215,8 @@ describe('chaos: Postgres frozen, then a node killed with batches in the queue',
     let stop = false;
     const load = voteLoad(node.baseUrl, election, voters, sent, () => stop);
     await new Promise((resolve) => setTimeout(resolve, 1_500));
-    const frozen = await privatePostgresPids(dataDir);
     const freezeStartMs = Date.now();
-    signal(frozen, 'SIGSTOP');
+    const frozen = await freezePrivatePostgres(dataDir);
     // While votes wait in the queue the results say so: answered, durable, not counted yet.
     let queuedSeen = 0;
     const queuedWatch = (async () => {
@@ -261,8 +267,7 @@ describe('chaos: Postgres frozen, then a node killed with batches in the queue',
     let stop = false;
     const load = voteLoad(first.baseUrl, election, voters, sent, () => stop);
     await new Promise((resolve) => setTimeout(resolve, 1_000));
-    const frozen = await privatePostgresPids(dataDir);
-    signal(frozen, 'SIGSTOP');
+    const frozen = await freezePrivatePostgres(dataDir);
     // Batches spill and are acknowledged from the queue; then the node dies with them queued.
     await untilQueued(first, 50, sent);
     first.child.kill('SIGKILL');
@@ -434,8 +439,7 @@ describe('chaos: Postgres frozen, then a node killed with batches in the queue',
       let stop = false;
       const load = voteLoad(b.baseUrl, election, voters, sent, () => stop);
       await new Promise((resolve) => setTimeout(resolve, 1_500));
-      const frozen = await privatePostgresPids(pgDir);
-      signal(frozen, 'SIGSTOP');
+      const frozen = await freezePrivatePostgres(pgDir);
       // A few suffice: the node queues only until it fences itself (¾ of deadAfterMs without a stored
       // heartbeat), and at load 20 that window held 8 votes where a quiet box queues hundreds.
       await untilQueued(a, 4, sent);

@@ -1,11 +1,15 @@
 // The clean-up of tests' embedded Postgres servers (postmasters.ts), on real processes: a node's
-// server frozen with SIGSTOP, as a chaos test that failed before its SIGCONT leaves it.
+// server frozen with SIGSTOP, as a chaos test that failed before its SIGCONT leaves it; and the
+// freeze itself.
 import { spawn } from 'node:child_process';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import pg from 'pg';
 import { afterAll, describe, expect, it } from 'vitest';
-import { embeddedPostgresPids, isProcessGone, stopEmbeddedPostgres } from './postmasters.ts';
+import { startEmbeddedPostgres } from '../../persistence/embeddedPostgres.ts';
+import { silentLogger } from '../logger.ts';
+import { embeddedPostgresPids, freezeEmbeddedPostgres, isProcessGone, processState, stopEmbeddedPostgres } from './postmasters.ts';
 import { killStartedProcesses, startLivevoteProcess } from './processHarness.ts';
 
 const dirs: string[] = [];
@@ -31,6 +35,41 @@ describe('embedded Postgres of a test\'s data dir', () => {
     expect(await node.exited()).toBe('SIGKILL');
     expect((await Promise.all(pids.map(isProcessGone))).every(Boolean), `left running: ${pids.join(', ')}`).toBe(true);
     expect(await embeddedPostgresPids(dataDir)).toEqual([]);
+  });
+
+  it('freezeEmbeddedPostgres stops every process of the server, a backend forked while it looked included', async () => {
+    const dataDir = await mkdtemp(path.join(os.tmpdir(), 'lv-postmasters-freeze-'));
+    dirs.push(dataDir);
+    const server = await startEmbeddedPostgres({ dataDir, password: 'postmasters-freeze-password', log: silentLogger(), durable: false });
+    const clients: pg.Client[] = [];
+    let frozen: number[] = [];
+    try {
+      // Sessions opened one after another while it freezes: a backend forked for each. (Listing the
+      // processes first and stopping them after left such a backend running.)
+      let opening = true;
+      void (async () => {
+        while (opening) {
+          const client = new pg.Client({ connectionString: server.url });
+          client.on('error', () => undefined);
+          clients.push(client);
+          await client.connect().catch(() => undefined); // the last one waits for the thaw
+        }
+      })();
+      while (clients.length < 5) await new Promise((resolve) => setTimeout(resolve, 10));
+      frozen = await freezeEmbeddedPostgres(dataDir);
+      opening = false;
+      const now = await embeddedPostgresPids(dataDir);
+      expect(now.filter((pid) => !frozen.includes(pid)), 'processes of the server that it did not freeze').toEqual([]);
+      // Stopped (T), or a zombie its stopped postmaster had not reaped yet (Z).
+      const states = await Promise.all(now.map(async (pid) => `${pid} ${await processState(pid)}`));
+      expect(states.filter((state) => !/ [TZ]$/.test(state)), 'processes of the server still running').toEqual([]);
+    } finally {
+      for (const pid of frozen) {
+        try { process.kill(pid, 'SIGCONT'); } catch { /* gone */ }
+      }
+      await Promise.all(clients.map((client) => client.end().catch(() => undefined)));
+      await server.stop();
+    }
   });
 
   it('a postmaster.pid whose pid is now another process: that process is left alone', async () => {

@@ -1,10 +1,18 @@
 // The embedded Postgres servers of tests' data directories (a node's, in its LIVEVOTE_DATA_DIR,
 // or one a test started itself with startEmbeddedPostgres), found by the postmaster.pid in the
-// directory, and stopped whatever state a failed test left them in. Such a postmaster runs in a
-// process group of its own (persistence/embeddedPostgres.ts): a node killed with SIGKILL leaves
-// it running, and a test that froze it with SIGSTOP and failed before SIGCONT leaves it stopped.
+// directory, frozen whole (freezeEmbeddedPostgres), and stopped whatever state a failed test left
+// them in. Such a postmaster runs in a process group of its own (persistence/embeddedPostgres.ts):
+// a node killed with SIGKILL leaves it running, and a test that froze it with SIGSTOP and failed
+// before SIGCONT leaves it stopped.
 import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
+
+/** The state letter of `pid` in /proc (R, S, D, T: stopped, Z: zombie…), or undefined when it is gone. */
+export async function processState(pid: number): Promise<string | undefined> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
+  // pid (comm) state …: comm may hold spaces, so read after the last ')'.
+  return stat === '' ? undefined : stat.charAt(stat.lastIndexOf(')') + 2);
+}
 
 /** Whether `pid` is gone: no such process, or a zombie nobody reaps (this machine's init may not). */
 export async function isProcessGone(pid: number): Promise<boolean> {
@@ -13,9 +21,8 @@ export async function isProcessGone(pid: number): Promise<boolean> {
   } catch {
     return true;
   }
-  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
-  // pid (comm) state …: comm may hold spaces, so read after the last ')'.
-  return stat === '' || stat.slice(stat.lastIndexOf(')') + 2).startsWith('Z');
+  const state = await processState(pid);
+  return state === undefined || state === 'Z';
 }
 
 function signal(pids: readonly number[], name: NodeJS.Signals): void {
@@ -59,6 +66,39 @@ async function childrenOf(pid: number): Promise<number[]> {
 export async function embeddedPostgresPids(dataDir: string): Promise<number[]> {
   const postmaster = await runningPostmaster(dataDir);
   return postmaster === undefined ? [] : [postmaster, ...(await childrenOf(postmaster))];
+}
+
+const stoppedWithinMs = 30_000;
+
+/** Resolves once every one of `pids` is stopped (or gone); throws, naming them, after 30 s. */
+async function untilStopped(pids: readonly number[]): Promise<void> {
+  const sinceMs = Date.now();
+  for (;;) {
+    const states = await Promise.all(pids.map(processState));
+    const running = pids.filter((_, i) => !(states[i] === undefined || states[i] === 'T' || states[i] === 'Z'));
+    if (running.length === 0) return;
+    if (Date.now() - sinceMs > stoppedWithinMs) throw new Error(`processes ${running.join(', ')} not stopped 30 s after SIGSTOP`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
+/**
+ * Freezes the embedded server of `dataDir` with SIGSTOP: the postmaster first, and once it is
+ * stopped (it forks nothing more), every process it had forked. Resolves with them all, the
+ * postmaster first (for SIGCONT), once each is stopped; empty when no server runs. Listing the
+ * children first and stopping them after missed a backend forked meanwhile (the walk of /proc
+ * takes a while on a busy machine, and a node 1 s into its load still opens connections): that
+ * backend went on committing votes through the freeze.
+ */
+export async function freezeEmbeddedPostgres(dataDir: string): Promise<number[]> {
+  const postmaster = await runningPostmaster(dataDir);
+  if (postmaster === undefined) return [];
+  signal([postmaster], 'SIGSTOP');
+  await untilStopped([postmaster]);
+  const children = await childrenOf(postmaster);
+  signal(children, 'SIGSTOP');
+  await untilStopped(children);
+  return [postmaster, ...children];
 }
 
 const fastShutdownGraceMs = 10_000;
