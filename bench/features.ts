@@ -37,7 +37,7 @@ const activeS = intFromEnv('BENCH_WRITE_S', 5, 120);
 const connections = intFromEnv('BENCH_CONNECTIONS', 100, 10_000);
 
 const what: Record<(typeof measuredFeatures)[number], string> = {
-  audit_chain: 'the audit chain (the commit statement without its audit CTEs: digest, head upsert, record)',
+  audit_chain: 'the audit chain (the commit without its per-shard digests, and no sealer)',
   fence: 'the lease fence (the commit statement without locking and comparing the lease rows)',
   metadata: 'request metadata (the per-vote recorder and its COPY)',
   metrics: 'per-request metrics (HTTP counter and histogram, livevote_votes_total)',

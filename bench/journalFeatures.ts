@@ -1,6 +1,8 @@
 // What each part of a vote's storage costs Postgres, measured by switching it off: the journal's
 // commit statement with every part (what livevote runs), without the audit chain, without the
-// fence, without both, and the durable floor's bare INSERT … FROM unnest into a narrow table; plus
+// fence, without both (a variant with the audit chain also pays its seal: the sealer's statements,
+// on a connection of its own, once per round of BENCH_COMMITS / BENCH_ROUNDS batches, 200 by
+// default, which is about what livevote commits at 100 connections in the second between seals), and the durable floor's bare INSERT … FROM unnest into a narrow table; plus
 // the request-metadata COPY that livevote writes beside the votes (persistence/voteMetadata.ts).
 // Postgres CPU is the backend's own (/proc/<pid>/stat of the one connection each variant uses),
 // so other work on the machine does not land in it. Variants alternate in rounds, so a drift of
@@ -10,13 +12,14 @@
 //   options (env): BENCH_BATCH_ROWS (32: a batch at 100 connections), BENCH_COMMITS (1200 per
 //   variant), BENCH_ROUNDS (6), BENCH_SHARDS (8), BENCH_COMMITS_IN_FLIGHT (1: one commit at a time;
 //   2 is what a vote node runs, LIVEVOTE_COMMITS_IN_FLIGHT_MAX, so its commits of one shard wait
-//   for each other on the audit chain head as they do in production)
+//   for their commit slot as they do in production)
 //
 // Runs in a throwaway database created on the server of DATABASE_URL (dropped at the end).
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { JournalRow } from '../actors/ports.ts';
 import { acquireShardLeases } from '../cluster/leases.ts';
+import { sealAuditChains } from '../persistence/auditSealer.ts';
 import { createPgBatchIdSource } from '../persistence/batchIds.ts';
 import { createPool, type Pool } from '../persistence/db.ts';
 import { createTestDatabase } from '../persistence/testDatabase.ts';
@@ -53,6 +56,8 @@ interface Variant {
   readonly what: string;
   /** Stores one batch of rows. */
   commit(rows: readonly JournalRow[]): Promise<void>;
+  /** Ends a round's work (the last seal, the last COPY), inside the round's measurement. */
+  settle?(): Promise<void>;
   pool: Pool;
   /** One per connection: BENCH_COMMITS_IN_FLIGHT of them, the metadata COPY's one. */
   pids: number[];
@@ -76,12 +81,17 @@ try {
     const pool = createPool(db.url, commitsInFlight, 'bench-journal-features');
     pools.push(pool);
     const journal = createPgJournal({ pool, nodeId, measuredVariant: parts ? { name: `bench_commit_${name.replace(/\W+/g, '_')}`, parts } : undefined });
+    const sealPool = parts?.audit === false ? undefined : createPool(db.url, 1, 'bench-journal-features');
+    if (sealPool) pools.push(sealPool);
     return {
-      name, what, pool, pids: await backendPids(pool, commitsInFlight), inFlight: commitsInFlight, ticks: 0, clientUs: 0, commits: 0,
+      name, what, pool, pids: [...await backendPids(pool, commitsInFlight), ...(sealPool ? await backendPids(sealPool, 1) : [])], inFlight: commitsInFlight,
+      ticks: 0, clientUs: 0, commits: 0,
       async commit(rows) {
         const result = await journal.commit({ batchId: await batchIds.next(), rows });
         if (result.kind !== 'committed' || result.conflicts.length > 0) throw new Error(`${name}: ${JSON.stringify(result).slice(0, 200)}`);
       },
+      // Its own batches only: a round's batches are sealed before the next variant commits.
+      settle: sealPool && (async () => void (await sealAuditChains(sealPool))),
     };
   };
   const floorPool = createPool(db.url, commitsInFlight, 'bench-journal-features');
@@ -110,12 +120,13 @@ try {
       }
       if (++metadataBatches % 32 === 0) await recorder.flush();
     },
+    settle: () => recorder.flush(),
   };
   let metadataBatches = 0;
 
   const variants: Variant[] = [
-    await journalVariant('journal', 'the commit statement livevote runs: fence, insert, audit chain, batch record, conflicts', undefined),
-    await journalVariant('without audit', 'the same without the audit-chain CTEs', { fence: true, audit: false }),
+    await journalVariant('journal', 'the commit statement livevote runs (fence, insert, audit digests, batch record, conflicts) and its seal', undefined),
+    await journalVariant('without audit', 'the same without the audit digests and the seal', { fence: true, audit: false }),
     await journalVariant('without fence', 'the same without the lease fence (FOR SHARE lock and epoch check)', { fence: false, audit: true }),
     await journalVariant('without fence and audit', 'insert, batch record and conflicts only', { fence: false, audit: false }),
     floorVariant,
@@ -135,8 +146,10 @@ try {
   const variantTicks = (variant: Variant) => variant.pids.reduce((sum, pid) => sum + cpuTicks(pid), 0);
 
   // Warm-up: every statement prepared, caches filled.
-  for (const variant of variants) for (let i = 0; i < 64; i++) await variant.commit(makeBatch());
-  await recorder.flush();
+  for (const variant of variants) {
+    for (let i = 0; i < 64; i++) await variant.commit(makeBatch());
+    await variant.settle?.();
+  }
 
   const perRound = Math.ceil(commitsPerVariant / rounds);
   for (let round = 0; round < rounds; round++) {
@@ -148,7 +161,7 @@ try {
       await Promise.all(Array.from({ length: variant.inFlight }, async () => {
         while (next < batches.length) await variant.commit(batches[next++]!);
       }));
-      if (variant === metadataVariant) await recorder.flush();
+      await variant.settle?.();
       const cpu = process.cpuUsage(cpu0);
       variant.clientUs += cpu.user + cpu.system;
       variant.ticks += variantTicks(variant) - ticks0;

@@ -12,6 +12,7 @@ import { createElectionsFeature } from './elections/feature.ts';
 import { createVotePathFeature, type VotePathFeature } from './votes/feature.ts';
 import { createAbuseFeature, type AbuseFeature } from './abuse/feature.ts';
 import { createPrivacyFeature, type PrivacyFeature } from './privacy/feature.ts';
+import { createAuditSealer, type AuditSealer } from '../persistence/auditSealer.ts';
 import { dashboardRoutes } from './dashboard/routes.ts';
 import { streamPath } from './results/stream.ts';
 import { resolveNodeIdentity } from '../cluster/nodeIdentity.ts';
@@ -56,6 +57,8 @@ export interface LivevoteApp {
   readonly cluster: ClusterNode;
   readonly abuse: AbuseFeature;
   readonly privacy: PrivacyFeature;
+  /** Appends committed batches to the audit chains (persistence/auditSealer.ts); absent when measuring without it. */
+  readonly auditSealer: AuditSealer | undefined;
   /** Binds and starts accepting; resolves with the port actually bound (PORT=0 picks one). */
   listen(host: string, port: number): Promise<number>;
   /** Hand the shards off, close the listen socket, serve until drained, stop accepting, stop features. */
@@ -167,7 +170,12 @@ export async function buildApp(deps: AppDeps): Promise<LivevoteApp> {
     onUnhandledError: (error) => reportHandlerError({ log: deps.log, metrics }, streamPath, error),
   });
   cluster.mount(app);
-  const features: Feature[] = [abuse, auth, privacy, elections, votePath];
+  // Stopped after the vote path (features stop in reverse): its stop seals the last commits.
+  const auditSealer = off.has('audit_chain')
+    ? undefined
+    : createAuditSealer({ pool: deps.pool, intervalMs: config.auditSealIntervalMs, log: deps.log.child({ component: 'audit' }), metricsRegistry: metrics.registry });
+  const auditSealing: Feature = { routes: [], start: async () => auditSealer?.start(), stop: async () => auditSealer?.stop() };
+  const features: Feature[] = [abuse, auth, privacy, auditSealing, elections, votePath];
 
   // The vote route's token and body checks, on a worker thread (LIVEVOTE_VOTE_CHECKS_THREAD).
   const requestChecks = config.voteChecksThread === 'worker'
@@ -210,6 +218,7 @@ export async function buildApp(deps: AppDeps): Promise<LivevoteApp> {
     cluster,
     abuse,
     privacy,
+    auditSealer,
     listen(host, port) {
       return new Promise((resolve, reject) => {
         app.listen(host, port, (socket) => {

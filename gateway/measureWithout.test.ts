@@ -57,12 +57,17 @@ describe('LIVEVOTE_MEASURE_WITHOUT', () => {
     expect(await gauge(restOff)).toBe('5');
   });
 
-  it('audit_chain: a stored vote appends no audit record', async () => {
+  it('audit_chain: a stored vote leaves nothing to seal and appends no audit record', async () => {
     const auditRecords = 'SELECT count(*) FROM audit_records WHERE election_id = $1';
+    const pendingParts = `SELECT count(*) FROM vote_batches b, unnest(b.audit_election_ids) AS p(election_id)
+                           WHERE b.audit_shards IS NOT NULL AND p.election_id = $1`;
+    expect(restOff.app.auditSealer).toBeUndefined();
     for (const [h, expected] of [[on, 1], [restOff, 0]] as const) {
       const election = await openElection(h);
       expect((await vote(h, election)).status).toBe(200);
       expect(await countOf(h, 'SELECT count(*) FROM votes WHERE election_id = $1', election.electionId)).toBe(1);
+      expect(await countOf(h, pendingParts, election.electionId) + await countOf(h, auditRecords, election.electionId)).toBe(expected);
+      await h.app.auditSealer?.sealNow();
       expect(await countOf(h, auditRecords, election.electionId)).toBe(expected);
     }
   });

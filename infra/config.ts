@@ -163,6 +163,8 @@ export const envSchema = z.object({
   // Privacy (PRIVACY.md): how long hashed request metadata is kept, and its write buffer.
   LIVEVOTE_METADATA_RETENTION_DAYS: intFromEnv(1, 3650).default(30),
   LIVEVOTE_METADATA_BUFFER_ROWS_MAX: intFromEnv(1000, 10_000_000).default(100_000),
+  // The audit chain's sealer (persistence/auditSealer.ts): how often each node appends committed batches.
+  LIVEVOTE_AUDIT_SEAL_INTERVAL_MS: intFromEnv(10, 60_000).default(1000),
   // Measurement only (bench/features.ts): parts of the vote's work switched off, embedded Postgres only.
   LIVEVOTE_MEASURE_WITHOUT: measuredFeatureList.default([]),
 });
@@ -222,6 +224,8 @@ export interface Config {
    * knob run (bench/features.ts). Empty in every real deployment; the config refuses it unless
    * the node runs its own embedded Postgres.
    */
+  /** Each node's audit sealer appends the batches committed since its last seal this often. */
+  readonly auditSealIntervalMs: number;
   readonly measureWithout: ReadonlySet<MeasuredFeature>;
 }
 
@@ -448,6 +452,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       metadataRetentionDays: e.LIVEVOTE_METADATA_RETENTION_DAYS,
       metadataBufferRowsMax: e.LIVEVOTE_METADATA_BUFFER_ROWS_MAX,
     },
+    auditSealIntervalMs: e.LIVEVOTE_AUDIT_SEAL_INTERVAL_MS,
     measureWithout: new Set(e.LIVEVOTE_MEASURE_WITHOUT),
   };
 }

@@ -1,6 +1,8 @@
-// The audit chain at the journal level: the records the journal appends in its transaction, the
-// verifier's independent TypeScript recomputation, tampering of every kind, the append-only
-// triggers, concurrent commits of one shard, and the backfill of votes stored before migration 005.
+// The audit chain at the journal level: the digests a commit keeps in its transaction, the records
+// a seal appends for them, the verifier's independent TypeScript recomputation (votes awaiting
+// their seal included), tampering of every kind, the append-only triggers, commits and seals racing
+// (two nodes' sealers), a spilled batch drained part by part, and the backfill of votes stored
+// before migration 005.
 import { randomUUID } from 'node:crypto';
 import { copyFile, mkdtemp, readdir, rm } from 'node:fs/promises';
 import os from 'node:os';
@@ -9,8 +11,9 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { JournalRow } from '../actors/ports.ts';
 import { acquireShardLeases } from '../cluster/leases.ts';
 import {
-  auditGenesisHash, auditRecordHash, auditRowsDigest, formatAuditReport, verifyAudit, type AuditBreak, type ShardAudit,
+  auditGenesisHash, auditRecordHash, auditRowsDigest, auditSealedDigest, formatAuditReport, verifyAudit, type AuditBreak, type ShardAudit,
 } from './audit.ts';
+import { createAuditSealer, sealAuditChains } from './auditSealer.ts';
 import { createPgBatchIdSource, type PgBatchIdSource } from './batchIds.ts';
 import { createPool } from './db.ts';
 import { migrate, migrationsDir } from './migrate.ts';
@@ -51,14 +54,33 @@ async function commit(rows: JournalRow[]): Promise<number> {
 }
 
 interface RecordRow {
-  shard: number; seq: number; batch_id: number; epoch: number; row_count: number;
+  shard: number; seq: number; batch_id: number; batch_ids: number[]; epoch: number; row_count: number;
   rows_digest: Buffer; prev_hash: Buffer; hash: Buffer; recorded_at_us: number;
 }
 
 async function records(election = electionId): Promise<RecordRow[]> {
-  return (await db.pool.query<RecordRow>(
-    `SELECT shard, seq, batch_id, epoch, row_count, rows_digest, prev_hash, hash, (extract(epoch FROM recorded_at) * 1000000)::bigint AS recorded_at_us
+  const rows = (await db.pool.query<RecordRow & { batch_ids: string[] }>(
+    `SELECT shard, seq, batch_id, batch_ids, epoch, row_count, rows_digest, prev_hash, hash, (extract(epoch FROM recorded_at) * 1000000)::bigint AS recorded_at_us
        FROM audit_records WHERE election_id = $1 ORDER BY shard, seq`, [election])).rows;
+  return rows.map((r) => ({ ...r, batch_ids: r.batch_ids.map(Number) }));
+}
+
+/** Seals everything pending (one transaction; the tests' batches are far below its bound). */
+async function seal(): Promise<void> {
+  const result = await sealAuditChains(db.pool);
+  expect(result.skipped).toBe(false);
+  expect(result.more).toBe(false);
+}
+
+async function pendingBatches(): Promise<number> {
+  return Number((await db.pool.query('SELECT count(*) FROM vote_batches WHERE audit_shards IS NOT NULL')).rows[0].count);
+}
+
+function recordFields(record: RecordRow) {
+  return {
+    electionId, shard: record.shard, seq: record.seq, batchId: record.batch_id, batchIds: record.batch_ids, epoch: record.epoch,
+    rowCount: record.row_count, rowsDigest: record.rows_digest, recordedAtUs: record.recorded_at_us,
+  };
 }
 
 async function verifyOne(election = electionId) {
@@ -92,53 +114,67 @@ async function asTamperer(sql: string, values: unknown[] = []): Promise<void> {
   }
 }
 
-describe('audit records appended by the journal', () => {
-  it('one record per shard stored into, chained from the genesis hash, as the TypeScript formats say', async () => {
+describe('audit records: kept by the commit, appended by the seal', () => {
+  it('a seal appends one record per shard for every batch pending, chained from the genesis hash, as the TypeScript formats say', async () => {
     const first = Array.from({ length: 40 }, (_, i) => row(i));
     const second = Array.from({ length: 10 }, (_, i) => row(100 + i * 4)); // shard 0 only
     const b1 = await commit(first);
     const b2 = await commit(second);
+    // Committed, not sealed: no record yet, and verify checks the votes against what the commits kept.
+    expect(await records()).toEqual([]);
+    const before = await verifyOne();
+    expect(before.intact).toBe(true);
+    expect(before.elections[0]!.awaitingSealRows).toBe(50);
+    expect(formatAuditReport(before)).toMatch(/50 stored votes \(50 of them in batches not sealed yet\)/);
+
+    await seal();
+    expect(await pendingBatches()).toBe(0);
     const stored = await records();
-    expect(stored.map((r) => [r.shard, r.seq, r.batch_id])).toEqual([[0, 1, b1], [0, 2, b2], [1, 1, b1], [2, 1, b1], [3, 1, b1]]);
+    expect(stored.map((r) => [r.shard, r.seq, r.batch_ids, r.batch_id])).toEqual([[0, 1, [b1, b2], b2], [1, 1, [b1], b1], [2, 1, [b1], b1], [3, 1, [b1], b1]]);
     const byShard = (rows: JournalRow[], shard: number) => rows.filter((r) => r.shard === shard);
-    let prev = auditGenesisHash;
     for (const record of stored) {
-      const rows = byShard(record.batch_id === b1 ? first : second, record.shard);
-      expect(record.row_count).toBe(rows.length);
-      expect(record.rows_digest.equals(auditRowsDigest(rows))).toBe(true);
-      if (record.seq === 1) prev = auditGenesisHash;
-      expect(record.prev_hash.equals(prev)).toBe(true);
+      const batches = record.batch_ids.map((b) => byShard(b === b1 ? first : second, record.shard));
+      expect(record.row_count).toBe(batches.reduce((n, rows) => n + rows.length, 0));
+      expect(record.rows_digest.equals(auditSealedDigest(batches.map((rows) => auditRowsDigest(rows))))).toBe(true);
+      expect(record.prev_hash.equals(auditGenesisHash)).toBe(true);
       expect(record.epoch).toBe(epochs[record.shard]);
-      const fields = {
-        electionId, shard: record.shard, seq: record.seq, batchId: record.batch_id, epoch: record.epoch,
-        rowCount: record.row_count, rowsDigest: record.rows_digest, recordedAtUs: record.recorded_at_us,
-      };
-      expect(record.hash.equals(auditRecordHash(record.prev_hash, fields))).toBe(true);
-      prev = record.hash;
+      expect(record.hash.equals(auditRecordHash(record.prev_hash, recordFields(record)))).toBe(true);
     }
+
+    // The next seal links each chain to its head.
+    const third = [row(300), row(301)];
+    const b3 = await commit(third);
+    await seal();
+    const shard0 = (await records()).filter((r) => r.shard === 0);
+    expect(shard0.map((r) => [r.seq, r.batch_ids])).toEqual([[1, [b1, b2]], [2, [b3]]]);
+    expect(shard0[1]!.prev_hash.equals(shard0[0]!.hash)).toBe(true);
+    expect(shard0[1]!.rows_digest.equals(auditSealedDigest([auditRowsDigest([third[0]!])]))).toBe(true);
     const heads = await db.pool.query<{ shard: number; seq: number; hash: Buffer }>('SELECT shard, seq, hash FROM audit_chain_heads WHERE election_id = $1 ORDER BY shard', [electionId]);
-    expect(heads.rows.map((h) => h.seq)).toEqual([2, 1, 1, 1]);
+    expect(heads.rows.map((h) => h.seq)).toEqual([2, 2, 1, 1]);
+    expect(heads.rows[0]!.hash.equals(shard0[1]!.hash)).toBe(true);
     const report = await verifyOne();
     expect(report.intact).toBe(true);
-    expect(report.elections[0]!.votes).toBe(50);
-    expect(report.elections[0]!.records).toBe(5);
+    expect(report.elections[0]!.votes).toBe(52);
+    expect(report.elections[0]!.awaitingSealRows).toBe(0);
+    expect(report.elections[0]!.records).toBe(6);
     expect(formatAuditReport(report)).toMatch(/audit verify: INTACT\n$/);
   });
 
-  it('digests only the rows a batch really stored: conflicts are left out, an all-conflict batch appends nothing', async () => {
+  it('digests only the rows a batch really stored: conflicts are left out, an all-conflict batch leaves nothing to seal', async () => {
     const original = row(8, 1);
-    await commit([original]);
+    const originalBatch = await commit([original]);
     const partial = [row(8, 2), row(12)];
     const partialBatch = await commit(partial);
     await commit([row(8, 0)]);
+    expect(await pendingBatches()).toBe(2);
+    await seal();
     const shard0 = (await records()).filter((r) => r.shard === 0);
-    expect(shard0.map((r) => [r.seq, r.row_count])).toEqual([[1, 1], [2, 1]]);
-    expect(shard0[1]!.batch_id).toBe(partialBatch);
-    expect(shard0[1]!.rows_digest.equals(auditRowsDigest([partial[1]!]))).toBe(true);
+    expect(shard0.map((r) => [r.seq, r.row_count, r.batch_ids])).toEqual([[1, 2, [originalBatch, partialBatch]]]);
+    expect(shard0[0]!.rows_digest.equals(auditSealedDigest([auditRowsDigest([original]), auditRowsDigest([partial[1]!])]))).toBe(true);
     expect((await verifyOne()).intact).toBe(true);
   });
 
-  it('a fenced or failed commit appends nothing', async () => {
+  it('a fenced or failed commit leaves nothing to seal', async () => {
     await commit([row(1)]);
     const stale = row(2);
     await acquireShardLeases(db.pool, { electionId, shardCount, nodeId, leaseTtlMs: 60_000 });
@@ -146,16 +182,51 @@ describe('audit records appended by the journal', () => {
     expect(fenced.kind).toBe('fenced');
     const duplicate = await journal.commit({ batchId: await batchIds.next(), rows: [{ ...row(3), epoch: epochs[3]! + 1 }, { ...row(3), epoch: epochs[3]! + 1 }] });
     expect(duplicate.kind).toBe('failed');
+    await seal();
     expect((await records()).map((r) => r.shard)).toEqual([1]);
+  });
+
+  it('a spilled batch drained part by part: each part is sealed when it is stored', async () => {
+    const rows = Array.from({ length: 16 }, (_, i) => row(500 + i));
+    const batchId = await batchIds.next();
+    const spilled = { batchId, rows, spilledAtMs: Date.now() };
+    const held = (shards: number[]) => shards.map((shard) => ({ electionId, shard, epoch: epochs[shard]! }));
+    expect((await journal.storeSpilled(spilled, held([0, 1]))).kind).toBe('stored');
+    expect((await verifyOne()).elections[0]!.awaitingSealRows).toBe(8);
+    await seal();
+    expect((await records()).map((r) => [r.shard, r.batch_ids])).toEqual([[0, [batchId]], [1, [batchId]]]);
+    expect((await journal.storeSpilled(spilled, held([2, 3]))).kind).toBe('stored');
+    await seal();
+    expect((await records()).map((r) => [r.shard, r.seq, r.batch_ids])).toEqual([[0, 1, [batchId]], [1, 1, [batchId]], [2, 1, [batchId]], [3, 1, [batchId]]]);
+    const report = await verifyOne();
+    expect(report.intact).toBe(true);
+    expect(report.elections[0]!.votes).toBe(16);
+  });
+
+  it('the sealer seals a backlog larger than one seal takes, and its stop seals what is left', async () => {
+    const sealer = createAuditSealer({ pool: db.pool, batchesMax: 2, intervalMs: 60_000 });
+    for (let i = 0; i < 5; i++) await commit([row(700 + i)]);
+    await sealer.sealNow();
+    expect(await pendingBatches()).toBe(0);
+    expect(sealer.stats()).toMatchObject({ batches: 5, failures: 0 });
+    sealer.start();
+    await commit([row(710)]);
+    await sealer.stop();
+    expect(await pendingBatches()).toBe(0);
+    expect((await verifyOne()).elections[0]).toMatchObject({ votes: 6, awaitingSealRows: 0, intact: true });
   });
 });
 
 describe('audit verify finds tampering', () => {
   let batchId: number;
   beforeEach(async () => {
+    // A seal after each commit: a record per batch, so seq 2 is the middle batch.
     await commit(Array.from({ length: 24 }, (_, i) => row(i)));
+    await seal();
     batchId = await commit(Array.from({ length: 24 }, (_, i) => row(100 + i)));
+    await seal();
     await commit(Array.from({ length: 24 }, (_, i) => row(200 + i)));
+    await seal();
     expect((await verifyOne()).intact).toBe(true);
   });
 
@@ -170,6 +241,16 @@ describe('audit verify finds tampering', () => {
     for (const shard of [0, 2, 3]) expect(shardOf(report, shard).intact).toBe(true);
     expect(formatAuditReport(report)).toMatch(/shard 1: BROKEN[^\n]*\n\s+first broken link: seq 2 \(batch \d+, epoch \d+\): the stored votes do not match the digest of the 6 recorded: a vote was changed/);
     expect(formatAuditReport(report)).toMatch(/audit verify: BROKEN\n$/);
+  });
+
+  it('a vote changed before its batch was sealed: found while pending, and still found once sealed', async () => {
+    const pendingBatch = await commit([row(300), row(304)]);
+    await db.pool.query('UPDATE votes SET candidate_index = (candidate_index + 1) % 3 WHERE election_id = $1 AND voter_number = 304', [electionId]);
+    expect(await firstBreak(0)).toEqual({ kind: 'pending_batch_mismatch', seq: 0, batchId: pendingBatch, epoch: epochs[0], recordedRows: 2, storedRows: 2 });
+    expect(formatAuditReport(await verifyOne())).toMatch(/not sealed yet: .*votes were changed before the seal/);
+    // The seal appends the digest the commit kept, not one of the votes as they are now.
+    await seal();
+    expect(await firstBreak(0)).toMatchObject({ kind: 'votes_changed', seq: 4, batchId: pendingBatch });
   });
 
   it('a changed time or vote id is a change too', async () => {
@@ -204,9 +285,9 @@ describe('audit verify finds tampering', () => {
     await asTamperer('UPDATE audit_records SET row_count = row_count + 1 WHERE election_id = $1 AND shard = 0 AND seq = 2', [electionId]);
     expect((await firstBreak(0))?.kind).toBe('record_altered');
     // Rehashing the edited record moves the break to the next link.
-    await asTamperer(
-      `UPDATE audit_records SET hash = livevote_audit_hash(prev_hash, election_id, shard, seq, batch_id, epoch, row_count, rows_digest, recorded_at)
-        WHERE election_id = $1 AND shard = 0 AND seq = 2`, [electionId]);
+    const edited = (await records()).find((r) => r.shard === 0 && r.seq === 2)!;
+    await asTamperer('UPDATE audit_records SET hash = $2 WHERE election_id = $1 AND shard = 0 AND seq = 2',
+      [electionId, auditRecordHash(edited.prev_hash, recordFields(edited))]);
     const rehashed = shardOf(await verifyOne(), 0);
     // The record now claims 7 rows where 6 are stored; the next record no longer links to it.
     expect(rehashed.firstBreak?.kind).toBe('votes_removed');
@@ -224,6 +305,7 @@ describe('audit verify finds tampering', () => {
 describe('append-only', () => {
   it('refuses UPDATE, DELETE and TRUNCATE of audit records, even to a superuser', async () => {
     await commit([row(1), row(2)]);
+    await seal();
     const refusals = [
       () => db.pool.query('UPDATE audit_records SET row_count = 99 WHERE election_id = $1', [electionId]),
       () => db.pool.query('DELETE FROM audit_records WHERE election_id = $1', [electionId]),
@@ -249,15 +331,18 @@ describe('append-only', () => {
   });
 });
 
-describe('concurrent commits', () => {
-  it('keep every chain linear: contiguous seqs, each linked to the previous, every batch recorded once', async () => {
+describe('commits and seals racing', () => {
+  it('keep every chain linear: contiguous seqs, each linked to the previous, every batch sealed once', async () => {
     const pools = Array.from({ length: 4 }, (_, i) => createPool(db.url, 3, `audit-test-concurrent-${i}`));
     try {
       const journals = pools.map((pool) => createPgJournal({ pool, nodeId }));
+      // Two nodes' sealers, each on its own pool, sealing as fast as they can while the commits run.
+      const sealers = pools.slice(0, 2).map((pool) => createAuditSealer({ pool, batchesMax: 3 }));
       const batches = 60;
       const committed: { batchId: number; rows: JournalRow[] }[] = [];
       let nextVoter = 0;
-      // Every batch touches every shard, so all commits contend for all four chain heads.
+      let committing = true;
+      // Every batch touches every shard, so every seal appends to all four chains.
       const run = async (j: PgJournal) => {
         for (let n = 0; n < batches / journals.length; n++) {
           const rows = Array.from({ length: 20 }, () => row(nextVoter++));
@@ -267,13 +352,23 @@ describe('concurrent commits', () => {
           committed.push({ batchId, rows });
         }
       };
+      const sealing = sealers.map(async (sealer) => {
+        while (committing) await sealer.sealNow();
+      });
       await Promise.all(journals.flatMap((j) => [run(j), run(j)]));
+      committing = false;
+      await Promise.all(sealing);
+      await sealers[0]!.sealNow();
+      expect(sealers.reduce((n, s) => n + s.stats().failures, 0)).toBe(0);
+      expect(await pendingBatches()).toBe(0);
       const stored = await records();
       for (let shard = 0; shard < shardCount; shard++) {
         const chain = stored.filter((r) => r.shard === shard);
-        expect(chain.map((r) => r.seq)).toEqual(Array.from({ length: committed.length }, (_, i) => i + 1));
+        expect(chain.map((r) => r.seq)).toEqual(Array.from({ length: chain.length }, (_, i) => i + 1));
         for (let i = 1; i < chain.length; i++) expect(chain[i]!.prev_hash.equals(chain[i - 1]!.hash)).toBe(true);
-        expect(new Set(chain.map((r) => r.batch_id)).size).toBe(committed.length);
+        const sealed = chain.flatMap((r) => r.batch_ids);
+        expect(sealed.length).toBe(committed.length);
+        expect(new Set(sealed)).toEqual(new Set(committed.map((c) => c.batchId)));
       }
       const report = await verifyOne();
       expect(report.intact).toBe(true);

@@ -1,45 +1,43 @@
-// The audit trail: one hash chain per (election, shard), appended by the vote journal in the
-// same transaction as the votes it describes (migration 005 has the tables and the triggers that
-// make them append-only), and checked by `livevote audit verify`.
+// The audit trail: one hash chain per (election, shard) (migrations 005 and 014 have the tables
+// and the triggers that make them append-only), sealed after the commits by auditSealer.ts, and
+// checked by `livevote audit verify`.
 //
-// A record says: batch B stored these N rows (rows_digest) in this shard under lease epoch E,
-// and it follows the record whose hash is prev_hash. The formats, byte for byte:
+// A commit keeps, in the same statement as its votes, the rows digest of each (election, shard,
+// epoch) part it stored in its own vote_batches row (pending). The sealer, about once a second,
+// appends ONE record per (election, shard, epoch) for all the pending batches it takes, and clears
+// them. A sealed (v2) record says: batches b1 < b2 < … stored these N rows in this shard under lease
+// epoch E, and it follows the record whose hash is prev_hash. The formats, byte for byte:
 //
-//   row line     `${voter_number}|${candidate_index}|${vote_id}|${accepted_at_ms}\n`
-//   rows_digest  SHA-256 of the row lines of the batch's stored rows of that shard, by voter_number
-//   hash         SHA-256(prev_hash ‖ `livevote-audit-v1|${election_id}|${shard}|${seq}|${batch_id}|
-//                ${epoch}|${row_count}|${recorded_at_us}` ‖ rows_digest); prev_hash of seq 1 is 32 zero bytes
+//   row line       `${voter_number}|${candidate_index}|${vote_id}|${accepted_at_ms}\n`
+//   batch digest   SHA-256 of the row lines of one batch's stored rows of that shard, by voter_number
+//   rows_digest    SHA-256(batch digest of b1 ‖ of b2 ‖ …)
+//   hash           SHA-256(prev_hash ‖ `livevote-audit-v2|${election_id}|${shard}|${seq}|${b1},${b2},…|
+//                  ${epoch}|${row_count}|${recorded_at_us}` ‖ rows_digest); prev_hash of seq 1 is 32 zero bytes
 //
-// The writer computes them in SQL inside the journal's one INSERT statement (no extra round
-// trip). The verifier recomputes every one of them here, in TypeScript, from the stored votes: it
-// trusts no SQL function that lives in the database it is checking.
+// Records written before migration 014 (batch_ids NULL) are v1: one batch each, rows_digest its
+// batch digest, and `livevote-audit-v1|…|${seq}|${batch_id}|…` in the hash. A chain may hold both.
 //
-// Serialising a chain: the journal's lease fence takes the lease rows FOR SHARE, which lets two
-// commits of one node run at once, so it cannot order a chain. The chain head row does: the
-// commit upserts audit_chain_heads (INSERT … ON CONFLICT DO UPDATE), which locks the head row
-// of every shard it appends to, in (election, shard) order, after all its votes are inserted.
-// A second commit of the same shard waits on that lock until the first commits, then links to
-// the first's new hash (ON CONFLICT DO UPDATE always reads the latest committed row version).
+// The commit computes the batch digests in SQL (no extra round trip); the sealer hashes the
+// records here. The verifier recomputes every digest from the stored votes, in TypeScript: it
+// trusts no SQL function that lives in the database it is checking. Votes of batches not sealed
+// yet are checked against the digests their commits kept and reported as awaiting their seal.
 //
-// The genesis hash (seq 1) is computed only for a chain that has no head yet: every later commit
-// takes the update path, which discards the proposed row's hash, so for an existing head the
-// proposal carries a placeholder of the right length (CHECK constraints run on the proposed row
-// before the conflict is found). Heads are never deleted (a trigger refuses it), so a head seen
-// by the EXISTS is still there at the insert; one created meanwhile by another commit makes the
-// insert conflict, and the update path computes the real hash.
-// Only the tail of the second statement waits (its fence and vote insert ran concurrently), and
-// the fixed lock order means two commits never deadlock on heads.
+// Why after the commit: appended inside it, every commit of a shard waited on the shard's chain
+// head for the commit before it, and paid a record per shard and commit (bench/README.md, "Tenth
+// look"); sealed, a chain gets a record per shard and second whatever the commit rate.
 import { createHash } from 'node:crypto';
 import type { Pool, PoolClient } from './db.ts';
 import { uuidPattern, withClient } from './db.ts';
 
 export const auditGenesisHash: Buffer = Buffer.alloc(32);
 const auditHashVersion = 'livevote-audit-v1';
+const auditSealedHashVersion = 'livevote-audit-v2';
 /** Votes fetched per round trip while verifying. */
 const verifyFetchRowsDefault = 20_000;
 
 // ---------------------------------------------------------------------------------------------
-// The writer side: CTEs the journal's insert statement appends (persistence/voteJournal.ts).
+// The writer side, part one: the commit keeps each part's digest in its batch row (the sealer,
+// persistence/auditSealer.ts, appends them to the chains).
 
 /** The SQL text of one row line; must produce exactly what `auditRowLine` does. */
 const rowLineSql = (t: string) =>
@@ -47,38 +45,34 @@ const rowLineSql = (t: string) =>
   `((extract(epoch FROM ${t}.accepted_at) * 1000)::bigint)::text || E'\\n'`;
 
 /**
- * CTEs that append one audit record per (election, shard) of `storedCte`'s rows, to be placed in
- * the WITH list of the statement that stores the votes. `storedCte` must return election_id,
- * shard, epoch, voter_number, candidate_index, vote_id, accepted_at of the rows actually stored
- * (INSERT … RETURNING); `batchIdParam` is the bigint parameter holding the batch id.
+ * A CTE `audit_parts` with one row per (election, shard, epoch) of `storedCte`'s rows: their
+ * count and v1 rows digest. `storedCte` must return election_id, shard, epoch, voter_number,
+ * candidate_index, vote_id, accepted_at of the rows actually stored (INSERT … RETURNING).
  */
-export function auditAppendCtes(storedCte: string, batchIdParam: string): string {
-  return `audit_digests AS (
+export function auditPartsCte(storedCte: string): string {
+  return `audit_parts AS (
            SELECT s.election_id, s.shard, s.epoch, count(*)::integer AS row_count,
                   sha256(convert_to(string_agg(${rowLineSql('s')}, '' ORDER BY s.voter_number), 'UTF8')) AS rows_digest
              FROM ${storedCte} s
-            GROUP BY s.election_id, s.shard, s.epoch),
-         audit_heads AS (
-           INSERT INTO audit_chain_heads AS h (election_id, shard, seq, batch_id, epoch, row_count, rows_digest, prev_hash, hash, recorded_at)
-           SELECT d.election_id, d.shard, 1, ${batchIdParam}, d.epoch, d.row_count, d.rows_digest, '\\x${auditGenesisHash.toString('hex')}'::bytea,
-                  CASE WHEN EXISTS (SELECT 1 FROM audit_chain_heads x WHERE x.election_id = d.election_id AND x.shard = d.shard)
-                       THEN '\\x${auditGenesisHash.toString('hex')}'::bytea
-                       ELSE livevote_audit_hash('\\x${auditGenesisHash.toString('hex')}'::bytea, d.election_id, d.shard, 1, ${batchIdParam}, d.epoch, d.row_count, d.rows_digest, now())
-                  END,
-                  now()
-             FROM audit_digests d
-            ORDER BY d.election_id, d.shard
-           ON CONFLICT (election_id, shard) DO UPDATE SET
-             seq = h.seq + 1, batch_id = excluded.batch_id, epoch = excluded.epoch, row_count = excluded.row_count,
-             rows_digest = excluded.rows_digest, prev_hash = h.hash, recorded_at = excluded.recorded_at,
-             hash = livevote_audit_hash(h.hash, h.election_id, h.shard, h.seq + 1, excluded.batch_id, excluded.epoch,
-                                        excluded.row_count, excluded.rows_digest, excluded.recorded_at)
-           RETURNING h.election_id, h.shard, h.seq, h.batch_id, h.epoch, h.row_count, h.rows_digest, h.prev_hash, h.hash, h.recorded_at),
-         audit_appended AS (
-           INSERT INTO audit_records (election_id, shard, seq, batch_id, epoch, row_count, rows_digest, prev_hash, hash, recorded_at)
-           SELECT election_id, shard, seq, batch_id, epoch, row_count, rows_digest, prev_hash, hash, recorded_at FROM audit_heads
-           RETURNING 1)`;
+            GROUP BY s.election_id, s.shard, s.epoch)`;
 }
+
+/** The vote_batches columns that hold a batch's pending parts, in the order of `auditPartsArrays`. */
+export const auditPendingColumns = 'audit_election_ids, audit_shards, audit_epochs, audit_row_counts, audit_digests';
+
+const partColumns = ['election_id', 'shard', 'epoch', 'row_count', 'rows_digest'] as const;
+const partArray = (c: string) => `(SELECT array_agg(${c} ORDER BY election_id, shard, epoch) FROM audit_parts)`;
+
+/** `audit_parts` as five arrays in one order (NULL each when no row was stored: nothing to seal). */
+export const auditPartsArrays = partColumns.map(partArray).join(', ');
+
+/**
+ * SET assignments that add `audit_parts` to a vote_batches row's pending parts (the drainer
+ * stores a batch part by part; the sealer may have sealed and cleared the earlier ones).
+ */
+export const auditPendingAppend = auditPendingColumns.split(', ')
+  .map((column, i) => `${column} = CASE WHEN EXISTS (SELECT 1 FROM audit_parts) THEN coalesce(${column}, '{}') || ${partArray(partColumns[i]!)} ELSE ${column} END`)
+  .join(',\n                                 ');
 
 // ---------------------------------------------------------------------------------------------
 // The formats, in TypeScript (the verifier's independent implementation).
@@ -111,12 +105,22 @@ export interface AuditRecordFields {
   readonly rowsDigest: Buffer;
   /** recorded_at in microseconds since the epoch (exact: the hash covers it). */
   readonly recordedAtUs: number;
+  /** A sealed (v2) record: the batches it covers, ascending (batchId is the last). Absent: v1. */
+  readonly batchIds?: readonly number[];
 }
 
 export function auditRecordHash(prevHash: Buffer, record: AuditRecordFields): Buffer {
   if (prevHash.length !== 32 || record.rowsDigest.length !== 32) throw new Error('prev_hash and rows_digest must be 32 bytes');
-  const fields = [auditHashVersion, record.electionId.toLowerCase(), record.shard, record.seq, record.batchId, record.epoch, record.rowCount, record.recordedAtUs].join('|');
+  const batches = record.batchIds === undefined ? [auditHashVersion, record.batchId] : [auditSealedHashVersion, record.batchIds.join(',')];
+  const fields = [batches[0], record.electionId.toLowerCase(), record.shard, record.seq, batches[1], record.epoch, record.rowCount, record.recordedAtUs].join('|');
   return createHash('sha256').update(prevHash).update(fields, 'utf8').update(record.rowsDigest).digest();
+}
+
+/** A sealed (v2) record's rows_digest: SHA-256 over its batches' v1 digests, in batch order. */
+export function auditSealedDigest(batchDigests: readonly Buffer[]): Buffer {
+  const hash = createHash('sha256');
+  for (const digest of batchDigests) hash.update(digest);
+  return hash.digest();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -130,6 +134,8 @@ export interface AuditRecord extends AuditRecordFields {
 interface AuditRecordRow {
   seq: number;
   batch_id: number;
+  /** bigint[] comes as strings; null for a v1 record. */
+  batch_ids: string[] | null;
   epoch: number;
   row_count: number;
   rows_digest: Buffer;
@@ -138,7 +144,7 @@ interface AuditRecordRow {
   recorded_at_us: number;
 }
 
-const recordColumns = `seq, batch_id, epoch, row_count, rows_digest, prev_hash, hash,
+const recordColumns = `seq, batch_id, batch_ids, epoch, row_count, rows_digest, prev_hash, hash,
   (extract(epoch FROM recorded_at) * 1000000)::bigint AS recorded_at_us`;
 
 /** What can be wrong with one link of a chain, in the order verify checks them. */
@@ -156,7 +162,9 @@ export type AuditBreak =
   /** As many votes as recorded, but not the same ones: votes were changed. */
   | { readonly kind: 'votes_changed'; readonly seq: number; readonly batchId: number; readonly epoch: number; readonly recordedRows: number; readonly storedRows: number }
   /** A second record for a batch this shard already has a record for. */
-  | { readonly kind: 'batch_recorded_twice'; readonly seq: number; readonly batchId: number };
+  | { readonly kind: 'batch_recorded_twice'; readonly seq: number; readonly batchId: number }
+  /** A committed batch not sealed yet whose stored votes are not what its commit recorded (seq 0: no record yet). */
+  | { readonly kind: 'pending_batch_mismatch'; readonly seq: 0; readonly batchId: number; readonly epoch: number; readonly recordedRows: number; readonly storedRows: number };
 
 export interface UncoveredVotes {
   readonly batchId: number;
@@ -168,6 +176,11 @@ export interface ShardAudit {
   readonly shard: number;
   readonly records: number;
   readonly votes: number;
+  /**
+   * Of `votes`, those of committed batches not sealed into the chain yet (the sealer appends them
+   * within about a second of their commit); each was checked against the digest its commit kept.
+   */
+  readonly awaitingSealRows: number;
   /** The chain head as stored (null: no head row). */
   readonly head: { readonly seq: number; readonly hash: string } | null;
   /** The first broken link in chain order, if any. */
@@ -187,6 +200,7 @@ export interface ElectionAudit {
   readonly shards: readonly ShardAudit[];
   readonly records: number;
   readonly votes: number;
+  readonly awaitingSealRows: number;
   /** SHA-256 over every shard's head (shard|seq|hash): one value to publish after the show. */
   readonly fingerprint: string;
   readonly intact: boolean;
@@ -285,6 +299,7 @@ async function verifyElection(
       shards,
       records: shards.reduce((n, s) => n + s.records, 0),
       votes: shards.reduce((n, s) => n + s.votes, 0),
+      awaitingSealRows: shards.reduce((n, s) => n + s.awaitingSealRows, 0),
       fingerprint: auditFingerprint(heads),
       intact: shards.every((s) => s.intact),
     };
@@ -328,21 +343,36 @@ async function verifyShard(client: PoolClient, electionId: string, shard: number
     const record: AuditRecord = {
       electionId, shard, seq: row.seq, batchId: row.batch_id, epoch: row.epoch, rowCount: row.row_count,
       rowsDigest: row.rows_digest, prevHash: row.prev_hash, hash: row.hash, recordedAtUs: row.recorded_at_us,
+      ...(row.batch_ids === null ? {} : { batchIds: row.batch_ids.map(Number) }),
     };
     const link = checkLink(record, prevHash, expectedSeq);
-    const group = groups.get(groupKey(record.batchId, record.epoch));
-    let votesBreak: AuditBreak | undefined;
-    if (group?.claimed) {
-      votesBreak = { kind: 'batch_recorded_twice', seq: record.seq, batchId: record.batchId };
-    } else {
-      if (group) group.claimed = true;
-      votesBreak = checkVotes(record, group);
-    }
-    const found = link ?? votesBreak;
+    const found = link ?? claimVotes(record, groups);
     if (found) broke(found);
     // Link the next record to this one's stored hash: one edited record is one break, not a cascade.
     prevHash = record.hash;
     expectedSeq = record.seq + 1;
+  }
+
+  // Batches committed but not sealed yet: their parts' digests, kept by their commits.
+  const pendingRows = await client.query<{ batch_id: number; epoch: number; row_count: number; rows_digest: Buffer }>(
+    `SELECT b.batch_id, p.epoch, p.row_count, p.rows_digest
+       FROM vote_batches b,
+            unnest(b.audit_election_ids, b.audit_shards, b.audit_epochs, b.audit_row_counts, b.audit_digests)
+              AS p(election_id, shard, epoch, row_count, rows_digest)
+      WHERE b.audit_shards IS NOT NULL AND p.election_id = $1 AND p.shard = $2
+      ORDER BY b.batch_id`,
+    [electionId, shard],
+  );
+  let awaitingSealRows = 0;
+  for (const part of pendingRows.rows) {
+    const group = groups.get(groupKey(Number(part.batch_id), Number(part.epoch)));
+    const storedRows = group?.rows ?? 0;
+    if (group !== undefined && !group.claimed && storedRows === part.row_count && group.digest?.equals(part.rows_digest)) {
+      group.claimed = true;
+      awaitingSealRows += storedRows;
+    } else {
+      broke({ kind: 'pending_batch_mismatch', seq: 0, batchId: Number(part.batch_id), epoch: Number(part.epoch), recordedRows: part.row_count, storedRows });
+    }
   }
 
   const uncovered: UncoveredVotes[] = [];
@@ -364,6 +394,7 @@ async function verifyShard(client: PoolClient, electionId: string, shard: number
     shard,
     records: recordRows.rows.length,
     votes,
+    awaitingSealRows,
     head,
     firstBreak,
     breaks,
@@ -381,12 +412,29 @@ function checkLink(record: AuditRecord, prevHash: Buffer, expectedSeq: number): 
   return undefined;
 }
 
-function checkVotes(record: AuditRecord, group: VoteGroup | undefined): AuditBreak | undefined {
-  const storedRows = group?.rows ?? 0;
+/**
+ * Claims the stored vote groups a record covers (one batch for v1, its batch_ids for a sealed
+ * record) and checks them against it.
+ */
+function claimVotes(record: AuditRecord, groups: Map<string, VoteGroup>): AuditBreak | undefined {
+  const batchIds = record.batchIds ?? [record.batchId];
+  let storedRows = 0;
+  const digests: Buffer[] = [];
+  let twice: number | undefined;
+  for (const batchId of batchIds) {
+    const group = groups.get(groupKey(batchId, record.epoch));
+    if (group === undefined) continue;
+    if (group.claimed) twice ??= batchId;
+    group.claimed = true;
+    storedRows += group.rows;
+    digests.push(group.digest!);
+  }
+  if (twice !== undefined) return { kind: 'batch_recorded_twice', seq: record.seq, batchId: twice };
   const common = { seq: record.seq, batchId: record.batchId, epoch: record.epoch, recordedRows: record.rowCount, storedRows };
   if (storedRows < record.rowCount) return { kind: 'votes_removed', ...common };
   if (storedRows > record.rowCount) return { kind: 'votes_added', ...common };
-  if (!group?.digest?.equals(record.rowsDigest)) return { kind: 'votes_changed', ...common };
+  const digest = record.batchIds === undefined ? digests[0] : digests.length === batchIds.length ? auditSealedDigest(digests) : undefined;
+  if (!digest?.equals(record.rowsDigest)) return { kind: 'votes_changed', ...common };
   return undefined;
 }
 
@@ -497,6 +545,8 @@ function describeBreak(b: AuditBreak): string {
       return `seq ${b.seq} (batch ${b.batchId}, epoch ${b.epoch}): the stored votes do not match the digest of the ${b.recordedRows} recorded: a vote was changed`;
     case 'batch_recorded_twice':
       return `seq ${b.seq}: a second record for batch ${b.batchId}: a record was forged`;
+    case 'pending_batch_mismatch':
+      return `batch ${b.batchId} (epoch ${b.epoch}), not sealed yet: ${b.storedRows} votes stored where its commit recorded ${b.recordedRows}, or other votes: votes were changed before the seal`;
   }
 }
 
@@ -511,7 +561,8 @@ export function formatAuditReport(report: AuditReport): string {
     const broken = election.shards.filter((s) => !s.intact);
     lines.push(
       `election ${election.electionId}: ${election.intact ? 'INTACT' : 'BROKEN'} — ${election.shards.length} shard chains, ` +
-        `${election.records} records, ${election.votes} stored votes` + (election.intact ? '' : `, ${broken.length} shard(s) broken`),
+        `${election.records} records, ${election.votes} stored votes` +
+        (election.awaitingSealRows > 0 ? ` (${election.awaitingSealRows} of them in batches not sealed yet)` : '') + (election.intact ? '' : `, ${broken.length} shard(s) broken`),
     );
     lines.push(`  fingerprint ${election.fingerprint}`);
     for (const s of election.shards) {

@@ -12,8 +12,9 @@
 //   insert  INSERT INTO votes … FROM unnest(arrays), in key order; a plain INSERT first, and only if
 //           a voter is already stored (unique violation on votes_pkey: the whole statement rolled
 //           back) the same statement again with ON CONFLICT DO NOTHING, which skips such voters
-//   audit   one record per shard stored into, appended to that shard's hash chain (audit.ts)
-//   batch   the vote_batches row (row_count = rows actually stored): what wasCommitted asks
+//   audit   the rows digest of each (election, shard, epoch) part stored (audit.ts auditPartsCte)
+//   batch   the vote_batches row (row_count = rows actually stored): what wasCommitted asks; it
+//           holds the parts' digests until the audit sealer appends them (auditSealer.ts)
 //   answer  the stale fence positions, the stored count, and the positions not stored (conflicts)
 //
 // Why one round trip: on this kind of machine a Postgres round trip costs ~50-80 µs of CPU in
@@ -55,7 +56,7 @@ import type {
 } from '../actors/ports.ts';
 import { shardKeyString } from '../actors/ports.ts';
 import type { QueryResult } from 'pg';
-import { auditAppendCtes } from './audit.ts';
+import { auditPartsArrays, auditPartsCte, auditPendingAppend, auditPendingColumns } from './audit.ts';
 import { uuidPattern, withClientTimeout, type Pool, type PoolClient } from './db.ts';
 
 /** The config allows batches up to 100k rows (LIVEVOTE_BATCH_ROWS_MAX); nothing bigger is sane. */
@@ -148,10 +149,10 @@ ${parts.fence ? `  WITH fence_keys AS (
           WHERE (SELECT cardinality(stale_positions) = 0 FROM fence)
           ORDER BY election_id, voter_number
 ${skipStored ? '         ON CONFLICT (election_id, voter_number) DO NOTHING\n' : ''}         RETURNING election_id, shard, epoch, voter_number, candidate_index, vote_id, accepted_at),
-${parts.audit ? `       ${auditAppendCtes('stored', '$1::bigint')},
+${parts.audit ? `       ${auditPartsCte('stored')},
 ` : ''}       batch AS (
-         INSERT INTO vote_batches (batch_id, row_count, conflict_count, node_id)
-         SELECT $1, count(*), cardinality($4::bigint[]) - count(*), $2 FROM stored
+         INSERT INTO vote_batches (batch_id, row_count, conflict_count, node_id${parts.audit ? `, ${auditPendingColumns}` : ''})
+         SELECT $1, count(*), cardinality($4::bigint[]) - count(*), $2${parts.audit ? `, ${auditPartsArrays}` : ''} FROM stored
          HAVING (SELECT cardinality(stale_positions) = 0 FROM fence)
          RETURNING row_count)
   SELECT (SELECT stale_positions FROM fence) AS stale_positions,
@@ -524,13 +525,14 @@ const drainStoreText = `
            FROM input ORDER BY election_id, voter_number
          ON CONFLICT (election_id, voter_number) DO NOTHING
          RETURNING election_id, shard, epoch, voter_number, candidate_index, vote_id, accepted_at),
-       ${auditAppendCtes('stored', '$1::bigint')},
+       ${auditPartsCte('stored')},
        parts AS (
          INSERT INTO spill_drained_shards (batch_id, election_id, shard, epoch, node_id, row_count)
          SELECT $1, * FROM unnest($9::uuid[], $10::integer[], $11::bigint[], $12::text[], $13::integer[])
          RETURNING 1),
        counted AS (
          UPDATE vote_batches SET row_count = row_count + (SELECT count(*) FROM stored),
+                                 ${auditPendingAppend},
                                  conflict_count = conflict_count + cardinality($3::bigint[]) - (SELECT count(*) FROM stored),
                                  shards_to_drain = shards_to_drain - (SELECT count(*) FROM parts)
           WHERE batch_id = $1 RETURNING 1)

@@ -35,6 +35,8 @@ export interface AppHarness {
   readonly port: number;
   readonly secrets: Secrets;
   readonly config: Config;
+  /** Stops the app only (its database stays, to be looked at); close() then drops the rest. */
+  stopApp(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -76,11 +78,14 @@ export async function startAppHarness(env: Record<string, string> = {}): Promise
   try {
     const app = await buildApp({ config, secrets, pool: db.pool, log: logs.log });
     const port = await app.listen('127.0.0.1', 0);
+    let appStopped: Promise<void> | undefined;
+    const stopApp = () => (appStopped ??= app.close({ drainTimeoutMs: 2_000, awaitIdleConnections: false }));
     return {
       app, db, port, secrets, config,
       baseUrl: `http://127.0.0.1:${port}`,
+      stopApp,
       async close() {
-        await app.close({ drainTimeoutMs: 2_000, awaitIdleConnections: false });
+        await stopApp();
         await db.drop();
         rmSync(spillDir, { recursive: true, force: true });
         logs.forget();

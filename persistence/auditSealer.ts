@@ -1,0 +1,285 @@
+// The audit sealer: appends committed batches to the shards' hash chains, after their commits.
+//
+// A commit keeps, in its own vote_batches row and in the same statement as its votes, the rows
+// digest of each (election, shard, epoch) part it stored (audit.ts auditPartsCte; migration 014).
+// A seal takes the pending batches, and appends for each (election, shard, epoch) among them ONE
+// v2 record covering all of its batches (audit.ts has the format), advances the chain head, and
+// clears the batches' pending parts: all in one transaction, so a batch is sealed exactly once.
+//
+// Every node runs a sealer (start()); a seal first takes a transaction-scoped advisory lock and
+// skips the round when another node's seal holds it, so seals never race for a chain head. A
+// node killed before sealing leaves its batches pending, and the next seal of any node (or of
+// its restart) appends them: a committed batch is in its chain within about one interval of the
+// first sealer that runs. Batches are taken FOR UPDATE, so the drainer's append of a later part
+// of a spilled batch waits for the seal and then starts a new pending list for it.
+//
+// Off the vote path: a failed seal is logged and counted, and the next interval tries again; no
+// vote waits for a seal.
+import { Counter, Gauge, type Registry } from 'prom-client';
+import type { Logger } from '../infra/logger.ts';
+import { auditGenesisHash, auditRecordHash, auditSealedDigest } from './audit.ts';
+import type { Pool, PoolClient } from './db.ts';
+import { inTransaction } from './db.ts';
+
+export const auditSealIntervalMsDefault = 1000;
+/** Batches one seal transaction takes at most; a backlog is sealed in several, back to back. */
+export const auditSealBatchesMaxDefault = 5000;
+/** The advisory lock every seal takes (pg_try_advisory_xact_lock): one seal at a time, cluster-wide. */
+const sealLockKey = 0x6c76_6175; // 'lvau'
+
+export interface SealResult {
+  /** Batches sealed (their pending parts cleared). */
+  readonly batches: number;
+  /** Records appended. */
+  readonly records: number;
+  /** Another seal held the lock: nothing was done. */
+  readonly skipped: boolean;
+  /** More pending batches than one seal takes were found: seal again. */
+  readonly more: boolean;
+}
+
+interface PendingBatchRow {
+  batch_id: string;
+  audit_election_ids: string[];
+  audit_shards: number[];
+  audit_epochs: string[];
+  audit_row_counts: number[];
+  audit_digests: Buffer[];
+}
+
+interface Part {
+  readonly batchId: number;
+  readonly rowCount: number;
+  readonly digest: Buffer;
+}
+
+interface SealedRecord {
+  readonly electionId: string;
+  readonly shard: number;
+  readonly seq: number;
+  readonly batchIds: number[];
+  readonly epoch: number;
+  readonly rowCount: number;
+  readonly rowsDigest: Buffer;
+  readonly prevHash: Buffer;
+  readonly hash: Buffer;
+}
+
+/** Seals what is pending now, up to `batchesMax` batches, in one transaction. */
+export async function sealAuditChains(pool: Pool, batchesMax = auditSealBatchesMaxDefault): Promise<SealResult> {
+  return inTransaction(pool, async (client) => {
+    const locked = await client.query<{ locked: boolean; now_us: string }>(
+      'SELECT pg_try_advisory_xact_lock($1) AS locked, (extract(epoch FROM now()) * 1000000)::bigint AS now_us',
+      [sealLockKey],
+    );
+    const lockRow = locked.rows[0]!;
+    if (!lockRow.locked) return { batches: 0, records: 0, skipped: true, more: false };
+    const pending = await client.query<PendingBatchRow>({
+      name: 'livevote_audit_pending',
+      text: `SELECT batch_id, audit_election_ids, audit_shards, audit_epochs, audit_row_counts, audit_digests
+               FROM vote_batches WHERE audit_shards IS NOT NULL
+              ORDER BY batch_id LIMIT $1 FOR UPDATE`,
+      values: [batchesMax],
+    });
+    if (pending.rows.length === 0) return { batches: 0, records: 0, skipped: false, more: false };
+    const records = await appendRecords(client, partsByChain(pending.rows));
+    await client.query({
+      name: 'livevote_audit_sealed',
+      text: `UPDATE vote_batches SET audit_election_ids = NULL, audit_shards = NULL, audit_epochs = NULL, audit_row_counts = NULL, audit_digests = NULL
+              WHERE batch_id = ANY($1::bigint[])`,
+      values: [pending.rows.map((r) => r.batch_id)],
+    });
+    return { batches: pending.rows.length, records, skipped: false, more: pending.rows.length === batchesMax };
+
+    async function appendRecords(c: PoolClient, chains: Map<string, Map<number, Part[]>>): Promise<number> {
+      const keys = [...chains.keys()].map(splitChainKey);
+      const heads = await c.query<{ election_id: string; shard: number; seq: string; hash: Buffer }>({
+        name: 'livevote_audit_heads_for_seal',
+        text: `SELECT election_id::text, shard, seq, hash FROM audit_chain_heads
+                WHERE (election_id, shard) IN (SELECT * FROM unnest($1::uuid[], $2::integer[]))
+                ORDER BY election_id, shard FOR UPDATE`,
+        values: [keys.map((k) => k.electionId), keys.map((k) => k.shard)],
+      });
+      const headByChain = new Map(heads.rows.map((h) => [chainKey(h.election_id, h.shard), { seq: Number(h.seq), hash: h.hash }]));
+      const recordedAtUs = Number(lockRow.now_us);
+      // rounds[i]: the i-th record of each chain (a chain gets one per epoch among its batches).
+      const rounds: SealedRecord[][] = [];
+      for (const [key, byEpoch] of chains) {
+        const { electionId, shard } = splitChainKey(key);
+        let head = headByChain.get(key);
+        let round = 0;
+        for (const epoch of [...byEpoch.keys()].sort((a, b) => a - b)) {
+          const parts = byEpoch.get(epoch)!.sort((a, b) => a.batchId - b.batchId);
+          const fields = {
+            electionId, shard, seq: (head?.seq ?? 0) + 1, batchId: parts[parts.length - 1]!.batchId, batchIds: parts.map((p) => p.batchId), epoch,
+            rowCount: parts.reduce((n, p) => n + p.rowCount, 0), rowsDigest: auditSealedDigest(parts.map((p) => p.digest)), recordedAtUs,
+          };
+          const prevHash = head?.hash ?? auditGenesisHash;
+          const record: SealedRecord = { ...fields, prevHash, hash: auditRecordHash(prevHash, fields) };
+          (rounds[round++] ??= []).push(record);
+          head = { seq: record.seq, hash: record.hash };
+        }
+      }
+      let appended = 0;
+      for (const round of rounds) {
+        // One statement a round: a head row may advance only once per statement (and by one record).
+        await c.query({ name: 'livevote_audit_append', text: appendText, values: recordColumns(round) });
+        appended += round.length;
+      }
+      return appended;
+    }
+  });
+}
+
+// $1..$10 the records as columns; batch ids travel as array literals ('{1,2}'), one a record.
+// recorded_at is now(): the transaction's start, the same instant the hashes were computed with.
+const appendText = `
+  WITH input AS (
+         SELECT election_id, shard, seq, batch_ids::bigint[] AS batch_ids, epoch, row_count, rows_digest, prev_hash, hash
+           FROM unnest($1::uuid[], $2::integer[], $3::bigint[], $4::text[], $5::bigint[], $6::integer[], $7::bytea[], $8::bytea[], $9::bytea[])
+                AS i(election_id, shard, seq, batch_ids, epoch, row_count, rows_digest, prev_hash, hash)),
+       records AS (
+         INSERT INTO audit_records (election_id, shard, seq, batch_id, batch_ids, epoch, row_count, rows_digest, prev_hash, hash, recorded_at)
+         SELECT election_id, shard, seq, batch_ids[cardinality(batch_ids)], batch_ids, epoch, row_count, rows_digest, prev_hash, hash, now()
+           FROM input
+         RETURNING 1)
+  INSERT INTO audit_chain_heads AS h (election_id, shard, seq, batch_id, batch_ids, epoch, row_count, rows_digest, prev_hash, hash, recorded_at)
+  SELECT election_id, shard, seq, batch_ids[cardinality(batch_ids)], batch_ids, epoch, row_count, rows_digest, prev_hash, hash, now()
+    FROM input ORDER BY election_id, shard
+  ON CONFLICT (election_id, shard) DO UPDATE SET
+    seq = excluded.seq, batch_id = excluded.batch_id, batch_ids = excluded.batch_ids, epoch = excluded.epoch,
+    row_count = excluded.row_count, rows_digest = excluded.rows_digest, prev_hash = excluded.prev_hash,
+    hash = excluded.hash, recorded_at = excluded.recorded_at`;
+
+function recordColumns(records: readonly SealedRecord[]): unknown[] {
+  return [
+    records.map((r) => r.electionId),
+    records.map((r) => r.shard),
+    records.map((r) => r.seq),
+    records.map((r) => `{${r.batchIds.join(',')}}`),
+    records.map((r) => r.epoch),
+    records.map((r) => r.rowCount),
+    records.map((r) => r.rowsDigest),
+    records.map((r) => r.prevHash),
+    records.map((r) => r.hash),
+  ];
+}
+
+function chainKey(electionId: string, shard: number): string {
+  return `${electionId.toLowerCase()}/${shard}`;
+}
+
+function splitChainKey(key: string): { electionId: string; shard: number } {
+  const slash = key.indexOf('/');
+  return { electionId: key.slice(0, slash), shard: Number(key.slice(slash + 1)) };
+}
+
+/** chain → epoch → parts, from the pending batches' arrays. */
+function partsByChain(rows: readonly PendingBatchRow[]): Map<string, Map<number, Part[]>> {
+  const chains = new Map<string, Map<number, Part[]>>();
+  for (const row of rows) {
+    const batchId = Number(row.batch_id);
+    for (let i = 0; i < row.audit_shards.length; i++) {
+      const key = chainKey(row.audit_election_ids[i]!, row.audit_shards[i]!);
+      const epoch = Number(row.audit_epochs[i]);
+      let byEpoch = chains.get(key);
+      if (byEpoch === undefined) chains.set(key, (byEpoch = new Map()));
+      let parts = byEpoch.get(epoch);
+      if (parts === undefined) byEpoch.set(epoch, (parts = []));
+      parts.push({ batchId, rowCount: row.audit_row_counts[i]!, digest: row.audit_digests[i]! });
+    }
+  }
+  return chains;
+}
+
+export interface AuditSealerOptions {
+  readonly pool: Pool;
+  readonly intervalMs?: number;
+  readonly batchesMax?: number;
+  readonly log?: Logger;
+  readonly metricsRegistry?: Registry;
+}
+
+export interface AuditSealerStats {
+  readonly seals: number;
+  readonly batches: number;
+  readonly records: number;
+  readonly failures: number;
+}
+
+export interface AuditSealer {
+  start(): void;
+  /** Stops the timer and seals what is pending (a clean stop leaves nothing unsealed). */
+  stop(): Promise<void>;
+  /** Seals everything pending now (tests, shutdown); resolves when done or failed. */
+  sealNow(): Promise<void>;
+  stats(): AuditSealerStats;
+}
+
+export function createAuditSealer(options: AuditSealerOptions): AuditSealer {
+  const intervalMs = options.intervalMs ?? auditSealIntervalMsDefault;
+  const batchesMax = options.batchesMax ?? auditSealBatchesMaxDefault;
+  if (!(Number.isInteger(intervalMs) && intervalMs >= 1)) throw new Error(`audit seal interval must be a positive integer, got ${intervalMs}`);
+  if (!(Number.isInteger(batchesMax) && batchesMax >= 1)) throw new Error(`audit seal batches max must be a positive integer, got ${batchesMax}`);
+  const counters = options.metricsRegistry
+    ? {
+        batches: new Counter({ name: 'livevote_audit_sealed_batches_total', help: 'Committed batches appended to the audit chains by this node\'s sealer', registers: [options.metricsRegistry] }),
+        records: new Counter({ name: 'livevote_audit_records_total', help: 'Audit chain records appended by this node\'s sealer', registers: [options.metricsRegistry] }),
+        failures: new Counter({ name: 'livevote_audit_seal_failures_total', help: 'Seals that failed (retried at the next interval)', registers: [options.metricsRegistry] }),
+        lastSeal: new Gauge({ name: 'livevote_audit_last_seal_timestamp_seconds', help: 'When this node last completed a seal (0: not yet); another node\'s seal in progress does not count', registers: [options.metricsRegistry] }),
+      }
+    : undefined;
+  let timer: NodeJS.Timeout | undefined;
+  let running: Promise<void> | undefined;
+  const stats = { seals: 0, batches: 0, records: 0, failures: 0 };
+
+  async function sealPending(): Promise<void> {
+    try {
+      for (;;) {
+        const result = await sealAuditChains(options.pool, batchesMax);
+        if (result.skipped) return;
+        stats.seals++;
+        stats.batches += result.batches;
+        stats.records += result.records;
+        counters?.batches.inc(result.batches);
+        counters?.records.inc(result.records);
+        if (!result.more) {
+          counters?.lastSeal.set(Date.now() / 1000);
+          return;
+        }
+      }
+    } catch (error) {
+      stats.failures++;
+      counters?.failures.inc();
+      options.log?.warn({ err: error }, 'audit seal failed; the next interval tries again');
+    }
+  }
+
+  /** One seal at a time in this process; this one starts after any running now has ended. */
+  async function sealNow(): Promise<void> {
+    while (running) await running;
+    running = sealPending().finally(() => {
+      running = undefined;
+    });
+    return running;
+  }
+
+  return {
+    start() {
+      if (timer) return;
+      // A tick that finds a seal running leaves it be: that seal or the next tick takes the rest.
+      timer = setInterval(() => {
+        if (!running) void sealNow();
+      }, intervalMs);
+      timer.unref();
+    },
+    async stop() {
+      if (timer) clearInterval(timer);
+      timer = undefined;
+      await running;
+      await sealNow();
+    },
+    sealNow,
+    stats: () => ({ ...stats }),
+  };
+}
