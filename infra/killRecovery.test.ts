@@ -1,11 +1,12 @@
 // Invariant 2 for real: votes stream into a livevote process, which is killed with SIGKILL
 // mid-stream; after a restart every vote that was answered `accepted` is counted exactly once,
-// nothing that was never sent is counted, the live tally equals count(*), and retries of the
-// acknowledged votes get their original voteIds.
+// nothing that was never sent is counted, the live tally equals count(*), retries of the
+// acknowledged votes get their original voteIds, and every stored vote reaches its audit chain.
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { verifyAudit } from '../persistence/audit.ts';
 import { createTestDatabase, type TestDatabase } from '../persistence/testDatabase.ts';
 import { call, functionalTestEnv, patientTestEnv } from './testing/appHarness.ts';
 import { killStartedProcesses, startLivevoteProcess } from './testing/processHarness.ts';
@@ -136,6 +137,10 @@ describe('kill -9 mid-stream', () => {
       const finalCount = Number((await db.pool.query('SELECT count(*) FROM votes WHERE election_id = $1', [electionId])).rows[0].count);
       const finalResults = await call(second.baseUrl, 'GET', `/api/v1/results/${electionId}`);
       expect(finalResults.body.totalVotes).toBe(finalCount);
+      // The restarted node seals what the killed one committed but had not sealed: every stored
+      // vote reaches its shard's audit chain, and the chains verify.
+      await expect.poll(async () => (await verifyAudit(db.pool, { electionId })).elections[0], { timeout: 60_000, interval: 500 })
+        .toMatchObject({ votes: finalCount, awaitingSealRows: 0, intact: true });
     } finally {
       second.child.kill('SIGTERM');
       expect(await second.exited()).toBe(0);
