@@ -1,6 +1,7 @@
-// Throughput of the durable journal: rows/s committed through PgJournal (fence + insert + audit +
-// batch record, one transaction per batch), with a fixed number of commits in flight, as the
-// node's group committer runs it. Not a test: prints a figure.
+// Throughput of the durable journal: rows/s committed through PgJournal (fence + insert + audit
+// digests + batch record, one transaction per batch), with a fixed number of commits in flight, as
+// the node's group committer runs it, and the audit sealer running beside them as in a node
+// (persistence/auditSealer.ts, every second). Not a test: prints a figure.
 //
 //   DATABASE_URL=postgres://postgres@127.0.0.1:5432/test node --import tsx bench/journal.ts
 //   options (env): BENCH_ROWS (200000), BENCH_BATCH_ROWS (2000), BENCH_IN_FLIGHT (2), BENCH_SHARDS (16)
@@ -9,6 +10,7 @@
 import { randomUUID } from 'node:crypto';
 import type { JournalRow } from '../actors/ports.ts';
 import { acquireShardLeases } from '../cluster/leases.ts';
+import { createAuditSealer } from '../persistence/auditSealer.ts';
 import { createPgBatchIdSource } from '../persistence/batchIds.ts';
 import { createTestDatabase } from '../persistence/testDatabase.ts';
 import { createPgJournal } from '../persistence/voteJournal.ts';
@@ -42,6 +44,8 @@ try {
 
   let nextBatch = 0;
   const latenciesMs: number[] = [];
+  const sealer = createAuditSealer({ pool: db.pool });
+  sealer.start();
   const startedAt = performance.now();
   async function worker(): Promise<void> {
     while (nextBatch < batches.length) {
@@ -53,7 +57,10 @@ try {
     }
   }
   await Promise.all(Array.from({ length: inFlightMax }, () => worker()));
+  // The last batches sealed too: a node's stop does that.
+  await sealer.stop();
   const elapsedS = (performance.now() - startedAt) / 1000;
+  if (sealer.stats().failures > 0 || sealer.stats().batches !== batches.length) throw new Error(`the sealer: ${JSON.stringify(sealer.stats())}`);
 
   const stored = (await db.pool.query<{ n: number }>('SELECT count(*) AS n FROM votes')).rows[0]!.n;
   if (stored !== rowsTotal) throw new Error(`stored ${stored} rows, expected ${rowsTotal}`);
