@@ -75,7 +75,8 @@ export const auditPendingAppend = auditPendingColumns.split(', ')
   .join(',\n                                 ');
 
 // ---------------------------------------------------------------------------------------------
-// The formats, in TypeScript (the verifier's independent implementation).
+// The formats, in TypeScript: the sealer hashes its records with these, and the verifier
+// recomputes every digest and hash with them (never with SQL from the database it checks).
 
 export interface AuditRowFields {
   readonly voterNumber: number;
