@@ -286,7 +286,7 @@ function journalFeatureRows(r: BenchResults): string[] {
   const all = us('journal');
   return [
     `| the commit statement livevote runs (fence, insert, audit digests, batch record, conflicts) and the audit seal | ${fmt(all, 1)} | — |`,
-    `| audit chain (per-shard digests in the commit, the seal a record per shard every 32 batches) | ${fmt(all - us('without audit'), 1)} | ${fmt(all, 1)} → ${fmt(us('without audit'), 1)} |`,
+    `| audit chain (per-shard digests in the commit; the seal, once per round of the variant's batches, as a node seals once a second) | ${fmt(all - us('without audit'), 1)} | ${fmt(all, 1)} → ${fmt(us('without audit'), 1)} |`,
     `| fence (lease rows FOR SHARE, epoch check) | ${fmt(all - us('without fence'), 1)} | ${fmt(all, 1)} → ${fmt(us('without fence'), 1)} |`,
     `| the rest: the wider row, its second index, the batch record, the conflict answer (against the floor's insert) | ${fmt(us('without fence and audit') - us('floor insert'), 1)} | ${fmt(us('without fence and audit'), 1)} → ${fmt(us('floor insert'), 1)} (the floor's insert) |`,
     `| request metadata (its COPY, once a second in livevote) | ${fmt(us('metadata'), 1)} | beside the commit |`,
@@ -595,7 +595,7 @@ graceful stops: ${r.restart.exitCodes.join(', ')}.
 
 ## Journal alone
 
-\`bench/journal.ts\` (PgJournal without HTTP or actors: one statement per batch that fences, inserts, keeps the audit digests and records the batch, one round trip) on the same
+\`bench/journal.ts\` (PgJournal without HTTP or actors: one statement per batch that fences, inserts, keeps the audit digests and records the batch, one round trip, with the audit sealer running beside it) on the same
 Postgres: **${fmt(r.journal.rowsPerS ?? 0)} rows/s** with batches of ${fmt(r.journal.batchRows ?? 0)} rows and ${r.journal.inFlightMax} commits in flight, commit
 latency p50 ${r.journal.commitLatencyMsP50} ms, p99 ${r.journal.commitLatencyMsP99} ms.
 
