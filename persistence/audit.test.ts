@@ -217,6 +217,30 @@ describe('audit records: kept by the commit, appended by the seal', () => {
   });
 });
 
+describe('a seal that gets no answer', () => {
+  it('gives up after its bound, counted as a failure, and the batches stay pending for the next seal', async () => {
+    const batchId = await commit([row(800)]);
+    // A transaction holding the pending batch's row: the seal's FOR UPDATE waits on it, as on a frozen server.
+    const holder = await db.pool.connect();
+    try {
+      await holder.query('BEGIN');
+      await holder.query('SELECT 1 FROM vote_batches WHERE batch_id = $1 FOR UPDATE', [batchId]);
+      const sealer = createAuditSealer({ pool: db.pool, timeoutMs: 300, intervalMs: 60_000 });
+      await sealer.stop(); // its final seal gives up, instead of holding the stop
+      expect(sealer.stats()).toMatchObject({ failures: 1, batches: 0 });
+      await holder.query('ROLLBACK');
+    } finally {
+      holder.release();
+    }
+    expect(await pendingBatches()).toBe(1);
+    // The given-up seal's backend ends once it has the row and finds its client gone; until then
+    // it holds the seal's advisory lock, and seals skip.
+    await expect.poll(async () => (await sealAuditChains(db.pool)).skipped, { timeout: 60_000 }).toBe(false);
+    expect(await pendingBatches()).toBe(0);
+    expect((await verifyOne()).elections[0]).toMatchObject({ votes: 1, awaitingSealRows: 0, intact: true });
+  });
+});
+
 describe('audit verify finds tampering', () => {
   let batchId: number;
   beforeEach(async () => {

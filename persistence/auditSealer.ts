@@ -22,6 +22,12 @@ import type { Pool, PoolClient } from './db.ts';
 import { inTransaction } from './db.ts';
 
 export const auditSealIntervalMsDefault = 1000;
+/**
+ * A seal gives up after this (client side; its connection is destroyed): a frozen Postgres must not
+ * hold a pool connection, nor a node's stop, for longer. A seal given up on may still commit; if it
+ * did not, its batches stay pending for the next.
+ */
+export const auditSealTimeoutMsDefault = 10_000;
 /** Batches one seal transaction takes at most; a backlog is sealed in several, back to back. */
 export const auditSealBatchesMaxDefault = 5000;
 /** The advisory lock every seal takes (pg_try_advisory_xact_lock): one seal at a time, cluster-wide. */
@@ -66,8 +72,10 @@ interface SealedRecord {
 }
 
 /** Seals what is pending now, up to `batchesMax` batches, in one transaction. */
-export async function sealAuditChains(pool: Pool, batchesMax = auditSealBatchesMaxDefault): Promise<SealResult> {
-  return inTransaction(pool, async (client) => {
+export async function sealAuditChains(pool: Pool, batchesMax = auditSealBatchesMaxDefault, timeoutMs = auditSealTimeoutMsDefault): Promise<SealResult> {
+  return inTransaction(pool, seal, timeoutMs);
+
+  async function seal(client: PoolClient): Promise<SealResult> {
     const locked = await client.query<{ locked: boolean; now_us: string }>(
       'SELECT pg_try_advisory_xact_lock($1) AS locked, (extract(epoch FROM now()) * 1000000)::bigint AS now_us',
       [sealLockKey],
@@ -128,7 +136,7 @@ export async function sealAuditChains(pool: Pool, batchesMax = auditSealBatchesM
       }
       return appended;
     }
-  });
+  }
 }
 
 // $1..$10 the records as columns; batch ids travel as array literals ('{1,2}'), one a record.
@@ -196,6 +204,7 @@ export interface AuditSealerOptions {
   readonly pool: Pool;
   readonly intervalMs?: number;
   readonly batchesMax?: number;
+  readonly timeoutMs?: number;
   readonly log?: Logger;
   readonly metricsRegistry?: Registry;
 }
@@ -236,7 +245,7 @@ export function createAuditSealer(options: AuditSealerOptions): AuditSealer {
   async function sealPending(): Promise<void> {
     try {
       for (;;) {
-        const result = await sealAuditChains(options.pool, batchesMax);
+        const result = await sealAuditChains(options.pool, batchesMax, options.timeoutMs);
         if (result.skipped) return;
         stats.seals++;
         stats.batches += result.batches;

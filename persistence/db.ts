@@ -99,9 +99,12 @@ export async function withClient<T>(
   }
 }
 
-/** Run `work` in one transaction on one pooled client; roll back on any error. */
-export function inTransaction<T>(pool: Pool, work: (client: PoolClient) => Promise<T>): Promise<T> {
-  return withClient(pool, async (client) => {
+/**
+ * Run `work` in one transaction on one pooled client; roll back on any error. With `timeoutMs`,
+ * through withClientTimeout: the transaction is given up on (and may still commit) after it.
+ */
+export function inTransaction<T>(pool: Pool, work: (client: PoolClient) => Promise<T>, timeoutMs?: number): Promise<T> {
+  const run = async (client: PoolClient): Promise<T> => {
     await client.query('BEGIN');
     try {
       const result = await work(client);
@@ -111,7 +114,8 @@ export function inTransaction<T>(pool: Pool, work: (client: PoolClient) => Promi
       await client.query('ROLLBACK').catch(() => undefined);
       throw error;
     }
-  });
+  };
+  return timeoutMs === undefined ? withClient(pool, run) : withClientTimeout(pool, timeoutMs, run);
 }
 
 /**
