@@ -331,7 +331,7 @@ export class PgJournal implements Journal, SpilledBatchStore {
    * of the same id still running, and no check can mark it abandoned afterwards), then, for each
    * shard of the batch that `held` names and whose part is not stored yet, lock its lease row FOR
    * SHARE and compare owner and epoch with ours, as a commit does; the parts that pass are stored
-   * (ON CONFLICT DO NOTHING, audit chain, a spill_drained_shards row each), the others are left
+   * (ON CONFLICT DO NOTHING, audit digests kept for the sealer, a spill_drained_shards row each), the others are left
    * for their owner. The rows keep the epoch they were accepted under.
    */
   async storeSpilled(spilled: SpilledBatch, held: readonly HeldShard[]): Promise<SpilledStoreResult> {
