@@ -76,7 +76,7 @@ interface SealedRecord {
 // since the last (~250 a second at 100 connections, ~8 parts each), and parsing their five arrays
 // with pg-types cost the node's event loop 130-280 µs a batch, where the grouped answer is a row
 // per shard. The pending CTE is read with the statement's snapshot, so it still holds the parts
-// that the UPDATE beside it clears; ORDER BY batch_id, ord keeps a batch's parts in the order its
+// that the UPDATE beside it clears (by the primary key: ANY of an array, so the plan is an index scan and never a scan of every batch ever recorded); ORDER BY batch_id, ord keeps a batch's parts in the order its
 // commit and its drain steps appended them (audit.ts auditSealedDigest: batch order).
 const takePendingText = `
   WITH pending AS MATERIALIZED (
@@ -86,7 +86,7 @@ const takePendingText = `
        cleared AS (
          UPDATE vote_batches b
             SET audit_election_ids = NULL, audit_shards = NULL, audit_epochs = NULL, audit_row_counts = NULL, audit_digests = NULL
-           FROM pending p WHERE b.batch_id = p.batch_id
+          WHERE b.batch_id = ANY (ARRAY(SELECT batch_id FROM pending))
          RETURNING 1),
        parts AS (
          SELECT p.batch_id, u.election_id, u.shard, u.epoch, u.row_count, u.digest, u.ord
