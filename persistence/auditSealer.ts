@@ -76,8 +76,10 @@ interface SealedRecord {
 // since the last (~250 a second at 100 connections, ~8 parts each), and parsing their five arrays
 // with pg-types cost the node's event loop 130-280 µs a batch, where the grouped answer is a row
 // per shard. The pending CTE is read with the statement's snapshot, so it still holds the parts
-// that the UPDATE beside it clears (by the primary key: ANY of an array, so the plan is an index scan and never a scan of every batch ever recorded); ORDER BY batch_id, ord keeps a batch's parts in the order its
-// commit and its drain steps appended them (audit.ts auditSealedDigest: batch order).
+// that the UPDATE beside it clears. The UPDATE finds its rows by primary key (ANY of an array):
+// joined to the CTE instead, its plan could scan every batch ever recorded. ORDER BY batch_id, ord
+// keeps a batch's parts in the order its commit and drain steps appended them (auditSealedDigest
+// hashes in batch order).
 const takePendingText = `
   WITH pending AS MATERIALIZED (
          SELECT batch_id, audit_election_ids, audit_shards, audit_epochs, audit_row_counts, audit_digests
