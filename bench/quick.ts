@@ -36,4 +36,4 @@ if (!run) throw new Error('no run');
 const cpuPerVoteUs = Object.fromEntries(Object.entries(run.cpuPercent).filter(([k]) => k !== 'machine').map(([k, v]) => [k, Math.round(((v / 100) * 1e6) / run.votesPerS)]));
 log(`${describeConfig(run.env)} at ${connections} connections: ${run.votesPerS} votes/s, p50 ${run.latencyMs.p50} ms, p99 ${run.latencyMs.p99} ms, non-2xx ${run.non2xx}`);
 log(`CPU % of a core: ${JSON.stringify(run.cpuPercent)}; CPU µs per vote: ${JSON.stringify(cpuPerVoteUs)}`);
-log(`livevote event-loop delay ms: ${JSON.stringify(run.eventLoopDelayMs)}; group commits: ${JSON.stringify(run.commits)}; shard actors: ${JSON.stringify(run.actors)}`);
+log(`livevote event-loop delay ms: ${JSON.stringify(run.eventLoopDelayMs)}; group commits: ${JSON.stringify(run.commits)}; a stored vote's mean ms on the server: ${JSON.stringify(run.voteStagesMs)}; shard actors: ${JSON.stringify(run.actors)}`);

@@ -9,7 +9,8 @@ function run(us: { livevote: number; postgres: number; wrk: number }): WriteRun 
   return {
     env: {}, votesPerS: 10_000, latencyMs: { p50: 1, p90: 2, p99: 3, mean: 1 }, non2xx: 0, loadAverageAtStart: 1,
     cpuPercent: { livevote: us.livevote, postgres: us.postgres, wrk: us.wrk },
-    eventLoopDelayMs: { p50: 1, p99: 2, max: 3 }, commits: { count: 1, meanMs: 1, meanRows: 1 }, actors: { runsPerVote: 1, messagesPerRun: 1 },
+    eventLoopDelayMs: { p50: 1, p99: 2, max: 3 }, commits: { count: 1, meanMs: 1, meanRows: 1 }, voteStagesMs: { buffered: 1, committing: 1, rest: 1 },
+    actors: { runsPerVote: 1, messagesPerRun: 1 },
   };
 }
 

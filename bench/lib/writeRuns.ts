@@ -27,6 +27,13 @@ export interface WriteRun {
   readonly eventLoopDelayMs: { p50: number; p99: number; max: number };
   /** Group commits over livevote's life (its /metrics): mean duration and rows per batch. */
   readonly commits: { count: number; meanMs: number; meanRows: number };
+  /**
+   * A stored vote's mean time on the server over livevote's life (its /metrics), in ms: buffered
+   * (the vote node's receipt → its batch's commit starts), committing (its batch's commit), and
+   * the rest of the request's time (`POST /api/v1/votes` answered 200: the way in and the way
+   * back, the shard's turns and the reply).
+   */
+  readonly voteStagesMs: { buffered: number; committing: number; rest: number };
   /** Shard actor messages (runs) and shard messages per vote stored, over livevote's life (its /metrics). */
   readonly actors: { runsPerVote: number; messagesPerRun: number };
 }
@@ -136,6 +143,7 @@ export async function measureWriteRuns(options: WriteRunOptions): Promise<WriteR
           meanMs: Math.round((sample('livevote_commit_duration_seconds_sum', 'committed') / commitCount) * 1e6) / 1000,
           meanRows: Math.round(sample('livevote_commit_batch_rows_sum') / sample('livevote_commit_batch_rows_count')),
         },
+        voteStagesMs: voteStagesMs(metrics, sample('livevote_commit_batch_rows_sum')),
         actors: {
           runsPerVote: Math.round((sample('livevote_shard_actor_runs_total') / sample('livevote_commit_batch_rows_sum')) * 1000) / 1000,
           messagesPerRun: Math.round((sample('livevote_shard_actor_messages_total') / sample('livevote_shard_actor_runs_total')) * 100) / 100,
@@ -155,4 +163,14 @@ export async function measureWriteRuns(options: WriteRunOptions): Promise<WriteR
     await rm(workDir, { recursive: true, force: true });
   }
   return runs;
+}
+
+function voteStagesMs(metrics: string, rows: number): { buffered: number; committing: number; rest: number } {
+  const total = (name: string) => metricSamples(metrics, name).find((s) => s.labels.route === '/api/v1/votes' && s.labels.method === 'POST' && s.labels.status === '200')?.value ?? Number.NaN;
+  const perVoteMs = (name: string) => ((metricSamples(metrics, name)[0]?.value ?? Number.NaN) / rows) * 1000;
+  const buffered = perVoteMs('livevote_vote_buffered_seconds_total');
+  const committing = perVoteMs('livevote_vote_committing_seconds_total');
+  const requestMs = (total('livevote_http_request_duration_seconds_sum') / total('livevote_http_request_duration_seconds_count')) * 1000;
+  const round = (ms: number) => Math.round(ms * 100) / 100;
+  return { buffered: round(buffered), committing: round(committing), rest: round(requestMs - buffered - committing) };
 }
