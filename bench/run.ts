@@ -36,6 +36,9 @@ import {
   startLivevote,
   stopLivevote,
   voteCounters,
+  floorStageSums,
+  livevoteStageSums,
+  voteStagesMs,
   type BenchElection,
   type LivevoteUnderTest,
   type VoteCounters,
@@ -380,13 +383,17 @@ async function main(): Promise<number> {
     /** One livevote run, its stored rows and livevote's own counters checked against wrk's 200s. */
     const livevoteRun = async (label: string, election: BenchElection, connections: number, activeS: number): Promise<WriteRunReport> => {
       const before = await voteCounters(lv.baseUrl);
+      const stagesBefore = await livevoteStageSums(lv.baseUrl);
       const raw = await writeRun({ label, port: lv.port, election, connections, activeS, firstLine: 0, lineCount: measuredLines, wrap: false, cpuGroups: livevoteGroups });
       await new Promise((resolve) => setTimeout(resolve, 500));
-      return countCheck(writeRunReport(label, connections, activeS, raw.run, raw.cpu), await countStored(pool!, 'votes', election.electionId), { before, after: await voteCounters(lv.baseUrl) });
+      const report = { ...writeRunReport(label, connections, activeS, raw.run, raw.cpu), voteStagesMs: voteStagesMs(stagesBefore, await livevoteStageSums(lv.baseUrl)) };
+      return countCheck(report, await countStored(pool!, 'votes', election.electionId), { before, after: await voteCounters(lv.baseUrl) });
     };
     const floorRun = async (label: string, election: BenchElection, connections: number, activeS: number): Promise<WriteRunReport> => {
+      const stagesBefore = await floorStageSums(floorSide.server.port);
       const raw = await writeRun({ label, port: floorSide.server.port, election, connections, activeS, firstLine: 0, lineCount: measuredLines, wrap: false, cpuGroups: floorSide.groups });
-      return countCheck(writeRunReport(label, connections, activeS, raw.run, raw.cpu), await floorSide.stored(election.electionId));
+      const report = { ...writeRunReport(label, connections, activeS, raw.run, raw.cpu), voteStagesMs: voteStagesMs(stagesBefore, await floorStageSums(floorSide.server.port)) };
+      return countCheck(report, await floorSide.stored(election.electionId));
     };
     const runPairs = async (connections: number, name: string): Promise<PairsReport> => {
       await waitForQuiet(`pairs at ${connections} connections`);

@@ -175,6 +175,46 @@ export async function voteCounters(baseUrl: string): Promise<VoteCounters> {
   };
 }
 
+/** Sums over stored votes, in ms: their wait for their batch's commit, its commit, their request. */
+export interface VoteStageSums {
+  readonly votes: number;
+  readonly bufferedMs: number;
+  readonly committingMs: number;
+  readonly requests: number;
+  readonly requestMs: number;
+}
+
+/** livevote's sums (its /metrics: the vote stage counters and the vote route's 200 durations). */
+export async function livevoteStageSums(baseUrl: string): Promise<VoteStageSums> {
+  const text = await fetchMetricsText(baseUrl);
+  const one = (name: string) => metricSamples(text, name)[0]?.value ?? 0;
+  const route = (name: string) => metricSamples(text, name).find((s) => s.labels.method === 'POST' && s.labels.route === '/api/v1/votes' && s.labels.status === '200')?.value ?? 0;
+  return {
+    votes: one('livevote_commit_batch_rows_sum'),
+    bufferedMs: one('livevote_vote_buffered_seconds_total') * 1000,
+    committingMs: one('livevote_vote_committing_seconds_total') * 1000,
+    requests: route('livevote_http_request_duration_seconds_count'),
+    requestMs: route('livevote_http_request_duration_seconds_sum') * 1000,
+  };
+}
+
+/** The durable floor's sums (bench/servers/floor.ts GET /stats). */
+export async function floorStageSums(port: number): Promise<VoteStageSums> {
+  const sums = (await (await fetch(`http://127.0.0.1:${port}/stats`)).json()) as { votes: number; bufferedMs: number; committingMs: number; requestMs: number };
+  return { ...sums, requests: sums.votes };
+}
+
+/** Mean ms per stored vote between two readings: buffered, committing, and the rest of its request. */
+export function voteStagesMs(before: VoteStageSums, after: VoteStageSums): { buffered: number; committing: number; rest: number } | undefined {
+  const votes = after.votes - before.votes;
+  const requests = after.requests - before.requests;
+  if (!(votes > 0 && requests > 0)) return undefined;
+  const buffered = (after.bufferedMs - before.bufferedMs) / votes;
+  const committing = (after.committingMs - before.committingMs) / votes;
+  const round = (ms: number) => Math.round(ms * 100) / 100;
+  return { buffered: round(buffered), committing: round(committing), rest: round((after.requestMs - before.requestMs) / requests - buffered - committing) };
+}
+
 export async function fetchMetricsText(baseUrl: string): Promise<string> {
   return (await fetch(`${baseUrl}/metrics`)).text();
 }

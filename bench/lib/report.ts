@@ -37,6 +37,12 @@ export interface WriteRunReport {
   readonly countProblems?: readonly string[];
   readonly serverOutcomes?: Record<string, number>;
   readonly serverHttpStatus?: Record<string, number>;
+  /**
+   * A stored vote's mean time on the server in this run, in ms (livevote: its vote stage metrics;
+   * the floor: its GET /stats): waiting for its batch's commit to start, the commit, and the rest
+   * of its request (the way in, the way back, the reply).
+   */
+  readonly voteStagesMs?: { readonly buffered: number; readonly committing: number; readonly rest: number };
 }
 
 /** livevote and the durable floor, one right after the other at one connection count. */
@@ -483,6 +489,14 @@ livevote ${fmt(littleLv)} (${r.livevote.connections} / ${r.livevote.latencyMs.me
 During the livevote run the livevote process used ${r.livevote.cpuPercent.livevote ?? '?'}% of a core and Postgres ${r.livevote.cpuPercent.postgres ?? '?'}%;
 at ${r.saturation.connections} connections ${r.saturation.cpuPercent.livevote ?? '?'}% and ${r.saturation.cpuPercent.postgres ?? '?'}%.
 
+Where a stored vote's time on the server went, in the median pairs (mean ms per vote; livevote's from its
+\`livevote_vote_buffered_seconds_total\`, \`livevote_vote_committing_seconds_total\` and the vote route's request
+duration, the floor's from the same three sums it keeps; wrk's mean latency also holds the client's side and the network):
+
+| run | waiting for its batch's commit | the commit | the rest of the request | server total | wrk mean |
+|---|---|---|---|---|---|
+${[r.livevote, r.floor, r.saturation, r.floorSaturation].filter((run) => run.voteStagesMs !== undefined).map(stagesRow).join('\n')}
+
 ### CPU per vote
 
 CPU time per answer, from each process's own CPU counters (\`/proc\`), so other work on the machine does not inflate it:
@@ -718,4 +732,9 @@ export async function writeResults(r: BenchResults, dir: string): Promise<Verdic
       failed ? 'FAILED: stored votes do not match the 200 answers (see RESULTS.md)' : 'stored votes = 200 answers in every write run',
     ],
   };
+}
+
+function stagesRow(run: WriteRunReport): string {
+  const st = run.voteStagesMs!;
+  return `| ${run.label} | ${st.buffered.toFixed(2)} | ${st.committing.toFixed(2)} | ${st.rest.toFixed(2)} | ${(st.buffered + st.committing + st.rest).toFixed(2)} | ${run.latencyMs.mean} |`;
 }

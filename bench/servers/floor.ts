@@ -4,7 +4,9 @@
 // FROM unnest(arrays) ON CONFLICT DO NOTHING per batch, a named prepared statement, up to two
 // commits in flight, a batch leaves as soon as a commit slot is free) into a table with a primary
 // key, and answers each request after its batch's COMMIT (synchronous_commit as the server has it).
-// No token check, no validation, no actors, no audit, no metadata, no metrics.
+// No token check, no validation, no actors, no audit, no metadata, no metrics. For the report it
+// keeps three sums (GET /stats, the same shape as livevote's vote stage metrics): each stored
+// vote's wait for its batch to start, its batch's commit time, and its request's time.
 //
 // It is not a vote server (it trusts the body); it measures what storing before answering costs
 // on this machine, so the ceiling ratio can be read against it: no correct server on this stack
@@ -39,6 +41,8 @@ const insertBatch = {
 
 interface PendingVote {
   readonly res: HttpResponse;
+  /** performance.now() when its body was read. */
+  readonly receivedMs: number;
   readonly electionId: string;
   readonly userId: string;
   readonly candidateId: string;
@@ -46,6 +50,8 @@ interface PendingVote {
 }
 
 const accepted = JSON.stringify({ status: 'accepted' });
+/** Sums over stored votes, in ms (GET /stats). */
+const stageSums = { votes: 0, bufferedMs: 0, committingMs: 0, requestMs: 0 };
 const pending: PendingVote[] = [];
 let commitsInFlight = 0;
 let flushScheduled = false;
@@ -69,9 +75,18 @@ function flush(): void {
   if (commitsInFlight >= commitsInFlightMax || pending.length === 0) return;
   const batch = pending.splice(0, batchRowsMax);
   commitsInFlight++;
+  const startedMs = performance.now();
   pool.query({ ...insertBatch, values: [batch.map((v) => v.electionId), batch.map((v) => v.userId), batch.map((v) => v.candidateId)] }).then(
     () => {
+      const endedMs = performance.now();
       for (const vote of batch) answer(vote, '200 OK', accepted);
+      const answeredMs = performance.now();
+      stageSums.votes += batch.length;
+      stageSums.committingMs += (endedMs - startedMs) * batch.length;
+      for (const vote of batch) {
+        stageSums.bufferedMs += startedMs - vote.receivedMs;
+        stageSums.requestMs += answeredMs - vote.receivedMs;
+      }
     },
     () => {
       for (const vote of batch) answer(vote, '503 Service Unavailable', '{"error":{"code":"vote_not_stored"}}');
@@ -110,10 +125,13 @@ app.post('/api/v1/votes', (res) => {
       res.cork(() => res.writeStatus('503 Service Unavailable').end());
       return;
     }
-    state.vote = { res, electionId: body.electionId, userId: body.userId, candidateId: body.candidateId, aborted: false };
+    state.vote = { res, receivedMs: performance.now(), electionId: body.electionId, userId: body.userId, candidateId: body.candidateId, aborted: false };
     pending.push(state.vote);
     scheduleFlush();
   });
+});
+app.get('/stats', (res) => {
+  res.cork(() => res.writeHeader('content-type', 'application/json').end(JSON.stringify(stageSums)));
 });
 app.any('/*', (res) => {
   res.writeStatus('404 Not Found').end();
