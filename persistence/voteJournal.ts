@@ -117,6 +117,9 @@ const duplicatePreparedStatement = '42P05';
 // $10..$12 the fence keys (election, shard, expected epoch; epoch 0 marks a shard whose rows
 // carry different epochs, which no lease can match).
 //
+// Conflicts can only come from the statement that skips stored voters: the plain INSERT either
+// stores every row or fails whole on the first voter already stored, so it answers none.
+//
 // ORDER BY the key on insert: two commits naming the same voters (redeliveries) then take the key
 // locks in one order, so one waits for the other instead of both dying in a deadlock; the
 // primary-key index is also filled in order, which keeps its pages hot.
@@ -157,9 +160,9 @@ ${parts.audit ? `       ${auditPartsCte('stored')},
          RETURNING row_count)
   SELECT (SELECT stale_positions FROM fence) AS stale_positions,
          (SELECT row_count FROM batch) AS row_count,
-         (SELECT coalesce(array_agg(i.position), '{}') FROM input i
+         ${skipStored ? `(SELECT coalesce(array_agg(i.position), '{}') FROM input i
            WHERE (SELECT cardinality(stale_positions) = 0 FROM fence)
-             AND NOT EXISTS (SELECT 1 FROM stored s WHERE s.election_id = i.election_id AND s.voter_number = i.voter_number)) AS conflict_positions`;
+             AND NOT EXISTS (SELECT 1 FROM stored s WHERE s.election_id = i.election_id AND s.voter_number = i.voter_number))` : `'{}'::bigint[]`} AS conflict_positions`;
 }
 
 interface CommitAnswer {
