@@ -4,7 +4,8 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { createMemoryAdapters, MemoryJournal, MemorySpillQueue, type MemoryAdapters } from './memoryAdapters.ts';
 import type { JournalBatch, JournalCommitResult } from './ports.ts';
 import type { VoteOutcome } from './shard.ts';
-import { createVoteNode, type VoteNode, type VoteNodeConfig } from './voteNode.ts';
+import { PagedBitmap } from './bitmap.ts';
+import { createVoteNode, type CommittedShardBatch, type VoteNode, type VoteNodeConfig } from './voteNode.ts';
 
 /** Commits wait at a gate; once opened they commit, or fail without storing (`failAfterGate`). */
 class StallingJournal extends MemoryJournal {
@@ -99,6 +100,51 @@ describe('vote node with a spill queue', () => {
     expect(node.spillStats()!.batchesAlreadyStored).toBeGreaterThan(0);
     expect(node.stats(electionId)!.shards.reduce((n, shard) => n + shard.votesInSpillQueue, 0)).toBe(0);
     expect(node.results(electionId)!.queuedVotes).toBe(0);
+  });
+
+  it('votes the drainer stored reach the replicas like committed ones: a replica promoted after later commits counts them', async () => {
+    // The chaos.spill e2e case: an owner's early batch was queued and drained by the owner, later
+    // batches committed; their reports carry a watermark above the drained batch, so a replica that
+    // never got its rows was promoted without them (results 3 short of count(*) for good).
+    const adapters = createMemoryAdapters();
+    const journal = new StallingJournal(adapters.store);
+    journal.failAfterGate = true;
+    const queue = new MemorySpillQueue();
+    for (let shard = 0; shard < shardCount; shard++) adapters.store.setLeaseEpoch({ electionId, shard }, 1);
+    const reported: CommittedShardBatch[] = [];
+    const owner = createVoteNode({
+      journal, snapshots: adapters.snapshots, storedVotes: adapters.storedVotes, batchIds: adapters.batchIds,
+      spill: { queue, store: journal }, config: spillConfig, onBatchCommitted: (batch) => reported.push(batch),
+    });
+    nodes.push(owner);
+    await owner.openElection({ electionId, shardCount, candidateCount: 3, epochs: new Array<number>(shardCount).fill(1) });
+    const drained = [0, 4, 8, 12, 16];
+    expect((await Promise.all(drained.map((voter) => cast(owner, voter, voter % 3)))).every((o) => o.kind === 'accepted')).toBe(true);
+    journal.open();
+    await expect.poll(() => owner.spillStats()!.rowsDrained, eventually).toBe(drained.length);
+    journal.failAfterGate = false;
+    const committed = [20, 24, 28];
+    for (const voter of committed) expect((await cast(owner, voter, voter % 3)).kind).toBe('accepted');
+    await expect.poll(() => owner.results(electionId)!.total, eventually).toBe(drained.length + committed.length);
+
+    const shard0 = reported.filter((b) => b.key.shard === 0);
+    expect(shard0.flatMap((b) => b.voterNumbers).sort((a, b) => a - b)).toEqual([...drained, ...committed]);
+    // The replica's state, built from the reports alone (as cluster/replicas.ts does), promoted.
+    const bitmap = new PagedBitmap();
+    const tallies = [0, 0, 0];
+    for (const b of shard0) b.voterNumbers.forEach((v, i) => { if (bitmap.set(Math.floor(v / shardCount))) tallies[b.candidateIndexes[i]!]!++; });
+    const base = {
+      electionId, shard: 0, epoch: 1, watermarkBatchId: shard0[shard0.length - 1]!.watermarkBatchId, tallies,
+      voterSlots: bitmap.voterSlots(), bitmap: bitmap.exportBytes(), takenAtMs: 0,
+    };
+    await owner.close();
+    adapters.store.setLeaseEpoch({ electionId, shard: 0 }, 2);
+    const promoted = createVoteNode({ journal: adapters.journal, snapshots: adapters.snapshots, storedVotes: adapters.storedVotes, batchIds: adapters.batchIds });
+    nodes.push(promoted);
+    await promoted.hostShards({ electionId, shardCount, candidateCount: 3, shards: [{ shard: 0, epoch: 2, base }] });
+    const counted = promoted.shardTallies(electionId).find((t) => t.shard === 0)!.counts.reduce((a, b) => a + b, 0);
+    expect(counted).toBe(storedVoters(adapters).filter((voter) => voter % shardCount === 0).length);
+    expect(counted).toBe(drained.length + committed.length);
   });
 
   it('a journal that stalls and then fails: the drainer stores every queued vote exactly once', async () => {

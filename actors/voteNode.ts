@@ -491,11 +491,14 @@ export function createVoteNode(deps: VoteNodeDeps): VoteNode {
     }
     // Only queue-related messages move the count; a CastVote (the hot path) never does.
     if (msg.kind !== 'CastVote') cell.election.aggregate.setQueuedVotes(cell.key.shard, cell.state.queuedCount);
-    if (msg.kind === 'BatchCommitted' && deps.onBatchCommitted !== undefined) reportCommitted(cell, msg);
+    // Drained parts too: a drained batch leaves the shard's pending votes, so the next report's
+    // safe watermark passes its id, and a replica that never got its rows would be promoted
+    // without them (counts short of count(*) for good, voters missing from the bitmap).
+    if ((msg.kind === 'BatchCommitted' || msg.kind === 'QueuedVotesStored') && deps.onBatchCommitted !== undefined) reportCommitted(cell, msg);
     return appended;
   }
 
-  function reportCommitted(cell: ShardCell, msg: Extract<ShardMsg, { kind: 'BatchCommitted' }>): void {
+  function reportCommitted(cell: ShardCell, msg: Extract<ShardMsg, { kind: 'BatchCommitted' | 'QueuedVotesStored' }>): void {
     const conflicts = msg.conflictVoterNumbers.length === 0 ? null : new Set(msg.conflictVoterNumbers);
     const voterNumbers: number[] = [];
     const candidateIndexes: number[] = [];
