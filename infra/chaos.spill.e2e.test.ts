@@ -166,7 +166,8 @@ async function metric(baseUrl: string, name: string): Promise<number> {
  * the machine a node queued 4-12 votes in 60 s: ~900 fast commits before the freeze had used up its
  * block of batch ids, so nothing more could spill; the next block is now reserved ahead.)
  */
-async function untilQueued(node: LivevoteProcess, votesMin: number, sent: readonly Sent[]): Promise<void> {
+async function untilQueued(node: LivevoteProcess, votesMin: number, sent: readonly Sent[], peer?: LivevoteProcess): Promise<void> {
+  const sinceMs = Date.now();
   try {
     await expect.poll(() => metric(node.baseUrl, 'livevote_queued_votes_total'), { timeout: 60_000, interval: 100 }).toBeGreaterThan(votesMin);
   } catch (error) {
@@ -175,10 +176,22 @@ async function untilQueued(node: LivevoteProcess, votesMin: number, sent: readon
       const key = entry.reason === undefined ? String(entry.status) : `${entry.status}:${entry.reason}`;
       byStatus[key] = (byStatus[key] ?? 0) + 1;
     }
-    const metrics = await fetch(`${node.baseUrl}/metrics`, { signal: AbortSignal.timeout(10_000) }).then((r) => r.text(), (e: unknown) => `unreadable: ${String(e)}`);
-    const related = metrics.split('\n').filter((line) => !line.startsWith('#') && !line.includes('_bucket{') && /spill|queued|commit|batch|fenc|pending/.test(line));
+    const related = async (of: LivevoteProcess) => {
+      const metrics = await fetch(`${of.baseUrl}/metrics`, { signal: AbortSignal.timeout(10_000) }).then((r) => r.text(), (e: unknown) => `unreadable: ${String(e)}`);
+      return metrics.split('\n').filter((line) => !line.startsWith('#') && !line.includes('_bucket{') && /spill|queued|commit|batch|fenc|pending|routed|route_|served/.test(line)).join('\n');
+    };
+    const byPhase = (from: number, to: number) => {
+      const counts: Record<string, number> = {};
+      for (const entry of sent.filter((e) => e.startedAtMs >= from && e.startedAtMs < to)) {
+        const key = `${entry.status}:${entry.reason ?? ''}`;
+        counts[key] = (counts[key] ?? 0) + 1;
+      }
+      return JSON.stringify(counts);
+    };
     throw new Error(
-      `${String(error)}\nanswers by status: ${JSON.stringify(byStatus)}\nmetrics:\n${related.join('\n')}\nlog (end):\n${node.output().slice(-4000)}`,
+      `${String(error)}\nanswers by status: ${JSON.stringify(byStatus)}; sent before the wait ${byPhase(0, sinceMs)}, during it ${byPhase(sinceMs, Infinity)}` +
+        `\nmetrics:\n${await related(node)}\nlog (end):\n${node.output().slice(-6000)}` +
+        (peer === undefined ? '' : `\npeer metrics:\n${await related(peer)}\npeer log (end):\n${peer.output().slice(-4000)}`),
     );
   }
 }
@@ -204,7 +217,19 @@ async function checkStored(pool: Pool, baseUrl: string, electionId: string, sent
     const results = await call(baseUrl, 'GET', `/api/v1/results/${electionId}`);
     return (results.body.totalVotes ?? results.body.total) as number;
   };
-  await expect.poll(total, { timeout: 60_000, interval: 250 }).toBe(stored.rows.length);
+  try {
+    await expect.poll(total, { timeout: 60_000, interval: 250 }).toBe(stored.rows.length);
+  } catch (error) {
+    // Which shards the results miss, and where their stored votes came from (batch outcome,
+    // epoch, against the shard's snapshot watermark): a total that never converges is a lost count.
+    const results = await call(baseUrl, 'GET', `/api/v1/results/${electionId}`);
+    const parts = await pool.query(
+      `SELECT v.shard, v.epoch, b.outcome, count(*)::int AS votes, min(v.batch_id)::text AS min_batch, max(v.batch_id)::text AS max_batch,
+              (SELECT watermark_batch_id::text || '@' || epoch FROM shard_snapshots s WHERE s.election_id = v.election_id AND s.shard = v.shard) AS snapshot
+         FROM votes v LEFT JOIN vote_batches b ON b.batch_id = v.batch_id
+        WHERE v.election_id = $1 GROUP BY v.election_id, v.shard, v.epoch, b.outcome ORDER BY v.shard, v.epoch, b.outcome`, [electionId]);
+    throw new Error(`${String(error)}\nresults: ${JSON.stringify(results.body)}\nstored by shard, epoch, batch outcome:\n${parts.rows.map((r) => JSON.stringify(r)).join('\n')}`);
+  }
 }
 
 describe('chaos: Postgres frozen, then a node killed with batches in the queue', () => {
@@ -444,9 +469,10 @@ describe('chaos: Postgres frozen, then a node killed with batches in the queue',
       const load = voteLoad(b.baseUrl, election, voters, sent, () => stop);
       await new Promise((resolve) => setTimeout(resolve, 1_500));
       const frozen = await freezePrivatePostgres(pgDir);
+      phase('Postgres frozen');
       // A few suffice: the node queues only until it fences itself (¾ of deadAfterMs without a stored
       // heartbeat), and at load 20 that window held 8 votes where a quiet box queues hundreds.
-      await untilQueued(a, 4, sent);
+      await untilQueued(a, 4, sent, b);
       phase('votes queued during the freeze');
       const killedAtMs = Date.now();
       a.child.kill('SIGKILL');
