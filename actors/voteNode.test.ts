@@ -126,6 +126,8 @@ describe('vote node', () => {
     expect(accepted.replayed).toBe(false);
     // Durable before the answer: the row is there with that voteId.
     expect(adapters.store.readStoredVote(electionId, 5)?.voteId).toBe(accepted.voteId);
+    // Counted in the shard's turn after the answer.
+    await expect.poll(() => node.results(electionId)?.total, eventually).toBe(1);
     expect(node.results(electionId)).toMatchObject({ tallies: [0, 0, 1], total: 1, perShard: [0, 1, 0, 0] });
   });
 
@@ -252,6 +254,8 @@ describe('vote node', () => {
     };
     const second = await openNode(createMemoryAdapters({ store: adapters.store }), { epoch: 2, snapshots: failingSnapshots });
     for (let voter = 20; voter < 40; voter++) accepted.push(expectAccepted(await castAndWait(second, voter, voter % 3)).voteId);
+    // A vote is answered as soon as its commit is read, and counted in its shard's next turn.
+    await expect.poll(() => second.results(electionId)?.total, eventually).toBe(40);
     const resultsBefore = second.results(electionId);
     await second.close();
     const restarted = await openNode(createMemoryAdapters({ store: adapters.store }), { epoch: 3 });

@@ -522,6 +522,28 @@ export function createVoteNode(deps: VoteNodeDeps): VoteNode {
     }
   }
 
+  /**
+   * Answers the requests of a committed batch's stored rows as soon as the commit is read, before
+   * their shards' turns: a row in the batch's committed answer is stored, and its request's
+   * answer is `accepted` with the row's own id and time, exactly what its shard answers when it
+   * handles the batch (shard.ts batchCommitted). The shard still does everything else then (the
+   * bit, the tallies, counting the outcome, the waiting retries, the conflicts), and its reply to
+   * a request answered here finds no callback. Waiting for the shards' turns held every answer
+   * for one more turn of the event loop, behind the requests that arrived meanwhile. Only the
+   * shard's state is read here, never changed.
+   */
+  function answerCommitted(rows: readonly JournalRow[], conflicts: readonly { electionId: string; voterNumber: number }[]): void {
+    const conflicted = conflicts.length === 0 ? null : new Set(conflicts.map((c) => `${c.electionId}/${c.voterNumber}`));
+    let election: ElectionCell | undefined;
+    for (const row of rows) {
+      if (conflicted !== null && conflicted.has(`${row.electionId}/${row.voterNumber}`)) continue;
+      if (election === undefined || election.electionId !== row.electionId) election = elections.get(row.electionId);
+      const pending = election?.shards[row.shard]?.state.pending.get(row.voterNumber);
+      if (pending === undefined || pending.originalRequestId < 0 || pending.row.voteId !== row.voteId) continue;
+      deliverReply(pending.originalRequestId, { kind: 'accepted', voteId: row.voteId, acceptedAtMs: row.acceptedAtMs, replayed: false });
+    }
+  }
+
   function deliverReply(requestId: number, outcome: VoteOutcome): void {
     const reply = replies.take(requestId);
     if (reply === undefined) return; // answered already (close gave up on it)
@@ -624,7 +646,10 @@ export function createVoteNode(deps: VoteNodeDeps): VoteNode {
           Promise.resolve()
             .then(() => journal.commit(effect.batch))
             .then(
-              (result) => runCommitter({ kind: 'CommitFinished', batchId, result, nowMs: now() }),
+              (result) => {
+                if (result.kind === 'committed') answerCommitted(effect.batch.rows, result.conflicts);
+                runCommitter({ kind: 'CommitFinished', batchId, result, nowMs: now() });
+              },
               // commit() must not reject; if it does, the outcome is unknown like `failed`.
               (error: unknown) =>
                 runCommitter({ kind: 'CommitFinished', batchId, result: { kind: 'failed', message: String(error) }, nowMs: now() }),

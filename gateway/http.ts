@@ -2,8 +2,8 @@
 // text, handler), registered here with the habits the uWS examples teach:
 // - everything needed from `req` is read synchronously, before any await (req is stack memory);
 // - onAborted is attached before any await, and nothing is written to an aborted response;
-// - every write after an await is corked, and the answers settled in one turn of the event loop
-//   go out together at its end (see writeSettledReplies);
+// - every write after an await is corked, and the answers settled in one callback go out
+//   together once its microtasks have run (see queueReply);
 // - onData chunks are copied unless consumed synchronously (they point into uWS's buffer);
 // - large bodies go out with tryEnd/onWritable so backpressure is honoured;
 // - every callback uWS calls is guarded: an exception escaping one would end the process, so
@@ -579,18 +579,19 @@ export class HttpRouter {
   }
 
   /**
-   * A reply settled after its handler returned, written at the end of the turn. A committed batch
-   * settles its votes shard by shard, each in a turn of its own (the shards are actors); written as
-   * they settle, the batch's answers went out in as many bursts, each waking the clients' side
-   * again. Collected and written at the end of the turn, they go out in one: 5-12% more votes/s
-   * and ~5 µs less server CPU per vote in five alternating pairs (bench/README.md). An answer waits
-   * for that at most one turn.
+   * A reply settled after its handler returned, written once the microtasks of the current
+   * callback have run. The vote node settles a committed batch's votes together, in one loop, as
+   * soon as its commit is read, so they go out in one burst, not one per answer (written one by
+   * one, each woke the clients' side again; collecting them was 5-12% more votes/s,
+   * bench/README.md). Written at the end of the event loop's turn instead (setImmediate), they
+   * waited behind every request read in the same turn: ~1 ms of a vote's time at 100 connections
+   * (bench/README.md, "Eleventh look").
    */
   queueReply(exchange: Exchange): void {
     this.settledReplies.push(exchange);
     if (!this.settledRepliesScheduled) {
       this.settledRepliesScheduled = true;
-      setImmediate(this.writeSettledReplies);
+      queueMicrotask(this.writeSettledReplies);
     }
   }
 
