@@ -160,7 +160,7 @@ ${parts.audit ? `       ${auditPartsCte('stored')},
          RETURNING row_count)
   SELECT (SELECT stale_positions FROM fence) AS stale_positions,
          (SELECT row_count FROM batch) AS row_count,
-         ${skipStored ? `(SELECT coalesce(array_agg(i.position), '{}') FROM input i
+         ${skipStored ? `(SELECT coalesce(array_agg(i.position ORDER BY i.position), '{}') FROM input i
            WHERE (SELECT cardinality(stale_positions) = 0 FROM fence)
              AND NOT EXISTS (SELECT 1 FROM stored s WHERE s.election_id = i.election_id AND s.voter_number = i.voter_number))` : `'{}'::bigint[]`} AS conflict_positions`;
 }
@@ -540,7 +540,7 @@ const drainStoreText = `
                                  shards_to_drain = shards_to_drain - (SELECT count(*) FROM parts)
           WHERE batch_id = $1 RETURNING 1)
   SELECT (SELECT count(*) FROM stored)::integer AS stored_rows,
-         (SELECT coalesce(array_agg(i.position), '{}') FROM input i JOIN votes v
+         (SELECT coalesce(array_agg(i.position ORDER BY i.position), '{}') FROM input i JOIN votes v
              ON v.election_id = i.election_id AND v.voter_number = i.voter_number
           WHERE v.vote_id <> i.vote_id) AS conflict_positions,
          (SELECT count(*) FROM counted) AS counted`;
