@@ -246,16 +246,21 @@ describe('chaos: Postgres frozen, then a node killed with batches in the queue',
     await new Promise((resolve) => setTimeout(resolve, 1_500));
     const freezeStartMs = Date.now();
     const frozen = await freezePrivatePostgres(dataDir);
-    // While votes wait in the queue the results say so: answered, durable, not counted yet.
+    // While votes wait in the queue the results say so: answered, durable, not counted yet. Watched
+    // for as long as Postgres stays frozen: the freeze itself can take seconds on a busy machine,
+    // so a window counted from before it could close before anything was queued (a suite beside
+    // another saw none, with livevote_queued_votes_total > 0).
     let queuedSeen = 0;
+    let holding = true;
     const queuedWatch = (async () => {
-      while (Date.now() - freezeStartMs < 9_000 && queuedSeen === 0) {
+      while (holding && queuedSeen === 0) {
         const results = await call(node.baseUrl, 'GET', `/api/v1/results/${election.electionId}`);
         queuedSeen = Math.max(queuedSeen, (results.body.queuedVotes as number | undefined) ?? 0);
         await new Promise((resolve) => setTimeout(resolve, 100));
       }
     })();
     await new Promise((resolve) => setTimeout(resolve, 10_000));
+    holding = false;
     await queuedWatch;
     signal(frozen, 'SIGCONT');
     const freezeEndMs = Date.now();
