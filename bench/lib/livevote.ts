@@ -184,9 +184,16 @@ export interface VoteStageSums {
   readonly requestMs: number;
 }
 
+/** No votes yet: the sums a reading over a process's whole life is taken against. */
+export const noVoteStageSums: VoteStageSums = { votes: 0, bufferedMs: 0, committingMs: 0, requests: 0, requestMs: 0 };
+
 /** livevote's sums (its /metrics: the vote stage counters and the vote route's 200 durations). */
 export async function livevoteStageSums(baseUrl: string): Promise<VoteStageSums> {
-  const text = await fetchMetricsText(baseUrl);
+  return stageSumsFromMetrics(await fetchMetricsText(baseUrl));
+}
+
+/** The same sums, from a /metrics text already read. */
+export function stageSumsFromMetrics(text: string): VoteStageSums {
   const one = (name: string) => metricSamples(text, name)[0]?.value ?? 0;
   const route = (name: string) => metricSamples(text, name).find((s) => s.labels.method === 'POST' && s.labels.route === '/api/v1/votes' && s.labels.status === '200')?.value ?? 0;
   return {

@@ -9,7 +9,7 @@ import path from 'node:path';
 import { createVoters, remintAccessTokens, type TestVoter } from '../../infra/testing/voters.ts';
 import { accessTokenTtlS } from '../../gateway/auth/jwt.ts';
 import { createPool } from '../../persistence/db.ts';
-import { adminLogin, createOpenElection, fetchMetricsText, metricSamples, startLivevote, stopLivevote, type LivevoteUnderTest } from './livevote.ts';
+import { adminLogin, createOpenElection, fetchMetricsText, metricSamples, noVoteStageSums, stageSumsFromMetrics, startLivevote, stopLivevote, voteStagesMs, type LivevoteUnderTest } from './livevote.ts';
 import { cpuPercent, mainThreadCpuS, processTree, sampleCpu, type CpuSample } from './proc.ts';
 import { voterLineWidth, writeVoterFile } from './voterFile.ts';
 import { ensureWrk, runWrk } from './wrk.ts';
@@ -143,7 +143,7 @@ export async function measureWriteRuns(options: WriteRunOptions): Promise<WriteR
           meanMs: Math.round((sample('livevote_commit_duration_seconds_sum', 'committed') / commitCount) * 1e6) / 1000,
           meanRows: Math.round(sample('livevote_commit_batch_rows_sum') / sample('livevote_commit_batch_rows_count')),
         },
-        voteStagesMs: voteStagesMs(metrics, sample('livevote_commit_batch_rows_sum')),
+        voteStagesMs: voteStagesMs(noVoteStageSums, stageSumsFromMetrics(metrics)) ?? { buffered: Number.NaN, committing: Number.NaN, rest: Number.NaN },
         actors: {
           runsPerVote: Math.round((sample('livevote_shard_actor_runs_total') / sample('livevote_commit_batch_rows_sum')) * 1000) / 1000,
           messagesPerRun: Math.round((sample('livevote_shard_actor_messages_total') / sample('livevote_shard_actor_runs_total')) * 100) / 100,
@@ -163,14 +163,4 @@ export async function measureWriteRuns(options: WriteRunOptions): Promise<WriteR
     await rm(workDir, { recursive: true, force: true });
   }
   return runs;
-}
-
-function voteStagesMs(metrics: string, rows: number): { buffered: number; committing: number; rest: number } {
-  const total = (name: string) => metricSamples(metrics, name).find((s) => s.labels.route === '/api/v1/votes' && s.labels.method === 'POST' && s.labels.status === '200')?.value ?? Number.NaN;
-  const perVoteMs = (name: string) => ((metricSamples(metrics, name)[0]?.value ?? Number.NaN) / rows) * 1000;
-  const buffered = perVoteMs('livevote_vote_buffered_seconds_total');
-  const committing = perVoteMs('livevote_vote_committing_seconds_total');
-  const requestMs = (total('livevote_http_request_duration_seconds_sum') / total('livevote_http_request_duration_seconds_count')) * 1000;
-  const round = (ms: number) => Math.round(ms * 100) / 100;
-  return { buffered: round(buffered), committing: round(committing), rest: round(requestMs - buffered - committing) };
 }
