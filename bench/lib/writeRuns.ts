@@ -31,7 +31,7 @@ export interface WriteRun {
    * A stored vote's mean time on the server over livevote's life (its /metrics), in ms: buffered
    * (the vote node's receipt → its batch's commit starts), committing (its batch's commit), and
    * the rest of the request's time (`POST /api/v1/votes` answered 200: the way in and the way
-   * back, the shard's turns and the reply).
+   * back, the cast's shard turn and the reply).
    */
   readonly voteStagesMs: { buffered: number; committing: number; rest: number };
   /** Shard actor messages (runs) and shard messages per vote stored, over livevote's life (its /metrics). */

@@ -33,7 +33,7 @@ export function createVotePathMetrics(registry: Registry): VotePathMetrics {
   // Where a stored vote's time on the server goes, as sums over votes (rate(sum) / rate(rows) is
   // the mean per vote): waiting in the committer's buffer for its batch to start, then its batch's
   // commit. What the request's duration holds beyond the two is the way in and the way back
-  // (routing, the shard's turns, the reply). Once per batch, a loop over its rows.
+  // (routing, the cast's shard turn, the reply). Once per batch, a loop over its rows.
   const voteBufferedSeconds = new Counter({
     name: 'livevote_vote_buffered_seconds_total',
     help: 'Summed over votes in committed batches: time from the vote node\'s receipt of the vote to the start of the commit that stored it',
