@@ -11,7 +11,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { JournalRow } from '../actors/ports.ts';
 import { acquireShardLeases } from '../cluster/leases.ts';
 import {
-  auditGenesisHash, auditRecordHash, auditRowsDigest, auditSealedDigest, formatAuditReport, verifyAudit, type AuditBreak, type ShardAudit,
+  auditGenesisHash, auditPartsCte, auditRecordHash, auditRowsDigest, auditSealedDigest, formatAuditReport, verifyAudit, type AuditBreak, type ShardAudit,
 } from './audit.ts';
 import { createAuditSealer, sealAuditChains } from './auditSealer.ts';
 import { createPgBatchIdSource, type PgBatchIdSource } from './batchIds.ts';
@@ -158,6 +158,28 @@ describe('audit records: kept by the commit, appended by the seal', () => {
     expect(report.elections[0]!.awaitingSealRows).toBe(0);
     expect(report.elections[0]!.records).toBe(6);
     expect(formatAuditReport(report)).toMatch(/audit verify: INTACT\n$/);
+  });
+
+  it('the plain commit keeps the parts the journal computed, equal to the SQL digests of the rows it stored', async () => {
+    // Two elections, one spelled in upper case, voters out of order, every shard of both.
+    const other = randomUUID();
+    const otherEpochs = await acquireShardLeases(db.pool, { electionId: other, shardCount, nodeId, leaseTtlMs: 60_000 });
+    const rows = [
+      ...[9, 2, 13, 4, 0, 7, 30, 1].map((v) => row(v)),
+      ...[5, 3, 8, 2].map((v) => ({ ...row(v), electionId: other.toUpperCase(), epoch: otherEpochs[v % shardCount]! })),
+    ];
+    const batchId = await commit(rows);
+    const kept = (await db.pool.query(
+      `SELECT p.election_id::text AS election_id, p.shard, p.epoch, p.row_count, p.digest
+         FROM vote_batches b, unnest(b.audit_election_ids, b.audit_shards, b.audit_epochs, b.audit_row_counts, b.audit_digests)
+              WITH ORDINALITY AS p(election_id, shard, epoch, row_count, digest, ord)
+        WHERE b.batch_id = $1 ORDER BY p.ord`, [batchId])).rows;
+    const inSql = (await db.pool.query(
+      `WITH stored AS (SELECT * FROM votes WHERE batch_id = $1), ${auditPartsCte('stored')}
+       SELECT election_id::text AS election_id, shard, epoch, row_count, rows_digest AS digest FROM audit_parts ORDER BY election_id, shard, epoch`, [batchId])).rows;
+    expect(kept).toHaveLength(8);
+    expect(kept).toEqual(inSql);
+    await seal();
   });
 
   it('digests only the rows a batch really stored: conflicts are left out, an all-conflict batch leaves nothing to seal', async () => {

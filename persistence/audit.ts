@@ -17,7 +17,9 @@
 // Records written before migration 014 (batch_ids NULL) are v1: one batch each, rows_digest its
 // batch digest, and `livevote-audit-v1|…|${seq}|${batch_id}|…` in the hash. A chain may hold both.
 //
-// The commit computes the batch digests in SQL (no extra round trip); the sealer hashes the
+// The commit's plain statement (it stores every row of its batch or none) gets its parts' digests
+// from the journal, computed here (auditPartsOfRows); the statement that skips voters already
+// stored computes them in SQL from the rows it did store (auditPartsCte). The sealer hashes the
 // records here. The verifier recomputes every digest from the stored votes, in TypeScript: it
 // trusts no SQL function that lives in the database it is checking. Votes of batches not sealed
 // yet are checked against the digests their commits kept and reported as awaiting their seal.
@@ -25,7 +27,7 @@
 // Why after the commit: appended inside it, every commit of a shard waited on the shard's chain
 // head for the commit before it, and paid a record per shard and commit (bench/README.md, "Tenth
 // look"); sealed, a chain gets a record per shard and second whatever the commit rate.
-import { createHash } from 'node:crypto';
+import { createHash, hash } from 'node:crypto';
 import type { Pool, PoolClient } from './db.ts';
 import { uuidPattern, withClient } from './db.ts';
 
@@ -87,6 +89,56 @@ export interface AuditRowFields {
 
 export function auditRowLine(row: AuditRowFields): string {
   return `${row.voterNumber}|${row.candidateIndex}|${row.voteId.toLowerCase()}|${row.acceptedAtMs}\n`;
+}
+
+/** One (election, shard, epoch) part of a batch, as the commit keeps it for the sealer. */
+export interface AuditPart {
+  /** Lower case, as Postgres spells a uuid. */
+  readonly electionId: string;
+  readonly shard: number;
+  readonly epoch: number;
+  readonly rowCount: number;
+  /** The part's v1 rows digest: what `auditPartsCte` computes in SQL from the stored rows. */
+  readonly digest: Buffer;
+}
+
+/**
+ * The parts of a batch whose every row is stored (the journal's plain commit statement: it stores
+ * all of them or fails), ordered by (election, shard, epoch) as `auditPartsArrays` orders them.
+ * One string and one hash call per part: a hash update per row costs more than the line itself.
+ */
+export function auditPartsOfRows(rows: readonly (AuditRowFields & { readonly electionId: string; readonly shard: number; readonly epoch: number })[]): AuditPart[] {
+  // Per election (as spelled: a batch names an election one way, so one lower-casing each), per shard.
+  const byElection = new Map<string, { electionId: string; byShard: { epoch: number; rows: AuditRowFields[] }[][] }>();
+  let lastSpelling = '';
+  let election: { electionId: string; byShard: { epoch: number; rows: AuditRowFields[] }[][] } | undefined;
+  for (const row of rows) {
+    if (row.electionId !== lastSpelling) {
+      lastSpelling = row.electionId;
+      const electionId = row.electionId.toLowerCase();
+      election = byElection.get(electionId);
+      if (election === undefined) byElection.set(electionId, (election = { electionId, byShard: [] }));
+    }
+    const ofShard = (election!.byShard[row.shard] ??= []);
+    let part = ofShard.find((p) => p.epoch === row.epoch);
+    if (part === undefined) ofShard.push((part = { epoch: row.epoch, rows: [] }));
+    part.rows.push(row);
+  }
+  const parts: AuditPart[] = [];
+  for (const electionId of [...byElection.keys()].sort()) {
+    const { byShard } = byElection.get(electionId)!;
+    for (let shard = 0; shard < byShard.length; shard++) {
+      const ofShard = byShard[shard];
+      if (ofShard === undefined) continue;
+      for (const part of ofShard.sort((a, b) => a.epoch - b.epoch)) {
+        part.rows.sort((a, b) => a.voterNumber - b.voterNumber);
+        let lines = '';
+        for (const row of part.rows) lines += auditRowLine(row);
+        parts.push({ electionId, shard, epoch: part.epoch, rowCount: part.rows.length, digest: hash('sha256', lines, 'buffer') as Buffer });
+      }
+    }
+  }
+  return parts;
 }
 
 /** rows_digest of rows given in any order (sorted here by voter number). */

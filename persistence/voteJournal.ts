@@ -12,7 +12,8 @@
 //   insert  INSERT INTO votes … FROM unnest(arrays), in key order; a plain INSERT first, and only if
 //           a voter is already stored (unique violation on votes_pkey: the whole statement rolled
 //           back) the same statement again with ON CONFLICT DO NOTHING, which skips such voters
-//   audit   the rows digest of each (election, shard, epoch) part stored (audit.ts auditPartsCte)
+//   audit   the rows digest of each (election, shard, epoch) part stored: computed by the journal
+//           for the plain INSERT (audit.ts auditPartsOfRows), in SQL for the skipping one (auditPartsCte)
 //   batch   the vote_batches row (row_count = rows actually stored): what wasCommitted asks; it
 //           holds the parts' digests until the audit sealer appends them (auditSealer.ts)
 //   answer  the stale fence positions, the stored count, and the positions not stored (conflicts)
@@ -56,7 +57,7 @@ import type {
 } from '../actors/ports.ts';
 import { shardKeyString } from '../actors/ports.ts';
 import type { QueryResult } from 'pg';
-import { auditPartsArrays, auditPartsCte, auditPendingAppend, auditPendingColumns } from './audit.ts';
+import { auditPartsArrays, auditPartsCte, auditPartsOfRows, auditPendingAppend, auditPendingColumns } from './audit.ts';
 import { uuidPattern, withClientTimeout, type Pool, type PoolClient } from './db.ts';
 
 /** The config allows batches up to 100k rows (LIVEVOTE_BATCH_ROWS_MAX); nothing bigger is sane. */
@@ -123,24 +124,32 @@ const duplicatePreparedStatement = '42P05';
 // ORDER BY the key on insert: two commits naming the same voters (redeliveries) then take the key
 // locks in one order, so one waits for the other instead of both dying in a deadlock; the
 // primary-key index is also filled in order, which keeps its pages hot.
-// `locked` is MATERIALIZED so it is one scan that locks every lease row it returns, whatever
-// plan the fence join gets. to_timestamp(float8) rounds to the microsecond, so whole
-// milliseconds come through exactly.
+// The fence looks each lease row up by its key, in key order, and locks it there (a nested loop
+// over the sorted keys, an index scan and a LockRows each): the join it used to be (a sort, two
+// hash joins and a scan of every lease row) cost ~0.2 ms of Postgres CPU per commit with 8 keys,
+// and the scan grew with the number of leases (bench/README.md, "Twelfth look"). A row updated
+// by a takeover while we waited is re-read (READ COMMITTED), so its new epoch is what we compare.
+//
+// The audit parts: the plain statement stores every row or none, so the journal computes the
+// parts' digests itself (audit.ts auditPartsOfRows) and passes them as $13..$17; the statement
+// that skips stored voters computes them in SQL from the rows it did store (audit.ts
+// auditPartsCte). The SQL aggregate, its sorts and the five arrays' subqueries cost Postgres
+// ~0.2 ms per commit; the journal's hashes cost its event loop ~10-20 µs.
+//
+// to_timestamp(float8) rounds to the microsecond, so whole milliseconds come through exactly.
 function prepareText(name: string, parts: CommitStatementParts, skipStored: boolean): string {
+  const partsGiven = parts.audit && !skipStored;
   return `PREPARE ${name}
-    (bigint, text, uuid[], bigint[], smallint[], integer[], bigint[], uuid[], bigint[], uuid[], integer[], bigint[]) AS
-${parts.fence ? `  WITH fence_keys AS (
-         SELECT * FROM unnest($10::uuid[], $11::integer[], $12::bigint[]) WITH ORDINALITY AS k(election_id, shard, epoch, position)),
-       locked AS MATERIALIZED (
-         SELECT l.election_id, l.shard, l.epoch, l.owner_node
-           FROM shard_leases l
-          WHERE (l.election_id, l.shard) IN (SELECT election_id, shard FROM fence_keys)
-          ORDER BY l.election_id, l.shard
-            FOR SHARE OF l),
-       fence AS (
+    (bigint, text, uuid[], bigint[], smallint[], integer[], bigint[], uuid[], bigint[], uuid[], integer[], bigint[]${partsGiven ? ', uuid[], integer[], bigint[], integer[], bytea[]' : ''}) AS
+${parts.fence ? `  WITH fence AS (
          SELECT coalesce(array_agg(k.position ORDER BY k.position)
                            FILTER (WHERE l.epoch IS DISTINCT FROM k.epoch OR l.owner_node IS DISTINCT FROM $2), '{}') AS stale_positions
-           FROM fence_keys k LEFT JOIN locked l USING (election_id, shard)),
+           FROM (SELECT * FROM unnest($10::uuid[], $11::integer[], $12::bigint[]) WITH ORDINALITY AS k(election_id, shard, epoch, position)
+                  ORDER BY election_id, shard) k
+           LEFT JOIN LATERAL (
+                  SELECT l.epoch, l.owner_node FROM shard_leases l
+                   WHERE l.election_id = k.election_id AND l.shard = k.shard
+                     FOR SHARE) l ON true),
 ` : `  WITH fence AS (SELECT '{}'::bigint[] AS stale_positions),
 `}       input AS (
          SELECT * FROM unnest($3::uuid[], $4::bigint[], $5::smallint[], $6::integer[], $7::bigint[], $8::uuid[], $9::bigint[])
@@ -151,11 +160,13 @@ ${parts.fence ? `  WITH fence_keys AS (
            FROM input
           WHERE (SELECT cardinality(stale_positions) = 0 FROM fence)
           ORDER BY election_id, voter_number
-${skipStored ? '         ON CONFLICT (election_id, voter_number) DO NOTHING\n' : ''}         RETURNING election_id, shard, epoch, voter_number, candidate_index, vote_id, accepted_at),
+${skipStored ? `         ON CONFLICT (election_id, voter_number) DO NOTHING
+         RETURNING election_id, shard, epoch, voter_number, candidate_index, vote_id, accepted_at),
 ${parts.audit ? `       ${auditPartsCte('stored')},
-` : ''}       batch AS (
+` : ''}` : `         RETURNING 1),
+`}       batch AS (
          INSERT INTO vote_batches (batch_id, row_count, conflict_count, node_id${parts.audit ? `, ${auditPendingColumns}` : ''})
-         SELECT $1, count(*), cardinality($4::bigint[]) - count(*), $2${parts.audit ? `, ${auditPartsArrays}` : ''} FROM stored
+         SELECT $1, count(*), cardinality($4::bigint[]) - count(*), $2${partsGiven ? ', $13, $14, $15, $16, $17' : parts.audit ? `, ${auditPartsArrays}` : ''} FROM stored
          HAVING (SELECT cardinality(stale_positions) = 0 FROM fence)
          RETURNING row_count)
   SELECT (SELECT stale_positions FROM fence) AS stale_positions,
@@ -262,7 +273,7 @@ export class PgJournal implements Journal, SpilledBatchStore {
       let results: QueryResult<CommitAnswer>[];
       try {
         // A multi-statement simple query answers one result per statement; the EXECUTE is the last.
-        results = (await client.query(this.commitText(batch, fenceKeys, this.statementName))) as unknown as QueryResult<CommitAnswer>[];
+        results = (await client.query(this.commitText(batch, fenceKeys, this.statementName, this.statementParts.audit))) as unknown as QueryResult<CommitAnswer>[];
       } catch (error) {
         if (!isVoterAlreadyStored(error)) throw error;
         // The implicit transaction rolled back whole (nothing stored, nothing recorded): the
@@ -272,7 +283,7 @@ export class PgJournal implements Journal, SpilledBatchStore {
           await prepareCommitStatement(client, prepareText(skippingName, this.statementParts, true));
           this.preparedSkippingClients.add(client);
         }
-        results = (await client.query(this.commitText(batch, fenceKeys, skippingName))) as unknown as QueryResult<CommitAnswer>[];
+        results = (await client.query(this.commitText(batch, fenceKeys, skippingName, false))) as unknown as QueryResult<CommitAnswer>[];
       }
       const answer = Array.isArray(results) ? results[results.length - 1]?.rows[0] : undefined;
       if (answer === undefined) throw new Error('the commit statement returned no row');
@@ -477,7 +488,8 @@ export class PgJournal implements Journal, SpilledBatchStore {
   }
 
   /** The one message of a commit; every value in it was validated by validate(). */
-  private commitText(batch: JournalBatch, fenceKeys: readonly FenceKey[], statementName: string): string {
+  /** `withParts`: the audit parts' digests go along (the plain statement; see prepareText). */
+  private commitText(batch: JournalBatch, fenceKeys: readonly FenceKey[], statementName: string, withParts: boolean): string {
     const rows = batch.rows;
     const n = rows.length;
     const electionIds = new Array<string>(n);
@@ -511,6 +523,22 @@ export class PgJournal implements Journal, SpilledBatchStore {
       arrayLiteral(fenceKeys.map((k) => k.key.shard)),
       arrayLiteral(fenceKeys.map((k) => (k.mixedEpochs ? 0 : k.epoch))),
     ];
+    if (withParts) {
+      // No rows, no parts: NULL, as the SQL aggregate gives (the sealer has nothing to seal).
+      if (n === 0) {
+        args.push('NULL', 'NULL', 'NULL', 'NULL', 'NULL');
+      } else {
+        const parts = auditPartsOfRows(rows);
+        args.push(
+          arrayLiteral(parts.map((p) => p.electionId)),
+          arrayLiteral(parts.map((p) => p.shard)),
+          arrayLiteral(parts.map((p) => p.epoch)),
+          arrayLiteral(parts.map((p) => p.rowCount)),
+          // An array element's backslash is escaped by doubling: each element reads \x<hex>.
+          arrayLiteral(parts.map((p) => `"\\\\x${p.digest.toString('hex')}"`)),
+        );
+      }
+    }
     return `${this.settingsText}; EXECUTE ${statementName}(${args.join(', ')})`;
   }
 }
