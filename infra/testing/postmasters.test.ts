@@ -72,6 +72,44 @@ describe('embedded Postgres of a test\'s data dir', () => {
     }
   });
 
+  it('freezeEmbeddedPostgres stops the open sessions with the postmaster: never a server that runs its sessions but opens none', async () => {
+    const dataDir = await mkdtemp(path.join(os.tmpdir(), 'lv-postmasters-whole-'));
+    dirs.push(dataDir);
+    const server = await startEmbeddedPostgres({ dataDir, password: 'postmasters-whole-password', log: silentLogger(), durable: false });
+    const client = new pg.Client({ connectionString: server.url });
+    client.on('error', () => undefined);
+    let frozen: number[] = [];
+    try {
+      await client.connect();
+      const backend = Number((await client.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid);
+      // Looked at once the postmaster is stopped: the session's backend must be stopping too, not
+      // wait for a second look at the children (a server that opens no session but runs the open
+      // ones let a node's votes commit while its heartbeats could not, and it fenced itself
+      // without spilling). A SIGSTOP takes effect when its process is next scheduled, so the state
+      // is polled, for as long as only a backend nobody signalled would take.
+      let stateWhenPostmasterStopped: string | undefined;
+      frozen = await freezeEmbeddedPostgres(dataDir, {
+        postmasterStopped: async () => {
+          const untilMs = Date.now() + 10_000;
+          for (;;) {
+            stateWhenPostmasterStopped = await processState(backend);
+            if (stateWhenPostmasterStopped !== 'S' && stateWhenPostmasterStopped !== 'R' && stateWhenPostmasterStopped !== 'D') return;
+            if (Date.now() > untilMs) return;
+            await new Promise((resolve) => setTimeout(resolve, 20));
+          }
+        },
+      });
+      expect(frozen).toContain(backend);
+      expect(stateWhenPostmasterStopped, `backend ${backend} of an open session, while the postmaster was stopped`).toBe('T');
+    } finally {
+      for (const pid of frozen) {
+        try { process.kill(pid, 'SIGCONT'); } catch { /* gone */ }
+      }
+      await client.end().catch(() => undefined);
+      await server.stop();
+    }
+  });
+
   it('a postmaster.pid whose pid is now another process: that process is left alone', async () => {
     const dataDir = await mkdtemp(path.join(os.tmpdir(), 'lv-postmasters-stale-'));
     dirs.push(dataDir);
