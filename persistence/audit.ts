@@ -105,7 +105,6 @@ export interface AuditPart {
 /**
  * The parts of a batch whose every row is stored (the journal's plain commit statement: it stores
  * all of them or fails), ordered by (election, shard, epoch) as `auditPartsArrays` orders them.
- * One string and one hash call per part: a hash update per row costs more than the line itself.
  */
 export function auditPartsOfRows(rows: readonly (AuditRowFields & { readonly electionId: string; readonly shard: number; readonly epoch: number })[]): AuditPart[] {
   // Per election (as spelled: a batch names an election one way, so one lower-casing each), per shard.
@@ -131,21 +130,21 @@ export function auditPartsOfRows(rows: readonly (AuditRowFields & { readonly ele
       const ofShard = byShard[shard];
       if (ofShard === undefined) continue;
       for (const part of ofShard.sort((a, b) => a.epoch - b.epoch)) {
-        part.rows.sort((a, b) => a.voterNumber - b.voterNumber);
-        let lines = '';
-        for (const row of part.rows) lines += auditRowLine(row);
-        parts.push({ electionId, shard, epoch: part.epoch, rowCount: part.rows.length, digest: hash('sha256', lines, 'buffer') as Buffer });
+        parts.push({ electionId, shard, epoch: part.epoch, rowCount: part.rows.length, digest: auditRowsDigest(part.rows) });
       }
     }
   }
   return parts;
 }
 
-/** rows_digest of rows given in any order (sorted here by voter number). */
+/**
+ * rows_digest of rows given in any order (sorted here by voter number). One string and one hash
+ * call: a hash update per row costs more than the line itself.
+ */
 export function auditRowsDigest(rows: readonly AuditRowFields[]): Buffer {
-  const hash = createHash('sha256');
-  for (const row of [...rows].sort((a, b) => a.voterNumber - b.voterNumber)) hash.update(auditRowLine(row));
-  return hash.digest();
+  let lines = '';
+  for (const row of [...rows].sort((a, b) => a.voterNumber - b.voterNumber)) lines += auditRowLine(row);
+  return hash('sha256', lines, 'buffer') as Buffer;
 }
 
 export interface AuditRecordFields {
