@@ -1,7 +1,10 @@
-import { describe, expect, it, vi } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { ShardHost } from './shardHost.ts';
 import type { ClusterView, ShardLeases } from './ports.ts';
-import type { VoteNode } from '../actors/voteNode.ts';
+import { SimClusterState } from './testing/simCluster.ts';
+import { createMemoryAdapters, MemorySnapshotStore } from '../actors/memoryAdapters.ts';
+import { createVoteNode, type VoteNode } from '../actors/voteNode.ts';
+import type { VoteOutcome } from '../actors/shard.ts';
 
 const electionId = '00000000-0000-4000-8000-000000000001';
 const silent = { info() {}, warn() {}, error() {} };
@@ -299,5 +302,135 @@ describe('ShardHost: a failed round is tried again without waiting for the next 
     const attemptsAtStop = attempts;
     await new Promise((resolve) => setTimeout(resolve, 100));
     expect(attempts).toBe(attemptsAtStop);
+  });
+});
+
+describe('ShardHost on the real vote node: a lease lost while the shard is still being served or released', () => {
+  // The real vote node on the in-memory store, whose lease epochs fence its journal, and the
+  // shard leases of two nodes as persistence/leases.ts states them (simCluster.ts).
+  const shardCount = 2;
+  const cleanups: (() => Promise<void>)[] = [];
+  afterEach(async () => {
+    for (const cleanup of cleanups.splice(0)) await cleanup();
+  });
+
+  /** A promise the test settles: a gate that what it guards waits at. */
+  class Gate {
+    private opened: Promise<void> | null = null;
+    private openIt: () => void = () => undefined;
+    waiting = 0;
+    close(): void {
+      this.opened = new Promise((resolve) => { this.openIt = resolve; });
+    }
+    open(): void {
+      this.opened = null;
+      this.openIt();
+    }
+    async pass(): Promise<void> {
+      if (this.opened === null) return;
+      this.waiting++;
+      await this.opened;
+    }
+  }
+
+  function clusterOfTwo() {
+    const adapters = createMemoryAdapters();
+    const sim = new SimClusterState(() => Date.now(), adapters.store, () => [{ electionId, shardCount }]);
+    for (let shard = 0; shard < shardCount; shard++) {
+      sim.owners.set(`${electionId}/${shard}`, { electionId, shard, ownerNodeId: 'B', mapVersion: 1, pinned: false, replicaNodeIds: [] });
+    }
+    const commits = new Gate();
+    const recoveries = new Gate();
+    const snapshots = new MemorySnapshotStore(adapters.store);
+    const voteNode = createVoteNode({
+      journal: {
+        commit: async (batch) => { await commits.pass(); return adapters.journal.commit(batch); },
+        wasCommitted: (batchId) => adapters.journal.wasCommitted(batchId),
+      },
+      snapshots: {
+        writeSnapshot: (snapshot) => snapshots.writeSnapshot(snapshot),
+        readLatestSnapshot: async (key) => { await recoveries.pass(); return snapshots.readLatestSnapshot(key); },
+        readVotesAfter: (key, afterBatchId, onRows) => snapshots.readVotesAfter(key, afterBatchId, onRows),
+      },
+      storedVotes: adapters.storedVotes,
+      batchIds: adapters.batchIds,
+      // Long enough that a release always waits for its backlog, never gives up on it.
+      config: { flushIntervalMs: 1, closeTimeoutMs: 60_000 },
+    });
+    const warnings: string[] = [];
+    let leasesLost = 0;
+    const leaseTtlMs = 300;
+    const host = new ShardHost({
+      nodeId: 'B', voteNode, leaseTtlMs, reconcileRetryMs: 10, reconcileRetryMaxMs: 50,
+      leases: sim.leasesFor('B', leaseTtlMs, () => undefined),
+      log: { ...silent, warn: (obj: object, msg: string) => warnings.push(`${msg}: ${(obj as { err?: Error }).err?.message ?? ''}`) },
+      election: () => ({ shardCount, candidateCount: 2, status: 'open' }),
+      onLeasesLost: (count) => { leasesLost += count; },
+    });
+    cleanups.push(async () => {
+      commits.open();
+      recoveries.open();
+      await host.stop();
+      await voteNode.close();
+    });
+    const node = (nodeId: string) => ({ nodeId, az: 'a', url: `http://${nodeId}`, status: 'alive' as const, incarnation: 1, startedAtMs: 0, lastHeartbeatAtMs: 0, draining: false });
+    let version = 1;
+    return {
+      store: adapters.store, voteNode, host, commits, recoveries, warnings,
+      leasesLost: () => leasesLost,
+      /** Node C's leases: it takes shard 0 over (its view showed B dead, say), then lets it go. */
+      other: sim.leasesFor('C', leaseTtlMs, () => undefined),
+      epoch: (shard: number) => adapters.store.leaseEpoch({ electionId, shard }),
+      /** The map names B for every shard, with the leases as they stand now. */
+      view: (): ClusterView => ({ ...sim.view(), version: ++version, nodes: [node('B'), node('C')] }),
+      cast: (voterNumber: number) => new Promise<VoteOutcome>((resolve) => voteNode.cast({ electionId, voterNumber, candidateIndex: 0 }, resolve)),
+    };
+  }
+
+  it('lost during its recovery: the shard is released once served, and served again at a new epoch when the lease comes back', async () => {
+    const cluster = clusterOfTwo();
+    cluster.recoveries.close();
+    const applied = cluster.host.apply(cluster.view());
+    await expect.poll(() => cluster.recoveries.waiting, { timeout: 10_000 }).toBe(shardCount);
+    expect(cluster.epoch(0)).toBe(1);
+    await cluster.other.acquire(electionId, [0], 'any');
+    cluster.host.start();
+    await expect.poll(() => cluster.leasesLost(), { timeout: 10_000 }).toBe(1);
+    await cluster.other.release(electionId, [{ shard: 0, epoch: 2 }]);
+    cluster.recoveries.open();
+    await applied;
+    // The next round takes the lease once (epoch 3) and serves the shard under it: a vote is stored.
+    let voterNumber = 0;
+    // A failure shows the last answer, the lease epoch by then and the rounds failed "already hosted".
+    const attempt = async () => ({
+      answer: (await cluster.cast((voterNumber += shardCount))).kind,
+      leaseEpoch: cluster.epoch(0),
+      alreadyHosted: cluster.warnings.filter((w) => w.includes('already hosted')).length,
+    });
+    await expect.poll(attempt, { timeout: 10_000 }).toMatchObject({ answer: 'accepted', alreadyHosted: 0 });
+    expect(cluster.epoch(0)).toBe(3);
+    expect(cluster.voteNode.stats(electionId)?.shards.find((s) => s.shard === 0)?.epoch).toBe(3);
+    expect(cluster.host.heldShards()).toEqual(expect.arrayContaining([{ electionId, shard: 0, epoch: 3 }]));
+  });
+
+  it('lost with a write in flight: a reconcile round waits for the release under way (its backlog) before it takes the shard again', async () => {
+    const cluster = clusterOfTwo();
+    await cluster.host.apply(cluster.view());
+    cluster.commits.close();
+    const pendingVote = cluster.cast(0);
+    await expect.poll(() => cluster.commits.waiting, { timeout: 10_000 }).toBe(1);
+    await cluster.other.acquire(electionId, [0], 'any');
+    cluster.host.start();
+    // The renewal's release waits for the vote at the commit gate (its backlog).
+    await expect.poll(() => cluster.leasesLost(), { timeout: 10_000 }).toBe(1);
+    await cluster.other.release(electionId, [{ shard: 0, epoch: 2 }]);
+    const applied = cluster.host.apply(cluster.view());
+    cluster.commits.open();
+    expect(await pendingVote).toMatchObject({ kind: 'unavailable', reason: 'fenced' });
+    await applied;
+    expect(cluster.warnings.filter((w) => w.includes('already hosted'))).toEqual([]);
+    expect(cluster.epoch(0)).toBe(3);
+    expect(cluster.host.heldShards()).toEqual(expect.arrayContaining([{ electionId, shard: 0, epoch: 3 }]));
+    expect(await cluster.cast(2)).toMatchObject({ kind: 'accepted' });
   });
 });

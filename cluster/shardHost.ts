@@ -106,6 +106,11 @@ export class ShardHost {
    * under them (or gives them back: the map names another node). At most one per shard.
    */
   private readonly grants = new Map<string, { electionId: string; shard: number; epoch: number; mapVersion: number; atMs: number }>();
+  /**
+   * By shard key: the vote node's serve or release of the shard while it is under way (settled,
+   * never rejected). A release waits for it: see releaseOne.
+   */
+  private readonly hostingChanges = new Map<string, Promise<void>>();
 
   constructor(options: ShardHostOptions) {
     this.options = options;
@@ -157,6 +162,9 @@ export class ShardHost {
       if (failed) this.scheduleRetry();
     })().finally(() => {
       this.reconciling = undefined;
+      // A view applied after the loop's last look at `again` (a renewal's, right after it released
+      // a lost lease) found `reconciling` still set and only asked for another round: run it.
+      if (this.again && !this.stopped && !this.suspended) void this.apply(this.latestView!);
     });
     return this.reconciling;
   }
@@ -333,10 +341,10 @@ export class ShardHost {
     const promotions = acquired.map((lease) => this.options.promotionBase?.(electionId, lease.shard, lease.epoch));
     let recoveries: readonly ShardRecovery[];
     try {
-      recoveries = await voteNode.hostShards({
+      recoveries = await this.changingHosting(electionId, acquired.map((lease) => lease.shard), voteNode.hostShards({
         electionId, shardCount: info.shardCount, candidateCount: info.candidateCount, closed: info.status === 'closed',
         shards: acquired.map((lease, i) => ({ ...lease, base: promotions[i]?.kind === 'warm' ? promotions[i].base : undefined })),
-      });
+      }));
     } catch (error) {
       const heldMap = this.held.get(electionId);
       for (const lease of acquired) heldMap?.delete(lease.shard);
@@ -366,12 +374,31 @@ export class ShardHost {
     this.options.onChange?.();
   }
 
+  /** Records `change` (a serve or release by the vote node) as under way for these shards until it settles. */
+  private changingHosting<T>(electionId: string, shards: readonly number[], change: Promise<T>): Promise<T> {
+    const keys = shards.map((shard) => shardKeyOf(electionId, shard));
+    const settled = change.then(() => undefined, () => undefined);
+    for (const key of keys) this.hostingChanges.set(key, settled);
+    void settled.then(() => {
+      for (const key of keys) if (this.hostingChanges.get(key) === settled) this.hostingChanges.delete(key);
+    });
+    return change;
+  }
+
   private async releaseOne(electionId: string, shard: number, options: { leaseLost?: boolean; toNodeId?: string } = {}): Promise<void> {
+    // Another change of this shard may be under way: a round still recovering it when a renewal
+    // finds its lease lost, or a renewal's release still waiting for its backlog when a round
+    // releases it. Released at once, the vote node would answer that it hosts nothing yet (or that
+    // the shard is going already), the shard would leave `held`, and the vote node would host it
+    // on, unknown to this host: every later round would take its lease again (epoch + 1) and fail
+    // on "already hosted", for good in the first case (nothing ever releases that shard), until
+    // the other release ends in the second. So the change under way ends first.
+    await this.hostingChanges.get(shardKeyOf(electionId, shard));
     const shards = this.held.get(electionId);
     const epoch = shards?.get(shard);
     if (shards === undefined || epoch === undefined) return;
     const stoppedAdmittingAtMs = Date.now();
-    const release = await this.options.voteNode.releaseShard(electionId, shard);
+    const release = await this.changingHosting(electionId, [shard], this.options.voteNode.releaseShard(electionId, shard));
     shards.delete(shard);
     if (shards.size === 0) this.held.delete(electionId);
     const leaseReleaseStartedMs = Date.now();
