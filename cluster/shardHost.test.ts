@@ -387,6 +387,22 @@ describe('ShardHost on the real vote node: a lease lost while the shard is still
     };
   }
 
+  it('a write fenced while the map still names this node: the next round drops the shard and serves it again from the store, at a new epoch', async () => {
+    const cluster = clusterOfTwo();
+    await cluster.host.apply(cluster.view());
+    expect(await cluster.cast(0)).toMatchObject({ kind: 'accepted' });
+    // An operator's (or a node's) epoch bump: the lease row names this node still, at epoch 2.
+    cluster.store.setLeaseEpoch({ electionId, shard: 0 }, 2);
+    expect(await cluster.cast(2)).toMatchObject({ kind: 'unavailable', reason: 'fenced' });
+    expect(cluster.voteNode.isServing(electionId, 0)).toBe(false);
+    await cluster.host.apply(cluster.view());
+    expect(cluster.host.heldShards()).toEqual(expect.arrayContaining([{ electionId, shard: 0, epoch: 3 }]));
+    expect(await cluster.cast(4)).toMatchObject({ kind: 'accepted' });
+    // Rebuilt from the store: the vote stored before the fence is counted, the fenced one is not.
+    await expect.poll(() => cluster.voteNode.results(electionId)?.total, { timeout: 10_000 }).toBe(2);
+    expect(cluster.warnings.filter((w) => w.includes('already hosted'))).toEqual([]);
+  });
+
   it('lost during its recovery: the shard is released once served, and served again at a new epoch when the lease comes back', async () => {
     const cluster = clusterOfTwo();
     cluster.recoveries.close();
