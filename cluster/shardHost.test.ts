@@ -305,7 +305,7 @@ describe('ShardHost: a failed round is tried again without waiting for the next 
   });
 });
 
-describe('ShardHost on the real vote node: a lease lost while the shard is still being served or released', () => {
+describe('ShardHost on the real vote node: a shard whose write was fenced or whose lease was lost is served again', () => {
   // The real vote node on the in-memory store, whose lease epochs fence its journal, and the
   // shard leases of two nodes as persistence/leases.ts states them (simCluster.ts).
   const shardCount = 2;
