@@ -58,7 +58,8 @@ import type {
 import { shardKeyString } from '../actors/ports.ts';
 import type { QueryResult } from 'pg';
 import { auditPartsArrays, auditPartsCte, auditPartsOfRows, auditPendingAppend, auditPendingColumns } from './audit.ts';
-import { uuidPattern, withClientTimeout, type Pool, type PoolClient } from './db.ts';
+import { isUuidText } from '../infra/uuidText.ts';
+import { withClientTimeout, type Pool, type PoolClient } from './db.ts';
 
 /** The config allows batches up to 100k rows (LIVEVOTE_BATCH_ROWS_MAX); nothing bigger is sane. */
 export const journalBatchRowsMaxDefault = 100_000;
@@ -465,7 +466,7 @@ export class PgJournal implements Journal, SpilledBatchStore {
     let election: { voters: Set<number>; keysByShard: (FenceKey | undefined)[] } | undefined;
     for (const row of batch.rows) {
       if (row.electionId !== lastElectionId) {
-        if (!uuidPattern.test(row.electionId)) throw new Error(`electionId is not a uuid: ${JSON.stringify(row.electionId)}`);
+        if (!isUuidText(row.electionId)) throw new Error(`electionId is not a uuid: ${JSON.stringify(row.electionId)}`);
         lastElectionId = row.electionId;
         const lower = row.electionId.toLowerCase();
         election = elections.get(lower);
@@ -611,7 +612,7 @@ function validateRow(row: JournalRow): void {
   if (!(Number.isInteger(row.shard) && row.shard >= 0 && row.shard <= 1023)) throw new Error(`shard must be 0..1023, got ${row.shard}`);
   if (!(Number.isSafeInteger(row.epoch) && row.epoch >= 1)) throw new Error(`epoch must be a positive safe integer, got ${row.epoch}`);
   if (!(Number.isSafeInteger(row.acceptedAtMs) && row.acceptedAtMs >= 0)) throw new Error(`acceptedAtMs must be a non-negative safe integer, got ${row.acceptedAtMs}`);
-  if (!uuidPattern.test(row.voteId)) throw new Error(`voteId is not a uuid: ${JSON.stringify(row.voteId)}`);
+  if (!isUuidText(row.voteId)) throw new Error(`voteId is not a uuid: ${JSON.stringify(row.voteId)}`);
 }
 
 /** The (election, shard) key with the election id in lower case, as Postgres returns uuids. */

@@ -13,6 +13,7 @@ import { from as copyFrom } from 'pg-copy-streams';
 import { Counter, type Registry } from 'prom-client';
 import type { Logger } from '../infra/logger.ts';
 import type { Pool } from './db.ts';
+import { isUuidText } from '../infra/uuidText.ts';
 import { uuidPattern, withClient } from './db.ts';
 
 export const metadataFlushIntervalMsDefault = 1000;
@@ -229,7 +230,7 @@ export function createVoteMetadataRecorder(options: VoteMetadataRecorderOptions)
   return {
     record(meta) {
       // Validated here, so one bad row cannot fail a whole COPY (and cannot inject into it).
-      if (!uuidPattern.test(meta.electionId) || !(Number.isSafeInteger(meta.voterNumber) && meta.voterNumber >= 0) || !Number.isFinite(meta.atMs)) {
+      if (!isUuidText(meta.electionId) || !(Number.isSafeInteger(meta.voterNumber) && meta.voterNumber >= 0) || !Number.isFinite(meta.atMs)) {
         drop(1, 'invalid');
         return;
       }

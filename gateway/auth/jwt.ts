@@ -4,6 +4,7 @@
 // is parsed only after the signature matched (nothing an attacker wrote is JSON-parsed before).
 // Refusals are data (`TokenVerification`), not exceptions; the caller maps them to ApiErrors.
 import { createHmac, createSecretKey, type KeyObject } from 'node:crypto';
+import { isLowerCaseUuidText } from '../../infra/uuidText.ts';
 import type { Role } from '../http.ts';
 
 /** Access tokens live 15 minutes; a refresh token buys the next one. */
@@ -18,22 +19,6 @@ export const accessTokenCharsMax = 2048;
 const roles: readonly Role[] = ['viewer', 'broadcaster', 'admin'];
 const uuidPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
-/**
- * `uuidPattern.test(value)`, by hand: every vote checks two uuids of its token, and the regex
- * was ~3% of a vote's busy samples in the profile (bench/README.md); this loop is a fraction of it.
- */
-export function isLowerCaseUuid(value: string): boolean {
-  if (value.length !== 36) return false;
-  for (let i = 0; i < 36; i++) {
-    const c = value.charCodeAt(i);
-    if (i === 8 || i === 13 || i === 18 || i === 23) {
-      if (c !== 0x2d) return false; // '-'
-    } else if (!((c >= 0x30 && c <= 0x39) || (c >= 0x61 && c <= 0x66))) {
-      return false; // not 0-9 or a-f
-    }
-  }
-  return true;
-}
 /** base64url of 32 bytes, unpadded: 43 characters. */
 const signatureChars = 43;
 
@@ -129,8 +114,8 @@ function checkClaims(payload: unknown, nowS: number): TokenVerification {
   const c = payload as Record<string, unknown>;
   if (c.iss !== accessTokenIssuer) return refuse.invalid;
   if (c.aud !== accessTokenAudience) return refuse.invalid;
-  if (typeof c.sub !== 'string' || !isLowerCaseUuid(c.sub)) return refuse.invalid;
-  if (typeof c.sid !== 'string' || !isLowerCaseUuid(c.sid)) return refuse.invalid;
+  if (typeof c.sub !== 'string' || !isLowerCaseUuidText(c.sub)) return refuse.invalid;
+  if (typeof c.sid !== 'string' || !isLowerCaseUuidText(c.sid)) return refuse.invalid;
   if (!isWholeSeconds(c.vn)) return refuse.invalid;
   if (!roles.includes(c.role as Role)) return refuse.invalid;
   if (!isWholeSeconds(c.iat) || !isWholeSeconds(c.exp)) return refuse.invalid;

@@ -2,7 +2,9 @@
 // accepts, the schema accepts with the same result; what it leaves to the schema is the rest.
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { z } from 'zod';
 import { checkVoteBody, voteBody } from './routes.ts';
+import { isSchemaUuid } from './voteBody.ts';
 
 const uuid = '4f1c2d3e-5a6b-4c7d-8e9f-0a1b2c3d4e5f';
 const other = '0b8f4c2e-4a3b-4c1d-9e2f-1a2b3c4d5e6f';
@@ -82,5 +84,21 @@ describe('checkVoteBody', () => {
       }),
       { numRuns: 2000 },
     );
+  });
+});
+
+describe('isSchemaUuid', () => {
+  it("answers as zod's uuid pattern does, at every version and variant digit and in either case", () => {
+    const pattern = z.regexes.uuid();
+    const alphabet = [...'0123456789abcdefABCDEF-gz ', 'é'];
+    const near = fc.oneof(
+      idLike,
+      fc.uuid().chain((u) => fc.tuple(fc.nat(35), fc.constantFrom(...alphabet), fc.boolean())
+        .map(([i, ch, upper]) => (upper ? u.toUpperCase() : u).slice(0, i) + ch + u.slice(i + 1))),
+      fc.constantFrom('FFFFFFFF-FFFF-FFFF-FFFF-FFFFFFFFFFFF', '00000000-0000-0000-0000-00000000000A', 'ffffffff-ffff-ffff-ffff-fffffffffffF'),
+    );
+    fc.assert(fc.property(near, (value) => {
+      expect(isSchemaUuid(value)).toBe(pattern.test(value));
+    }), { numRuns: 10000 });
   });
 });
