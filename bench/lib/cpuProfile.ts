@@ -83,7 +83,7 @@ function frameLabel(frame: ProfileNode['callFrame']): string {
 /** Loads the project's own modules seen in the profile (never the entry point) and maps positions. */
 async function mapProjectPositions(nodes: readonly ProfileNode[]): Promise<void> {
   const projectPrefix = `file://${repoRoot}/`;
-  const entryPoints = new Set([`${projectPrefix}infra/main.ts`, `${projectPrefix}infra/cli.ts`]);
+  const entryPoints = new Set([`${projectPrefix}infra/main.ts`, `${projectPrefix}infra/nodeMain.ts`, `${projectPrefix}infra/cli.ts`]);
   const loaded = new Set<string>();
   for (const node of nodes) {
     const { url, lineNumber, columnNumber } = node.callFrame;
