@@ -359,9 +359,9 @@ async function main(): Promise<number> {
      * A comparison server writing to a database of its own on livevote's Postgres server, started
      * and warmed up on the warm-up lines. Those rows stay: `stored()` is net of them.
      */
-    const startStoringServer = async (label: string, script: string, database: string, table: 'baseline_votes' | 'floor_votes', env: Record<string, string>) => {
+    const startStoringServer = async (label: string, script: string, database: string, table: 'baseline_votes' | 'floor_votes', env: Record<string, string>, nodeArgs: string[] = []) => {
       const databaseUrl = lv.databaseUrl.replace(/\/livevote$/, `/${database}`);
-      const server: BenchServer = track(await startBenchServer(script, { PORT: '0', DATABASE_URL: databaseUrl, ...env }));
+      const server: BenchServer = track(await startBenchServer(script, { PORT: '0', DATABASE_URL: databaseUrl, ...env }, { nodeArgs }));
       const groups = (wrkPid: () => number): CpuGroups => ({ server: () => [server.child.pid!], postgres: () => processTree(postmaster), wrk: () => (wrkPid() ? [wrkPid()] : []) });
       await writeRun({ label: `${label} warm-up`, port: server.port, election: electionA, connections: settings.connections, activeS: settings.warmupS, firstLine: warmupFirst, lineCount: warmupLines, wrap: false, cpuGroups: groups });
       const countPool = createPool(databaseUrl, 2, 'livevote-bench');
@@ -376,7 +376,8 @@ async function main(): Promise<number> {
     };
     progress('durable floor: bare uWebSockets.js + group-committed INSERT per batch, nothing else, same Postgres (bench/servers/floor.ts)');
     await pool.query('CREATE DATABASE bench_floor');
-    const floorSide = await startStoringServer('floor', 'bench/servers/floor.ts', 'bench_floor', 'floor_votes', {});
+    // The V8 flag livevote's entry sets (infra/main.ts): the floor gets every process-level tuning livevote has.
+    const floorSide = await startStoringServer('floor', 'bench/servers/floor.ts', 'bench_floor', 'floor_votes', {}, ['--no-lazy-feedback-allocation']);
     progress(`livevote: POST /api/v1/votes, every request a new voter; against the floor in ${settings.pairs} pairs at ${settings.connections} and at ${settings.saturationConnections} connections`);
     await writeRun({ label: 'livevote warm-up', port: lv.port, election: electionWarm, connections: settings.connections, activeS: settings.warmupS, firstLine: 0, lineCount: measuredLines, wrap: false, cpuGroups: livevoteGroups });
     const pairElections: BenchElection[] = [];

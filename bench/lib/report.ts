@@ -450,7 +450,7 @@ ${disturbedOtherPercent}% are marked ⚠).
   pending votes per shard ${r.livevoteConfig.pendingVotesMax}, pool ${r.livevoteConfig.dbPoolMax}, snapshots every ${r.livevoteConfig.snapshotIntervalMs} ms.
   Elections: ${r.settings.candidates} candidates, ${r.settings.shardCount} shards.
 - Baseline: \`bench/servers/baseline.ts\`, pg pool of ${r.settings.baselinePoolMax}.
-- Durable floor: \`bench/servers/floor.ts\` on the same Postgres server (database \`bench_floor\`), the same voters under
+- Durable floor: \`node --no-lazy-feedback-allocation --import tsx bench/servers/floor.ts\` (the V8 flag livevote's entry sets) on the same Postgres server (database \`bench_floor\`), the same voters under
   the same election id as the livevote run of its pair, into a table of its own; its warm-up used separate lines.
 - Not part of this run: how the group-commit knobs move the write figure is in [KNOBS.md](KNOBS.md)
   (\`node --import tsx bench/knobs.ts\`, about 2 minutes).
