@@ -5,7 +5,7 @@
 // created as the modules load were optimized with their string property loads (length,
 // charCodeAt, slice: the token check, the body's ids, the journal's rows) left to V8's generic
 // inline-cache stub: Builtins_LoadIC was 8.7% of livevote's CPU in perf of a 100-connection run,
-// 1.0% with the flag, 2-4 µs less CPU per vote (bench/README.md, "Thirteenth look"). Set once the
+// 1.0% with the flag, 1-4 µs less CPU per vote (bench/README.md, "Thirteenth look"). Set once the
 // modules are loaded, the flag changed nothing: hence this file, which loads the node after it.
 import v8 from 'node:v8';
 
