@@ -111,11 +111,6 @@ export class ShardHost {
    * never rejected). A release waits for it: see releaseOne.
    */
   private readonly hostingChanges = new Map<string, Promise<void>>();
-  /**
-   * By shard key: the epoch of a lost lease whose release (releaseLost) is under way. `held` names
-   * the shard until it ends; renewals leave it out, else each would find it lost again.
-   */
-  private readonly releasingLost = new Map<string, number>();
 
   constructor(options: ShardHostOptions) {
     this.options = options;
@@ -390,8 +385,7 @@ export class ShardHost {
     return change;
   }
 
-  /** `epoch`: release only the lease held under it (a round may have taken the shard again since). */
-  private async releaseOne(electionId: string, shard: number, options: { leaseLost?: boolean; toNodeId?: string; epoch?: number } = {}): Promise<void> {
+  private async releaseOne(electionId: string, shard: number, options: { leaseLost?: boolean; toNodeId?: string } = {}): Promise<void> {
     // Another change of this shard may be under way: a round still recovering it when a renewal
     // finds its lease lost, or a renewal's release still waiting for its backlog when a round
     // releases it. Released at once, the vote node would answer that it hosts nothing yet (or that
@@ -402,7 +396,7 @@ export class ShardHost {
     await this.hostingChanges.get(shardKeyOf(electionId, shard));
     const shards = this.held.get(electionId);
     const epoch = shards?.get(shard);
-    if (shards === undefined || epoch === undefined || (options.epoch !== undefined && epoch !== options.epoch)) return;
+    if (shards === undefined || epoch === undefined) return;
     const stoppedAdmittingAtMs = Date.now();
     const release = await this.changingHosting(electionId, [shard], this.options.voteNode.releaseShard(electionId, shard));
     shards.delete(shard);
@@ -436,10 +430,7 @@ export class ShardHost {
 
   private async renewAll(): Promise<void> {
     for (const [electionId, shards] of [...this.held]) {
-      const asked = [...shards]
-        .filter(([shard, epoch]) => this.releasingLost.get(shardKeyOf(electionId, shard)) !== epoch)
-        .map(([shard, epoch]) => ({ shard, epoch }));
-      if (asked.length === 0) continue;
+      const asked = [...shards].map(([shard, epoch]) => ({ shard, epoch }));
       let renewed: readonly HeldShardLease[];
       try {
         renewed = await this.options.leases.renew(electionId, asked);
@@ -452,28 +443,9 @@ export class ShardHost {
       if (lost.length > 0) {
         this.options.log.error({ electionId, shards: lost.map((l) => l.shard) }, 'shard leases lost to another node; their writes are fenced');
         this.options.onLeasesLost?.(lost.length);
-        for (const lease of lost) this.releasingLost.set(shardKeyOf(electionId, lease.shard), lease.epoch);
-        // Not awaited: the release waits for a recovery of the shard under way, or for its backlog
-        // (up to the vote node's close timeout), and the other elections' leases, renewed after
-        // this one, would expire meanwhile and be taken over: one lost lease would cost many.
-        void this.releaseLost(electionId, lost);
+        for (const lease of lost) await this.releaseOne(electionId, lease.shard, { leaseLost: true });
+        if (this.latestView && !this.suspended) void this.apply(this.latestView);
       }
     }
-  }
-
-  /** Drops an election's lost leases in order, then reconciles: the map may still name this node. */
-  private async releaseLost(electionId: string, lost: readonly HeldShardLease[]): Promise<void> {
-    for (const lease of lost) {
-      const key = shardKeyOf(electionId, lease.shard);
-      try {
-        await this.releaseOne(electionId, lease.shard, { leaseLost: true, epoch: lease.epoch });
-      } catch (error) {
-        // Still in `held`: the next renewal finds it lost again and tries again.
-        this.options.log.error({ err: error, electionId, shard: lease.shard }, 'releasing a lost shard lease failed');
-      } finally {
-        if (this.releasingLost.get(key) === lease.epoch) this.releasingLost.delete(key);
-      }
-    }
-    if (this.latestView && !this.suspended && !this.stopped) void this.apply(this.latestView);
   }
 }
