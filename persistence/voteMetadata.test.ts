@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createPool } from './db.ts';
 import { createTestDatabase, type TestDatabase } from './testDatabase.ts';
-import { createVoteMetadataRecorder, ipHash, networkHash, userAgentFamily } from './voteMetadata.ts';
+import { createVoteMetadataRecorder, ipHash, metadataCopyChunkRows, networkHash, userAgentFamily } from './voteMetadata.ts';
 
 const key = 'metadata-test-ip-hash-key';
 let db: TestDatabase;
@@ -79,6 +79,19 @@ describe('the metadata recorder', () => {
     } finally {
       await recorder.stop();
     }
+  });
+
+  it('writes a flush of several COPY chunks whole, each row once', async () => {
+    const recorder = createVoteMetadataRecorder({ pool: db.pool, ipHashKey: key, flushIntervalMs: 60_000 });
+    const electionId = randomUUID();
+    const rows = metadataCopyChunkRows * 2 + 7;
+    for (let i = 0; i < rows; i++) {
+      recorder.record({ electionId, voterNumber: i, clientIp: `198.51.${i >> 8}.${i & 255}`, networkKey: `198.51.${i >> 8}.0/24`, userAgent: 'curl/8', atMs: Date.now() });
+    }
+    await recorder.stop();
+    const stored = await db.pool.query('SELECT voter_number, ip_hash FROM vote_metadata WHERE election_id = $1 ORDER BY voter_number', [electionId]);
+    expect(stored.rows.map((r) => Number(r.voter_number))).toEqual(Array.from({ length: rows }, (_, i) => i));
+    expect(stored.rows[rows - 1].ip_hash).toEqual(ipHash(key, `198.51.${(rows - 1) >> 8}.${(rows - 1) & 255}`));
   });
 
   it('is bounded: beyond bufferRowsMax it drops and counts, and logs it', async () => {

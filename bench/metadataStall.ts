@@ -1,0 +1,37 @@
+// The longest event-loop stall while the request-metadata recorder writes a second's votes
+// (persistence/voteMetadata.ts): BENCH_ROWS rows (default 27,000: a second at ~27k votes/s) from
+// one address, or each from an address of its own (BENCH_UNIQUE_ADDRESSES=1: two HMACs a row, as
+// in the abuse-controls run), flushed four times; a setImmediate loop beside the flush measures the
+// longest stretch the event loop was held. Not part of `npm run bench`.
+//
+//   DATABASE_URL=postgres://postgres@127.0.0.1:5432/test node --import tsx bench/metadataStall.ts
+//
+// Runs in a throwaway database created on the server of DATABASE_URL (dropped at the end).
+import { randomUUID } from 'node:crypto';
+import { createTestDatabase } from '../persistence/testDatabase.ts';
+import { createVoteMetadataRecorder } from '../persistence/voteMetadata.ts';
+import { intFromEnv } from './lib/common.ts';
+const rows = intFromEnv('BENCH_ROWS', 27_000, 1_000_000);
+const unique = process.env.BENCH_UNIQUE_ADDRESSES === '1';
+const db = await createTestDatabase();
+for (let round = 0; round < 4; round++) {
+  const recorder = createVoteMetadataRecorder({ pool: db.pool, ipHashKey: 'k'.repeat(32), flushIntervalMs: 60_000 });
+  const electionId = randomUUID();
+  for (let i = 0; i < rows; i++) {
+    const ip = unique ? `11.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}` : '127.0.0.1';
+    recorder.record({ electionId, voterNumber: round * rows + i, clientIp: ip, networkKey: unique ? `11.${(i >> 16) & 255}.${(i >> 8) & 255}.0/24` : '127.0.0.0/24', userAgent: 'wrk', atMs: Date.now() });
+  }
+  let maxGapMs = 0;
+  let last = performance.now();
+  let monitoring = true;
+  const tick = () => { const now = performance.now(); maxGapMs = Math.max(maxGapMs, now - last); last = now; if (monitoring) setImmediate(tick); };
+  setImmediate(tick);
+  const started = performance.now();
+  const cpu0 = process.cpuUsage();
+  await recorder.flush();
+  const cpu = process.cpuUsage(cpu0);
+  monitoring = false;
+  console.log(`${rows} rows (${unique ? 'unique' : 'one'} address): flush ${(performance.now() - started).toFixed(1)} ms, longest stall ${maxGapMs.toFixed(1)} ms, cpu ${((cpu.user + cpu.system) / rows).toFixed(2)} us/row, written ${recorder.stats().written}`);
+  await recorder.stop();
+}
+await db.drop();
