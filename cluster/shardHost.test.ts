@@ -333,11 +333,17 @@ describe('ShardHost on the real vote node: a shard whose write was fenced or who
     }
   }
 
-  function clusterOfTwo() {
+  /**
+   * The map names B for every shard of `electionIds`; `recoveries` holds the first election's only.
+   * The leases expire on `nowMs` (the test's clock, if it wants one).
+   */
+  function clusterOfTwo({ electionIds = [electionId], nowMs = () => Date.now() }: { electionIds?: readonly string[]; nowMs?: () => number } = {}) {
     const adapters = createMemoryAdapters();
-    const sim = new SimClusterState(() => Date.now(), adapters.store, () => [{ electionId, shardCount }]);
-    for (let shard = 0; shard < shardCount; shard++) {
-      sim.owners.set(`${electionId}/${shard}`, { electionId, shard, ownerNodeId: 'B', mapVersion: 1, pinned: false, replicaNodeIds: [] });
+    const sim = new SimClusterState(nowMs, adapters.store, () => electionIds.map((id) => ({ electionId: id, shardCount })));
+    for (const id of electionIds) {
+      for (let shard = 0; shard < shardCount; shard++) {
+        sim.owners.set(`${id}/${shard}`, { electionId: id, shard, ownerNodeId: 'B', mapVersion: 1, pinned: false, replicaNodeIds: [] });
+      }
     }
     const commits = new Gate();
     const recoveries = new Gate();
@@ -349,7 +355,10 @@ describe('ShardHost on the real vote node: a shard whose write was fenced or who
       },
       snapshots: {
         writeSnapshot: (snapshot) => snapshots.writeSnapshot(snapshot),
-        readLatestSnapshot: async (key) => { await recoveries.pass(); return snapshots.readLatestSnapshot(key); },
+        readLatestSnapshot: async (key) => {
+          if (key.electionId === electionIds[0]) await recoveries.pass();
+          return snapshots.readLatestSnapshot(key);
+        },
         readVotesAfter: (key, afterBatchId, onRows) => snapshots.readVotesAfter(key, afterBatchId, onRows),
       },
       storedVotes: adapters.storedVotes,
@@ -358,12 +367,23 @@ describe('ShardHost on the real vote node: a shard whose write was fenced or who
       config: { flushIntervalMs: 1, closeTimeoutMs: 60_000 },
     });
     const warnings: string[] = [];
+    /** Each 'shard released' log line's shard key, in order. */
+    const released: string[] = [];
     let leasesLost = 0;
     const leaseTtlMs = 300;
+    const leases = sim.leasesFor('B', leaseTtlMs, () => undefined);
+    /** The election of each renewal asked for, as it is asked (its leases' new expiry is read then). */
+    const renewals: string[] = [];
     const host = new ShardHost({
       nodeId: 'B', voteNode, leaseTtlMs, reconcileRetryMs: 10, reconcileRetryMaxMs: 50,
-      leases: sim.leasesFor('B', leaseTtlMs, () => undefined),
-      log: { ...silent, warn: (obj: object, msg: string) => warnings.push(`${msg}: ${(obj as { err?: Error }).err?.message ?? ''}`) },
+      leases: { ...leases, renew: (id, held) => { renewals.push(id); return leases.renew(id, held); } },
+      log: {
+        ...silent,
+        warn: (obj: object, msg: string) => warnings.push(`${msg}: ${(obj as { err?: Error }).err?.message ?? ''}`),
+        info: (obj: object, msg: string) => {
+          if (msg === 'shard released') released.push(`${(obj as { electionId: string }).electionId}/${(obj as { shard: number }).shard}`);
+        },
+      },
       election: () => ({ shardCount, candidateCount: 2, status: 'open' }),
       onLeasesLost: (count) => { leasesLost += count; },
     });
@@ -375,15 +395,26 @@ describe('ShardHost on the real vote node: a shard whose write was fenced or who
     });
     const node = (nodeId: string) => ({ nodeId, az: 'a', url: `http://${nodeId}`, status: 'alive' as const, incarnation: 1, startedAtMs: 0, lastHeartbeatAtMs: 0, draining: false });
     let version = 1;
+    let voterNumber = 0;
     return {
-      store: adapters.store, voteNode, host, commits, recoveries, warnings,
+      store: adapters.store, voteNode, host, commits, recoveries, warnings, released, leaseTtlMs,
       leasesLost: () => leasesLost,
+      renewalsOf: (id: string) => renewals.filter((r) => r === id).length,
       /** Node C's leases: it takes shard 0 over (its view showed B dead, say), then lets it go. */
       other: sim.leasesFor('C', leaseTtlMs, () => undefined),
-      epoch: (shard: number) => adapters.store.leaseEpoch({ electionId, shard }),
+      epoch: (shard: number, id = electionId) => adapters.store.leaseEpoch({ electionId: id, shard }),
       /** The map names B for every shard, with the leases as they stand now. */
       view: (): ClusterView => ({ ...sim.view(), version: ++version, nodes: [node('B'), node('C')] }),
-      cast: (voterNumber: number) => new Promise<VoteOutcome>((resolve) => voteNode.cast({ electionId, voterNumber, candidateIndex: 0 }, resolve)),
+      cast: (voter: number, id = electionId) => new Promise<VoteOutcome>((resolve) => voteNode.cast({ electionId: id, voterNumber: voter, candidateIndex: 0 }, resolve)),
+      /**
+       * A vote for shard 0 of the first election (a new voter each time); for a poll, whose
+       * failure shows the last answer, the lease epoch by then and the rounds failed "already hosted".
+       */
+      castOnShard0: async () => ({
+        answer: (await new Promise<VoteOutcome>((resolve) => voteNode.cast({ electionId, voterNumber: (voterNumber += shardCount), candidateIndex: 0 }, resolve))).kind,
+        leaseEpoch: adapters.store.leaseEpoch({ electionId, shard: 0 }),
+        alreadyHosted: warnings.filter((w) => w.includes('already hosted')).length,
+      }),
     };
   }
 
@@ -416,14 +447,7 @@ describe('ShardHost on the real vote node: a shard whose write was fenced or who
     cluster.recoveries.open();
     await applied;
     // The next round takes the lease once (epoch 3) and serves the shard under it: a vote is stored.
-    let voterNumber = 0;
-    // A failure shows the last answer, the lease epoch by then and the rounds failed "already hosted".
-    const attempt = async () => ({
-      answer: (await cluster.cast((voterNumber += shardCount))).kind,
-      leaseEpoch: cluster.epoch(0),
-      alreadyHosted: cluster.warnings.filter((w) => w.includes('already hosted')).length,
-    });
-    await expect.poll(attempt, { timeout: 10_000 }).toMatchObject({ answer: 'accepted', alreadyHosted: 0 });
+    await expect.poll(cluster.castOnShard0, { timeout: 10_000 }).toMatchObject({ answer: 'accepted', alreadyHosted: 0 });
     expect(cluster.epoch(0)).toBe(3);
     expect(cluster.voteNode.stats(electionId)?.shards.find((s) => s.shard === 0)?.epoch).toBe(3);
     expect(cluster.host.heldShards()).toEqual(expect.arrayContaining([{ electionId, shard: 0, epoch: 3 }]));
@@ -448,5 +472,66 @@ describe('ShardHost on the real vote node: a shard whose write was fenced or who
     expect(cluster.epoch(0)).toBe(3);
     expect(cluster.host.heldShards()).toEqual(expect.arrayContaining([{ electionId, shard: 0, epoch: 3 }]));
     expect(await cluster.cast(2)).toMatchObject({ kind: 'accepted' });
+  });
+
+  it('lost while its recovery is held up: the renewals of the other elections\' leases go on meanwhile (they would expire, one lost lease costing many), and the shard is released once served', async () => {
+    const otherElectionId = '00000000-0000-4000-8000-000000000002';
+    let simNowMs = 1_000;
+    const cluster = clusterOfTwo({ electionIds: [electionId, otherElectionId], nowMs: () => simNowMs });
+    cluster.recoveries.close();
+    const applied = cluster.host.apply(cluster.view());
+    await expect.poll(() => cluster.recoveries.waiting, { timeout: 10_000 }).toBe(shardCount);
+    expect(await cluster.cast(0, otherElectionId)).toMatchObject({ kind: 'accepted' });
+    await cluster.other.acquire(electionId, [0], 'any');
+    cluster.host.start();
+    await expect.poll(() => cluster.leasesLost(), { timeout: 10_000 }).toBe(1);
+    // More than a TTL on the leases' clock, one renewal interval at a time, each step ending at a
+    // renewal of the other election's leases (on main none came: the renewal waited for the release).
+    for (let step = 0; step <= 3; step++) {
+      const renewedBefore = cluster.renewalsOf(otherElectionId);
+      simNowMs += cluster.leaseTtlMs / 3;
+      await expect.poll(() => cluster.renewalsOf(otherElectionId), { timeout: 10_000 }).toBeGreaterThan(renewedBefore);
+    }
+    expect(await cluster.other.acquire(otherElectionId, [0, 1], 'expired-or-own')).toEqual([]);
+    // The lost shard's release still waits for its recovery; found lost once, not at each renewal.
+    expect(cluster.host.heldShards()).toEqual(expect.arrayContaining([{ electionId, shard: 0, epoch: 1 }]));
+    expect(cluster.leasesLost()).toBe(1);
+
+    await cluster.other.release(electionId, [{ shard: 0, epoch: 2 }]);
+    cluster.recoveries.open();
+    await applied;
+    await expect.poll(cluster.castOnShard0, { timeout: 10_000 }).toMatchObject({ answer: 'accepted', alreadyHosted: 0 });
+    expect(cluster.epoch(0)).toBe(3);
+    expect(cluster.host.heldShards()).toEqual(expect.arrayContaining([{ electionId, shard: 0, epoch: 3 }]));
+    expect(cluster.epoch(0, otherElectionId)).toBe(1);
+    expect(cluster.leasesLost()).toBe(1);
+    expect(await cluster.cast(2, otherElectionId)).toMatchObject({ kind: 'accepted' });
+  });
+
+  it('lost leases released off the renewal loop while the node fences itself (dropAll): each shard is released once, and a shard served afterwards stays held', async () => {
+    const cluster = clusterOfTwo();
+    await cluster.host.apply(cluster.view());
+    // A write in flight on shard 0: the release of its lost lease waits for it.
+    cluster.commits.close();
+    const pendingVote = cluster.cast(0);
+    await expect.poll(() => cluster.commits.waiting, { timeout: 10_000 }).toBe(1);
+    await cluster.other.acquire(electionId, [0, 1], 'any');
+    cluster.host.start();
+    await expect.poll(() => cluster.leasesLost(), { timeout: 10_000 }).toBe(2);
+    // Declared dead meanwhile: dropAll asks for both shards too. Its release of shard 1 and the
+    // renewal's were asked for in the same turn once shard 0's ended; both found it held.
+    const dropped = cluster.host.dropAll();
+    cluster.commits.open();
+    expect(await pendingVote).toMatchObject({ kind: 'unavailable', reason: 'fenced' });
+    await dropped;
+    await expect.poll(() => cluster.host.heldShards(), { timeout: 10_000 }).toEqual([]);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect([...cluster.released].sort()).toEqual([`${electionId}/0`, `${electionId}/1`]);
+    // Back in the cluster with the leases free again: both shards served, and held.
+    await cluster.other.release(electionId, [{ shard: 0, epoch: 2 }, { shard: 1, epoch: 2 }]);
+    cluster.host.resume();
+    await cluster.host.apply(cluster.view());
+    await expect.poll(cluster.castOnShard0, { timeout: 10_000 }).toMatchObject({ answer: 'accepted', alreadyHosted: 0 });
+    expect(cluster.host.heldShards()).toEqual(expect.arrayContaining([{ electionId, shard: 0, epoch: 3 }, { electionId, shard: 1, epoch: 3 }]));
   });
 });

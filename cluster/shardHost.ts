@@ -108,9 +108,16 @@ export class ShardHost {
   private readonly grants = new Map<string, { electionId: string; shard: number; epoch: number; mapVersion: number; atMs: number }>();
   /**
    * By shard key: the vote node's serve or release of the shard while it is under way (settled,
-   * never rejected). A release waits for it: see releaseOne.
+   * never rejected). A release waits for it: see releaseNow.
    */
   private readonly hostingChanges = new Map<string, Promise<void>>();
+  /**
+   * By shard key: the epoch of a lost lease whose release (releaseLost) is under way. `held` names
+   * the shard until it ends; renewals leave it out, else each would find it lost again.
+   */
+  private readonly releasingLost = new Map<string, number>();
+  /** By shard key: the last release asked for, until it has ended (settled, never rejected). See releaseOne. */
+  private readonly releases = new Map<string, Promise<void>>();
 
   constructor(options: ShardHostOptions) {
     this.options = options;
@@ -385,7 +392,27 @@ export class ShardHost {
     return change;
   }
 
-  private async releaseOne(electionId: string, shard: number, options: { leaseLost?: boolean; toNodeId?: string } = {}): Promise<void> {
+  /**
+   * Releases of one shard run one after another: each starts once the one asked for before it has
+   * ended, and finds the shard released already if that one released it. The renewal releases a
+   * lost lease off its loop, so the self-fence's dropAll, a round or stop can ask for the same
+   * shard meanwhile; side by side, both found it held and released it twice, and the vote node and
+   * `held` no longer agreed on what this node hosts (chaos.fence: 9fedc87, reverted in fdc27e4).
+   * `epoch`: release only the lease held under it (a round may have taken the shard again since).
+   */
+  private releaseOne(electionId: string, shard: number, options: { leaseLost?: boolean; toNodeId?: string; epoch?: number } = {}): Promise<void> {
+    const key = shardKeyOf(electionId, shard);
+    const before = this.releases.get(key);
+    const release = before === undefined ? this.releaseNow(electionId, shard, options) : before.then(() => this.releaseNow(electionId, shard, options));
+    const settled = release.then(() => undefined, () => undefined);
+    this.releases.set(key, settled);
+    void settled.then(() => {
+      if (this.releases.get(key) === settled) this.releases.delete(key);
+    });
+    return release;
+  }
+
+  private async releaseNow(electionId: string, shard: number, options: { leaseLost?: boolean; toNodeId?: string; epoch?: number }): Promise<void> {
     // Another change of this shard may be under way: a round still recovering it when a renewal
     // finds its lease lost, or a renewal's release still waiting for its backlog when a round
     // releases it. Released at once, the vote node would answer that it hosts nothing yet (or that
@@ -396,11 +423,16 @@ export class ShardHost {
     await this.hostingChanges.get(shardKeyOf(electionId, shard));
     const shards = this.held.get(electionId);
     const epoch = shards?.get(shard);
-    if (shards === undefined || epoch === undefined) return;
+    if (shards === undefined || epoch === undefined || (options.epoch !== undefined && epoch !== options.epoch)) return;
     const stoppedAdmittingAtMs = Date.now();
     const release = await this.changingHosting(electionId, [shard], this.options.voteNode.releaseShard(electionId, shard));
-    shards.delete(shard);
-    if (shards.size === 0) this.held.delete(electionId);
+    // `held` read again: the election's map read before the wait may have left it meanwhile (emptied,
+    // and a round's new one in its place). Deleting the election's entry because the old map is
+    // empty would drop a shard served since, which the vote node hosts and no later round could
+    // take again ("already hosted", for good).
+    const heldNow = this.held.get(electionId);
+    if (heldNow?.get(shard) === epoch) heldNow.delete(shard);
+    if (heldNow?.size === 0) this.held.delete(electionId);
     const leaseReleaseStartedMs = Date.now();
     let released = false;
     let grantedEpoch: number | null = null;
@@ -430,7 +462,10 @@ export class ShardHost {
 
   private async renewAll(): Promise<void> {
     for (const [electionId, shards] of [...this.held]) {
-      const asked = [...shards].map(([shard, epoch]) => ({ shard, epoch }));
+      const asked = [...shards]
+        .filter(([shard, epoch]) => this.releasingLost.get(shardKeyOf(electionId, shard)) !== epoch)
+        .map(([shard, epoch]) => ({ shard, epoch }));
+      if (asked.length === 0) continue;
       let renewed: readonly HeldShardLease[];
       try {
         renewed = await this.options.leases.renew(electionId, asked);
@@ -443,9 +478,28 @@ export class ShardHost {
       if (lost.length > 0) {
         this.options.log.error({ electionId, shards: lost.map((l) => l.shard) }, 'shard leases lost to another node; their writes are fenced');
         this.options.onLeasesLost?.(lost.length);
-        for (const lease of lost) await this.releaseOne(electionId, lease.shard, { leaseLost: true });
-        if (this.latestView && !this.suspended) void this.apply(this.latestView);
+        for (const lease of lost) this.releasingLost.set(shardKeyOf(electionId, lease.shard), lease.epoch);
+        // Not awaited: the release waits for a recovery of the shard under way, or for its backlog
+        // (up to the vote node's close timeout), and the other elections' leases, renewed after
+        // this one, would expire meanwhile and be taken over: one lost lease would cost many.
+        void this.releaseLost(electionId, lost);
       }
     }
+  }
+
+  /** Drops an election's lost leases in order, then reconciles: the map may still name this node. */
+  private async releaseLost(electionId: string, lost: readonly HeldShardLease[]): Promise<void> {
+    for (const lease of lost) {
+      const key = shardKeyOf(electionId, lease.shard);
+      try {
+        await this.releaseOne(electionId, lease.shard, { leaseLost: true, epoch: lease.epoch });
+      } catch (error) {
+        // Still in `held`: the next renewal finds it lost again and tries again.
+        this.options.log.error({ err: error, electionId, shard: lease.shard }, 'releasing a lost shard lease failed');
+      } finally {
+        if (this.releasingLost.get(key) === lease.epoch) this.releasingLost.delete(key);
+      }
+    }
+    if (this.latestView && !this.suspended && !this.stopped) void this.apply(this.latestView);
   }
 }
