@@ -396,8 +396,8 @@ export class ShardHost {
    * Releases of one shard run one after another: each starts once the one asked for before it has
    * ended, and finds the shard released already if that one released it. The renewal releases a
    * lost lease off its loop, so the self-fence's dropAll, a round or stop can ask for the same
-   * shard meanwhile; side by side, both found it held and released it twice, and the vote node and
-   * `held` no longer agreed on what this node hosts (chaos.fence: 9fedc87, reverted in fdc27e4).
+   * shard meanwhile; asked for in the same turn, both found it held and released it twice
+   * (chaos.fence failed on 9fedc87, reverted in fdc27e4; cluster/shardHost.test.ts has the case).
    * `epoch`: release only the lease held under it (a round may have taken the shard again since).
    */
   private releaseOne(electionId: string, shard: number, options: { leaseLost?: boolean; toNodeId?: string; epoch?: number } = {}): Promise<void> {
