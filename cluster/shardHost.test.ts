@@ -407,6 +407,16 @@ describe('ShardHost on the real vote node: a shard whose write was fenced or who
       view: (): ClusterView => ({ ...sim.view(), version: ++version, nodes: [node('B'), node('C')] }),
       cast: (voter: number, id = electionId) => new Promise<VoteOutcome>((resolve) => voteNode.cast({ electionId: id, voterNumber: voter, candidateIndex: 0 }, resolve)),
       /**
+       * Closes the commit gate and casts voter 0 (shard 0); once the write waits at the gate, its
+       * answer to come (wrapped: an async function's result would wait for it).
+       */
+      writeInFlightOnShard0: async (): Promise<{ answer: Promise<VoteOutcome> }> => {
+        commits.close();
+        const answer = new Promise<VoteOutcome>((resolve) => voteNode.cast({ electionId, voterNumber: 0, candidateIndex: 0 }, resolve));
+        await expect.poll(() => commits.waiting, { timeout: 10_000 }).toBe(1);
+        return { answer };
+      },
+      /**
        * A vote for shard 0 of the first election (a new voter each time); for a poll, whose
        * failure shows the last answer, the lease epoch by then and the rounds failed "already hosted".
        */
@@ -456,9 +466,7 @@ describe('ShardHost on the real vote node: a shard whose write was fenced or who
   it('lost with a write in flight: a reconcile round waits for the release under way (its backlog) before it takes the shard again', async () => {
     const cluster = clusterOfTwo();
     await cluster.host.apply(cluster.view());
-    cluster.commits.close();
-    const pendingVote = cluster.cast(0);
-    await expect.poll(() => cluster.commits.waiting, { timeout: 10_000 }).toBe(1);
+    const { answer: pendingVote } = await cluster.writeInFlightOnShard0();
     await cluster.other.acquire(electionId, [0], 'any');
     cluster.host.start();
     // The renewal's release waits for the vote at the commit gate (its backlog).
@@ -511,10 +519,8 @@ describe('ShardHost on the real vote node: a shard whose write was fenced or who
   it('lost leases released off the renewal loop while the node fences itself (dropAll): each shard is released once, and a shard served afterwards stays held', async () => {
     const cluster = clusterOfTwo();
     await cluster.host.apply(cluster.view());
-    // A write in flight on shard 0: the release of its lost lease waits for it.
-    cluster.commits.close();
-    const pendingVote = cluster.cast(0);
-    await expect.poll(() => cluster.commits.waiting, { timeout: 10_000 }).toBe(1);
+    // The release of shard 0's lost lease waits for this write.
+    const { answer: pendingVote } = await cluster.writeInFlightOnShard0();
     await cluster.other.acquire(electionId, [0, 1], 'any');
     cluster.host.start();
     await expect.poll(() => cluster.leasesLost(), { timeout: 10_000 }).toBe(2);

@@ -383,12 +383,7 @@ export class ShardHost {
 
   /** Records `change` (a serve or release by the vote node) as under way for these shards until it settles. */
   private changingHosting<T>(electionId: string, shards: readonly number[], change: Promise<T>): Promise<T> {
-    const keys = shards.map((shard) => shardKeyOf(electionId, shard));
-    const settled = change.then(() => undefined, () => undefined);
-    for (const key of keys) this.hostingChanges.set(key, settled);
-    void settled.then(() => {
-      for (const key of keys) if (this.hostingChanges.get(key) === settled) this.hostingChanges.delete(key);
-    });
+    recordUnderWay(this.hostingChanges, shards.map((shard) => shardKeyOf(electionId, shard)), change);
     return change;
   }
 
@@ -404,11 +399,7 @@ export class ShardHost {
     const key = shardKeyOf(electionId, shard);
     const before = this.releases.get(key);
     const release = before === undefined ? this.releaseNow(electionId, shard, options) : before.then(() => this.releaseNow(electionId, shard, options));
-    const settled = release.then(() => undefined, () => undefined);
-    this.releases.set(key, settled);
-    void settled.then(() => {
-      if (this.releases.get(key) === settled) this.releases.delete(key);
-    });
+    recordUnderWay(this.releases, [key], release);
     return release;
   }
 
@@ -421,15 +412,14 @@ export class ShardHost {
     // on "already hosted", for good in the first case (nothing ever releases that shard), until
     // the other release ends in the second. So the change under way ends first.
     await this.hostingChanges.get(shardKeyOf(electionId, shard));
-    const shards = this.held.get(electionId);
-    const epoch = shards?.get(shard);
-    if (shards === undefined || epoch === undefined || (options.epoch !== undefined && epoch !== options.epoch)) return;
+    const epoch = this.held.get(electionId)?.get(shard);
+    if (epoch === undefined || (options.epoch !== undefined && epoch !== options.epoch)) return;
     const stoppedAdmittingAtMs = Date.now();
     const release = await this.changingHosting(electionId, [shard], this.options.voteNode.releaseShard(electionId, shard));
-    // `held` read again: the election's map read before the wait may have left it meanwhile (emptied,
-    // and a round's new one in its place). Deleting the election's entry because the old map is
-    // empty would drop a shard served since, which the vote node hosts and no later round could
-    // take again ("already hosted", for good).
+    // `held` read again, not the election's map as it was before the wait: that one may have left
+    // `held` meanwhile (emptied, and a round's new one in its place). Deleting the election's entry
+    // because the old map is empty would drop a shard served since, which the vote node hosts and
+    // no later round could take again ("already hosted", for good).
     const heldNow = this.held.get(electionId);
     if (heldNow?.get(shard) === epoch) heldNow.delete(shard);
     if (heldNow?.size === 0) this.held.delete(electionId);
@@ -502,4 +492,16 @@ export class ShardHost {
     }
     if (this.latestView && !this.suspended && !this.stopped) void this.apply(this.latestView);
   }
+}
+
+/**
+ * Keeps `change`, settled (never rejected), under each of `keys` in `underWay` until it settles;
+ * a later change recorded under a key meanwhile stays.
+ */
+function recordUnderWay(underWay: Map<string, Promise<void>>, keys: readonly string[], change: Promise<unknown>): void {
+  const settled = change.then(() => undefined, () => undefined);
+  for (const key of keys) underWay.set(key, settled);
+  void settled.then(() => {
+    for (const key of keys) if (underWay.get(key) === settled) underWay.delete(key);
+  });
 }
