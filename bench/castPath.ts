@@ -199,8 +199,9 @@ http.register(voteRoute!);
 /** One request as uWS hands it over: the headers a vote carries. */
 class BenchRequest {
   constructor(private readonly authorization: string) {}
-  getHeader(name: string): string {
-    switch (name) {
+  // The HTTP layer asks by names made into bytes once (uWS takes a string or bytes).
+  getHeader(name: string | Uint8Array): string {
+    switch (typeof name === 'string' ? name : Buffer.from(name.buffer, name.byteOffset, name.byteLength).toString('latin1')) {
       case 'authorization': return this.authorization;
       case 'content-type': return 'application/json';
       case 'content-length': return String(voteBodyBytes.byteLength);
@@ -225,7 +226,7 @@ class BenchResponse {
   deliverBody(): void { this.onDataHandler?.(voteBodyBytes, true); }
   getRemoteAddressAsText(): ArrayBuffer { return socketAddress; }
   cork(write: () => void): this { write(); return this; }
-  writeStatus(status: string): this { this.status = status; return this; }
+  writeStatus(status: string | Uint8Array): this { this.status = typeof status === 'string' ? status : Buffer.from(status.buffer, status.byteOffset, status.byteLength).toString('latin1'); return this; }
   writeHeader(): this { return this; }
   end(): this { this.answered(this.status === '200 OK'); return this; }
   endWithoutBody(): this { this.answered(false); return this; }
