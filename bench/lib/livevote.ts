@@ -69,20 +69,24 @@ export function buildLivevote(log: (line: string) => void = () => undefined): vo
   built = true;
 }
 
-/** The command that starts livevote: the compiled build, or the sources under tsx (BENCH_FROM_SOURCE=1). */
-export function livevoteCommand(nodeArgs: readonly string[]): [string, ...string[]] {
+/**
+ * The command that starts livevote: the compiled build, or the sources under tsx (BENCH_FROM_SOURCE=1).
+ * `buildDir`: a build made elsewhere, used as it is (bench/abBuilds.ts runs two at once).
+ */
+export function livevoteCommand(nodeArgs: readonly string[], buildDir?: string): [string, ...string[]] {
+  if (buildDir !== undefined) return [process.execPath, ...nodeArgs, path.join(path.resolve(buildDir), 'infra/main.js')];
   return fromSource
     ? [process.execPath, ...nodeArgs, '--import', 'tsx', path.join(root, 'infra/main.ts')]
     : [process.execPath, ...nodeArgs, path.join(benchBuildDir, 'infra/main.js')];
 }
 
-export async function startLivevote(env: Record<string, string | undefined>, dataDir: string, nodeArgs: readonly string[] = []): Promise<LivevoteUnderTest> {
+export async function startLivevote(env: Record<string, string | undefined>, dataDir: string, nodeArgs: readonly string[] = [], buildDir?: string): Promise<LivevoteUnderTest> {
   // Each stop here follows a load run whose clients have closed their connections: a stop that
   // waited for idle keep-alive connections would wait 12.5 s for none (bench/moves.ts, which
   // measures stops, keeps the default).
   const fullEnv = { LIVEVOTE_STOP_AWAITS_IDLE_CONNECTIONS: 'off', ...env, DATABASE_URL: undefined, LIVEVOTE_DATA_DIR: dataDir };
-  buildLivevote();
-  const started = await startLivevoteProcess(fullEnv, 120_000, nodeArgs, { command: livevoteCommand(nodeArgs) });
+  if (buildDir === undefined) buildLivevote();
+  const started = await startLivevoteProcess(fullEnv, 120_000, nodeArgs, { command: livevoteCommand(nodeArgs, buildDir) });
   const pgPort = /"port":(\d+)[^\n]*embedded Postgres started/.exec(started.output())?.[1];
   if (!pgPort) throw new Error(`livevote did not log its embedded Postgres port:\n${started.output().slice(-3000)}`);
   const secrets = JSON.parse(await readFile(path.join(dataDir, 'secrets.json'), 'utf8')) as { embeddedDbPassword: string };

@@ -62,21 +62,25 @@ export function describeConfig(env: Record<string, string>): string {
   return Object.keys(env).length === 0 ? 'defaults (flush 4 ms, 2 in flight)' : Object.entries(env).map(([k, v]) => `${k}=${v}`).join(' ');
 }
 
-export async function measureWriteRuns(options: WriteRunOptions): Promise<WriteRun[]> {
-  const { connections, activeS, voterCount, log } = options;
-  const adminPassword = randomBytes(18).toString('base64url');
-  const jwtSecret = randomBytes(48).toString('base64url');
-  const baseEnv = {
+/** livevote's settings for a write run, with a new JWT secret and admin password. */
+export function writeRunBaseEnv() {
+  return {
     LOG_LEVEL: 'info',
-    LIVEVOTE_JWT_SECRET: jwtSecret,
+    LIVEVOTE_JWT_SECRET: randomBytes(48).toString('base64url'),
     LIVEVOTE_ADMIN_EMAIL: 'bench-admin@livevote.local',
-    LIVEVOTE_ADMIN_PASSWORD: adminPassword,
+    LIVEVOTE_ADMIN_PASSWORD: randomBytes(18).toString('base64url'),
     // One client address sends everything: per-IP limits and client rules would refuse it.
     LIVEVOTE_RATE_LIMIT_VOTE: 'user=off,ip=off,network=off',
     LIVEVOTE_FRAUD_VOTE_BURST: 'off',
     LIVEVOTE_FRAUD_EMPTY_UA: 'off',
     LIVEVOTE_FRAUD_AUTOMATION_UA: 'off',
   };
+}
+
+export async function measureWriteRuns(options: WriteRunOptions): Promise<WriteRun[]> {
+  const { connections, activeS, voterCount, log } = options;
+  const baseEnv = writeRunBaseEnv();
+  const { LIVEVOTE_JWT_SECRET: jwtSecret, LIVEVOTE_ADMIN_PASSWORD: adminPassword } = baseEnv;
   ensureWrk(log);
   const workDir = await mkdtemp(path.join(os.tmpdir(), 'livevote-writes-'));
   await chmod(workDir, 0o711);
