@@ -69,6 +69,20 @@ describe('the metadata recorder', () => {
     expect(ipHash('another key', '203.0.113.9').equals(ipHash(key, '203.0.113.9'))).toBe(false);
   });
 
+  it('stores a voter number past 2^32, an upper-case election id and a time before 2000 as recorded (the binary COPY fields)', async () => {
+    const recorder = createVoteMetadataRecorder({ pool: db.pool, ipHashKey: key, flushIntervalMs: 60_000 });
+    const electionId = randomUUID();
+    const voterNumber = 2 ** 40 + 7;
+    recorder.record({ electionId: electionId.toUpperCase(), voterNumber, clientIp: '198.51.100.1', networkKey: '198.51.100.0/24', userAgent: '', atMs: Date.UTC(1999, 11, 31, 23, 59, 58, 999) });
+    recorder.record({ electionId, voterNumber: Number.MAX_SAFE_INTEGER, clientIp: '198.51.100.1', networkKey: '198.51.100.0/24', userAgent: '', atMs: Date.UTC(2026, 11, 3, 8, 0, 1, 1) });
+    await recorder.stop();
+    const stored = await db.pool.query('SELECT voter_number::text AS v, recorded_at FROM vote_metadata WHERE election_id = $1 ORDER BY recorded_at', [electionId]);
+    expect(stored.rows).toEqual([
+      { v: String(voterNumber), recorded_at: new Date(Date.UTC(1999, 11, 31, 23, 59, 58)) },
+      { v: String(Number.MAX_SAFE_INTEGER), recorded_at: new Date(Date.UTC(2026, 11, 3, 8, 0, 1)) },
+    ]);
+  });
+
   it('writes on its timer', async () => {
     const recorder = createVoteMetadataRecorder({ pool: db.pool, ipHashKey: key, flushIntervalMs: 50 });
     recorder.start();

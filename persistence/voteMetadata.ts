@@ -155,11 +155,12 @@ export function createVoteMetadataRecorder(options: VoteMetadataRecorderOptions)
       })
     : undefined;
 
-  // A show's votes come from far fewer addresses, networks and browsers than there are votes:
-  // remember each field's COPY text instead of an HMAC (or a parse) per row.
-  const ipField = memoised((ip: string) => hexBytea(ipHash(ipHashKey, ip)));
-  const networkField = memoised((networkKey: string) => hexBytea(networkHash(ipHashKey, networkKey)));
-  const userAgentField = memoised(userAgentFamily);
+  // A show's votes come from far fewer elections, addresses, networks and browsers than there are
+  // votes: remember each field's COPY bytes instead of an HMAC (or a parse) per row.
+  const ipField = memoised((ip: string) => ipHash(ipHashKey, ip));
+  const networkField = memoised((networkKey: string) => networkHash(ipHashKey, networkKey));
+  const userAgentField = memoised((userAgent: string) => Buffer.from(userAgentFamily(userAgent), 'utf8'));
+  const uuidField = memoised(uuidBytes);
   const secondField = memoisedSecond();
 
   let votes: VoteMetadata[] = [];
@@ -187,8 +188,15 @@ export function createVoteMetadataRecorder(options: VoteMetadataRecorderOptions)
     accountEvents = [];
     if (voteRows.length > 0) {
       try {
-        await copyRows(pool, 'vote_metadata (election_id, voter_number, ip_hash, network_hash, ua_family, recorded_at)', voteRows, (m) =>
-          `${m.electionId}\t${m.voterNumber}\t${ipField(m.clientIp)}\t${networkField(m.networkKey)}\t${userAgentField(m.userAgent)}\t${secondField(m.atMs)}\n`);
+        await copyRows(pool, 'vote_metadata (election_id, voter_number, ip_hash, network_hash, ua_family, recorded_at)', voteRows, (m, out) => {
+          out.row(6);
+          out.bytes(uuidField(m.electionId));
+          out.int8(m.voterNumber);
+          out.bytes(ipField(m.clientIp));
+          out.bytes(networkField(m.networkKey));
+          out.bytes(userAgentField(m.userAgent));
+          out.bytes(secondField(m.atMs));
+        });
         written += voteRows.length;
       } catch (error) {
         drop(voteRows.length, 'write_failed', error);
@@ -196,8 +204,15 @@ export function createVoteMetadataRecorder(options: VoteMetadataRecorderOptions)
     }
     if (accountRows.length > 0) {
       try {
-        await copyRows(pool, 'account_metadata (user_id, event, ip_hash, network_hash, ua_family, recorded_at)', accountRows, (m) =>
-          `${m.userId}\t${m.event}\t${ipField(m.clientIp)}\t${networkField(m.networkKey)}\t${userAgentField(m.userAgent ?? '')}\t${secondField(m.atMs)}\n`);
+        await copyRows(pool, 'account_metadata (user_id, event, ip_hash, network_hash, ua_family, recorded_at)', accountRows, (m, out) => {
+          out.row(6);
+          out.bytes(uuidField(m.userId));
+          out.bytes(accountEventBytes[m.event]);
+          out.bytes(ipField(m.clientIp));
+          out.bytes(networkField(m.networkKey));
+          out.bytes(userAgentField(m.userAgent ?? ''));
+          out.bytes(secondField(m.atMs));
+        });
         written += accountRows.length;
       } catch (error) {
         drop(accountRows.length, 'write_failed', error);
@@ -267,20 +282,18 @@ export function createVoteMetadataRecorder(options: VoteMetadataRecorderOptions)
   };
 }
 
-function hexBytea(bytes: Buffer): string {
-  // COPY text format: a backslash must be doubled, so bytea's \x prefix is written \\x.
-  return `\\\\x${bytes.toString('hex')}`;
-}
+const accountEventBytes = { register: Buffer.from('register'), login: Buffer.from('login') } as const;
 
-function wholeSecond(atMs: number): string {
-  return new Date(Math.floor(atMs / 1000) * 1000).toISOString();
+/** A uuid's 16 bytes, as COPY's binary format carries a uuid (the text was validated: hex and dashes). */
+function uuidBytes(uuid: string): Buffer {
+  return Buffer.from(uuid.replace(/-/g, ''), 'hex');
 }
 
 /** Per recorder; cleared when full, so memory stays bounded whatever the traffic. */
 const memoEntriesMax = 65_536;
 
-function memoised(compute: (key: string) => string): (key: string) => string {
-  const memo = new Map<string, string>();
+function memoised(compute: (key: string) => Buffer): (key: string) => Buffer {
+  const memo = new Map<string, Buffer>();
   return (key) => {
     let value = memo.get(key);
     if (value === undefined) {
@@ -292,17 +305,21 @@ function memoised(compute: (key: string) => string): (key: string) => string {
   };
 }
 
-/** Rows of one flush share a handful of seconds: format each second once. */
-function memoisedSecond(): (atMs: number) => string {
+/** Microseconds from the Unix epoch to Postgres' (2000-01-01 UTC), which a binary timestamptz counts from. */
+const postgresEpochUs = 946_684_800_000_000n;
+
+/** Rows of one flush share a handful of seconds: encode each whole second once (a timestamptz: int64 µs). */
+function memoisedSecond(): (atMs: number) => Buffer {
   let second = Number.NaN;
-  let text = '';
+  let bytes = Buffer.alloc(8);
   return (atMs) => {
     const s = Math.floor(atMs / 1000);
     if (s !== second) {
       second = s;
-      text = wholeSecond(atMs);
+      bytes = Buffer.alloc(8);
+      bytes.writeBigInt64BE(BigInt(s) * 1_000_000n - postgresEpochUs);
     }
-    return text;
+    return bytes;
   };
 }
 
@@ -314,20 +331,75 @@ function memoisedSecond(): (atMs: number) => string {
  */
 export const metadataCopyChunkRows = 200;
 
-/** COPY text format; every field is a uuid, an integer, hex, an ISO time or [a-z0-9/-]: no escaping needed. */
-async function copyRows<T>(pool: Pool, target: string, rows: readonly T[], line: (row: T) => string): Promise<void> {
+/**
+ * One chunk of COPY's binary format (the Postgres manual, COPY, "Binary Format"): per row a field
+ * count, then each field as its length and its bytes in the column type's binary form. Binary, not
+ * text: Postgres then parses no uuid, hex or time per row, ~0.9 µs less of its CPU a row, and the
+ * recorder writes stored bytes instead of formatting text (bench/README.md, "Fifteenth look").
+ */
+export class BinaryCopyChunk {
+  private buffer: Buffer;
+  private length = 0;
+
+  constructor(bytesHint: number) {
+    this.buffer = Buffer.allocUnsafe(Math.max(64, bytesHint));
+  }
+
+  row(fieldCount: number): void {
+    this.reserve(2);
+    this.length = this.buffer.writeInt16BE(fieldCount, this.length);
+  }
+
+  bytes(value: Buffer): void {
+    this.reserve(4 + value.length);
+    this.length = this.buffer.writeInt32BE(value.length, this.length);
+    this.length += value.copy(this.buffer, this.length);
+  }
+
+  /** A bigint column; `value` a non-negative safe integer (validated by the caller). */
+  int8(value: number): void {
+    this.reserve(12);
+    this.length = this.buffer.writeInt32BE(8, this.length);
+    this.length = this.buffer.writeUInt32BE(Math.floor(value / 0x1_0000_0000), this.length);
+    this.length = this.buffer.writeUInt32BE(value >>> 0, this.length);
+  }
+
+  /** The bytes written, which the chunk no longer touches. */
+  take(): Buffer {
+    return this.buffer.subarray(0, this.length);
+  }
+
+  private reserve(bytes: number): void {
+    if (this.length + bytes <= this.buffer.length) return;
+    const grown = Buffer.allocUnsafe(Math.max(this.buffer.length * 2, this.length + bytes));
+    this.buffer.copy(grown, 0, 0, this.length);
+    this.buffer = grown;
+  }
+}
+
+/** The signature, flags (none) and header extension length (0) that open a binary COPY. */
+const binaryCopyHeader = Buffer.concat([Buffer.from('PGCOPY\n\xff\r\n\0', 'latin1'), Buffer.alloc(8)]);
+/** A field count of -1 ends it. */
+const binaryCopyTrailer = Buffer.from([0xff, 0xff]);
+
+/** Bytes of a metadata row, about (a uuid, a bigint, two hashes, a short text, a time): a chunk's first size. */
+const metadataRowBytesHint = 100;
+
+async function copyRows<T>(pool: Pool, target: string, rows: readonly T[], write: (row: T, out: BinaryCopyChunk) => void): Promise<void> {
   async function* chunks(): AsyncGenerator<Buffer> {
+    yield binaryCopyHeader;
     for (let start = 0; start < rows.length; start += metadataCopyChunkRows) {
       if (start > 0) await setImmediate();
-      let text = '';
       const end = Math.min(rows.length, start + metadataCopyChunkRows);
-      for (let i = start; i < end; i++) text += line(rows[i]!);
-      yield Buffer.from(text, 'utf8');
+      const out = new BinaryCopyChunk((end - start) * metadataRowBytesHint);
+      for (let i = start; i < end; i++) write(rows[i]!, out);
+      yield out.take();
     }
+    yield binaryCopyTrailer;
   }
   await withClient(pool, async (client) => {
     // highWaterMark 1: the stream asks for the next chunk only once the last one is written on,
     // instead of formatting 16 ahead.
-    await pipeline(Readable.from(chunks(), { highWaterMark: 1 }), client.query(copyFrom(`COPY ${target} FROM STDIN`)));
+    await pipeline(Readable.from(chunks(), { highWaterMark: 1 }), client.query(copyFrom(`COPY ${target} FROM STDIN (FORMAT binary)`)));
   });
 }
