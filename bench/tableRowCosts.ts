@@ -3,6 +3,9 @@
 // arrays, BENCH_ROWS rows a commit) with and without its recovery index, its CHECK constraints,
 // or with a BRIN index on batch_id in place of the recovery index; `vote_metadata` (COPY,
 // BENCH_COPY_ROWS rows a COPY) with and without its voter index and CHECKs, and as a bare heap.
+// The metadata goes in COPY's text format here, the same in every variant; the recorder writes the
+// binary one since the fifteenth look (bench/README.md), which parses less (~0.9 µs a row, measured
+// by bench/metadataStall.ts) and leaves these differences as they are.
 // Postgres CPU is the backend's own (/proc/<pid>/stat of the one connection), variants alternate
 // in rounds. Not part of `npm run bench`: prints a markdown table. These are the tables' own costs;
 // bench/journalFeatures.ts measures the commit statement's parts (fence, audit digests) on top.
