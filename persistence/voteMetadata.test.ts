@@ -69,6 +69,37 @@ describe('the metadata recorder', () => {
     expect(ipHash('another key', '203.0.113.9').equals(ipHash(key, '203.0.113.9'))).toBe(false);
   });
 
+  it('stores every field right whether its address, network and browser were seen in an earlier flush or not, past the buffer first size', async () => {
+    const recorder = createVoteMetadataRecorder({ pool: db.pool, ipHashKey: key, flushIntervalMs: 60_000 });
+    const electionId = randomUUID();
+    const perFlush = 2_500;
+    const ip = (i: number) => `192.0.${(i >> 8) & 255}.${i & 255}`;
+    const network = (i: number) => `192.0.${(i >> 8) & 255}.0/24`;
+    const userAgent = (i: number) => (i % 3 === 0 ? 'curl/8.5.0' : i % 3 === 1 ? 'Mozilla/5.0 (Windows NT 10.0) Firefox/133.0' : '');
+    // The second flush's voters reuse the first flush's addresses for even numbers, new ones for odd.
+    const address = (voter: number) => (voter >= perFlush && voter % 2 === 0 ? voter - perFlush : voter);
+    for (let flush = 0; flush < 2; flush++) {
+      for (let i = 0; i < perFlush; i++) {
+        const voter = flush * perFlush + i;
+        const a = address(voter);
+        recorder.record({ electionId, voterNumber: voter, clientIp: ip(a), networkKey: network(a), userAgent: userAgent(a), atMs: Date.UTC(2026, 11, 3, 9, 0, flush) });
+      }
+      await recorder.flush();
+    }
+    await recorder.stop();
+    expect(recorder.stats()).toEqual({ recorded: 2 * perFlush, written: 2 * perFlush, dropped: 0 });
+    const stored = await db.pool.query('SELECT voter_number, ip_hash, network_hash, ua_family, recorded_at FROM vote_metadata WHERE election_id = $1 ORDER BY voter_number', [electionId]);
+    expect(stored.rows).toHaveLength(2 * perFlush);
+    const family = ['curl', 'firefox/windows', 'none'];
+    stored.rows.forEach((row, voter) => {
+      const a = address(voter);
+      expect(row).toEqual({
+        voter_number: voter, ip_hash: ipHash(key, ip(a)), network_hash: networkHash(key, network(a)), ua_family: family[a % 3],
+        recorded_at: new Date(Date.UTC(2026, 11, 3, 9, 0, voter < perFlush ? 0 : 1)),
+      });
+    });
+  });
+
   it('stores a voter number past 2^32, an upper-case election id and a time before 2000 as recorded (the binary COPY fields)', async () => {
     const recorder = createVoteMetadataRecorder({ pool: db.pool, ipHashKey: key, flushIntervalMs: 60_000 });
     const electionId = randomUUID();

@@ -163,7 +163,7 @@ export function createVoteMetadataRecorder(options: VoteMetadataRecorderOptions)
   const uuidField = memoised(uuidBytes);
   const secondField = memoisedSecond();
 
-  let votes: VoteMetadata[] = [];
+  let votes = new BufferedVotes();
   let accountEvents: BufferedAccountEvent[] = [];
   let recorded = 0;
   let written = 0;
@@ -184,18 +184,18 @@ export function createVoteMetadataRecorder(options: VoteMetadataRecorderOptions)
   const flushOnce = async (): Promise<void> => {
     const voteRows = votes;
     const accountRows = accountEvents;
-    votes = [];
+    votes = new BufferedVotes();
     accountEvents = [];
     if (voteRows.length > 0) {
       try {
-        await copyRows(pool, 'vote_metadata (election_id, voter_number, ip_hash, network_hash, ua_family, recorded_at)', voteRows, (m, out) => {
+        await copyRows(pool, 'vote_metadata (election_id, voter_number, ip_hash, network_hash, ua_family, recorded_at)', voteRows.length, (i, out) => {
           out.row(6);
-          out.bytes(uuidField(m.electionId));
-          out.int8(m.voterNumber);
-          out.bytes(ipField(m.clientIp));
-          out.bytes(networkField(m.networkKey));
-          out.bytes(userAgentField(m.userAgent));
-          out.bytes(secondField(m.atMs));
+          out.bytes(voteRows.electionIds[i]!);
+          out.int8(voteRows.voterNumbers[i]!);
+          out.bytes(fieldBytes(voteRows.ips[i]!, ipField.of));
+          out.bytes(fieldBytes(voteRows.networks[i]!, networkField.of));
+          out.bytes(fieldBytes(voteRows.userAgents[i]!, userAgentField.of));
+          out.bytes(secondField(voteRows.atMs[i]!));
         });
         written += voteRows.length;
       } catch (error) {
@@ -204,13 +204,14 @@ export function createVoteMetadataRecorder(options: VoteMetadataRecorderOptions)
     }
     if (accountRows.length > 0) {
       try {
-        await copyRows(pool, 'account_metadata (user_id, event, ip_hash, network_hash, ua_family, recorded_at)', accountRows, (m, out) => {
+        await copyRows(pool, 'account_metadata (user_id, event, ip_hash, network_hash, ua_family, recorded_at)', accountRows.length, (i, out) => {
+          const m = accountRows[i]!;
           out.row(6);
-          out.bytes(uuidField(m.userId));
+          out.bytes(uuidField.of(m.userId));
           out.bytes(accountEventBytes[m.event]);
-          out.bytes(ipField(m.clientIp));
-          out.bytes(networkField(m.networkKey));
-          out.bytes(userAgentField(m.userAgent ?? ''));
+          out.bytes(ipField.of(m.clientIp));
+          out.bytes(networkField.of(m.networkKey));
+          out.bytes(userAgentField.of(m.userAgent ?? ''));
           out.bytes(secondField(m.atMs));
         });
         written += accountRows.length;
@@ -254,7 +255,15 @@ export function createVoteMetadataRecorder(options: VoteMetadataRecorderOptions)
         drop(1, 'buffer_full');
         return;
       }
-      votes.push(meta);
+      // What the vote leaves here until the flush: numbers, and the bytes of fields met before
+      // (the request's own strings only for an address, network or browser not seen yet, hashed
+      // at the flush, off this call).
+      votes.push(
+        uuidField.of(meta.electionId), meta.voterNumber, meta.atMs,
+        ipField.known(meta.clientIp) ?? meta.clientIp,
+        networkField.known(meta.networkKey) ?? meta.networkKey,
+        userAgentField.known(meta.userAgent) ?? meta.userAgent,
+      );
       recorded++;
       // A burst fills the buffer faster than the timer drains it: write early, off this call.
       if (votes.length === earlyFlushRows && !flushing) void flush();
@@ -292,17 +301,68 @@ function uuidBytes(uuid: string): Buffer {
 /** Per recorder; cleared when full, so memory stays bounded whatever the traffic. */
 const memoEntriesMax = 65_536;
 
-function memoised(compute: (key: string) => Buffer): (key: string) => Buffer {
+interface Memo {
+  /** The bytes of `key`, computed now if not remembered. */
+  of(key: string): Buffer;
+  /** The bytes of `key` if remembered; nothing is computed. */
+  known(key: string): Buffer | undefined;
+}
+
+function memoised(compute: (key: string) => Buffer): Memo {
   const memo = new Map<string, Buffer>();
-  return (key) => {
-    let value = memo.get(key);
-    if (value === undefined) {
-      if (memo.size >= memoEntriesMax) memo.clear();
-      value = compute(key);
-      memo.set(key, value);
-    }
-    return value;
+  return {
+    of(key) {
+      let value = memo.get(key);
+      if (value === undefined) {
+        if (memo.size >= memoEntriesMax) memo.clear();
+        value = compute(key);
+        memo.set(key, value);
+      }
+      return value;
+    },
+    known: (key) => memo.get(key),
   };
+}
+
+/** A buffered field: its bytes, or the text they are still to be computed from. */
+function fieldBytes(field: Buffer | string, of: (key: string) => Buffer): Buffer {
+  return typeof field === 'string' ? of(field) : field;
+}
+
+/**
+ * The votes waiting for the flush, by column. Held ~1 s, an object and strings of its own per
+ * vote outlived the scavenges and were copied at each; numbers and references to bytes met before
+ * are not copied (bench/metadataRecord.ts: GC pauses ~0.6 → ~0.3 µs a vote, bench/README.md,
+ * "Fifteenth look").
+ */
+class BufferedVotes {
+  length = 0;
+  electionIds: Buffer[] = [];
+  voterNumbers = new Float64Array(1024);
+  atMs = new Float64Array(1024);
+  ips: (Buffer | string)[] = [];
+  networks: (Buffer | string)[] = [];
+  userAgents: (Buffer | string)[] = [];
+
+  push(electionId: Buffer, voterNumber: number, atMs: number, ip: Buffer | string, network: Buffer | string, userAgent: Buffer | string): void {
+    const i = this.length++;
+    if (i === this.voterNumbers.length) {
+      this.voterNumbers = grown(this.voterNumbers);
+      this.atMs = grown(this.atMs);
+    }
+    this.voterNumbers[i] = voterNumber;
+    this.atMs[i] = atMs;
+    this.electionIds.push(electionId);
+    this.ips.push(ip);
+    this.networks.push(network);
+    this.userAgents.push(userAgent);
+  }
+}
+
+function grown(column: Float64Array<ArrayBuffer>): Float64Array<ArrayBuffer> {
+  const next = new Float64Array(column.length * 2);
+  next.set(column);
+  return next;
 }
 
 /** Microseconds from the Unix epoch to Postgres' (2000-01-01 UTC), which a binary timestamptz counts from. */
@@ -385,14 +445,15 @@ const binaryCopyTrailer = Buffer.from([0xff, 0xff]);
 /** Bytes of a metadata row, about (a uuid, a bigint, two hashes, a short text, a time): a chunk's first size. */
 const metadataRowBytesHint = 100;
 
-async function copyRows<T>(pool: Pool, target: string, rows: readonly T[], write: (row: T, out: BinaryCopyChunk) => void): Promise<void> {
+/** COPYs rows 0 … rowCount - 1, each written by `write`. */
+async function copyRows(pool: Pool, target: string, rowCount: number, write: (row: number, out: BinaryCopyChunk) => void): Promise<void> {
   async function* chunks(): AsyncGenerator<Buffer> {
     yield binaryCopyHeader;
-    for (let start = 0; start < rows.length; start += metadataCopyChunkRows) {
+    for (let start = 0; start < rowCount; start += metadataCopyChunkRows) {
       if (start > 0) await setImmediate();
-      const end = Math.min(rows.length, start + metadataCopyChunkRows);
+      const end = Math.min(rowCount, start + metadataCopyChunkRows);
       const out = new BinaryCopyChunk((end - start) * metadataRowBytesHint);
-      for (let i = start; i < end; i++) write(rows[i]!, out);
+      for (let i = start; i < end; i++) write(i, out);
       yield out.take();
     }
     yield binaryCopyTrailer;
