@@ -397,7 +397,7 @@ export const metadataCopyChunkRows = 200;
  * text: Postgres then parses no uuid, hex or time per row, ~0.9 µs less of its CPU a row, and the
  * recorder writes stored bytes instead of formatting text (bench/README.md, "Fifteenth look").
  */
-export class BinaryCopyChunk {
+class BinaryCopyChunk {
   private buffer: Buffer;
   private length = 0;
 
