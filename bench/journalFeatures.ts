@@ -16,7 +16,6 @@
 //
 // Runs in a throwaway database created on the server of DATABASE_URL (dropped at the end).
 import { randomUUID } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import type { JournalRow } from '../actors/ports.ts';
 import { acquireShardLeases } from '../cluster/leases.ts';
 import { sealAuditChains } from '../persistence/auditSealer.ts';
@@ -26,6 +25,7 @@ import { createTestDatabase } from '../persistence/testDatabase.ts';
 import { createVoteMetadataRecorder } from '../persistence/voteMetadata.ts';
 import { createPgJournal, type CommitStatementParts } from '../persistence/voteJournal.ts';
 import { intFromEnv } from './lib/common.ts';
+import { processCpuS } from './lib/proc.ts';
 
 const batchRows = intFromEnv('BENCH_BATCH_ROWS', 32, 10_000);
 const commitsPerVariant = intFromEnv('BENCH_COMMITS', 1200, 1_000_000);
@@ -33,13 +33,6 @@ const rounds = intFromEnv('BENCH_ROUNDS', 6, 100);
 const shardCount = intFromEnv('BENCH_SHARDS', 8, 1024);
 const commitsInFlight = intFromEnv('BENCH_COMMITS_IN_FLIGHT', 1, 16);
 const nodeId = 'bench-node';
-const clockTicksPerS = 100;
-
-/** utime + stime of a process, in clock ticks. */
-function cpuTicks(pid: number): number {
-  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-  return Number(fields[11]) + Number(fields[12]);
-}
 
 /** The backends of every connection of the pool, opened now (all checked out at once). */
 async function backendPids(pool: Pool, connections: number): Promise<number[]> {
@@ -63,7 +56,8 @@ interface Variant {
   pids: number[];
   /** Commits of this variant issued at once. */
   inFlight: number;
-  ticks: number;
+  /** Its backends' CPU seconds over the measured rounds. */
+  backendS: number;
   clientUs: number;
   commits: number;
 }
@@ -85,7 +79,7 @@ try {
     if (sealPool) pools.push(sealPool);
     return {
       name, what, pool, pids: [...await backendPids(pool, commitsInFlight), ...(sealPool ? await backendPids(sealPool, 1) : [])], inFlight: commitsInFlight,
-      ticks: 0, clientUs: 0, commits: 0,
+      backendS: 0, clientUs: 0, commits: 0,
       async commit(rows) {
         const result = await journal.commit({ batchId: await batchIds.next(), rows });
         if (result.kind !== 'committed' || result.conflicts.length > 0) throw new Error(`${name}: ${JSON.stringify(result).slice(0, 200)}`);
@@ -98,7 +92,7 @@ try {
   pools.push(floorPool);
   const floorVariant: Variant = {
     name: 'floor insert', what: "the durable floor's statement: INSERT … FROM unnest into (election, user, candidate) uuids",
-    pool: floorPool, pids: await backendPids(floorPool, commitsInFlight), inFlight: commitsInFlight, ticks: 0, clientUs: 0, commits: 0,
+    pool: floorPool, pids: await backendPids(floorPool, commitsInFlight), inFlight: commitsInFlight, backendS: 0, clientUs: 0, commits: 0,
     async commit(rows) {
       await floorPool.query({
         name: 'floor_insert_batch',
@@ -112,7 +106,7 @@ try {
   const recorder = createVoteMetadataRecorder({ pool: metadataPool, ipHashKey: 'bench-ip-hash-key', bufferRowsMax: 10_000_000 });
   const metadataVariant: Variant = {
     name: 'metadata', what: 'request metadata of the same votes (one COPY per second in livevote; here one per 32 batches)',
-    pool: metadataPool, pids: await backendPids(metadataPool, 1), inFlight: 1, ticks: 0, clientUs: 0, commits: 0,
+    pool: metadataPool, pids: await backendPids(metadataPool, 1), inFlight: 1, backendS: 0, clientUs: 0, commits: 0,
     async commit(rows) {
       const atMs = Date.now();
       for (const row of rows) {
@@ -143,7 +137,7 @@ try {
       return { electionId, shard, epoch: epochs[shard]!, voterNumber: (voterNumber * 7919) % 100_000_000, candidateIndex: voterNumber % 4, voteId: randomUUID(), acceptedAtMs };
     });
 
-  const variantTicks = (variant: Variant) => variant.pids.reduce((sum, pid) => sum + cpuTicks(pid), 0);
+  const variantBackendS = (variant: Variant) => variant.pids.reduce((sum, pid) => sum + processCpuS(pid), 0);
 
   // Warm-up: every statement prepared, caches filled.
   for (const variant of variants) {
@@ -155,7 +149,7 @@ try {
   for (let round = 0; round < rounds; round++) {
     for (const variant of variants) {
       const batches = Array.from({ length: perRound }, makeBatch);
-      const ticks0 = variantTicks(variant);
+      const backend0 = variantBackendS(variant);
       const cpu0 = process.cpuUsage();
       let next = 0;
       await Promise.all(Array.from({ length: variant.inFlight }, async () => {
@@ -164,12 +158,12 @@ try {
       await variant.settle?.();
       const cpu = process.cpuUsage(cpu0);
       variant.clientUs += cpu.user + cpu.system;
-      variant.ticks += variantTicks(variant) - ticks0;
+      variant.backendS += variantBackendS(variant) - backend0;
       variant.commits += perRound;
     }
   }
 
-  const usPerRow = (v: Variant) => (v.ticks * (1e6 / clockTicksPerS)) / (v.commits * batchRows);
+  const usPerRow = (v: Variant) => (v.backendS * 1e6) / (v.commits * batchRows);
   const journal = variants[0]!;
   process.stdout.write(`Postgres backend CPU per stored vote, batches of ${batchRows} rows over ${shardCount} shards, ${journal.commits} batches per variant in ${rounds} alternating rounds, ${commitsInFlight} in flight\n\n`);
   process.stdout.write('| variant | what | Postgres µs per vote | against the journal | client µs per vote |\n|---|---|---|---|---|\n');

@@ -10,20 +10,16 @@
 //
 // Runs in a throwaway database created on the server of DATABASE_URL (dropped at the end).
 import { randomUUID } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { createPool } from '../persistence/db.ts';
 import { createTestDatabase } from '../persistence/testDatabase.ts';
 import { createVoteMetadataRecorder } from '../persistence/voteMetadata.ts';
 import { intFromEnv } from './lib/common.ts';
+import { processCpuS } from './lib/proc.ts';
 const rows = intFromEnv('BENCH_ROWS', 27_000, 1_000_000);
 const unique = process.env.BENCH_UNIQUE_ADDRESSES === '1';
 const db = await createTestDatabase();
 const pool = createPool(db.url, 1, 'metadata-stall');
 const backendPid = (await pool.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;
-const backendCpuS = () => {
-  const fields = readFileSync(`/proc/${backendPid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-  return (Number(fields[11]) + Number(fields[12])) / 100;
-};
 for (let round = 0; round < 4; round++) {
   const recorder = createVoteMetadataRecorder({ pool, ipHashKey: 'k'.repeat(32), flushIntervalMs: 60_000 });
   const electionId = randomUUID();
@@ -38,10 +34,10 @@ for (let round = 0; round < 4; round++) {
   setImmediate(tick);
   const started = performance.now();
   const cpu0 = process.cpuUsage();
-  const backend0 = backendCpuS();
+  const backend0 = processCpuS(backendPid);
   await recorder.flush();
   const cpu = process.cpuUsage(cpu0);
-  const backendUsPerRow = ((backendCpuS() - backend0) * 1e6) / rows;
+  const backendUsPerRow = ((processCpuS(backendPid) - backend0) * 1e6) / rows;
   monitoring = false;
   console.log(`${rows} rows (${unique ? 'unique' : 'one'} address): flush ${(performance.now() - started).toFixed(1)} ms, longest stall ${maxGapMs.toFixed(1)} ms, cpu ${((cpu.user + cpu.system) / rows).toFixed(2)} us/row, Postgres ${backendUsPerRow.toFixed(2)} us/row, written ${recorder.stats().written}`);
   await recorder.stop();

@@ -16,12 +16,12 @@
 //
 // Runs in a throwaway database created on the server of DATABASE_URL (dropped at the end).
 import { randomBytes, randomUUID } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { from as copyFrom } from 'pg-copy-streams';
 import { createTestDatabase } from '../persistence/testDatabase.ts';
 import { intFromEnv } from './lib/common.ts';
+import { processCpuS } from './lib/proc.ts';
 
 const rowsPerCommit = intFromEnv('BENCH_ROWS', 48, 10_000);
 const commits = intFromEnv('BENCH_COMMITS', 400, 100_000);
@@ -53,20 +53,16 @@ try {
   try {
     for (const variant of [...Object.values(voteVariants), ...Object.values(metadataVariants)]) for (const statement of variant.ddl) await client.query(statement);
     const pid = (await client.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;
-    /** utime + stime of the backend, in clock ticks (10 ms). */
-    const ticks = () => {
-      const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-      return Number(fields[11]) + Number(fields[12]);
-    };
     const electionId = randomUUID();
     const ipHashText = `\\\\x${randomBytes(16).toString('hex')}`;
     const networkHashText = `\\\\x${randomBytes(16).toString('hex')}`;
     let voter = 0;
     let batchId = 0;
-    const ticksOf: Record<string, number> = {};
+    /** The backend's CPU seconds, by variant. */
+    const backendSOf: Record<string, number> = {};
     for (let round = 0; round < rounds; round++) {
       for (const name of Object.keys(voteVariants)) {
-        const before = ticks();
+        const before = processCpuS(pid);
         for (let c = 0; c < commits; c++) {
           const columns: unknown[][] = [[], [], [], [], [], [], []];
           for (let r = 0; r < rowsPerCommit; r++) {
@@ -83,10 +79,10 @@ try {
             values: [++batchId, ...columns],
           });
         }
-        ticksOf[name] = (ticksOf[name] ?? 0) + ticks() - before;
+        backendSOf[name] = (backendSOf[name] ?? 0) + processCpuS(pid) - before;
       }
       for (const name of Object.keys(metadataVariants)) {
-        const before = ticks();
+        const before = processCpuS(pid);
         for (let c = 0; c < copies; c++) {
           const at = new Date().toISOString();
           let text = '';
@@ -94,12 +90,12 @@ try {
           for (let r = 0; r < copyRows; r++) text += `${electionId}\t${(voter = (voter + 7919) % 300_000_000)}\t${ipHashText}\t${networkHashText}\tchrome/android\t${at}\n`;
           await pipeline(Readable.from([Buffer.from(text)]), client.query(copyFrom(`COPY t_${name} FROM STDIN`)));
         }
-        ticksOf[name] = (ticksOf[name] ?? 0) + ticks() - before;
+        backendSOf[name] = (backendSOf[name] ?? 0) + processCpuS(pid) - before;
       }
     }
     const line = (name: string, what: string, rowsMeasured: number, reference: string, unit: string) => {
-      const usPerRow = (ticksOf[name]! * 10_000) / rowsMeasured;
-      const referenceUs = (ticksOf[reference]! * 10_000) / rowsMeasured;
+      const usPerRow = (backendSOf[name]! * 1e6) / rowsMeasured;
+      const referenceUs = (backendSOf[reference]! * 1e6) / rowsMeasured;
       return `| ${name} | ${what} | ${usPerRow.toFixed(2)} | ${name === reference ? '—' : (usPerRow - referenceUs).toFixed(2)} | ${unit} |`;
     };
     process.stdout.write(`Postgres backend CPU per row, ${rounds} alternating rounds; votes: ${commits} commits of ${rowsPerCommit} rows per variant and round; metadata: ${copies} COPYs of ${copyRows} rows\n\n`);

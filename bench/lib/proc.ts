@@ -153,15 +153,25 @@ export interface CpuSample {
   readonly threads: readonly string[];
 }
 
-/** A process's main thread (its thread id is the pid): the event loop of a Node process. */
+/** A process's main thread (its thread id is the pid): the event loop of a Node process. 0 once it is gone. */
 export function mainThreadCpuS(pid: number): number {
   try {
-    const text = readFileSync(`/proc/${pid}/task/${pid}/stat`, 'utf8');
-    const fields = text.slice(text.lastIndexOf(')') + 2).split(' ');
-    return (Number(fields[11]) + Number(fields[12])) / clockTicksPerS;
+    return ownCpuS(`/proc/${pid}/task/${pid}/stat`);
   } catch {
     return 0;
   }
+}
+
+/** A process's own CPU seconds, without its reaped children's (a Postgres backend's, say); throws once it is gone. */
+export function processCpuS(pid: number): number {
+  return ownCpuS(`/proc/${pid}/stat`);
+}
+
+/** utime + stime of a process or thread stat file, in seconds. */
+function ownCpuS(statPath: string): number {
+  const text = readFileSync(statPath, 'utf8');
+  const fields = text.slice(text.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / clockTicksPerS;
 }
 
 /** Busy CPU seconds of the whole machine (all cores) since boot, from /proc/stat. */
