@@ -23,10 +23,9 @@ import { createVoters } from '../infra/testing/voters.ts';
 import { createPool } from '../persistence/db.ts';
 import { intFromEnv } from './lib/common.ts';
 import { adminLogin, createOpenElection, startLivevote, stopLivevote, type LivevoteUnderTest } from './lib/livevote.ts';
-import { cpuPercent, processTree, sampleCpu, type CpuSample } from './lib/proc.ts';
-import { voterLineWidth, writeVoterFile } from './lib/voterFile.ts';
-import { writeRunBaseEnv } from './lib/writeRuns.ts';
-import { ensureWrk, runWrk } from './lib/wrk.ts';
+import { writeVoterFile } from './lib/voterFile.ts';
+import { runVotes, writeRunBaseEnv } from './lib/writeRuns.ts';
+import { ensureWrk } from './lib/wrk.ts';
 
 const connections = intFromEnv('BENCH_CONNECTIONS', 100, 10_000);
 const slices = intFromEnv('AB_SLICES', 12, 1000);
@@ -71,24 +70,12 @@ try {
   const measure = async (side: Side, activeS: number, record: boolean) => {
     const lv = side.lv!;
     const election = await createOpenElection(lv.baseUrl, side.admin!, `A/B ${side.name}`, 4, 8);
-    const postmaster = await lv.postmasterPid();
-    let wrkPid = 0;
-    let first: CpuSample | undefined;
-    let last: CpuSample | undefined;
-    const groups = { livevote: () => [lv.process.child.pid!], postgres: () => processTree(postmaster), wrk: () => (wrkPid ? [wrkPid] : []) };
-    const run = await runWrk({
-      url: `${lv.baseUrl}/api/v1/votes`, connections, durationS: activeS + 2, script: 'votes.lua',
-      scriptArgs: [voterFile, String(voterLineWidth), '0', String(voterCount), election.electionId, election.candidateIds.join(','), String(activeS * 1000), '0', `127.0.0.1:${lv.port}`, '0'],
-      onStart: (child) => {
-        wrkPid = child.pid ?? 0;
-        setTimeout(() => { first = sampleCpu(groups); }, 500).unref();
-        setTimeout(() => { last = sampleCpu(groups); }, activeS * 1000 - 200).unref();
-      },
+    const { run, cpuPercent: cpu } = await runVotes(lv, {
+      election, voterFile, voterCount, connections, activeS, drainS: 2, cpuWindowMarginsMs: { afterStart: 500, beforeEnd: 200 },
     });
     if (run.result.non2xx > 0) throw new Error(`${side.name}: ${run.result.non2xx} answers were not 2xx`);
-    if (!record || !first || !last) return;
+    if (!record || cpu.livevote === undefined) return;
     const votesPerS = run.okCount / (run.result.activeMs / 1000);
-    const cpu = cpuPercent(first, last);
     const us = (group: string) => Math.round(((cpu[group] ?? 0) / 100) * 1e6 / votesPerS * 10) / 10;
     const slice = { votesPerS: Math.round(votesPerS), livevoteUs: us('livevote'), postgresUs: us('postgres'), wrkUs: us('wrk') };
     side.slices.push(slice);

@@ -28,7 +28,7 @@ import { intFromEnv } from './lib/common.ts';
 import { adminLogin, counterDelta, createOpenElection, voteCounters, type BenchElection } from './lib/livevote.ts';
 import { cpuPercent, createQuietWaiter, processTree, repoRoot, sampleCpu, type CpuGroups, type CpuSample } from './lib/proc.ts';
 import { statOf, writeClusterResults, type ClusterResults, type ReplicationResult, type ThroughputRun } from './lib/clusterReport.ts';
-import { voterLineWidth, writeVoterFile } from './lib/voterFile.ts';
+import { votesScriptArgs, writeVoterFile } from './lib/voterFile.ts';
 import { ensureWrk, runWrk, type WrkRun } from './lib/wrk.ts';
 import { measureFailover } from './failover.ts';
 
@@ -108,7 +108,7 @@ async function spreadRun(
       connections,
       durationS: activeS + settings.drainS,
       script: 'votes.lua',
-      scriptArgs: [voterFile, String(voterLineWidth), String(i * linesEach), String(linesEach), election.electionId, election.candidateIds.join(','), String(activeMs), '0', `127.0.0.1:${node.port}`],
+      scriptArgs: votesScriptArgs({ voterFile, firstLine: i * linesEach, lineCount: linesEach, electionId: election.electionId, candidateIds: election.candidateIds, activeMs, port: node.port }),
       onStart: (child) => {
         wrkPids.push(child.pid ?? 0);
         if (sampling) return;

@@ -45,7 +45,7 @@ import {
 } from './lib/livevote.ts';
 import { cpuPercent, createQuietWaiter, processTree, repoRoot, runNodeScript, sampleCpu, startBenchServer, type BenchServer, type CpuGroups, type CpuSample } from './lib/proc.ts';
 import { writeResults, type BenchResults, type PairReport, type PairsReport, type WriteRunReport } from './lib/report.ts';
-import { writeVoterFile, voterLineWidth } from './lib/voterFile.ts';
+import { votesScriptArgs, writeVoterFile, voterLineWidth } from './lib/voterFile.ts';
 import { ensureWrk, runWrk, type WrkRun } from './lib/wrk.ts';
 
 // ---------------------------------------------------------------------------------------------
@@ -217,11 +217,10 @@ async function writeRun(options: WriteRunOptions): Promise<{ run: WrkRun; cpu: R
     connections: options.connections,
     durationS: options.activeS + settings.drainS,
     script: 'votes.lua',
-    scriptArgs: [
-      voterFile, String(voterLineWidth), String(options.firstLine), String(options.lineCount), options.election.electionId,
-      (options.candidateIds ?? options.election.candidateIds).join(','), String(activeMs), options.wrap ? '1' : '0', `127.0.0.1:${options.port}`,
-      options.forwardedFor ? '1' : '0',
-    ],
+    scriptArgs: votesScriptArgs({
+      voterFile, firstLine: options.firstLine, lineCount: options.lineCount, electionId: options.election.electionId,
+      candidateIds: options.candidateIds ?? options.election.candidateIds, activeMs, wrap: options.wrap, port: options.port, forwardedFor: options.forwardedFor,
+    }),
     onStart: (child) => {
       wrkPid = child.pid ?? 0;
       cpu.onStart();

@@ -1,7 +1,8 @@
 // The write run of `npm run bench` (wrk, every request a new voter) once per livevote
 // configuration, each on a freshly started process over one embedded data dir, with the CPU of
 // livevote, Postgres and wrk sampled over the measured window. Shared by bench/knobs.ts (a sweep)
-// and bench/quick.ts (one run while working on the hot path).
+// and bench/quick.ts (one run while working on the hot path); bench/abBuilds.ts uses its one run
+// (runVotes) against processes it keeps.
 import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import os from 'node:os';
@@ -9,10 +10,10 @@ import path from 'node:path';
 import { createVoters, remintAccessTokens, type TestVoter } from '../../infra/testing/voters.ts';
 import { accessTokenTtlS } from '../../gateway/auth/jwt.ts';
 import { createPool } from '../../persistence/db.ts';
-import { adminLogin, createOpenElection, fetchMetricsText, metricSamples, noVoteStageSums, stageSumsFromMetrics, startLivevote, stopLivevote, voteStagesMs, type LivevoteUnderTest } from './livevote.ts';
+import { adminLogin, createOpenElection, fetchMetricsText, metricSamples, noVoteStageSums, stageSumsFromMetrics, startLivevote, stopLivevote, voteStagesMs, type BenchElection, type LivevoteUnderTest } from './livevote.ts';
 import { cpuPercent, mainThreadCpuS, processTree, sampleCpu, type CpuSample } from './proc.ts';
-import { voterLineWidth, writeVoterFile } from './voterFile.ts';
-import { ensureWrk, runWrk } from './wrk.ts';
+import { votesScriptArgs, writeVoterFile } from './voterFile.ts';
+import { ensureWrk, runWrk, type WrkRun } from './wrk.ts';
 
 export interface WriteRun {
   readonly env: Record<string, string>;
@@ -107,28 +108,12 @@ export async function measureWriteRuns(options: WriteRunOptions): Promise<WriteR
         await writeVoterFile(voterFile, voters);
       }
       const admin = await adminLogin(current.baseUrl, baseEnv.LIVEVOTE_ADMIN_EMAIL, adminPassword);
-      const args = (electionId: string, candidateIds: readonly string[], ms: number) =>
-        [voterFile, String(voterLineWidth), '0', String(voterCount), electionId, candidateIds.join(','), String(ms), '0', `127.0.0.1:${current.port}`, options.forwardedFor ? '1' : '0'];
-      const warm = await createOpenElection(current.baseUrl, admin, 'Writes: warm-up', 4, 8);
+      const voterLines = { voterFile, voterCount, forwardedFor: options.forwardedFor };
       const warmUpS = options.warmUpS ?? 4;
-      await runWrk({ url: `${current.baseUrl}/api/v1/votes`, connections, durationS: warmUpS, script: 'votes.lua', scriptArgs: args(warm.electionId, warm.candidateIds, (warmUpS / 2) * 1000) });
+      await runVotes(current, { ...voterLines, election: await createOpenElection(current.baseUrl, admin, 'Writes: warm-up', 4, 8), connections, activeS: warmUpS / 2, drainS: warmUpS / 2 });
       const election = await createOpenElection(current.baseUrl, admin, 'Writes', 4, 8);
       await options.beforeRun?.(env);
-      const postmaster = await current.postmasterPid();
-      let wrkPid = 0;
-      let first: CpuSample | undefined;
-      let last: CpuSample | undefined;
-      const groups = { livevote: () => [current.process.child.pid!], postgres: () => processTree(postmaster), wrk: () => (wrkPid ? [wrkPid] : []) };
-      const run = await runWrk({
-        url: `${current.baseUrl}/api/v1/votes`, connections, durationS: activeS + (options.drainS ?? 3), script: 'votes.lua', scriptArgs: args(election.electionId, election.candidateIds, activeS * 1000),
-        onStart: (child) => {
-          wrkPid = child.pid ?? 0;
-          // The event loop's own share: livevote's process CPU also counts V8's and libuv's threads.
-          const threads = { livevoteMainThread: () => mainThreadCpuS(current.process.child.pid!) };
-          setTimeout(() => { first = sampleCpu(groups, threads); }, 1000).unref();
-          setTimeout(() => { last = sampleCpu(groups, threads); }, activeS * 1000 - 300).unref();
-        },
-      });
+      const { run, cpuPercent: cpu } = await runVotes(current, { ...voterLines, election, connections, activeS, drainS: options.drainS ?? 3 });
       const l = run.result.latencyUs;
       const metrics = await fetchMetricsText(current.baseUrl);
       const sample = (name: string, outcome?: string) =>
@@ -139,7 +124,7 @@ export async function measureWriteRuns(options: WriteRunOptions): Promise<WriteR
         env,
         votesPerS: Math.round(run.okCount / (run.result.activeMs / 1000)),
         latencyMs: { p50: l.p50 / 1000, p90: l.p90 / 1000, p99: l.p99 / 1000, mean: Math.round(l.mean) / 1000 },
-        cpuPercent: first && last ? cpuPercent(first, last) : {},
+        cpuPercent: cpu,
         non2xx: run.result.non2xx,
         loadAverageAtStart: run.loadAverageAtStart,
         commits: {
@@ -167,4 +152,46 @@ export async function measureWriteRuns(options: WriteRunOptions): Promise<WriteR
     await rm(workDir, { recursive: true, force: true });
   }
   return runs;
+}
+
+export interface VotesRunOptions {
+  readonly election: BenchElection;
+  readonly voterFile: string;
+  readonly voterCount: number;
+  readonly connections: number;
+  /** The measured window; wrk runs drainS longer, so every request sent is answered. */
+  readonly activeS: number;
+  readonly drainS: number;
+  readonly forwardedFor?: boolean;
+  /** CPU sampled from this long after wrk starts to this long before the window ends (default 1000 and 300 ms). */
+  readonly cpuWindowMarginsMs?: { readonly afterStart: number; readonly beforeEnd: number };
+}
+
+/**
+ * One wrk run of votes.lua against a running livevote, every request the next voter of the file,
+ * with the CPU of livevote (and of its main thread: the event loop's own share, livevote's process
+ * CPU also counting V8's and libuv's threads), its Postgres and wrk sampled inside the window.
+ */
+export async function runVotes(lv: LivevoteUnderTest, options: VotesRunOptions): Promise<{ run: WrkRun; cpuPercent: Record<string, number> }> {
+  const { election, activeS } = options;
+  const margins = options.cpuWindowMarginsMs ?? { afterStart: 1000, beforeEnd: 300 };
+  const postmaster = await lv.postmasterPid();
+  let wrkPid = 0;
+  let first: CpuSample | undefined;
+  let last: CpuSample | undefined;
+  const groups = { livevote: () => [lv.process.child.pid!], postgres: () => processTree(postmaster), wrk: () => (wrkPid ? [wrkPid] : []) };
+  const threads = { livevoteMainThread: () => mainThreadCpuS(lv.process.child.pid!) };
+  const run = await runWrk({
+    url: `${lv.baseUrl}/api/v1/votes`, connections: options.connections, durationS: activeS + options.drainS, script: 'votes.lua',
+    scriptArgs: votesScriptArgs({
+      voterFile: options.voterFile, firstLine: 0, lineCount: options.voterCount, electionId: election.electionId, candidateIds: election.candidateIds,
+      activeMs: activeS * 1000, port: lv.port, forwardedFor: options.forwardedFor,
+    }),
+    onStart: (child) => {
+      wrkPid = child.pid ?? 0;
+      setTimeout(() => { first = sampleCpu(groups, threads); }, margins.afterStart).unref();
+      setTimeout(() => { last = sampleCpu(groups, threads); }, activeS * 1000 - margins.beforeEnd).unref();
+    },
+  });
+  return { run, cpuPercent: first && last ? cpuPercent(first, last) : {} };
 }
