@@ -6,7 +6,6 @@
 // Never on a vote's durability path: record() only appends to a bounded in-memory buffer; a
 // timer writes the buffer with one COPY per table about every second. A full buffer or a failed
 // write drops metadata (counted, logged), never a vote and never a request.
-import { createHmac } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { setImmediate } from 'node:timers/promises';
@@ -14,6 +13,7 @@ import { from as copyFrom } from 'pg-copy-streams';
 import { Counter, type Registry } from 'prom-client';
 import type { Logger } from '../infra/logger.ts';
 import type { Pool } from './db.ts';
+import { hmacSha256 } from '../infra/hmacSha256.ts';
 import { isUuidText } from '../infra/uuidText.ts';
 import { uuidPattern, withClient } from './db.ts';
 
@@ -75,13 +75,24 @@ export interface VoteMetadataRecorderOptions {
   readonly metricsRegistry?: Registry;
 }
 
-/** Keyed hash of a client IP: equal addresses give equal hashes, and without the key nothing. */
+/**
+ * The keyed hashes of a client's address and of its network under one key: equal addresses give
+ * equal hashes, and without the key nothing. HMAC-SHA256, first 16 bytes, of a labelled text.
+ */
+export function metadataHashes(ipHashKey: string): { ip(clientIp: string): Buffer; network(networkKey: string): Buffer } {
+  const keyed = hmacSha256(ipHashKey);
+  return {
+    ip: (clientIp) => keyed(`livevote-ip-v1\0${clientIp}`, metadataHashBytes),
+    network: (networkKey) => keyed(`livevote-network-v1\0${networkKey}`, metadataHashBytes),
+  };
+}
+
 export function ipHash(ipHashKey: string, clientIp: string): Buffer {
-  return createHmac('sha256', ipHashKey).update(`livevote-ip-v1\0${clientIp}`).digest().subarray(0, metadataHashBytes);
+  return metadataHashes(ipHashKey).ip(clientIp);
 }
 
 export function networkHash(ipHashKey: string, networkKey: string): Buffer {
-  return createHmac('sha256', ipHashKey).update(`livevote-network-v1\0${networkKey}`).digest().subarray(0, metadataHashBytes);
+  return metadataHashes(ipHashKey).network(networkKey);
 }
 
 const botPattern = /bot\b|crawler|spider|slurp|facebookexternalhit|preview/i;
@@ -157,8 +168,9 @@ export function createVoteMetadataRecorder(options: VoteMetadataRecorderOptions)
 
   // A show's votes come from far fewer elections, addresses, networks and browsers than there are
   // votes: remember each field's COPY bytes instead of an HMAC (or a parse) per row.
-  const ipField = memoised((ip: string) => ipHash(ipHashKey, ip));
-  const networkField = memoised((networkKey: string) => networkHash(ipHashKey, networkKey));
+  const hashes = metadataHashes(ipHashKey);
+  const ipField = memoised(hashes.ip);
+  const networkField = memoised(hashes.network);
   const userAgentField = memoised((userAgent: string) => Buffer.from(userAgentFamily(userAgent), 'utf8'));
   const uuidField = memoised(uuidBytes);
   const secondField = memoisedSecond();
