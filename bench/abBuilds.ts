@@ -15,7 +15,9 @@
 //   node infra/build.mjs --out-dir bench/out/dist-a   (in a checkout of A; likewise B)
 //   AB_A=bench/out/dist-a AB_B=bench/out/dist-b node --import tsx bench/abBuilds.ts
 //   options (env): BENCH_CONNECTIONS (100), AB_SLICES (12, per build), AB_SLICE_S (3),
-//   AB_ENV_A / AB_ENV_B (JSON objects of LIVEVOTE_* variables for that side's process)
+//   AB_ENV_A / AB_ENV_B (JSON objects of LIVEVOTE_* variables for that side's process),
+//   BENCH_ABUSE_ON=1 (both sides with the abuse controls on, each voter from an address of its own
+//   through a trusted proxy, as npm run bench's abuse-controls run)
 import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -24,19 +26,20 @@ import { createPool } from '../persistence/db.ts';
 import { intFromEnv } from './lib/common.ts';
 import { adminLogin, createOpenElection, startLivevote, stopLivevote, type LivevoteUnderTest } from './lib/livevote.ts';
 import { writeVoterFile } from './lib/voterFile.ts';
-import { runVotes, writeRunBaseEnv } from './lib/writeRuns.ts';
+import { abuseControlsOnEnv, runVotes, writeRunBaseEnv } from './lib/writeRuns.ts';
 import { ensureWrk } from './lib/wrk.ts';
 
 const connections = intFromEnv('BENCH_CONNECTIONS', 100, 10_000);
 const slices = intFromEnv('AB_SLICES', 12, 1000);
 const sliceS = intFromEnv('AB_SLICE_S', 3, 600);
 const voterCount = 150_000;
+const abuseOn = process.env.BENCH_ABUSE_ON === '1';
 const log = (line: string) => process.stdout.write(`${line}\n`);
 
 interface Side {
   readonly name: 'A' | 'B';
   readonly buildDir: string;
-  readonly env: Record<string, string>;
+  readonly env: Record<string, string | undefined>;
   lv?: LivevoteUnderTest;
   admin?: string;
   readonly slices: { votesPerS: number; livevoteUs: number; postgresUs: number; wrkUs: number }[];
@@ -58,7 +61,7 @@ await chmod(workDir, 0o711);
 const voterFile = path.join(workDir, 'voters.txt');
 try {
   for (const side of sides) {
-    side.lv = await startLivevote({ ...baseEnv, ...side.env }, path.join(workDir, `data-${side.name}`), [], side.buildDir);
+    side.lv = await startLivevote({ ...baseEnv, ...(abuseOn ? abuseControlsOnEnv : {}), ...side.env }, path.join(workDir, `data-${side.name}`), [], side.buildDir);
     side.admin = await adminLogin(side.lv.baseUrl, baseEnv.LIVEVOTE_ADMIN_EMAIL, adminPassword);
   }
   // The tokens carry the voter number and are signed with the secret both share: one file serves
@@ -71,7 +74,7 @@ try {
     const lv = side.lv!;
     const election = await createOpenElection(lv.baseUrl, side.admin!, `A/B ${side.name}`, 4, 8);
     const { run, cpuPercent: cpu } = await runVotes(lv, {
-      election, voterFile, voterCount, connections, activeS, drainS: 2, cpuWindowMarginsMs: { afterStart: 500, beforeEnd: 200 },
+      election, voterFile, voterCount, connections, activeS, drainS: 2, forwardedFor: abuseOn, cpuWindowMarginsMs: { afterStart: 500, beforeEnd: 200 },
     });
     if (run.result.non2xx > 0) throw new Error(`${side.name}: ${run.result.non2xx} answers were not 2xx`);
     if (!record || cpu.livevote === undefined) return;

@@ -9,13 +9,13 @@
 // from an address of its own through a trusted proxy (as the abuse-controls run of npm run bench).
 //
 //   BENCH_CONNECTIONS=400 node --import tsx bench/quick.ts
-import { describeConfig, measureWriteRuns } from './lib/writeRuns.ts';
+import { abuseControlsOnEnv, describeConfig, measureWriteRuns } from './lib/writeRuns.ts';
 
 const connections = Number(process.env.BENCH_CONNECTIONS ?? 400);
 const profileDir = process.env.BENCH_PROFILE_DIR;
 const abuseOn = process.env.BENCH_ABUSE_ON === '1';
 const passThrough = {
-  ...(abuseOn ? { LIVEVOTE_RATE_LIMIT_VOTE: '', LIVEVOTE_FRAUD_VOTE_BURST: '', LIVEVOTE_FRAUD_EMPTY_UA: 'flag', LIVEVOTE_FRAUD_AUTOMATION_UA: 'flag', LIVEVOTE_TRUSTED_PROXIES: '127.0.0.1' } : {}),
+  ...(abuseOn ? abuseControlsOnEnv : {}),
   ...Object.fromEntries(Object.entries(process.env).filter(([k]) => k.startsWith('LIVEVOTE_')) as [string, string][]),
 };
 const log = (line: string) => process.stdout.write(`${line}\n`);

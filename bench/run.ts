@@ -46,6 +46,7 @@ import {
 import { cpuPercent, createQuietWaiter, processTree, repoRoot, runNodeScript, sampleCpu, startBenchServer, type BenchServer, type CpuGroups, type CpuSample } from './lib/proc.ts';
 import { writeResults, type BenchResults, type PairReport, type PairsReport, type WriteRunReport } from './lib/report.ts';
 import { votesScriptArgs, writeVoterFile, voterLineWidth } from './lib/voterFile.ts';
+import { abuseControlsOnEnv } from './lib/writeRuns.ts';
 import { ensureWrk, runWrk, type WrkRun } from './lib/wrk.ts';
 
 // ---------------------------------------------------------------------------------------------
@@ -111,15 +112,7 @@ const livevoteEnv: Record<string, string | undefined> = {
  * The abuse-controls run: the vote rate limits and fraud rules at their defaults (memory backend),
  * and a trusted proxy on loopback whose X-Forwarded-For gives each voter an address of its own.
  */
-const abuseEnv: Record<string, string | undefined> = {
-  ...livevoteEnv,
-  LIVEVOTE_RATE_LIMIT_VOTE: undefined,
-  LIVEVOTE_FRAUD_VOTE_BURST: undefined,
-  LIVEVOTE_FRAUD_EMPTY_UA: undefined,
-  LIVEVOTE_FRAUD_AUTOMATION_UA: undefined,
-  LIVEVOTE_RATE_LIMIT_BACKEND: 'memory',
-  LIVEVOTE_TRUSTED_PROXIES: '127.0.0.1',
-};
+const abuseEnv: Record<string, string | undefined> = { ...livevoteEnv, ...abuseControlsOnEnv };
 const abuseShownEnv = ['LIVEVOTE_RATE_LIMIT_BACKEND=memory', 'LIVEVOTE_TRUSTED_PROXIES=127.0.0.1'];
 const shownEnv = Object.entries(livevoteEnv)
   .filter(([key, value]) => value !== undefined && !/SECRET|PASSWORD/.test(key))

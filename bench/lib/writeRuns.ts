@@ -16,7 +16,7 @@ import { votesScriptArgs, writeVoterFile } from './voterFile.ts';
 import { ensureWrk, runWrk, type WrkRun } from './wrk.ts';
 
 export interface WriteRun {
-  readonly env: Record<string, string>;
+  readonly env: Record<string, string | undefined>;
   readonly votesPerS: number;
   readonly latencyMs: { p50: number; p90: number; p99: number; mean: number };
   /** Percent of one core per process group over the measured window. */
@@ -40,7 +40,8 @@ export interface WriteRun {
 }
 
 export interface WriteRunOptions {
-  readonly configs: readonly Record<string, string>[];
+  /** Over writeRunBaseEnv; undefined takes a setting back to livevote's default. */
+  readonly configs: readonly Record<string, string | undefined>[];
   readonly connections: number;
   readonly activeS: number;
   /** wrk's run before the measured one, on an election of its own (default 4 s). */
@@ -49,7 +50,7 @@ export interface WriteRunOptions {
   readonly drainS?: number;
   readonly voterCount: number;
   /** Called before each measured run (e.g. to wait for a quiet machine). */
-  readonly beforeRun?: (env: Record<string, string>) => Promise<void>;
+  readonly beforeRun?: (env: Record<string, string | undefined>) => Promise<void>;
   /** Called with each run once it is measured (progress). */
   readonly afterRun?: (run: WriteRun) => void;
   /** Node flags for the livevote process (e.g. --cpu-prof). */
@@ -59,8 +60,8 @@ export interface WriteRunOptions {
   readonly log: (line: string) => void;
 }
 
-export function describeConfig(env: Record<string, string>): string {
-  return Object.keys(env).length === 0 ? 'defaults (flush 4 ms, 2 in flight)' : Object.entries(env).map(([k, v]) => `${k}=${v}`).join(' ');
+export function describeConfig(env: Record<string, string | undefined>): string {
+  return Object.keys(env).length === 0 ? 'defaults (flush 4 ms, 2 in flight)' : Object.entries(env).map(([k, v]) => `${k}=${v ?? '(default)'}`).join(' ');
 }
 
 /** livevote's settings for a write run, with a new JWT secret and admin password. */
@@ -77,6 +78,20 @@ export function writeRunBaseEnv() {
     LIVEVOTE_FRAUD_AUTOMATION_UA: 'off',
   };
 }
+
+/**
+ * Over writeRunBaseEnv: the vote rate limits and fraud rules at their defaults (memory backend),
+ * behind a trusted proxy on loopback, so that with `forwardedFor` each voter comes from an address
+ * of its own (npm run bench's abuse-controls run, quick.ts and abBuilds.ts with BENCH_ABUSE_ON=1).
+ */
+export const abuseControlsOnEnv: Record<string, string | undefined> = {
+  LIVEVOTE_RATE_LIMIT_VOTE: undefined,
+  LIVEVOTE_FRAUD_VOTE_BURST: undefined,
+  LIVEVOTE_FRAUD_EMPTY_UA: undefined,
+  LIVEVOTE_FRAUD_AUTOMATION_UA: undefined,
+  LIVEVOTE_RATE_LIMIT_BACKEND: 'memory',
+  LIVEVOTE_TRUSTED_PROXIES: '127.0.0.1',
+};
 
 export async function measureWriteRuns(options: WriteRunOptions): Promise<WriteRun[]> {
   const { connections, activeS, voterCount, log } = options;
