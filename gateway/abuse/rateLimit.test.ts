@@ -39,6 +39,31 @@ describe('memoryRateLimiter', () => {
     expect(limiter.evictedEarlyCount).toBe(0);
   });
 
+  it('forgets the refilled buckets of an action that no longer sees takes', () => {
+    const limiter = new MemoryRateLimiter({ bucketsMax: 10_000 });
+    for (let i = 0; i < 50; i++) limiter.take([{ action: 'login', scope: 'ip', key: `login${i}`, capacity: 2, refillPerSecond: 10 }], 0);
+    expect(limiter.size).toBe(50);
+    // Only votes from now on, 1 s later: the login buckets have refilled and are swept all the same.
+    for (let i = 0; i < 400; i++) limiter.take([{ action: 'vote', scope: 'user', key: 'voter', capacity: 1000, refillPerSecond: 1 }], 1000);
+    expect(limiter.size).toBe(1);
+    expect(limiter.evictedEarlyCount).toBe(0);
+  });
+
+  it('makes room across tables when full, and a take whose own bucket was forgotten for room still counts', () => {
+    const limiter = new MemoryRateLimiter({ bucketsMax: 1 });
+    const ip = { action: 'vote', scope: 'ip', key: 'a', capacity: 3, refillPerSecond: 0.001 } as const;
+    const user = { action: 'vote', scope: 'user', key: 'u', capacity: 3, refillPerSecond: 0.001 } as const;
+    expect(limiter.take([ip], 0).outcome).toBe('allowed');
+    // Room for the user bucket is made in the ip table (the user table is empty): the ip bucket
+    // read by this very take is forgotten, and written again rather than updated in the void.
+    expect(limiter.take([user, ip], 0).outcome).toBe('allowed');
+    expect(limiter.size).toBe(1);
+    expect(limiter.evictedEarlyCount).toBeGreaterThanOrEqual(1);
+    // The ip bucket is kept as this take left it: one token (3, less the first take and this one).
+    expect(limiter.take([ip], 0).outcome).toBe('allowed');
+    expect(limiter.take([ip], 0).outcome).toBe('limited');
+  });
+
   it('forgets idle buckets that have refilled, a few per take', () => {
     const limiter = new MemoryRateLimiter({ bucketsMax: 10_000 });
     for (let i = 0; i < 50; i++) limiter.take([{ action: 'vote', scope: 'ip', key: `idle${i}`, capacity: 2, refillPerSecond: 10 }], 0);
