@@ -197,6 +197,16 @@ describe('vote bursts for one candidate from one network', () => {
     expect(fraud.evaluateVote(base, t0).verdict).toBe('flag');
   });
 
+  it('counts elections apart past the short names it keeps for them, and starts over there', () => {
+    const fraud = rules({ voteBurst: burst });
+    const vote = (electionId: string) => ({ electionId, candidate: 'c1', networkKey: '198.51.100.0/24', userAgent: browser });
+    for (let i = 0; i < 5; i++) fraud.evaluateVote(vote('first'), t0);
+    expect(fraud.evaluateVote(vote('first'), t0).verdict).toBe('flag');
+    // 1,024 other elections fill the table of short names: the first one's count starts over.
+    for (let e = 0; e < 1024; e++) expect(fraud.evaluateVote(vote(`other${e}`), t0).verdict).toBe('allow');
+    expect(fraud.evaluateVote(vote('first'), t0).verdict).toBe('allow');
+  });
+
   it('rejects when configured to, and quietens once the window has passed', () => {
     const fraud = rules({ voteBurst: { ...burst, action: 'reject' } });
     const vote = { electionId: 'e1', candidate: 3, networkKey: '2001:db8:1:2::/64', userAgent: browser };

@@ -370,6 +370,9 @@ export interface VoteInput {
   readonly userAgent: string;
 }
 
+/** Elections whose short stand-in (FraudRules.electionOrdinal) is remembered: a show runs a few at once. */
+const electionOrdinalsMax = 1024;
+
 /** Distinct User-Agents whose verdict is remembered: votes repeat a handful of browsers. */
 const userAgentCacheMax = 1024;
 
@@ -379,6 +382,8 @@ export class FraudRules {
   private readonly registrationsPerNetwork: SlidingWindowCounter;
   private readonly votesPerNetworkCandidate: SlidingWindowCounter;
   private readonly userAgentCache = new Map<string, readonly FraudHit[]>();
+  private readonly electionOrdinals = new Map<string, string>();
+  private nextElectionOrdinal = 0;
 
   constructor(
     readonly config: FraudRulesConfig,
@@ -423,13 +428,29 @@ export class FraudRules {
     const { voteBurst } = this.config;
     let hits = userAgentFired;
     if (voteBurst.action !== 'off') {
-      const key = `${input.electionId}\u0000${input.networkKey}\u0000${input.candidate}`;
+      const key = `${this.electionOrdinal(input.electionId)}\u0000${input.networkKey}\u0000${input.candidate}`;
       if (velocityFires(voteBurst, this.votesPerNetworkCandidate.add(key, nowMs))) {
         hits = [...userAgentFired, { rule: 'vote_burst_network', action: voteBurst.action }];
       }
     }
     this.stats.record(hits, input.electionId);
     return verdictOf(hits);
+  }
+
+  /**
+   * A short stand-in for an election id in the burst counter's keys: the counter holds up to
+   * countersMax keys, each hashed on every vote, and a uuid was two thirds of one. Never reused:
+   * when the table is full it starts over with new numbers, and the keys under the old ones
+   * (counting up again from zero) die out of the counter within two windows.
+   */
+  private electionOrdinal(electionId: string): string {
+    let ordinal = this.electionOrdinals.get(electionId);
+    if (ordinal === undefined) {
+      if (this.electionOrdinals.size >= electionOrdinalsMax) this.electionOrdinals.clear();
+      ordinal = (this.nextElectionOrdinal++).toString(36);
+      this.electionOrdinals.set(electionId, ordinal);
+    }
+    return ordinal;
   }
 
   private userAgentHitsCached(userAgent: string): readonly FraudHit[] {
