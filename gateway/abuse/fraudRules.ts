@@ -15,7 +15,8 @@
 //
 // The checks themselves are pure functions of their inputs and the counts; the counts live in
 // bounded sliding-window counters (keys whose windows have passed are swept as traffic flows).
-import { Counter, type Registry } from 'prom-client';
+import type { Registry } from 'prom-client';
+import { HotCounter, type HotCounterSeries } from '../../infra/hotMetrics.ts';
 import { builtInDisposableEmailDomains } from './disposableEmailDomains.ts';
 import { MapCursor } from './mapCursor.ts';
 
@@ -264,14 +265,21 @@ export interface FraudStatsOptions {
 export class FraudStats {
   private readonly totalCounts: FraudRuleCounts = {};
   private readonly byElection = new Map<string, FraudRuleCounts>();
-  private pending = new Map<string, FraudHitDelta>();
+  /** The election (or '') hit last: the most recent in byElection already, no reordering needed. */
+  private lastScope: string | undefined;
+  private pending = new Map<string, { -readonly [K in keyof FraudHitDelta]: FraudHitDelta[K] }>();
   private readonly electionsMax: number;
-  private readonly hitsTotal: Counter<'rule' | 'action'> | undefined;
+  /**
+   * livevote_fraud_rule_hits_total, a HotCounter: with a rule that fires on most votes (a client
+   * without a User-Agent, flagged), prom-client's per-call label hashing was paid per vote.
+   */
+  private readonly hitsTotal: HotCounter<'rule' | 'action'> | undefined;
+  private readonly hitSeries = new Map<string, HotCounterSeries>();
 
   constructor(options: FraudStatsOptions = {}) {
     this.electionsMax = options.electionsMax ?? 10_000;
     this.hitsTotal = options.registry
-      ? new Counter({
+      ? new HotCounter({
           name: 'livevote_fraud_rule_hits_total',
           help: 'Fraud rule hits, by rule and action (flag or reject)',
           labelNames: ['rule', 'action'] as const,
@@ -285,24 +293,33 @@ export class FraudStats {
     if (hits.length === 0) return;
     const scope = electionId;
     let electionCounts = this.byElection.get(scope);
-    if (electionCounts) this.byElection.delete(scope);
-    else {
+    if (electionCounts === undefined) {
       electionCounts = {};
       if (this.byElection.size >= this.electionsMax) {
         const oldest = this.byElection.keys().next();
         if (!oldest.done) this.byElection.delete(oldest.value);
       }
+      this.byElection.set(scope, electionCounts);
+    } else if (scope !== this.lastScope) {
+      // Re-inserted last: the least recently hit election is the first forgotten.
+      this.byElection.delete(scope);
+      this.byElection.set(scope, electionCounts);
     }
-    // Re-inserted last: the least recently hit election is the first forgotten.
-    this.byElection.set(scope, electionCounts);
+    this.lastScope = scope;
     for (const hit of hits) {
       bump(this.totalCounts, hit);
       bump(electionCounts, hit);
-      this.hitsTotal?.inc({ rule: hit.rule, action: hit.action });
-      const pendingKey = `${scope}\u0000${hit.rule}\u0000${hit.action}`;
+      const ruleAction = `${hit.rule}\u0000${hit.action}`;
+      if (this.hitsTotal) {
+        let series = this.hitSeries.get(ruleAction);
+        if (series === undefined) this.hitSeries.set(ruleAction, (series = this.hitsTotal.labels({ rule: hit.rule, action: hit.action })));
+        series.inc();
+      }
+      const pendingKey = `${scope}\u0000${ruleAction}`;
       const pending = this.pending.get(pendingKey);
       // The pending map holds at most (elections hit since the last flush) × rules × 2 entries.
-      this.pending.set(pendingKey, { electionId: scope, rule: hit.rule, action: hit.action, hits: (pending?.hits ?? 0) + 1 });
+      if (pending) pending.hits++;
+      else this.pending.set(pendingKey, { electionId: scope, rule: hit.rule, action: hit.action, hits: 1 });
     }
   }
 
