@@ -1,9 +1,12 @@
 import { randomUUID } from 'node:crypto';
+import fc from 'fast-check';
 import { Redis } from 'ioredis';
 import { afterAll, describe, expect, it } from 'vitest';
 import {
   assertRateLimits,
   bucketChecksFor,
+  type BucketCheck,
+  type RateDecision,
   defaultRateLimits,
   MemoryRateLimiter,
   rateLimitedError,
@@ -37,6 +40,52 @@ describe('memoryRateLimiter', () => {
     for (let i = 0; i < 100_000; i++) limiter.take([{ action: 'vote', scope: 'ip', key: `c${i}`, capacity: 10, refillPerSecond: 10 }], i);
     expect(limiter.size).toBeLessThan(5000);
     expect(limiter.evictedEarlyCount).toBe(0);
+  });
+
+  it('decides as one exact token bucket per (action, scope, key), whatever its tables and sweeps forget', () => {
+    // The reference: every bucket ever touched, never forgotten, refilled on read.
+    const reference = () => {
+      const buckets = new Map<string, { tokens: number; updatedMs: number }>();
+      return (checks: readonly BucketCheck[], nowMs: number): RateDecision => {
+        const levels = checks.map((c) => {
+          const b = buckets.get(`${c.action}/${c.scope}/${c.key}`);
+          return b ? Math.min(c.capacity, b.tokens + Math.max(0, nowMs - b.updatedMs) * (c.refillPerSecond / 1000)) : c.capacity;
+        });
+        let refusing: { check: BucketCheck; waitMs: number } | undefined;
+        checks.forEach((c, i) => {
+          if (levels[i]! >= (c.cost ?? 1)) return;
+          const waitMs = Math.ceil((((c.cost ?? 1) - levels[i]!) * 1000) / c.refillPerSecond);
+          if (!refusing || waitMs > refusing.waitMs) refusing = { check: c, waitMs };
+        });
+        if (refusing) return { outcome: 'limited', scope: refusing.check.scope, action: refusing.check.action, retryAfterMs: Math.max(1, refusing.waitMs) };
+        checks.forEach((c, i) => {
+          const key = `${c.action}/${c.scope}/${c.key}`;
+          const before = buckets.get(key);
+          buckets.set(key, { tokens: levels[i]! - (c.cost ?? 1), updatedMs: Math.max(nowMs, before?.updatedMs ?? nowMs) });
+        });
+        return { outcome: 'allowed' };
+      };
+    };
+    const limits = { vote: { capacity: 3, refillPerSecond: 2 }, login: { capacity: 2, refillPerSecond: 0.5 } } as const;
+    const take = fc.record({
+      action: fc.constantFrom('vote', 'login'),
+      scopes: fc.subarray(['user', 'ip', 'network'] as const, { minLength: 1 }),
+      key: fc.constantFrom('a', 'b', 'c'),
+      cost: fc.constantFrom(1, 1, 2),
+      // Mostly forward, sometimes a step back of the clock.
+      stepMs: fc.integer({ min: -300, max: 1500 }),
+    });
+    fc.assert(fc.property(fc.array(take, { minLength: 1, maxLength: 120 }), (takes) => {
+      const limiter = new MemoryRateLimiter({ bucketsMax: 1_000 });
+      const model = reference();
+      let nowMs = 1_000_000;
+      for (const t of takes) {
+        nowMs += t.stepMs;
+        const checks: BucketCheck[] = t.scopes.map((scope) => ({ action: t.action, scope, key: t.key, cost: t.cost, ...limits[t.action] }));
+        expect(limiter.take(checks, nowMs)).toEqual(model(checks, nowMs));
+      }
+      expect(limiter.evictedEarlyCount).toBe(0);
+    }), { numRuns: 300 });
   });
 
   it('forgets the refilled buckets of an action that no longer sees takes', () => {
