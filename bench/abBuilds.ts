@@ -18,13 +18,12 @@
 //   AB_ENV_A / AB_ENV_B (JSON objects of LIVEVOTE_* variables for that side's process),
 //   BENCH_ABUSE_ON=1 (both sides with the abuse controls on, each voter from an address of its own
 //   through a trusted proxy, as npm run bench's abuse-controls run)
-import { chmod, mkdtemp, rm } from 'node:fs/promises';
-import os from 'node:os';
+import { rm } from 'node:fs/promises';
 import path from 'node:path';
 import { createVoters } from '../infra/testing/voters.ts';
 import { createPool } from '../persistence/db.ts';
 import { intFromEnv } from './lib/common.ts';
-import { adminLogin, createOpenElection, startLivevote, stopLivevote, type LivevoteUnderTest } from './lib/livevote.ts';
+import { adminLogin, benchWorkDir, createOpenElection, startLivevote, stopLivevote, type LivevoteUnderTest } from './lib/livevote.ts';
 import { writeVoterFile } from './lib/voterFile.ts';
 import { abuseControlsOnEnv, runVotes, writeRunBaseEnv } from './lib/writeRuns.ts';
 import { ensureWrk } from './lib/wrk.ts';
@@ -56,8 +55,7 @@ const baseEnv = writeRunBaseEnv();
 const { LIVEVOTE_JWT_SECRET: jwtSecret, LIVEVOTE_ADMIN_PASSWORD: adminPassword } = baseEnv;
 
 ensureWrk(log);
-const workDir = await mkdtemp(path.join(os.tmpdir(), 'livevote-ab-'));
-await chmod(workDir, 0o711);
+const workDir = await benchWorkDir('livevote-ab-');
 const voterFile = path.join(workDir, 'voters.txt');
 try {
   for (const side of sides) {

@@ -16,7 +16,7 @@
 // one minute to the next, so the two are measured in PAIRS, one right after the other (which one
 // goes first alternates), BENCH_PAIRS times at each connection count; the ratio reported is the
 // median of the pairs' ratios, and the runs shown for each side are those of the median pair.
-import { chmod, copyFile, mkdir, mkdtemp, readdir, rm } from 'node:fs/promises';
+import { copyFile, mkdir, readdir, rm } from 'node:fs/promises';
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
@@ -29,6 +29,7 @@ import { summariseCpuProfile, type ProfileSummary } from './lib/cpuProfile.ts';
 import { runFanout, type FanoutResult } from './lib/fanout.ts';
 import {
   adminLogin,
+  benchWorkDir,
   buildLivevote,
   counterDelta,
   createOpenElection,
@@ -289,9 +290,7 @@ async function main(): Promise<number> {
   const wrkVersionText = ensureWrk(progress);
   progress(`${wrkVersionText}; open files limit ${fd.soft}${fd.raised ? ' (raised)' : ''}`);
   const git = gitState();
-  const workDir = await mkdtemp(path.join(os.tmpdir(), 'livevote-bench-'));
-  // Embedded Postgres runs as the postgres user when we are root: it must traverse (not list) this.
-  await chmod(workDir, 0o711);
+  const workDir = await benchWorkDir('livevote-bench-');
   const dataDir = path.join(workDir, 'data');
   const profileDir = path.join(workDir, 'profile');
   voterFile = path.join(workDir, 'voters.txt');

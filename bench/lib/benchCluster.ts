@@ -2,10 +2,8 @@
 // (so a node killed with SIGKILL never takes the database with it), node processes of the
 // compiled build on it (bench/lib/livevote.ts), each with its own LIVEVOTE_NODE_ID and AZ, and the
 // membership and shard map read straight from Postgres (persistence/clusterStore.ts).
-import { chmod, mkdtemp, rm } from 'node:fs/promises';
+import { rm } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
-import os from 'node:os';
-import path from 'node:path';
 import type { ClusterView } from '../../cluster/ports.ts';
 import { loadConfig } from '../../infra/config.ts';
 import { silentLogger } from '../../infra/logger.ts';
@@ -15,7 +13,7 @@ import { createPgClusterStore } from '../../persistence/clusterStore.ts';
 import { createPool, endPool, type Pool } from '../../persistence/db.ts';
 import { startEmbeddedPostgres, type EmbeddedPostgresHandle } from '../../persistence/embeddedPostgres.ts';
 import { migrate } from '../../persistence/migrate.ts';
-import { buildLivevote, fetchMetricsText, livevoteCommand, metricSamples } from './livevote.ts';
+import { benchWorkDir, buildLivevote, fetchMetricsText, livevoteCommand, metricSamples } from './livevote.ts';
 
 export interface BenchNode {
   readonly nodeId: string;
@@ -52,9 +50,7 @@ export interface BenchCluster {
 const isLive = (node: BenchNode) => node.process.child.exitCode === null && node.process.child.signalCode === null;
 
 export async function startBenchCluster(extraEnv: Record<string, string | undefined> = {}): Promise<BenchCluster> {
-  const workDir = await mkdtemp(path.join(os.tmpdir(), 'livevote-cbench-'));
-  // Embedded Postgres runs as the postgres user when we are root: it must traverse (not list) this.
-  await chmod(workDir, 0o711);
+  const workDir = await benchWorkDir('livevote-cbench-');
   const jwtSecret = randomBytes(48).toString('base64url');
   const adminEmail = 'bench-admin@livevote.local';
   const adminPassword = randomBytes(18).toString('base64url');

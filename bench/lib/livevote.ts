@@ -9,7 +9,8 @@
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { chmod, mkdtemp, readFile } from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
 import { root, startLivevoteProcess, type LivevoteProcess } from '../../infra/testing/processHarness.ts';
 import { embeddedDatabaseUrl } from '../../persistence/embeddedPostgres.ts';
@@ -78,6 +79,17 @@ export function livevoteCommand(nodeArgs: readonly string[], buildDir?: string):
   return fromSource
     ? [process.execPath, ...nodeArgs, '--import', 'tsx', path.join(root, 'infra/main.ts')]
     : [process.execPath, ...nodeArgs, path.join(benchBuildDir, 'infra/main.js')];
+}
+
+/**
+ * A new directory under the system's temp dir for a benchmark's data (embedded Postgres data
+ * dirs, voter files). Embedded Postgres runs as the postgres user when we are root: it must
+ * traverse (not list) this, hence 0711.
+ */
+export async function benchWorkDir(prefix: string): Promise<string> {
+  const workDir = await mkdtemp(path.join(os.tmpdir(), prefix));
+  await chmod(workDir, 0o711);
+  return workDir;
 }
 
 export async function startLivevote(env: Record<string, string | undefined>, dataDir: string, nodeArgs: readonly string[] = [], buildDir?: string): Promise<LivevoteUnderTest> {

@@ -3,14 +3,13 @@
 // livevote, Postgres and wrk sampled over the measured window. Shared by bench/knobs.ts (a sweep)
 // and bench/quick.ts (one run while working on the hot path); bench/abBuilds.ts uses its one run
 // (runVotes) against processes it keeps.
-import { chmod, mkdtemp, rm } from 'node:fs/promises';
+import { rm } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
-import os from 'node:os';
 import path from 'node:path';
 import { createVoters, remintAccessTokens, type TestVoter } from '../../infra/testing/voters.ts';
 import { accessTokenTtlS } from '../../gateway/auth/jwt.ts';
 import { createPool } from '../../persistence/db.ts';
-import { adminLogin, createOpenElection, fetchMetricsText, metricSamples, noVoteStageSums, stageSumsFromMetrics, startLivevote, stopLivevote, voteStagesMs, type BenchElection, type LivevoteUnderTest } from './livevote.ts';
+import { adminLogin, benchWorkDir, createOpenElection, fetchMetricsText, metricSamples, noVoteStageSums, stageSumsFromMetrics, startLivevote, stopLivevote, voteStagesMs, type BenchElection, type LivevoteUnderTest } from './livevote.ts';
 import { cpuPercent, mainThreadCpuS, processTree, sampleCpu, type CpuSample } from './proc.ts';
 import { votesScriptArgs, writeVoterFile } from './voterFile.ts';
 import { ensureWrk, runWrk, type WrkRun } from './wrk.ts';
@@ -98,8 +97,7 @@ export async function measureWriteRuns(options: WriteRunOptions): Promise<WriteR
   const baseEnv = writeRunBaseEnv();
   const { LIVEVOTE_JWT_SECRET: jwtSecret, LIVEVOTE_ADMIN_PASSWORD: adminPassword } = baseEnv;
   ensureWrk(log);
-  const workDir = await mkdtemp(path.join(os.tmpdir(), 'livevote-writes-'));
-  await chmod(workDir, 0o711);
+  const workDir = await benchWorkDir('livevote-writes-');
   const voterFile = path.join(workDir, 'voters.txt');
   const runs: WriteRun[] = [];
   let voters: TestVoter[] = [];
