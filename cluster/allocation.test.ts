@@ -232,3 +232,110 @@ describe('placeReplicas', () => {
     );
   });
 });
+
+describe('an AZ lost, its members declared dead a round apart (the rest silent meanwhile)', () => {
+  type Row = { electionId: string; shard: number; ownerNodeId: string; replicaNodeIds: string[] };
+  type Alive = Member & { status: 'alive' | 'dead' };
+
+  /** One coordinator round as coordinator.ts runs it: the owners, then the replica sets on them. */
+  function round(members: readonly Alive[], rows: Row[], silent: ReadonlySet<string>): { rows: Row[]; ownerChanges: ReturnType<typeof allocateShards> } {
+    const owners = new Map(rows.map((r) => [shardKeyOf(r.electionId, r.shard), r.ownerNodeId]));
+    const replicas = new Map(rows.map((r) => [shardKeyOf(r.electionId, r.shard), r.replicaNodeIds]));
+    const ownerChanges = allocateShards({ members, elections: [{ electionId: e1, shardCount: rows.length }], owners, replicas, movesMax: 2, silent });
+    const owned = rows.map((r) => ({ ...r, ownerNodeId: ownerChanges.find((c) => c.shard === r.shard)?.ownerNodeId ?? r.ownerNodeId }));
+    const placed = placeReplicas({ members, shards: owned, replicasPerShard: 1, movesMax: 2, silent });
+    return { rows: owned.map((r) => ({ ...r, replicaNodeIds: [...(placed.find((p) => p.shard === r.shard)?.replicaNodeIds ?? r.replicaNodeIds)] })), ownerChanges };
+  }
+
+  function settle(members: readonly Alive[], rows: Row[]): Row[] {
+    for (let i = 0; i < 200; i++) {
+      const next = round(members, rows, new Set()).rows;
+      if (JSON.stringify(next) === JSON.stringify(rows)) return rows;
+      rows = next;
+    }
+    throw new Error('the map did not settle');
+  }
+
+  /**
+   * Loses `victims` (one AZ's members) a death per `roundsBetween` rounds, the ones not yet dead
+   * silent; returns each of their shards' first new owner, and whether any shard went to a silent member.
+   */
+  function loseOneByOne(members: Alive[], rows: Row[], victims: readonly string[], roundsBetween: readonly number[]) {
+    const firstNewOwner = new Map<number, string>();
+    let toSilent = false;
+    for (let i = 0; i < victims.length; i++) {
+      const dead = new Set(victims.slice(0, i + 1));
+      const silent = new Set(victims.slice(i + 1));
+      const now = members.map((m) => (dead.has(m.nodeId) ? { ...m, status: 'dead' as const } : m));
+      for (let r = 0; r < (roundsBetween[i] ?? 1); r++) {
+        const next = round(now, rows, silent);
+        for (const c of next.ownerChanges) {
+          if (silent.has(c.ownerNodeId)) toSilent = true;
+          if (!firstNewOwner.has(c.shard)) firstNewOwner.set(c.shard, c.ownerNodeId);
+        }
+        rows = next.rows;
+      }
+    }
+    return { firstNewOwner, toSilent };
+  }
+
+  it('every shard of theirs goes to the replica it had (warm); none to a member still silent', () => {
+    // Found by chaos.replicas (CI on 4c43567): a1 declared dead a round before a2, the balancing
+    // that followed moved a replica of a2's shard 2 from b1 to c2, and a2's death then found it still catching up.
+    const members: Alive[] = [['a1', 'a'], ['a2', 'a'], ['b1', 'b'], ['c2', 'c']].map(([nodeId, az]) => ({ nodeId: nodeId!, az: az!, status: 'alive' }));
+    const before: Row[] = [[0, 'c2', 'a2'], [1, 'a2', 'c2'], [2, 'a1', 'b1'], [3, 'a1', 'b1'], [4, 'b1', 'a1'], [5, 'b1', 'a1']]
+      .map(([shard, owner, replica]) => ({ electionId: e1, shard: shard as number, ownerNodeId: owner as string, replicaNodeIds: [replica as string] }));
+    expect(settle(members, before)).toEqual(before);
+    for (const victims of [['a1', 'a2'], ['a2', 'a1']]) {
+      const { firstNewOwner, toSilent } = loseOneByOne(members, before, victims, [1, 1]);
+      expect(toSilent).toBe(false);
+      for (const r of before.filter((x) => victims.includes(x.ownerNodeId))) expect([victims.join(' then '), r.shard, firstNewOwner.get(r.shard)]).toEqual([victims.join(' then '), r.shard, r.replicaNodeIds[0]]);
+    }
+  });
+
+  it('while a member is silent nothing moves to balance; a shard to place, or a missing replica, goes to a member still heard', () => {
+    // n3 joined empty and n2 is silent: balancing now would be redone once n2's fate is known.
+    const members: Member[] = [['n1', 'a'], ['n2', 'b'], ['n3', 'c'], ['n4', 'c']].map(([nodeId, az]) => ({ nodeId: nodeId!, az: az!, status: 'alive' }));
+    const owners = new Map([0, 1, 2, 3].map((s) => [shardKeyOf(e1, s), s < 2 ? 'n1' : 'n2'] as const));
+    const elections = [{ electionId: e1, shardCount: 4 }];
+    expect(allocateShards({ members, elections, owners, movesMax: 2, silent: new Set(['n2']) })).toEqual([]);
+    expect(allocateShards({ members, elections, owners, movesMax: 2, silent: new Set() })).toHaveLength(2);
+    // A dead owner's shard whose replica is silent: to a member still heard, cold now rather than stalled until the silent one's death.
+    const n1Dead = members.map((m) => (m.nodeId === 'n1' ? { ...m, status: 'dead' as const } : m));
+    const replicas = new Map([[shardKeyOf(e1, 0), ['n2']]]);
+    expect(allocateShards({ members: n1Dead, elections: [{ electionId: e1, shardCount: 1 }], owners: new Map([[shardKeyOf(e1, 0), 'n1']]), replicas, movesMax: 0 })).toEqual([{ electionId: e1, shard: 0, ownerNodeId: 'n2' }]);
+    expect(allocateShards({ members: n1Dead, elections: [{ electionId: e1, shardCount: 1 }], owners: new Map([[shardKeyOf(e1, 0), 'n1']]), replicas, movesMax: 0, silent: new Set(['n2']) })).toEqual([{ electionId: e1, shard: 0, ownerNodeId: 'n3' }]);
+    // A shard of n1 without a replica: n2 would take it (no replica, owns fewer than n3, the smaller id), but it is silent.
+    const three = members.slice(0, 3);
+    const rows = [{ electionId: e1, shard: 0, ownerNodeId: 'n1', replicaNodeIds: [] as string[] }, { electionId: e1, shard: 1, ownerNodeId: 'n3', replicaNodeIds: ['n1'] }];
+    expect(placeReplicas({ members: three, shards: rows, replicasPerShard: 1 })).toEqual([{ electionId: e1, shard: 0, replicaNodeIds: ['n2'] }]);
+    expect(placeReplicas({ members: three, shards: rows, replicasPerShard: 1, silent: new Set(['n2']) })).toEqual([{ electionId: e1, shard: 0, replicaNodeIds: ['n3'] }]);
+  });
+
+  it('property: over settled maps, any AZ lost a member per 1-3 rounds, the same holds', () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.constantFrom('a', 'b', 'c'), { minLength: 2, maxLength: 7 }),
+        fc.integer({ min: 1, max: 12 }),
+        fc.nat(),
+        fc.array(fc.integer({ min: 1, max: 3 }), { minLength: 7, maxLength: 7 }),
+        fc.boolean(),
+        (azs, shardCount, pick, roundsBetween, reversed) => {
+          const members: Alive[] = azs.map((az, i) => ({ nodeId: `n${i}`, az, status: 'alive' }));
+          const lostAz = azs[pick % azs.length]!;
+          const victims = members.filter((m) => m.az === lostAz).map((m) => m.nodeId);
+          if (reversed) victims.reverse();
+          fc.pre(victims.length < members.length);
+          const rows = settle(members, Array.from({ length: shardCount }, (_, shard) => ({ electionId: e1, shard, ownerNodeId: 'none', replicaNodeIds: [] })));
+          const { firstNewOwner, toSilent } = loseOneByOne(members, rows, victims, roundsBetween);
+          expect(toSilent).toBe(false);
+          for (const r of rows) {
+            if (!victims.includes(r.ownerNodeId) || victims.includes(r.replicaNodeIds[0]!)) continue; // its replica lost with it: cold anyway
+            expect(firstNewOwner.get(r.shard)).toBe(r.replicaNodeIds[0]);
+          }
+        },
+      ),
+      { numRuns: 300 },
+    );
+  });
+});

@@ -18,6 +18,13 @@
 //      slack is the hysteresis: a balanced map proposes no move, so it cannot flap.
 // Moves of live shards are hand-offs (the old owner drains and releases first), so `movesMax`
 // (what is left of LIVEVOTE_MOVES_IN_FLIGHT_MAX) bounds them: a move storm cannot happen.
+//
+// Silent members (`silent`: alive in the map, but silent past their self-fence) serve nothing
+// and are most likely dying: the nodes of a lost AZ stop together but are declared dead one
+// coordinator round apart, as their last heartbeats fell. A silent member receives no shard
+// while a member still heard can take it, and while one is silent rule 3 proposes nothing: a
+// shard handed to a dying member would stall until its death is declared, then go cold.
+
 import type { AllocatedElection, MemberRecord, ShardAssignment } from './ports.ts';
 
 export interface AllocationInput {
@@ -33,6 +40,20 @@ export interface AllocationInput {
   readonly rebalance?: boolean;
   /** Current replicas by `${electionId}/${shard}`: rules 1 and 2 promote one when it can receive. */
   readonly replicas?: ReadonlyMap<string, readonly string[]>;
+  /** Members alive but silent past their self-fence (see above). */
+  readonly silent?: ReadonlySet<string>;
+}
+
+/** Whether any member alive in `members` is in `silent`. */
+function anySilent(members: readonly Pick<MemberRecord, 'nodeId' | 'status'>[], silent: ReadonlySet<string> | undefined): boolean {
+  return silent !== undefined && silent.size > 0 && members.some((m) => m.status === 'alive' && silent.has(m.nodeId));
+}
+
+/** `candidates` without the silent ones, unless that leaves none. */
+function heardFirst<T extends { readonly nodeId: string }>(candidates: T[], silent: ReadonlySet<string> | undefined): T[] {
+  if (silent === undefined || silent.size === 0) return candidates;
+  const heard = candidates.filter((c) => !silent.has(c.nodeId));
+  return heard.length > 0 ? heard : candidates;
 }
 
 export function shardKeyOf(electionId: string, shard: number): string {
@@ -51,10 +72,10 @@ export function allocateShards(input: AllocationInput): ShardAssignment[] {
   if (alive.length === 0) return [];
   const loads = new Map<string, Load>(alive.map((m) => [m.nodeId, { nodeId: m.nodeId, az: m.az, total: 0, byElection: new Map() }]));
   const draining = new Set(alive.filter((m) => m.draining).map((m) => m.nodeId));
-  // Receivers: the members not draining; when every live member drains, they still must own.
+  // Receivers: the members not draining, heard ones first; when every live member drains, they still must own.
   const receivers = () => {
     const open = [...loads.values()].filter((l) => !draining.has(l.nodeId));
-    return open.length > 0 ? open : [...loads.values()];
+    return heardFirst(open.length > 0 ? open : [...loads.values()], input.silent);
   };
   const azByElection = new Map<string, Map<string, number>>();
   const add = (load: Load, electionId: string, delta: number) => {
@@ -124,7 +145,7 @@ export function allocateShards(input: AllocationInput): ShardAssignment[] {
     }
   }
 
-  if (input.rebalance === false) return assignments;
+  if (input.rebalance === false || anySilent(input.members, input.silent)) return assignments;
   for (; moves < input.movesMax; moves++) {
     const sorted = receivers().sort((a, b) => a.total - b.total || (a.nodeId < b.nodeId ? -1 : 1));
     const least = sorted[0]!;
@@ -171,6 +192,10 @@ export function allocateShards(input: AllocationInput): ShardAssignment[] {
 //     owner's AZ, an AZ not covered yet by the shard's other replicas). A joining member so
 //     receives replicas, and the owners a failover promotes are spread. The one-replica slack is
 //     the hysteresis: a balanced placement proposes nothing.
+//   - Silent members (as for the owners above): a replica on one stays, filling picks one only
+//     when no member still heard can take the slot, and no balancing move is made while one is
+//     silent. A dying owner's replica moved away would leave its shard with a replica still
+//     catching up when its death is declared: a cold takeover where a warm one was ready.
 
 export interface ReplicaPlacementInput {
   readonly members: readonly (Pick<MemberRecord, 'nodeId' | 'az' | 'status'> & { readonly draining?: boolean })[];
@@ -179,6 +204,8 @@ export interface ReplicaPlacementInput {
   readonly replicasPerShard: number;
   /** Replica moves made only to balance, per call (0: none). */
   readonly movesMax?: number;
+  /** Members alive but silent past their self-fence (see above). */
+  readonly silent?: ReadonlySet<string>;
 }
 
 export interface ReplicaPlacement {
@@ -223,9 +250,9 @@ export function placeReplicas(input: ReplicaPlacementInput): ReplicaPlacement[] 
   for (const { row, ownerAz, otherWanted, replicas } of kept) {
     while (replicas.length < wanted) {
       const otherCount = replicas.filter((n) => azOf.get(n) !== ownerAz).length;
-      const candidates = hosts.filter(
+      const candidates = heardFirst(hosts.filter(
         (h) => h.nodeId !== row.ownerNodeId && !replicas.includes(h.nodeId) && (otherCount < otherWanted ? h.az !== ownerAz : true),
-      );
+      ), input.silent);
       if (candidates.length === 0) break;
       const coveredAzs = new Set(replicas.map((n) => azOf.get(n)));
       candidates.sort((a, b) => {
@@ -256,7 +283,8 @@ export function placeReplicas(input: ReplicaPlacementInput): ReplicaPlacement[] 
     if ((azOf.get(from) === ownerAz) !== (toAz === ownerAz)) return false;
     return azOf.get(from) === toAz || !replicas.some((n, i) => i !== at && azOf.get(n) === toAz);
   });
-  for (let moves = 0; moves < (input.movesMax ?? 0); moves++) {
+  const balanceMovesMax = anySilent(input.members, input.silent) ? 0 : (input.movesMax ?? 0);
+  for (let moves = 0; moves < balanceMovesMax; moves++) {
     const byLoad = hosts.map((h) => h.nodeId).sort((a, b) => replicaLoad.get(a)! - replicaLoad.get(b)! || (a < b ? -1 : 1));
     let done = false;
     for (let i = byLoad.length - 1; i > 0 && !done; i--) {

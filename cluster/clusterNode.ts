@@ -25,7 +25,7 @@ import { createPgJournal, type PgJournalOptions } from '../persistence/voteJourn
 import { createCoordinator } from './coordinator.ts';
 import { createPgShardLeases } from './leases.ts';
 import { createLinks, mountLinkServer, type Links } from './links.ts';
-import { clusterStatementTimeoutMs, Membership } from './membership.ts';
+import { clusterStatementTimeoutMs, Membership, selfFenceAfterMs } from './membership.ts';
 import type { ClusterOperations, ClusterStore, ClusterView, ShardLeases } from './ports.ts';
 import type { LinkAnswer, LinkEvent, LinkRequest, TalliesChanged } from './protocol.ts';
 import { Replication, type ReplicaLag } from './replication.ts';
@@ -338,6 +338,7 @@ export function composeClusterRoles(ports: ClusterRolePorts): ClusterRoles {
     store,
     nodeId,
     deadAfterMs: settings.deadAfterMs,
+    silentAfterMs: selfFenceAfterMs(settings.heartbeatIntervalMs, settings.deadAfterMs),
     movesInFlightMax: settings.movesInFlightMax,
     autoBalance: settings.autoBalance,
     replicasPerShard: settings.replicas ?? 0,

@@ -10,7 +10,8 @@
 //      draining; an undrain clears that (and fails the node's drain still running); a balance
 //      turns on rule 3 of the allocation until it proposes nothing
 //   3. the allocation's changes (and the moves), then the replica sets (placeReplicas), are
-//      written as one new map version
+//      written as one new map version; members silent past their self-fence receive nothing
+//      and hold balancing still (allocation.ts: a failure is likely under way)
 //   4. running operations record their progress, and end done (or failed: its target died)
 import { allocateShards, placeReplicas, shardKeyOf } from './allocation.ts';
 import type { ClusterOperation, ClusterStore, ClusterView, ShardAssignment } from './ports.ts';
@@ -19,6 +20,8 @@ export interface CoordinatorOptions {
   readonly store: ClusterStore;
   readonly nodeId: string;
   readonly deadAfterMs: number;
+  /** A live member silent this long has fenced itself (membership.ts selfFenceAfterMs): allocation.ts's `silent`. */
+  readonly silentAfterMs: number;
   /** Hand-offs of live shards under way at once, cluster-wide. */
   readonly movesInFlightMax: number;
   /** Balance on join and leave without being asked (LIVEVOTE_AUTO_BALANCE). */
@@ -47,7 +50,7 @@ function handOffsUnderWay(view: ClusterView): number {
  * The owner changes plus every shard whose replica set changes as a result (or was short): each
  * written row carries its replicas, and a replica-only change keeps the row's owner and pin.
  */
-function withReplicas(view: ClusterView, ownerChanges: readonly ShardAssignment[], replicasPerShard: number, replicaMovesMax: number): ShardAssignment[] {
+function withReplicas(view: ClusterView, ownerChanges: readonly ShardAssignment[], replicasPerShard: number, replicaMovesMax: number, silent: ReadonlySet<string>): ShardAssignment[] {
   const byKey = new Map(ownerChanges.map((a) => [shardKeyOf(a.electionId, a.shard), a]));
   const rows = view.shards.map((row) => ({
     electionId: row.electionId, shard: row.shard, pinned: row.pinned, replicaNodeIds: row.replicaNodeIds,
@@ -57,7 +60,7 @@ function withReplicas(view: ClusterView, ownerChanges: readonly ShardAssignment[
   for (const a of ownerChanges) {
     if (!known.has(shardKeyOf(a.electionId, a.shard))) rows.push({ electionId: a.electionId, shard: a.shard, pinned: a.pinned ?? false, replicaNodeIds: [], ownerNodeId: a.ownerNodeId });
   }
-  const placed = placeReplicas({ members: view.nodes, shards: rows, replicasPerShard, movesMax: replicaMovesMax });
+  const placed = placeReplicas({ members: view.nodes, shards: rows, replicasPerShard, movesMax: replicaMovesMax, silent });
   const rowByKey = new Map(rows.map((r) => [shardKeyOf(r.electionId, r.shard), r]));
   const out = new Map(ownerChanges.map((a) => [shardKeyOf(a.electionId, a.shard), { ...a }] as [string, ShardAssignment]));
   for (const p of placed) {
@@ -163,6 +166,7 @@ export function createCoordinator(options: CoordinatorOptions): { round(): Promi
         pinned.add(shardKeyOf(move.electionId, move.shard));
       }
       const underWay = handOffsUnderWay(view);
+      const silent = new Set(view.nodes.filter((n) => n.status === 'alive' && view.readAtMs - n.lastHeartbeatAtMs > options.silentAfterMs).map((n) => n.nodeId));
       const allocated = allocateShards({
         members: view.nodes,
         elections: view.elections,
@@ -171,15 +175,17 @@ export function createCoordinator(options: CoordinatorOptions): { round(): Promi
         movesMax: Math.max(0, options.movesInFlightMax - underWay - moves.length),
         rebalance: options.autoBalance || balanceAsked,
         replicas,
+        silent,
       });
       const assignments = withReplicas(view, [...moves.filter((m) => !allocated.some((a) => a.electionId === m.electionId && a.shard === m.shard)), ...allocated], options.replicasPerShard ?? 0,
         // Replicas move only to balance, as shards do (a move costs the new replica a catch-up, no vote waits on it).
-        options.autoBalance || balanceAsked ? options.movesInFlightMax : 0);
+        options.autoBalance || balanceAsked ? options.movesInFlightMax : 0, silent);
       if (assignments.length > 0) {
         const version = await store.assignShards(nodeId, assignments);
         if (version === null) return;
         log.info({
-          version, assigned: assignments.length, moves: moves.map((m) => `${m.electionId}/${m.shard}→${m.ownerNodeId}`), handOffsUnderWay: underWay, writtenAtMs: Date.now(),
+          version, assigned: assignments.length, moves: moves.map((m) => `${m.electionId}/${m.shard}→${m.ownerNodeId}`), handOffsUnderWay: underWay,
+          ...(silent.size > 0 ? { silent: [...silent] } : {}), writtenAtMs: Date.now(),
         }, 'shard map written');
         options.onMapWritten?.(version, assignments);
       }
@@ -213,7 +219,7 @@ export function createCoordinator(options: CoordinatorOptions): { round(): Promi
           }
           else if (moved !== op.shardsMoved) await update(op, { status: 'running', shardsMoved: moved });
         } else if (request.kind === 'balance') {
-          if (allocated.length === 0 && underWay === 0) await update(op, { status: 'done' });
+          if (allocated.length === 0 && underWay === 0 && silent.size === 0) await update(op, { status: 'done' });
         }
       }
     },

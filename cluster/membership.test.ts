@@ -29,7 +29,7 @@ function cluster(nodeIds: readonly string[]) {
   const members = nodeIds.map((nodeId) => {
     let membership: Membership;
     const coordinator = createCoordinator({
-      store, nodeId, deadAfterMs, movesInFlightMax: 4, autoBalance: true, log: silent, mayDeclareDeaths: () => membership.mayDeclareDeaths(),
+      store, nodeId, deadAfterMs, silentAfterMs: selfFenceAfterMs(heartbeatIntervalMs, deadAfterMs), movesInFlightMax: 4, autoBalance: true, log: silent, mayDeclareDeaths: () => membership.mayDeclareDeaths(),
     });
     membership = new Membership({
       store,

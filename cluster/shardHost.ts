@@ -371,7 +371,7 @@ export class ShardHost {
         acquireMs: acquiredAtMs - acquireStartedMs, acquiredAtMs, recoveryMs: servedAtMs - started, servedAtMs,
         recovery: recoveries.map((r, i) => ({
           shard: r.shard, path: r.source === 'replica' ? 'warm' : 'cold', tailRows: r.tailRows, watermarkBatchId: r.watermarkBatchId,
-          ...(promotions[i]?.kind === 'cold' ? { coldBecause: promotions[i].reason } : {}),
+          ...(promotions[i]?.kind === 'cold' ? { coldBecause: promotions[i].reason, replicaEpoch: promotions[i].replicaEpoch } : {}),
           ...(promotions[i]?.kind === 'warm' ? { replicaCaughtUp: promotions[i].caughtUp } : {}),
         })),
       },

@@ -122,8 +122,8 @@ async function killAndCheckPromotions(before: AdminShard[], victims: readonly st
       const taken = survivors.flatMap((id) => recoveriesLogged(id, logFrom.get(id)!).filter((r) => r.shard === m.shard).map((r) => ({ owner: id, logged: r })));
       return taken.sort((x, y) => x.logged.atMs - y.logged.atMs)[0]; // the first takeover (a balance may move it on later, cold)
     }, 30_000, `a survivor logging how it took shard ${m.shard}`); // logged as it began to serve, before the probe's vote was answered: 30 s is for the log's way here
-    console.log(`[replicas] shard ${m.shard}: promoted on ${owner} (${azOf.get(owner)}), path ${logged.path}, ${logged.tailRows} tail rows of ${stored.get(m.shard) ?? 0} stored`);
-    expect(logged).toMatchObject({ shard: m.shard, path: 'warm' });
+    console.log(`[replicas] shard ${m.shard}: promoted on ${owner} (${azOf.get(owner)}), path ${logged.path}${logged.coldBecause === undefined ? '' : ` (${logged.coldBecause})`}, ${logged.tailRows} tail rows of ${stored.get(m.shard) ?? 0} stored`);
+    expect(logged, `shard ${m.shard} taken over on ${owner}: ${JSON.stringify(logged)}`).toMatchObject({ shard: m.shard, path: 'warm' });
     expect(logged.tailRows).toBeLessThan(stored.get(m.shard) ?? 0);
   }
 
