@@ -225,6 +225,7 @@ export class MemoryRateLimiter implements RateLimiter {
   /** Every table, in the order the sweep of idle tables visits them. */
   private readonly tableList: BucketTable[] = [];
   private idleSweepIndex = 0;
+  private latestNowMs = -Infinity;
   private bucketCount = 0;
   /** Buckets forgotten to make room (early or not): a take's reads are stale once it moves. */
   private evictions = 0;
@@ -242,8 +243,13 @@ export class MemoryRateLimiter implements RateLimiter {
     return this.bucketCount;
   }
 
-  take(checks: readonly BucketCheck[], nowMs: number): RateDecision {
+  take(checks: readonly BucketCheck[], givenNowMs: number): RateDecision {
     assertChecks(checks);
+    // The limiter's time is the latest it was given: a clock that steps back stands still. Per
+    // bucket (levelAt) a step back already mints nothing; this also keeps the sweeps exact: a
+    // bucket forgotten as full at the latest time would, at an earlier one, not have been full.
+    if (givenNowMs > this.latestNowMs) this.latestNowMs = givenNowMs;
+    const nowMs = this.latestNowMs;
     // The sweeps first, so that no bucket read below is forgotten before it is written.
     for (let i = 0; i < checks.length; i++) {
       const table = this.tableOf(checks[i] as BucketCheck);
@@ -283,7 +289,7 @@ export class MemoryRateLimiter implements RateLimiter {
       if (bucket) {
         // Updated in place: no delete/insert churn in the map on the hot path.
         bucket.tokens = tokens;
-        if (nowMs > bucket.updatedMs) bucket.updatedMs = nowMs;
+        bucket.updatedMs = nowMs;
         bucket.capacity = check.capacity;
         bucket.refillPerMs = check.refillPerSecond / 1000;
       } else {
