@@ -6,6 +6,7 @@
 // Then every node of one AZ is killed at once. After each: every acknowledged vote stored once,
 // nothing stored that was not sent, every live node's results equal count(*).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { placeReplicas } from '../cluster/allocation.ts';
 import { eventually, startTestCluster, type TestCluster } from './testing/clusterHarness.ts';
 import { callWithTimeout, ChaosElection, keepNodeLogsOnFailure, memberRows, membersSince, shardRows, summary, waitForBalancedMap } from './testing/chaos.ts';
 
@@ -25,7 +26,11 @@ async function adminShards(nodeId: string): Promise<AdminShard[]> {
   return (answer.body.shards as AdminShard[]).filter((s) => s.electionId === election.electionId);
 }
 
-/** Every shard has one replica in another AZ than its owner's, live and caught up with the owner, as `via` sees it. */
+/**
+ * Every shard has one replica in another AZ than its owner's, live and caught up with the owner, as `via` sees it,
+ * and the placement is settled: the coordinator's own rules (placeReplicas) would move no replica. A replica moved
+ * after this wait, just before a kill, would meet the kill still catching up (a cold takeover this test did not set up).
+ */
 async function waitForLiveReplicas(via: string, liveNodes: readonly string[]): Promise<AdminShard[]> {
   let last: AdminShard[] = [];
   return eventually(async () => {
@@ -37,8 +42,11 @@ async function waitForLiveReplicas(via: string, liveNodes: readonly string[]): P
       const lag = s.replicas[0];
       if (lag === undefined || lag.phase !== 'live' || lag.votesBehind !== 0 || lag.batchesBehind !== 0 || lag.epoch !== s.epoch) return undefined;
     }
+    const members = liveNodes.map((nodeId) => ({ nodeId, az: azOf.get(nodeId)!, status: 'alive' as const }));
+    const rows = shards.map((s) => ({ electionId: s.electionId, shard: s.shard, ownerNodeId: s.ownerNodeId, replicaNodeIds: s.replicaNodeIds }));
+    if (placeReplicas({ members, shards: rows, replicasPerShard: 1, movesMax: shardCount }).length > 0) return undefined;
     return shards;
-  }, 60_000, `every shard with a live replica in another AZ, 0 votes behind (as ${via} sees it)`).catch((error: Error) => {
+  }, 60_000, `every shard with a live replica in another AZ, 0 votes behind, no replica move pending (as ${via} sees it)`).catch((error: Error) => {
     throw new Error(`${error.message}; last seen: ${JSON.stringify(last.map((s) => ({ shard: s.shard, owner: s.ownerNodeId, epoch: s.epoch, replicas: s.replicas })))}`);
   });
 }
@@ -114,8 +122,9 @@ async function killAndCheckPromotions(before: AdminShard[], victims: readonly st
   // Promotion, warm: each moved shard was taken over first by a replica of it, which restored
   // its replica state and read only the tail after its watermark. Read from the survivors' logs,
   // not from the map (balancing may move a shard on afterwards), and from whichever survivor took
-  // it: replica balancing may have moved its replica to another survivor while the load got under
-  // way (seen: shard 2's replica moved from b1 to c2, which took it over warm).
+  // it. (Its replica cannot have moved since `before`: the wait for it also waited for a settled
+  // placement, and a member silent after the kill holds balancing still. Before both, a replica
+  // moved just before the kill, or between the two victims' deaths, went cold: CI on 4c43567.)
   const stored = await storedPerShard();
   for (const m of moved) {
     const { owner, logged } = await eventually(async () => {
