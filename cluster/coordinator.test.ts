@@ -42,7 +42,7 @@ describe('coordinator: undrain', () => {
 });
 
 describe('coordinator: silent members', () => {
-  it('a member silent past silentAfterMs receives no shard and holds balancing still; heard again, it receives its share', async () => {
+  it('a member silent past silentAfterMs receives no shard and holds balancing still (a balance stays running); heard again, it receives its share', async () => {
     let nowMs = 1_000_000;
     const state = new SimClusterState(() => nowMs, new MemoryVoteStore(), () => [{ electionId, shardCount: 6 }]);
     const store = state.store();
@@ -62,12 +62,17 @@ describe('coordinator: silent members', () => {
     nowMs += 9_001; // n3 joined, then fell silent; n1 and n2 go on
     await beat('n1');
     await beat('n2');
+    const balance = await store.requestOperation({ kind: 'balance' });
     await coordinator.round();
     expect(await ownedBy('n3')).toBe(0);
     expect(logged).toEqual([]); // no map written
+    await coordinator.round();
+    expect(await store.getOperation(balance.operationId)).toMatchObject({ status: 'running' }); // not done while n3 is silent
 
     await beat('n3');
     await coordinator.round();
     expect(await ownedBy('n3')).toBe(2);
+    await coordinator.round();
+    expect(await store.getOperation(balance.operationId)).toMatchObject({ status: 'done' });
   });
 });
