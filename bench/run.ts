@@ -111,7 +111,8 @@ const livevoteEnv: Record<string, string | undefined> = {
 };
 /**
  * The abuse-controls run: the vote rate limits and fraud rules at their defaults (memory backend),
- * and a trusted proxy on loopback whose X-Forwarded-For gives each voter an address of its own.
+ * and a trusted proxy on loopback whose X-Forwarded-For gives each voter an address of its own
+ * (votes.lua also sends a browser's User-Agent then).
  */
 const abuseEnv: Record<string, string | undefined> = { ...livevoteEnv, ...abuseControlsOnEnv };
 const abuseShownEnv = ['LIVEVOTE_RATE_LIMIT_BACKEND=memory', 'LIVEVOTE_TRUSTED_PROXIES=127.0.0.1'];
@@ -196,7 +197,7 @@ interface WriteRunOptions {
   readonly wrap: boolean;
   readonly cpuGroups: (wrkPid: () => number) => CpuGroups;
   readonly candidateIds?: readonly string[];
-  /** Each voter's request from an address of its own, in X-Forwarded-For (votes.lua). */
+  /** Each voter's request from an address of its own, in X-Forwarded-For, with a browser's User-Agent (votes.lua). */
   readonly forwardedFor?: boolean;
 }
 
@@ -558,7 +559,7 @@ async function main(): Promise<number> {
     progress(`profile: ${profiled.okPerS} votes/s under the profiler; ${profile.samples} samples, ${profile.idlePercent}% idle; livevote stopped (exit ${secondExit})`);
 
     // --- abuse controls on: rate limits and fraud rules as configured by default -------------------
-    progress(`abuse controls on: livevote restarted with its default rate limits and fraud rules (memory backend), each voter from an address of its own through a trusted proxy`);
+    progress(`abuse controls on: livevote restarted with its default rate limits and fraud rules (memory backend), each voter from an address of its own through a trusted proxy, with a browser's User-Agent`);
     lv = await startLivevote(abuseEnv, dataDir);
     const abuseHandle = track({ stop: () => stopLivevote(lv) });
     postmaster = await lv.postmasterPid();

@@ -400,7 +400,7 @@ Ratios (same machine, same wrk, same request shape, ${r.settings.connections} co
   (medians of ${r.settings.pairs} alternating pairs each; in the median pair at ${r.pairs[1]!.connections}, the floor ${fmt(r.floorSaturation.okPerS)} votes/s); durable floor / ceiling = ${(r.floor.okPerS / r.ceiling.rps).toFixed(3)} (the floor: ${fmt(r.floor.okPerS)} votes/s,
   p99 ${r.floor.latencyMs.p99} ms, from bare uWebSockets.js storing each vote in the same Postgres before answering and
   doing nothing else; see "The durable floor" below)
-- abuse controls on (vote rate limits and fraud rules at their defaults, ${r.abuseEnv.join(', ')}; each voter from an address of its own): ${fmt(r.abuseOn.okPerS)} votes/s at ${r.abuseOn.connections} connections,
+- abuse controls on (vote rate limits and fraud rules at their defaults, ${r.abuseEnv.join(', ')}; each voter from an address of its own, with a browser's User-Agent): ${fmt(r.abuseOn.okPerS)} votes/s at ${r.abuseOn.connections} connections,
   CPU per vote ${cpuPerAnswer(r.abuseOn)} µs against ${cpuPerAnswer(r.livevote)} with them off
 - at ${r.saturation.connections} connections (each at its peak): livevote ${fmt(r.saturation.okPerS)} votes/s (p99 ${r.saturation.latencyMs.p99} ms), baseline
   ${fmt(r.baselineSaturation.okPerS)} votes/s (p99 ${r.baselineSaturation.latencyMs.p99} ms): **livevote / baseline = ${(r.saturation.okPerS / r.baselineSaturation.okPerS).toFixed(2)}**, livevote / ceiling = ${(r.saturation.okPerS / r.ceiling.rps).toFixed(3)}

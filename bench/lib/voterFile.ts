@@ -18,7 +18,7 @@ export interface VotesScriptOptions {
   readonly port: number;
   /** Reuse lines once they run out (the ceiling, which stores nothing). */
   readonly wrap?: boolean;
-  /** Each voter from an address of its own, in X-Forwarded-For. */
+  /** Each voter from an address of its own, in X-Forwarded-For, with a browser's User-Agent. */
   readonly forwardedFor?: boolean;
 }
 

@@ -54,7 +54,7 @@ export interface WriteRunOptions {
   readonly afterRun?: (run: WriteRun) => void;
   /** Node flags for the livevote process (e.g. --cpu-prof). */
   readonly nodeArgs?: readonly string[];
-  /** Each voter from an address of its own, in X-Forwarded-For (votes.lua); pair with LIVEVOTE_TRUSTED_PROXIES=127.0.0.1. */
+  /** Each voter from an address of its own, in X-Forwarded-For, with a browser's User-Agent (votes.lua); pair with LIVEVOTE_TRUSTED_PROXIES=127.0.0.1. */
   readonly forwardedFor?: boolean;
   readonly log: (line: string) => void;
 }
@@ -81,7 +81,7 @@ export function writeRunBaseEnv() {
 /**
  * Over writeRunBaseEnv: the vote rate limits and fraud rules at their defaults (memory backend),
  * behind a trusted proxy on loopback, so that with `forwardedFor` each voter comes from an address
- * of its own (npm run bench's abuse-controls run, quick.ts and abBuilds.ts with BENCH_ABUSE_ON=1).
+ * of its own, with a browser's User-Agent (npm run bench's abuse-controls run, quick.ts and abBuilds.ts with BENCH_ABUSE_ON=1).
  */
 export const abuseControlsOnEnv: Record<string, string | undefined> = {
   LIVEVOTE_RATE_LIMIT_VOTE: undefined,

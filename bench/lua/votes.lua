@@ -11,7 +11,9 @@
 --
 -- args: file lineWidth firstLine lineCount electionId candidateIds(comma) activeMs wrap(0|1) hostHeader [forwardedFor(0|1)]
 -- forwardedFor=1: each request carries X-Forwarded-For with an address of that voter's own (line n:
--- network A.B.C.0/24 with A.B.C from n), as a crowd behind a trusted proxy would arrive.
+-- network A.B.C.0/24 with A.B.C from n), as a crowd behind a trusted proxy would arrive, and the
+-- User-Agent of a viewer's browser (one of three by line): without one, every vote would be a hit
+-- of the fraud rules' empty_user_agent, which a show's viewers are not.
 local ffi = require("ffi")
 ffi.cdef[[
 typedef struct { long tv_sec; long tv_nsec; } lv_timespec;
@@ -52,6 +54,11 @@ function init(args)
   tStop = 0
   stopped = false
   prefix = 'POST /api/v1/votes HTTP/1.1\r\nHost: ' .. hostHeader .. '\r\nContent-Type: application/json\r\nAuthorization: Bearer '
+  browsers = {
+    'Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36',
+    'Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.1 Mobile/15E148 Safari/604.1',
+    'Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0',
+  }
 end
 
 function request()
@@ -70,7 +77,7 @@ function request()
   local body = '{"electionId":"' .. electionId .. '","candidateId":"' .. candidate .. '","userId":"' .. userId .. '"}'
   local forwarded = ''
   if forwardedFor then
-    forwarded = string.format('\r\nX-Forwarded-For: %d.%d.%d.7', 11 + math.floor(lineNumber / 65536), math.floor(lineNumber / 256) % 256, lineNumber % 256)
+    forwarded = string.format('\r\nX-Forwarded-For: %d.%d.%d.7\r\nUser-Agent: %s', 11 + math.floor(lineNumber / 65536), math.floor(lineNumber / 256) % 256, lineNumber % 256, browsers[(lineNumber % 3) + 1])
   end
   return prefix .. token .. forwarded .. '\r\nContent-Length: ' .. #body .. '\r\n\r\n' .. body
 end
