@@ -252,11 +252,46 @@ export async function saveNodeLogs(cluster: TestCluster, dir: string): Promise<v
   for (const [id, node] of cluster.nodes) await writeFile(path.join(dir, `${id}.log`), node.output());
 }
 
+/** The log lines of the cluster's decisions: deaths declared, map versions written, shards taken over. */
+const decisionMessages = new Set([
+  'members declared dead after silence; their shards go to the survivors',
+  'shard map written',
+  'shards taken over and served',
+]);
+
+const omittedDecisionFields = new Set(['level', 'time', 'pid', 'hostname', 'service', 'msg', 'component', 'nodeId', 'electionId']);
+
+/**
+ * The cluster's last `linesMax` decisions as its nodes logged them, in time order, one short line
+ * each: what a failure's message carries, since CI keeps the test's output and not the files.
+ */
+export function clusterDecisions(cluster: TestCluster, linesMax = 40): string[] {
+  const decisions: { time: string; text: string }[] = [];
+  for (const [id, node] of cluster.nodes) {
+    for (const line of node.output().split('\n')) {
+      if (!line.startsWith('{') || !line.includes('"msg"')) continue;
+      let entry: Record<string, unknown>;
+      try {
+        entry = JSON.parse(line) as Record<string, unknown>;
+      } catch {
+        continue;
+      }
+      if (typeof entry.msg !== 'string' || !decisionMessages.has(entry.msg)) continue;
+      const at = typeof entry.time === 'string' ? entry.time : '';
+      // What the line decided, without what every line or the prefix says, or the timestamps.
+      const fields = Object.fromEntries(Object.entries(entry).filter(([key]) => !omittedDecisionFields.has(key) && !/(AtMs|SinceMs)$/.test(key)));
+      decisions.push({ time: at, text: `${at.slice(11, 23)} ${id}: ${entry.msg} ${JSON.stringify(fields).slice(0, 600)}` });
+    }
+  }
+  return decisions.sort((a, b) => (a.time < b.time ? -1 : a.time > b.time ? 1 : 0)).slice(-linesMax).map((d) => d.text);
+}
+
 /**
  * For a chaos file, called at its top: every node's log kept when one of its tests (or its
  * beforeAll) fails, in a new `$TMPDIR/livevote-<name>-*` directory whose path is added to the
- * failure's message; a run that passes writes nothing. The logs are saved when a test fails, as
- * that test left them, and again at the end of the file (with what followed).
+ * failure's message with the cluster's last decisions (clusterDecisions); a run that passes writes
+ * nothing. The logs are saved when a test fails, as that test left them, and again at the end of
+ * the file (with what followed).
  */
 export function keepNodeLogsOnFailure(name: string, cluster: () => TestCluster | undefined): void {
   let dir: string | undefined;
@@ -269,8 +304,11 @@ export function keepNodeLogsOnFailure(name: string, cluster: () => TestCluster |
   };
   const say = (errors: { message: string }[] | undefined, kept: string) => {
     const line = `node logs kept in ${kept}`;
-    if (errors?.[0] !== undefined && !errors[0].message.includes(line)) errors[0].message += `\n${line}`;
-    console.error(line);
+    const current = cluster();
+    const decisions = current === undefined ? [] : clusterDecisions(current);
+    const said = decisions.length === 0 ? line : `${line}; the cluster's last decisions:\n${decisions.join('\n')}`;
+    if (errors?.[0] !== undefined && !errors[0].message.includes(line)) errors[0].message += `\n${said}`;
+    console.error(said);
   };
   afterEach(async ({ task }) => {
     if (task.result?.state !== 'fail') return;
