@@ -191,10 +191,9 @@ const evictionSearchMax = 16;
  */
 const sweepPerTableTouched = 2;
 
+/** `nowMs` is the limiter's time, never before a bucket's `updatedMs` (MemoryRateLimiter.take). */
 function levelAt(bucket: MemoryBucket, nowMs: number): number {
-  // A clock that steps back mints nothing: elapsed is never negative.
-  const elapsedMs = nowMs > bucket.updatedMs ? nowMs - bucket.updatedMs : 0;
-  const level = bucket.tokens + elapsedMs * bucket.refillPerMs;
+  const level = bucket.tokens + (nowMs - bucket.updatedMs) * bucket.refillPerMs;
   return level < bucket.capacity ? level : bucket.capacity;
 }
 
@@ -245,9 +244,9 @@ export class MemoryRateLimiter implements RateLimiter {
 
   take(checks: readonly BucketCheck[], givenNowMs: number): RateDecision {
     assertChecks(checks);
-    // The limiter's time is the latest it was given: a clock that steps back stands still. Per
-    // bucket (levelAt) a step back already mints nothing; this also keeps the sweeps exact: a
-    // bucket forgotten as full at the latest time would, at an earlier one, not have been full.
+    // The limiter's time is the latest it was given: a clock that steps back stands still, so it
+    // mints nothing, and the sweeps stay exact (a bucket forgotten as full at the latest time
+    // would not have been full at an earlier one).
     if (givenNowMs > this.latestNowMs) this.latestNowMs = givenNowMs;
     const nowMs = this.latestNowMs;
     // The sweeps first, so that no bucket read below is forgotten before it is written.
