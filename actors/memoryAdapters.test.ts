@@ -39,6 +39,20 @@ describe('memory adapters, beyond the contract', () => {
     expect(second.lastAssigned()).toBe(b);
   });
 
+  it('the reserved ceiling is at least every id of every source, and below every id of a block reserved after it', async () => {
+    const store = new MemoryVoteStore();
+    const first = new MemoryBatchIdSource(store, 10);
+    expect(await first.reservedCeiling()).toBe(0);
+    const a = first.nextSync();
+    const second = new MemoryBatchIdSource(store, 10);
+    const b = second.nextSync();
+    const ceiling = await second.reservedCeiling();
+    expect(ceiling).toBeGreaterThanOrEqual(Math.max(a, b));
+    // The rest of both blocks stays at or below it; a block reserved later is above it.
+    for (let i = 0; i < 9; i++) expect(first.nextSync()).toBeLessThanOrEqual(ceiling);
+    expect(first.nextSync()).toBeGreaterThan(ceiling);
+  });
+
   it('keeps the snapshot with the highest watermark even if an older write lands last', () => {
     const store = new MemoryVoteStore();
     const base = { electionId: 'e', shard: 0, epoch: 1, tallies: [0], voterSlots: 0, bitmap: new Uint8Array(0), takenAtMs: 0 };

@@ -202,6 +202,11 @@ export class MemoryVoteStore {
     return rows;
   }
 
+  /** The last id of the blocks reserved so far (0: none). */
+  reservedBatchIdCeiling(): number {
+    return this.sequenceLast;
+  }
+
   /** Reserves `size` ids; returns the first. Later reservations are always larger. */
   reserveBatchIds(size: number): number {
     assert(Number.isInteger(size) && size >= 1, 'reservation size must be >= 1');
@@ -297,6 +302,10 @@ export class MemoryBatchIdSource implements BatchIdSource {
 
   lastAssigned(): number {
     return this.last;
+  }
+
+  async reservedCeiling(): Promise<number> {
+    return this.store.reservedBatchIdCeiling();
   }
 }
 

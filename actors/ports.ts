@@ -125,6 +125,13 @@ export interface BatchIdSource {
   /** Next id; rejects only when a new block cannot be reserved. */
   next(): Promise<number>;
   lastAssigned(): number;
+  /**
+   * At least every id of the blocks reserved so far, by any process. A node that takes a shard
+   * over reads it once it holds the lease: the shard's earlier owners used ids of those blocks
+   * only, and ids of this node's blocks may lie below theirs, so its new rows get ids above this
+   * (shard.ts RaiseBatchIdFloor) and no snapshot an earlier owner wrote covers them.
+   */
+  reservedCeiling(): Promise<number>;
 }
 
 /**

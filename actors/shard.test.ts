@@ -160,6 +160,19 @@ describe('shard', () => {
     expect(step(state, cast(10, 0, 900)).find((e) => e.kind === 'AppendToJournal')).toMatchObject({ batchIdFloor: 900 });
   });
 
+  it('after a takeover, new rows wait for batch ids above every id reserved by then, whatever snapshot it restored (RaiseBatchIdFloor)', () => {
+    // A replica's state (or an older snapshot) carries a low watermark; the owner before may have
+    // written a snapshot at 400 with ids from a later block than this node's.
+    const state = newShard();
+    step(state, { kind: 'RestoreFromSnapshot', snapshot: { electionId: 'e1', shard: 2, epoch: 6, watermarkBatchId: 3, tallies: [0, 0, 0], voterSlots: 0, bitmap: new Uint8Array(0), takenAtMs: 0 } });
+    expect(step(state, { kind: 'RaiseBatchIdFloor', batchId: 1999 })).toEqual([]);
+    expect(step(state, cast(6, 1, 3)).find((e) => e.kind === 'AppendToJournal')).toMatchObject({ batchIdFloor: 1999 });
+    // It only raises: a lower ceiling read later changes nothing.
+    step(state, { kind: 'RaiseBatchIdFloor', batchId: 10 });
+    expect(step(state, cast(10, 0, 5)).find((e) => e.kind === 'AppendToJournal')).toMatchObject({ batchIdFloor: 1999 });
+    expect(step(state, cast(14, 0, 2500)).find((e) => e.kind === 'AppendToJournal')).toMatchObject({ batchIdFloor: 2500 });
+  });
+
   it('a fenced write of the current epoch stops new votes until the epoch is raised', () => {
     const state = newShard();
     const row = appendedRow(step(state, cast(2, 0)));

@@ -196,6 +196,18 @@ export interface ReplayStoredVotes {
   readonly rows: readonly { readonly voterNumber: number; readonly candidateIndex: number }[];
 }
 
+/**
+ * Sender: shell during recovery, once this node holds the lease: BatchIdSource.reservedCeiling().
+ * Rows this shard admits from now get batch ids above it. An earlier owner's ids came from blocks
+ * reserved before, and may run above this node's: a row of ours with an id below one of theirs
+ * would sit under the watermark of a snapshot they wrote, and a recovery from that snapshot
+ * (which replays only later batches) would never count it.
+ */
+export interface RaiseBatchIdFloor {
+  readonly kind: 'RaiseBatchIdFloor';
+  readonly batchId: number;
+}
+
 /** Sender: shell. New voters get `election_closed`; pending votes still resolve. */
 export interface CloseElection {
   readonly kind: 'CloseElection';
@@ -223,6 +235,7 @@ export type ShardMsg =
   | TakeSnapshot
   | RestoreFromSnapshot
   | ReplayStoredVotes
+  | RaiseBatchIdFloor
   | CloseElection
   | SetEpoch;
 
@@ -321,11 +334,12 @@ export interface ShardState {
   /** A write with the current epoch was fenced: refuse new votes until SetEpoch. */
   leaseLost: boolean;
   /**
-   * Watermark of the snapshot this shard was restored from (0: none). New rows get batch ids
-   * above it: the snapshot was taken by an earlier owner, possibly another process whose batch
-   * ids run ahead of this one's, and a recovery from it replays only batches above it.
+   * New rows get batch ids above this: the watermark of the snapshot this shard was restored
+   * from, and the batch ids reserved by the time this node took the shard (RaiseBatchIdFloor).
+   * Both come from earlier owners, possibly other processes whose ids run ahead of this one's,
+   * and a recovery from their snapshots replays only batches above the watermark. 0: none.
    */
-  restoredWatermarkBatchId: number;
+  inheritedBatchIdFloor: number;
   readonly counters: ShardCounters;
   /** Preallocated, they are the replies of the overload path and must be cheap. */
   readonly overloadedOutcome: VoteOutcome;
@@ -363,7 +377,7 @@ export function createShardState(init: {
     uncountedBits: 0,
     accepting: true,
     leaseLost: false,
-    restoredWatermarkBatchId: 0,
+    inheritedBatchIdFloor: 0,
     counters: {
       castsReceived: 0,
       rowsAppended: 0,
@@ -443,6 +457,10 @@ export function stepShard(state: ShardState, msg: ShardMsg, out: ShardEffect[] =
     case 'CloseElection':
       state.accepting = false;
       break;
+    case 'RaiseBatchIdFloor':
+      assert(Number.isSafeInteger(msg.batchId) && msg.batchId >= 0, 'RaiseBatchIdFloor needs a batch id');
+      if (msg.batchId > state.inheritedBatchIdFloor) state.inheritedBatchIdFloor = msg.batchId;
+      break;
     case 'SetEpoch':
       assert(Number.isInteger(msg.epoch) && msg.epoch > state.epoch, `SetEpoch must raise the epoch (${state.epoch} -> ${msg.epoch})`);
       state.epoch = msg.epoch;
@@ -480,7 +498,7 @@ function castVote(state: ShardState, msg: CastVote, out: ShardEffect[]): void {
     }
     state.bitmap.set(slot);
     state.pendingTallies[candidateIndex]!++;
-    const batchIdFloor = Math.max(msg.batchIdFloor, state.restoredWatermarkBatchId);
+    const batchIdFloor = Math.max(msg.batchIdFloor, state.inheritedBatchIdFloor);
     const row: JournalRow = {
       electionId: state.key.electionId,
       shard: state.key.shard,
@@ -730,7 +748,7 @@ function restoreFromSnapshot(state: ShardState, msg: RestoreFromSnapshot, out: S
   assert(talliesSum <= bitmap.count(), `snapshot tallies (${talliesSum}) exceed its bitmap (${bitmap.count()})`);
   state.bitmap = bitmap;
   state.uncountedBits = bitmap.count() - talliesSum;
-  state.restoredWatermarkBatchId = snapshot.watermarkBatchId;
+  state.inheritedBatchIdFloor = Math.max(state.inheritedBatchIdFloor, snapshot.watermarkBatchId);
   for (let c = 0; c < state.candidateCount; c++) state.committedTallies[c] = snapshot.tallies[c]!;
   out.push({ kind: 'TalliesCommitted', key: state.key, deltas: snapshot.tallies.slice(), source: 'recovery' });
 }

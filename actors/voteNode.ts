@@ -956,7 +956,11 @@ export function createVoteNode(deps: VoteNodeDeps): VoteNode {
       } finally {
         for (const { shard } of request.shards) openingEpochs.delete(shardKeyString({ electionId, shard }));
       }
-      const recovered = await Promise.all(request.shards.map(({ shard, epoch, base }) => recoverShard(cellElection, { electionId, shard }, epoch, base)));
+      // Read now that this node holds the leases: the shards' earlier owners are fenced, so every id
+      // they used is at most this (shard.ts RaiseBatchIdFloor). A shard at epoch 1 had no earlier
+      // owner, and its rows need no floor (the committer would pass over the ids below it one by one).
+      const reservedCeiling = request.shards.some(({ epoch }) => epoch > 1) ? await batchIds.reservedCeiling() : 0;
+      const recovered = await Promise.all(request.shards.map(({ shard, epoch, base }) => recoverShard(cellElection, { electionId, shard }, epoch, base, reservedCeiling)));
       for (const { state } of recovered) {
         const cell: ShardCell = {
           key: state.key,
@@ -1051,9 +1055,13 @@ export function createVoteNode(deps: VoteNodeDeps): VoteNode {
     return cell !== undefined && cell.ref !== null && !cell.releasing && !cell.state.leaseLost;
   }
 
-  /** Restores from `base` or else the latest snapshot, then replays the stored votes after its watermark. */
+  /**
+   * Restores from `base` or else the latest snapshot, then replays the stored votes after its
+   * watermark; past its first epoch (an earlier owner held it), its new rows get batch ids above
+   * `reservedCeiling`.
+   */
   async function recoverShard(
-    election: ElectionCell, key: ShardKey, epoch: number, base: ShardSnapshot | undefined,
+    election: ElectionCell, key: ShardKey, epoch: number, base: ShardSnapshot | undefined, reservedCeiling: number,
   ): Promise<{ state: ShardState; recovery: ShardRecovery }> {
     const state = createShardState({
       key,
@@ -1079,6 +1087,7 @@ export function createVoteNode(deps: VoteNodeDeps): VoteNode {
       tailRows += rows.length;
       apply({ kind: 'ReplayStoredVotes', rows });
     });
+    if (epoch > 1) apply({ kind: 'RaiseBatchIdFloor', batchId: reservedCeiling });
     const source = base !== undefined ? 'replica' : snapshot !== null ? 'snapshot' : 'empty';
     return { state, recovery: { shard: key.shard, source, watermarkBatchId, tailRows } };
   }

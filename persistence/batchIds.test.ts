@@ -61,6 +61,22 @@ describe('PgBatchIdSource', () => {
     }
   });
 
+  it('the reserved ceiling is at least every id any source was or will be handed from its blocks, and below the next block', async () => {
+    const a = await createPgBatchIdSource({ pool: db.pool });
+    const b = await createPgBatchIdSource({ pool: db.pool });
+    const idsB = [await b.next(), await b.next()];
+    const ceiling = await a.reservedCeiling();
+    // b's block was reserved last: its end is the ceiling, and every id of a's block lies below.
+    expect(ceiling).toBe(idsB[0]! + batchIdBlockSize - 1);
+    const idsA: number[] = [];
+    for (let i = 0; i < batchIdBlockSize; i++) idsA.push(await a.next());
+    expect(Math.max(...idsA)).toBeLessThanOrEqual(ceiling);
+    // a's next block, reserved after the read, and any other source's are above it.
+    expect(await a.next()).toBeGreaterThan(ceiling);
+    const c = await createPgBatchIdSource({ pool: db.pool });
+    expect(await c.next()).toBeGreaterThan(ceiling);
+  });
+
   it('rejects next() when no block can be reserved, once the reserved one is used', async () => {
     const pool = createPool(db.url, 1, 'batch-ids-dead');
     const source = await createPgBatchIdSource({ pool });

@@ -23,6 +23,8 @@ export interface PgBatchIdSourceOptions {
 }
 
 const reserveStatement = { name: 'livevote_batch_id_reserve', text: "SELECT nextval('vote_batch_seq') AS block_start" };
+// A sequence's last_value is read outside transactions: it counts every nextval, committed or not.
+const ceilingStatement = { name: 'livevote_batch_id_ceiling', text: 'SELECT last_value::text AS last_value, is_called FROM vote_batch_seq' };
 
 export class PgBatchIdSource implements BatchIdSource {
   private readonly pool: Pool;
@@ -81,6 +83,16 @@ export class PgBatchIdSource implements BatchIdSource {
 
   lastAssigned(): number {
     return this.nextId - 1;
+  }
+
+  /** The last id of the block nextval handed out last, by any process (blocks start there). */
+  async reservedCeiling(): Promise<number> {
+    const result = await withClientTimeout(this.pool, this.reserveTimeoutMs, (client) =>
+      client.query<{ last_value: string; is_called: boolean }>(ceilingStatement));
+    const row = result.rows[0];
+    if (row === undefined) throw new Error('vote_batch_seq returned no row');
+    const lastValue = Number(row.last_value);
+    return row.is_called ? lastValue + batchIdBlockSize - 1 : lastValue - 1;
   }
 
   /** True while a block is reserved ahead of the current one. */

@@ -1146,6 +1146,11 @@ export class World {
         return batchId;
       },
       lastAssigned: () => source.lastAssigned(),
+      // A read of the sequence, atomic here: no scheduled step, so recorded schedules replay as they were.
+      async reservedCeiling(): Promise<number> {
+        if (isDead(process)) return never;
+        return source.reservedCeiling();
+      },
     };
   }
 }
