@@ -960,7 +960,8 @@ export function createVoteNode(deps: VoteNodeDeps): VoteNode {
       // they used is at most this (shard.ts RaiseBatchIdFloor). A shard at epoch 1 had no earlier
       // owner, and its rows need no floor (the committer would pass over the ids below it one by one).
       const reservedCeiling = request.shards.some(({ epoch }) => epoch > 1) ? await batchIds.reservedCeiling() : 0;
-      const recovered = await Promise.all(request.shards.map(({ shard, epoch, base }) => recoverShard(cellElection, { electionId, shard }, epoch, base, reservedCeiling)));
+      const recovered = await Promise.all(request.shards.map(({ shard, epoch, base }) =>
+        recoverShard(cellElection, { electionId, shard }, epoch, base, epoch > 1 ? reservedCeiling : 0)));
       for (const { state } of recovered) {
         const cell: ShardCell = {
           key: state.key,
@@ -1057,11 +1058,10 @@ export function createVoteNode(deps: VoteNodeDeps): VoteNode {
 
   /**
    * Restores from `base` or else the latest snapshot, then replays the stored votes after its
-   * watermark; past its first epoch (an earlier owner held it), its new rows get batch ids above
-   * `reservedCeiling`.
+   * watermark; its new rows get batch ids above `inheritedBatchIdFloor` (0: none) too.
    */
   async function recoverShard(
-    election: ElectionCell, key: ShardKey, epoch: number, base: ShardSnapshot | undefined, reservedCeiling: number,
+    election: ElectionCell, key: ShardKey, epoch: number, base: ShardSnapshot | undefined, inheritedBatchIdFloor: number,
   ): Promise<{ state: ShardState; recovery: ShardRecovery }> {
     const state = createShardState({
       key,
@@ -1087,7 +1087,7 @@ export function createVoteNode(deps: VoteNodeDeps): VoteNode {
       tailRows += rows.length;
       apply({ kind: 'ReplayStoredVotes', rows });
     });
-    if (epoch > 1) apply({ kind: 'RaiseBatchIdFloor', batchId: reservedCeiling });
+    apply({ kind: 'RaiseBatchIdFloor', batchId: inheritedBatchIdFloor });
     const source = base !== undefined ? 'replica' : snapshot !== null ? 'snapshot' : 'empty';
     return { state, recovery: { shard: key.shard, source, watermarkBatchId, tailRows } };
   }
